@@ -1,0 +1,335 @@
+"""An in-memory network of protocol cores with a fake clock.
+
+Many ``Node`` cores are joined by a simulated underlay that can delay, drop,
+partition and translate addresses like a NAT router; a small WireGuard model
+turns each core's desired peers and routes into "does a ping from A reach B".
+Everything is driven by one seeded ``random.Random``, so a failing run can be
+replayed exactly. No sockets, no threads: minutes of protocol time run in
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from random import Random
+
+from wg_netmanager.core.node import Node, StaticTarget
+from wg_netmanager.core.timers import Timers
+from wg_netmanager.keys import KeyPair
+from wg_netmanager.model import Endpoint, WgPeerReading
+from wg_netmanager.wire import NodeInfo
+
+SUBNET = IPv4Network("10.1.1.0/24")
+SHARED_KEY = bytes(range(32))
+
+
+@dataclass
+class Nat:
+    """A NAT router: endpoint-independent mapping (full-cone-like) or symmetric.
+
+    Inbound traffic passes only to a mapping whose inside host has already sent
+    to that remote address (address-dependent filtering), like a stateful
+    firewall.
+    """
+
+    public_ip: str
+    symmetric: bool = False
+    _mappings: dict[tuple[Endpoint, Endpoint | None], int] = field(default_factory=dict)
+    _reverse: dict[int, tuple[Endpoint, set[str]]] = field(default_factory=dict)
+    _ports: itertools.count = field(default_factory=lambda: itertools.count(20000))
+
+    def outbound(self, inside: Endpoint, remote: Endpoint) -> Endpoint:
+        key = (inside, remote if self.symmetric else None)
+        port = self._mappings.get(key)
+        if port is None:
+            port = next(self._ports)
+            self._mappings[key] = port
+            self._reverse[port] = (inside, set())
+        self._reverse[port][1].add(remote[0])
+        return (self.public_ip, port)
+
+    def inbound(self, port: int, remote: Endpoint) -> Endpoint | None:
+        entry = self._reverse.get(port)
+        if entry is None or remote[0] not in entry[1]:
+            return None
+        return entry[0]
+
+
+@dataclass
+class Host:
+    name: str
+    address: str  # underlay address (inside address when behind a NAT)
+    wg_ip: IPv4Address
+    wg_port: int
+    admin_port: int
+    nat: Nat | None = None
+    lan: str | None = None  # hosts on the same LAN reach each other's inside address
+    node: Node | None = None
+    keys: KeyPair | None = None
+    up: bool = False
+
+
+class SimNet:
+    def __init__(
+        self,
+        timers: Timers | None = None,
+        seed: int = 1,
+        latency: float = 0.002,
+        loss: float = 0.0,
+    ) -> None:
+        self.rng = Random(seed)
+        self.timers = timers or Timers()
+        self.latency = latency
+        self.loss = loss
+        self.now = 0.0
+        self.hosts: dict[str, Host] = {}
+        self.statics: list[tuple[str, IPv4Address, int, int]] = []
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._timer_due: dict[str, float] = {}
+        self.partitioned: set[frozenset[str]] = set()
+        self.sent_bytes: dict[str, int] = {}
+
+    # --- building -------------------------------------------------------
+
+    def add_host(
+        self,
+        name: str,
+        address: str,
+        wg_ip: str,
+        *,
+        static: bool = False,
+        nat: Nat | None = None,
+        lan: str | None = None,
+    ) -> Host:
+        octet = int(wg_ip.rsplit(".", 1)[1])
+        host = Host(name, address, IPv4Address(wg_ip), 50000 + octet, 50500 + octet, nat, lan)
+        self.hosts[name] = host
+        if static:
+            self.statics.append((address, host.wg_ip, host.wg_port, host.admin_port))
+        return host
+
+    def start(self, name: str) -> None:
+        host = self.hosts[name]
+        host.keys = KeyPair.generate()
+        info = NodeInfo(
+            wg_ip=host.wg_ip,
+            name=name,
+            public_key=host.keys.public_b64,
+            wg_port=host.wg_port,
+            admin_port=host.admin_port,
+        )
+        statics = [
+            StaticTarget(wg_ip=ip, host=addr, wg_port=wp, admin_port=ap, address=addr)
+            for addr, ip, wp, ap in self.statics
+        ]
+        host.node = Node(
+            info=info,
+            shared_key=SHARED_KEY,
+            subnet=SUBNET,
+            statics=statics,
+            timers=self.timers,
+            now=self.now,
+            rng=Random(self.rng.random()),
+            random_bytes=self.rng.randbytes,
+        )
+        host.up = True
+        self._after(host)
+
+    def stop(self, name: str, clean: bool = True) -> None:
+        host = self.hosts[name]
+        if clean and host.node is not None:
+            host.node.shutdown(self.now)
+            self._flush(host)
+        host.up = False
+        host.node = None
+
+    # --- running --------------------------------------------------------
+
+    def run_until(self, t: float) -> None:
+        tick = 0.1
+        next_wg = self.now
+        while True:
+            next_event = self._queue[0][0] if self._queue else float("inf")
+            if next_wg <= next_event and next_wg <= t:
+                self.now = next_wg
+                self._feed_wg()
+                next_wg += tick
+                continue
+            if next_event > t:
+                break
+            when, _, action = heapq.heappop(self._queue)
+            self.now = when
+            action()
+        self.now = t
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def wait_for(self, predicate: Callable[[], bool], limit: float, step: float = 0.01) -> float:
+        """Advance until predicate holds; returns the time it took (inf if never)."""
+        start = self.now
+        while self.now - start < limit:
+            if predicate():
+                return self.now - start
+            self.run_for(step)
+        return float("inf")
+
+    def _schedule(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._queue, (when, next(self._seq), action))
+
+    def _after(self, host: Host) -> None:
+        """After any input: send what the core wants to send, re-arm its timer."""
+        self._flush(host)
+        node = host.node
+        if node is None:
+            return
+        due = node.get_timer()
+        if due is not None and self._timer_due.get(host.name) != due:
+            self._timer_due[host.name] = due
+            node_at_schedule = node
+
+            def fire() -> None:
+                if host.node is node_at_schedule and self._timer_due.get(host.name) == due:
+                    self._timer_due.pop(host.name, None)
+                    node_at_schedule.handle_timer(self.now)
+                    self._after(host)
+
+            self._schedule(max(due, self.now), fire)
+
+    def _flush(self, host: Host) -> None:
+        if host.node is None:
+            return
+        host.node.events()
+        host.node.take_resolve_requests()
+        for data, dest in host.node.datagrams_to_send():
+            self.sent_bytes[host.name] = self.sent_bytes.get(host.name, 0) + len(data) + 28
+            self._transmit(host, host.admin_port, dest, data)
+
+    # --- the underlay ---------------------------------------------------
+
+    def _source_seen_by(self, host: Host, port: int, dest_host: Host, dest: Endpoint) -> Endpoint:
+        if host.nat is None or (host.lan is not None and host.lan == dest_host.lan):
+            return (host.address, port)
+        return host.nat.outbound((host.address, port), dest)
+
+    def _find(self, dest: Endpoint, sender: Host) -> Host | None:
+        for host in self.hosts.values():
+            if host.address == dest[0] and (
+                host.nat is None or (host.lan is not None and host.lan == sender.lan)
+            ):
+                return host
+            if host.nat is not None and host.nat.public_ip == dest[0]:
+                inside = host.nat.inbound(dest[1], (sender.address, 0))
+                if inside is not None and inside[0] == host.address:
+                    return host
+        return None
+
+    def _transmit(self, host: Host, port: int, dest: Endpoint, data: bytes) -> None:
+        target = self._find(dest, host)
+        if target is None or frozenset((host.name, target.name)) in self.partitioned:
+            return
+        source = self._source_seen_by(host, port, target, dest)
+        if target.nat is not None and dest[0] == target.nat.public_ip:
+            if target.nat.inbound(dest[1], source) is None:
+                return
+        if self.rng.random() < self.loss:
+            return
+
+        def arrive() -> None:
+            if target.node is not None and target.up:
+                target.node.receive_datagram(data, source, self.now)
+                self._after(target)
+
+        self._schedule(self.now + self.latency, arrive)
+
+    # --- the WireGuard model ----------------------------------------------
+
+    def _by_key(self, public_key: str) -> Host | None:
+        for host in self.hosts.values():
+            if host.node is not None and host.node.info.public_key == public_key:
+                return host
+        return None
+
+    def wg_link_up(self, a: Host, b: Host) -> bool:
+        """Both have each other as peers and one of them knows where the other is."""
+        if a.node is None or b.node is None:
+            return False
+        pa = a.node.desired_peers().get(b.node.info.public_key)
+        pb = b.node.desired_peers().get(a.node.info.public_key)
+        if pa is None or pb is None:
+            return False
+        if frozenset((a.name, b.name)) in self.partitioned:
+            return False
+        return pa.endpoint is not None or pb.endpoint is not None
+
+    def _feed_wg(self) -> None:
+        for host in self.hosts.values():
+            if host.node is None:
+                continue
+            readings = {}
+            for key, peer in host.node.desired_peers().items():
+                other = self._by_key(key)
+                up = other is not None and self.wg_link_up(host, other)
+                endpoint = peer.endpoint
+                if up and endpoint is None and other is not None:
+                    endpoint = self._source_seen_by(other, other.wg_port, host, (host.address, 0))
+                readings[key] = WgPeerReading(
+                    public_key=key,
+                    endpoint=endpoint,
+                    allowed_ips=peer.allowed_ips,
+                    handshake_age=1.0 if up else None,
+                    rx_bytes=0,
+                    tx_bytes=0,
+                )
+            host.node.update_wg(readings, self.now)
+            self._after(host)
+
+    def _forward(self, src: Host, dst_ip: IPv4Address, origin: IPv4Address) -> Host | None:
+        """One hop of a packet from ``origin`` at ``src`` towards ``dst_ip``."""
+        assert src.node is not None
+        route = next((r for r in src.node.desired_routes() if r.dest == dst_ip), None)
+        if route is None:
+            return None
+        next_ip = route.via or route.dest
+        peer = next(
+            (p for p in src.node.desired_peers().values() if any(dst_ip in n for n in p.allowed_ips)),
+            None,
+        )
+        if peer is None:
+            return None
+        nxt = self._by_key(peer.public_key)
+        if nxt is None or nxt.wg_ip != next_ip or not self.wg_link_up(src, nxt):
+            return None
+        assert nxt.node is not None
+        back = nxt.node.desired_peers().get(src.node.info.public_key)
+        if back is None or not any(origin in n for n in back.allowed_ips):
+            return None  # WireGuard drops packets whose source the peer may not send
+        return nxt
+
+    def path(self, a: str, b: str) -> list[str] | None:
+        """Host names a packet from a to b crosses, or None if it is lost."""
+        src, dst = self.hosts[a], self.hosts[b]
+        if src.node is None or dst.node is None:
+            return None
+        hops, here = [a], src
+        for _ in range(8):
+            nxt = self._forward(here, dst.wg_ip, src.wg_ip)
+            if nxt is None:
+                return None
+            hops.append(nxt.name)
+            if nxt is dst:
+                return hops
+            here = nxt
+        return None  # a loop
+
+    def pings(self, a: str, b: str) -> bool:
+        return self.path(a, b) is not None and self.path(b, a) is not None
+
+    def all_pairs_ping(self, names: list[str] | None = None) -> bool:
+        names = names or [n for n, h in self.hosts.items() if h.up]
+        return all(self.pings(a, b) for a, b in itertools.combinations(names, 2))

@@ -1,0 +1,121 @@
+"""Several protocol cores through the simulated network: convergence and failure."""
+
+from __future__ import annotations
+
+import pytest
+from sim import Nat, SimNet
+
+from wg_netmanager.core.timers import Timers
+
+FAST = Timers(ping_interval=1.0, dead_after=3.0)
+
+
+def three_boxes(timers: Timers = FAST, seed: int = 1) -> SimNet:
+    net = SimNet(timers, seed=seed)
+    net.add_host("alice", "198.51.100.1", "10.1.1.1", static=True)
+    net.add_host("bob", "198.51.100.2", "10.1.1.2")
+    net.add_host("charlie", "192.168.1.2", "10.1.1.3", nat=Nat("198.51.100.3"))
+    return net
+
+
+@pytest.mark.parametrize("order", [["alice", "bob", "charlie"], ["charlie", "bob", "alice"]])
+def test_three_nodes_converge_whoever_starts_first(order: list[str]) -> None:
+    net = three_boxes()
+    for name in order:
+        net.start(name)
+        net.run_for(0.05)
+    took = net.wait_for(net.all_pairs_ping, limit=3.0)
+    assert took < 1.0
+    assert net.path("bob", "charlie") == ["bob", "alice", "charlie"]
+    assert net.path("charlie", "alice") == ["charlie", "alice"]
+
+
+def test_static_learns_nat_outside_endpoint() -> None:
+    net = three_boxes()
+    for name in ("alice", "bob", "charlie"):
+        net.start(name)
+    net.run_for(1.0)
+    charlie = net.hosts["charlie"].node
+    assert charlie is not None
+    assert charlie.visible_endpoint is not None
+    assert charlie.visible_endpoint[0] == "198.51.100.3"  # the NAT's outside, not 192.168.1.2
+
+
+def test_dead_node_is_dropped_by_everyone() -> None:
+    net = three_boxes()
+    for name in ("alice", "bob", "charlie"):
+        net.start(name)
+    net.run_for(1.0)
+    net.stop("charlie", clean=False)  # crash: no bye
+    alice, bob = net.hosts["alice"].node, net.hosts["bob"].node
+    assert alice is not None and bob is not None
+    took = net.wait_for(
+        lambda: all(
+            r.dest != net.hosts["charlie"].wg_ip
+            for node in (alice, bob)
+            for r in node.desired_routes()
+        ),
+        limit=10.0,
+    )
+    assert took <= FAST.dead_after + 0.5
+    assert all(len(p.allowed_ips) == 1 for p in bob.desired_peers().values())
+    assert net.pings("alice", "bob")
+
+
+def test_clean_stop_is_noticed_at_once() -> None:
+    net = three_boxes()
+    for name in ("alice", "bob", "charlie"):
+        net.start(name)
+    net.run_for(1.0)
+    net.stop("bob")
+    alice = net.hosts["alice"].node
+    assert alice is not None
+    took = net.wait_for(lambda: len(alice.desired_peers()) == 1, limit=5.0)
+    assert took < 0.1
+
+
+@pytest.mark.parametrize("who", ["bob", "alice"])
+def test_restart_with_new_key_is_accepted_fast(who: str) -> None:
+    net = three_boxes(Timers(ping_interval=1.0, dead_after=3.0))
+    for name in ("alice", "bob", "charlie"):
+        net.start(name)
+    net.run_for(1.0)
+    old_key = net.hosts[who].node.info.public_key  # type: ignore[union-attr]
+    net.stop(who, clean=False)
+    net.run_for(0.2)
+    net.start(who)
+    assert net.hosts[who].node.info.public_key != old_key  # type: ignore[union-attr]
+    took = net.wait_for(net.all_pairs_ping, limit=5.0)
+    # A restarted dynamic node is back at once; a restarted static waits for
+    # the next ping of each dynamic node (at most ping_interval).
+    assert took < (0.2 if who == "bob" else FAST.ping_interval * 1.2)
+
+
+def test_static_starting_late_is_found_within_backoff() -> None:
+    net = three_boxes()
+    net.start("bob")
+    net.start("charlie")
+    net.run_for(20.0)
+    net.start("alice")
+    took = net.wait_for(net.all_pairs_ping, limit=5.0)
+    assert took <= FAST.hello_retry_max + 0.2
+
+
+def test_lossy_network_still_converges() -> None:
+    net = three_boxes(seed=7)
+    net.loss = 0.3
+    for name in ("alice", "bob", "charlie"):
+        net.start(name)
+    assert net.wait_for(net.all_pairs_ping, limit=20.0) < 20.0
+
+
+def test_partition_and_heal() -> None:
+    net = three_boxes()
+    for name in ("alice", "bob", "charlie"):
+        net.start(name)
+    net.run_for(1.0)
+    net.partitioned.add(frozenset(("alice", "charlie")))
+    net.run_for(FAST.dead_after + 1.0)
+    assert not net.pings("bob", "charlie")
+    net.partitioned.clear()
+    assert net.wait_for(net.all_pairs_ping, limit=10.0) < 10.0

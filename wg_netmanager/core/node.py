@@ -1,0 +1,710 @@
+"""The protocol of one node as a pure state machine.
+
+Theory of operation
+-------------------
+No sockets, no processes, no clock reads: the daemon feeds in datagrams
+(``receive_datagram``), timer ticks (``handle_timer``), readings of
+``wg show`` (``update_wg``) and DNS answers (``set_static_address``), each
+with ``now`` (a monotonic clock in seconds). Out come datagrams
+(``datagrams_to_send``), the next deadline (``get_timer``), the desired
+WireGuard peers and kernel routes (``desired_peers`` / ``desired_routes``),
+log events (``events``) and a ``statistics()`` snapshot.
+
+Sessions. Two nodes talk only after a challenge round trip: a hello carries
+fresh random bytes, the answer must echo them. A hello that echoes our
+challenge proves the sender is alive *now*, so its boot id, and with it its
+WireGuard key, are trusted without comparing clocks. Afterwards every datagram
+carries (boot id, counter) and a sliding window refuses replays. A replayed
+datagram from an old boot can at most make us send a challenge that nobody
+answers; it never changes state. A newer boot that proves itself replaces the
+old one (restart with a new key); a boot we replaced does not come back (two
+live nodes claiming one wg IP are reported as a conflict).
+
+Who talks to whom. Every node keeps a session with each static peer
+(configured in network.yaml, reachable on the underlay). Static nodes publish
+a table of the nodes they have sessions with: key, boot, and the endpoint
+their WireGuard sees for it (the outside of any NAT). A node that has no
+session with another reaches it through a static node that lists it: that
+static is then its gateway, gets the node's /32 in its AllowedIPs, and the
+kernel route is ``via`` the gateway. The gateway changes only when the
+current one stops listing the node (hysteresis); among new candidates the
+lowest wg IP wins (deterministic).
+
+Liveness. The side that must keep a NAT mapping open (the dynamic one; between
+two static nodes the lower wg IP) pings every ``ping_interval``; either side
+drops the session after ``dead_after`` of silence. A clean shutdown sends bye.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network
+from random import Random
+
+from .. import wire
+from ..model import Endpoint, Route, WgPeer, WgPeerReading
+from ..wire import Drop, Header, Hello, Message, NodeInfo, Ping, Pong, Table, TableEntry
+from .replay import ReplayWindow
+from .timers import Timers
+
+# Answers to unauthenticated datagrams (challenges) per source IP: a burst
+# and a refill rate, so the node cannot be used to reflect traffic.
+CHALLENGE_BURST = 8.0
+CHALLENGE_RATE = 4.0  # per second
+MAX_CHALLENGES = 1024
+MAX_RATE_SOURCES = 4096
+
+
+@dataclass(frozen=True)
+class Event:
+    level: int  # logging level
+    text: str
+
+
+@dataclass
+class StaticTarget:
+    """A static peer from network.yaml; ``address`` is filled in by DNS."""
+
+    wg_ip: IPv4Address
+    host: str
+    wg_port: int
+    admin_port: int
+    address: str | None = None
+    next_hello: float = 0.0
+    backoff: float = 0.0
+    lost_since: float = 0.0
+    next_resolve_request: float = 0.0
+
+    @property
+    def admin_endpoint(self) -> Endpoint | None:
+        return None if self.address is None else (self.address, self.admin_port)
+
+    @property
+    def wg_endpoint(self) -> Endpoint | None:
+        return None if self.address is None else (self.address, self.wg_port)
+
+
+@dataclass
+class Session:
+    """An authenticated conversation with one node (one boot of it)."""
+
+    info: NodeInfo
+    boot: bytes
+    addr: Endpoint
+    replay: ReplayWindow
+    established: float
+    last_heard: float
+    pinger: bool  # we send the pings (we keep the NAT mapping open)
+    next_ping: float = 0.0
+    ping_seq: int = 0
+    ping_sent: dict[int, float] = field(default_factory=dict)
+    rtt: float | None = None
+    their_table_version: int = 0
+
+
+@dataclass
+class PendingTable:
+    version: int
+    parts: int
+    received: dict[int, tuple[TableEntry, ...]]
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    wg_ip: IPv4Address
+    name: str
+    public_key: str
+    path: str  # "direct" | "via"
+    gateway: IPv4Address | None
+    gateway_name: str | None
+    endpoint: Endpoint | None
+    rtt: float | None
+    handshake_age: float | None
+    rx_bytes: int
+    tx_bytes: int
+    session_age: float | None
+    is_static: bool
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    wg_ip: IPv4Address
+    public_key: str
+    wg_port: int
+    admin_port: int
+    is_static: bool
+    visible_endpoint: Endpoint | None
+    peers: tuple[PeerStatus, ...]
+    statics_connected: int
+    statics_total: int
+    drops: Mapping[str, int]
+    table_version: int
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        info: NodeInfo,
+        shared_key: bytes,
+        subnet: IPv4Network,
+        statics: list[StaticTarget],
+        timers: Timers,
+        now: float,
+        rng: Random | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.info = info
+        self.subnet = subnet
+        self.timers = timers
+        self.boot = random_bytes(wire.BOOT_SIZE)
+        self._key = wire.derive_admin_key(shared_key)
+        self._random_bytes = random_bytes
+        self._rng = rng or Random()
+        self._counter = 0
+        self.statics: dict[IPv4Address, StaticTarget] = {
+            s.wg_ip: s for s in statics if s.wg_ip != info.wg_ip
+        }
+        self.is_static = len(self.statics) < len(statics)
+        for target in self.statics.values():
+            target.next_hello = now
+            target.backoff = timers.hello_retry_min
+            target.lost_since = now
+        self.sessions: dict[IPv4Address, Session] = {}
+        self._retired: dict[IPv4Address, dict[bytes, float]] = {}  # replaced boots
+        self._challenges: dict[bytes, float] = {}  # challenge -> expiry
+        self._rate: dict[str, tuple[float, float]] = {}  # source ip -> (tokens, time)
+        self._outbox: list[tuple[bytes, Endpoint]] = []
+        self.resolve_requests: set[IPv4Address] = set()
+        self._events: list[Event] = []
+        self.drops: dict[str, int] = {}
+        # Static node: our own table of sessions.
+        self.table_version = 0
+        self._table_signature: tuple[object, ...] = ()
+        self._table_push_at: float | None = None
+        # Tables of static nodes we have sessions with.
+        self.listings: dict[IPv4Address, dict[IPv4Address, TableEntry]] = {}
+        self._listing_versions: dict[IPv4Address, int] = {}
+        self._pending_tables: dict[IPv4Address, PendingTable] = {}
+        self._gateways: dict[IPv4Address, IPv4Address] = {}
+        self._wg: dict[str, WgPeerReading] = {}
+        self.visible_endpoint: Endpoint | None = None
+        self.state_version = 0  # bumped whenever desired peers/routes may have changed
+        self._desired: tuple[dict[str, WgPeer], set[Route]] = ({}, set())
+        self._recompute(now)
+
+    # --- inputs -----------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> None:
+        try:
+            header, message = wire.open_datagram(self._key, data)
+        except Drop as drop:
+            self._drop(drop.reason)
+            return
+        if header.wg_ip == self.info.wg_ip:
+            if header.boot != self.boot:
+                self._conflict(header.wg_ip, addr)
+            else:
+                self._drop("own datagram")
+            return
+        if not self._valid_member(header.wg_ip):
+            self._drop("outside subnet")
+            return
+        if isinstance(message, Hello):
+            self._on_hello(header, message, addr, now)
+            return
+        session = self.sessions.get(header.wg_ip)
+        if session is None or session.boot != header.boot:
+            # Unknown boot: maybe a restart of ours they have not noticed, maybe a
+            # replay. Either way only a fresh challenge round trip can help.
+            self._drop("no session")
+            self._send_challenge(addr, now, want_echo=True)
+            return
+        if not session.replay.accept(header.counter):
+            self._drop("replay")
+            return
+        session.last_heard = now
+        if addr != session.addr and header.wg_ip not in self.statics:
+            session.addr = addr  # the peer roamed (or its NAT remapped)
+            self._mark_table_dirty(now)
+        self._on_message(session, message, addr, now)
+
+    def handle_timer(self, now: float) -> None:
+        for wg_ip, session in list(self.sessions.items()):
+            if now - session.last_heard >= self.timers.dead_after:
+                self._event(logging.WARNING, f"{self._label(wg_ip)} silent, dropped")
+                self._drop_session(wg_ip, now)
+        for target in self.statics.values():
+            if target.wg_ip in self.sessions:
+                continue
+            if now >= target.next_resolve_request:
+                target.next_resolve_request = now + self.timers.hello_slow_after
+                self._event(logging.DEBUG, f"resolve {target.host}")
+                self.resolve_requests.add(target.wg_ip)
+            endpoint = target.admin_endpoint
+            if now >= target.next_hello and endpoint is not None:
+                self._send_hello(endpoint, now, echo=None, want_echo=True)
+                if now - target.lost_since >= self.timers.hello_slow_after:
+                    interval = self.timers.hello_retry_slow
+                else:
+                    interval = target.backoff
+                    target.backoff = min(target.backoff * 2, self.timers.hello_retry_max)
+                target.next_hello = now + interval
+        for session in self.sessions.values():
+            if session.pinger and now >= session.next_ping:
+                self._ping(session, now)
+        if self._table_push_at is not None and now >= self._table_push_at:
+            self._table_push_at = None
+            for session in self.sessions.values():
+                self._send_table(session, now)
+        self._expire(now)
+
+    def update_wg(self, readings: Mapping[str, WgPeerReading], now: float) -> None:
+        """A fresh reading of ``wg show``: endpoints (NAT outsides), handshakes, bytes."""
+        self._wg = dict(readings)
+        self._mark_table_dirty(now)
+
+    def set_static_address(self, wg_ip: IPv4Address, address: str | None, now: float) -> None:
+        """DNS answer for a static peer's host (None: did not resolve)."""
+        target = self.statics.get(wg_ip)
+        if target is None or target.address == address:
+            return
+        self._event(logging.INFO, f"static {target.host} is at {address or 'nowhere'}")
+        target.address = address
+        if wg_ip not in self.sessions:
+            target.next_hello = now
+            target.backoff = self.timers.hello_retry_min
+        self._recompute(now)
+
+    def shutdown(self, now: float) -> None:
+        """Say bye to everyone so they drop us at once instead of after dead_after."""
+        for session in self.sessions.values():
+            self._send(wire.Bye(), session.addr)
+
+    # --- outputs ----------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def take_resolve_requests(self) -> set[IPv4Address]:
+        out, self.resolve_requests = self.resolve_requests, set()
+        return out
+
+    def get_timer(self) -> float | None:
+        deadlines = [s.last_heard + self.timers.dead_after for s in self.sessions.values()]
+        deadlines += [s.next_ping for s in self.sessions.values() if s.pinger]
+        for target in self.statics.values():
+            if target.wg_ip not in self.sessions:
+                deadlines.append(target.next_resolve_request)
+                if target.address is not None:
+                    deadlines.append(target.next_hello)
+        if self._table_push_at is not None:
+            deadlines.append(self._table_push_at)
+        return min(deadlines, default=None)
+
+    def desired_peers(self) -> dict[str, WgPeer]:
+        return self._desired[0]
+
+    def desired_routes(self) -> set[Route]:
+        return self._desired[1]
+
+    def wants_fast_wg_poll(self) -> bool:
+        """True while a WireGuard endpoint or first handshake is still awaited."""
+        for session in self.sessions.values():
+            reading = self._wg.get(session.info.public_key)
+            if reading is None or reading.handshake_age is None:
+                return True
+            if self.is_static and reading.endpoint is None:
+                return True
+        return False
+
+    def statistics(self, now: float) -> NodeStatus:
+        peers = []
+        names = {ip: s.info.name for ip, s in self.sessions.items()}
+        for ip, session in sorted(self.sessions.items()):
+            reading = self._wg.get(session.info.public_key)
+            peers.append(
+                PeerStatus(
+                    wg_ip=ip,
+                    name=session.info.name,
+                    public_key=session.info.public_key,
+                    path="direct",
+                    gateway=None,
+                    gateway_name=None,
+                    endpoint=reading.endpoint if reading else None,
+                    rtt=session.rtt,
+                    handshake_age=reading.handshake_age if reading else None,
+                    rx_bytes=reading.rx_bytes if reading else 0,
+                    tx_bytes=reading.tx_bytes if reading else 0,
+                    session_age=now - session.established,
+                    is_static=ip in self.statics,
+                )
+            )
+        for ip, gateway in sorted(self._gateways.items()):
+            entry = self.listings[gateway][ip]
+            peers.append(
+                PeerStatus(
+                    wg_ip=ip,
+                    name=entry.info.name,
+                    public_key=entry.info.public_key,
+                    path="via",
+                    gateway=gateway,
+                    gateway_name=names.get(gateway),
+                    endpoint=entry.wg_endpoint,
+                    rtt=None,
+                    handshake_age=None,
+                    rx_bytes=0,
+                    tx_bytes=0,
+                    session_age=None,
+                    is_static=ip in self.statics,
+                )
+            )
+        peers.sort(key=lambda p: p.wg_ip)
+        return NodeStatus(
+            name=self.info.name,
+            wg_ip=self.info.wg_ip,
+            public_key=self.info.public_key,
+            wg_port=self.info.wg_port,
+            admin_port=self.info.admin_port,
+            is_static=self.is_static,
+            visible_endpoint=self.visible_endpoint,
+            peers=tuple(peers),
+            statics_connected=sum(ip in self.sessions for ip in self.statics),
+            statics_total=len(self.statics),
+            drops=dict(self.drops),
+            table_version=self.table_version,
+        )
+
+    # --- handshake ----------------------------------------------------------
+
+    def _on_hello(self, header: Header, hello: Hello, addr: Endpoint, now: float) -> None:
+        info = hello.info
+        if info.wg_ip != header.wg_ip:
+            self._drop("malformed")
+            return
+        session: Session | None = self.sessions.get(header.wg_ip)
+        proven = hello.echo is not None and self._challenges.pop(hello.echo, 0.0) > now
+        if proven:
+            if header.boot in self._retired.get(header.wg_ip, {}):
+                self._conflict(header.wg_ip, addr)
+                return
+            if session is None or session.boot != header.boot:
+                session = self._establish(header, info, addr, now)
+            elif not session.replay.accept(header.counter):
+                self._drop("replay")
+                return
+        elif session is not None and session.boot == header.boot:
+            if not session.replay.accept(header.counter):
+                self._drop("replay")
+                return
+        else:
+            session = None  # not proven: answer with a challenge, change nothing
+        if session is not None:
+            session.last_heard = now
+            if session.info != info:
+                session.info = info
+                self._mark_table_dirty(now)
+                self._recompute(now)
+        if hello.want_echo:
+            if not self._allow_unauthenticated_reply(addr, now) and session is None:
+                self._drop("rate limited")
+                return
+            self._send_hello(addr, now, echo=hello.challenge, want_echo=session is None)
+        elif session is None:
+            self._send_challenge(addr, now, want_echo=True)
+
+    def _establish(self, header: Header, info: NodeInfo, addr: Endpoint, now: float) -> Session:
+        old = self.sessions.get(header.wg_ip)
+        if old is not None:
+            self._retired.setdefault(header.wg_ip, {})[old.boot] = now + self.timers.dead_after
+            self._event(
+                logging.INFO,
+                f"{info.name} ({info.wg_ip}) restarted, new key {info.public_key[:8]}…",
+            )
+        else:
+            self._event(logging.INFO, f"{info.name} ({info.wg_ip}) connected from {addr[0]}")
+        we_ping = header.wg_ip in self.statics and (
+            not self.is_static or self.info.wg_ip < header.wg_ip
+        )
+        session = Session(
+            info=info,
+            boot=header.boot,
+            addr=addr,
+            replay=ReplayWindow(header.counter),
+            established=now,
+            last_heard=now,
+            pinger=we_ping,
+            next_ping=now + self._jitter(self.timers.ping_interval),
+        )
+        self.sessions[header.wg_ip] = session
+        # A restarted static numbers its table versions afresh.
+        self.listings.pop(header.wg_ip, None)
+        self._listing_versions.pop(header.wg_ip, None)
+        self._pending_tables.pop(header.wg_ip, None)
+        self._mark_table_dirty(now)
+        self._recompute(now)
+        return session
+
+    def _send_challenge(self, addr: Endpoint, now: float, want_echo: bool) -> None:
+        if not self._allow_unauthenticated_reply(addr, now):
+            self._drop("rate limited")
+            return
+        self._send_hello(addr, now, echo=None, want_echo=want_echo)
+
+    def _send_hello(
+        self, addr: Endpoint, now: float, echo: bytes | None, want_echo: bool
+    ) -> None:
+        challenge = self._random_bytes(wire.CHALLENGE_SIZE)
+        if len(self._challenges) >= MAX_CHALLENGES:
+            self._expire(now)
+            while len(self._challenges) >= MAX_CHALLENGES:
+                self._challenges.pop(next(iter(self._challenges)))
+        self._challenges[challenge] = now + self.timers.challenge_lifetime
+        self._send(Hello(self.info, challenge, echo, want_echo), addr)
+
+    def _allow_unauthenticated_reply(self, addr: Endpoint, now: float) -> bool:
+        tokens, last = self._rate.get(addr[0], (CHALLENGE_BURST, now))
+        tokens = min(CHALLENGE_BURST, tokens + (now - last) * CHALLENGE_RATE)
+        if tokens < 1.0:
+            self._rate[addr[0]] = (tokens, now)
+            return False
+        if len(self._rate) >= MAX_RATE_SOURCES:
+            self._rate.clear()
+        self._rate[addr[0]] = (tokens - 1.0, now)
+        return True
+
+    # --- authenticated messages --------------------------------------------
+
+    def _on_message(self, session: Session, message: Message, addr: Endpoint, now: float) -> None:
+        match message:
+            case Ping():
+                self._send(wire.Pong(message.seq, self.table_version), session.addr)
+                self._check_table_version(session, message.table_version)
+            case Pong():
+                sent = session.ping_sent.pop(message.seq, None)
+                if sent is not None:
+                    rtt = now - sent
+                    session.rtt = rtt if session.rtt is None else 0.7 * session.rtt + 0.3 * rtt
+                self._check_table_version(session, message.table_version)
+            case wire.TableRequest():
+                self._send_table(session, now)
+            case Table():
+                self._on_table(session, message, now)
+            case wire.Bye():
+                self._event(logging.INFO, f"{self._label(session.info.wg_ip)} said bye")
+                self._drop_session(session.info.wg_ip, now)
+
+    def _check_table_version(self, session: Session, version: int) -> None:
+        ip = session.info.wg_ip
+        if ip in self.statics and version != self._listing_versions.get(ip, 0):
+            pending = self._pending_tables.get(ip)
+            if pending is None or pending.version != version:
+                self._send(wire.TableRequest(), session.addr)
+
+    def _on_table(self, session: Session, table: Table, now: float) -> None:
+        ip = session.info.wg_ip
+        if ip not in self.statics:
+            self._drop("table from non-static")
+            return
+        if table.version <= self._listing_versions.get(ip, 0) and ip in self.listings:
+            return  # old or duplicate
+        pending = self._pending_tables.get(ip)
+        if pending is None or pending.version != table.version:
+            if pending is not None and pending.version > table.version:
+                return
+            pending = PendingTable(table.version, table.parts, {})
+            self._pending_tables[ip] = pending
+        if table.parts != pending.parts:
+            self._drop("malformed")
+            return
+        pending.received[table.part] = table.entries
+        if len(pending.received) < pending.parts:
+            return
+        del self._pending_tables[ip]
+        listing: dict[IPv4Address, TableEntry] = {}
+        for part in range(pending.parts):
+            for entry in pending.received[part]:
+                wg_ip = entry.info.wg_ip
+                if wg_ip == self.info.wg_ip:
+                    if entry.boot == self.boot:
+                        self.visible_endpoint = entry.wg_endpoint
+                    continue
+                if not self._valid_member(wg_ip):
+                    self._drop("outside subnet")
+                    continue
+                listing[wg_ip] = entry
+        self.listings[ip] = listing
+        self._listing_versions[ip] = table.version
+        self._recompute(now)
+
+    def _send_table(self, session: Session, now: float) -> None:
+        entries = self._table_entries(now)
+        parts: list[list[TableEntry]] = [[]]
+        for entry in entries:
+            candidate = Table(0, 0, 1, (*parts[-1], entry))
+            if parts[-1] and wire.encoded_size(candidate) > wire.MAX_DATAGRAM:
+                parts.append([entry])
+            else:
+                parts[-1].append(entry)
+        for index, part in enumerate(parts):
+            self._send(Table(self.table_version, index, len(parts), tuple(part)), session.addr)
+
+    def _table_entries(self, now: float) -> list[TableEntry]:
+        entries = []
+        for _ip, session in sorted(self.sessions.items()):
+            reading = self._wg.get(session.info.public_key)
+            entries.append(
+                TableEntry(
+                    info=session.info,
+                    boot=session.boot,
+                    wg_endpoint=reading.endpoint if reading else None,
+                    admin_endpoint=session.addr,
+                    age=max(0.0, now - session.last_heard),
+                )
+            )
+        return entries
+
+    def _mark_table_dirty(self, now: float) -> None:
+        if not self.is_static:
+            return
+        signature = tuple(
+            (e.info, e.boot, e.wg_endpoint, e.admin_endpoint) for e in self._table_entries(now)
+        )
+        if signature != self._table_signature:
+            self._table_signature = signature
+            self.table_version += 1
+            if self._table_push_at is None:
+                self._table_push_at = now + self.timers.table_push_delay
+
+    # --- liveness -----------------------------------------------------------
+
+    def _ping(self, session: Session, now: float) -> None:
+        session.ping_seq += 1
+        session.ping_sent[session.ping_seq] = now
+        if len(session.ping_sent) > 8:
+            session.ping_sent.pop(min(session.ping_sent))
+        self._send(wire.Ping(session.ping_seq, self.table_version), self._addr_of(session))
+        session.next_ping = now + self._jitter(self.timers.ping_interval)
+
+    def _drop_session(self, wg_ip: IPv4Address, now: float) -> None:
+        del self.sessions[wg_ip]
+        self.listings.pop(wg_ip, None)
+        self._listing_versions.pop(wg_ip, None)
+        self._pending_tables.pop(wg_ip, None)
+        target = self.statics.get(wg_ip)
+        if target is not None:
+            target.next_hello = now
+            target.backoff = self.timers.hello_retry_min
+            target.lost_since = now
+            target.next_resolve_request = now  # dynamic DNS: maybe it moved
+        self._mark_table_dirty(now)
+        self._recompute(now)
+
+    def _expire(self, now: float) -> None:
+        for challenge in [c for c, expiry in self._challenges.items() if expiry <= now]:
+            del self._challenges[challenge]
+        for wg_ip, boots in list(self._retired.items()):
+            for boot in [b for b, until in boots.items() if until <= now]:
+                del boots[boot]
+            if not boots:
+                del self._retired[wg_ip]
+
+    # --- desired state ------------------------------------------------------
+
+    def _recompute(self, now: float) -> None:
+        """Derive WireGuard peers and routes from sessions and listings."""
+        gateways: dict[IPv4Address, IPv4Address] = {}
+        for static_ip in sorted(self.listings):
+            if static_ip not in self.sessions:
+                continue
+            for ip in self.listings[static_ip]:
+                if ip in self.sessions or ip == self.info.wg_ip:
+                    continue
+                current = self._gateways.get(ip)
+                if ip not in gateways or current == static_ip:
+                    gateways[ip] = static_ip  # keep the current gateway while it works
+        for ip, gateway in gateways.items():
+            if self._gateways.get(ip) != gateway:
+                self._event(logging.INFO, f"{self._label(ip)} reachable via {self._label(gateway)}")
+        for ip in self._gateways.keys() - gateways.keys() - self.sessions.keys():
+            self._event(logging.INFO, f"{ip} gone")
+        self._gateways = gateways
+
+        peers: dict[str, WgPeer] = {}
+        routes: set[Route] = set()
+        via: dict[IPv4Address, list[IPv4Address]] = {}
+        for ip, gateway in gateways.items():
+            via.setdefault(gateway, []).append(ip)
+            routes.add(Route(ip, gateway))
+        for ip, session in self.sessions.items():
+            target = self.statics.get(ip)
+            allowed = sorted([ip, *via.get(ip, [])])
+            peers[session.info.public_key] = WgPeer(
+                public_key=session.info.public_key,
+                allowed_ips=tuple(IPv4Network(a) for a in allowed),
+                endpoint=target.wg_endpoint if target else None,
+                persistent_keepalive=self.timers.keepalive if target else 0,
+            )
+            routes.add(Route(ip))
+        desired = (peers, routes)
+        if desired != self._desired:
+            self._desired = desired
+            self.state_version += 1
+
+    # --- helpers ------------------------------------------------------------
+
+    def _addr_of(self, session: Session) -> Endpoint:
+        target = self.statics.get(session.info.wg_ip)
+        if target is not None and target.admin_endpoint is not None:
+            return target.admin_endpoint
+        return session.addr
+
+    def _send(self, message: Message, addr: Endpoint) -> None:
+        self._counter += 1
+        header = Header(self.info.wg_ip, self.boot, self._counter)
+        self._outbox.append((wire.seal_message(self._key, header, message), addr))
+
+    def _valid_member(self, wg_ip: IPv4Address) -> bool:
+        return (
+            wg_ip in self.subnet
+            and wg_ip != self.subnet.network_address
+            and wg_ip != self.subnet.broadcast_address
+        )
+
+    def _conflict(self, wg_ip: IPv4Address, addr: Endpoint) -> None:
+        self._drop("conflict")
+        self._event(
+            logging.ERROR,
+            f"CONFLICT: another node at {addr[0]}:{addr[1]} claims wg IP {wg_ip}; refused",
+        )
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def _event(self, level: int, text: str) -> None:
+        self._events.append(Event(level, text))
+
+    def _jitter(self, interval: float) -> float:
+        return interval * self._rng.uniform(0.9, 1.1)
+
+    def _label(self, wg_ip: IPv4Address) -> str:
+        session = self.sessions.get(wg_ip)
+        if session is not None:
+            return f"{session.info.name} ({wg_ip})"
+        for listing in self.listings.values():
+            if wg_ip in listing:
+                return f"{listing[wg_ip].info.name} ({wg_ip})"
+        return str(wg_ip)
+
+
+def with_local_endpoints(info: NodeInfo, endpoints: Iterable[Endpoint]) -> NodeInfo:
+    return replace(info, local_endpoints=tuple(endpoints)[: wire.MAX_LOCAL_ENDPOINTS])

@@ -1,0 +1,49 @@
+"""Every timer of the protocol, in one place.
+
+Defaults are for real networks; tests and the testbeds shorten them through
+``timers:`` in network.yaml (camelCase names of these fields).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Timers:
+    # First contact: resend hellos to an unanswering static peer with
+    # exponential backoff between these bounds (seconds).
+    hello_retry_min: float = 0.1
+    hello_retry_max: float = 1.0
+    # After this long without an answer, back off further to save traffic.
+    hello_retry_slow: float = 5.0
+    hello_slow_after: float = 30.0
+    # Liveness: a ping every ping_interval (jittered); silence for dead_after
+    # drops the node (its routes and WireGuard peer go away).
+    ping_interval: float = 10.0
+    dead_after: float = 25.0
+    # Re-resolve static peers' host names (dynamic DNS).
+    resolve_interval: float = 60.0
+    # Read `wg show` often while a handshake or endpoint is awaited, rarely otherwise.
+    wg_poll_fast: float = 0.2
+    wg_poll_slow: float = 5.0
+    # Reconcile WireGuard and routes at least this often, even without changes
+    # (repairs what someone else changed, retries failed commands).
+    reconcile_interval: float = 5.0
+    # A static node pushes its table this long after a change (coalesces bursts).
+    table_push_delay: float = 0.01
+    # A challenge sent on first contact stays valid this long.
+    challenge_lifetime: float = 10.0
+    # Log a compact peer summary this often at -v in headless mode.
+    summary_interval: float = 30.0
+    # WireGuard persistent keepalive towards static peers (seconds).
+    keepalive: int = 25
+
+
+def timer_names() -> dict[str, str]:
+    """camelCase name (as written in network.yaml) -> field name."""
+    names = {}
+    for field in fields(Timers):
+        head, *rest = field.name.split("_")
+        names[head + "".join(part.capitalize() for part in rest)] = field.name
+    return names
