@@ -1,0 +1,237 @@
+# shellcheck shell=bash
+# Shared helpers for the network-namespace testbeds in this directory.
+#
+# Source it from a testbed script (which must run as root):
+#     . "$(dirname "$0")/lib.sh"
+#
+# Conventions
+#   * A testbed is identified by a PREFIX ([a-z0-9_], at most 12 chars, no '-').
+#     Every box is a network namespace named "${PREFIX}-${BOX}", so
+#     "^${PREFIX}-" selects exactly the namespaces of one testbed.
+#   * Every box gets a state directory ${TB_STATE_ROOT}/${PREFIX}/${BOX}.
+#     Its subdirectory "wireguard" is bind-mounted over /run/wireguard by
+#     tb_box_exec, inside a private mount namespace, so that wireguard-go's
+#     control sockets (/var/run/wireguard/<if>.sock, /var/run -> /run) of
+#     different boxes do not clash, while all commands run in the same box
+#     see the same sockets (e.g. `wireguard-go wg0` then `wg show wg0`).
+#   * Only addresses inside the namespaces are used: 198.51.100.0/24 for the
+#     "internet", 192.168.x.0/24 for LANs.  Nothing touches the host's
+#     network namespace.
+#   * Interfaces are created directly inside their namespaces
+#     (`ip link add ... netns X type veth peer ... netns Y`), so names never
+#     collide with the host's or with other testbeds'.
+
+TB_STATE_ROOT=${TB_STATE_ROOT:-/run/wgnm-testbed}
+
+tb_log() {
+    [ -n "${TB_QUIET:-}" ] || printf '[testbed] %s\n' "$*" >&2
+}
+
+tb_die() {
+    printf '[testbed] error: %s\n' "$*" >&2
+    exit 1
+}
+
+tb_require_root() {
+    [ "$(id -u)" -eq 0 ] || tb_die "must run as root"
+}
+
+tb_check_prefix() {
+    case "$1" in
+        '' | *[!a-z0-9_]*) tb_die "bad prefix '$1' (allowed: a-z 0-9 _)" ;;
+    esac
+    [ "${#1}" -le 12 ] || tb_die "prefix '$1' too long (max 12 chars)"
+}
+
+# tb_ns PREFIX BOX -> namespace name
+tb_ns() {
+    printf '%s-%s\n' "$1" "$2"
+}
+
+tb_ns_exists() {
+    [ -e "/run/netns/$1" ]
+}
+
+# tb_ns_add PREFIX BOX: new namespace with lo up, IPv6 off, plus the box's
+# state directory.
+tb_ns_add() {
+    local ns
+    ns=$(tb_ns "$1" "$2")
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    # IPv4-only testbed: no IPv6 link-local chatter or DAD.
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
+        net.ipv6.conf.default.disable_ipv6=1
+    mkdir -p "${TB_STATE_ROOT}/$1/$2/wireguard"
+    chmod 0700 "${TB_STATE_ROOT}/$1/$2/wireguard"
+}
+
+# tb_bridge_add NS BRIDGE [ADDR/LEN]: a switch (Linux bridge, no STP, no
+# forward delay) inside namespace NS, optionally with an address.
+tb_bridge_add() {
+    local ns=$1 br=$2 addr=${3:-}
+    ip -n "$ns" link add name "$br" type bridge stp_state 0 forward_delay 0
+    ip -n "$ns" link set "$br" up
+    if [ -n "$addr" ]; then
+        ip -n "$ns" addr add "$addr" dev "$br"
+    fi
+}
+
+# tb_plug SWITCH_NS BRIDGE PORT_NAME BOX_NS IFNAME [ADDR/LEN [GATEWAY]]
+# A veth cable from box BOX_NS (interface IFNAME) to bridge BRIDGE in
+# SWITCH_NS (port PORT_NAME, unique within SWITCH_NS, <= 15 chars).
+# With GATEWAY, it becomes the box's default route.
+tb_plug() {
+    local swns=$1 br=$2 port=$3 ns=$4 ifname=$5 addr=${6:-} gw=${7:-}
+    ip link add name "$ifname" netns "$ns" type veth peer name "$port" netns "$swns"
+    ip -n "$swns" link set "$port" master "$br"
+    ip -n "$swns" link set "$port" up
+    ip -n "$ns" link set "$ifname" up
+    if [ -n "$addr" ]; then
+        ip -n "$ns" addr add "$addr" dev "$ifname"
+    fi
+    if [ -n "$gw" ]; then
+        ip -n "$ns" route add default via "$gw"
+    fi
+}
+
+# tb_nat NS WAN_IF LAN_IF: turn box NS into a typical home NAT router:
+# forwarding on, LAN traffic leaving via WAN_IF is masqueraded, from WAN to
+# LAN only established/related traffic is forwarded (no port forwarding),
+# everything else that would be forwarded is dropped.  The router itself
+# still answers e.g. pings on its WAN address, like most home routers.
+tb_nat() {
+    local ns=$1 wan=$2 lan=$3
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
+    ip netns exec "$ns" nft -f - <<EOF
+table ip tb_nat {
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "$wan" masquerade
+    }
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+        ct state invalid drop
+        iifname "$lan" oifname "$wan" accept
+    }
+}
+EOF
+}
+
+# tb_box_exec PREFIX BOX CMD...: run CMD in the box, in a private mount
+# namespace with the box's own /run/wireguard.  Replaces the calling shell
+# (exec), so the PID of the caller becomes the PID of CMD.
+tb_box_exec() {
+    local prefix=$1 box=$2 ns dir
+    shift 2
+    [ "$#" -gt 0 ] || tb_die "exec: no command given"
+    ns=$(tb_ns "$prefix" "$box")
+    dir="${TB_STATE_ROOT}/${prefix}/${box}/wireguard"
+    tb_ns_exists "$ns" || tb_die "no such box: $ns (is the testbed up?)"
+    [ -d "$dir" ] || tb_die "no state directory $dir (is the testbed up?)"
+    # The mount point itself lives on the host's /run (an empty directory).
+    mkdir -p /run/wireguard
+    # shellcheck disable=SC2016  # $1/$@ are for the inner sh
+    exec ip netns exec "$ns" unshare -m --propagation private \
+        sh -c 'mount --bind "$1" /run/wireguard && shift && exec "$@"' sh "$dir" "$@"
+}
+
+# tb_list_ns PREFIX: the namespaces belonging to the testbed PREFIX.
+tb_list_ns() {
+    ip netns list | awk -v p="$1-" 'index($1, p) == 1 { print $1 }'
+}
+
+# tb_kill_ns_pids NS: stop processes still living in namespace NS (only ever
+# processes the testbed's user started there): SIGTERM, wait up to ~3 s,
+# then SIGKILL, wait up to ~2 s.
+tb_kill_ns_pids() {
+    local ns=$1 pids _
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -n "$pids" ] || return 0
+    tb_log "stopping processes in $ns: $(echo "$pids" | tr '\n' ' ')"
+    # shellcheck disable=SC2086  # word splitting of the PID list is intended
+    kill -TERM $pids 2>/dev/null || true
+    for _ in $(seq 30); do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [ -n "$pids" ] || return 0
+        sleep 0.1
+    done
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+    for _ in $(seq 20); do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [ -n "$pids" ] || return 0
+        sleep 0.1
+    done
+    tb_log "warning: processes left in $ns: $pids"
+    return 0
+}
+
+# tb_down PREFIX: remove every namespace of the testbed (killing what runs
+# inside first) and its state directory.  Idempotent.
+tb_down() {
+    local prefix=$1 ns
+    for ns in $(tb_list_ns "$prefix"); do
+        tb_kill_ns_pids "$ns"
+        ip netns del "$ns" 2>/dev/null || tb_log "warning: could not delete $ns"
+    done
+    rm -rf "${TB_STATE_ROOT:?}/${prefix:?}"
+    rmdir "$TB_STATE_ROOT" 2>/dev/null || true
+    return 0
+}
+
+tb__up_exit() {
+    local rc=$?
+    trap - EXIT
+    if [ "$rc" -ne 0 ]; then
+        tb_log "up failed (exit $rc), cleaning up"
+        tb_down "$TB_UP_PREFIX"
+    fi
+    exit "$rc"
+}
+
+# tb_main USAGE_NAME UP_FUNCTION "$@": the common command-line front end.
+#   up [PREFIX] | down [PREFIX] | exec PREFIX BOX CMD... | list [PREFIX]
+# UP_FUNCTION PREFIX builds the topology; on failure everything is torn down.
+tb_main() {
+    local name=$1 upfn=$2 cmd prefix
+    shift 2
+    cmd=${1:-}
+    [ "$#" -gt 0 ] && shift
+    case "$cmd" in
+        up)
+            prefix=${1:-wgnm}
+            tb_check_prefix "$prefix"
+            tb_require_root
+            tb_down "$prefix"
+            # Tear down on any failure while building (set -e is on).
+            TB_UP_PREFIX=$prefix
+            trap tb__up_exit EXIT
+            "$upfn" "$prefix"
+            trap - EXIT
+            tb_log "$name $prefix is up: $(tb_list_ns "$prefix" | tr '\n' ' ')"
+            ;;
+        down)
+            prefix=${1:-wgnm}
+            tb_check_prefix "$prefix"
+            tb_require_root
+            tb_down "$prefix"
+            ;;
+        exec)
+            [ "$#" -ge 3 ] || tb_die "usage: $name exec PREFIX BOX CMD..."
+            tb_check_prefix "$1"
+            tb_require_root
+            tb_box_exec "$@"
+            ;;
+        list)
+            prefix=${1:-wgnm}
+            tb_check_prefix "$prefix"
+            tb_list_ns "$prefix"
+            ;;
+        *)
+            echo "usage: $name up [PREFIX] | down [PREFIX] | exec PREFIX BOX CMD... | list [PREFIX]" >&2
+            exit 2
+            ;;
+    esac
+}

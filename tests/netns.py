@@ -1,0 +1,294 @@
+"""Helpers for integration tests that run inside network-namespace testbeds.
+
+The testbeds are the shell scripts in ``ns/`` (e.g. ``ns/three_boxes.sh``);
+this module drives them from Python::
+
+    from netns import Testbed, require_netns, script_path, unique_prefix
+
+    require_netns()  # skip (locally) or fail (CI) without root / tools
+    with Testbed(script_path("three_boxes"), unique_prefix()) as tb:
+        assert tb.ping("charlie", "198.51.100.1")
+        proc = tb.spawn("alice", ["wireguard-go", "-f", "wg0"], tmp_path / "wg.log")
+        ...
+        tb.stop(proc)
+
+Everything is bounded in time; ``down()`` always runs on leaving the ``with``
+block, stops the processes started with ``spawn()`` and removes the
+namespaces (also killing whatever else still runs inside them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NS_DIR = REPO_ROOT / "ns"
+
+#: Tools every namespace test needs.
+REQUIRED_TOOLS = ("wireguard-go", "wg", "ip", "nft", "ping", "unshare")
+
+_SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_counter = itertools.count(1)
+
+
+def in_ci() -> bool:
+    """True when running under CI (env var CI set to something truthy)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _missing(reason: str) -> None:
+    """Skip locally, but fail loudly in CI where the precondition must hold."""
+    if in_ci():
+        pytest.fail(f"precondition missing in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        _missing("needs root (network namespaces); run `sudo scripts/test.sh`")
+
+
+def which(tool: str) -> str | None:
+    """shutil.which that also looks in the sbin directories."""
+    path = os.environ.get("PATH", "") + os.pathsep + _SBIN_PATH
+    return shutil.which(tool, path=path)
+
+
+def require_tools(*tools: str) -> None:
+    missing = [t for t in (tools or REQUIRED_TOOLS) if which(t) is None]
+    if missing:
+        _missing(f"missing tools: {', '.join(missing)}; run scripts/install.sh")
+
+
+def require_netns() -> None:
+    """All preconditions of a namespace test: root and the tools."""
+    require_root()
+    require_tools()
+
+
+def script_path(name: str) -> str:
+    """Path of testbed script ``ns/<name>.sh``."""
+    return str(NS_DIR / f"{name}.sh")
+
+
+def unique_prefix(base: str = "t") -> str:
+    """A testbed prefix unique among concurrently running processes."""
+    return f"{base}{os.getpid() % 100000}x{next(_counter)}"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until truthy; False after ``timeout`` seconds.
+
+    The predicate is called at least once, at most ``timeout / interval + 2``
+    times.
+    """
+    deadline = time.monotonic() + timeout
+    max_tries = int(timeout / max(interval, 0.001)) + 2
+    for _ in range(max_tries):
+        if predicate():
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(interval, remaining))
+    return bool(predicate())
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = env.get("PATH", "") + os.pathsep + _SBIN_PATH
+    return env
+
+
+class Testbed:
+    """One instance of a testbed script, e.g. ``ns/three_boxes.sh``.
+
+    ``prefix`` names the namespaces (``<prefix>-<box>``); use
+    :func:`unique_prefix` so parallel runs do not clash.
+    """
+
+    __test__ = False  # not a pytest test class despite its name
+
+    def __init__(self, script: str, prefix: str) -> None:
+        self.script = str(script)
+        self.prefix = prefix
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+
+    # -- life cycle ------------------------------------------------------
+
+    def _script(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", self.script, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_env(),
+            check=False,
+        )
+
+    def up(self, timeout: float = 60.0) -> None:
+        """Build the testbed (after removing any leftover with this prefix).
+
+        On failure everything is removed again and RuntimeError raised.
+        """
+        try:
+            res = self._script("up", self.prefix, timeout=timeout)
+        except BaseException:
+            self.down()
+            raise
+        if res.returncode != 0:
+            self.down()
+            raise RuntimeError(
+                f"{self.script} up {self.prefix} failed ({res.returncode}):\n"
+                f"{res.stdout}{res.stderr}"
+            )
+
+    def down(self, timeout: float = 60.0) -> None:
+        """Stop spawned processes and remove the testbed.  Idempotent."""
+        procs, self._procs = self._procs, []
+        for proc in procs:
+            if proc.poll() is None:
+                self.stop(proc, timeout=3)
+        logs, self._logs = self._logs, []
+        for f in logs:
+            f.close()
+        res = self._script("down", self.prefix, timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(
+                f"{self.script} down {self.prefix} failed ({res.returncode}):\n"
+                f"{res.stdout}{res.stderr}"
+            )
+
+    def __enter__(self) -> Testbed:
+        self.up()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.down()
+
+    # -- introspection ---------------------------------------------------
+
+    def ns(self, box: str) -> str:
+        """Network namespace name of ``box``."""
+        return f"{self.prefix}-{box}"
+
+    def namespaces(self) -> list[str]:
+        """This testbed's namespaces that currently exist."""
+        res = subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, timeout=10, env=_env()
+        )
+        names = [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
+        return sorted(n for n in names if n.startswith(self.prefix + "-"))
+
+    def pids(self, box: str) -> list[int]:
+        """PIDs of the processes living in ``box``'s network namespace."""
+        res = subprocess.run(
+            ["ip", "netns", "pids", self.ns(box)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=_env(),
+        )
+        return [int(x) for x in res.stdout.split()]
+
+    # -- running things in boxes -----------------------------------------
+
+    def box_cmd(self, box: str, *argv: str) -> list[str]:
+        """argv that runs ``argv`` in ``box`` (network namespace + private
+        mount namespace with the box's own /run/wireguard)."""
+        return ["bash", self.script, "exec", self.prefix, box, *map(str, argv)]
+
+    def run(
+        self,
+        box: str,
+        *argv: str,
+        timeout: float = 30.0,
+        check: bool = False,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in ``box``; captures text stdout/stderr."""
+        return subprocess.run(
+            self.box_cmd(box, *argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            input=input,
+            env=_env(),
+        )
+
+    def ping(self, box: str, ip: str, timeout: float = 1.0) -> bool:
+        """One ICMP echo from ``box`` to ``ip``; True if answered."""
+        wait = max(1, round(timeout))
+        try:
+            res = self.run(box, "ping", "-n", "-q", "-c1", f"-W{wait}", ip, timeout=wait + 10)
+        except subprocess.TimeoutExpired:
+            return False
+        return res.returncode == 0
+
+    def spawn(
+        self,
+        box: str,
+        argv: Sequence[str],
+        logfile: str | os.PathLike[str],
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start a long-running process in ``box``.
+
+        stdout and stderr go to ``logfile``; stdin is /dev/null.  The process
+        gets its own session/process group, and because the testbed's
+        ``exec`` replaces itself all the way down, ``proc.pid`` is the PID of
+        the command itself.  Stopped by :meth:`stop` or at :meth:`down`.
+        """
+        log = open(logfile, "ab")  # noqa: SIM115 - closed in down()
+        self._logs.append(log)
+        full_env = _env()
+        if env:
+            full_env.update(env)
+        proc = subprocess.Popen(
+            self.box_cmd(box, *argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=full_env,
+        )
+        self._procs.append(proc)
+        return proc
+
+    def stop(
+        self, proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 5.0
+    ) -> int:
+        """Signal ``proc`` by PID, wait up to ``timeout`` s, then SIGKILL its
+        process group (its own, see :meth:`spawn`).  Returns the exit code
+        (negative signal number if killed by a signal)."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                return proc.wait(timeout=10)
+        return proc.returncode
+
+    wait_until = staticmethod(wait_until)
