@@ -234,9 +234,12 @@ class SimNet:
         if target is None or frozenset((host.name, target.name)) in self.partitioned:
             return
         source = self._source_seen_by(host, port, target, dest)
-        if target.nat is not None and dest[0] == target.nat.public_ip:
-            if target.nat.inbound(dest[1], source) is None:
-                return
+        if (
+            target.nat is not None
+            and dest[0] == target.nat.public_ip
+            and target.nat.inbound(dest[1], source) is None
+        ):
+            return
         if self.rng.random() < self.loss:
             return
 
@@ -297,7 +300,11 @@ class SimNet:
             return None
         next_ip = route.via or route.dest
         peer = next(
-            (p for p in src.node.desired_peers().values() if any(dst_ip in n for n in p.allowed_ips)),
+            (
+                p
+                for p in src.node.desired_peers().values()
+                if any(dst_ip in n for n in p.allowed_ips)
+            ),
             None,
         )
         if peer is None:

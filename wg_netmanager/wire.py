@@ -71,8 +71,8 @@ def derive_admin_key(shared_key: bytes) -> bytes:
 def seal(key: bytes, plaintext: bytes, nonce: bytes | None = None) -> bytes:
     nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
     version = bytes([VERSION])
-    return version + nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plaintext, version, nonce, key
+    return (
+        version + nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, version, nonce, key)
     )
 
 

@@ -460,9 +460,7 @@ class Node:
             return
         self._send_hello(addr, now, echo=None, want_echo=want_echo)
 
-    def _send_hello(
-        self, addr: Endpoint, now: float, echo: bytes | None, want_echo: bool
-    ) -> None:
+    def _send_hello(self, addr: Endpoint, now: float, echo: bytes | None, want_echo: bool) -> None:
         challenge = self._random_bytes(wire.CHALLENGE_SIZE)
         if len(self._challenges) >= MAX_CHALLENGES:
             self._expire(now)
