@@ -1,0 +1,370 @@
+"""Command line: precedence, port defaults, check/genkey/status/run and error output."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import types
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wg_netmanager import cli
+from wg_netmanager.config import Settings
+
+KEY = "YJvSGFIRv8bsWq5TtqzlvFwJQZ5V3GkqqF6kF8G+X8U="
+NETWORK = f"""\
+network:
+  sharedKey: {KEY}
+  subnet: 10.1.1.0/24
+peers:
+  - endPoint: vps.example.org:50001
+    adminPort: 50000
+    wgIp: 10.1.1.1
+timers:
+  deadAfter: 5
+"""
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, str]:
+    net = tmp_path / "net.yaml"
+    net.write_text(NETWORK)
+    net.chmod(0o600)
+    (tmp_path / "peer.yaml").write_text("# sets nothing\n")
+    return {"net": str(net), "peer": str(tmp_path / "peer.yaml")}
+
+
+def settings_for(files: dict[str, str], *argv: str) -> Settings:
+    args = cli.docopt(cli.USAGE, ["-c", files["net"], "-p", files["peer"], *argv])
+    return cli.build_settings(args)
+
+
+def write_peer(files: dict[str, str], text: str) -> None:
+    Path(files["peer"]).write_text(text)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("wg_netmanager: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_dynamic_node_port_defaults(files: dict[str, str]) -> None:
+    s = settings_for(files, "wg7", "10.1.1.16", "bob")
+    assert (s.interface, s.wg_ip, s.name) == ("wg7", IPv4Address("10.1.1.16"), "bob")
+    assert (s.wg_port, s.admin_port) == (50016, 50516)
+    assert not s.is_static and not s.existing_interface and not s.hopping
+    assert (s.verbosity, s.logfile) == (0, None)
+    assert s.network.timers.dead_after == 5
+
+
+def test_static_node_uses_network_yaml_ports(files: dict[str, str]) -> None:
+    s = settings_for(files, "wg0", "10.1.1.1", "alice")
+    assert s.is_static and (s.wg_port, s.admin_port) == (50001, 50000)
+
+
+def test_port_options_override(files: dict[str, str]) -> None:
+    s = settings_for(files, "-w", "40000", "-u", "40001", "wg0", "10.1.1.1", "alice")
+    assert (s.wg_port, s.admin_port) == (40000, 40001)
+    s = settings_for(files, "--admin-port", "40001", "wg0", "10.1.1.16", "bob")
+    assert (s.wg_port, s.admin_port) == (50016, 40001)
+
+
+def test_options(files: dict[str, str]) -> None:
+    s = settings_for(
+        files, "-e", "-H", "-vv", "-v", "-l", "/tmp/x.log", "--no-tui", "a", "10.1.1.9", "c"
+    )
+    assert s.existing_interface and s.hopping and not s.tui
+    assert (s.verbosity, s.logfile) == (3, "/tmp/x.log")
+
+
+def test_peer_yaml_supplies_everything(files: dict[str, str]) -> None:
+    write_peer(files, "name: carol\nwgIp: 10.1.1.20\nwgInterface: wgx\nexistingInterface: true\n")
+    s = settings_for(files)
+    assert (s.interface, s.wg_ip, s.name, s.existing_interface) == (
+        "wgx",
+        IPv4Address("10.1.1.20"),
+        "carol",
+        True,
+    )
+    assert (s.wg_port, s.admin_port) == (50020, 50520)
+
+
+def test_interface_defaults_to_wg0(files: dict[str, str]) -> None:
+    write_peer(files, "name: carol\nwgIp: 10.1.1.20\n")
+    assert settings_for(files).interface == "wg0"
+
+
+def test_command_line_beats_peer_yaml(files: dict[str, str]) -> None:
+    write_peer(files, "name: carol\nwgIp: 10.1.1.20\nwgInterface: wgx\n")
+    s = settings_for(files, "wg9", "10.1.1.30", "dave")
+    assert (s.interface, s.wg_ip, s.name) == ("wg9", IPv4Address("10.1.1.30"), "dave")
+
+
+def test_missing_default_peer_file_is_fine(
+    files: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    os.unlink(files["peer"])
+    monkeypatch.setattr(cli, "DEFAULT_PEER_PATH", files["peer"])
+    assert settings_for(files, "wg0", "10.1.1.16", "bob").name == "bob"
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["wg0", "10.2.0.1", "bob"], ["command line: <wg_ip>", "outside subnet", "net.yaml"]),
+        (["wg0", "10.1.1.255", "bob"], ["<wg_ip>", "broadcast"]),
+        (["wg0", "banana", "bob"], ["<wg_ip>", "not an IPv4"]),
+        (["wg0", "10.1.1.9", "bob smith"], ["<name>", "1..32"]),
+        (["wg0", "10.1.1.9", "x" * 33], ["<name>", "1..32"]),
+        (["wg0/1", "10.1.1.9", "bob"], ["<interface>", "valid interface name"]),
+        (["a" * 16, "10.1.1.9", "bob"], ["<interface>", "1..15"]),
+        (["wg:0", "10.1.1.9", "bob"], ["<interface>"]),
+        (["-w", "0", "wg0", "10.1.1.9", "bob"], ["--wireguard-port", "1..65535"]),
+        (["-u", "65536", "wg0", "10.1.1.9", "bob"], ["--admin-port", "1..65535"]),
+        (["-u", "http", "wg0", "10.1.1.9", "bob"], ["--admin-port", "1..65535"]),
+        (["-u", "50009", "wg0", "10.1.1.9", "bob"], ["-w/-u", "both 50009", "different ports"]),
+    ],
+)
+def test_bad_command_line_values(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str], argv: list[str], fragments: list[str]
+) -> None:
+    code, out, err = run(capsys, "-c", files["net"], "-p", files["peer"], "check", *argv)
+    assert_one_line_error(code, err, *fragments)
+    assert out == ""
+
+
+def test_peer_yaml_wg_ip_outside_subnet(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_peer(files, "name: carol\nwgIp: 10.9.9.9\n")
+    code, _, err = run(capsys, "-c", files["net"], "-p", files["peer"], "check")
+    assert_one_line_error(code, err, f"{files['peer']}: wgIp", "outside subnet")
+
+
+@pytest.mark.parametrize(
+    ("text", "missing"), [("name: carol\n", "wgIp"), ("wgIp: 10.1.1.5\n", "name")]
+)
+def test_wg_ip_and_name_required(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str], text: str, missing: str
+) -> None:
+    write_peer(files, text)
+    code, _, err = run(capsys, "-c", files["net"], "-p", files["peer"], "check")
+    assert_one_line_error(code, err, f"{files['peer']}: {missing}: not set", "<wg_ip>")
+
+
+def test_explicit_peer_file_must_exist(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.unlink(files["peer"])
+    code, _, err = run(capsys, "-c", files["net"], "-p", files["peer"], "check")
+    assert_one_line_error(code, err, files["peer"], "no such file", "--peer-config")
+
+
+def test_missing_network_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    code, _, err = run(capsys, "-c", missing, "check", "wg0", "10.1.1.1", "alice")
+    assert_one_line_error(code, err, missing, "no such file")
+
+
+def test_bad_network_file(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    Path(files["net"]).write_text(NETWORK.replace("10.1.1.0/24", "10.1.1.1/24"))
+    code, _, err = run(capsys, "-c", files["net"], "wg0", "10.1.1.1", "alice")
+    assert_one_line_error(code, err, "network.subnet", "write 10.1.1.0/24")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["wg0"], "unexpected or repeated argument(s): wg0"),
+        (["--bogus"], "--bogus"),
+        (["-c"], "-c requires argument"),
+        (["genkey", "extra"], "extra"),
+    ],
+)
+def test_usage_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert "Usage:" in err and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("wg_netmanager: error: ")
+    assert fragment in err.splitlines()[-1]
+
+
+def test_command_with_too_few_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    # docopt reads this as the run line with interface "check".
+    code, _, err = run(capsys, "check", "wg0", "10.1.1.1")
+    assert_one_line_error(code, err, "check takes none or all three")
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "--wireguard-hopping" in out and "Usage:" in out
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == cli.__version__
+
+
+# ---------------------------------------------------------------- commands
+
+
+def test_genkey(capsys: pytest.CaptureFixture[str]) -> None:
+    keys = []
+    for _ in range(2):
+        code, out, err = run(capsys, "genkey")
+        assert code == 0 and err == ""
+        keys.append(out.strip())
+        assert len(base64.b64decode(keys[-1], validate=True)) == 32
+    assert keys[0] != keys[1]
+
+
+def test_check_summary(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys, "-c", files["net"], "-p", files["peer"], "check", "wg3", "10.1.1.16", "bob"
+    )
+    assert code == 0 and err == ""
+    for fragment in ["bob", "10.1.1.16", "wg3", "50016", "50516", "dynamic", "10.1.1.0/24"]:
+        assert fragment in out
+    assert "vps.example.org:50001" in out
+    assert "deadAfter=5 (default 25)" in out
+    assert "pingInterval" not in out  # only timers that differ from the defaults
+    assert KEY not in out and KEY[:16] not in out
+
+
+def test_check_static_node(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "-c", files["net"], "-p", files["peer"], "check", "wg0", "10.1.1.1", "alice"
+    )
+    assert code == 0 and "static" in out and "50001" in out and "(this node)" in out
+
+
+def test_check_warns_when_world_readable(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.chmod(files["net"], 0o644)
+    code, out, err = run(
+        capsys, "-c", files["net"], "-p", files["peer"], "check", "wg0", "10.1.1.16", "bob"
+    )
+    assert code == 0 and "chmod 600" in err and KEY not in out + err
+
+
+@pytest.fixture
+def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
+    """Stands in for wg_netmanager.daemon, which is written elsewhere."""
+    seen: list[Settings] = []
+
+    def main(settings: Settings) -> int:
+        seen.append(settings)
+        return 7
+
+    monkeypatch.setitem(sys.modules, "wg_netmanager.daemon", types.SimpleNamespace(main=main))
+    return seen
+
+
+def test_run_calls_daemon(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str], fake_daemon: list[Settings]
+) -> None:
+    code, _, _ = run(
+        capsys, "-c", files["net"], "-p", files["peer"], "-vv", "wg0", "10.1.1.16", "bob"
+    )
+    assert code == 7
+    [settings] = fake_daemon
+    assert settings.name == "bob" and settings.verbosity == 2
+    assert not settings.tui  # stdout is captured, not a terminal
+
+
+def test_run_config_error_does_not_start_daemon(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str], fake_daemon: list[Settings]
+) -> None:
+    code, _, err = run(capsys, "-c", files["net"], "-p", files["peer"], "wg0", "10.9.9.9", "bob")
+    assert_one_line_error(code, err, "outside subnet")
+    assert fake_daemon == []
+
+
+def test_run_tui_only_on_a_terminal(
+    files: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    fake_daemon: list[Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    base = ["-c", files["net"], "-p", files["peer"]]
+    run(capsys, *base, "wg0", "10.1.1.16", "bob")
+    run(capsys, *base, "--no-tui", "wg0", "10.1.1.16", "bob")
+    assert [s.tui for s in fake_daemon] == [True, False]
+
+
+def test_status(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def status_main(interface: str, as_json: bool) -> int:
+        calls.append((interface, as_json))
+        return 0
+
+    control = types.SimpleNamespace(status_main=status_main)
+    monkeypatch.setitem(sys.modules, "wg_netmanager.control", control)
+    assert cli.main(["status", "-p", files["peer"], "--json", "wg5"]) == 0
+    write_peer(files, "wgInterface: wgp\n")
+    assert cli.main(["status", "-p", files["peer"]]) == 0
+    monkeypatch.setattr(cli, "DEFAULT_PEER_PATH", files["peer"] + ".missing")
+    assert cli.main(["status", "-p", files["peer"] + ".missing"]) == 0
+    assert calls == [("wg5", True), ("wgp", False), ("wg0", False)]
+
+
+def test_status_without_control_module(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "_module", lambda name: None)
+    code, _, err = run(capsys, "status", "wg0")
+    assert code == 1 and len(err.splitlines()) == 1 and "status is not available" in err
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wg_netmanager",
+            "-c",
+            "missing.yaml",
+            "check",
+            "wg0",
+            "10.1.1.1",
+            "a",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "wg_netmanager: error: missing.yaml: no such file; "
+        "create it or give its path with -c/--config"
+    ]

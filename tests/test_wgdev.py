@@ -1,0 +1,477 @@
+"""Tests of the WireGuard / route adapters that need no root: parsing, planning,
+proc.run error handling and the fakes."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wg_netmanager.fakes import FakeRoutes, FakeWgDevice
+from wg_netmanager.model import Route, WgPeer, WgPeerReading
+from wg_netmanager.proc import CommandError, run
+from wg_netmanager.routes import (
+    ROUTE_PROTO,
+    Routes,
+    RouteTable,
+    parse_routes,
+    plan_route_changes,
+)
+from wg_netmanager.wgdev import (
+    WgDevice,
+    WgInterface,
+    is_valid_key,
+    parse_dump,
+    plan_peer_changes,
+)
+
+
+def key(n: int) -> str:
+    return base64.b64encode(bytes([n]) * 32).decode()
+
+
+K1, K2, K3, K4 = key(1), key(2), key(3), key(4)
+PRIVATE = base64.b64encode(b"\x99" * 32).decode()
+
+
+def net(text: str) -> IPv4Network:
+    return IPv4Network(text)
+
+
+def nets(*texts: str) -> tuple[IPv4Network, ...]:
+    return tuple(sorted(IPv4Network(t) for t in texts))
+
+
+def reading(
+    k: str,
+    *ips: str,
+    endpoint: tuple[str, int] | None = None,
+    keepalive: int = 0,
+) -> WgPeerReading:
+    return WgPeerReading(k, endpoint, nets(*ips), None, 0, 0, keepalive)
+
+
+# ---------------------------------------------------------------------------
+# parse_dump
+
+NOW = 1_700_000_100.0
+
+DUMP = (
+    f"{PRIVATE}\t{K4}\t51820\toff\n"
+    f"{K1}\t(none)\t192.0.2.1:51820\t10.1.1.2/32,10.1.1.3/32\t1700000090\t1234\t5678\t25\n"
+    f"{K2}\t(none)\t(none)\t(none)\t0\t0\t0\toff\n"
+    f"{K3}\t(none)\t[2001:db8::1]:51820\t10.1.1.4/32,fd00::4/128\t1700000200\t1\t2\toff\n"
+)
+
+
+def test_parse_dump_peers() -> None:
+    peers = parse_dump(DUMP, NOW)
+    assert set(peers) == {K1, K2, K3}
+    p1 = peers[K1]
+    assert p1 == WgPeerReading(
+        public_key=K1,
+        endpoint=("192.0.2.1", 51820),
+        allowed_ips=nets("10.1.1.2/32", "10.1.1.3/32"),
+        handshake_age=10.0,
+        rx_bytes=1234,
+        tx_bytes=5678,
+        persistent_keepalive=25,
+    )
+    p2 = peers[K2]
+    assert p2.endpoint is None
+    assert p2.allowed_ips == ()
+    assert p2.handshake_age is None  # 0 = never
+    assert p2.persistent_keepalive == 0  # off
+    p3 = peers[K3]
+    assert p3.endpoint is None  # IPv6 endpoint is not an Endpoint
+    assert p3.allowed_ips == nets("10.1.1.4/32")  # IPv6 allowed-ip ignored
+    assert p3.handshake_age == 0.0  # handshake "in the future" (clock step): clamped
+
+
+def test_parse_dump_skips_garbage_and_never_logs_lines(caplog: pytest.LogCaptureFixture) -> None:
+    text = (
+        f"{PRIVATE}\t{K4}\t51820\toff\n"
+        "\n"
+        "garbage\n"
+        f"{K1}\t(none)\t(none)\t(none)\tnotanumber\t0\t0\toff\n"
+        f"notakey\t(none)\t(none)\t(none)\t0\t0\t0\toff\n"
+        f"{K2}\t(none)\t(none)\t10.1.1.999/32\t0\t0\t0\toff\n"
+        f"{K3}\t(none)\t(none)\t10.1.1.5/32\t0\t0\t0\t25\textra\n"
+        f"{K4}\t(none)\t(none)\t10.1.1.6/32\t0\t0\t0\toff\n"
+    )
+    with caplog.at_level(logging.DEBUG, logger="wg_netmanager"):
+        peers = parse_dump(text, NOW)
+    assert list(peers) == [K4]
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 5
+    assert PRIVATE not in caplog.text
+
+
+def test_parse_dump_empty_and_interface_only() -> None:
+    assert parse_dump("", NOW) == {}
+    assert parse_dump(f"{PRIVATE}\t{K4}\t51820\toff\n", NOW) == {}
+
+
+def test_is_valid_key() -> None:
+    assert is_valid_key(K1)
+    assert not is_valid_key("")
+    assert not is_valid_key(K1[:-2])
+    assert not is_valid_key("-" * 44)
+
+
+# ---------------------------------------------------------------------------
+# plan_peer_changes
+
+
+def wgset(*clauses: str) -> list[str]:
+    return ["wg", "set", "wg0", *clauses]
+
+
+def test_plan_nothing_to_do() -> None:
+    desired = {K1: WgPeer(K1, nets("10.1.1.2/32"), ("192.0.2.1", 1), 25)}
+    actual = {K1: reading(K1, "10.1.1.2/32", endpoint=("192.0.2.1", 1), keepalive=25)}
+    assert plan_peer_changes("wg0", desired, actual) == []
+    assert plan_peer_changes("wg0", {}, {}) == []
+
+
+def test_plan_add_peer() -> None:
+    desired = {
+        K1: WgPeer(K1, nets("10.1.1.3/32", "10.1.1.2/32"), ("192.0.2.1", 51820), 25),
+        K2: WgPeer(K2, ()),
+    }
+    assert plan_peer_changes("wg0", desired, {}) == [
+        wgset(
+            *("peer", K1, "allowed-ips", "10.1.1.2/32,10.1.1.3/32"),
+            *("endpoint", "192.0.2.1:51820", "persistent-keepalive", "25"),
+            *("peer", K2, "allowed-ips", ""),
+        )
+    ]
+
+
+def test_plan_remove_peer_and_empty_allowed_ips() -> None:
+    actual = {K1: reading(K1, "10.1.1.2/32"), K2: reading(K2, "10.1.1.3/32")}
+    desired = {K2: WgPeer(K2, ())}
+    assert plan_peer_changes("wg0", desired, actual) == [
+        wgset("peer", K1, "remove", "peer", K2, "allowed-ips", "")
+    ]
+
+
+def test_plan_endpoint_only_when_known_and_different() -> None:
+    actual = {K1: reading(K1, "10.1.1.2/32", endpoint=("198.51.100.7", 4444))}
+    # None: keep what WireGuard learned (roaming)
+    assert plan_peer_changes("wg0", {K1: WgPeer(K1, nets("10.1.1.2/32"))}, actual) == []
+    same = {K1: WgPeer(K1, nets("10.1.1.2/32"), ("198.51.100.7", 4444))}
+    assert plan_peer_changes("wg0", same, actual) == []
+    other = {K1: WgPeer(K1, nets("10.1.1.2/32"), ("192.0.2.1", 51820))}
+    assert plan_peer_changes("wg0", other, actual) == [
+        wgset("peer", K1, "endpoint", "192.0.2.1:51820")
+    ]
+
+
+def test_plan_keepalive_change() -> None:
+    actual = {K1: reading(K1, "10.1.1.2/32", keepalive=25)}
+    desired = {K1: WgPeer(K1, nets("10.1.1.2/32"), None, 0)}
+    assert plan_peer_changes("wg0", desired, actual) == [
+        wgset("peer", K1, "persistent-keepalive", "0")
+    ]
+
+
+def test_plan_moving_address_shrinks_before_grow() -> None:
+    # 10.1.1.3 moves from K1 (direct) to K2 (now the gateway); K3 goes away
+    actual = {
+        K1: reading(K1, "10.1.1.2/32", "10.1.1.3/32"),
+        K2: reading(K2, "10.1.1.4/32"),
+        K3: reading(K3, "10.1.1.5/32"),
+    }
+    desired = {
+        K1: WgPeer(K1, nets("10.1.1.2/32"), None, 25),
+        K2: WgPeer(K2, nets("10.1.1.3/32", "10.1.1.4/32")),
+    }
+    assert plan_peer_changes("wg0", desired, actual) == [
+        wgset(
+            *("peer", K3, "remove"),
+            *("peer", K1, "allowed-ips", "10.1.1.2/32", "persistent-keepalive", "25"),
+        ),
+        wgset("peer", K2, "allowed-ips", "10.1.1.3/32,10.1.1.4/32"),
+    ]
+
+
+def test_plan_swap_loses_before_gains() -> None:
+    actual = {K1: reading(K1, "10.1.1.2/32", "10.1.1.9/32"), K2: reading(K2, "10.1.1.3/32")}
+    desired = {
+        K1: WgPeer(K1, nets("10.1.1.3/32", "10.1.1.9/32")),
+        K2: WgPeer(K2, nets("10.1.1.2/32")),
+    }
+    assert plan_peer_changes("wg0", desired, actual) == [
+        wgset(
+            *("peer", K1, "allowed-ips", "10.1.1.9/32"),
+            *("peer", K2, "allowed-ips", ""),
+        ),
+        wgset(
+            *("peer", K1, "allowed-ips", "10.1.1.3/32,10.1.1.9/32"),
+            *("peer", K2, "allowed-ips", "10.1.1.2/32"),
+        ),
+    ]
+
+
+def test_plan_skips_invalid_key() -> None:
+    desired = {"bogus": WgPeer("bogus", nets("10.1.1.2/32")), K1: WgPeer(K1, ())}
+    assert plan_peer_changes("wg0", desired, {}) == [wgset("peer", K1, "allowed-ips", "")]
+
+
+class WgModel:
+    """What ``wg set`` does with allowed-ips: replace the peer's list, taking
+    each address away from whichever other peer had it."""
+
+    def __init__(self, owners: dict[str, set[IPv4Network]]) -> None:
+        self.peers = {k: set(v) for k, v in owners.items()}
+        self.steals = 0  # assignments of an address another peer still had
+
+    def apply(self, argv: list[str]) -> None:
+        assert argv[:3] == ["wg", "set", "wg0"]
+        words = argv[3:]
+        i = 0
+        current: str | None = None
+        while i < len(words):
+            word = words[i]
+            if word == "peer":
+                current = words[i + 1]
+                self.peers.setdefault(current, set())
+                i += 2
+            elif word == "remove":
+                assert current is not None
+                del self.peers[current]
+                i += 1
+            elif word == "allowed-ips":
+                assert current is not None
+                new = {IPv4Network(t) for t in words[i + 1].split(",") if t}
+                for k, other in self.peers.items():
+                    if k != current and other & new:
+                        self.steals += 1
+                        other -= new
+                self.peers[current] = new
+                i += 2
+            else:  # endpoint / persistent-keepalive
+                i += 2
+
+    def owner(self, address: IPv4Network) -> str | None:
+        for k, v in self.peers.items():
+            if address in v:
+                return k
+        return None
+
+
+ADDRS = [IPv4Network(f"10.1.1.{i}/32") for i in range(2, 8)]
+KEYS = [K1, K2, K3, K4]
+
+
+@st.composite
+def assignments(draw: st.DrawFn) -> dict[str, set[IPv4Network]]:
+    """Non-overlapping allowed-ips for a subset of the keys."""
+    present = draw(st.sets(st.sampled_from(KEYS)))
+    result: dict[str, set[IPv4Network]] = {k: set() for k in present}
+    if present:
+        for addr in ADDRS:
+            k = draw(st.sampled_from([None, *sorted(present)]))
+            if k is not None:
+                result[k].add(addr)
+    return result
+
+
+@settings(max_examples=300, deadline=None)
+@given(assignments(), assignments())
+def test_plan_reaches_desired_and_never_misroutes(
+    before: dict[str, set[IPv4Network]], after: dict[str, set[IPv4Network]]
+) -> None:
+    actual = {k: WgPeerReading(k, None, tuple(sorted(v)), None, 0, 0) for k, v in before.items()}
+    desired = {k: WgPeer(k, tuple(sorted(v))) for k, v in after.items()}
+    model = WgModel(before)
+    plan = plan_peer_changes("wg0", desired, actual)
+    assert len(plan) <= 2
+    for i, argv in enumerate(plan):
+        model.apply(argv)
+        for addr in ADDRS:
+            new_owner = next((k for k, v in after.items() if addr in v), None)
+            got = model.owner(addr)
+            if i == 0 and len(plan) == 2:
+                # after the first (shrink) command an address is either
+                # unassigned or already where it belongs
+                assert got in (None, new_owner)
+            else:
+                assert got == new_owner
+    assert model.steals == 0  # no address was ever on two peers at once
+    assert model.peers == after
+    # and a second pass finds nothing to do
+    again = {k: WgPeerReading(k, None, tuple(sorted(v)), None, 0, 0) for k, v in after.items()}
+    assert plan_peer_changes("wg0", desired, again) == []
+
+
+# ---------------------------------------------------------------------------
+# routes
+
+
+def test_parse_routes() -> None:
+    text = (
+        "10.1.1.3 via 10.1.1.1 proto 57 onlink \n"
+        "10.1.1.2 proto 57 scope link \n"
+        "10.1.1.4/32 scope link \n"
+        "10.1.1.5 via 10.1.1.2 dev wg0 proto static metric 10\n"
+        "10.1.1.0/24 proto kernel scope link src 10.1.1.1\n"
+        "default via 10.1.1.1\n"
+        "unreachable 10.1.1.9\n"
+        "10.1.1.6 via inet6 fe80::1\n"
+        "garbage here\n"
+        "\n"
+    )
+    assert parse_routes(text) == {
+        Route(IPv4Address("10.1.1.3"), IPv4Address("10.1.1.1")),
+        Route(IPv4Address("10.1.1.2")),
+        Route(IPv4Address("10.1.1.4")),
+        Route(IPv4Address("10.1.1.5"), IPv4Address("10.1.1.2")),
+    }
+
+
+def R(dest: str, via: str | None = None) -> Route:
+    return Route(IPv4Address(dest), None if via is None else IPv4Address(via))
+
+
+def test_plan_routes_order() -> None:
+    actual = {R("10.1.1.2"), R("10.1.1.3", "10.1.1.2"), R("10.1.1.4")}
+    desired = {R("10.1.1.3", "10.1.1.5"), R("10.1.1.5"), R("10.1.1.4")}
+    p = ["proto", ROUTE_PROTO]
+    assert plan_route_changes("wg0", desired, actual) == [
+        ["ip", "-4", "route", "replace", "10.1.1.5/32", "dev", "wg0", *p],
+        [
+            "ip",
+            "-4",
+            "route",
+            "replace",
+            "10.1.1.3/32",
+            "via",
+            "10.1.1.5",
+            "dev",
+            "wg0",
+            *p,
+            "onlink",
+        ],
+        # 10.1.1.3 changed gateway: replaced above, not deleted
+        ["ip", "-4", "route", "del", "10.1.1.2/32", "dev", "wg0", *p],
+    ]
+    assert plan_route_changes("wg0", desired, desired) == []
+
+
+def test_plan_routes_duplicate_dest_does_not_crash() -> None:
+    desired = {R("10.1.1.3"), R("10.1.1.3", "10.1.1.2")}
+    plan = plan_route_changes("wg0", desired, {R("10.1.1.3", "10.1.1.9")})
+    assert len(plan) == 1 and plan[0][3] == "replace"
+
+
+# ---------------------------------------------------------------------------
+# proc.run
+
+
+def test_run_ok_and_stdin() -> None:
+    async def main() -> str:
+        return await run(["sh", "-c", "tr a-z A-Z"], stdin=b"hello")
+
+    assert trio.run(main) == "HELLO"
+
+
+def test_command_error_shows_command_and_stderr_not_stdin(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        await run(["sh", "-c", "cat >/dev/null; echo boom >&2; exit 3"], stdin=b"SECRETKEY")
+
+    with caplog.at_level(logging.DEBUG, logger="wg_netmanager"), pytest.raises(CommandError) as ei:
+        trio.run(main)
+    err = ei.value
+    assert err.returncode == 3
+    assert err.stderr.strip() == "boom"
+    assert err.argv[0] == "sh"
+    assert "sh -c" in str(err) and "boom" in str(err) and "exit code 3" in str(err)
+    assert "SECRETKEY" not in str(err) and "SECRETKEY" not in caplog.text
+    assert "sh -c" in caplog.text  # the command is logged at DEBUG
+
+
+def test_run_missing_binary_and_timeout() -> None:
+    async def missing() -> None:
+        await run(["/nonexistent/wg_netmanager-test-binary"])
+
+    with pytest.raises(CommandError) as ei:
+        trio.run(missing)
+    assert ei.value.returncode == 127
+
+    async def slow() -> None:
+        await run(["sleep", "5"], timeout=0.1)
+
+    with pytest.raises(CommandError) as ei:
+        trio.run(slow)
+    assert ei.value.returncode is None
+    assert "timed out" in str(ei.value)
+
+
+# ---------------------------------------------------------------------------
+# fakes
+
+
+def test_fakes_implement_protocols() -> None:
+    # checked by mypy: both implementations fit each protocol
+    fake: WgDevice = FakeWgDevice()
+    real: WgDevice = WgInterface("wg0")
+    assert fake.name == real.name == "wg0"
+    tables: list[Routes] = [FakeRoutes(), RouteTable()]
+    assert len(tables) == 2
+
+
+def test_fake_wg_device() -> None:
+    dev = FakeWgDevice("wg0")
+
+    async def main() -> None:
+        with pytest.raises(CommandError):
+            await dev.read_peers()
+        assert await dev.create() == "wireguard-go"
+        await dev.configure(b"\x01" * 32, 51820)
+        await dev.set_address(IPv4Address("10.1.1.1"), 24)
+        desired = {K1: WgPeer(K1, nets("10.1.1.2/32"), ("192.0.2.1", 51820), 25)}
+        await dev.apply_peers(desired, await dev.read_peers())
+        dev.set_handshake(K1, 3.0)
+        dev.set_endpoint(K1, ("192.0.2.9", 1000))
+        # endpoint None keeps the learned one, handshake and counters survive
+        await dev.apply_peers({K1: WgPeer(K1, nets("10.1.1.2/32"))}, await dev.read_peers())
+        peers = await dev.read_peers()
+        assert peers[K1].endpoint == ("192.0.2.9", 1000)
+        assert peers[K1].handshake_age == 3.0
+        assert peers[K1].persistent_keepalive == 0
+        dev.fail["read_peers"] = CommandError(["wg"], 1, "injected")
+        with pytest.raises(CommandError, match="injected"):
+            await dev.read_peers()
+        await dev.read_peers()  # only once
+        await dev.destroy()
+        assert not await dev.exists()
+
+    trio.run(main)
+    assert dev.listen_port == 51820
+    assert ("configure", (51820,)) in dev.calls
+    assert all(b"\x01" * 32 not in args for _, args in dev.calls)
+    assert dev.commands[0][:5] == ["wg", "set", "wg0", "peer", K1]
+
+
+def test_fake_routes() -> None:
+    routes: Routes = FakeRoutes()
+    assert isinstance(routes, FakeRoutes)
+
+    async def main() -> None:
+        await routes.apply("wg0", {R("10.1.1.2"), R("10.1.1.3", "10.1.1.2")}, set())
+        assert await routes.read("wg0") == {R("10.1.1.2"), R("10.1.1.3", "10.1.1.2")}
+        assert await routes.read("wg1") == set()
+        await routes.apply("wg0", {R("10.1.1.3")}, await routes.read("wg0"))
+        assert await routes.read("wg0") == {R("10.1.1.3")}
+
+    trio.run(main)
+    assert routes.call_names() == ["apply", "read", "read", "read", "apply", "read"]
+    assert routes.commands[-1][:7] == ["ip", "-4", "route", "del", "10.1.1.2/32", "dev", "wg0"]

@@ -1,0 +1,484 @@
+"""Load and validate network.yaml (shared by every node) and peer.yaml (this node).
+
+Every problem raises ``ConfigError`` with a one-line message of the form
+``<file>: <field>: <problem>; <fix>`` so that the CLI can print it as is.
+How command-line values override peer.yaml is decided in ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import os
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+import yaml
+
+from wg_netmanager.core.timers import Timers, timer_names
+
+MAX_FILE_SIZE = 1 << 20  # a real config is a few hundred bytes; refuse before parsing
+MIN_PORT, MAX_PORT = 1, 65535
+MAX_KEEPALIVE = 65535  # WireGuard's limit for persistent keepalive
+MAX_TIMER = 86400.0  # no protocol timer needs more than a day; also keeps sleeps finite
+
+_EXAMPLES = {  # how to fill in a missing field
+    "network": "a 'network:' section with sharedKey and subnet",
+    "peers": "a 'peers:' list with at least one static peer",
+    "sharedKey": "'sharedKey: <output of wg_netmanager genkey>'",
+    "subnet": "e.g. 'subnet: 10.1.1.0/24'",
+    "endPoint": "e.g. 'endPoint: vps.example.org:50001'",
+    "adminPort": "e.g. 'adminPort: 50000'",
+    "wgIp": "e.g. 'wgIp: 10.1.1.1'",
+}
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
+
+
+class ConfigError(Exception):
+    """A bad configuration; ``str()`` is one line naming the file, the field and the fix."""
+
+    def __init__(self, message: str) -> None:
+        # Values quoted from a file may hold newlines or tabs; the message stays one line.
+        super().__init__(" ".join(message.split()))
+
+
+@dataclass(frozen=True)
+class StaticPeer:
+    """A node with a fixed underlay address, listed under ``peers:`` in network.yaml."""
+
+    wg_ip: IPv4Address
+    host: str  # host name or IPv4 address; resolved by the daemon (dynamic DNS)
+    wg_port: int
+    admin_port: int
+
+    @property
+    def endpoint_text(self) -> str:
+        return f"{self.host}:{self.wg_port}"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    path: str
+    shared_key: bytes = field(repr=False)  # whoever has it can join the mesh
+    subnet: IPv4Network
+    peers: tuple[StaticPeer, ...]
+    timers: Timers
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """peer.yaml; None = not set there."""
+
+    name: str | None = None
+    wg_ip: IPv4Address | None = None
+    wg_interface: str | None = None
+    existing_interface: bool | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon needs, after command line > peer.yaml > defaults."""
+
+    network: NetworkConfig
+    interface: str
+    wg_ip: IPv4Address
+    name: str
+    existing_interface: bool
+    wg_port: int
+    admin_port: int
+    verbosity: int
+    logfile: str | None
+    tui: bool
+    hopping: bool
+
+    @property
+    def static(self) -> StaticPeer | None:
+        """This node's own entry in network.yaml ``peers:``, if it has one."""
+        return next((p for p in self.network.peers if p.wg_ip == self.wg_ip), None)
+
+    @property
+    def is_static(self) -> bool:
+        return self.static is not None
+
+
+def generate_shared_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode("ascii")
+
+
+def warn_if_world_readable(path: str) -> str | None:
+    """A warning line if group or others may read ``path`` (it holds the shared key)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & 0o044 == 0:
+        return None
+    return (
+        f"warning: {path} is readable by group/others but holds the shared key; "
+        f"run 'chmod 600 {path}'"
+    )
+
+
+# ---------------------------------------------------------------- reading YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (plain PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            # Merge keys (<<) may legitimately be overridden, so only plain keys count.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _read_text(path: str, option: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_SIZE + 1)  # bounded: -c may name a pipe or a device
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ConfigError(f"{path}: dangling symbolic link; fix the link") from None
+        raise ConfigError(
+            f"{path}: no such file; create it or give its path with {option}"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; give the YAML file with {option}") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{path}: a parent in the path is not a directory; check it") from None
+    except PermissionError:
+        raise ConfigError(
+            f"{path}: permission denied; run as root or make it readable by this user"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{path}: symbolic link loop; fix the link") from None
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_SIZE:
+        raise ConfigError(f"{path}: larger than 1 MiB; this is not a wg_netmanager config file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: byte {exc.start} is not UTF-8 text; is this really a YAML file?"
+        ) from None
+
+
+def _parse_yaml(path: str, text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{path}: {where}: YAML error: {problem}; fix the file there") from None
+    except yaml.reader.ReaderError as exc:
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(
+            f"{path}: character {exc.position}: non-printable character {char:#x} "
+            "in YAML; is this really a YAML file?"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply; this is not a config file") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # PyYAML lets some constructor errors through, e.g. a date like 2001-13-01
+        # or an integer of more than 4300 digits.
+        reason = str(exc).split(";")[0]  # drop Python's advice about sys.set_int_max_str_digits
+        raise ConfigError(f"{path}: invalid YAML value: {reason}; quote it or fix it") from None
+
+
+def _load_yaml(path: str, option: str, missing_ok: bool) -> Any:
+    if missing_ok and not os.path.lexists(path):
+        return None
+    return _parse_yaml(path, _read_text(path, option))
+
+
+# ---------------------------------------------------------------- field checks
+
+
+def _show(value: Any) -> str:
+    """A short description of a YAML value for error messages."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "nothing"}[value]
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a huge number"  # repr() of a huge int can itself fail (4300 digit limit)
+    if isinstance(value, str | int | float):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    # Never repr() containers: YAML aliases can make them exponentially large.
+    if isinstance(value, dict):
+        return "a mapping"
+    return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
+
+
+def _key_text(key: Any) -> str:
+    return key if isinstance(key, str) and len(key) <= 40 else _show(key)
+
+
+def _at(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _mapping(path: str, where: str, value: Any, expected: str) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: {where}: expected {expected}, got {_show(value)}")
+    return value
+
+
+def _check_keys(
+    path: str,
+    where: str,
+    mapping: dict[Any, Any],
+    required: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+) -> None:
+    valid = required + optional
+    for key in mapping:
+        if key not in valid:
+            raise ConfigError(
+                f"{path}: {_at(where, _key_text(key))}: unknown key; "
+                f"valid keys here: {', '.join(valid)}"
+            )
+    for key in required:
+        if mapping.get(key) is None:
+            raise ConfigError(f"{path}: {_at(where, key)}: missing; add {_EXAMPLES[key]}")
+
+
+def _text(path: str, where: str, value: Any, example: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: {where}: expected text like {example}, got {_show(value)}")
+    return value
+
+
+def _port(path: str, where: str, value: Any) -> int:
+    # bool is an int in Python, but 'adminPort: true' is surely a mistake.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{path}: {where}: expected a port number, got {_show(value)}")
+    if not MIN_PORT <= value <= MAX_PORT:
+        raise ConfigError(f"{path}: {where}: port out of range: {_show(value)}; use 1..65535")
+    return value
+
+
+def parse_ipv4(text: str, where: str) -> IPv4Address:
+    """Parse a wgIp; ``where`` is the "<file>: <field>" prefix of the error."""
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        pass
+    if ":" in text:
+        raise ConfigError(f"{where}: {_show(text)}: IPv6 is not supported; use an IPv4 address")
+    raise ConfigError(f"{where}: {_show(text)} is not an IPv4 address; write it like 10.1.1.7")
+
+
+def check_wg_ip(ip: IPv4Address, subnet: IPv4Network, where: str, subnet_path: str) -> None:
+    """A node's wgIp must be a usable host address of the subnet."""
+    if ip not in subnet:
+        raise ConfigError(
+            f"{where}: {ip} is outside subnet {subnet} of {subnet_path}; pick an address inside it"
+        )
+    if ip in (subnet.network_address, subnet.broadcast_address):
+        kind = "network" if ip == subnet.network_address else "broadcast"
+        raise ConfigError(
+            f"{where}: {ip} is the {kind} address of subnet {subnet}; pick another address"
+        )
+
+
+def check_name(name: str, where: str) -> str:
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"{where}: {_show(name)} is not a valid name; use 1..32 characters of A-Z a-z 0-9 _ . -"
+        )
+    return name
+
+
+def check_interface(name: str, where: str) -> str:
+    # The kernel's dev_valid_name(): at most IFNAMSIZ-1 bytes, no '/', ':' or whitespace.
+    if (
+        not 1 <= len(name.encode()) <= 15
+        or name in (".", "..")
+        or any(c in "/:" or c.isspace() or not c.isprintable() for c in name)
+    ):
+        raise ConfigError(
+            f"{where}: {_show(name)} is not a valid interface name; "
+            "use 1..15 characters without '/', ':' or spaces, e.g. wg0"
+        )
+    return name
+
+
+def _shared_key(path: str, value: Any) -> bytes:
+    # The value itself is never quoted: it is (or is close to) the network secret.
+    try:
+        raw = base64.b64decode(value.encode("ascii"), validate=True)
+    except (AttributeError, UnicodeEncodeError, binascii.Error):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(
+            f"{path}: network.sharedKey: not base64 of 32 bytes; "
+            "make one with 'wg_netmanager genkey'"
+        )
+    return raw
+
+
+def _subnet(path: str, value: Any) -> IPv4Network:
+    where = f"{path}: network.subnet"
+    text = _text(path, "network.subnet", value, "10.1.1.0/24").strip()
+    if ":" in text:
+        raise ConfigError(f"{where}: IPv6 is not supported; use an IPv4 subnet like 10.1.1.0/24")
+    if "/" not in text:
+        raise ConfigError(f"{where}: {_show(text)} has no prefix length; write it like 10.1.1.0/24")
+    try:
+        subnet = IPv4Network(text)
+    except ValueError:
+        try:
+            subnet = IPv4Network(text, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: {_show(text)} is not an IPv4 subnet; write it like 10.1.1.0/24"
+            ) from None
+        raise ConfigError(f"{where}: {text} has host bits set; write {subnet}") from None
+    if subnet.prefixlen > 30:
+        raise ConfigError(
+            f"{where}: /{subnet.prefixlen} leaves no room for nodes; use /30 or wider"
+        )
+    return subnet
+
+
+def _endpoint(path: str, where: str, value: Any) -> tuple[str, int]:
+    text = _text(path, where, value, "vps.example.org:50001").strip()
+    if text.startswith("[") or text.count(":") > 1:
+        raise ConfigError(f"{path}: {where}: IPv6 is not supported; use a host name or IPv4")
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(
+            f"{path}: {where}: {_show(text)} needs host:port, e.g. vps.example.org:50001"
+        )
+    if not re.fullmatch(r"[0-9]{1,5}", port_text):
+        raise ConfigError(f"{path}: {where}: port {_show(port_text)} is not a number; use 1..65535")
+    port = _port(path, where, int(port_text))
+    labels = host.removesuffix(".").split(".")
+    if all(label.isdigit() for label in labels):
+        # Looks numeric: must be a full dotted quad, not something inet_aton would guess at.
+        parse_ipv4(host, f"{path}: {where}")
+    elif len(host) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+        raise ConfigError(f"{path}: {where}: {_show(host)} is not a valid host name or IPv4")
+    return host, port
+
+
+def _peers(path: str, value: Any, subnet: IPv4Network) -> tuple[StaticPeer, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"{path}: peers: expected a list of static peers "
+            f"(- endPoint/adminPort/wgIp), got {_show(value)}"
+        )
+    if not value:
+        raise ConfigError(f"{path}: peers: empty; add at least one static peer")
+    peers: list[StaticPeer] = []
+    for index, item in enumerate(value):
+        where = f"peers[{index}]"
+        entry = _mapping(path, where, item, "a mapping with endPoint, adminPort and wgIp")
+        _check_keys(path, where, entry, ("endPoint", "adminPort", "wgIp"))
+        ip_text = _text(path, f"{where}.wgIp", entry["wgIp"], "10.1.1.1")
+        wg_ip = parse_ipv4(ip_text.strip(), f"{path}: {where}.wgIp")
+        check_wg_ip(wg_ip, subnet, f"{path}: {where}.wgIp", path)
+        host, wg_port = _endpoint(path, f"{where}.endPoint", entry["endPoint"])
+        admin_port = _port(path, f"{where}.adminPort", entry["adminPort"])
+        if admin_port == wg_port:
+            raise ConfigError(
+                f"{path}: {where}.adminPort: same as the WireGuard port of endPoint; "
+                "both are UDP ports on one host, pick another"
+            )
+        for other_index, other in enumerate(peers):
+            if other.wg_ip == wg_ip:
+                raise ConfigError(
+                    f"{path}: {where}.wgIp: {wg_ip} is already used by peers[{other_index}]; "
+                    "every node needs its own wgIp"
+                )
+            if (other.host.lower(), other.wg_port) == (host.lower(), wg_port):
+                raise ConfigError(
+                    f"{path}: {where}.endPoint: {host}:{wg_port} is already used by "
+                    f"peers[{other_index}]; every static peer needs its own endpoint"
+                )
+        peers.append(StaticPeer(wg_ip, host, wg_port, admin_port))
+    return tuple(peers)
+
+
+def _timers(path: str, value: Any) -> Timers:
+    if value is None:
+        return Timers()
+    names = timer_names()
+    section = _mapping(path, "timers", value, "a mapping of timer names to seconds")
+    _check_keys(path, "timers", section, (), tuple(names))
+    defaults = Timers()
+    changes: dict[str, Any] = {}
+    for key, number in section.items():
+        where = f"{path}: timers.{key}"
+        is_int = isinstance(getattr(defaults, names[key]), int)
+        kind = "a whole number of seconds" if is_int else "a number of seconds"
+        limit = MAX_KEEPALIVE if is_int else MAX_TIMER
+        if isinstance(number, bool) or not isinstance(number, int if is_int else int | float):
+            raise ConfigError(f"{where}: expected {kind}, got {_show(number)}")
+        if not number > 0:  # also catches .nan
+            raise ConfigError(f"{where}: {_show(number)} is not positive; use {kind} > 0")
+        if number > limit:  # also catches .inf and huge ints (which would not fit a float)
+            raise ConfigError(f"{where}: {_show(number)} is too large; use at most {limit:g}")
+        changes[names[key]] = number
+    return Timers(**changes)
+
+
+# ---------------------------------------------------------------- the two files
+
+
+def load_network(path: str) -> NetworkConfig:
+    doc = _load_yaml(path, "-c/--config", missing_ok=False)
+    if doc is None:
+        raise ConfigError(f"{path}: file is empty; it needs a 'network:' and a 'peers:' section")
+    top = _mapping(path, "top level", doc, "a mapping with network, peers and timers")
+    _check_keys(path, "", top, ("network", "peers"), ("timers",))
+    net = _mapping(path, "network", top["network"], "a mapping with sharedKey and subnet")
+    _check_keys(path, "network", net, ("sharedKey", "subnet"))
+    shared_key = _shared_key(path, net["sharedKey"])
+    subnet = _subnet(path, net["subnet"])
+    return NetworkConfig(
+        path=path,
+        shared_key=shared_key,
+        subnet=subnet,
+        peers=_peers(path, top["peers"], subnet),
+        timers=_timers(path, top.get("timers")),
+    )
+
+
+def load_peer(path: str, required: bool) -> PeerConfig:
+    """peer.yaml; a missing file gives an empty PeerConfig unless ``required``."""
+    doc = _load_yaml(path, "-p/--peer-config", missing_ok=not required)
+    if doc is None:  # missing (and optional) or empty: nothing is set
+        return PeerConfig()
+    top = _mapping(path, "top level", doc, "a mapping with name, wgIp, wgInterface")
+    _check_keys(path, "", top, (), ("name", "wgIp", "wgInterface", "existingInterface"))
+    name = wg_ip = interface = existing = None
+    if top.get("name") is not None:
+        name = check_name(_text(path, "name", top["name"], "alice"), f"{path}: name")
+    if top.get("wgIp") is not None:
+        wg_ip = parse_ipv4(_text(path, "wgIp", top["wgIp"], "10.1.1.7").strip(), f"{path}: wgIp")
+    if top.get("wgInterface") is not None:
+        text = _text(path, "wgInterface", top["wgInterface"], "wg0")
+        interface = check_interface(text, f"{path}: wgInterface")
+    if top.get("existingInterface") is not None:
+        existing = top["existingInterface"]
+        if not isinstance(existing, bool):
+            raise ConfigError(
+                f"{path}: existingInterface: expected true or false, got {_show(existing)}"
+            )
+    return PeerConfig(name=name, wg_ip=wg_ip, wg_interface=interface, existing_interface=existing)

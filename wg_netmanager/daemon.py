@@ -1,0 +1,344 @@
+"""The trio shell around the pure core.
+
+One nursery, small tasks, one owner of shutdown:
+
+- ``_receive``: admin UDP socket -> ``node.receive_datagram``
+- ``_drive``: sleeps until ``node.get_timer()`` (or a kick) -> ``handle_timer``
+- ``_wireguard``: reads ``wg show`` (fast while a handshake is awaited),
+  feeds it to the core and reconciles WireGuard peers and kernel routes by
+  difference whenever the desired state changed or every reconcile_interval
+- ``_resolve``: static peers' host names, at start, periodically and when the
+  core asks (dynamic DNS)
+- ``_signals``: SIGINT/SIGTERM/SIGHUP cancel the nursery
+
+After every input the shell flushes the core: sends its datagrams, logs its
+events, wakes the reconciler. Cleanup (bye to everyone, our routes removed,
+the interface deleted unless ``-e``) runs in ``finally`` under a shielded
+cancel scope with a deadline, so Ctrl-C never leaves a half-configured
+interface and never hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from random import Random
+
+import trio
+
+from .config import Settings
+from .core.node import Node, StaticTarget
+from .keys import KeyPair
+from .model import Endpoint, Route
+from .proc import CommandError
+from .routes import Routes, RouteTable
+from .wgdev import WgDevice, WgInterface
+from .wire import MAX_DATAGRAM, NodeInfo
+
+log = logging.getLogger("wg_netmanager")
+
+SHUTDOWN_BUDGET = 1.5  # seconds for cleanup; the issue promises exit within 2 s
+RETRY_AFTER_FAILURE = 1.0  # seconds before a failed ip/wg call is retried
+
+
+class StartupError(Exception):
+    """The daemon cannot start (interface, socket); one line for the user."""
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, device: WgDevice, routes: Routes) -> None:
+        self.settings = settings
+        self.device = device
+        self.routes = routes
+        self.keys = KeyPair.generate()
+        self.sock: trio.socket.SocketType | None = None
+        self.node: Node | None = None
+        self._kick = trio.Event()
+        self._wg_wake = trio.Event()
+        self._resolve_wake = trio.Event()
+        self._applied_version = -1
+        self.backend = ""
+        self.startup_error: StartupError | None = None
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._setup()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._receive)
+                nursery.start_soon(self._drive)
+                nursery.start_soon(self._wireguard)
+                nursery.start_soon(self._resolve)
+                if self.settings.verbosity >= 1:
+                    nursery.start_soon(self._summaries)
+                task_status.started()
+        except StartupError as exc:
+            self.startup_error = exc
+        finally:
+            with trio.move_on_after(SHUTDOWN_BUDGET) as scope:
+                scope.shield = True
+                await self._cleanup()
+
+    async def _setup(self) -> None:
+        s = self.settings
+        net = s.network
+        try:
+            self.backend = await self.device.create()
+            await self.device.configure(self.keys.private, s.wg_port)
+            await self.device.set_address(s.wg_ip, net.subnet.prefixlen)
+            if s.is_static:
+                await self.device.enable_forwarding()
+        except CommandError as exc:
+            raise StartupError(f"cannot set up interface {s.interface}: {exc}") from None
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        try:
+            await sock.bind(("0.0.0.0", s.admin_port))
+        except OSError as exc:
+            sock.close()
+            raise StartupError(f"cannot use admin port {s.admin_port}: {exc.strerror}") from None
+        self.sock = sock
+        now = trio.current_time()
+        statics = [StaticTarget(p.wg_ip, p.host, p.wg_port, p.admin_port) for p in net.peers]
+        for target in statics:
+            target.address = await _resolve_host(target.host)
+        info = NodeInfo(
+            wg_ip=s.wg_ip,
+            name=s.name,
+            public_key=self.keys.public_b64,
+            wg_port=s.wg_port,
+            admin_port=s.admin_port,
+        )
+        self.node = Node(
+            info=info,
+            shared_key=net.shared_key,
+            subnet=net.subnet,
+            statics=statics,
+            timers=net.timers,
+            now=now,
+            rng=Random(),
+        )
+        log.info(
+            "%s %s on %s (%s) key %s… wg port %d admin port %d%s",
+            s.name,
+            s.wg_ip,
+            s.interface,
+            self.backend,
+            self.keys.public_b64[:8],
+            s.wg_port,
+            s.admin_port,
+            ", static" if s.is_static else "",
+        )
+        self.node.handle_timer(now)
+        await self._flush()
+
+    async def _cleanup(self) -> None:
+        node, sock = self.node, self.sock
+        if node is not None and sock is not None:
+            node.shutdown(trio.current_time())
+            await self._flush()
+        if sock is not None:
+            sock.close()
+        try:
+            actual = await self.routes.read(self.settings.interface)
+            await self.routes.apply(self.settings.interface, set(), actual)
+        except CommandError as exc:
+            log.debug("route cleanup: %s", exc)
+        try:
+            await self.device.destroy()
+        except CommandError as exc:
+            log.error("cleanup: %s", exc)
+        log.info("stopped")
+
+    # --- the core's inputs --------------------------------------------------
+
+    async def _receive(self) -> None:
+        assert self.sock is not None and self.node is not None
+        while True:
+            try:
+                data, addr = await self.sock.recvfrom(MAX_DATAGRAM + 512)
+            except OSError as exc:  # e.g. ICMP port unreachable reported on Linux
+                log.debug("admin socket: %s", exc)
+                continue
+            self.node.receive_datagram(data, (addr[0], addr[1]), trio.current_time())
+            await self._flush()
+
+    async def _drive(self) -> None:
+        assert self.node is not None
+        while True:
+            deadline = self.node.get_timer()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._kick.wait()
+            self._kick = trio.Event()
+            now = trio.current_time()
+            deadline = self.node.get_timer()
+            if deadline is not None and now >= deadline:
+                self.node.handle_timer(now)
+                await self._flush()
+
+    async def _flush(self) -> None:
+        """Carry out what the core wants after an input."""
+        node, sock = self.node, self.sock
+        assert node is not None and sock is not None
+        for event in node.events():
+            log.log(event.level, "%s", event.text)
+        for data, addr in node.datagrams_to_send():
+            await _sendto(sock, data, addr)
+        if node.take_resolve_requests():
+            self._resolve_wake.set()
+        if node.state_version != self._applied_version:
+            self._wg_wake.set()
+        self._kick.set()
+
+    # --- WireGuard and routes -------------------------------------------------
+
+    async def _wireguard(self) -> None:
+        node = self.node
+        assert node is not None
+        timers = node.timers
+        ifname = self.settings.interface
+        next_full = 0.0
+        while True:
+            now = trio.current_time()
+            try:
+                actual = await self.device.read_peers()
+                node.update_wg(actual, trio.current_time())
+                await self._flush()
+                version = node.state_version
+                desired = node.desired_peers()
+                if version != self._applied_version or now >= next_full:
+                    await self.device.apply_peers(desired, actual)
+                    await self._apply_routes(ifname, node.desired_routes())
+                    self._applied_version = version
+                    next_full = now + timers.reconcile_interval
+                    if desired:
+                        # Read back at once: the handshake with a new peer is
+                        # what gives a static node the peer's NAT outside.
+                        continue
+                delay = timers.wg_poll_fast if node.wants_fast_wg_poll() else timers.wg_poll_slow
+            except CommandError as exc:
+                log.warning("%s (retrying)", exc)
+                delay = RETRY_AFTER_FAILURE
+                self._applied_version = -1
+            with trio.move_on_after(delay):
+                await self._wg_wake.wait()
+            self._wg_wake = trio.Event()
+
+    async def _apply_routes(self, ifname: str, desired: set[Route]) -> None:
+        actual = await self.routes.read(ifname)
+        if actual != desired:
+            await self.routes.apply(ifname, desired, actual)
+
+    # --- DNS ------------------------------------------------------------------
+
+    async def _resolve(self) -> None:
+        node = self.node
+        assert node is not None
+        while True:
+            with trio.move_on_after(node.timers.resolve_interval):
+                await self._resolve_wake.wait()
+            self._resolve_wake = trio.Event()
+            for target in list(node.statics.values()):
+                address = await _resolve_host(target.host)
+                if address is not None or target.address is None:
+                    node.set_static_address(target.wg_ip, address, trio.current_time())
+            await self._flush()
+            await trio.sleep(1.0)  # at most one round of lookups a second
+
+    async def _summaries(self) -> None:
+        node = self.node
+        assert node is not None
+        while True:
+            await trio.sleep(node.timers.summary_interval)
+            status = node.statistics(trio.current_time())
+            parts = [
+                f"{p.name}:{'direct' if p.path == 'direct' else 'via ' + (p.gateway_name or '?')}"
+                + (f":{p.rtt * 1000:.1f}ms" if p.rtt is not None else "")
+                for p in status.peers
+            ]
+            log.info("peers (%d): %s", len(parts), " ".join(parts) or "none")
+            if status.drops:
+                log.info("dropped datagrams: %s", status.drops)
+
+
+async def _sendto(sock: trio.socket.SocketType, data: bytes, addr: Endpoint) -> None:
+    try:
+        await sock.sendto(data, addr)
+    except OSError as exc:  # unreachable network, no route: the core retries
+        log.debug("send to %s:%d failed: %s", addr[0], addr[1], exc.strerror)
+
+
+async def _resolve_host(host: str) -> str | None:
+    try:
+        return str(IPv4Address(host))
+    except ValueError:
+        pass
+    try:
+        with trio.move_on_after(5.0):
+            infos = await trio.socket.getaddrinfo(host, None, family=socket.AF_INET)
+            for info in infos:
+                return str(info[4][0])
+    except OSError as exc:
+        log.warning("cannot resolve %s: %s", host, exc)
+    return None
+
+
+async def _run_until_signal(daemon: Daemon) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_when_done, daemon, nursery.cancel_scope)
+            async for signum in signals:
+                log.info("%s received, shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+async def _cancel_when_done(daemon: Daemon, scope: trio.CancelScope) -> None:
+    await daemon.run()
+    scope.cancel()  # the daemon ended by itself (startup failed): stop waiting for signals
+
+
+def setup_logging(settings: Settings, stream: object = None) -> None:
+    level = logging.DEBUG if settings.verbosity >= 2 else logging.INFO
+    root = logging.getLogger()
+    root.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
+    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    if settings.logfile:
+        file_handler = logging.FileHandler(settings.logfile)
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+
+
+def main(
+    settings: Settings,
+    *,
+    make_daemon: Callable[[Settings], Daemon] | None = None,
+) -> int:
+    setup_logging(settings)
+    if settings.tui:
+        log.info("the terminal UI is not available yet; running headless")
+    daemon = (make_daemon or _real_daemon)(settings)
+    try:
+        trio.run(_run_until_signal, daemon)
+    except KeyboardInterrupt:  # a second Ctrl-C during cleanup
+        return 130
+    if daemon.startup_error is not None:
+        log.error("%s", daemon.startup_error)
+        return 1
+    return 0
+
+
+def _real_daemon(settings: Settings) -> Daemon:
+    return Daemon(
+        settings,
+        device=WgInterface(settings.interface, existing=settings.existing_interface),
+        routes=RouteTable(),
+    )

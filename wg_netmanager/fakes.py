@@ -1,0 +1,152 @@
+"""In-memory stand-ins for the I/O adapters, for daemon tests without root.
+
+:class:`FakeWgDevice` implements :class:`~wg_netmanager.wgdev.WgDevice` and
+:class:`FakeRoutes` implements :class:`~wg_netmanager.routes.Routes`.
+Both keep their state in plain attributes, record every call in ``calls``
+(method name and arguments, never the private key) and the commands the real
+adapter would have run in ``commands``, and raise a queued
+:class:`CommandError` when a test puts one in ``fail[method_name]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from ipaddress import IPv4Address
+from typing import Any
+
+from .model import Route, WgPeer, WgPeerReading
+from .proc import CommandError
+from .routes import plan_route_changes
+from .wgdev import plan_peer_changes
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.commands: list[list[str]] = []
+        self.fail: dict[str, CommandError] = {}
+
+    def _enter(self, method: str, *args: Any) -> None:
+        self.calls.append((method, args))
+        error = self.fail.pop(method, None)
+        if error is not None:
+            raise error
+
+    def call_names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+class FakeWgDevice(_Recorder):
+    """A WireGuard interface that lives in a dict."""
+
+    def __init__(self, name: str = "wg0", backend: str = "wireguard-go") -> None:
+        super().__init__()
+        self.name = name
+        self.backend = backend
+        self.created = False
+        self.private_key: bytes | None = None
+        self.listen_port: int | None = None
+        self.address: tuple[IPv4Address, int] | None = None
+        self.forwarding = False
+        self.peers: dict[str, WgPeerReading] = {}
+
+    def _require(self, argv: list[str]) -> None:
+        if not self.created:
+            raise CommandError(argv, 1, "Unable to access interface: No such device")
+
+    async def exists(self) -> bool:
+        self._enter("exists")
+        return self.created
+
+    async def create(self) -> str:
+        self._enter("create")
+        self.created = True
+        self.peers = {}
+        self.address = None
+        return self.backend
+
+    async def destroy(self) -> None:
+        self._enter("destroy")
+        self.created = False
+        self.peers = {}
+        self.address = None
+        self.forwarding = False
+
+    async def configure(self, private_key: bytes, listen_port: int) -> None:
+        self._enter("configure", listen_port)
+        self._require(["wg", "set", self.name])
+        if len(private_key) != 32:
+            raise ValueError("a WireGuard private key is 32 bytes")
+        self.private_key = private_key
+        self.listen_port = listen_port
+
+    async def set_address(self, wg_ip: IPv4Address, prefixlen: int) -> None:
+        self._enter("set_address", wg_ip, prefixlen)
+        self._require(["ip", "addr", "replace"])
+        self.address = (wg_ip, prefixlen)
+
+    async def enable_forwarding(self) -> None:
+        self._enter("enable_forwarding")
+        self._require(["write", f"/proc/sys/net/ipv4/conf/{self.name}/forwarding", "1"])
+        self.forwarding = True
+
+    async def read_peers(self) -> dict[str, WgPeerReading]:
+        self._enter("read_peers")
+        self._require(["wg", "show", self.name, "dump"])
+        return dict(self.peers)
+
+    async def apply_peers(
+        self, desired: Mapping[str, WgPeer], actual: Mapping[str, WgPeerReading]
+    ) -> None:
+        self._enter("apply_peers", dict(desired), dict(actual))
+        self._require(["wg", "set", self.name])
+        self.commands += plan_peer_changes(self.name, desired, actual)
+        peers: dict[str, WgPeerReading] = {}
+        for key, want in desired.items():
+            old = self.peers.get(key)
+            endpoint = want.endpoint
+            if endpoint is None and old is not None:
+                endpoint = old.endpoint  # WireGuard keeps a learned endpoint
+            peers[key] = WgPeerReading(
+                public_key=key,
+                endpoint=endpoint,
+                allowed_ips=tuple(sorted(set(want.allowed_ips))),
+                handshake_age=None if old is None else old.handshake_age,
+                rx_bytes=0 if old is None else old.rx_bytes,
+                tx_bytes=0 if old is None else old.tx_bytes,
+                persistent_keepalive=want.persistent_keepalive,
+            )
+        self.peers = peers
+
+    # -- helpers for tests --------------------------------------------------
+
+    def set_handshake(self, public_key: str, age: float | None) -> None:
+        """Pretend the latest handshake with a peer was ``age`` seconds ago."""
+        self.peers[public_key] = replace(self.peers[public_key], handshake_age=age)
+
+    def set_endpoint(self, public_key: str, endpoint: tuple[str, int] | None) -> None:
+        """Pretend WireGuard learned (roamed to) an endpoint."""
+        self.peers[public_key] = replace(self.peers[public_key], endpoint=endpoint)
+
+
+class FakeRoutes(_Recorder):
+    """Host routes per interface, in sets: ``tables[ifname]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, set[Route]] = {}
+
+    async def read(self, ifname: str) -> set[Route]:
+        self._enter("read", ifname)
+        return set(self.tables.get(ifname, ()))
+
+    async def apply(self, ifname: str, desired: set[Route], actual: set[Route]) -> None:
+        self._enter("apply", ifname, set(desired), set(actual))
+        self.commands += plan_route_changes(ifname, desired, actual)
+        desired_dests = {r.dest for r in desired}
+        # like ``ip route replace`` per desired route, then ``del`` of exactly
+        # the actual routes whose destination is no longer desired
+        current = self.tables.get(ifname, set())
+        untouched = {r for r in current if r.dest not in desired_dests and r not in actual}
+        self.tables[ifname] = untouched | set(desired)

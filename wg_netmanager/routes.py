@@ -1,0 +1,164 @@
+"""Kernel host routes on the WireGuard interface.
+
+The core computes the desired set of :class:`~wg_netmanager.model.Route`
+(``dest/32 [via gateway] dev <if>``); this module reads the actual set and
+applies the difference with ``ip route``.
+
+Every route we install carries ``proto 57`` (see :data:`ROUTE_PROTO`), and we
+only ever read back and delete routes with that protocol, so routes that an
+administrator or another daemon put on the interface are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from ipaddress import IPv4Address
+from typing import Protocol
+
+from .model import Route
+from .proc import CommandError, run
+
+log = logging.getLogger("wg_netmanager.routes")
+
+ROUTE_PROTO = "57"
+"""Routing protocol number marking our routes (``ip route ... proto 57``).
+
+Numbers 0-4 are reserved by the kernel and iproute2's ``/etc/iproute2/rt_protos``
+names a handful of others (zebra 11, bird 12, dhcp 16, babel 42, bgp 186, ...);
+57 is unassigned there, and a number of our own keeps us from ever deleting a
+``proto static`` route an administrator added by hand."""
+
+
+class Routes(Protocol):
+    """The routing side of the I/O adapters, as the daemon sees it.
+
+    Implemented by :class:`RouteTable` (the kernel) and
+    :class:`wg_netmanager.fakes.FakeRoutes`.
+    """
+
+    async def read(self, ifname: str) -> set[Route]: ...
+
+    async def apply(self, ifname: str, desired: set[Route], actual: set[Route]) -> None: ...
+
+
+def _parse_dest(token: str) -> IPv4Address | None:
+    addr, slash, plen = token.partition("/")
+    if slash and plen != "32":
+        return None
+    try:
+        return IPv4Address(addr)
+    except ValueError:
+        return None
+
+
+def parse_routes(text: str) -> set[Route]:
+    """Parse ``ip -4 route show dev X [proto P]`` output into host routes.
+
+    Lines look like ``10.1.1.3 via 10.1.1.1 proto 57 onlink`` or
+    ``10.1.1.2/32 scope link``.  Only unicast /32 routes count; everything
+    else (prefix routes, ``unreachable ...``, ``default ...``) is ignored.
+    """
+    routes: set[Route] = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        dest = _parse_dest(fields[0])
+        if dest is None:
+            continue
+        via: IPv4Address | None = None
+        if "via" in fields:
+            i = fields.index("via")
+            if i + 1 >= len(fields):
+                continue
+            try:
+                via = IPv4Address(fields[i + 1])
+            except ValueError:  # e.g. ``via inet6 ...``
+                continue
+        routes.add(Route(dest, via))
+    return routes
+
+
+async def read_routes(ifname: str) -> set[Route]:
+    """The /32 routes with our protocol on ``ifname``."""
+    out = await run(["ip", "-4", "route", "show", "dev", ifname, "proto", ROUTE_PROTO])
+    return parse_routes(out)
+
+
+def _route_key(route: Route) -> tuple[bool, IPv4Address, IPv4Address]:
+    # Route's own ordering compares ``via`` None with an address (TypeError)
+    # when two routes share a destination; this key never does.
+    return (route.via is not None, route.dest, route.via or IPv4Address(0))
+
+
+def plan_route_changes(
+    ifname: str, desired: Iterable[Route], actual: Iterable[Route]
+) -> list[list[str]]:
+    """The ``ip route`` commands turning ``actual`` into ``desired``, in order.
+
+    First ``replace`` for every desired route that is missing or different
+    (``replace`` swaps a gateway atomically, so a destination is never without
+    a route); direct routes before gateway routes.  Then ``del`` for
+    destinations that are no longer desired.  A destination that merely
+    changes its gateway is handled by the ``replace`` alone.
+    """
+    desired_by_dest: dict[IPv4Address, Route] = {}
+    for route in sorted(desired, key=_route_key):
+        if route.dest in desired_by_dest:
+            log.warning("two desired routes for %s, using %s", route.dest, route)
+        desired_by_dest[route.dest] = route
+    actual_set = set(actual)
+    cmds: list[list[str]] = []
+    to_add = [r for r in desired_by_dest.values() if r not in actual_set]
+    to_add.sort(key=_route_key)  # direct routes first
+    for route in to_add:
+        cmd = ["ip", "-4", "route", "replace", f"{route.dest}/32"]
+        if route.via is not None:
+            # onlink: the gateway is reachable over the tunnel whether or not
+            # the kernel already has a route to it; WireGuard itself picks the
+            # peer by AllowedIPs and ignores the next hop anyway.
+            cmd += ["via", str(route.via)]
+        cmd += ["dev", ifname, "proto", ROUTE_PROTO]
+        if route.via is not None:
+            cmd.append("onlink")
+        cmds.append(cmd)
+    for route in sorted(actual_set, key=_route_key):
+        if route.dest in desired_by_dest:
+            continue
+        cmd = ["ip", "-4", "route", "del", f"{route.dest}/32"]
+        if route.via is not None:
+            cmd += ["via", str(route.via)]
+        cmd += ["dev", ifname, "proto", ROUTE_PROTO]
+        cmds.append(cmd)
+    return cmds
+
+
+async def apply_routes(ifname: str, desired: set[Route], actual: set[Route]) -> None:
+    """Make our routes on ``ifname`` equal ``desired``; raises CommandError.
+
+    A ``del`` of a route that is already gone counts as success.
+    """
+    for cmd in plan_route_changes(ifname, desired, actual):
+        try:
+            await run(cmd)
+        except CommandError as exc:
+            if cmd[3] == "del" and "No such process" in exc.stderr:
+                log.debug("route %s already gone", cmd[4])
+                continue
+            raise
+
+
+async def flush_routes(ifname: str) -> None:
+    """Delete all routes with our protocol on ``ifname``."""
+    await run(["ip", "-4", "route", "flush", "dev", ifname, "proto", ROUTE_PROTO])
+
+
+class RouteTable:
+    """:class:`Routes` for the kernel's main routing table."""
+
+    async def read(self, ifname: str) -> set[Route]:
+        return await read_routes(ifname)
+
+    async def apply(self, ifname: str, desired: set[Route], actual: set[Route]) -> None:
+        await apply_routes(ifname, desired, actual)

@@ -1,0 +1,452 @@
+"""The WireGuard interface: create it, configure it, read and reconcile peers.
+
+:class:`WgInterface` drives the real interface through ``ip`` and ``wg``
+(every call via :func:`wg_netmanager.proc.run`); :class:`WgDevice` is the
+protocol the daemon codes against, also implemented by
+:class:`wg_netmanager.fakes.FakeWgDevice` for tests without root.
+
+Backends, tried in order: the kernel module (``ip link add X type
+wireguard``), ``wireguard-go X``, ``boringtun-cli X`` / ``boringtun X``.
+
+The userspace daemons are left to daemonize themselves (their default) rather
+than run in the foreground as a child managed in a trio nursery:
+
+* ``wireguard-go``'s parent process creates the TUN device and the UAPI socket
+  (``/var/run/wireguard/X.sock``) *before* it forks the daemon and exits, so
+  when ``run`` returns the interface is already there; ``create`` stays a
+  plain awaitable with no service task, nursery or PID bookkeeping, exactly
+  like the kernel backend.
+* The lifecycle then matches the kernel backend: ``ip link del X`` makes the
+  daemon exit on its own (its TUN is gone), so ``destroy`` is the same for all
+  backends; if the manager crashes, the interface (and daemon) outlives it in
+  both cases and the next ``create`` deletes the stale interface first.  A
+  foreground child would die with the manager only if we also set up
+  ``PR_SET_PDEATHSIG``, and would take the interface with it mid-teardown on
+  cancellation.
+* The price: the daemon is not our child (it is reparented to init) and its
+  log goes to /dev/null.  ``LOG_LEVEL`` is removed from its environment on
+  purpose: with it set, the daemon inherits our stdout/stderr pipes and
+  ``run`` would wait for their EOF until the daemon exits.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Protocol
+
+import trio
+
+from .model import WgPeer, WgPeerReading, format_endpoint, parse_endpoint
+from .proc import CommandError, run
+from .routes import flush_routes
+
+log = logging.getLogger("wg_netmanager.wgdev")
+
+READY_TIMEOUT = 3.0  # seconds to wait for ``wg show X`` after starting a backend
+SOCKET_GONE_TIMEOUT = 1.0  # seconds to wait for a daemon's UAPI socket to go away
+POLL_INTERVAL = 0.02
+SOCKET_DIR = "/var/run/wireguard"  # where wireguard-go and boringtun put X.sock
+
+# Environment variables that would change how a userspace daemon starts (see
+# the module docstring for LOG_LEVEL).
+_DAEMON_ENV_DROP = (
+    "LOG_LEVEL",
+    "WG_PROCESS_FOREGROUND",
+    "WG_TUN_FD",
+    "WG_UAPI_FD",
+    "WG_TUN_NAME_FILE",
+    "WG_LOG_LEVEL",
+)
+
+
+class WgDevice(Protocol):
+    """What the daemon needs from a WireGuard interface."""
+
+    name: str
+
+    async def create(self) -> str:
+        """Create (or take over) the interface; return the backend name."""
+        ...
+
+    async def configure(self, private_key: bytes, listen_port: int) -> None: ...
+
+    async def set_address(self, wg_ip: IPv4Address, prefixlen: int) -> None: ...
+
+    async def enable_forwarding(self) -> None: ...
+
+    async def read_peers(self) -> dict[str, WgPeerReading]: ...
+
+    async def apply_peers(
+        self, desired: Mapping[str, WgPeer], actual: Mapping[str, WgPeerReading]
+    ) -> None: ...
+
+    async def destroy(self) -> None: ...
+
+    async def exists(self) -> bool: ...
+
+
+# ---------------------------------------------------------------------------
+# pure helpers
+
+
+def is_valid_key(key: str) -> bool:
+    """True for a WireGuard base64 key (32 bytes)."""
+    if len(key) != 44:
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _parse_allowed_ips(text: str) -> tuple[IPv4Network, ...]:
+    if text == "(none)":
+        return ()
+    nets: set[IPv4Network] = set()
+    for item in text.split(","):
+        if ":" in item:  # IPv6: not ours to manage, and not representable
+            log.debug("ignoring non-IPv4 allowed-ip %s", item)
+            continue
+        nets.add(IPv4Network(item, strict=False))
+    return tuple(sorted(nets))
+
+
+def parse_dump(text: str, now_wall: float) -> dict[str, WgPeerReading]:
+    """Parse ``wg show X dump`` into readings keyed by public key.
+
+    The first line describes the interface (and holds its private key: it is
+    never parsed or logged); each further line is one peer with eight
+    tab-separated fields.  Malformed lines are logged (without content) and
+    skipped.  ``now_wall`` is the current ``time.time()``; handshake ages are
+    clamped to >= 0 (clock steps).
+    """
+    peers: dict[str, WgPeerReading] = {}
+    for lineno, line in enumerate(text.splitlines()[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 8:
+            log.warning("wg dump line %d: expected 8 fields, got %d; skipped", lineno, len(fields))
+            continue
+        pubkey, _psk, endpoint, allowed, handshake, rx, tx, keepalive = fields
+        try:
+            if not is_valid_key(pubkey):
+                raise ValueError("bad public key")
+            latest = int(handshake)
+            reading = WgPeerReading(
+                public_key=pubkey,
+                endpoint=parse_endpoint(endpoint),
+                allowed_ips=_parse_allowed_ips(allowed),
+                handshake_age=None if latest == 0 else max(0.0, now_wall - latest),
+                rx_bytes=int(rx),
+                tx_bytes=int(tx),
+                persistent_keepalive=0 if keepalive == "off" else int(keepalive),
+            )
+        except ValueError as exc:
+            log.warning("wg dump line %d: %s; skipped", lineno, exc)
+            continue
+        peers[pubkey] = reading
+    return peers
+
+
+def _format_ips(nets: set[IPv4Network]) -> str:
+    return ",".join(str(n) for n in sorted(nets))
+
+
+def plan_peer_changes(
+    ifname: str, desired: Mapping[str, WgPeer], actual: Mapping[str, WgPeerReading]
+) -> list[list[str]]:
+    """The ``wg set`` commands turning ``actual`` into ``desired`` (0 to 2).
+
+    The first command removes unwanted peers and shrinks the AllowedIPs of
+    peers that lose addresses (to what they keep); the second adds new peers,
+    grows the others to their full desired list and updates endpoint /
+    keepalive.  So an address moving from one peer to another is first
+    unassigned and only then assigned: it is never routed to a peer that
+    should no longer get it.  Endpoints are only set when the desired one is
+    known and differs (otherwise WireGuard's roaming is left alone).  Peers
+    with an invalid public key are skipped with a warning, so one bad key does
+    not block every other change.
+    """
+    shrink: list[str] = []
+    grow: list[str] = []
+    for key in sorted(actual):
+        if key not in desired:
+            shrink += ["peer", key, "remove"]
+    for key in sorted(desired):
+        want = desired[key]
+        if not is_valid_key(key):
+            log.warning("not configuring peer with invalid public key %r", key)
+            continue
+        have = actual.get(key)
+        attrs: list[str] = []
+        if want.endpoint is not None and (have is None or have.endpoint != want.endpoint):
+            attrs += ["endpoint", format_endpoint(want.endpoint)]
+        have_keepalive = 0 if have is None else have.persistent_keepalive
+        if want.persistent_keepalive != have_keepalive:
+            attrs += ["persistent-keepalive", str(want.persistent_keepalive)]
+        want_ips = set(want.allowed_ips)
+        if have is None:
+            grow += ["peer", key, "allowed-ips", _format_ips(want_ips), *attrs]
+            continue
+        have_ips = set(have.allowed_ips)
+        if want_ips == have_ips:
+            if attrs:
+                grow += ["peer", key, *attrs]
+        elif want_ips < have_ips:
+            shrink += ["peer", key, "allowed-ips", _format_ips(want_ips), *attrs]
+        else:
+            if have_ips - want_ips:
+                shrink += ["peer", key, "allowed-ips", _format_ips(have_ips & want_ips)]
+            grow += ["peer", key, "allowed-ips", _format_ips(want_ips), *attrs]
+    return [["wg", "set", ifname, *clauses] for clauses in (shrink, grow) if clauses]
+
+
+def _parse_addresses(text: str) -> set[IPv4Interface]:
+    """``inet a.b.c.d/n`` entries of ``ip -4 -o addr show`` output."""
+    found: set[IPv4Interface] = set()
+    for line in text.splitlines():
+        fields = line.split()
+        for i, field in enumerate(fields[:-1]):
+            if field == "inet":
+                with contextlib.suppress(ValueError):
+                    found.add(IPv4Interface(fields[i + 1]))
+    return found
+
+
+# ---------------------------------------------------------------------------
+# the real interface
+
+
+class WgInterface:
+    """A WireGuard interface driven through ``ip`` and ``wg``.
+
+    ``existing=True``: the interface is managed by someone else (created by
+    the administrator); we take it over without creating or deleting it, and
+    on ``destroy`` only remove peers, addresses and our routes.
+    """
+
+    def __init__(self, name: str, existing: bool = False) -> None:
+        self.name = name
+        self.existing = existing
+        self.backend: str | None = None  # set by a successful create()
+        self._touched = False  # create() got far enough to change something
+
+    def __repr__(self) -> str:
+        return f"WgInterface({self.name!r}, existing={self.existing}, backend={self.backend!r})"
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def exists(self) -> bool:
+        try:
+            await run(["ip", "link", "show", "dev", self.name])
+        except CommandError as exc:
+            if "does not exist" in exc.stderr:
+                return False
+            raise
+        return True
+
+    async def create(self) -> str:
+        """Create the interface (or take over an existing one).
+
+        Returns the backend: "kernel", "wireguard-go", "boringtun" or
+        "existing".  Raises :class:`CommandError` when no backend works, when
+        ``existing`` is set and the interface is missing or not WireGuard, or
+        when a stale interface of that name is not WireGuard (it is then not
+        ours, so it is not deleted).
+        """
+        if self.existing:
+            return await self._take_over()
+        if await self.exists():
+            try:
+                await run(["wg", "show", self.name, "public-key"])
+            except CommandError as exc:
+                raise CommandError(
+                    exc.argv,
+                    exc.returncode,
+                    f"{exc.stderr.strip()}\ninterface {self.name} exists but is not a "
+                    "WireGuard interface we can manage; refusing to delete it",
+                ) from None
+            log.warning("deleting stale interface %s left over by an earlier run", self.name)
+            self._touched = True
+            await self._delete_link()
+        self._touched = True
+        errors: list[str] = []
+        for backend, argv, env in self._backend_commands():
+            try:
+                await run(argv, env=env)
+            except CommandError as exc:
+                log.debug("backend %s unavailable: %s", backend, exc)
+                errors.append(f"{backend}: {exc}")
+                continue
+            try:
+                await self._wait_ready()
+            except CommandError as exc:
+                errors.append(f"{backend}: started but not usable: {exc}")
+                await self._delete_link()
+                continue
+            self.backend = backend
+            log.info("created WireGuard interface %s (backend %s)", self.name, backend)
+            return backend
+        raise CommandError(
+            ["ip", "link", "add", self.name, "type", "wireguard"],
+            1,
+            "no WireGuard backend worked:\n" + "\n".join(errors),
+        )
+
+    def _backend_commands(self) -> list[tuple[str, list[str], dict[str, str] | None]]:
+        env = {k: v for k, v in os.environ.items() if k not in _DAEMON_ENV_DROP}
+        return [
+            ("kernel", ["ip", "link", "add", self.name, "type", "wireguard"], None),
+            ("wireguard-go", ["wireguard-go", self.name], env),
+            ("boringtun", ["boringtun-cli", self.name], env),
+            ("boringtun", ["boringtun", self.name], env),
+        ]
+
+    async def _take_over(self) -> str:
+        # both raise CommandError with a clear stderr if missing / not WireGuard
+        await run(["ip", "link", "show", "dev", self.name])
+        peers = await self.read_peers()
+        self._touched = True
+        await run(["ip", "addr", "flush", "dev", self.name])
+        await run(["ip", "route", "flush", "dev", self.name])
+        await self._remove_peers(peers)
+        self.backend = "existing"
+        log.info("took over existing WireGuard interface %s", self.name)
+        return "existing"
+
+    async def _remove_peers(self, peers: Mapping[str, object]) -> None:
+        if peers:
+            clauses = [w for key in sorted(peers) for w in ("peer", key, "remove")]
+            await run(["wg", "set", self.name, *clauses])
+
+    async def _wait_ready(self) -> None:
+        """Poll ``wg show X`` (bounded) until the interface answers."""
+        with trio.move_on_after(READY_TIMEOUT):
+            while True:
+                try:
+                    await run(["wg", "show", self.name, "listen-port"])
+                    return
+                except CommandError:
+                    await trio.sleep(POLL_INTERVAL)
+        # one last try; its CommandError is the answer
+        await run(["wg", "show", self.name, "listen-port"])
+
+    async def _delete_link(self) -> None:
+        try:
+            await run(["ip", "link", "del", "dev", self.name])
+        except CommandError:
+            if await self.exists():
+                raise
+        # A userspace daemon notices its TUN is gone, exits and removes its
+        # UAPI socket; wait for that so an immediate re-create can bind it.
+        sock = trio.Path(SOCKET_DIR, f"{self.name}.sock")
+        with trio.move_on_after(SOCKET_GONE_TIMEOUT):
+            while await sock.exists():  # noqa: ASYNC110 (polling the file system)
+                await trio.sleep(POLL_INTERVAL)
+
+    async def destroy(self) -> None:
+        """Undo create(): delete our interface, or clean up an existing one.
+
+        Safe after a failed or partial create() and when called twice.
+        """
+        if not self._touched:
+            return
+        if not self.existing:
+            if await self.exists():
+                await self._delete_link()
+                log.info("deleted WireGuard interface %s", self.name)
+            return
+        if not await self.exists():
+            return
+        await self._remove_peers(await self.read_peers())
+        await flush_routes(self.name)
+        await run(["ip", "addr", "flush", "dev", self.name])
+        log.info("cleaned up existing WireGuard interface %s", self.name)
+
+    # -- configuration ------------------------------------------------------
+
+    async def configure(self, private_key: bytes, listen_port: int) -> None:
+        """Set the raw 32-byte X25519 private key and the UDP listen port.
+
+        The key goes to ``wg`` on stdin (``private-key /dev/stdin``), never on
+        the command line.
+        """
+        if len(private_key) != 32:
+            raise ValueError("a WireGuard private key is 32 bytes")
+        key_b64 = base64.b64encode(private_key) + b"\n"
+        await run(
+            [
+                "wg",
+                "set",
+                self.name,
+                "listen-port",
+                str(listen_port),
+                "private-key",
+                "/dev/stdin",
+            ],
+            stdin=key_b64,
+        )
+
+    async def set_address(self, wg_ip: IPv4Address, prefixlen: int) -> None:
+        """Make ``wg_ip/prefixlen`` the only IPv4 address and bring the link up.
+
+        ``noprefixroute``: the core installs every /32 route itself.
+        """
+        wanted = IPv4Interface(f"{wg_ip}/{prefixlen}")
+        out = await run(["ip", "-4", "-o", "addr", "show", "dev", self.name])
+        # Others go first: deleting a primary address also deletes the
+        # secondaries (unless promote_secondaries is set), which would take
+        # the new one with it.  A gap only happens on a real address change.
+        for other in sorted(_parse_addresses(out) - {wanted}):
+            await run(["ip", "-4", "addr", "del", str(other), "dev", self.name])
+        await run(["ip", "-4", "addr", "replace", str(wanted), "dev", self.name, "noprefixroute"])
+        await run(["ip", "link", "set", "dev", self.name, "up"])
+
+    async def enable_forwarding(self) -> None:
+        """Let this node forward packets between peers (in and out of X).
+
+        Only the *incoming* interface's ``forwarding`` flag decides whether
+        Linux forwards an IPv4 packet, and here in and out are both X, so the
+        per-interface flag is enough: ``net.ipv4.ip_forward`` stays as it is
+        (tested in network namespaces, tests/test_wgdev_netns.py).
+
+        ICMP redirects: the kernel would tell a peer "send to C directly"
+        whenever it forwards out of the interface the packet came in on.
+        ``send_redirects`` is OR-ed with ``conf/all/send_redirects`` (default
+        1), so the per-interface 0 alone does not stop them; we also set
+        ``conf/all/send_redirects`` to 0.  That flag is global to the network
+        namespace (a common hardening setting, it only disables redirects,
+        which are an optimisation) and is not restored on exit.
+        """
+        base = "/proc/sys/net/ipv4/conf"
+        await _write_sysctl(f"{base}/{self.name}/forwarding", "1")
+        await _write_sysctl(f"{base}/{self.name}/send_redirects", "0")
+        await _write_sysctl(f"{base}/all/send_redirects", "0")
+
+    # -- peers --------------------------------------------------------------
+
+    async def read_peers(self) -> dict[str, WgPeerReading]:
+        out = await run(["wg", "show", self.name, "dump"])
+        return parse_dump(out, time.time())
+
+    async def apply_peers(
+        self, desired: Mapping[str, WgPeer], actual: Mapping[str, WgPeerReading]
+    ) -> None:
+        for argv in plan_peer_changes(self.name, desired, actual):
+            await run(argv)
+
+
+async def _write_sysctl(path: str, value: str) -> None:
+    log.debug("write %s = %s", path, value)
+    try:
+        await trio.Path(path).write_text(value + "\n")
+    except OSError as exc:
+        raise CommandError(["write", path, value], exc.errno or 1, str(exc)) from exc
