@@ -151,7 +151,7 @@ class SimNet:
     # --- running --------------------------------------------------------
 
     def run_until(self, t: float) -> None:
-        tick = 0.1
+        tick = 0.02  # how often the model "reads wg show"
         next_wg = self.now
         while True:
             next_event = self._queue[0][0] if self._queue else float("inf")

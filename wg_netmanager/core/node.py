@@ -102,7 +102,11 @@ class Session:
     ping_seq: int = 0
     ping_sent: dict[int, float] = field(default_factory=dict)
     rtt: float | None = None
-    their_table_version: int = 0
+    # WireGuard allows one handshake initiation per 5 s, so a dynamic node must
+    # not install a static peer before that static has installed it: only when
+    # the static's table lists us (it lists only peers in its WireGuard) is the
+    # first handshake sure to be answered.
+    peer_ready: bool = False
 
 
 @dataclass
@@ -444,6 +448,7 @@ class Node:
             last_heard=now,
             pinger=we_ping,
             next_ping=now + self._jitter(self.timers.ping_interval),
+            peer_ready=self.is_static,
         )
         self.sessions[header.wg_ip] = session
         # A restarted static numbers its table versions afresh.
@@ -535,6 +540,7 @@ class Node:
                 if wg_ip == self.info.wg_ip:
                     if entry.boot == self.boot:
                         self.visible_endpoint = entry.wg_endpoint
+                        session.peer_ready = True
                     continue
                 if not self._valid_member(wg_ip):
                     self._drop("outside subnet")
@@ -560,11 +566,13 @@ class Node:
         entries = []
         for _ip, session in sorted(self.sessions.items()):
             reading = self._wg.get(session.info.public_key)
+            if reading is None:
+                continue  # not in our WireGuard yet: its handshake would fail
             entries.append(
                 TableEntry(
                     info=session.info,
                     boot=session.boot,
-                    wg_endpoint=reading.endpoint if reading else None,
+                    wg_endpoint=reading.endpoint,
                     admin_endpoint=session.addr,
                     age=max(0.0, now - session.last_heard),
                 )
@@ -621,11 +629,12 @@ class Node:
     def _recompute(self, now: float) -> None:
         """Derive WireGuard peers and routes from sessions and listings."""
         gateways: dict[IPv4Address, IPv4Address] = {}
+        ready = {ip: s for ip, s in self.sessions.items() if s.peer_ready}
         for static_ip in sorted(self.listings):
-            if static_ip not in self.sessions:
+            if static_ip not in ready:
                 continue
             for ip in self.listings[static_ip]:
-                if ip in self.sessions or ip == self.info.wg_ip:
+                if ip in ready or ip == self.info.wg_ip:
                     continue
                 current = self._gateways.get(ip)
                 if ip not in gateways or current == static_ip:
@@ -633,7 +642,7 @@ class Node:
         for ip, gateway in gateways.items():
             if self._gateways.get(ip) != gateway:
                 self._event(logging.INFO, f"{self._label(ip)} reachable via {self._label(gateway)}")
-        for ip in self._gateways.keys() - gateways.keys() - self.sessions.keys():
+        for ip in self._gateways.keys() - gateways.keys() - ready.keys():
             self._event(logging.INFO, f"{ip} gone")
         self._gateways = gateways
 
@@ -643,7 +652,7 @@ class Node:
         for ip, gateway in gateways.items():
             via.setdefault(gateway, []).append(ip)
             routes.add(Route(ip, gateway))
-        for ip, session in self.sessions.items():
+        for ip, session in ready.items():
             target = self.statics.get(ip)
             allowed = sorted([ip, *via.get(ip, [])])
             peers[session.info.public_key] = WgPeer(

@@ -1,0 +1,124 @@
+"""Live demo: a namespace testbed with wg_netmanager in every box.
+
+Builds the testbed, starts one daemon per box (headless, logs in a temp
+directory), and redraws once a second: a ping matrix over the WireGuard
+addresses and each box's paths (direct, or via which gateway). Ctrl-C stops
+the daemons and removes everything.
+
+    sudo scripts/demo.sh                      # the seed's working example
+    sudo scripts/demo.sh --topology three_boxes
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from netns import Testbed, script_path, unique_prefix  # noqa: E402
+
+TOPOLOGIES: dict[str, tuple[str, dict[str, str]]] = {
+    # script, box -> wg IP; the first box is the static node
+    "three_boxes": (
+        "three_boxes",
+        {"alice": "10.1.1.1", "bob": "10.1.1.2", "charlie": "10.1.1.3"},
+    ),
+    "working_example": (
+        "working_example",
+        {"beta": "10.1.1.1", "alpha": "10.1.1.2", "charlie": "10.1.1.3", "delta": "10.1.1.4"},
+    ),
+}
+
+NETWORK_YAML = """\
+network:
+  sharedKey: {key}
+  subnet: 10.1.1.0/24
+peers:
+  - endPoint: 198.51.100.1:50001
+    adminPort: 50501
+    wgIp: 10.1.1.1
+"""
+
+
+def paths(tb: Testbed, box: str, nodes: dict[str, str]) -> str:
+    by_ip = {ip: name for name, ip in nodes.items()}
+    out = tb.run(box, "ip", "-4", "route", "show", "dev", "wg0", "proto", "57").stdout
+    parts = []
+    for line in out.splitlines():
+        fields = line.split()
+        dest = fields[0].removesuffix("/32")
+        if "via" in fields:
+            gateway = fields[fields.index("via") + 1]
+            parts.append(f"{by_ip.get(dest, dest)} via {by_ip.get(gateway, gateway)}")
+        else:
+            parts.append(f"{by_ip.get(dest, dest)} direct")
+    return ", ".join(sorted(parts)) or "(no routes yet)"
+
+
+def draw(
+    tb: Testbed, nodes: dict[str, str], started: float, pool: concurrent.futures.Executor
+) -> None:
+    names = list(nodes)
+    pairs = [(a, b) for a in names for b in names if a != b]
+    results = dict(zip(pairs, pool.map(lambda p: tb.ping(p[0], nodes[p[1]]), pairs), strict=True))
+    lines = [f"wg_netmanager demo - {time.monotonic() - started:5.1f} s - Ctrl-C to stop", ""]
+    lines.append("ping from \\ to " + "".join(f"{n:>9}" for n in names))
+    for a in names:
+        cells = "".join(
+            f"{'-' if a == b else ('ok' if results[(a, b)] else 'LOST'):>9}" for b in names
+        )
+        lines.append(f"{a:<15}{cells}")
+    lines.append("")
+    for box in names:
+        lines.append(f"{box:<8} {paths(tb, box, nodes)}")
+    sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--topology", choices=sorted(TOPOLOGIES), default="working_example")
+    parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    args = parser.parse_args()
+    script, nodes = TOPOLOGIES[args.topology]
+    sys.path.insert(0, str(ROOT))
+    from wg_netmanager.config import generate_shared_key
+
+    with (
+        tempfile.TemporaryDirectory(prefix="wgnm-demo-") as tmp,
+        Testbed(script_path(script), unique_prefix("demo")) as tb,
+    ):
+        tb.up()
+        config = Path(tmp) / "network.yaml"
+        config.write_text(NETWORK_YAML.format(key=generate_shared_key()))
+        config.chmod(0o600)
+        env = {"PYTHONPATH": str(ROOT)}
+        started = time.monotonic()
+        for box, ip in nodes.items():
+            argv = [sys.executable, "-m", "wg_netmanager", "-c", str(config), "--no-tui"]
+            tb.spawn(box, [*argv, "wg0", ip, box], Path(tmp) / f"{box}.log", env=env)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            try:
+                while not args.seconds or time.monotonic() - started < args.seconds:
+                    draw(tb, nodes, started, pool)
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+        print(f"\nstopping; daemon logs were in {tmp}:")
+        for log in sorted(Path(tmp).glob("*.log")):
+            tail = log.read_text().splitlines()[-3:]
+            print(f"--- {log.name}\n" + "\n".join(tail))
+    print("testbed removed")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install what is needed (idempotent), then run the live namespace demo.
+# Usage: sudo scripts/demo.sh [--topology working_example|three_boxes] [--seconds N]
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash scripts/install.sh >/dev/null
+exec .venv/bin/python scripts/demo.py "$@"
