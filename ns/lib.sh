@@ -235,3 +235,52 @@ tb_main() {
             ;;
     esac
 }
+
+# tb_nat_drop_inbound NS WAN_IF: the NAT box NS also drops unsolicited
+# traffic from WAN_IF to itself (except ICMP echo requests, so it still
+# answers pings).  Dropping in the input hook means the packet's conntrack
+# entry is never confirmed, so a probe that reaches the NAT before its LAN
+# host has sent anything leaves no trace: the host's later outgoing packet
+# keeps its source port (no clash with a stale inbound entry), and two NATed
+# nodes can punch a hole by sending to each other's outside endpoint at about
+# the same time.  Use after tb_nat.
+tb_nat_drop_inbound() {
+    local ns=$1 wan=$2
+    ip netns exec "$ns" nft -f - <<NFT
+table ip tb_nat_in {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname "$wan" ct state established,related accept
+        iifname "$wan" icmp type echo-request accept
+        iifname "$wan" drop
+    }
+}
+NFT
+}
+
+# tb_nat_port_random NS WAN_IF: make the NAT of tb_nat "symmetric": every new
+# flow (conntrack entry) leaving WAN_IF gets a random outside port, so one
+# inside socket talking to two destinations is seen from two different
+# ports (endpoint-dependent mapping; NAT traversal must fail).  Use after
+# tb_nat.
+tb_nat_port_random() {
+    local ns=$1 wan=$2
+    ip netns exec "$ns" nft -f - <<NFT
+flush chain ip tb_nat postrouting
+add rule ip tb_nat postrouting oifname "$wan" masquerade fully-random
+NFT
+}
+
+# tb_home_router PREFIX BOX UP_NS UP_BRIDGE WAN_ADDR/LEN WAN_GW LAN_ADDR/LEN:
+# a new box BOX whose interface "wan" is plugged into bridge UP_BRIDGE of
+# namespace UP_NS (port name BOX), with a LAN bridge "lan" and NAT as
+# tb_nat + tb_nat_drop_inbound.
+tb_home_router() {
+    local p=$1 box=$2 upns=$3 upbr=$4 wan=$5 gw=$6 lan=$7 ns
+    ns=$(tb_ns "$p" "$box")
+    tb_ns_add "$p" "$box"
+    tb_plug "$upns" "$upbr" "$box" "$ns" wan "$wan" "$gw"
+    tb_bridge_add "$ns" lan "$lan"
+    tb_nat "$ns" wan lan
+    tb_nat_drop_inbound "$ns" wan
+}
