@@ -271,6 +271,18 @@ add rule ip tb_nat postrouting oifname "$wan" masquerade fully-random
 NFT
 }
 
+# tb_bridge_plain NS: frames switched by the bridges in NS skip the IP
+# firewall (br_netfilter, when the kernel has it, would otherwise pass
+# bridged IPv4 traffic through the ip forward hook, where tb_nat's policy
+# drop would cut two hosts on the same LAN off from each other).
+tb_bridge_plain() {
+    local ns=$1
+    if ip netns exec "$ns" test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
+        ip netns exec "$ns" sysctl -qw net.bridge.bridge-nf-call-iptables=0 \
+            net.bridge.bridge-nf-call-arptables=0
+    fi
+}
+
 # tb_home_router PREFIX BOX UP_NS UP_BRIDGE WAN_ADDR/LEN WAN_GW LAN_ADDR/LEN:
 # a new box BOX whose interface "wan" is plugged into bridge UP_BRIDGE of
 # namespace UP_NS (port name BOX), with a LAN bridge "lan" and NAT as
@@ -281,6 +293,7 @@ tb_home_router() {
     tb_ns_add "$p" "$box"
     tb_plug "$upns" "$upbr" "$box" "$ns" wan "$wan" "$gw"
     tb_bridge_add "$ns" lan "$lan"
+    tb_bridge_plain "$ns"
     tb_nat "$ns" wan lan
     tb_nat_drop_inbound "$ns" wan
 }

@@ -71,6 +71,10 @@ class Host:
     node: Node | None = None
     keys: KeyPair | None = None
     up: bool = False
+    # Added to the simulation time for everything this host's core sees (its
+    # ``now``) and subtracted from its timer deadlines: machines whose clocks
+    # differ by hours, or a clock set back between restarts.
+    clock_offset: float = 0.0
 
 
 class SimNet:
@@ -92,7 +96,10 @@ class SimNet:
         self._seq = itertools.count()
         self._timer_due: dict[str, float] = {}
         self.partitioned: set[frozenset[str]] = set()
+        self._spins: dict[str, int] = {}  # timer fired with no progress, per host
         self.sent_bytes: dict[str, int] = {}
+        self._link_since: dict[tuple[str, str], float] = {}
+        self._learned: dict[tuple[str, str], Endpoint] = {}
 
     # --- building -------------------------------------------------------
 
@@ -133,17 +140,18 @@ class SimNet:
             subnet=SUBNET,
             statics=statics,
             timers=self.timers,
-            now=self.now,
+            now=self.clock(host),
             rng=Random(self.rng.random()),
             random_bytes=self.rng.randbytes,
         )
+        host.node.set_local_addresses([host.address], self.clock(host))
         host.up = True
         self._after(host)
 
     def stop(self, name: str, clean: bool = True) -> None:
         host = self.hosts[name]
         if clean and host.node is not None:
-            host.node.shutdown(self.now)
+            host.node.shutdown(self.clock(host))
             self._flush(host)
         host.up = False
         host.node = None
@@ -166,6 +174,10 @@ class SimNet:
             self.now = when
             action()
         self.now = t
+
+    def clock(self, host: Host) -> float:
+        """The time as ``host``'s core sees it."""
+        return self.now + host.clock_offset
 
     def run_for(self, seconds: float) -> None:
         self.run_until(self.now + seconds)
@@ -196,10 +208,25 @@ class SimNet:
             def fire() -> None:
                 if host.node is node_at_schedule and self._timer_due.get(host.name) == due:
                     self._timer_due.pop(host.name, None)
-                    node_at_schedule.handle_timer(self.now)
+                    node_at_schedule.handle_timer(self.clock(host))
+                    self._check_spin(host)
                     self._after(host)
 
-            self._schedule(max(due, self.now), fire)
+            self._schedule(max(due - host.clock_offset, self.now), fire)
+
+    def _check_spin(self, host: Host) -> None:
+        """A core whose deadline stays due after handle_timer would hang the run."""
+        node = host.node
+        due = None if node is None else node.get_timer()
+        if due is None or due > self.clock(host):
+            self._spins.pop(host.name, None)
+            return
+        spins = self._spins[host.name] = self._spins.get(host.name, 0) + 1
+        if spins > 1000:
+            raise RuntimeError(
+                f"{host.name}: get_timer() stays at {due} <= now {self.clock(host)} "
+                "after handle_timer (timer spin)"
+            )
 
     def _flush(self, host: Host) -> None:
         if host.node is None:
@@ -230,6 +257,9 @@ class SimNet:
         return None
 
     def _transmit(self, host: Host, port: int, dest: Endpoint, data: bytes) -> None:
+        if IPv4Address(dest[0]) in SUBNET:
+            self._tunnel(host, port, dest, data)
+            return
         target = self._find(dest, host)
         if target is None or frozenset((host.name, target.name)) in self.partitioned:
             return
@@ -245,10 +275,25 @@ class SimNet:
 
         def arrive() -> None:
             if target.node is not None and target.up:
-                target.node.receive_datagram(data, source, self.now)
+                target.node.receive_datagram(data, source, self.clock(target))
                 self._after(target)
 
         self._schedule(self.now + self.latency, arrive)
+
+    def _tunnel(self, host: Host, port: int, dest: Endpoint, data: bytes) -> None:
+        """An admin datagram to a wg IP: it arrives if the WireGuard path works."""
+        target = next((h for h in self.hosts.values() if str(h.wg_ip) == dest[0]), None)
+        if target is None or self.path(host.name, target.name) is None:
+            return
+        if self.rng.random() < self.loss:
+            return
+
+        def arrive() -> None:
+            if target.node is not None and target.up:
+                target.node.receive_datagram(data, (str(host.wg_ip), port), self.clock(target))
+                self._after(target)
+
+        self._schedule(self.now + self.latency * 2, arrive)
 
     # --- the WireGuard model ----------------------------------------------
 
@@ -268,7 +313,43 @@ class SimNet:
             return False
         if frozenset((a.name, b.name)) in self.partitioned:
             return False
-        return pa.endpoint is not None or pb.endpoint is not None
+        up = self._reaches(a, b, self._endpoint(a, b)) or self._reaches(b, a, self._endpoint(b, a))
+        if up:
+            # Like WireGuard, both remember where the other's packets came from.
+            self._learned[(a.name, b.node.info.public_key)] = self._wg_source(b, a)
+            self._learned[(b.name, a.node.info.public_key)] = self._wg_source(a, b)
+        return up
+
+    def _endpoint(self, a: Host, b: Host) -> Endpoint | None:
+        """a's WireGuard endpoint for b: configured, else learned from b's packets."""
+        assert a.node is not None and b.node is not None
+        key = b.node.info.public_key
+        peer = a.node.desired_peers().get(key)
+        if peer is None:
+            self._learned.pop((a.name, key), None)
+            return None
+        if peer.endpoint is not None:
+            return peer.endpoint
+        return self._learned.get((a.name, key))
+
+    def _wg_source(self, a: Host, b: Host) -> Endpoint:
+        """Where WireGuard packets from a appear to come from, at b."""
+        dest = (b.nat.public_ip if b.nat else b.address, b.wg_port)
+        return self._source_seen_by(a, a.wg_port, b, dest)
+
+    def _reaches(self, a: Host, b: Host, endpoint: Endpoint | None) -> bool:
+        """Do a's handshakes, sent to ``endpoint``, arrive at b's WireGuard?"""
+        if endpoint is None:
+            return False
+        if endpoint == (b.address, b.wg_port):
+            return b.nat is None or (b.lan is not None and b.lan == a.lan)
+        if b.nat is None or b.nat.symmetric or endpoint[0] != b.nat.public_ip:
+            return False
+        if endpoint != b.nat.outbound((b.address, b.wg_port), ("0.0.0.0", 0)):
+            return False
+        # b's NAT lets a in only if b sent to exactly where a's packets come from.
+        assert a.node is not None and b.node is not None
+        return self._endpoint(b, a) == self._wg_source(a, b)
 
     def _feed_wg(self) -> None:
         for host in self.hosts.values():
@@ -281,15 +362,23 @@ class SimNet:
                 endpoint = peer.endpoint
                 if up and endpoint is None and other is not None:
                     endpoint = self._source_seen_by(other, other.wg_port, host, (host.address, 0))
+                pair = (host.name, other.name if other else key)
+                if up:
+                    self._link_since.setdefault(pair, self.now)
+                else:
+                    self._link_since.pop(pair, None)
+                since = self._link_since.get(pair)
                 readings[key] = WgPeerReading(
                     public_key=key,
                     endpoint=endpoint,
                     allowed_ips=peer.allowed_ips,
-                    handshake_age=1.0 if up else None,
+                    handshake_age=None if since is None else min(self.now - since, 100.0),
                     rx_bytes=0,
                     tx_bytes=0,
                 )
-            host.node.update_wg(readings, self.now)
+            host.node.update_wg(readings, self.clock(host))
+            # The daemon applies the desired state right after computing it.
+            host.node.wg_applied(host.node.state_version, self.clock(host))
             self._after(host)
 
     def _forward(self, src: Host, dst_ip: IPv4Address, origin: IPv4Address) -> Host | None:

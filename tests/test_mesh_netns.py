@@ -101,17 +101,17 @@ def test_mesh_forms_heals_and_cleans_up(mesh: Mesh) -> None:
     for box in boxes:
         mesh.start(box)
     assert wait_until(lambda: mesh.all_pairs(boxes), timeout=15), mesh.logs()
-    # bob and charlie have no direct link: they go through alice, the gateway.
-    assert "10.1.1.3 via 10.1.1.1" in mesh.routes("bob")
-    assert "10.1.1.2 via 10.1.1.1" in mesh.routes("charlie")
-    assert len(mesh.peers("alice")) == 2 and len(mesh.peers("bob")) == 1
+    # bob and charlie first went through alice, the gateway, then direct
+    # (charlie's NAT lets bob's WireGuard answer in once charlie has sent).
+    assert "charlie (10.1.1.3) reachable via alice" in (mesh.tmp / "bob-1.log").read_text()
+    assert wait_until(lambda: "via" not in mesh.routes("bob") + mesh.routes("charlie"), 10)
+    assert len(mesh.peers("alice")) == 2 and len(mesh.peers("bob")) == 2
 
     # charlie crashes: no bye, so the others must notice the silence.
-    charlie_key = mesh.peers("bob")  # bob only knows alice's key
     mesh.tb.stop(mesh.procs["charlie"], sig=signal.SIGKILL)
     assert wait_until(lambda: "10.1.1.3" not in mesh.routes("bob"), timeout=8), mesh.logs()
     assert wait_until(lambda: len(mesh.peers("alice")) == 1, timeout=8), mesh.logs()
-    assert mesh.peers("bob") == charlie_key
+    assert wait_until(lambda: len(mesh.peers("bob")) == 1, timeout=8), mesh.logs()
 
     # charlie comes back with a new key, and a clock two hours ahead.
     mesh.start("charlie", *shifted_clock("+2h"))

@@ -116,6 +116,9 @@ def test_partition_and_heal() -> None:
     net.run_for(1.0)
     net.partitioned.add(frozenset(("alice", "charlie")))
     net.run_for(FAST.dead_after + 1.0)
+    assert not net.pings("alice", "charlie")
+    # Not listed by alice any more, charlie is dropped by bob too, even though
+    # their direct link would still work: the static node is the membership truth.
     assert not net.pings("bob", "charlie")
     net.partitioned.clear()
     assert net.wait_for(net.all_pairs_ping, limit=10.0) < 10.0

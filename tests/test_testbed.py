@@ -263,3 +263,349 @@ def _host_has_own_wg0() -> bool:
     # a real wg0 of the host (not ours) would also have a socket there
     res = subprocess.run(["ip", "link", "show", "wg0"], capture_output=True, timeout=10)
     return res.returncode == 0
+
+
+# ---------------------------------------------------------------------------
+# ns/working_example.sh: beta (static, public), alpha behind its own NAT
+# firewall "fw", charlie and delta on one home LAN behind "router";
+# `roam` moves delta behind a third NAT "cafe".
+
+BETA = "198.51.100.1"
+FW_WAN = "198.51.100.4"
+HOME_WAN = "198.51.100.3"
+CAFE_WAN = "198.51.100.5"
+ALPHA = "192.168.2.2"
+CHARLIE_LAN = "192.168.1.2"
+DELTA_LAN = "192.168.1.3"
+DELTA_CAFE = "192.168.3.2"
+WE_BOXES = ("inet", "beta", "fw", "alpha", "router", "charlie", "delta")
+
+# Binds ADDR on every PORT given, prints "ready", then "PORT from IP:SPORT
+# DATA" for each datagram until EXPECT datagrams arrived or TOTAL seconds
+# passed.
+UDP_SINK = r"""
+import selectors, socket, sys, time
+addr, total, expect, *ports = sys.argv[1:]
+sel = selectors.DefaultSelector()
+for port in ports:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, int(port)))
+    sel.register(s, selectors.EVENT_READ, port)
+print("ready", flush=True)
+deadline = time.monotonic() + float(total)
+got = 0
+while got < int(expect) and time.monotonic() < deadline:
+    for key, _ in sel.select(timeout=0.1):
+        data, src = key.fileobj.recvfrom(2048)
+        got += 1
+        print(f"{key.data} from {src[0]}:{src[1]} {data.decode()}", flush=True)
+print("done", flush=True)
+"""
+
+# Binds ADDR:PORT and sends one datagram to each DEST:DPORT, COUNT rounds.
+UDP_SEND = r"""
+import socket, sys, time
+addr, port, count, *dests = sys.argv[1:]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((addr, int(port)))
+for _ in range(int(count)):
+    for dest in dests:
+        ip, dport = dest.rsplit(":", 1)
+        s.sendto(b"probe", (ip, int(dport)))
+    time.sleep(0.05)
+"""
+
+
+def _we_up(symmetric: bool = False) -> Testbed:
+    bed = Testbed(script_path("working_example"), unique_prefix("we"))
+    old = os.environ.pop("SYMMETRIC", None)
+    try:
+        if symmetric:
+            os.environ["SYMMETRIC"] = "1"
+        bed.up()
+    finally:
+        os.environ.pop("SYMMETRIC", None)
+        if old is not None:
+            os.environ["SYMMETRIC"] = old
+    return bed
+
+
+@pytest.fixture(scope="module")
+def we() -> Iterator[Testbed]:
+    require_netns()
+    bed = _we_up()
+    try:
+        yield bed
+    finally:
+        bed.down()
+
+
+@pytest.fixture(scope="module")
+def we_symmetric() -> Iterator[Testbed]:
+    require_netns()
+    bed = _we_up(symmetric=True)
+    try:
+        yield bed
+    finally:
+        bed.down()
+
+
+def quick_ping(bed: Testbed, box: str, ip: str) -> bool:
+    """One ICMP echo with a 0.3 s wait: plenty inside the testbed (answers
+    take well under a millisecond), and quick for checks expecting none."""
+    res = bed.run(box, "ping", "-n", "-q", "-c1", "-W0.3", ip, timeout=10)
+    return res.returncode == 0
+
+
+def _wait_log(log: Path, text: str, timeout: float = 10) -> bool:
+    return wait_until(lambda: log.exists() and text in log.read_text(), timeout=timeout)
+
+
+def udp_sources(
+    bed: Testbed,
+    rx: tuple[str, str, list[int]],
+    tx: tuple[str, str, int],
+    tmp: Path,
+    count: int = 3,
+) -> dict[int, set[str]]:
+    """Send ``count`` rounds of datagrams from one socket (box, ip, port of
+    ``tx``) to each port of ``rx`` (box, ip, ports); return, per receiving
+    port, the set of "IP:PORT" sources seen there."""
+    rx_box, rx_ip, ports = rx
+    tx_box, tx_ip, tx_port = tx
+    log = tmp / f"sink-{rx_box}-{ports[0]}.log"
+    expect = count * len(ports)
+    sink = bed.spawn(
+        rx_box, [sys.executable, "-c", UDP_SINK, rx_ip, "5", str(expect), *map(str, ports)], log
+    )
+    try:
+        assert _wait_log(log, "ready"), log.read_text()
+        dests = [f"{rx_ip}:{p}" for p in ports]
+        bed.run(
+            tx_box,
+            *[sys.executable, "-c", UDP_SEND, tx_ip, str(tx_port), str(count), *dests],
+            timeout=20,
+            check=True,
+        )
+        assert _wait_log(log, "done"), log.read_text()
+    finally:
+        bed.stop(sink)
+    seen: dict[int, set[str]] = {p: set() for p in ports}
+    for line in log.read_text().splitlines():
+        if " from " in line:
+            port, _, src, _ = line.split()
+            seen[int(port)].add(src)
+    return seen
+
+
+def hole_punch(
+    bed: Testbed,
+    first: tuple[str, str, str],
+    second: tuple[str, str, str],
+    port: int,
+    tmp: Path,
+    total: float = 5,
+) -> tuple[list[str], list[str]]:
+    """Simultaneous open through two NATs: ``first`` (box, inside ip, the
+    other's NAT outside ip) starts sending to ``second``'s outside endpoint
+    (its probes die at the second NAT), 0.5 s later ``second`` sends to
+    ``first``'s.  Both use ``port`` inside and expect it kept outside.
+    Returns the lines each side received."""
+    a_box, a_ip, a_target = first
+    b_box, b_ip, b_target = second
+    log = tmp / f"punch-{a_box}.log"
+    proc = bed.spawn(
+        a_box,
+        udp_tool(a_ip, port, dest=a_target, dport=port, echo=True, idle=1, total=total),
+        log,
+    )
+    try:
+        assert _wait_log(log, "ready"), log.read_text()
+        time.sleep(0.5)
+        res = bed.run(
+            b_box,
+            *udp_tool(b_ip, port, dest=b_target, dport=port, idle=0.5, total=total - 1),
+            timeout=total + 10,
+        )
+        assert res.returncode == 0, res.stderr
+        assert _wait_log(log, "done", timeout=total + 5), log.read_text()
+    finally:
+        bed.stop(proc)
+    b_got = [ln for ln in res.stdout.splitlines() if ln.startswith("from ")]
+    return received(log), b_got
+
+
+def test_we_namespaces_exist(we: Testbed) -> None:
+    assert we.namespaces() == sorted(we.ns(b) for b in WE_BOXES)
+
+
+def test_we_nodes_reach_beta(we: Testbed) -> None:
+    for box in ("alpha", "charlie", "delta"):
+        assert we.ping(box, BETA), box
+
+
+def test_we_charlie_and_delta_share_the_lan(we: Testbed, tmp_path: Path) -> None:
+    assert we.ping("charlie", DELTA_LAN)
+    assert we.ping("delta", CHARLIE_LAN)
+    # on the LAN they see each other's own address, not the router's
+    seen = udp_sources(we, ("delta", DELTA_LAN, [40300]), ("charlie", CHARLIE_LAN, 40301), tmp_path)
+    assert seen[40300] == {f"{CHARLIE_LAN}:40301"}
+
+
+def test_we_no_unsolicited_inbound(we: Testbed) -> None:
+    routes = [("192.168.2.0/24", FW_WAN), ("192.168.1.0/24", HOME_WAN)]
+    for net, via in routes:
+        we.run("beta", "ip", "route", "add", net, "via", via, check=True)
+    try:
+        for target in (ALPHA, CHARLIE_LAN, DELTA_LAN):
+            assert not quick_ping(we, "beta", target), target
+        # alpha's LAN and the home LAN are separate worlds
+        assert not quick_ping(we, "alpha", CHARLIE_LAN)
+    finally:
+        for net, _ in routes:
+            we.run("beta", "ip", "route", "del", net, check=True)
+    # the NAT boxes still answer pings on their outside address
+    assert we.ping("beta", FW_WAN) and we.ping("beta", HOME_WAN)
+
+
+def test_we_udp_from_alpha_arrives_from_fw_wan(we: Testbed, tmp_path: Path) -> None:
+    """Endpoint-independent mapping: one inside socket talking to two
+    destinations is seen from one outside endpoint (masquerade keeps the
+    inside port when it is free)."""
+    seen = udp_sources(we, ("beta", BETA, [40200, 40201]), ("alpha", ALPHA, 40202), tmp_path)
+    assert seen == {40200: {f"{FW_WAN}:40202"}, 40201: {f"{FW_WAN}:40202"}}
+    seen = udp_sources(we, ("beta", BETA, [40210]), ("delta", DELTA_LAN, 40212), tmp_path)
+    assert seen == {40210: {f"{HOME_WAN}:40212"}}
+
+
+def test_we_hole_punch_between_two_nats(we: Testbed, tmp_path: Path) -> None:
+    """charlie sends to alpha's outside endpoint first (dropped by the fw,
+    leaving no conntrack entry there), then alpha sends to charlie's: both
+    get through, from the inside ports."""
+    charlie_got, alpha_got = hole_punch(
+        we, ("charlie", CHARLIE_LAN, FW_WAN), ("alpha", ALPHA, HOME_WAN), 40400, tmp_path
+    )
+    assert f"from {FW_WAN}:40400 ping" in charlie_got, charlie_got
+    assert f"from {HOME_WAN}:40400 pong" in alpha_got, alpha_got
+    assert all(ln.startswith(f"from {HOME_WAN}:40400 ") for ln in alpha_got), alpha_got
+
+
+def test_we_symmetric_nat_randomises_ports(we_symmetric: Testbed, tmp_path: Path) -> None:
+    seen = udp_sources(
+        we_symmetric, ("beta", BETA, [40200, 40201]), ("alpha", ALPHA, 40202), tmp_path
+    )
+    (src1,), (src2,) = seen[40200], seen[40201]  # one mapping per destination
+    assert src1.split(":")[0] == src2.split(":")[0] == FW_WAN
+    assert src1 != src2, "symmetric NAT must map each destination to its own port"
+    # charlie's (normal) home router still keeps the port
+    seen = udp_sources(
+        we_symmetric, ("beta", BETA, [40210, 40211]), ("charlie", CHARLIE_LAN, 40212), tmp_path
+    )
+    assert seen == {40210: {f"{HOME_WAN}:40212"}, 40211: {f"{HOME_WAN}:40212"}}
+
+
+def test_we_symmetric_nat_defeats_hole_punch(we_symmetric: Testbed, tmp_path: Path) -> None:
+    charlie_got, alpha_got = hole_punch(
+        we_symmetric,
+        ("charlie", CHARLIE_LAN, FW_WAN),
+        ("alpha", ALPHA, HOME_WAN),
+        40400,
+        tmp_path,
+        total=2,
+    )
+    assert charlie_got == [] and alpha_got == []
+
+
+def test_we_roam_and_down(tmp_path: Path) -> None:
+    require_netns()
+    bed = _we_up()
+    try:
+        # a process and an interface in delta survive the move
+        sleeper = bed.spawn("delta", ["sleep", "60"], tmp_path / "sleep.log")
+        bed.run("delta", "ip", "link", "add", "keep0", "type", "bridge", check=True)
+        t0 = time.monotonic()
+        res = subprocess.run(
+            ["bash", bed.script, "roam", bed.prefix], capture_output=True, text=True, timeout=30
+        )
+        t_roam = time.monotonic() - t0
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert sleeper.poll() is None and sleeper.pid in bed.pids("delta")
+        assert bed.run("delta", "ip", "link", "show", "keep0").returncode == 0
+        assert bed.namespaces() == sorted(bed.ns(b) for b in (*WE_BOXES, "cafe"))
+        addrs = bed.run("delta", "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
+        assert f"{DELTA_CAFE}/24" in addrs and DELTA_LAN not in addrs
+        assert bed.ping("delta", BETA)
+        seen = udp_sources(bed, ("beta", BETA, [40500]), ("delta", DELTA_CAFE, 40501), tmp_path)
+        assert seen == {40500: {f"{CAFE_WAN}:40501"}}
+        # delta has left the home LAN, and the cafe lets nothing in either
+        assert not quick_ping(bed, "charlie", DELTA_LAN)
+        assert not quick_ping(bed, "charlie", DELTA_CAFE)
+        # roaming twice is refused
+        res = subprocess.run(
+            ["bash", bed.script, "roam", bed.prefix], capture_output=True, text=True, timeout=30
+        )
+        assert res.returncode != 0
+        print(f"roam took {t_roam:.2f}s")
+    finally:
+        bed.down()
+    assert bed.namespaces() == []
+    assert not Path(f"/run/wgnm-testbed/{bed.prefix}").exists()
+
+
+# ---------------------------------------------------------------------------
+# ns/two_routers.sh: beta (static, public); charlie behind "outer"; delta
+# behind "inner", which itself sits on outer's LAN (double NAT).
+
+OUTER_WAN = "198.51.100.3"
+INNER_WAN = "192.168.1.10"
+DELTA_INNER = "192.168.5.2"
+TR_BOXES = ("inet", "beta", "outer", "charlie", "inner", "delta")
+
+
+@pytest.fixture(scope="module")
+def tr() -> Iterator[Testbed]:
+    require_netns()
+    with Testbed(script_path("two_routers"), unique_prefix("tr")) as bed:
+        yield bed
+
+
+def test_tr_namespaces_exist(tr: Testbed) -> None:
+    assert tr.namespaces() == sorted(tr.ns(b) for b in TR_BOXES)
+
+
+def test_tr_nodes_reach_beta_through_the_nats(tr: Testbed, tmp_path: Path) -> None:
+    assert tr.ping("charlie", BETA)
+    assert tr.ping("delta", BETA)
+    assert tr.ping("delta", CHARLIE_LAN)  # outward, through the inner NAT
+    seen = udp_sources(tr, ("beta", BETA, [40600]), ("delta", DELTA_INNER, 40601), tmp_path)
+    assert seen == {40600: {f"{OUTER_WAN}:40601"}}  # NATed twice, port kept
+    seen = udp_sources(
+        tr, ("charlie", CHARLIE_LAN, [40610]), ("delta", DELTA_INNER, 40611), tmp_path
+    )
+    assert seen == {40610: {f"{INNER_WAN}:40611"}}
+
+
+def test_tr_no_unsolicited_inbound(tr: Testbed) -> None:
+    assert tr.ping("charlie", INNER_WAN)  # the inner router is on charlie's LAN
+    tr.run("beta", "ip", "route", "add", "192.168.0.0/16", "via", OUTER_WAN, check=True)
+    tr.run("charlie", "ip", "route", "add", "192.168.5.0/24", "via", INNER_WAN, check=True)
+    try:
+        assert not quick_ping(tr, "beta", CHARLIE_LAN)
+        assert not quick_ping(tr, "beta", DELTA_INNER)
+        assert not quick_ping(tr, "charlie", DELTA_INNER)
+    finally:
+        tr.run("beta", "ip", "route", "del", "192.168.0.0/16", check=True)
+        tr.run("charlie", "ip", "route", "del", "192.168.5.0/24", check=True)
+
+
+def test_tr_down_removes_everything(tmp_path: Path) -> None:
+    require_netns()
+    bed = Testbed(script_path("two_routers"), unique_prefix("tr"))
+    try:
+        bed.up()
+        assert len(bed.namespaces()) == len(TR_BOXES)
+        bed.spawn("delta", ["sleep", "60"], tmp_path / "sleep.log")
+    finally:
+        bed.down()
+    assert bed.namespaces() == []
+    assert not Path(f"/run/wgnm-testbed/{bed.prefix}").exists()

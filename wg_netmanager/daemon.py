@@ -25,6 +25,7 @@ import math
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from random import Random
@@ -33,10 +34,11 @@ import trio
 
 from .config import Settings
 from .core.node import Node, StaticTarget
+from .handshakes import HandshakeClock
 from .keys import KeyPair
 from .model import Endpoint, Route
 from .proc import CommandError
-from .routes import Routes, RouteTable
+from .routes import Routes, RouteTable, read_local_addresses
 from .wgdev import WgDevice, WgInterface
 from .wire import MAX_DATAGRAM, NodeInfo
 
@@ -64,6 +66,7 @@ class Daemon:
         self._applied_version = -1
         self.backend = ""
         self.startup_error: StartupError | None = None
+        self._handshakes = HandshakeClock()
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -75,6 +78,7 @@ class Daemon:
                 nursery.start_soon(self._drive)
                 nursery.start_soon(self._wireguard)
                 nursery.start_soon(self._resolve)
+                nursery.start_soon(self._local_addresses)
                 if self.settings.verbosity >= 1:
                     nursery.start_soon(self._summaries)
                 task_status.started()
@@ -134,6 +138,7 @@ class Daemon:
             s.admin_port,
             ", static" if s.is_static else "",
         )
+        self.node.set_local_addresses(await self._read_local_addresses(), now)
         self.node.handle_timer(now)
         await self._flush()
 
@@ -207,7 +212,8 @@ class Daemon:
             now = trio.current_time()
             try:
                 actual = await self.device.read_peers()
-                node.update_wg(actual, trio.current_time())
+                corrected = self._handshakes.correct(actual, time.time(), trio.current_time())
+                node.update_wg(corrected, trio.current_time())
                 await self._flush()
                 version = node.state_version
                 desired = node.desired_peers()
@@ -215,6 +221,8 @@ class Daemon:
                     await self.device.apply_peers(desired, actual)
                     await self._apply_routes(ifname, node.desired_routes())
                     self._applied_version = version
+                    node.wg_applied(version, trio.current_time())
+                    await self._flush()
                     next_full = now + timers.reconcile_interval
                     if desired:
                         # Read back at once: the handshake with a new peer is
@@ -233,6 +241,23 @@ class Daemon:
         actual = await self.routes.read(ifname)
         if actual != desired:
             await self.routes.apply(ifname, desired, actual)
+
+    # --- local addresses (LAN discovery, roaming) ----------------------------
+
+    async def _read_local_addresses(self) -> list[str]:
+        try:
+            return await read_local_addresses(exclude=self.settings.interface)
+        except CommandError as exc:
+            log.warning("%s (retrying)", exc)
+            return list(a for a, _port in self.node.info.local_endpoints) if self.node else []
+
+    async def _local_addresses(self) -> None:
+        node = self.node
+        assert node is not None
+        while True:
+            await trio.sleep(node.timers.local_addresses_interval)
+            node.set_local_addresses(await self._read_local_addresses(), trio.current_time())
+            await self._flush()
 
     # --- DNS ------------------------------------------------------------------
 

@@ -36,6 +36,10 @@ def from_b64(text: str) -> bytes:
         raise ValueError("not base64") from exc
     if len(raw) != 32:
         raise ValueError("not 32 bytes")
+    if to_b64(raw) != text:
+        # Non-zero padding bits: a second spelling of the same key, which would
+        # never match the canonical form `wg show` prints.
+        raise ValueError("not canonical base64")
     return raw
 
 

@@ -3,7 +3,8 @@
 Datagram layout (all integers big-endian)::
 
     version (1) | nonce (24) | XChaCha20-Poly1305( header | body ) incl. tag (16)
-    header = sender wg_ip (4) | sender boot id (8) | counter (8)
+    header = sender wg_ip (4) | receiver wg_ip (4, 0.0.0.0 if unknown: hellos only)
+             | sender boot id (8) | counter (8)
     body   = compact JSON object with a type field "t"
 
 The version byte is authenticated as associated data and checked before any
@@ -39,7 +40,7 @@ from .model import Endpoint
 VERSION = 1
 NONCE_SIZE = 24
 TAG_SIZE = 16
-HEADER = struct.Struct("!4s8sQ")
+HEADER = struct.Struct("!4s4s8sQ")
 BOOT_SIZE = 8
 CHALLENGE_SIZE = 16
 # One datagram must cross a 1280-byte MTU path (IPv6 minimum) in one piece:
@@ -95,11 +96,17 @@ def open_sealed(key: bytes, datagram: bytes) -> bytes:
 # --- messages -------------------------------------------------------------
 
 
+UNKNOWN_RECEIVER = IPv4Address(0)
+
+
 @dataclass(frozen=True)
 class Header:
-    wg_ip: IPv4Address
+    wg_ip: IPv4Address  # the sender
     boot: bytes
     counter: int
+    # The receiver, so that a datagram captured on its way to one node cannot
+    # be replayed to another (counters are per sender, not per pair).
+    to: IPv4Address = UNKNOWN_RECEIVER
 
 
 @dataclass(frozen=True)
@@ -172,7 +179,32 @@ class Bye:
     pass
 
 
-Message = Hello | Ping | Pong | TableRequest | Table | Bye
+@dataclass(frozen=True)
+class Probe:
+    """Sent to a peer's local (LAN) address: does the underlay reach it directly?"""
+
+    token: int
+
+
+@dataclass(frozen=True)
+class ProbeAck:
+    token: int
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The sender has the receiver in its WireGuard: a handshake will be answered.
+
+    ``direct`` says the sender saw the handshake and moved the receiver's
+    address to the direct link; the receiver follows at once, so the two
+    sides disagree (and packets between them are lost) only for a moment.
+    """
+
+    attempt: int
+    direct: bool = False
+
+
+Message = Hello | Ping | Pong | TableRequest | Table | Bye | Probe | ProbeAck | Ready
 
 
 # --- encoding -------------------------------------------------------------
@@ -229,12 +261,18 @@ def _body(message: Message) -> dict[str, Any]:
             }
         case Bye():
             return {"t": "bye"}
+        case Probe():
+            return {"t": "probe", "n": message.token}
+        case ProbeAck():
+            return {"t": "pack", "n": message.token}
+        case Ready():
+            return {"t": "ready", "a": message.attempt, "d": message.direct}
     raise TypeError(f"not a message: {message!r}")  # our own bug, not network input
 
 
 def encode(header: Header, message: Message) -> bytes:
     body = json.dumps(_body(message), separators=(",", ":")).encode()
-    return HEADER.pack(header.wg_ip.packed, header.boot, header.counter) + body
+    return HEADER.pack(header.wg_ip.packed, header.to.packed, header.boot, header.counter) + body
 
 
 def encoded_size(message: Message) -> int:
@@ -266,7 +304,8 @@ def _decode_ep(value: Any) -> Endpoint | None:
     if not isinstance(value, str) or len(value) > 21:
         raise Drop("malformed", "endpoint")
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
+    # isascii: str.isdigit() is true for '²' and Arabic-Indic digits too.
+    if not sep or not (port.isascii() and port.isdigit()) or len(port) > 5:
         raise Drop("malformed", "endpoint")
     try:
         IPv4Address(host)
@@ -276,8 +315,8 @@ def _decode_ep(value: Any) -> Endpoint | None:
 
 
 def _bytes(value: Any, size: int) -> bytes:
-    if not isinstance(value, str) or len(value) != 2 * size:
-        raise Drop("malformed", "bytes")
+    if not isinstance(value, str) or len(value) != 2 * size or not value.isalnum():
+        raise Drop("malformed", "bytes")  # isalnum: fromhex would skip spaces
     try:
         return bytes.fromhex(value)
     except ValueError:
@@ -366,18 +405,24 @@ def _decode_body(obj: Any) -> Message:
         )
     if kind == "bye":
         return Bye()
+    if kind == "probe":
+        return Probe(_count(obj, "n"))
+    if kind == "pack":
+        return ProbeAck(_count(obj, "n"))
+    if kind == "ready":
+        return Ready(_count(obj, "a"), _get(obj, "d", bool))
     raise Drop("malformed", "unknown message type")
 
 
 def decode(plaintext: bytes) -> tuple[Header, Message]:
     if len(plaintext) < HEADER.size:
         raise Drop("malformed", "short header")
-    ip, boot, counter = HEADER.unpack_from(plaintext)
+    ip, to, boot, counter = HEADER.unpack_from(plaintext)
     try:
         body = json.loads(plaintext[HEADER.size :])
     except (ValueError, RecursionError):
         raise Drop("malformed", "not json") from None
-    return Header(IPv4Address(ip), boot, counter), _decode_body(body)
+    return Header(IPv4Address(ip), boot, counter, IPv4Address(to)), _decode_body(body)
 
 
 def open_datagram(key: bytes, datagram: bytes) -> tuple[Header, Message]:

@@ -109,6 +109,47 @@ class Session:
     peer_ready: bool = False
 
 
+# Direct links between two dynamic nodes, one PairPath per peer on each side.
+#
+#   state       WireGuard peer for X            leaves on
+#   relayed     none (X via its gateway)        attempt start -> probing
+#   probing     none; Probe to X's LAN addrs    ProbeAck -> installing(lan)
+#                                               probe_window over -> installing(nat)
+#                                               (or relayed if X's outside is unknown)
+#   installing  X's key, no AllowedIPs, no      our wg shows X -> send Ready (repeated);
+#               endpoint (cannot initiate)      + Ready from X -> punching
+#   punching    X's key, no AllowedIPs,         handshake -> direct
+#               endpoint + keepalive: both      punch_timeout -> failed
+#               sides initiate at once
+#   direct      X's key, X/32, keepalive        handshake stale -> failed
+#   failed      none                            retry_at (backoff) -> probing
+#
+# A handshake seen in installing also means direct (X initiated). Any change of
+# either side's addresses (roaming) restarts from probing. Installing without
+# AllowedIPs first matters twice: traffic keeps flowing via the gateway while
+# the link is tried, and WireGuard allows only one handshake initiation per
+# 5 s, so the first must meet a peer that already knows our key.
+
+
+@dataclass
+class PairPath:
+    state: str = "relayed"
+    kind: str | None = None  # "lan" | "nat" once a candidate is chosen
+    endpoint: Endpoint | None = None
+    attempt: int = 0
+    started: float = 0.0
+    deadline: float = 0.0
+    next_ready: float = 0.0
+    retry_at: float = 0.0
+    failures: int = 0
+    reason: str = "not tried yet"
+    installed: bool = False
+    peer_ready: bool = False
+    probe_token: int = 0
+    signature: tuple[object, ...] = ()
+    since: float = 0.0
+
+
 @dataclass
 class PendingTable:
     version: int
@@ -122,6 +163,9 @@ class PeerStatus:
     name: str
     public_key: str
     path: str  # "direct" | "via"
+    # "static", "lan", "nat", "gateway" (via), "" (a static node's dynamic peers)
+    kind: str
+    reason: str  # why a dynamic pair is relayed, or the state of its attempt
     gateway: IPv4Address | None
     gateway_name: str | None
     endpoint: Endpoint | None
@@ -164,6 +208,7 @@ class Node:
     ) -> None:
         self.info = info
         self.subnet = subnet
+        self._subnet_text = _PrefixCheck(subnet)
         self.timers = timers
         self.boot = random_bytes(wire.BOOT_SIZE)
         self._key = wire.derive_admin_key(shared_key)
@@ -176,6 +221,7 @@ class Node:
         self.is_static = len(self.statics) < len(statics)
         for target in self.statics.values():
             target.next_hello = now
+            target.next_resolve_request = now
             target.backoff = timers.hello_retry_min
             target.lost_since = now
         self.sessions: dict[IPv4Address, Session] = {}
@@ -195,6 +241,10 @@ class Node:
         self._listing_versions: dict[IPv4Address, int] = {}
         self._pending_tables: dict[IPv4Address, PendingTable] = {}
         self._gateways: dict[IPv4Address, IPv4Address] = {}
+        self._listed_by: set[IPv4Address] = set()  # static nodes whose table has us
+        self.paths: dict[IPv4Address, PairPath] = {}
+        self._pair_hello_at: dict[IPv4Address, tuple[float, float]] = {}  # (due, backoff)
+        self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
         self._wg: dict[str, WgPeerReading] = {}
         self.visible_endpoint: Endpoint | None = None
         self.state_version = 0  # bumped whenever desired peers/routes may have changed
@@ -218,6 +268,11 @@ class Node:
         if not self._valid_member(header.wg_ip):
             self._drop("outside subnet")
             return
+        if header.to != self.info.wg_ip and not (
+            header.to == wire.UNKNOWN_RECEIVER and isinstance(message, Hello)
+        ):
+            self._drop("not for us")
+            return
         if isinstance(message, Hello):
             self._on_hello(header, message, addr, now)
             return
@@ -232,14 +287,16 @@ class Node:
             self._drop("replay")
             return
         session.last_heard = now
-        if addr != session.addr and header.wg_ip not in self.statics:
+        if isinstance(message, Ping) and addr != session.addr and header.wg_ip not in self.statics:
             session.addr = addr  # the peer roamed (or its NAT remapped)
             self._mark_table_dirty(now)
         self._on_message(session, message, addr, now)
 
     def handle_timer(self, now: float) -> None:
         for wg_ip, session in list(self.sessions.items()):
-            if now - session.last_heard >= self.timers.dead_after:
+            if self._is_pair(wg_ip):
+                continue  # alive while a static lists it (see _recompute)
+            if now >= session.last_heard + self.timers.dead_after:  # same sum as get_timer
                 self._event(logging.WARNING, f"{self._label(wg_ip)} silent, dropped")
                 self._drop_session(wg_ip, now)
         for target in self.statics.values():
@@ -251,7 +308,7 @@ class Node:
                 self.resolve_requests.add(target.wg_ip)
             endpoint = target.admin_endpoint
             if now >= target.next_hello and endpoint is not None:
-                self._send_hello(endpoint, now, echo=None, want_echo=True)
+                self._send_hello(endpoint, now, echo=None, want_echo=True, to=target.wg_ip)
                 if now - target.lost_since >= self.timers.hello_slow_after:
                     interval = self.timers.hello_retry_slow
                 else:
@@ -265,12 +322,35 @@ class Node:
             self._table_push_at = None
             for session in self.sessions.values():
                 self._send_table(session, now)
+        self._pair_timers(now)
         self._expire(now)
 
     def update_wg(self, readings: Mapping[str, WgPeerReading], now: float) -> None:
         """A fresh reading of ``wg show``: endpoints (NAT outsides), handshakes, bytes."""
         self._wg = dict(readings)
         self._mark_table_dirty(now)
+        for wg_ip, path in list(self.paths.items()):
+            self._path_wg(wg_ip, path, now)
+
+    def wg_applied(self, version: int, now: float) -> None:
+        """The daemon applied desired state ``version`` to WireGuard and the kernel."""
+        if version == self.state_version:
+            self._routable = {route.dest for route in self._desired[1]}
+            self._pair_timers(now)
+
+    def set_local_addresses(self, addresses: Iterable[str], now: float) -> None:
+        """This machine's underlay addresses (for LAN discovery); announced on change."""
+        endpoints = tuple((a, self.info.admin_port) for a in addresses)
+        endpoints = endpoints[: wire.MAX_LOCAL_ENDPOINTS]
+        if endpoints == self.info.local_endpoints:
+            return
+        self.info = replace(self.info, local_endpoints=endpoints)
+        self._event(logging.INFO, f"local addresses now {', '.join(addresses) or 'none'}")
+        for session in self.sessions.values():
+            self._send_hello(
+                self._addr_of(session), now, None, want_echo=False, to=session.info.wg_ip
+            )
+        self._recompute(now)
 
     def set_static_address(self, wg_ip: IPv4Address, address: str | None, now: float) -> None:
         """DNS answer for a static peer's host (None: did not resolve)."""
@@ -287,7 +367,7 @@ class Node:
     def shutdown(self, now: float) -> None:
         """Say bye to everyone so they drop us at once instead of after dead_after."""
         for session in self.sessions.values():
-            self._send(wire.Bye(), session.addr)
+            self._send(wire.Bye(), session.addr, session.info.wg_ip)
 
     # --- outputs ----------------------------------------------------------
 
@@ -304,7 +384,11 @@ class Node:
         return out
 
     def get_timer(self) -> float | None:
-        deadlines = [s.last_heard + self.timers.dead_after for s in self.sessions.values()]
+        deadlines = [
+            s.last_heard + self.timers.dead_after
+            for ip, s in self.sessions.items()
+            if not self._is_pair(ip)
+        ]
         deadlines += [s.next_ping for s in self.sessions.values() if s.pinger]
         for target in self.statics.values():
             if target.wg_ip not in self.sessions:
@@ -313,6 +397,7 @@ class Node:
                     deadlines.append(target.next_hello)
         if self._table_push_at is not None:
             deadlines.append(self._table_push_at)
+        deadlines += self._pair_deadlines()
         return min(deadlines, default=None)
 
     def desired_peers(self) -> dict[str, WgPeer]:
@@ -323,6 +408,8 @@ class Node:
 
     def wants_fast_wg_poll(self) -> bool:
         """True while a WireGuard endpoint or first handshake is still awaited."""
+        if any(p.state in ("clearing", "installing", "punching") for p in self.paths.values()):
+            return True
         for session in self.sessions.values():
             reading = self._wg.get(session.info.public_key)
             if reading is None or reading.handshake_age is None:
@@ -335,13 +422,24 @@ class Node:
         peers = []
         names = {ip: s.info.name for ip, s in self.sessions.items()}
         for ip, session in sorted(self.sessions.items()):
+            if ip in self._gateways:
+                continue  # a dynamic pair still relayed: listed below
             reading = self._wg.get(session.info.public_key)
+            path = self.paths.get(ip)
+            if ip in self.statics:
+                kind = "static"
+                reason = "" if session.peer_ready else "waiting for its table"
+            else:
+                kind = (path.kind or "") if path else ""
+                reason = path.reason if path else ""
             peers.append(
                 PeerStatus(
                     wg_ip=ip,
                     name=session.info.name,
                     public_key=session.info.public_key,
                     path="direct",
+                    kind=kind,
+                    reason=reason,
                     gateway=None,
                     gateway_name=None,
                     endpoint=reading.endpoint if reading else None,
@@ -355,20 +453,24 @@ class Node:
             )
         for ip, gateway in sorted(self._gateways.items()):
             entry = self.listings[gateway][ip]
+            path = self.paths.get(ip)
+            pair = self.sessions.get(ip)
             peers.append(
                 PeerStatus(
                     wg_ip=ip,
                     name=entry.info.name,
                     public_key=entry.info.public_key,
                     path="via",
+                    kind="gateway",
+                    reason=path.reason if path else "no direct session yet",
                     gateway=gateway,
                     gateway_name=names.get(gateway),
                     endpoint=entry.wg_endpoint,
-                    rtt=None,
+                    rtt=pair.rtt if pair else None,
                     handshake_age=None,
                     rx_bytes=0,
                     tx_bytes=0,
-                    session_age=None,
+                    session_age=now - pair.established if pair else None,
                     is_static=ip in self.statics,
                 )
             )
@@ -396,7 +498,8 @@ class Node:
             self._drop("malformed")
             return
         session: Session | None = self.sessions.get(header.wg_ip)
-        proven = hello.echo is not None and self._challenges.pop(hello.echo, 0.0) > now
+        expiry = None if hello.echo is None else self._challenges.pop(hello.echo, None)
+        proven = expiry is not None and expiry > now
         if proven:
             if header.boot in self._retired.get(header.wg_ip, {}):
                 self._conflict(header.wg_ip, addr)
@@ -422,7 +525,7 @@ class Node:
             if not self._allow_unauthenticated_reply(addr, now) and session is None:
                 self._drop("rate limited")
                 return
-            self._send_hello(addr, now, echo=hello.challenge, want_echo=session is None)
+            self._send_hello(addr, now, hello.challenge, want_echo=session is None, to=header.wg_ip)
         elif session is None:
             self._send_challenge(addr, now, want_echo=True)
 
@@ -451,7 +554,12 @@ class Node:
             peer_ready=self.is_static,
         )
         self.sessions[header.wg_ip] = session
+        self._pair_hello_at.pop(header.wg_ip, None)
+        if self._is_pair(header.wg_ip):
+            self.paths[header.wg_ip] = PairPath()
+            self._start_attempt(header.wg_ip, now)
         # A restarted static numbers its table versions afresh.
+        self._listed_by.discard(header.wg_ip)
         self.listings.pop(header.wg_ip, None)
         self._listing_versions.pop(header.wg_ip, None)
         self._pending_tables.pop(header.wg_ip, None)
@@ -465,14 +573,21 @@ class Node:
             return
         self._send_hello(addr, now, echo=None, want_echo=want_echo)
 
-    def _send_hello(self, addr: Endpoint, now: float, echo: bytes | None, want_echo: bool) -> None:
+    def _send_hello(
+        self,
+        addr: Endpoint,
+        now: float,
+        echo: bytes | None,
+        want_echo: bool,
+        to: IPv4Address = wire.UNKNOWN_RECEIVER,
+    ) -> None:
         challenge = self._random_bytes(wire.CHALLENGE_SIZE)
         if len(self._challenges) >= MAX_CHALLENGES:
             self._expire(now)
             while len(self._challenges) >= MAX_CHALLENGES:
                 self._challenges.pop(next(iter(self._challenges)))
         self._challenges[challenge] = now + self.timers.challenge_lifetime
-        self._send(Hello(self.info, challenge, echo, want_echo), addr)
+        self._send(Hello(self.info, challenge, echo, want_echo), addr, to)
 
     def _allow_unauthenticated_reply(self, addr: Endpoint, now: float) -> bool:
         tokens, last = self._rate.get(addr[0], (CHALLENGE_BURST, now))
@@ -490,7 +605,9 @@ class Node:
     def _on_message(self, session: Session, message: Message, addr: Endpoint, now: float) -> None:
         match message:
             case Ping():
-                self._send(wire.Pong(message.seq, self.table_version), session.addr)
+                self._send(
+                    wire.Pong(message.seq, self.table_version), session.addr, session.info.wg_ip
+                )
                 self._check_table_version(session, message.table_version)
             case Pong():
                 sent = session.ping_sent.pop(message.seq, None)
@@ -505,13 +622,20 @@ class Node:
             case wire.Bye():
                 self._event(logging.INFO, f"{self._label(session.info.wg_ip)} said bye")
                 self._drop_session(session.info.wg_ip, now)
+            case wire.Probe():
+                self._send(wire.ProbeAck(message.token), addr, session.info.wg_ip)
+                self._on_probe(session, addr, now)
+            case wire.ProbeAck():
+                self._on_probe_ack(session, message.token, addr, now)
+            case wire.Ready():
+                self._on_ready(session, message.direct, now)
 
     def _check_table_version(self, session: Session, version: int) -> None:
         ip = session.info.wg_ip
         if ip in self.statics and version != self._listing_versions.get(ip, 0):
             pending = self._pending_tables.get(ip)
             if pending is None or pending.version != version:
-                self._send(wire.TableRequest(), session.addr)
+                self._send(wire.TableRequest(), session.addr, ip)
 
     def _on_table(self, session: Session, table: Table, now: float) -> None:
         ip = session.info.wg_ip
@@ -534,6 +658,7 @@ class Node:
             return
         del self._pending_tables[ip]
         listing: dict[IPv4Address, TableEntry] = {}
+        self._listed_by.discard(ip)
         for part in range(pending.parts):
             for entry in pending.received[part]:
                 wg_ip = entry.info.wg_ip
@@ -541,6 +666,7 @@ class Node:
                     if entry.boot == self.boot:
                         self.visible_endpoint = entry.wg_endpoint
                         session.peer_ready = True
+                        self._listed_by.add(ip)
                     continue
                 if not self._valid_member(wg_ip):
                     self._drop("outside subnet")
@@ -554,13 +680,18 @@ class Node:
         entries = self._table_entries(now)
         parts: list[list[TableEntry]] = [[]]
         for entry in entries:
-            candidate = Table(0, 0, 1, (*parts[-1], entry))
+            # Measured with the largest numbers the header can carry here.
+            candidate = Table(self.table_version, 4095, 4096, (*parts[-1], entry))
             if parts[-1] and wire.encoded_size(candidate) > wire.MAX_DATAGRAM:
                 parts.append([entry])
             else:
                 parts[-1].append(entry)
         for index, part in enumerate(parts):
-            self._send(Table(self.table_version, index, len(parts), tuple(part)), session.addr)
+            self._send(
+                Table(self.table_version, index, len(parts), tuple(part)),
+                session.addr,
+                session.info.wg_ip,
+            )
 
     def _table_entries(self, now: float) -> list[TableEntry]:
         entries = []
@@ -598,11 +729,17 @@ class Node:
         session.ping_sent[session.ping_seq] = now
         if len(session.ping_sent) > 8:
             session.ping_sent.pop(min(session.ping_sent))
-        self._send(wire.Ping(session.ping_seq, self.table_version), self._addr_of(session))
+        self._send(
+            wire.Ping(session.ping_seq, self.table_version),
+            self._addr_of(session),
+            session.info.wg_ip,
+        )
         session.next_ping = now + self._jitter(self.timers.ping_interval)
 
     def _drop_session(self, wg_ip: IPv4Address, now: float) -> None:
         del self.sessions[wg_ip]
+        self.paths.pop(wg_ip, None)
+        self._listed_by.discard(wg_ip)
         self.listings.pop(wg_ip, None)
         self._listing_versions.pop(wg_ip, None)
         self._pending_tables.pop(wg_ip, None)
@@ -627,22 +764,29 @@ class Node:
     # --- desired state ------------------------------------------------------
 
     def _recompute(self, now: float) -> None:
-        """Derive WireGuard peers and routes from sessions and listings."""
+        """Derive WireGuard peers and routes from sessions, pair paths and listings."""
+        self._prune_pairs(now)
+        direct = {
+            ip: s
+            for ip, s in self.sessions.items()
+            if (s.peer_ready if not self._is_pair(ip) else self.paths[ip].state == "direct")
+        }
+        # Both ends of a relayed pair must pick the same gateway, or each
+        # would drop the other's packets (WireGuard checks the source against
+        # the AllowedIPs of the peer it came from). So: the lowest wg IP among
+        # the static nodes that list both of us; no local preference.
         gateways: dict[IPv4Address, IPv4Address] = {}
-        ready = {ip: s for ip, s in self.sessions.items() if s.peer_ready}
         for static_ip in sorted(self.listings):
-            if static_ip not in ready:
+            listing = self.listings[static_ip]
+            if static_ip not in direct or static_ip not in self._listed_by:
                 continue
-            for ip in self.listings[static_ip]:
-                if ip in ready or ip == self.info.wg_ip:
-                    continue
-                current = self._gateways.get(ip)
-                if ip not in gateways or current == static_ip:
-                    gateways[ip] = static_ip  # keep the current gateway while it works
+            for ip in listing:
+                if ip not in direct and ip != self.info.wg_ip:
+                    gateways.setdefault(ip, static_ip)
         for ip, gateway in gateways.items():
             if self._gateways.get(ip) != gateway:
                 self._event(logging.INFO, f"{self._label(ip)} reachable via {self._label(gateway)}")
-        for ip in self._gateways.keys() - gateways.keys() - ready.keys():
+        for ip in self._gateways.keys() - gateways.keys() - direct.keys():
             self._event(logging.INFO, f"{ip} gone")
         self._gateways = gateways
 
@@ -652,20 +796,297 @@ class Node:
         for ip, gateway in gateways.items():
             via.setdefault(gateway, []).append(ip)
             routes.add(Route(ip, gateway))
-        for ip, session in ready.items():
+        for ip, session in direct.items():
             target = self.statics.get(ip)
             allowed = sorted([ip, *via.get(ip, [])])
+            if self._is_pair(ip):  # WireGuard keeps the endpoint the handshake used
+                endpoint, keepalive = None, self.timers.keepalive
+            else:
+                endpoint = target.wg_endpoint if target else None
+                keepalive = self.timers.keepalive if target else 0
             peers[session.info.public_key] = WgPeer(
                 public_key=session.info.public_key,
                 allowed_ips=tuple(IPv4Network(a) for a in allowed),
-                endpoint=target.wg_endpoint if target else None,
-                persistent_keepalive=self.timers.keepalive if target else 0,
+                endpoint=endpoint,
+                persistent_keepalive=keepalive,
             )
             routes.add(Route(ip))
+        for ip, path in self.paths.items():
+            if path.state in ("installing", "punching"):
+                key = self.sessions[ip].info.public_key
+                punching = path.state == "punching"
+                peers[key] = WgPeer(
+                    public_key=key,
+                    allowed_ips=(),  # traffic stays on the gateway until the handshake
+                    endpoint=path.endpoint if punching else None,
+                    persistent_keepalive=self.timers.keepalive if punching else 0,
+                )
         desired = (peers, routes)
         if desired != self._desired:
             self._desired = desired
             self.state_version += 1
+
+    # --- direct links between dynamic nodes ---------------------------------
+
+    def _is_pair(self, wg_ip: IPv4Address) -> bool:
+        """A session between two dynamic nodes (no static node involved)."""
+        return not self.is_static and wg_ip not in self.statics
+
+    def _listed(self, wg_ip: IPv4Address) -> TableEntry | None:
+        """The freshest entry for a node among the tables of static nodes we reach."""
+        best: TableEntry | None = None
+        for static_ip, listing in self.listings.items():
+            session = self.sessions.get(static_ip)
+            entry = listing.get(wg_ip)
+            if session is None or not session.peer_ready or entry is None:
+                continue
+            if best is None or entry.age < best.age:
+                best = entry
+        return best
+
+    def _prune_pairs(self, now: float) -> None:
+        """Pair sessions live while a static lists that boot, or the direct link works."""
+        for wg_ip in [ip for ip in self.sessions if self._is_pair(ip)]:
+            session = self.sessions[wg_ip]
+            entry = self._listed(wg_ip)
+            if entry is not None and entry.boot == session.boot:
+                path = self.paths[wg_ip]
+                signature = self._signature(session, entry, path.signature)
+                if path.signature != signature and path.signature:
+                    self._event(logging.INFO, f"{self._label(wg_ip)}: addresses changed, re-trying")
+                    path.signature = signature
+                    self._start_attempt(wg_ip, now, recompute=False)
+                continue
+            if entry is None and self.paths[wg_ip].state == "direct" and not self._listed_by:
+                continue  # no static to ask (all down): keep the direct link while it works
+            del self.sessions[wg_ip]
+            del self.paths[wg_ip]
+
+    def _signature(
+        self, session: Session, entry: TableEntry | None, previous: tuple[object, ...] = ()
+    ) -> tuple[object, ...]:
+        """What a path choice depends on; a change (roaming) means try again.
+
+        An outside endpoint that is momentarily unknown (a static restarted and
+        has not seen the handshake yet) keeps its last known value: only a real
+        move counts.
+        """
+        theirs = entry.wg_endpoint if entry else None
+        mine = self.visible_endpoint
+        if previous:
+            theirs = theirs or previous[2]  # type: ignore[assignment]
+            mine = mine or previous[4]  # type: ignore[assignment]
+        return (session.boot, session.info.local_endpoints, theirs, self.info.local_endpoints, mine)
+
+    def _start_attempt(self, wg_ip: IPv4Address, now: float, recompute: bool = True) -> None:
+        path = self.paths[wg_ip]
+        session = self.sessions[wg_ip]
+        path.signature = self._signature(session, self._listed(wg_ip), path.signature)
+        path.attempt += 1
+        path.installed = path.peer_ready = False
+        if session.info.public_key in self._wg:
+            # WireGuard still has the peer from an earlier link or attempt: its
+            # old session would hide whether a new handshake happens. Remove it
+            # first (the gateway carries the traffic meanwhile).
+            path.state = "clearing"
+            path.since = now
+            path.reason = "removing the previous link"
+            if recompute:
+                self._recompute(now)
+            return
+        path.state = "probing"
+        path.kind = path.endpoint = None
+        path.installed = path.peer_ready = False
+        path.started = path.since = now
+        path.probe_token = int.from_bytes(self._random_bytes(4), "big")
+        path.reason = "probing local addresses"
+        locals_ = session.info.local_endpoints
+        for endpoint in locals_:
+            self._send(wire.Probe(path.probe_token), endpoint, wg_ip)
+        path.deadline = now + (self.timers.probe_window if locals_ else 0.0)
+        if not locals_:
+            self._probe_over(wg_ip, path, now)
+        if recompute:
+            self._recompute(now)
+
+    def _probe_over(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
+        entry = self._listed(wg_ip)
+        if entry is None or entry.wg_endpoint is None:
+            path.state = "relayed"
+            path.reason = "its outside endpoint is not known yet"
+            return
+        self._install(path, "nat", entry.wg_endpoint, now)
+
+    def _install(self, path: PairPath, kind: str, endpoint: Endpoint, now: float) -> None:
+        path.state = "installing"
+        path.kind = kind
+        path.endpoint = endpoint
+        path.since = now
+        path.deadline = now + self.timers.punch_timeout * 2  # bounded wait for Ready
+        path.reason = f"trying {kind} endpoint {endpoint[0]}:{endpoint[1]}"
+
+    def _on_probe(self, session: Session, addr: Endpoint, now: float) -> None:
+        wg_ip = session.info.wg_ip
+        path = self.paths.get(wg_ip)
+        if path is None:
+            return
+        if path.state in ("relayed", "failed", "direct"):
+            self._start_attempt(wg_ip, now)  # the peer (re)starts: follow it
+        # A probe that arrives straight from one of the peer's own addresses
+        # shows a direct underlay path as well as an answer to ours would
+        # (and ours may have been sent before the peer had our session).
+        if path.state == "probing" and addr in session.info.local_endpoints:
+            self._install(path, "lan", (addr[0], session.info.wg_port), now)
+            self._recompute(now)
+
+    def _on_probe_ack(self, session: Session, token: int, addr: Endpoint, now: float) -> None:
+        path = self.paths.get(session.info.wg_ip)
+        if path is None or path.state != "probing" or token != path.probe_token:
+            return
+        self._install(path, "lan", (addr[0], session.info.wg_port), now)
+        self._recompute(now)
+
+    def _on_ready(self, session: Session, peer_direct: bool, now: float) -> None:
+        wg_ip = session.info.wg_ip
+        path = self.paths.get(wg_ip)
+        if path is None:
+            return
+        if peer_direct and path.state in ("installing", "punching") and path.installed:
+            self._go_direct(wg_ip, path, now)  # the handshake happened: follow at once
+            return
+        if path.state in ("relayed", "failed") or (path.state == "direct" and not peer_direct):
+            self._start_attempt(wg_ip, now)
+        if path.state in ("probing", "installing"):
+            path.peer_ready = True
+        self._advance(wg_ip, path, now)
+
+    def _path_wg(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
+        """A new ``wg show`` reading: installed yet? handshake yet? still alive?"""
+        key = self.sessions[wg_ip].info.public_key
+        reading = self._wg.get(key)
+        if path.state == "clearing":
+            if reading is None:
+                self._start_attempt(wg_ip, now)
+            return
+        if path.state in ("installing", "punching") and reading is not None:
+            if not path.installed:
+                path.installed = True
+                path.next_ready = now
+            age = reading.handshake_age
+            # wg reports whole seconds: allow one second of rounding.
+            if age is not None and age <= now - path.started + 1.0:
+                self._go_direct(wg_ip, path, now)
+                self._send(wire.Ready(path.attempt, direct=True), self.sessions[wg_ip].addr, wg_ip)
+                return
+        elif path.state == "direct":
+            age = reading.handshake_age if reading else None
+            if age is None or age > self.timers.direct_stale_after:
+                self._fail(wg_ip, path, now, "direct link lost its handshake", soon=True)
+                return
+        self._advance(wg_ip, path, now)
+
+    def _go_direct(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
+        session = self.sessions[wg_ip]
+        reading = self._wg.get(session.info.public_key)
+        if reading is not None and reading.endpoint is not None:
+            # The handshake may have come in on another path than the one we
+            # tried (the peer's candidate won): report what WireGuard uses.
+            path.endpoint = reading.endpoint
+            lan = any(reading.endpoint[0] == ip for ip, _port in session.info.local_endpoints)
+            path.kind = "lan" if lan else "nat"
+        path.state = "direct"
+        path.since = now
+        path.failures = 0
+        path.reason = f"direct ({path.kind}) since the handshake"
+        where = (path.endpoint or ("?", 0))[0]
+        self._event(
+            logging.INFO, f"{self._label(wg_ip)} direct over {(path.kind or '?').upper()} ({where})"
+        )
+        self._recompute(now)
+
+    def _advance(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
+        if path.state in ("installing", "punching") and path.installed and now >= path.next_ready:
+            # Repeated: a lost Ready would leave the peer waiting for the timeout.
+            self._send(wire.Ready(path.attempt), self.sessions[wg_ip].addr, wg_ip)
+            path.next_ready = now + self.timers.ready_interval
+        if path.state == "installing" and path.installed and path.peer_ready:
+            path.state = "punching"
+            path.since = now
+            path.deadline = now + self.timers.punch_timeout
+            self._send(wire.Ready(path.attempt), self.sessions[wg_ip].addr, wg_ip)
+            path.next_ready = now + self.timers.ready_interval
+            self._recompute(now)
+
+    def _fail(self, wg_ip: IPv4Address, path: PairPath, now: float, why: str, soon: bool) -> None:
+        path.failures = 0 if soon else path.failures + 1
+        backoff = min(
+            self.timers.path_retry_max,
+            self.timers.path_retry_min * 2 ** max(0, path.failures - 1),
+        )
+        path.state = "failed"
+        path.since = now
+        path.retry_at = now + (self.timers.ready_interval if soon else self._jitter(backoff))
+        path.reason = f"{why}; relayed, retry in {path.retry_at - now:.0f} s"
+        self._event(logging.INFO, f"{self._label(wg_ip)}: {path.reason}")
+        self._recompute(now)
+
+    def _pair_timers(self, now: float) -> None:
+        for wg_ip, path in list(self.paths.items()):
+            if wg_ip not in self.paths:
+                continue
+            if path.state == "probing" and now >= path.deadline:
+                self._probe_over(wg_ip, path, now)
+                self._recompute(now)
+            elif path.state == "installing" and now >= path.deadline:
+                self._fail(wg_ip, path, now, f"{self._label(wg_ip)} never got ready", soon=False)
+            elif path.state == "punching" and now >= path.deadline:
+                timeout = self.timers.punch_timeout
+                why = f"no WireGuard handshake over {path.kind} within {timeout:g} s"
+                if path.kind == "nat":
+                    why += " (symmetric NAT or strict firewall?)"
+                self._fail(wg_ip, path, now, why, soon=False)
+            elif path.state == "failed" and now >= path.retry_at:
+                self._start_attempt(wg_ip, now)
+            elif path.state in ("installing", "punching"):
+                self._advance(wg_ip, path, now)
+        if self.is_static:
+            return
+        for wg_ip, entry in self._pair_hello_candidates():
+            due, backoff = self._pair_hello_at.get(wg_ip, (now, 0.2))
+            if now < due:
+                continue
+            self._send_hello(
+                (str(wg_ip), entry.info.admin_port), now, None, want_echo=True, to=wg_ip
+            )
+            self._pair_hello_at[wg_ip] = (now + backoff, min(backoff * 2, 10.0))
+
+    def _pair_hello_candidates(self) -> list[tuple[IPv4Address, TableEntry]]:
+        """Dynamic nodes we should open a session with: the lower wg IP of two
+        dynamic nodes does, through the gateway tunnel, once the kernel has the
+        route there (before that, the datagram would leak to the underlay)."""
+        if self.is_static:
+            return []
+        out = []
+        for wg_ip in self._gateways:
+            if wg_ip in self.sessions or wg_ip in self.statics or wg_ip < self.info.wg_ip:
+                continue
+            entry = self._listed(wg_ip)
+            if wg_ip in self._routable and entry is not None:
+                out.append((wg_ip, entry))
+        return out
+
+    def _pair_deadlines(self) -> list[float]:
+        deadlines = []
+        for path in self.paths.values():
+            if path.state in ("probing", "installing", "punching"):
+                deadlines.append(path.deadline)
+            if path.state in ("installing", "punching") and path.installed:
+                deadlines.append(path.next_ready)
+            if path.state == "failed":
+                deadlines.append(path.retry_at)
+        for wg_ip, _entry in self._pair_hello_candidates():
+            deadlines.append(self._pair_hello_at.get(wg_ip, (0.0, 0.0))[0])
+        return deadlines
 
     # --- helpers ------------------------------------------------------------
 
@@ -675,9 +1096,14 @@ class Node:
             return target.admin_endpoint
         return session.addr
 
-    def _send(self, message: Message, addr: Endpoint) -> None:
+    def _send(
+        self, message: Message, addr: Endpoint, to: IPv4Address = wire.UNKNOWN_RECEIVER
+    ) -> None:
+        if addr[0] in self._subnet_text and IPv4Address(addr[0]) not in self._routable:
+            self._drop("no route yet")  # without our route it would leak to the underlay
+            return
         self._counter += 1
-        header = Header(self.info.wg_ip, self.boot, self._counter)
+        header = Header(self.info.wg_ip, self.boot, self._counter, to)
         self._outbox.append((wire.seal_message(self._key, header, message), addr))
 
     def _valid_member(self, wg_ip: IPv4Address) -> bool:
@@ -711,6 +1137,19 @@ class Node:
             if wg_ip in listing:
                 return f"{listing[wg_ip].info.name} ({wg_ip})"
         return str(wg_ip)
+
+
+class _PrefixCheck:
+    """``text in check``: is this address text inside the subnet (cheap, no exceptions)."""
+
+    def __init__(self, subnet: IPv4Network) -> None:
+        self._subnet = subnet
+
+    def __contains__(self, text: object) -> bool:
+        try:
+            return IPv4Address(str(text)) in self._subnet
+        except ValueError:
+            return False
 
 
 def with_local_endpoints(info: NodeInfo, endpoints: Iterable[Endpoint]) -> NodeInfo:

@@ -16,13 +16,21 @@ class ReplayWindow:
 
     def __init__(self, first: int) -> None:
         self.highest = first
-        self.bitmap = 1  # bit i set: highest - i was seen
+        # bit i set: highest - i was seen. Everything before the first accepted
+        # counter counts as seen: the sender's earlier datagrams (its first
+        # hello) were sent before the session existed and must not replay into it.
+        self.bitmap = (1 << WINDOW) - 1
 
     def accept(self, counter: int) -> bool:
         """True (and remembered) the first time ``counter`` is seen; False for a replay."""
         if counter > self.highest:
             shift = counter - self.highest
-            self.bitmap = ((self.bitmap << shift) | 1) & ((1 << WINDOW) - 1)
+            # A jump past the window forgets everything: never shift by a huge
+            # number (a forged counter of 2**60 must not cost memory).
+            if shift >= WINDOW:
+                self.bitmap = 1
+            else:
+                self.bitmap = ((self.bitmap << shift) | 1) & ((1 << WINDOW) - 1)
             self.highest = counter
             return True
         offset = self.highest - counter

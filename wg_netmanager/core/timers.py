@@ -34,6 +34,19 @@ class Timers:
     table_push_delay: float = 0.01
     # A challenge sent on first contact stays valid this long.
     challenge_lifetime: float = 10.0
+    # Direct links between dynamic nodes (LAN, NAT traversal): how long to
+    # wait for LAN probe answers, for a WireGuard handshake once both sides
+    # are ready, how often to repeat "ready", and the retry backoff after a
+    # failed attempt. A direct link without a handshake for direct_stale_after
+    # (WireGuard re-handshakes every 2 min while in use) falls back to relay.
+    probe_window: float = 0.15
+    punch_timeout: float = 3.0
+    ready_interval: float = 0.25
+    path_retry_min: float = 15.0
+    path_retry_max: float = 300.0
+    direct_stale_after: float = 200.0
+    # Local (LAN) addresses are re-read this often (roaming, DHCP).
+    local_addresses_interval: float = 5.0
     # Log a compact peer summary this often at -v in headless mode.
     summary_interval: float = 30.0
     # WireGuard persistent keepalive towards static peers (seconds).

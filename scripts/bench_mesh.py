@@ -1,0 +1,836 @@
+#!/usr/bin/env python3
+"""Benchmark the real daemon in the working-example testbed (ns/working_example.sh).
+
+    sudo python scripts/bench_mesh.py [--runs N] [--scenario a,b,c,d]
+                                      [--keep-logs DIR] [--json FILE] [--symmetric]
+
+Four nodes: beta (static, 198.51.100.1, wg 10.1.1.1), alpha behind its own
+NAT firewall (10.1.1.2), charlie and delta on one home LAN behind a NAT
+router (10.1.1.3, 10.1.1.4).  Every run builds a fresh testbed, starts a
+reachability prober (tests/prober.py) in every box, then the daemons
+(``python -m wg_netmanager -c CFG --no-tui wg0 IP NAME``), and measures:
+
+a  all four daemons started together: time until every pair answers in both
+   directions (first prober reply), per pair; time until charlie<->delta
+   are direct WireGuard peers over the LAN, and until all six links are
+   direct ('n/a' if it does not happen within --direct-wait s).
+b  the same, beta started 0.5 s after the others; times from beta's start.
+c  after convergence charlie's daemon is SIGKILLed and restarted at once
+   (new key): time from the new start until charlie and every other node
+   answer each other again without interruption.
+d  idle cost: 10 s after convergence (probers stopped) every daemon's CPU%
+   and RSS, wireguard-go's CPU%, and the underlay bytes/s of every node's
+   eth0, over 20 s.
+
+"Direct" is read every 50 ms from each box's WireGuard UAPI socket (the
+testbed keeps it on the host at $TB_STATE_ROOT/PREFIX/BOX/wireguard/wg0.sock)
+and its routing table (/proc/PID/net/route of a process in the box): A-B is
+direct when A has B's current public key as a peer with B/32 allowed and no
+gateway route for B, and vice versa.  All times are CLOCK_MONOTONIC
+(time.monotonic()), shared by the benchmark, the probers and every network
+namespace.  Prints numbers; asserts nothing.  Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from netns import REQUIRED_TOOLS, Testbed, script_path, unique_prefix, which  # noqa: E402
+
+NODES = {"beta": "10.1.1.1", "alpha": "10.1.1.2", "charlie": "10.1.1.3", "delta": "10.1.1.4"}
+BY_IP = {ip: box for box, ip in NODES.items()}
+PAIRS = list(itertools.combinations(NODES, 2))  # the six links
+DIRECTED = list(itertools.permutations(NODES, 2))  # the twelve prober directions
+HOME_LAN = "192.168.1."
+NETWORK_YAML = """\
+network:
+  sharedKey: 8CY3eUZz0jNqSi1bhPk9NUFyXyb2EaXGvOyPtgd8ADs=
+  subnet: 10.1.1.0/24
+peers:
+  - endPoint: 198.51.100.1:50001
+    adminPort: 50501
+    wgIp: 10.1.1.1
+"""
+PROBE_PORT = 7777
+PROBE_INTERVAL = 0.02
+PROBE_GAP = 0.1  # a silence longer than this is an outage
+PROBE_MAX = 120.0  # a prober's own time limit (s); they are stopped much earlier
+POLL = 0.05  # direct-path polling interval
+CONVERGE_TIMEOUT = 20.0
+RECOVER_TIMEOUT = 15.0
+BETA_DELAY = 0.5  # scenario b
+IDLE_SETTLE = 10.0  # scenario d: wait after convergence ...
+IDLE_WINDOW = 20.0  # ... then measure over this long
+STATE_ROOT = Path(os.environ.get("TB_STATE_ROOT", "/run/wgnm-testbed"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SCENARIOS = {
+    "a": "all four started together",
+    "b": f"static beta started {BETA_DELAY} s after the others (times from beta's start)",
+    "c": "charlie SIGKILLed after convergence, restarted at once with a new key",
+    "d": f"idle: {IDLE_SETTLE:g} s after convergence, measured over {IDLE_WINDOW:g} s",
+}
+
+
+class BenchError(Exception):
+    pass
+
+
+# --- reading the boxes from the host ----------------------------------------
+
+
+def uapi_get(path: Path, timeout: float = 0.5) -> dict[str, Any] | None:
+    """The interface's state through wireguard-go's UAPI socket: own public
+    key (hex) and peers {public key hex: {"endpoint", "allowed"}}; None if
+    the socket is not there (yet) or does not answer."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(path))
+            s.sendall(b"get=1\n\n")
+            buf = b""
+            while not buf.endswith(b"\n\n") and len(buf) < 1 << 20:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+    except OSError:
+        return None
+    own: str | None = None
+    peers: dict[str, dict[str, Any]] = {}
+    cur: dict[str, Any] | None = None
+    for line in buf.decode(errors="replace").splitlines():
+        key, _, value = line.partition("=")
+        if key == "private_key":
+            own = _public_hex(value)
+        elif key == "public_key":
+            cur = peers.setdefault(value, {"endpoint": None, "allowed": set()})
+        elif key == "endpoint" and cur is not None:
+            cur["endpoint"] = value
+        elif key == "allowed_ip" and cur is not None:
+            cur["allowed"].add(value)
+        elif key == "errno" and value != "0":
+            return None
+    return {"public": own, "peers": peers}
+
+
+_pub_cache: dict[str, str] = {}
+
+
+def _public_hex(private_hex: str) -> str:
+    if private_hex not in _pub_cache:
+        from nacl.public import PrivateKey
+
+        _pub_cache[private_hex] = PrivateKey(bytes.fromhex(private_hex)).public_key.encode().hex()
+    return _pub_cache[private_hex]
+
+
+def gateway_routes(pid: int, ifname: str = "wg0") -> dict[str, str] | None:
+    """{destination: gateway} of the host routes via a gateway on ``ifname``
+    in the main table of ``pid``'s network namespace."""
+    try:
+        lines = Path(f"/proc/{pid}/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    routes = {}
+    for line in lines:
+        f = line.split()
+        if len(f) < 8 or f[0] != ifname or f[7] != "FFFFFFFF" or int(f[2], 16) == 0:
+            continue
+        routes[_hexip(f[1])] = _hexip(f[2])
+    return routes
+
+
+def _hexip(h: str) -> str:
+    return socket.inet_ntoa(int(h, 16).to_bytes(4, "little"))
+
+
+def netdev_bytes(pid: int, ifname: str = "eth0") -> tuple[int, int, int, int] | None:
+    """(rx bytes, rx packets, tx bytes, tx packets) of ``ifname`` in the
+    network namespace of ``pid``."""
+    try:
+        text = Path(f"/proc/{pid}/net/dev").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        if name.strip() == ifname:
+            f = rest.split()
+            return int(f[0]), int(f[1]), int(f[8]), int(f[9])
+    return None
+
+
+def cpu_ticks(pid: int) -> tuple[int, int] | None:
+    """(utime+stime, cutime+cstime) of ``pid`` in clock ticks."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    f = stat[stat.rindex(")") + 2 :].split()  # fields from 3 on
+    return int(f[11]) + int(f[12]), int(f[13]) + int(f[14])
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+# --- direct-path poller ------------------------------------------------------
+
+
+class DirectPoller(threading.Thread):
+    """Polls every box's WireGuard state and routes every POLL seconds and
+    records the first time each condition held."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(daemon=True)
+        self.run_ = run
+        self.stop_ = threading.Event()
+        self.wg_up: dict[str, float] = {}
+        self.pair_direct: dict[str, float] = {}
+        self.cd_lan_direct: float | None = None
+        self.all_direct: float | None = None
+        self.keys: dict[str, list[tuple[float, str]]] = {b: [] for b in NODES}
+        self.polls = 0
+        self.errors = 0
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600
+        while not self.stop_.is_set() and time.monotonic() < deadline:
+            t = time.monotonic()
+            try:
+                self.poll(t)
+            except Exception:  # never let a parsing surprise kill the measurement
+                self.errors += 1
+            self.polls += 1
+            self.stop_.wait(max(0.0, POLL - (time.monotonic() - t)))
+
+    def poll(self, t: float) -> None:
+        state: dict[str, dict[str, Any] | None] = {}
+        routes: dict[str, dict[str, str] | None] = {}
+        for box in NODES:
+            state[box] = uapi_get(self.run_.uapi_path(box))
+            pid = self.run_.box_pid(box)
+            routes[box] = gateway_routes(pid) if pid else None
+            st = state[box]
+            if st is not None:
+                self.wg_up.setdefault(box, t)
+                keys = self.keys[box]
+                if st["public"] and (not keys or keys[-1][1] != st["public"]):
+                    keys.append((t, st["public"]))
+
+        def peer_of(a: str, b: str) -> dict[str, Any] | None:
+            sa, sb, ra = state[a], state[b], routes[a]
+            if sa is None or sb is None or ra is None or not sb["public"]:
+                return None
+            peer = sa["peers"].get(sb["public"])
+            if peer is None or f"{NODES[b]}/32" not in peer["allowed"]:
+                return None
+            if NODES[b] in ra:  # a gateway route: reached via someone
+                return None
+            return peer  # type: ignore[no-any-return]
+
+        direct = 0
+        for a, b in PAIRS:
+            pa, pb = peer_of(a, b), peer_of(b, a)
+            if pa is None or pb is None:
+                continue
+            direct += 1
+            self.pair_direct.setdefault(f"{a}-{b}", t)
+            if {a, b} == {"charlie", "delta"} and self.cd_lan_direct is None:
+                ends = [pa["endpoint"] or "", pb["endpoint"] or ""]
+                if all(e.startswith(HOME_LAN) for e in ends):
+                    self.cd_lan_direct = t
+        if direct == len(PAIRS) and self.all_direct is None:
+            self.all_direct = t
+
+    def stop(self) -> None:
+        self.stop_.set()
+        self.join(timeout=5)
+
+
+# --- one run -------------------------------------------------------------------
+
+
+class Run:
+    """A fresh testbed with probers and daemons; always cleaned up on exit."""
+
+    def __init__(self, args: argparse.Namespace, scenario: str, index: int, base: Path) -> None:
+        self.args = args
+        self.scenario = scenario
+        self.index = index
+        self.dir = base / f"{scenario}{index}"
+        self.dir.mkdir(mode=0o700)
+        self.config = self.dir / "network.yaml"
+        self.tb = Testbed(script_path("working_example"), unique_prefix("bm"))
+        self.probers: dict[str, subprocess.Popen[bytes]] = {}
+        self.daemons: dict[str, subprocess.Popen[bytes]] = {}
+        self.spawned: dict[str, list[float]] = {b: [] for b in NODES}
+        self.starts = itertools.count()
+        self.poller: DirectPoller | None = None
+
+    def __enter__(self) -> Run:
+        fd = os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(NETWORK_YAML)
+        if self.args.symmetric:
+            os.environ["SYMMETRIC"] = "1"
+        try:
+            self.tb.up()
+        finally:
+            os.environ.pop("SYMMETRIC", None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.poller is not None:
+                self.poller.stop()
+            self.stop_probers()
+            self.stop_daemons()
+        finally:
+            self.tb.down()
+            if self.args.keep_logs:
+                dest = Path(self.args.keep_logs) / self.dir.name
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(self.dir, dest, ignore=shutil.ignore_patterns("network.yaml"))
+
+    # paths and pids
+    def uapi_path(self, box: str) -> Path:
+        return STATE_ROOT / self.tb.prefix / box / "wireguard" / "wg0.sock"
+
+    def box_pid(self, box: str) -> int | None:
+        for procs in (self.probers, self.daemons):
+            proc = procs.get(box)
+            if proc is not None and proc.poll() is None:
+                return proc.pid
+        return None
+
+    # probers
+    def start_probers(self) -> None:
+        for box, ip in NODES.items():
+            peers = ",".join(p for b, p in NODES.items() if b != box)
+            argv = [sys.executable, str(REPO / "tests" / "prober.py"), "--me", ip]
+            argv += ["--peers", peers, "--port", str(PROBE_PORT)]
+            argv += ["--interval", str(PROBE_INTERVAL), "--duration", str(PROBE_MAX)]
+            argv += ["--gap-threshold", str(PROBE_GAP), "--flush-interval", "0.1", "--dev", "wg0"]
+            argv += ["--out", str(self.dir / f"probe-{box}.json")]
+            self.probers[box] = self.tb.spawn(box, argv, self.dir / f"probe-{box}.log")
+        for box in NODES:
+            log = self.dir / f"probe-{box}.log"
+            if not _wait(functools.partial(_contains, log, "ready"), 10):
+                raise BenchError(f"prober in {box} did not start: {log.read_text()[-500:]}")
+
+    def probes(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for box in NODES:
+            with contextlib.suppress(OSError, ValueError):
+                out[box] = json.loads((self.dir / f"probe-{box}.json").read_text())
+        return out
+
+    def stop_probers(self) -> dict[str, dict[str, Any]]:
+        procs = [p for p in self.probers.values() if p.poll() is None]
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            self.tb.stop(p, timeout=5)
+        return self.probes()
+
+    # daemons
+    def spawn_daemon(self, box: str) -> float:
+        argv = [sys.executable, "-m", "wg_netmanager", "-c", str(self.config), "--no-tui"]
+        if self.args.keep_logs:
+            argv.append("-vv")
+        argv += ["wg0", NODES[box], box]
+        log = self.dir / f"{box}-{next(self.starts)}.log"
+        env = {"PYTHONPATH": str(REPO)}
+        t = time.monotonic()
+        self.daemons[box] = self.tb.spawn(box, argv, log, env=env)
+        self.spawned[box].append(t)
+        return t
+
+    def stop_daemons(self) -> None:
+        procs = [p for p in self.daemons.values() if p.poll() is None]
+        for p in procs:  # all at once: they shut down in parallel
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            self.tb.stop(p, timeout=5)
+
+    def check_daemons(self) -> None:
+        for box, p in self.daemons.items():
+            if p.poll() is not None:
+                raise BenchError(f"daemon {box} exited with {p.returncode}")
+
+    def start_poller(self) -> None:
+        self.poller = DirectPoller(self)
+        self.poller.start()
+
+    def log_tails(self, lines: int = 15) -> str:
+        parts = []
+        for log in sorted(self.dir.glob("*.log")):
+            if log.name.startswith("probe-"):
+                continue
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    # waiting
+    def wait_all_reachable(self, timeout: float = CONVERGE_TIMEOUT) -> float | None:
+        """Monotonic time by which every direction had a first reply."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_daemons()
+            t = all_reachable(self.probes())
+            if t is not None:
+                return t
+            time.sleep(0.1)
+        return None
+
+
+def _contains(path: Path, text: str) -> bool:
+    return text in path.read_text()
+
+
+def _wait(pred: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            if pred():
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+# --- analysis --------------------------------------------------------------------
+
+
+def first_reply(probes: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
+    """When ``a``'s prober first got a reply from ``b``."""
+    try:
+        t = probes[a]["peers"][NODES[b]]["first_reply"]
+    except KeyError:
+        return None
+    return float(t) if t is not None else None
+
+
+def all_reachable(probes: dict[str, dict[str, Any]]) -> float | None:
+    times = [first_reply(probes, a, b) for a, b in DIRECTED]
+    if any(t is None for t in times):
+        return None
+    return max(t for t in times if t is not None)
+
+
+def recovered_at(peer: dict[str, Any], since: float, end: float) -> float | None:
+    """The time from which ``peer`` (a prober's per-peer record) answered
+    without interruption until ``end``, if that began after ``since``."""
+    last = peer.get("last_reply")
+    if last is None or last <= since or end - last > PROBE_GAP * 3:
+        return None
+    ends = [o[1] for o in peer.get("outages", []) if o[1] > since]
+    return max(ends) if ends else since
+
+
+def outage_start(peer: dict[str, Any], since: float) -> float | None:
+    starts = [o[0] for o in peer.get("outages", []) if o[1] > since]
+    return min(starts) if starts else None
+
+
+def rel(t: float | None, t0: float) -> float | None:
+    return None if t is None else round(t - t0, 4)
+
+
+def reach_metrics(run: Run, probes: dict[str, dict[str, Any]], t0: float) -> dict[str, Any]:
+    m: dict[str, Any] = {"all pairs reachable": rel(all_reachable(probes), t0)}
+    for a, b in PAIRS:
+        ab, ba = first_reply(probes, a, b), first_reply(probes, b, a)
+        m[f"{a}-{b}"] = None if ab is None or ba is None else rel(max(ab, ba), t0)
+        m[f"  {a}->{b} / {b}->{a}"] = [rel(ab, t0), rel(ba, t0)]
+    poller = run.poller
+    assert poller is not None
+    m["charlie<->delta direct (LAN)"] = rel(poller.cd_lan_direct, t0)
+    m["all six links direct"] = rel(poller.all_direct, t0)
+    for a, b in PAIRS:
+        m[f"direct {a}-{b}"] = rel(poller.pair_direct.get(f"{a}-{b}"), t0)
+    for box in NODES:
+        m[f"wg0 up {box}"] = rel(poller.wg_up.get(box), t0)
+    # the protocol's share: from the last interface up (process start-up,
+    # Python imports, wireguard-go) to the full mesh
+    ups = [poller.wg_up.get(box) for box in NODES]
+    t_all = all_reachable(probes)
+    if t_all is not None and None not in ups:
+        m["all reachable after last wg0 up"] = round(t_all - max(u for u in ups if u), 4)
+    else:
+        m["all reachable after last wg0 up"] = None
+    return m
+
+
+# --- scenarios -----------------------------------------------------------------
+
+
+def start_all(run: Run, delay_beta: float = 0.0) -> float:
+    """Start the four daemons; returns t0 (beta's start if delayed)."""
+    run.start_poller()
+    t0 = time.monotonic()
+    for box in NODES:
+        if box != "beta" or delay_beta == 0:
+            run.spawn_daemon(box)
+    if delay_beta:
+        time.sleep(max(0.0, t0 + delay_beta - time.monotonic()))
+        t0 = run.spawn_daemon("beta")
+    return t0
+
+
+def scenario_ab(run: Run) -> dict[str, Any]:
+    run.start_probers()
+    t0 = start_all(run, BETA_DELAY if run.scenario == "b" else 0.0)
+    t_all = run.wait_all_reachable()
+    if t_all is None:
+        raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
+    assert run.poller is not None
+    # give direct paths (NAT traversal, LAN) a chance to appear
+    deadline = time.monotonic() + run.args.direct_wait
+    while time.monotonic() < deadline and run.poller.all_direct is None:
+        time.sleep(POLL)
+    run.poller.stop()
+    probes = run.stop_probers()
+    return reach_metrics(run, probes, t0)
+
+
+def scenario_c(run: Run) -> dict[str, Any]:
+    run.start_probers()
+    t_start = start_all(run)
+    t_all = run.wait_all_reachable()
+    if t_all is None:
+        raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
+    time.sleep(0.5)  # settle (routes, keepalives)
+    run.tb.stop(run.daemons["charlie"], sig=signal.SIGKILL, timeout=5)
+    t_r = run.spawn_daemon("charlie")
+    pairs = [(a, b) for a, b in DIRECTED if "charlie" in (a, b)]
+
+    def recovered() -> float | None:
+        probes = run.probes()
+        times = []
+        for a, b in pairs:
+            peer = probes.get(a, {}).get("peers", {}).get(NODES[b])
+            if peer is None:
+                return None
+            t = recovered_at(peer, t_r, probes[a]["ended"])
+            # require an interruption after the restart (a new key means one),
+            # unless the pair kept answering for 3 s
+            if t is None or (t == t_r and time.monotonic() - t_r < 3):
+                return None
+            times.append(t)
+        return max(times)
+
+    deadline = time.monotonic() + RECOVER_TIMEOUT
+    while time.monotonic() < deadline and recovered() is None:
+        run.check_daemons()
+        time.sleep(0.1)
+    time.sleep(1.0)  # keep watching: a relapse after the first recovery counts
+    assert run.poller is not None
+    run.poller.stop()
+    probes = run.stop_probers()
+    m: dict[str, Any] = {"initial convergence": rel(t_all, t_start)}
+    rec = []
+    for a, b in pairs:
+        peer = probes[a]["peers"][NODES[b]]
+        t = recovered_at(peer, t_r, probes[a]["ended"])
+        rec.append(t)
+        m[f"  {a}->{b} again"] = rel(t, t_r)
+        m[f"  {a}->{b} outage from"] = rel(outage_start(peer, t_r), t_r)
+    done = [t for t in rec if t is not None]
+    m["charlie reaches all again"] = rel(max(done), t_r) if len(done) == len(rec) else None
+    starts = [s for a, b in pairs if (s := outage_start(probes[a]["peers"][NODES[b]], t_r))]
+    if starts and len(done) == len(rec):
+        m["outage (first loss to all back)"] = round(max(done) - min(starts), 4)
+    else:
+        m["outage (first loss to all back)"] = None
+    keys = run.poller.keys["charlie"]
+    new_key = next((t for t, _ in keys if t > t_r), None)
+    m["charlie new wg0 up"] = rel(new_key, t_r)
+    return m
+
+
+def scenario_d(run: Run) -> dict[str, Any]:
+    run.start_probers()
+    t0 = start_all(run)
+    t_all = run.wait_all_reachable()
+    if t_all is None:
+        raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
+    assert run.poller is not None
+    run.poller.stop()  # its UAPI reads would cost wireguard-go CPU
+    run.stop_probers()  # and their traffic would count
+    time.sleep(max(0.0, t_all + IDLE_SETTLE - time.monotonic()))
+    run.check_daemons()
+    wg_pids = {box: [p for p in run.tb.pids(box) if comm(p) == "wireguard-go"] for box in NODES}
+    before = _sample(run, wg_pids)
+    time.sleep(IDLE_WINDOW)
+    after = _sample(run, wg_pids)
+    run.check_daemons()
+    dt = after["t"] - before["t"]
+    m: dict[str, Any] = {"convergence": rel(t_all, t0)}
+    for box in NODES:
+        b0, b1 = before[box], after[box]
+        m[f"{box} daemon CPU %"] = round((b1["cpu"] - b0["cpu"]) / CLK_TCK / dt * 100, 3)
+        m[f"{box} daemon children CPU %"] = round((b1["ccpu"] - b0["ccpu"]) / CLK_TCK / dt * 100, 3)
+        m[f"{box} wireguard-go CPU %"] = round((b1["wgcpu"] - b0["wgcpu"]) / CLK_TCK / dt * 100, 3)
+        m[f"{box} daemon RSS MiB"] = round(max(b0["rss"], b1["rss"]) / 1024, 1)
+        m[f"{box} eth0 bytes/s"] = round((b1["bytes"] - b0["bytes"]) / dt, 1)
+        m[f"{box} eth0 packets/s"] = round((b1["packets"] - b0["packets"]) / dt, 2)
+    return m
+
+
+def _sample(run: Run, wg_pids: dict[str, list[int]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"t": time.monotonic()}
+    for box in NODES:
+        pid = run.daemons[box].pid
+        ticks = cpu_ticks(pid)
+        dev = netdev_bytes(pid)
+        rss = rss_kib(pid)
+        if ticks is None or dev is None or rss is None:
+            raise BenchError(f"cannot read /proc/{pid} ({box})")
+        wg = sum((cpu_ticks(p) or (0, 0))[0] for p in wg_pids[box])
+        out[box] = {
+            "cpu": ticks[0],
+            "ccpu": ticks[1],
+            "wgcpu": wg,
+            "rss": rss,
+            "bytes": dev[0] + dev[2],
+            "packets": dev[1] + dev[3],
+        }
+    return out
+
+
+RUNNERS = {"a": scenario_ab, "b": scenario_ab, "c": scenario_c, "d": scenario_d}
+
+
+# --- reporting ---------------------------------------------------------------------
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{metric: {median, min, max, n, values}} over runs (None = n/a)."""
+    keys: list[str] = []
+    for r in results:
+        for k in r.get("metrics", {}):
+            if k not in keys:
+                keys.append(k)
+    summary: dict[str, dict[str, Any]] = {}
+    for k in keys:
+        values = [r.get("metrics", {}).get(k) for r in results]
+        if any(isinstance(v, list) for v in values):
+            summary[k] = {"values": values}
+            continue
+        nums = [v for v in values if isinstance(v, int | float)]
+        summary[k] = {
+            "median": statistics.median(nums) if nums else None,
+            "min": min(nums) if nums else None,
+            "max": max(nums) if nums else None,
+            "n": len(nums),
+            "values": values,
+        }
+    return summary
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def print_table(scenario: str, results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    runs = len(results)
+    failed = [r for r in results if r.get("error")]
+    print(f"\n== scenario {scenario}: {SCENARIOS[scenario]} ({runs} runs", end="")
+    print(f", {len(failed)} failed)" if failed else ")")
+    unit = "" if scenario == "d" else " [s]"
+    print(f"  {'metric' + unit:<36} {'median':>9} {'min':>9} {'max':>9}   runs")
+    for k, s in summary.items():
+        if "median" not in s:
+            vals = " | ".join("/".join(fmt(x) for x in v) if v else "n/a" for v in s["values"])
+            print(f"  {k:<36} {vals}")
+            continue
+        n = f"{s['n']}/{runs}" if s["n"] != runs else ""
+        print(f"  {k:<36} {fmt(s['median']):>9} {fmt(s['min']):>9} {fmt(s['max']):>9}   {n}")
+    for r in failed:
+        print(f"  run {r['run']}: FAILED: {r['error']}")
+
+
+# --- main -----------------------------------------------------------------------
+
+
+def loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1.0
+
+
+def git_state() -> dict[str, Any]:
+    def git(*argv: str) -> str:
+        try:
+            res = subprocess.run(
+                ["git", "-C", str(REPO), *argv], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return res.stdout.strip()
+
+    return {"head": git("rev-parse", "--short", "HEAD"), "dirty": git("status", "--short")}
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        sys.exit("bench_mesh: needs root (network namespaces)")
+    missing = [t for t in REQUIRED_TOOLS if which(t) is None]
+    if missing:
+        sys.exit(f"bench_mesh: missing tools: {', '.join(missing)}; run scripts/install.sh")
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
+    ap.add_argument("--scenario", default="a,b,c,d", help="comma-separated, of a b c d")
+    ap.add_argument("--keep-logs", metavar="DIR", help="keep daemon logs (-vv) and probe data")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--symmetric", action="store_true", help="alpha's firewall: symmetric NAT")
+    ap.add_argument(
+        "--direct-wait",
+        type=float,
+        default=1.0,
+        help="a, b: after all pairs answer, wait this long for direct paths (default 1 s)",
+    )
+    args = ap.parse_args()
+    scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
+    bad = [s for s in scenarios if s not in SCENARIOS]
+    if bad or not scenarios:
+        ap.error(f"unknown scenario(s): {', '.join(bad) or '(none)'}; choose from a,b,c,d")
+    if not 1 <= args.runs <= 50:
+        ap.error("--runs must be within 1..50")
+    if not 0 <= args.direct_wait <= 60:
+        ap.error("--direct-wait must be within 0..60")
+    args.scenarios = scenarios
+    return args
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def main() -> int:
+    args = parse_args()
+    preflight()
+    if args.keep_logs:
+        Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    load0 = loadavg()
+    if load0 > 0.5:
+        print(
+            f"warning: load average {load0:.2f} before starting: other work on this machine "
+            f"({os.cpu_count()} CPUs) will slow the daemons' start-up and skew the times",
+            file=sys.stderr,
+        )
+    all_results: dict[str, list[dict[str, Any]]] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="bench_mesh.") as tmp:
+        base = Path(tmp)
+        for scenario in args.scenarios:
+            results = all_results.setdefault(scenario, [])
+            for i in range(1, args.runs + 1):
+                started = time.monotonic()
+                result: dict[str, Any] = {"run": i}
+                run = Run(args, scenario, i, base)
+                try:
+                    with run:
+                        result["metrics"] = RUNNERS[scenario](run)
+                except (BenchError, RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                    result["error"] = str(exc)
+                    print(f"[{scenario}{i}] FAILED: {exc}\n{run.log_tails()}", file=sys.stderr)
+                result["seconds"] = round(time.monotonic() - started, 2)
+                result["loadavg_after"] = loadavg()
+                results.append(result)
+                headline = {
+                    "a": "all pairs reachable",
+                    "b": "all pairs reachable",
+                    "c": "charlie reaches all again",
+                    "d": "convergence",
+                }[scenario]
+                value = result.get("metrics", {}).get(headline)
+                print(
+                    f"[{scenario}{i}] {headline}: {fmt(value)} s  (run took {result['seconds']} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            summaries[scenario] = summarize(results)
+    for scenario in args.scenarios:
+        print_table(scenario, all_results[scenario], summaries[scenario])
+    total = time.monotonic() - began
+    print(f"\ntotal {total:.1f} s; times in s from the (re)start of the measured daemon(s)")
+    print(f"load average before {load0:.2f}, after {loadavg():.2f} ({os.cpu_count()} CPUs)")
+    if args.json:
+        doc = {
+            "meta": {
+                "runs": args.runs,
+                "symmetric": args.symmetric,
+                "probe_interval": PROBE_INTERVAL,
+                "poll_interval": POLL,
+                "total_seconds": round(total, 1),
+                "git": git_state(),
+                "loadavg_before": load0,
+                "cpus": os.cpu_count(),
+            },
+            "scenarios": {
+                s: {"description": SCENARIOS[s], "runs": all_results[s], "summary": summaries[s]}
+                for s in args.scenarios
+            },
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=1, default=str))
+    failed = sum(1 for rs in all_results.values() for r in rs if r.get("error"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Shorter routes in the simulation: LAN-direct and NAT traversal, the seed's example."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from sim import Nat, SimNet
+
+from wg_netmanager.core.timers import Timers
+
+NAMES = ["beta", "alpha", "charlie", "delta"]
+
+
+def working_example(symmetric_alpha: bool = False, seed: int = 1) -> SimNet:
+    net = SimNet(Timers(), seed=seed)
+    net.add_host("beta", "198.51.100.1", "10.1.1.1", static=True)
+    net.add_host("alpha", "192.168.2.2", "10.1.1.2", nat=Nat("198.51.100.4", symmetric_alpha))
+    home = Nat("198.51.100.3")
+    net.add_host("charlie", "192.168.1.2", "10.1.1.3", nat=home, lan="home")
+    net.add_host("delta", "192.168.1.3", "10.1.1.4", nat=home, lan="home")
+    return net
+
+
+def direct(net: SimNet, a: str, b: str) -> bool:
+    return net.path(a, b) == [a, b] and net.path(b, a) == [b, a]
+
+
+def all_direct(net: SimNet) -> bool:
+    return all(direct(net, a, b) for a, b in itertools.combinations(NAMES, 2))
+
+
+def kind(net: SimNet, a: str, b: str) -> str:
+    node = net.hosts[a].node
+    assert node is not None
+    status = next(p for p in node.statistics(net.now).peers if p.name == b)
+    return status.kind
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_working_example_ends_with_six_direct_links(seed: int) -> None:
+    net = working_example(seed=seed)
+    for name in NAMES:
+        net.start(name)
+    reachable = net.wait_for(net.all_pairs_ping, limit=5.0)
+    assert reachable < 1.0
+    # Never unreachable again while the links move from gateway to direct.
+    lan = nat = None
+    while net.now < 10.0:
+        net.run_for(0.01)
+        assert net.all_pairs_ping(), f"a pair lost reachability at {net.now:.2f}"
+        if lan is None and direct(net, "charlie", "delta"):
+            lan = net.now
+        if nat is None and all_direct(net):
+            nat = net.now
+    assert lan is not None and lan < 1.0
+    assert nat is not None and nat < 1.5
+    assert kind(net, "charlie", "delta") == "lan" and kind(net, "delta", "charlie") == "lan"
+    assert kind(net, "alpha", "charlie") == "nat" and kind(net, "charlie", "alpha") == "nat"
+    assert kind(net, "alpha", "beta") == "static"
+    # No route via a gateway is left anywhere.
+    for name in NAMES:
+        node = net.hosts[name].node
+        assert node is not None
+        assert all(route.via is None for route in node.desired_routes())
+
+
+def test_symmetric_nat_stays_relayed_and_says_why() -> None:
+    net = working_example(symmetric_alpha=True)
+    for name in NAMES:
+        net.start(name)
+    net.run_for(10.0)
+    assert net.all_pairs_ping()
+    assert direct(net, "charlie", "delta")
+    # alpha's NAT maps per destination: nobody can punch through to it.
+    for other in ("charlie", "delta"):
+        assert net.path("alpha", other) == ["alpha", "beta", other]
+        node = net.hosts["alpha"].node
+        assert node is not None
+        status = next(p for p in node.statistics(net.now).peers if p.name == other)
+        assert status.path == "via" and "no WireGuard handshake" in status.reason
+    # It keeps trying with backoff, and the pair keeps pinging meanwhile.
+    net.run_for(60.0)
+    assert net.all_pairs_ping()
+
+
+def test_roaming_node_re_forms_its_links() -> None:
+    net = working_example()
+    for name in NAMES:
+        net.start(name)
+    assert net.wait_for(lambda: all_direct(net), limit=5.0) < 5.0
+    # delta leaves the home LAN for a cafe behind another NAT.
+    delta = net.hosts["delta"]
+    delta.address, delta.lan, delta.nat = "192.168.3.2", "cafe", Nat("198.51.100.5")
+    assert delta.node is not None
+    delta.node.set_local_addresses([delta.address], net.clock(delta))
+    took = net.wait_for(lambda: all_direct(net), limit=30.0)
+    assert took < 3.0
+    assert kind(net, "charlie", "delta") == "nat"
