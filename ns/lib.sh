@@ -62,8 +62,8 @@ tb_ns_add() {
     # IPv4-only testbed: no IPv6 link-local chatter or DAD.
     ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
         net.ipv6.conf.default.disable_ipv6=1
-    mkdir -p "${TB_STATE_ROOT}/$1/$2/wireguard"
-    chmod 0700 "${TB_STATE_ROOT}/$1/$2/wireguard"
+    mkdir -p "${TB_STATE_ROOT}/$1/$2/wireguard" "${TB_STATE_ROOT}/$1/$2/wg_netmanager"
+    chmod 0700 "${TB_STATE_ROOT}/$1/$2/wireguard" "${TB_STATE_ROOT}/$1/$2/wg_netmanager"
 }
 
 # tb_bridge_add NS BRIDGE [ADDR/LEN]: a switch (Linux bridge, no STP, no
@@ -131,10 +131,11 @@ tb_box_exec() {
     tb_ns_exists "$ns" || tb_die "no such box: $ns (is the testbed up?)"
     [ -d "$dir" ] || tb_die "no state directory $dir (is the testbed up?)"
     # The mount point itself lives on the host's /run (an empty directory).
-    mkdir -p /run/wireguard
+    mkdir -p /run/wireguard /run/wg_netmanager
     # shellcheck disable=SC2016  # $1/$@ are for the inner sh
     exec ip netns exec "$ns" unshare -m --propagation private \
-        sh -c 'mount --bind "$1" /run/wireguard && shift && exec "$@"' sh "$dir" "$@"
+        sh -c 'mount --bind "$1" /run/wireguard && mount --bind "$2" /run/wg_netmanager &&
+               shift 2 && exec "$@"' sh "$dir" "${dir%/wireguard}/wg_netmanager" "$@"
 }
 
 # tb_list_ns PREFIX: the namespaces belonging to the testbed PREFIX.

@@ -223,6 +223,9 @@ class DirectPoller(threading.Thread):
         self.cd_lan_direct: float | None = None
         self.all_direct: float | None = None
         self.keys: dict[str, list[tuple[float, str]]] = {b: [] for b in NODES}
+        # after mark(): first times with the restarted box's new key
+        self.marked: tuple[str, str | None, float] | None = None
+        self.after: dict[str, float] = {}
         self.polls = 0
         self.errors = 0
 
@@ -262,19 +265,39 @@ class DirectPoller(threading.Thread):
                 return None
             return peer  # type: ignore[no-any-return]
 
-        direct = 0
+        direct: set[str] = set()
+        cd_lan = False
         for a, b in PAIRS:
             pa, pb = peer_of(a, b), peer_of(b, a)
             if pa is None or pb is None:
                 continue
-            direct += 1
+            direct.add(f"{a}-{b}")
             self.pair_direct.setdefault(f"{a}-{b}", t)
-            if {a, b} == {"charlie", "delta"} and self.cd_lan_direct is None:
+            if {a, b} == {"charlie", "delta"}:
                 ends = [pa["endpoint"] or "", pb["endpoint"] or ""]
-                if all(e.startswith(HOME_LAN) for e in ends):
+                cd_lan = all(e.startswith(HOME_LAN) for e in ends)
+                if cd_lan and self.cd_lan_direct is None:
                     self.cd_lan_direct = t
-        if direct == len(PAIRS) and self.all_direct is None:
+        if len(direct) == len(PAIRS) and self.all_direct is None:
             self.all_direct = t
+        if self.marked is not None:
+            box, old_key, since = self.marked
+            st = state[box]
+            if t > since and st is not None and st["public"] not in (None, old_key):
+                mine = [f"{a}-{b}" for a, b in PAIRS if box in (a, b)]
+                for pair in direct:
+                    self.after.setdefault(pair, t)
+                if cd_lan:
+                    self.after.setdefault("cd_lan", t)
+                if all(pair in direct for pair in mine):
+                    self.after.setdefault("box_all", t)
+                if len(direct) == len(PAIRS):
+                    self.after.setdefault("all", t)
+
+    def mark(self, box: str, t: float) -> None:
+        """From ``t`` on, also record first times with ``box``'s new key."""
+        keys = self.keys[box]
+        self.marked = (box, keys[-1][1] if keys else None, t)
 
     def stop(self) -> None:
         self.stop_.set()
@@ -328,7 +351,7 @@ class Run:
 
     # paths and pids
     def uapi_path(self, box: str) -> Path:
-        return STATE_ROOT / self.tb.prefix / box / "wireguard" / "wg0.sock"
+        return STATE_ROOT / str(self.tb.prefix) / box / "wireguard" / "wg0.sock"
 
     def box_pid(self, box: str) -> int | None:
         for procs in (self.probers, self.daemons):
@@ -537,7 +560,10 @@ def scenario_c(run: Run) -> dict[str, Any]:
     if t_all is None:
         raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
     time.sleep(0.5)  # settle (routes, keepalives)
+    assert run.poller is not None
+    had_direct = run.poller.all_direct is not None
     run.tb.stop(run.daemons["charlie"], sig=signal.SIGKILL, timeout=5)
+    run.poller.mark("charlie", time.monotonic())
     t_r = run.spawn_daemon("charlie")
     pairs = [(a, b) for a, b in DIRECTED if "charlie" in (a, b)]
 
@@ -561,7 +587,10 @@ def scenario_c(run: Run) -> dict[str, Any]:
         run.check_daemons()
         time.sleep(0.1)
     time.sleep(1.0)  # keep watching: a relapse after the first recovery counts
-    assert run.poller is not None
+    if had_direct:  # give charlie's direct links the same chance as in a
+        deadline = time.monotonic() + run.args.direct_wait
+        while time.monotonic() < deadline and "box_all" not in run.poller.after:
+            time.sleep(POLL)
     run.poller.stop()
     probes = run.stop_probers()
     m: dict[str, Any] = {"initial convergence": rel(t_all, t_start)}
@@ -582,6 +611,10 @@ def scenario_c(run: Run) -> dict[str, Any]:
     keys = run.poller.keys["charlie"]
     new_key = next((t for t, _ in keys if t > t_r), None)
     m["charlie new wg0 up"] = rel(new_key, t_r)
+    after = run.poller.after
+    m["charlie<->delta direct (LAN) again"] = rel(after.get("cd_lan"), t_r)
+    m["charlie direct to all three again"] = rel(after.get("box_all"), t_r)
+    m["all six links direct again"] = rel(after.get("all"), t_r)
     return m
 
 
@@ -732,8 +765,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument(
         "--direct-wait",
         type=float,
-        default=1.0,
-        help="a, b: after all pairs answer, wait this long for direct paths (default 1 s)",
+        default=3.0,
+        help="a, b, c: after all pairs answer, wait up to this long for all links to be "
+        "direct (default 3 s)",
     )
     args = ap.parse_args()
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]

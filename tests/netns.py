@@ -109,6 +109,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = env.get("PATH", "") + os.pathsep + _SBIN_PATH
+    # Boxes have their own /run/wg_netmanager (see ns/lib.sh); the in-process
+    # override of the test session must not leak into them.
+    env.pop("WG_NETMANAGER_RUN_DIR", None)
     return env
 
 

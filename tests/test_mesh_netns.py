@@ -8,7 +8,6 @@ charlie is dynamic behind a masquerading NAT router. Each box runs
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
 import sys
@@ -62,7 +61,7 @@ class Mesh:
         argv = [*prefix, sys.executable, "-m", "wg_netmanager", "-c", str(self.config)]
         argv += ["--no-tui", "-vv", "wg0", NODES[box], box]
         log = self.tmp / f"{box}-{next(self.starts)}.log"
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         proc = self.tb.spawn(box, argv, log, env=env)
         self.procs[box] = proc
         return proc

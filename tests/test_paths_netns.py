@@ -9,7 +9,6 @@ charlie and delta reach each other through NAT traversal: six direct links.
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
 import sys
@@ -83,7 +82,7 @@ class Mesh:
     def start(self, box: str) -> None:
         argv = [sys.executable, "-m", "wg_netmanager", "-c", str(self.config)]
         argv += ["--no-tui", "-vv", "wg0", NODES[box], box]
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         self.procs[box] = self.tb.spawn(box, argv, self.tmp / f"{box}.log", env=env)
 
     def logs(self) -> str:

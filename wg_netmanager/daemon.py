@@ -27,6 +27,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from ipaddress import IPv4Address
 from random import Random
 
@@ -81,6 +82,17 @@ class Daemon:
                 nursery.start_soon(self._local_addresses)
                 if self.settings.verbosity >= 1:
                     nursery.start_soon(self._summaries)
+                # --- issue 4 hooks: control socket for `status`; the TUI (q cancels the nursery)
+                from . import control
+
+                snapshot = partial(control.daemon_snapshot, self, trio.current_time())
+                path = control.socket_path(self.settings.interface)
+                await nursery.start(control.serve, path, snapshot)
+                if self.settings.tui:
+                    from . import tui
+
+                    await nursery.start(tui.run, self, nursery.cancel_scope)
+                # --- end of issue 4 hooks
                 task_status.started()
         except StartupError as exc:
             self.startup_error = exc
@@ -228,7 +240,7 @@ class Daemon:
                         # Read back at once: the handshake with a new peer is
                         # what gives a static node the peer's NAT outside.
                         continue
-                delay = timers.wg_poll_fast if node.wants_fast_wg_poll() else timers.wg_poll_slow
+                delay = timers.wg_poll_fast if node.wants_fast_wg_poll(now) else timers.wg_poll_slow
             except CommandError as exc:
                 log.warning("%s (retrying)", exc)
                 delay = RETRY_AFTER_FAILURE
@@ -256,7 +268,11 @@ class Daemon:
         assert node is not None
         while True:
             await trio.sleep(node.timers.local_addresses_interval)
-            node.set_local_addresses(await self._read_local_addresses(), trio.current_time())
+            if node.set_local_addresses(await self._read_local_addresses(), trio.current_time()):
+                try:
+                    await self.device.rebind(node.desired_peers())
+                except CommandError as exc:
+                    log.warning("%s", exc)
             await self._flush()
 
     # --- DNS ------------------------------------------------------------------
@@ -333,9 +349,14 @@ def setup_logging(settings: Settings, stream: object = None) -> None:
     root = logging.getLogger()
     root.setLevel(level)
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
-    handler.setFormatter(fmt)
-    root.addHandler(handler)
+    if settings.tui:  # issue 4 hook: lines go to the TUI's log pane, never onto its screen
+        from . import tui
+
+        tui.capture_logging(fmt)
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
     if settings.logfile:
         file_handler = logging.FileHandler(settings.logfile)
         file_handler.setFormatter(fmt)
@@ -348,13 +369,16 @@ def main(
     make_daemon: Callable[[Settings], Daemon] | None = None,
 ) -> int:
     setup_logging(settings)
-    if settings.tui:
-        log.info("the terminal UI is not available yet; running headless")
     daemon = (make_daemon or _real_daemon)(settings)
     try:
         trio.run(_run_until_signal, daemon)
     except KeyboardInterrupt:  # a second Ctrl-C during cleanup
         return 130
+    finally:
+        if settings.tui:  # issue 4 hook: stderr again (e.g. a startup error the TUI never showed)
+            from . import tui
+
+            tui.release_logging()
     if daemon.startup_error is not None:
         log.error("%s", daemon.startup_error)
         return 1

@@ -91,6 +91,10 @@ class FakeWgDevice(_Recorder):
         self._require(["write", f"/proc/sys/net/ipv4/conf/{self.name}/forwarding", "1"])
         self.forwarding = True
 
+    async def rebind(self, peers: Mapping[str, WgPeer]) -> None:
+        self._enter("rebind", dict(peers))
+        self._require(["wg", "set", self.name])
+
     async def read_peers(self) -> dict[str, WgPeerReading]:
         self._enter("read_peers")
         self._require(["wg", "show", self.name, "dump"])

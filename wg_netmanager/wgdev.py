@@ -91,6 +91,8 @@ class WgDevice(Protocol):
 
     async def exists(self) -> bool: ...
 
+    async def rebind(self, peers: Mapping[str, WgPeer]) -> None: ...
+
 
 # ---------------------------------------------------------------------------
 # pure helpers
@@ -441,6 +443,20 @@ class WgInterface:
         self, desired: Mapping[str, WgPeer], actual: Mapping[str, WgPeerReading]
     ) -> None:
         for argv in plan_peer_changes(self.name, desired, actual):
+            await run(argv)
+
+    async def rebind(self, peers: Mapping[str, WgPeer]) -> None:
+        """Set the configured endpoints again after our underlay address changed.
+
+        wireguard-go remembers the local source address a peer was last
+        reached from; when that address is gone (roaming, DHCP), sends fail
+        until something resets it. Setting the endpoint anew does.
+        """
+        argv = ["wg", "set", self.name]
+        for key, peer in sorted(peers.items()):
+            if peer.endpoint is not None:
+                argv += ["peer", key, "endpoint", f"{peer.endpoint[0]}:{peer.endpoint[1]}"]
+        if len(argv) > 3:
             await run(argv)
 
 

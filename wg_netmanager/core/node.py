@@ -56,6 +56,7 @@ CHALLENGE_BURST = 8.0
 CHALLENGE_RATE = 4.0  # per second
 MAX_CHALLENGES = 1024
 MAX_RATE_SOURCES = 4096
+FAST_POLL_AFTER_CHANGE = 3.0  # seconds of fast `wg show` polling after a table change
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,13 @@ class PairPath:
     probe_token: int = 0
     signature: tuple[object, ...] = ()
     since: float = 0.0
+    # The peer's latest attempt number and probe token: a Ready or Probe that
+    # was sent before we went direct and arrives after must not undo it.
+    peer_attempt: int = 0
+    peer_probe: int = -1
+    firing: bool = False  # punching: our WireGuard has the endpoint and sends
+    last_failure: str = ""  # kept while retrying, so the TUI can say why it is relayed
+    fire_at: float = 0.0
 
 
 @dataclass
@@ -242,6 +250,7 @@ class Node:
         self._pending_tables: dict[IPv4Address, PendingTable] = {}
         self._gateways: dict[IPv4Address, IPv4Address] = {}
         self._listed_by: set[IPv4Address] = set()  # static nodes whose table has us
+        self._fast_poll_until = 0.0
         self.paths: dict[IPv4Address, PairPath] = {}
         self._pair_hello_at: dict[IPv4Address, tuple[float, float]] = {}  # (due, backoff)
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
@@ -338,19 +347,25 @@ class Node:
             self._routable = {route.dest for route in self._desired[1]}
             self._pair_timers(now)
 
-    def set_local_addresses(self, addresses: Iterable[str], now: float) -> None:
-        """This machine's underlay addresses (for LAN discovery); announced on change."""
+    def set_local_addresses(self, addresses: Iterable[str], now: float) -> bool:
+        """This machine's underlay addresses (for LAN discovery); announced on change.
+
+        Returns whether they changed (the daemon then rebinds WireGuard).
+        """
         endpoints = tuple((a, self.info.admin_port) for a in addresses)
         endpoints = endpoints[: wire.MAX_LOCAL_ENDPOINTS]
         if endpoints == self.info.local_endpoints:
-            return
+            return False
         self.info = replace(self.info, local_endpoints=endpoints)
         self._event(logging.INFO, f"local addresses now {', '.join(addresses) or 'none'}")
         for session in self.sessions.values():
             self._send_hello(
                 self._addr_of(session), now, None, want_echo=False, to=session.info.wg_ip
             )
+            if session.pinger:
+                self._ping(session, now)  # from our new address: the static sees us move
         self._recompute(now)
+        return True
 
     def set_static_address(self, wg_ip: IPv4Address, address: str | None, now: float) -> None:
         """DNS answer for a static peer's host (None: did not resolve)."""
@@ -406,8 +421,12 @@ class Node:
     def desired_routes(self) -> set[Route]:
         return self._desired[1]
 
-    def wants_fast_wg_poll(self) -> bool:
-        """True while a WireGuard endpoint or first handshake is still awaited."""
+    def wants_fast_wg_poll(self, now: float) -> bool:
+        """True while a WireGuard endpoint or first handshake is still awaited,
+        and for a moment after our table changed (a peer roamed: its new
+        outside endpoint shows up in WireGuard with its next packet)."""
+        if now < self._fast_poll_until:
+            return True
         if any(p.state in ("clearing", "installing", "punching") for p in self.paths.values()):
             return True
         for session in self.sessions.values():
@@ -624,11 +643,11 @@ class Node:
                 self._drop_session(session.info.wg_ip, now)
             case wire.Probe():
                 self._send(wire.ProbeAck(message.token), addr, session.info.wg_ip)
-                self._on_probe(session, addr, now)
+                self._on_probe(session, message.token, addr, now)
             case wire.ProbeAck():
                 self._on_probe_ack(session, message.token, addr, now)
             case wire.Ready():
-                self._on_ready(session, message.direct, now)
+                self._on_ready(session, message.attempt, message.direct, now)
 
     def _check_table_version(self, session: Session, version: int) -> None:
         ip = session.info.wg_ip
@@ -719,6 +738,7 @@ class Node:
         if signature != self._table_signature:
             self._table_signature = signature
             self.table_version += 1
+            self._fast_poll_until = now + FAST_POLL_AFTER_CHANGE
             if self._table_push_at is None:
                 self._table_push_at = now + self.timers.table_push_delay
 
@@ -814,7 +834,7 @@ class Node:
         for ip, path in self.paths.items():
             if path.state in ("installing", "punching"):
                 key = self.sessions[ip].info.public_key
-                punching = path.state == "punching"
+                punching = path.state == "punching" and path.firing
                 peers[key] = WgPeer(
                     public_key=key,
                     allowed_ips=(),  # traffic stays on the gateway until the handshake
@@ -850,6 +870,10 @@ class Node:
             session = self.sessions[wg_ip]
             entry = self._listed(wg_ip)
             if entry is not None and entry.boot == session.boot:
+                if entry.info != session.info:
+                    # The static heard of the peer's new addresses first (our
+                    # direct link to it may be the very thing that broke).
+                    session.info = entry.info
                 path = self.paths[wg_ip]
                 signature = self._signature(session, entry, path.signature)
                 if path.signature != signature and path.signature:
@@ -883,6 +907,11 @@ class Node:
         session = self.sessions[wg_ip]
         path.signature = self._signature(session, self._listed(wg_ip), path.signature)
         path.attempt += 1
+        if path.state == "direct":
+            # Tell the peer while the direct link (if it still works) carries it:
+            # once we go back to the gateway, it would drop our relayed packets
+            # until it leaves the direct link too.
+            self._send(wire.Ready(path.attempt), session.addr, wg_ip)
         path.installed = path.peer_ready = False
         if session.info.public_key in self._wg:
             # WireGuard still has the peer from an earlier link or attempt: its
@@ -899,7 +928,7 @@ class Node:
         path.installed = path.peer_ready = False
         path.started = path.since = now
         path.probe_token = int.from_bytes(self._random_bytes(4), "big")
-        path.reason = "probing local addresses"
+        path.reason = "probing local addresses" + self._last_failure(path)
         locals_ = session.info.local_endpoints
         for endpoint in locals_:
             self._send(wire.Probe(path.probe_token), endpoint, wg_ip)
@@ -923,14 +952,17 @@ class Node:
         path.endpoint = endpoint
         path.since = now
         path.deadline = now + self.timers.punch_timeout * 2  # bounded wait for Ready
-        path.reason = f"trying {kind} endpoint {endpoint[0]}:{endpoint[1]}"
+        where = f"{endpoint[0]}:{endpoint[1]}"
+        path.reason = f"trying {kind} endpoint {where}" + self._last_failure(path)
 
-    def _on_probe(self, session: Session, addr: Endpoint, now: float) -> None:
+    def _on_probe(self, session: Session, token: int, addr: Endpoint, now: float) -> None:
         wg_ip = session.info.wg_ip
         path = self.paths.get(wg_ip)
         if path is None:
             return
-        if path.state in ("relayed", "failed", "direct"):
+        fresh = token != path.peer_probe
+        path.peer_probe = token
+        if path.state in ("relayed", "failed") or (path.state == "direct" and fresh):
             self._start_attempt(wg_ip, now)  # the peer (re)starts: follow it
         # A probe that arrives straight from one of the peer's own addresses
         # shows a direct underlay path as well as an answer to ours would
@@ -946,11 +978,14 @@ class Node:
         self._install(path, "lan", (addr[0], session.info.wg_port), now)
         self._recompute(now)
 
-    def _on_ready(self, session: Session, peer_direct: bool, now: float) -> None:
+    def _on_ready(self, session: Session, attempt: int, peer_direct: bool, now: float) -> None:
         wg_ip = session.info.wg_ip
         path = self.paths.get(wg_ip)
-        if path is None:
-            return
+        if path is None or attempt < path.peer_attempt:
+            return  # from an attempt the peer has given up
+        if path.state == "direct" and attempt == path.peer_attempt:
+            return  # a late copy from the attempt that made us direct
+        path.peer_attempt = attempt
         if peer_direct and path.state in ("installing", "punching") and path.installed:
             self._go_direct(wg_ip, path, now)  # the handshake happened: follow at once
             return
@@ -1013,9 +1048,21 @@ class Node:
             path.state = "punching"
             path.since = now
             path.deadline = now + self.timers.punch_timeout
+            # The higher wg IP sends first (opening its NAT); the lower follows
+            # once that first initiation has had time to arrive.
+            path.firing = self.info.wg_ip > wg_ip
+            path.fire_at = now + self.timers.punch_stagger + self._gateway_rtt()
             self._send(wire.Ready(path.attempt), self.sessions[wg_ip].addr, wg_ip)
             path.next_ready = now + self.timers.ready_interval
             self._recompute(now)
+
+    @staticmethod
+    def _last_failure(path: PairPath) -> str:
+        return f" (last try: {path.last_failure})" if path.failures else ""
+
+    def _gateway_rtt(self) -> float:
+        rtts = [s.rtt for ip, s in self.sessions.items() if ip in self.statics and s.rtt]
+        return max(rtts, default=0.0)
 
     def _fail(self, wg_ip: IPv4Address, path: PairPath, now: float, why: str, soon: bool) -> None:
         path.failures = 0 if soon else path.failures + 1
@@ -1026,6 +1073,7 @@ class Node:
         path.state = "failed"
         path.since = now
         path.retry_at = now + (self.timers.ready_interval if soon else self._jitter(backoff))
+        path.last_failure = why
         path.reason = f"{why}; relayed, retry in {path.retry_at - now:.0f} s"
         self._event(logging.INFO, f"{self._label(wg_ip)}: {path.reason}")
         self._recompute(now)
@@ -1044,9 +1092,15 @@ class Node:
                 why = f"no WireGuard handshake over {path.kind} within {timeout:g} s"
                 if path.kind == "nat":
                     why += " (symmetric NAT or strict firewall?)"
+                reading = self._wg.get(self.sessions[wg_ip].info.public_key)
+                self._event(logging.DEBUG, f"{self._label(wg_ip)}: punch failed, wg has {reading}")
                 self._fail(wg_ip, path, now, why, soon=False)
             elif path.state == "failed" and now >= path.retry_at:
                 self._start_attempt(wg_ip, now)
+            elif path.state == "punching" and not path.firing and now >= path.fire_at:
+                path.firing = True
+                self._recompute(now)
+                self._advance(wg_ip, path, now)
             elif path.state in ("installing", "punching"):
                 self._advance(wg_ip, path, now)
         if self.is_static:
@@ -1080,6 +1134,8 @@ class Node:
         for path in self.paths.values():
             if path.state in ("probing", "installing", "punching"):
                 deadlines.append(path.deadline)
+            if path.state == "punching" and not path.firing:
+                deadlines.append(path.fire_at)
             if path.state in ("installing", "punching") and path.installed:
                 deadlines.append(path.next_ready)
             if path.state == "failed":

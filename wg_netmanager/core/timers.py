@@ -40,9 +40,14 @@ class Timers:
     # failed attempt. A direct link without a handshake for direct_stale_after
     # (WireGuard re-handshakes every 2 min while in use) falls back to relay.
     probe_window: float = 0.15
-    punch_timeout: float = 3.0
+    # The lower wg IP of a pair starts sending this long (plus the gateway
+    # round trip) after the higher one: two handshake initiations that cross
+    # leave both WireGuards waiting 5 s for a retry. The timeout covers one
+    # such WireGuard retry.
+    punch_stagger: float = 0.1
+    punch_timeout: float = 6.0
     ready_interval: float = 0.25
-    path_retry_min: float = 15.0
+    path_retry_min: float = 2.0
     path_retry_max: float = 300.0
     direct_stale_after: float = 200.0
     # Local (LAN) addresses are re-read this often (roaming, DHCP).

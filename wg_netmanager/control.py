@@ -1,0 +1,233 @@
+"""The local control socket: ``wg_netmanager status`` reads the running daemon.
+
+The daemon listens on a unix stream socket, ``/run/wg_netmanager/<if>.sock``
+(directory 0700, socket 0600: root only). The protocol is one-shot: a client
+connects, the daemon writes one JSON document (the status document of
+``status_text``: the core's ``NodeStatus`` plus interface, backend, uptime;
+public keys, never a private or shared key) and a newline, and closes.
+
+The directory can be moved with the environment variable
+``WG_NETMANAGER_RUN_DIR`` (tests and namespace testbeds, where several
+daemons share one /run). A socket that still answers belongs to another
+daemon and is never taken over; a stale one is replaced. On shutdown the
+daemon removes its socket (only if it is still the one it created).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import trio
+
+from .status_text import Doc, render_text, status_document
+
+log = logging.getLogger("wg_netmanager")
+
+RUN_DIR_ENV = "WG_NETMANAGER_RUN_DIR"
+DEFAULT_RUN_DIR = "/run/wg_netmanager"
+SEND_TIMEOUT = 2.0  # seconds a client may take to read the document
+CLIENT_TIMEOUT = 5.0  # seconds ``status`` waits for the daemon
+MAX_DOCUMENT = 16 << 20
+
+
+class ControlError(Exception):
+    """The control socket cannot be used; one line for the user."""
+
+
+def run_dir() -> str:
+    return os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR
+
+
+def socket_path(interface: str) -> str:
+    return os.path.join(run_dir(), f"{interface}.sock")
+
+
+# --- the daemon's side ---------------------------------------------------------
+
+
+def daemon_snapshot(daemon: Any, started: float) -> Doc:
+    """The status document of a running ``daemon.Daemon`` (call inside its trio run)."""
+    node = daemon.node
+    now = trio.current_time()
+    status = node.statistics(now)
+    return status_document(
+        status,
+        interface=daemon.settings.interface,
+        backend=daemon.backend,
+        uptime=now - started,
+        local_endpoints=_local_endpoints(node),
+    )
+
+
+def _local_endpoints(node: Any) -> dict[str, tuple[Any, ...]]:
+    """wg IP -> the LAN endpoints a node announced (from sessions and static tables).
+
+    A stop-gap while ``PeerStatus`` has no ``local_endpoints``; reads the
+    core's public attributes and gives up quietly if they change.
+    """
+    found: dict[str, tuple[Any, ...]] = {}
+    try:
+        for listing in node.listings.values():
+            for ip, entry in listing.items():
+                found[str(ip)] = tuple(entry.info.local_endpoints)
+        for ip, session in node.sessions.items():
+            found[str(ip)] = tuple(session.info.local_endpoints)
+    except (AttributeError, TypeError):
+        pass
+    return found
+
+
+def _prepare_dir(directory: str) -> None:
+    """Create ``directory`` 0700, or check that an existing one is ours and private."""
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(directory, mode=0o700)
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ControlError(f"{directory} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise ControlError(f"{directory} belongs to uid {st.st_uid}, not to us")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(directory, 0o700)
+
+
+def _is_live(path: str) -> bool:
+    """True if a process accepts connections on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def bind(path: str) -> socket.socket:
+    """A listening unix socket at ``path`` (0600, in a 0700 directory)."""
+    _prepare_dir(os.path.dirname(path) or ".")
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ControlError("it exists and is not a socket")
+        if _is_live(path):
+            raise ControlError("in use by another daemon")
+        os.unlink(path)  # stale: its daemon died without cleaning up
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)  # inside a 0700 directory: nobody else can reach it meanwhile
+        os.chmod(path, 0o600)
+        sock.listen(8)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(
+    path: str,
+    snapshot: Callable[[], Mapping[str, Any]],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer every connection on ``path`` with ``snapshot()`` as JSON, until cancelled.
+
+    Never ends the daemon: if the socket cannot be made, a warning is logged
+    and ``status`` is simply unavailable.
+    """
+    try:
+        raw = bind(path)
+    except (ControlError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        log.warning("control socket %s: %s; 'wg_netmanager status' is unavailable", path, reason)
+        task_status.started()
+        return
+    ino = os.stat(path).st_ino
+    listener = trio.socket.from_stdlib_socket(raw)
+    log.debug("control socket %s", path)
+    try:
+        task_status.started()
+        while True:
+            conn, _ = await listener.accept()
+            with conn:
+                try:
+                    data = json.dumps(snapshot(), separators=(",", ":")).encode() + b"\n"
+                except Exception:  # a bug must not end the daemon; the client sees EOF
+                    log.exception("status snapshot failed")
+                    continue
+                with trio.move_on_after(SEND_TIMEOUT):
+                    await _send_all(conn, data)
+    finally:
+        listener.close()
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == ino:
+                os.unlink(path)
+
+
+async def _send_all(conn: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            sent = await conn.send(view)
+            view = view[sent:]
+    except OSError as exc:  # the client went away
+        log.debug("control client: %s", exc.strerror)
+
+
+# --- the client: ``wg_netmanager status`` ------------------------------------
+
+
+def fetch(path: str, timeout: float = CLIENT_TIMEOUT) -> Doc:
+    """Read the status document from the daemon listening on ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError(f"no daemon is running (no control socket at {path})") from None
+        except PermissionError:
+            raise ControlError(f"permission denied on {path}; run as root") from None
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise ControlError(f"no daemon is running (no control socket at {path})") from None
+            raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        chunks, size = [], 0
+        try:
+            while size <= MAX_DOCUMENT:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except TimeoutError:
+            raise ControlError(f"the daemon at {path} did not answer in {timeout:g} s") from None
+        except OSError as exc:
+            raise ControlError(f"reading {path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(b"".join(chunks))
+    except ValueError:
+        raise ControlError(f"the daemon at {path} sent no valid status") from None
+    if not isinstance(doc, dict):
+        raise ControlError(f"the daemon at {path} sent no valid status")
+    return doc
+
+
+def status_main(interface: str, as_json: bool) -> int:
+    """``wg_netmanager status [--json] [<interface>]``: print the peer table once."""
+    path = socket_path(interface)
+    try:
+        doc = fetch(path)
+    except ControlError as exc:
+        print(f"wg_netmanager: error: {interface}: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(render_text(doc))
+    return 0
