@@ -97,3 +97,32 @@ def test_roaming_node_re_forms_its_links() -> None:
     took = net.wait_for(lambda: all_direct(net), limit=30.0)
     assert took < 3.0
     assert kind(net, "charlie", "delta") == "nat"
+
+
+def test_latency_to_dynamic_peers_is_measured_only_while_watched() -> None:
+    net = working_example()
+    for name in NAMES:
+        net.start(name)
+    assert net.wait_for(lambda: all_direct(net), limit=5.0) < 5.0
+    net.run_for(30.0)
+    charlie = net.hosts["charlie"].node
+    assert charlie is not None
+
+    def rtts() -> dict[str, float | None]:
+        return {p.name: p.rtt for p in charlie.statistics(net.now).peers}
+
+    assert rtts()["beta"] is not None  # keep-alive pings to the static measure it anyway
+    assert rtts()["delta"] is None and rtts()["alpha"] is None  # idle pairs stay quiet
+    sent_idle = net.sent_bytes["charlie"]
+    net.run_for(30.0)
+    idle_rate = (net.sent_bytes["charlie"] - sent_idle) / 30.0
+    charlie.watch_latency(net.clock(net.hosts["charlie"]) + 10.0, net.clock(net.hosts["charlie"]))
+    net.run_for(1.0)
+    measured = rtts()
+    assert measured["delta"] is not None and measured["alpha"] is not None
+    assert measured["delta"] < 0.1
+    # The watch ends: back to the idle rate.
+    net.run_for(20.0)
+    sent = net.sent_bytes["charlie"]
+    net.run_for(30.0)
+    assert (net.sent_bytes["charlie"] - sent) / 30.0 <= idle_rate * 1.2

@@ -58,6 +58,8 @@ def daemon_snapshot(daemon: Any, started: float) -> Doc:
     """The status document of a running ``daemon.Daemon`` (call inside its trio run)."""
     node = daemon.node
     now = trio.current_time()
+    # Someone is looking: measure latency to every peer for a while.
+    node.watch_latency(now + node.timers.latency_watch, now)
     status = node.statistics(now)
     return status_document(
         status,

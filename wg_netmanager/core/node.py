@@ -251,6 +251,7 @@ class Node:
         self._gateways: dict[IPv4Address, IPv4Address] = {}
         self._listed_by: set[IPv4Address] = set()  # static nodes whose table has us
         self._fast_poll_until = 0.0
+        self._watch_until = 0.0  # measure latency to dynamic peers until then
         self.paths: dict[IPv4Address, PairPath] = {}
         self._pair_hello_at: dict[IPv4Address, tuple[float, float]] = {}  # (due, backoff)
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
@@ -324,8 +325,8 @@ class Node:
                     interval = target.backoff
                     target.backoff = min(target.backoff * 2, self.timers.hello_retry_max)
                 target.next_hello = now + interval
-        for session in self.sessions.values():
-            if session.pinger and now >= session.next_ping:
+        for ip, session in self.sessions.items():
+            if self._pings(ip, session) and now >= session.next_ping:
                 self._ping(session, now)
         if self._table_push_at is not None and now >= self._table_push_at:
             self._table_push_at = None
@@ -340,6 +341,22 @@ class Node:
         self._mark_table_dirty(now)
         for wg_ip, path in list(self.paths.items()):
             self._path_wg(wg_ip, path, now)
+
+    def watch_latency(self, until: float, now: float) -> None:
+        """Someone looks (TUI, `status`): measure latency to every peer until ``until``."""
+        if until <= self._watch_until:
+            return
+        if self._watch_until <= now:
+            for ip, session in self.sessions.items():
+                if self._is_pair(ip):
+                    session.next_ping = now
+        self._watch_until = until
+
+    def _pings(self, ip: IPv4Address, session: Session) -> bool:
+        """Is this session's next ping due at all? Keep-alive pinger, or a watched pair."""
+        if self._is_pair(ip):
+            return session.next_ping < self._watch_until
+        return session.pinger
 
     def wg_applied(self, version: int, now: float) -> None:
         """The daemon applied desired state ``version`` to WireGuard and the kernel."""
@@ -404,7 +421,7 @@ class Node:
             for ip, s in self.sessions.items()
             if not self._is_pair(ip)
         ]
-        deadlines += [s.next_ping for s in self.sessions.values() if s.pinger]
+        deadlines += [s.next_ping for ip, s in self.sessions.items() if self._pings(ip, s)]
         for target in self.statics.values():
             if target.wg_ip not in self.sessions:
                 deadlines.append(target.next_resolve_request)
@@ -754,7 +771,10 @@ class Node:
             self._addr_of(session),
             session.info.wg_ip,
         )
-        session.next_ping = now + self._jitter(self.timers.ping_interval)
+        interval = self.timers.ping_interval
+        if self._is_pair(session.info.wg_ip):
+            interval = self.timers.latency_interval
+        session.next_ping = now + self._jitter(interval)
 
     def _drop_session(self, wg_ip: IPv4Address, now: float) -> None:
         del self.sessions[wg_ip]

@@ -50,6 +50,10 @@ class Timers:
     path_retry_min: float = 2.0
     path_retry_max: float = 300.0
     direct_stale_after: float = 200.0
+    # Latency to dynamic peers is measured (admin ping over the tunnel) only
+    # while someone watches (TUI, `status`): an idle mesh stays quiet.
+    latency_interval: float = 2.0
+    latency_watch: float = 60.0  # how long one `status` request keeps measuring
     # Local (LAN) addresses are re-read this often (roaming, DHCP).
     local_addresses_interval: float = 5.0
     # Log a compact peer summary this often at -v in headless mode.
