@@ -165,3 +165,24 @@ def test_admin_port_in_use_is_reported(tmp_path: Path) -> None:
     assert alice.startup_error is not None
     assert f"admin port {alice_settings.admin_port}" in str(alice.startup_error)
     assert not dev.created
+
+
+def test_port_hopping_moves_the_wireguard_port_when_no_static_answers(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    _, bob_settings = make_settings(tmp_path)
+    timers = replace(bob_settings.network.timers, hop_after=0.5)
+    network = replace(bob_settings.network, timers=timers)
+    bob_settings = replace(bob_settings, network=network, hopping=True)
+    dev = FakeWgDevice()
+    bob = Daemon(bob_settings, device=dev, routes=FakeRoutes())  # alice never runs
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bob.run)
+            assert dev.listen_port == 50002
+            await wait_for(lambda: dev.listen_port != 50002, seconds=5.0)
+            assert bob.node is not None and bob.node.info.wg_port == dev.listen_port
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)

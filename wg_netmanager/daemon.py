@@ -80,6 +80,8 @@ class Daemon:
                 nursery.start_soon(self._wireguard)
                 nursery.start_soon(self._resolve)
                 nursery.start_soon(self._local_addresses)
+                if self.settings.hopping and not self.settings.is_static:
+                    nursery.start_soon(self._hop_ports)
                 if self.settings.verbosity >= 1:
                     nursery.start_soon(self._summaries)
                 # --- issue 4 hooks: control socket for `status`; the TUI (q cancels the nursery)
@@ -273,6 +275,37 @@ class Daemon:
                     await self.device.rebind(node.desired_peers())
                 except CommandError as exc:
                     log.warning("%s", exc)
+            await self._flush()
+
+    # --- port hopping (-H) -----------------------------------------------------
+
+    async def _hop_ports(self) -> None:
+        """A firewall may block our WireGuard port: after hop_after without any
+        static peer, move to another port (as the original tool's -H does)."""
+        node = self.node
+        assert node is not None
+        rng = Random()
+        while True:
+            await trio.sleep(1.0)
+            now = trio.current_time()
+            lost = node.static_lost_since(now)
+            if lost is None or now - lost < node.timers.hop_after:
+                continue
+            port = rng.randrange(50000, 60000)
+            log.warning(
+                "no static peer for %.0f s: WireGuard port %d -> %d",
+                now - lost,
+                node.info.wg_port,
+                port,
+            )
+            try:
+                await self.device.configure(self.keys.private, port)
+            except CommandError as exc:
+                log.warning("%s (retrying)", exc)
+                continue
+            node.set_wg_port(port, now)
+            for target in node.statics.values():
+                target.lost_since = now  # give the new port a full period
             await self._flush()
 
     # --- DNS ------------------------------------------------------------------

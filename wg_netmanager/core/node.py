@@ -342,6 +342,20 @@ class Node:
         for wg_ip, path in list(self.paths.items()):
             self._path_wg(wg_ip, path, now)
 
+    def set_wg_port(self, port: int, now: float) -> None:
+        """Our WireGuard listen port changed (port hopping): tell everyone."""
+        self.info = replace(self.info, wg_port=port)
+        for session in self.sessions.values():
+            self._send_hello(
+                self._addr_of(session), now, None, want_echo=False, to=session.info.wg_ip
+            )
+
+    def static_lost_since(self, now: float) -> float | None:
+        """Since when no static peer answers (None: one does, or there are none)."""
+        if not self.statics or any(ip in self.sessions for ip in self.statics):
+            return None
+        return min(t.lost_since for t in self.statics.values())
+
     def watch_latency(self, until: float, now: float) -> None:
         """Someone looks (TUI, `status`): measure latency to every peer until ``until``."""
         if until <= self._watch_until:

@@ -54,6 +54,8 @@ class Timers:
     # while someone watches (TUI, `status`): an idle mesh stays quiet.
     latency_interval: float = 2.0
     latency_watch: float = 60.0  # how long one `status` request keeps measuring
+    # With -H: change the WireGuard port after this long without any static peer.
+    hop_after: float = 30.0
     # Local (LAN) addresses are re-read this often (roaming, DHCP).
     local_addresses_interval: float = 5.0
     # Log a compact peer summary this often at -v in headless mode.
