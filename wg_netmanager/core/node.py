@@ -413,7 +413,7 @@ class Node:
     def shutdown(self, now: float) -> None:
         """Say bye to everyone so they drop us at once instead of after dead_after."""
         for session in self.sessions.values():
-            self._send(wire.Bye(), session.addr, session.info.wg_ip)
+            self._send(wire.Bye(), self._addr_of(session), session.info.wg_ip)
 
     # --- outputs ----------------------------------------------------------
 
@@ -656,7 +656,9 @@ class Node:
         match message:
             case Ping():
                 self._send(
-                    wire.Pong(message.seq, self.table_version), session.addr, session.info.wg_ip
+                    wire.Pong(message.seq, self.table_version),
+                    self._addr_of(session),
+                    session.info.wg_ip,
                 )
                 self._check_table_version(session, message.table_version)
             case Pong():
@@ -945,7 +947,7 @@ class Node:
             # Tell the peer while the direct link (if it still works) carries it:
             # once we go back to the gateway, it would drop our relayed packets
             # until it leaves the direct link too.
-            self._send(wire.Ready(path.attempt), session.addr, wg_ip)
+            self._send(wire.Ready(path.attempt), self._addr_of(session), wg_ip)
         path.installed = path.peer_ready = False
         if session.info.public_key in self._wg:
             # WireGuard still has the peer from an earlier link or attempt: its
@@ -1045,7 +1047,11 @@ class Node:
             # wg reports whole seconds: allow one second of rounding.
             if age is not None and age <= now - path.started + 1.0:
                 self._go_direct(wg_ip, path, now)
-                self._send(wire.Ready(path.attempt, direct=True), self.sessions[wg_ip].addr, wg_ip)
+                self._send(
+                    wire.Ready(path.attempt, direct=True),
+                    self._addr_of(self.sessions[wg_ip]),
+                    wg_ip,
+                )
                 return
         elif path.state == "direct":
             age = reading.handshake_age if reading else None
@@ -1076,7 +1082,7 @@ class Node:
     def _advance(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
         if path.state in ("installing", "punching") and path.installed and now >= path.next_ready:
             # Repeated: a lost Ready would leave the peer waiting for the timeout.
-            self._send(wire.Ready(path.attempt), self.sessions[wg_ip].addr, wg_ip)
+            self._send(wire.Ready(path.attempt), self._addr_of(self.sessions[wg_ip]), wg_ip)
             path.next_ready = now + self.timers.ready_interval
         if path.state == "installing" and path.installed and path.peer_ready:
             path.state = "punching"
@@ -1086,7 +1092,7 @@ class Node:
             # once that first initiation has had time to arrive.
             path.firing = self.info.wg_ip > wg_ip
             path.fire_at = now + self.timers.punch_stagger + self._gateway_rtt()
-            self._send(wire.Ready(path.attempt), self.sessions[wg_ip].addr, wg_ip)
+            self._send(wire.Ready(path.attempt), self._addr_of(self.sessions[wg_ip]), wg_ip)
             path.next_ready = now + self.timers.ready_interval
             self._recompute(now)
 
@@ -1181,6 +1187,10 @@ class Node:
     # --- helpers ------------------------------------------------------------
 
     def _addr_of(self, session: Session) -> Endpoint:
+        if self._is_pair(session.info.wg_ip):
+            # Always through the tunnel (direct or via the gateway): the session
+            # may have been opened over a LAN that roaming has since left.
+            return (str(session.info.wg_ip), session.info.admin_port)
         target = self.statics.get(session.info.wg_ip)
         if target is not None and target.admin_endpoint is not None:
             return target.admin_endpoint
