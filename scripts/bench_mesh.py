@@ -55,22 +55,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from netns import REQUIRED_TOOLS, Testbed, script_path, unique_prefix, which  # noqa: E402
+from netns import REQUIRED_TOOLS, Testbed, network_yaml, script_path, unique_prefix, which  # noqa: E402
 
 NODES = {"beta": "10.1.1.1", "alpha": "10.1.1.2", "charlie": "10.1.1.3", "delta": "10.1.1.4"}
 BY_IP = {ip: box for box, ip in NODES.items()}
 PAIRS = list(itertools.combinations(NODES, 2))  # the six links
 DIRECTED = list(itertools.permutations(NODES, 2))  # the twelve prober directions
 HOME_LAN = "192.168.1."
-NETWORK_YAML = """\
-network:
-  sharedKey: 8CY3eUZz0jNqSi1bhPk9NUFyXyb2EaXGvOyPtgd8ADs=
-  subnet: 10.1.1.0/24
-peers:
-  - endPoint: 198.51.100.1:50001
-    adminPort: 50501
-    wgIp: 10.1.1.1
-"""
+NETWORK_YAML = network_yaml()
 PROBE_PORT = 7777
 PROBE_INTERVAL = 0.02
 PROBE_GAP = 0.1  # a silence longer than this is an outage

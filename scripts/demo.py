@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from netns import Testbed, script_path, unique_prefix  # noqa: E402
+from netns import Testbed, script_path, unique_prefix, write_network_yaml  # noqa: E402
 
 TOPOLOGIES: dict[str, tuple[str, dict[str, str]]] = {
     # script, box -> wg IP; the first box is the static node
@@ -36,15 +38,42 @@ TOPOLOGIES: dict[str, tuple[str, dict[str, str]]] = {
     ),
 }
 
-NETWORK_YAML = """\
-network:
-  sharedKey: {key}
-  subnet: 10.1.1.0/24
-peers:
-  - endPoint: 198.51.100.1:50001
-    adminPort: 50501
-    wgIp: 10.1.1.1
-"""
+
+def pair_states(tb: Testbed, nodes: dict[str, str]) -> dict[tuple[str, str], str]:
+    """For each pair of boxes: "direct", "via <gateway>", or "-" (no route yet)."""
+    by_ip = {ip: name for name, ip in nodes.items()}
+    routes: dict[str, dict[str, str]] = {}
+    for box in nodes:
+        out = tb.run(box, "ip", "-4", "route", "show", "dev", "wg0", "proto", "57").stdout
+        table = routes[box] = {}
+        for line in out.splitlines():
+            fields = line.split()
+            dest = by_ip.get(fields[0].removesuffix("/32"), fields[0])
+            via = fields[fields.index("via") + 1] if "via" in fields else None
+            table[dest] = f"via {by_ip.get(via, via)}" if via else "direct"
+    states = {}
+    for a, b in itertools.combinations(nodes, 2):
+        ab, ba = routes[a].get(b, "-"), routes[b].get(a, "-")
+        states[(a, b)] = ab if ab == ba else f"{ab} / {ba}"
+    return states
+
+
+def watch_timeline(
+    tb: Testbed,
+    nodes: dict[str, str],
+    started: float,
+    timeline: list[str],
+    last: dict[tuple[str, str], str],
+    stop: threading.Event,
+) -> None:
+    """Sample every pair's path every 50 ms: the phases (via the gateway, then
+    LAN, then NAT-direct) happen faster than the ping matrix can redraw."""
+    while not stop.wait(0.05):
+        for pair, state in pair_states(tb, nodes).items():
+            if last.get(pair) != state:
+                last[pair] = state
+                when = time.monotonic() - started
+                timeline.append(f"{when:5.2f} s  {pair[0]}<->{pair[1]}: {state}")
 
 
 def paths(tb: Testbed, box: str, nodes: dict[str, str]) -> str:
@@ -63,7 +92,12 @@ def paths(tb: Testbed, box: str, nodes: dict[str, str]) -> str:
 
 
 def draw(
-    tb: Testbed, nodes: dict[str, str], started: float, pool: concurrent.futures.Executor
+    tb: Testbed,
+    nodes: dict[str, str],
+    started: float,
+    pool: concurrent.futures.Executor,
+    timeline: list[str],
+    last: dict[tuple[str, str], str],
 ) -> None:
     names = list(nodes)
     pairs = [(a, b) for a in names for b in names if a != b]
@@ -78,6 +112,7 @@ def draw(
     lines.append("")
     for box in names:
         lines.append(f"{box:<8} {paths(tb, box, nodes)}")
+    lines += ["", "timeline (which path each pair uses):", *timeline[-14:]]
     sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
     sys.stdout.flush()
 
@@ -96,21 +131,29 @@ def main() -> int:
         Testbed(script_path(script), unique_prefix("demo")) as tb,
     ):
         tb.up()
-        config = Path(tmp) / "network.yaml"
-        config.write_text(NETWORK_YAML.format(key=generate_shared_key()))
-        config.chmod(0o600)
+        config = write_network_yaml(Path(tmp) / "network.yaml", shared_key=generate_shared_key())
         env = {"PYTHONPATH": str(ROOT)}
         started = time.monotonic()
         for box, ip in nodes.items():
             argv = [sys.executable, "-m", "wg_netmanager", "-c", str(config), "--no-tui"]
             tb.spawn(box, [*argv, "wg0", ip, box], Path(tmp) / f"{box}.log", env=env)
+        timeline: list[str] = []
+        last: dict[tuple[str, str], str] = {}
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=watch_timeline, args=(tb, nodes, started, timeline, last, stop), daemon=True
+        )
+        watcher.start()
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
             try:
                 while not args.seconds or time.monotonic() - started < args.seconds:
-                    draw(tb, nodes, started, pool)
-                    time.sleep(0.5)
+                    draw(tb, nodes, started, pool, timeline, last)
+                    time.sleep(0.2)
             except KeyboardInterrupt:
                 pass
+            finally:
+                stop.set()
+                watcher.join(timeout=5)
         print(f"\nstopping; daemon logs were in {tmp}:")
         for log in sorted(Path(tmp).glob("*.log")):
             tail = log.read_text().splitlines()[-3:]

@@ -295,3 +295,32 @@ class Testbed:
         return proc.returncode
 
     wait_until = staticmethod(wait_until)
+
+
+def network_yaml(
+    shared_key: str = "8CY3eUZz0jNqSi1bhPk9NUFyXyb2EaXGvOyPtgd8ADs=", **timers: float
+) -> str:
+    """The testbeds' network.yaml: beta/alice static at 198.51.100.1, 10.1.1.0/24.
+
+    ``timers`` use the camelCase names of network.yaml (``pingInterval=1``).
+    The fixed key is for namespace testbeds only.
+    """
+    text = f"""\
+network:
+  sharedKey: {shared_key}
+  subnet: 10.1.1.0/24
+peers:
+  - endPoint: 198.51.100.1:50001
+    adminPort: 50501
+    wgIp: 10.1.1.1
+"""
+    if timers:
+        text += "timers:\n" + "".join(f"  {name}: {value:g}\n" for name, value in timers.items())
+    return text
+
+
+def write_network_yaml(path: Path, **kwargs: Any) -> Path:
+    """Write :func:`network_yaml` to ``path`` readable by root only (it holds the key)."""
+    path.write_text(network_yaml(**kwargs))
+    path.chmod(0o600)
+    return path

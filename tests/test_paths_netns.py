@@ -18,22 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import Testbed, require_netns, script_path, unique_prefix, wait_until
+from netns import Testbed, network_yaml, require_netns, script_path, unique_prefix, wait_until
 
 pytestmark = pytest.mark.netns
 
 NODES = {"beta": "10.1.1.1", "alpha": "10.1.1.2", "charlie": "10.1.1.3", "delta": "10.1.1.4"}
-NETWORK_YAML = """\
-network:
-  sharedKey: 8CY3eUZz0jNqSi1bhPk9NUFyXyb2EaXGvOyPtgd8ADs=
-  subnet: 10.1.1.0/24
-peers:
-  - endPoint: 198.51.100.1:50001
-    adminPort: 50501
-    wgIp: 10.1.1.1
-timers:
-  localAddressesInterval: 0.5
-"""
+NETWORK_YAML = network_yaml(localAddressesInterval=0.5)
 
 
 class PingWatch:

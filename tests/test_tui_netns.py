@@ -18,25 +18,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import Testbed, require_netns, require_tools, script_path, unique_prefix, wait_until
+from netns import (
+    Testbed,
+    network_yaml,
+    require_netns,
+    require_tools,
+    script_path,
+    unique_prefix,
+    wait_until,
+)
 from sim import SimNet
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.netns
 
 NODES = {"alice": "10.1.1.1", "bob": "10.1.1.2", "charlie": "10.1.1.3"}
-NETWORK_YAML = """\
-network:
-  sharedKey: 8CY3eUZz0jNqSi1bhPk9NUFyXyb2EaXGvOyPtgd8ADs=
-  subnet: 10.1.1.0/24
-peers:
-  - endPoint: 198.51.100.1:50001
-    adminPort: 50501
-    wgIp: 10.1.1.1
-timers:
-  pingInterval: 1
-  deadAfter: 3
-"""
+NETWORK_YAML = network_yaml(pingInterval=1, deadAfter=3)
 
 
 def core_measures_every_latency() -> bool:
