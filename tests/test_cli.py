@@ -248,7 +248,7 @@ def test_check_summary(files: dict[str, str], capsys: pytest.CaptureFixture[str]
     for fragment in ["bob", "10.1.1.16", "wg3", "50016", "50516", "dynamic", "10.1.1.0/24"]:
         assert fragment in out
     assert "vps.example.org:50001" in out
-    assert "deadAfter=5 (default 25)" in out
+    assert "deadAfter=5 (default 28)" in out
     assert "pingInterval" not in out  # only timers that differ from the defaults
     assert KEY not in out and KEY[:16] not in out
 

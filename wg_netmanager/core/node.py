@@ -600,7 +600,8 @@ class Node:
             established=now,
             last_heard=now,
             pinger=we_ping,
-            next_ping=now + self._jitter(self.timers.ping_interval),
+            # An early first ping: latency shows up at once, not after a full interval.
+            next_ping=now + self._jitter(min(1.0, self.timers.ping_interval)),
             peer_ready=self.is_static,
         )
         self.sessions[header.wg_ip] = session

@@ -20,8 +20,8 @@ class Timers:
     hello_slow_after: float = 30.0
     # Liveness: a ping every ping_interval (jittered); silence for dead_after
     # drops the node (its routes and WireGuard peer go away).
-    ping_interval: float = 10.0
-    dead_after: float = 25.0
+    ping_interval: float = 12.0
+    dead_after: float = 28.0
     # Re-resolve static peers' host names (dynamic DNS).
     resolve_interval: float = 60.0
     # Read `wg show` often while a handshake or endpoint is awaited, rarely otherwise.
