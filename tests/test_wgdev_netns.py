@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netns import require_root, require_tools
 
 pytestmark = pytest.mark.netns
 
@@ -38,23 +38,11 @@ TOOLS = ("ip", "wg", "wireguard-go", "ping", "unshare")
 _counter = itertools.count(1)
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _require(ok: bool, reason: str) -> None:
-    if ok:
-        return
-    if _in_ci():
-        pytest.fail(f"precondition missing in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(autouse=True)
 def _preconditions() -> None:
-    _require(os.geteuid() == 0, "needs root (network namespaces)")
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    _require(not missing, f"missing tools: {', '.join(missing)}")
+    # Skips locally without root or tools; fails loudly in CI.
+    require_root()
+    require_tools(*TOOLS)
 
 
 AGENT = r"""
