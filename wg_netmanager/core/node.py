@@ -216,7 +216,6 @@ class Node:
     ) -> None:
         self.info = info
         self.subnet = subnet
-        self._subnet_text = _PrefixCheck(subnet)
         self.timers = timers
         self.boot = random_bytes(wire.BOOT_SIZE)
         self._key = wire.derive_admin_key(shared_key)
@@ -1200,7 +1199,8 @@ class Node:
     def _send(
         self, message: Message, addr: Endpoint, to: IPv4Address = wire.UNKNOWN_RECEIVER
     ) -> None:
-        if addr[0] in self._subnet_text and IPv4Address(addr[0]) not in self._routable:
+        dest = IPv4Address(addr[0])  # always IPv4 text here: sockets, DNS answers, decoder
+        if dest in self.subnet and dest not in self._routable:
             self._drop("no route yet")  # without our route it would leak to the underlay
             return
         self._counter += 1
@@ -1238,20 +1238,3 @@ class Node:
             if wg_ip in listing:
                 return f"{listing[wg_ip].info.name} ({wg_ip})"
         return str(wg_ip)
-
-
-class _PrefixCheck:
-    """``text in check``: is this address text inside the subnet (cheap, no exceptions)."""
-
-    def __init__(self, subnet: IPv4Network) -> None:
-        self._subnet = subnet
-
-    def __contains__(self, text: object) -> bool:
-        try:
-            return IPv4Address(str(text)) in self._subnet
-        except ValueError:
-            return False
-
-
-def with_local_endpoints(info: NodeInfo, endpoints: Iterable[Endpoint]) -> NodeInfo:
-    return replace(info, local_endpoints=tuple(endpoints)[: wire.MAX_LOCAL_ENDPOINTS])
