@@ -25,11 +25,12 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pytest
 
@@ -324,3 +325,62 @@ def write_network_yaml(path: Path, **kwargs: Any) -> Path:
     path.write_text(network_yaml(**kwargs))
     path.chmod(0o600)
     return path
+
+
+class Daemons:
+    """wg_netmanager daemons in the boxes of a testbed, logs in ``tmp``.
+
+    ``nodes`` maps box -> wg IP; box N's k-th start logs to ``{box}-{k}.log``.
+    """
+
+    def __init__(self, tb: Testbed, tmp: Path, nodes: dict[str, str], config_text: str) -> None:
+        self.tb = tb
+        self.tmp = tmp
+        self.nodes = nodes
+        self.config = tmp / "network.yaml"
+        self.config.write_text(config_text)
+        self.config.chmod(0o600)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._starts: dict[str, int] = {}
+
+    def start(self, box: str, *prefix: str) -> subprocess.Popen[bytes]:
+        """Start the daemon in ``box`` (headless, -vv); ``prefix`` wraps the command."""
+        argv = [*prefix, sys.executable, "-m", "wg_netmanager", "-c", str(self.config)]
+        argv += ["--no-tui", "-vv", "wg0", self.nodes[box], box]
+        count = self._starts.get(box, 0)
+        self._starts[box] = count + 1
+        env = {"PYTHONPATH": str(REPO_ROOT)}
+        proc = self.tb.spawn(box, argv, self.tmp / f"{box}-{count}.log", env=env)
+        self.procs[box] = proc
+        return proc
+
+    def log(self, box: str, start: int = 0) -> str:
+        return (self.tmp / f"{box}-{start}.log").read_text()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.tmp.glob("*.log")))
+
+    def routes(self, box: str) -> str:
+        """The daemon's routes (proto 57) on wg0 in ``box``, as ``ip route`` prints them."""
+        return self.tb.run(box, "ip", "-4", "route", "show", "dev", "wg0", "proto", "57").stdout
+
+    def peers(self, box: str) -> list[str]:
+        return self.tb.run(box, "wg", "show", "wg0", "peers").stdout.split()
+
+
+D = TypeVar("D", bound=Daemons)
+
+
+@contextlib.contextmanager
+def daemons_in(
+    script: str, tmp: Path, nodes: dict[str, str], config_text: str, kind: type[D]
+) -> Iterator[D]:
+    """A fresh testbed with ``kind`` (a :class:`Daemons`); on failure the logs are printed."""
+    require_netns()
+    with Testbed(script_path(script), unique_prefix()) as tb:
+        daemons = kind(tb, tmp, nodes, config_text)
+        try:
+            yield daemons
+        except BaseException:
+            print(daemons.logs())
+            raise

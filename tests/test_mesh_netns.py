@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import itertools
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import Testbed, network_yaml, require_netns, script_path, unique_prefix, wait_until
+from netns import Daemons, daemons_in, network_yaml, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -36,52 +34,18 @@ def shifted_clock(offset: str) -> list[str]:
     return ["env", f"LD_PRELOAD={libs[0]}", f"FAKETIME={offset}", "DONT_FAKE_MONOTONIC=1"]
 
 
-class Mesh:
-    def __init__(self, tb: Testbed, tmp: Path) -> None:
-        self.tb = tb
-        self.tmp = tmp
-        self.config = tmp / "network.yaml"
-        self.config.write_text(NETWORK_YAML)
-        self.config.chmod(0o600)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.starts = itertools.count()
-
-    def start(self, box: str, *prefix: str) -> subprocess.Popen[bytes]:
-        argv = [*prefix, sys.executable, "-m", "wg_netmanager", "-c", str(self.config)]
-        argv += ["--no-tui", "-vv", "wg0", NODES[box], box]
-        log = self.tmp / f"{box}-{next(self.starts)}.log"
-        env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        proc = self.tb.spawn(box, argv, log, env=env)
-        self.procs[box] = proc
-        return proc
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.tmp.glob("*.log")))
-
+class Mesh(Daemons):
     def pings(self, a: str, b: str) -> bool:
         return self.tb.ping(a, NODES[b], timeout=1.0)
 
     def all_pairs(self, boxes: list[str]) -> bool:
         return all(self.pings(a, b) for a, b in itertools.permutations(boxes, 2))
 
-    def routes(self, box: str) -> str:
-        return self.tb.run(box, "ip", "-4", "route", "show", "dev", "wg0").stdout
-
-    def peers(self, box: str) -> list[str]:
-        out = self.tb.run(box, "wg", "show", "wg0", "peers").stdout
-        return out.split()
-
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[Mesh]:
-    require_netns()
-    with Testbed(script_path("three_boxes"), unique_prefix()) as tb:
-        m = Mesh(tb, tmp_path)
-        try:
-            yield m
-        except BaseException:
-            print(m.logs())
-            raise
+    with daemons_in("three_boxes", tmp_path, NODES, NETWORK_YAML, Mesh) as mesh:
+        yield mesh
 
 
 def test_mesh_forms_heals_and_cleans_up(mesh: Mesh) -> None:
@@ -91,7 +55,7 @@ def test_mesh_forms_heals_and_cleans_up(mesh: Mesh) -> None:
     assert wait_until(lambda: mesh.all_pairs(boxes), timeout=15), mesh.logs()
     # bob and charlie first went through alice, the gateway, then direct
     # (charlie's NAT lets bob's WireGuard answer in once charlie has sent).
-    assert "charlie (10.1.1.3) reachable via alice" in (mesh.tmp / "bob-1.log").read_text()
+    assert "charlie (10.1.1.3) reachable via alice" in mesh.log("bob")
     assert wait_until(lambda: "via" not in mesh.routes("bob") + mesh.routes("charlie"), 10)
     assert len(mesh.peers("alice")) == 2 and len(mesh.peers("bob")) == 2
 

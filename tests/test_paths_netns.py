@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import itertools
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import Testbed, network_yaml, require_netns, script_path, unique_prefix, wait_until
+from netns import Daemons, Testbed, daemons_in, network_yaml, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -60,27 +58,7 @@ class PingWatch:
             thread.join(timeout=5)
 
 
-class Mesh:
-    def __init__(self, tb: Testbed, tmp: Path) -> None:
-        self.tb = tb
-        self.tmp = tmp
-        self.config = tmp / "network.yaml"
-        self.config.write_text(NETWORK_YAML)
-        self.config.chmod(0o600)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, box: str) -> None:
-        argv = [sys.executable, "-m", "wg_netmanager", "-c", str(self.config)]
-        argv += ["--no-tui", "-vv", "wg0", NODES[box], box]
-        env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        self.procs[box] = self.tb.spawn(box, argv, self.tmp / f"{box}.log", env=env)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.tmp.glob("*.log")))
-
-    def routes(self, box: str) -> str:
-        return self.tb.run(box, "ip", "-4", "route", "show", "dev", "wg0", "proto", "57").stdout
-
+class Mesh(Daemons):
     def direct(self, a: str, b: str) -> bool:
         """Both have a plain route to the other (no ``via``) and a WireGuard peer."""
         for x, y in ((a, b), (b, a)):
@@ -95,14 +73,8 @@ class Mesh:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[Mesh]:
-    require_netns()
-    with Testbed(script_path("working_example"), unique_prefix()) as tb:
-        m = Mesh(tb, tmp_path)
-        try:
-            yield m
-        except BaseException:
-            print(m.logs())
-            raise
+    with daemons_in("working_example", tmp_path, NODES, NETWORK_YAML, Mesh) as mesh:
+        yield mesh
 
 
 def test_working_example_goes_from_gateway_to_six_direct_links(mesh: Mesh) -> None:
@@ -113,7 +85,7 @@ def test_working_example_goes_from_gateway_to_six_direct_links(mesh: Mesh) -> No
         assert wait_until(mesh.all_direct, timeout=15, interval=0.2), mesh.logs()
         time.sleep(1.0)  # a few more pings on the final paths
     # The gateway phase happened: at first the NATed nodes went through beta.
-    logs = {box: (mesh.tmp / f"{box}.log").read_text() for box in NODES}
+    logs = {box: mesh.log(box) for box in NODES}
     assert "reachable via beta" in logs["alpha"]
     assert "direct over LAN" in logs["charlie"] and "direct over LAN" in logs["delta"]
     assert "direct over NAT" in logs["alpha"]
