@@ -4,5 +4,6 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-bash scripts/install.sh >/dev/null
+echo "==> checking/installing what the demo needs (the first run takes a minute)"
+bash scripts/install.sh
 exec .venv/bin/python scripts/demo.py "$@"
