@@ -20,8 +20,16 @@
 #   * Interfaces are created directly inside their namespaces
 #     (`ip link add ... netns X type veth peer ... netns Y`), so names never
 #     collide with the host's or with other testbeds'.
+#   * A box may have its own /etc files in ${TB_ETC_NETNS}/${PREFIX}-${BOX}/
+#     (tb_hosts): `ip netns exec`, and so tb_box_exec, bind-mounts every file
+#     there over its namesake in /etc for the process it starts, but only if
+#     the file exists at that moment: write them before starting daemons.
+#     The directories a testbed created are listed in
+#     ${TB_STATE_ROOT}/${PREFIX}/etc_netns and removed by tb_down.
 
 TB_STATE_ROOT=${TB_STATE_ROOT:-/run/wgnm-testbed}
+# Fixed in iproute2 (NETNS_ETC_DIR), so not configurable.
+TB_ETC_NETNS=/etc/netns
 
 tb_log() {
     [ -n "${TB_QUIET:-}" ] || printf '[testbed] %s\n' "$*" >&2
@@ -177,9 +185,29 @@ tb_down() {
         tb_kill_ns_pids "$ns"
         ip netns del "$ns" 2>/dev/null || tb_log "warning: could not delete $ns"
     done
+    tb__etc_netns_down "$prefix"
     rm -rf "${TB_STATE_ROOT:?}/${prefix:?}"
     rmdir "$TB_STATE_ROOT" 2>/dev/null || true
     return 0
+}
+
+# tb__etc_netns_down PREFIX: remove the ${TB_ETC_NETNS}/PREFIX-BOX
+# directories the testbed created (as listed by tb_hosts), and
+# ${TB_ETC_NETNS} itself if the testbed created it and it is empty now.
+tb__etc_netns_down() {
+    local prefix=$1 list path box
+    list="${TB_STATE_ROOT}/${prefix}/etc_netns"
+    [ -f "$list" ] || return 0
+    while IFS= read -r path; do
+        box=${path#"${TB_ETC_NETNS}/${prefix}-"}
+        case "$box" in
+            "$path" | '' | *[!a-z0-9_]*) ;; # not one of ours: leave it
+            *) rm -rf -- "$path" ;;
+        esac
+    done <"$list"
+    if grep -qxF "$TB_ETC_NETNS" "$list"; then
+        rmdir "$TB_ETC_NETNS" 2>/dev/null || true
+    fi
 }
 
 tb__up_exit() {
@@ -195,6 +223,8 @@ tb__up_exit() {
 # tb_main USAGE_NAME UP_FUNCTION "$@": the common command-line front end.
 #   up [PREFIX] | down [PREFIX] | exec PREFIX BOX CMD... | list [PREFIX]
 # UP_FUNCTION PREFIX builds the topology; on failure everything is torn down.
+# TB_USAGE_EXTRA, if set, is appended to the usage message (a script's own
+# subcommands).
 tb_main() {
     local name=$1 upfn=$2 cmd prefix
     shift 2
@@ -231,7 +261,7 @@ tb_main() {
             tb_list_ns "$prefix"
             ;;
         *)
-            echo "usage: $name up [PREFIX] | down [PREFIX] | exec PREFIX BOX CMD... | list [PREFIX]" >&2
+            echo "usage: $name up [PREFIX] | down [PREFIX] | exec PREFIX BOX CMD... | list [PREFIX]${TB_USAGE_EXTRA:+ | $TB_USAGE_EXTRA}" >&2
             exit 2
             ;;
     esac
@@ -297,4 +327,155 @@ tb_home_router() {
     tb_bridge_plain "$ns"
     tb_nat "$ns" wan lan
     tb_nat_drop_inbound "$ns" wan
+}
+
+# ---------------------------------------------------------------------------
+# Fault injection and changes at run time.
+
+# tb_need_ns NS: die unless namespace NS exists.
+tb_need_ns() {
+    tb_ns_exists "$1" || tb_die "no such box: $1 (is the testbed up?)"
+}
+
+# tb_check_box BOX: die unless BOX is a valid box name ([a-z0-9_]+).
+tb_check_box() {
+    case "$1" in
+        '' | *[!a-z0-9_]*) tb_die "bad box name '$1' (allowed: a-z 0-9 _)" ;;
+    esac
+}
+
+# tb_nft_replace NS FAMILY TABLE BODY: create the nft table FAMILY TABLE in
+# namespace NS with BODY (its chains), atomically replacing a table of that
+# name if there is one (one transaction: add, delete, add).
+tb_nft_replace() {
+    local ns=$1 family=$2 table=$3 body=$4
+    ip netns exec "$ns" nft -f - <<NFT
+table $family $table
+delete table $family $table
+table $family $table {
+$body
+}
+NFT
+}
+
+# tb_nft_delete NS FAMILY TABLE: delete the nft table FAMILY TABLE in
+# namespace NS; no error if there is none.
+tb_nft_delete() {
+    local ns=$1 family=$2 table=$3
+    ip netns exec "$ns" nft -f - <<NFT
+table $family $table
+delete table $family $table
+NFT
+}
+
+# tb_cut NS TABLE LOCAL_IP PEER_IP...: box NS drops every IPv4 packet between
+# LOCAL_IP and any PEER_IP, both directions (input and output hooks of the
+# nft table "ip TABLE" of its own; replaces an earlier one).  ARP is not
+# IPv4: neighbour resolution still works.  Undo with tb_nft_delete NS ip TABLE.
+tb_cut() {
+    local ns=$1 table=$2 local_ip=$3 peers
+    shift 3
+    [ "$#" -gt 0 ] || tb_die "tb_cut: no peer address"
+    peers=$(IFS=,; printf '%s' "$*")
+    tb_nft_replace "$ns" ip "$table" "
+    chain input {
+        type filter hook input priority filter; policy accept;
+        ip saddr { $peers } ip daddr $local_ip drop
+    }
+    chain output {
+        type filter hook output priority filter; policy accept;
+        ip saddr $local_ip ip daddr { $peers } drop
+    }"
+}
+
+# tb_bridge_isolate NS: the bridges in namespace NS forward nothing between
+# their ports (nft table "bridge tb_partition", forward chain policy drop).
+# Links, carrier and addresses stay; traffic to a bridge's own address is
+# not forwarded but delivered, so it still gets there.
+tb_bridge_isolate() {
+    tb_nft_replace "$1" bridge tb_partition "
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+    }"
+}
+
+# tb_bridge_unisolate NS: undo tb_bridge_isolate (no error if not isolated).
+tb_bridge_unisolate() {
+    tb_nft_delete "$1" bridge tb_partition
+}
+
+# tb_has_addr NS IFNAME ADDR/LEN: true if IFNAME in NS has exactly that
+# IPv4 address and prefix length.
+tb_has_addr() {
+    ip -n "$1" -4 -o addr show dev "$2" | awk -v a="$3" '$4 == a { f = 1 } END { exit !f }'
+}
+
+# tb_addr_in_use PREFIX IP: true if a box of testbed PREFIX has address IP.
+tb_addr_in_use() {
+    local prefix=$1 ip=$2 ns
+    for ns in $(tb_list_ns "$prefix"); do
+        if ip -n "$ns" -4 -o addr show |
+            awk -v a="$ip" '{ split($4, x, "/") } x[1] == a { f = 1 } END { exit !f }'; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+# tb_readdress NS IFNAME OLD/LEN NEW/LEN GATEWAY: IFNAME's address OLD is
+# replaced by NEW, as a DHCP client does when a renewal brings a new lease
+# (old address removed, new one added; removing the last address of a
+# device also removes the routes through it), then the default route via
+# GATEWAY is restored.  Idempotent: with NEW already there, OLD is removed
+# if still present and the route ensured.
+tb_readdress() {
+    local ns=$1 ifname=$2 old=$3 new=$4 gw=$5
+    if tb_has_addr "$ns" "$ifname" "$new"; then
+        if tb_has_addr "$ns" "$ifname" "$old"; then
+            ip -n "$ns" addr del "$old" dev "$ifname"
+        fi
+    else
+        tb_has_addr "$ns" "$ifname" "$old" || tb_die "$ns: $ifname has neither $old nor $new"
+        ip -n "$ns" addr del "$old" dev "$ifname"
+        ip -n "$ns" addr add "$new" dev "$ifname"
+    fi
+    ip -n "$ns" route replace default via "$gw" dev "$ifname"
+}
+
+# tb_hosts PREFIX BOX [LINE...]: write the box's hosts file
+# ${TB_ETC_NETNS}/PREFIX-BOX/hosts: a localhost line, then one line per LINE
+# (e.g. "198.51.100.1 beta.test").  Processes started in the box afterwards
+# (tb_box_exec, `ip netns exec`) see it as /etc/hosts through a bind mount
+# of that file, made when they start, and only if the file exists then
+# (earlier ones keep the host's /etc/hosts).  So the file is rewritten in
+# place (truncated, same inode), never replaced by a rename, which running
+# processes would not see.  A reader may catch the file empty for the
+# moment between truncation and write.
+tb_hosts() {
+    local prefix=$1 box=$2 ns state dir line
+    shift 2
+    tb_check_box "$box"
+    ns=$(tb_ns "$prefix" "$box")
+    tb_need_ns "$ns"
+    state="${TB_STATE_ROOT}/${prefix}"
+    [ -d "$state/$box" ] || tb_die "no state directory $state/$box (is the testbed up?)"
+    for line in "$@"; do
+        case "$line" in
+            *$'\n'*) tb_die "hosts: a LINE must not contain a newline" ;;
+        esac
+    done
+    dir="${TB_ETC_NETNS}/${ns}"
+    # Record before creating, so that tb_down removes what we made even if
+    # we are interrupted in between.
+    if [ ! -d "$TB_ETC_NETNS" ]; then
+        printf '%s\n' "$TB_ETC_NETNS" >>"$state/etc_netns"
+        install -d -m 0755 "$TB_ETC_NETNS"
+    fi
+    if [ ! -d "$dir" ]; then
+        printf '%s\n' "$dir" >>"$state/etc_netns"
+        install -d -m 0755 "$dir"
+    fi
+    # `>` opens with O_TRUNC: same inode, seen through existing bind mounts.
+    printf '%s\n' "127.0.0.1	localhost" "$@" >"$dir/hosts"
+    chmod 0644 "$dir/hosts"
 }

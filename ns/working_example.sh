@@ -49,12 +49,58 @@
 #                                                 #   charlie delta inet (cafe)
 #   ns/working_example.sh list [PREFIX]
 #   ns/working_example.sh roam PREFIX
+#   ns/working_example.sh lan-cut PREFIX | lan-heal PREFIX
+#   ns/working_example.sh partition PREFIX | heal PREFIX
+#   ns/working_example.sh attacker PREFIX
+#   ns/working_example.sh readdress PREFIX
+#   ns/working_example.sh move-beta PREFIX NEWADDR   # e.g. 198.51.100.11
+#   ns/working_example.sh hosts PREFIX BOX [LINE...] # e.g. "198.51.100.1 beta.test"
 #
 # `roam` moves delta from the home LAN to behind a new NAT router "cafe"
 # (wan 198.51.100.5, lan 192.168.3.1; delta becomes 192.168.3.2): delta's
 # cable into the home LAN is removed and a new one plugged into the cafe's
 # LAN. The delta namespace, its other interfaces (e.g. wg0) and the processes
 # running in it stay.
+#
+# Faults and changes for tests.  All need the testbed up (else they fail),
+# print one [testbed] line, and are idempotent (except `roam`):
+#
+# `lan-cut`: charlie (192.168.1.2) and delta (192.168.1.3, or 192.168.1.33
+# after `readdress`) no longer reach each other directly: charlie's nft
+# table "ip tb_lan_cut" drops every IPv4 packet between them, both
+# directions (input and output hooks).  ARP still works, and both still
+# reach the internet through the router.  Harmless after a roam.
+# `lan-heal` deletes exactly that table (no error if there is none).
+#
+# `partition`: the internet bridge br0 (in P-inet) forwards nothing between
+# its ports (nft table "bridge tb_partition" in P-inet, forward policy
+# drop): no internet box reaches another, but links, carrier and addresses
+# stay (the bridge's own 198.51.100.254 still answers).  `heal` deletes the
+# table (no error if there is none).
+#
+# `attacker`: a box "evil" on the internet, 198.51.100.66/24 on eth0 into
+# br0, default route via 198.51.100.254, no NAT.  Nothing happens if it is
+# there already.  `down` removes it like every box.
+#
+# `readdress`: delta's home LAN address changes as after a DHCP renewal
+# with a new lease: 192.168.1.3/24 -> 192.168.1.33/24 on eth0 (the old
+# address goes first, taking the routes along, then the new one comes and
+# the default route via 192.168.1.1 is restored).  Refused once delta has
+# roamed.
+#
+# `move-beta NEWADDR`: beta's public address changes (a VPS with a dynamic
+# DNS name gets a new IP), e.g. 198.51.100.1 -> 198.51.100.11 (any
+# 198.51.100.1-253 no box of the testbed has); the default route via
+# 198.51.100.254 is restored.
+#
+# `hosts BOX [LINE...]`: write /etc/netns/P-BOX/hosts (a localhost line plus
+# the LINEs), which `ip netns exec`, and so `exec`, bind-mounts over
+# /etc/hosts for the processes it starts.  The file is rewritten in place
+# (same inode), so processes started since it first existed see every later
+# change.  Processes started before it existed keep the host's /etc/hosts
+# for good: write hosts files BEFORE starting the daemons that should see
+# them.  `down` removes the /etc/netns/P-* directories it created (and
+# /etc/netns if it created that and it is empty then).
 set -euo pipefail
 
 # shellcheck source=ns/lib.sh
@@ -103,12 +149,130 @@ working_example_roam() {
     tb_log "delta roamed to the cafe (192.168.3.2 behind 198.51.100.5)"
 }
 
-if [ "${1:-}" = roam ]; then
-    [ "$#" -eq 2 ] || tb_die "usage: $(basename "$0") roam PREFIX"
-    tb_check_prefix "$2"
-    tb_require_root
-    working_example_roam "$2"
-    exit 0
-fi
+# Addresses the fault commands rely on.
+WE_CHARLIE=192.168.1.2
+WE_DELTA=192.168.1.3
+WE_DELTA_NEW=192.168.1.33
+WE_EVIL=198.51.100.66
+
+working_example_lan_cut() {
+    local charlie
+    charlie=$(tb_ns "$1" charlie)
+    tb_need_ns "$charlie"
+    tb_cut "$charlie" tb_lan_cut "$WE_CHARLIE" "$WE_DELTA" "$WE_DELTA_NEW"
+    tb_log "lan cut: charlie $WE_CHARLIE x delta $WE_DELTA/$WE_DELTA_NEW"
+}
+
+working_example_lan_heal() {
+    local charlie
+    charlie=$(tb_ns "$1" charlie)
+    tb_need_ns "$charlie"
+    tb_nft_delete "$charlie" ip tb_lan_cut
+    tb_log "lan healed: charlie and delta reach each other again"
+}
+
+working_example_partition() {
+    local inet
+    inet=$(tb_ns "$1" inet)
+    tb_need_ns "$inet"
+    tb_bridge_isolate "$inet"
+    tb_log "internet partitioned: br0 forwards nothing"
+}
+
+working_example_heal() {
+    local inet
+    inet=$(tb_ns "$1" inet)
+    tb_need_ns "$inet"
+    tb_bridge_unisolate "$inet"
+    tb_log "internet healed: br0 forwards again"
+}
+
+working_example_attacker() {
+    local p=$1 inet evil
+    inet=$(tb_ns "$p" inet)
+    evil=$(tb_ns "$p" evil)
+    tb_need_ns "$inet"
+    if tb_ns_exists "$evil"; then
+        tb_has_addr "$evil" eth0 "$WE_EVIL/24" ||
+            tb_die "$evil exists but has no $WE_EVIL/24 on eth0 (run down and up)"
+        tb_log "attacker evil is there already ($WE_EVIL)"
+        return 0
+    fi
+    tb_ns_add "$p" evil
+    tb_plug "$inet" br0 evil "$evil" eth0 "$WE_EVIL/24" 198.51.100.254
+    tb_log "attacker evil is on the internet ($WE_EVIL, no NAT)"
+}
+
+working_example_readdress() {
+    local p=$1 delta
+    delta=$(tb_ns "$p" delta)
+    tb_need_ns "$delta"
+    if tb_ns_exists "$(tb_ns "$p" cafe)"; then
+        tb_die "readdress: delta has roamed (it is not on the home LAN)"
+    fi
+    if tb_has_addr "$delta" eth0 "$WE_DELTA_NEW/24"; then
+        tb_readdress "$delta" eth0 "$WE_DELTA/24" "$WE_DELTA_NEW/24" 192.168.1.1
+        tb_log "delta has $WE_DELTA_NEW already"
+        return 0
+    fi
+    tb_readdress "$delta" eth0 "$WE_DELTA/24" "$WE_DELTA_NEW/24" 192.168.1.1
+    tb_log "delta readdressed: $WE_DELTA -> $WE_DELTA_NEW"
+}
+
+working_example_move_beta() {
+    local p=$1 new=$2 beta old
+    beta=$(tb_ns "$p" beta)
+    tb_need_ns "$beta"
+    [[ "$new" =~ ^198\.51\.100\.(25[0-3]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]?)$ ]] ||
+        tb_die "move-beta: '$new' is not an address 198.51.100.1-253"
+    old=$(ip -n "$beta" -4 -o addr show dev eth0 | awk 'NR == 1 { print $4 }')
+    if [ "$old" = "$new/24" ]; then
+        ip -n "$beta" route replace default via 198.51.100.254 dev eth0
+        tb_log "beta has $new already"
+        return 0
+    fi
+    [ -n "$old" ] || tb_die "move-beta: beta's eth0 has no address"
+    if tb_addr_in_use "$p" "$new"; then
+        tb_die "move-beta: $new is in use in testbed $p"
+    fi
+    tb_readdress "$beta" eth0 "$old" "$new/24" 198.51.100.254
+    tb_log "beta moved: ${old%/*} -> $new"
+}
+
+working_example_hosts() {
+    local p=$1 box=$2
+    shift 2
+    tb_hosts "$p" "$box" "$@"
+    tb_log "hosts of $box written: ${TB_ETC_NETNS}/$(tb_ns "$p" "$box")/hosts (localhost + $# lines)"
+}
+
+TB_USAGE_EXTRA="roam PREFIX | lan-cut PREFIX | lan-heal PREFIX | partition PREFIX | heal PREFIX"
+TB_USAGE_EXTRA+=" | attacker PREFIX | readdress PREFIX | move-beta PREFIX NEWADDR"
+TB_USAGE_EXTRA+=" | hosts PREFIX BOX [LINE...]"
+
+case "${1:-}" in
+    roam | lan-cut | lan-heal | partition | heal | attacker | readdress)
+        [ "$#" -eq 2 ] || tb_die "usage: $(basename "$0") $1 PREFIX"
+        tb_check_prefix "$2"
+        tb_require_root
+        "working_example_${1//-/_}" "$2"
+        exit 0
+        ;;
+    move-beta)
+        [ "$#" -eq 3 ] || tb_die "usage: $(basename "$0") move-beta PREFIX NEWADDR"
+        tb_check_prefix "$2"
+        tb_require_root
+        working_example_move_beta "$2" "$3"
+        exit 0
+        ;;
+    hosts)
+        [ "$#" -ge 3 ] || tb_die "usage: $(basename "$0") hosts PREFIX BOX [LINE...]"
+        tb_check_prefix "$2"
+        tb_require_root
+        shift
+        working_example_hosts "$@"
+        exit 0
+        ;;
+esac
 
 tb_main "$(basename "$0")" working_example_up "$@"

@@ -552,6 +552,225 @@ def test_we_roam_and_down(tmp_path: Path) -> None:
     assert not Path(f"/run/wgnm-testbed/{bed.prefix}").exists()
 
 
+# -- fault injection (working_example.sh lan-cut/lan-heal, partition/heal,
+# attacker, readdress, move-beta, hosts) --------------------------------------
+
+EVIL = "198.51.100.66"
+DELTA_NEW = "192.168.1.33"
+BETA_NEW = "198.51.100.11"
+ETC_NETNS = Path("/etc/netns")
+
+# Resolves NAME COUNT times, 20 per second, printing "I ADDRESS" (or "I error").
+RESOLVE_LOOP = r"""
+import socket, sys, time
+name, count = sys.argv[1], int(sys.argv[2])
+for i in range(count):
+    try:
+        print(i, socket.gethostbyname(name), flush=True)
+    except OSError as e:
+        print(i, "error", e, flush=True)
+    time.sleep(0.05)
+"""
+
+# Reads /etc/hosts COUNT times, 20 per second, printing "I has" or "I lacks"
+# (NAME in it or not); no name lookups, so no DNS fallback.
+HOSTS_WATCH = r"""
+import sys, time
+name, count = sys.argv[1], int(sys.argv[2])
+for i in range(count):
+    with open("/etc/hosts") as f:
+        print(i, "has" if name in f.read() else "lacks", flush=True)
+    time.sleep(0.05)
+"""
+
+
+def we_cmd(bed: Testbed, cmd: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``ns/working_example.sh CMD PREFIX ARGS...`` for ``bed``."""
+    return subprocess.run(
+        ["bash", bed.script, cmd, bed.prefix, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def fault(bed: Testbed, cmd: str, *args: str) -> None:
+    """Run a fault command; it must succeed and say what it did."""
+    res = we_cmd(bed, cmd, *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stderr.startswith("[testbed] "), res.stderr
+
+
+def addrs(bed: Testbed, box: str) -> str:
+    return bed.run(box, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
+
+
+def default_route(bed: Testbed, box: str) -> str:
+    return bed.run(box, "ip", "-4", "route", "show", "default").stdout
+
+
+def log_lines(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_we_faults_refuse_misuse() -> None:
+    """Without the testbed up (or with wrong arguments) every command fails
+    with an error message and changes nothing."""
+    bed = Testbed(script_path("working_example"), unique_prefix("nx"))
+    for cmd, *args in (
+        ("lan-cut",),
+        ("lan-heal",),
+        ("partition",),
+        ("heal",),
+        ("attacker",),
+        ("readdress",),
+        ("move-beta", BETA_NEW),
+        ("hosts", "charlie", f"{BETA} beta.test"),
+    ):
+        res = we_cmd(bed, cmd, *args)
+        assert res.returncode != 0 and "[testbed] error: " in res.stderr, (cmd, res)
+        res = subprocess.run(
+            ["bash", bed.script, cmd], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert res.returncode != 0 and "usage: " in res.stderr, (cmd, res)
+    assert not (ETC_NETNS / bed.ns("charlie")).exists()
+    assert not Path(f"/run/wgnm-testbed/{bed.prefix}").exists()
+
+
+def test_we_lan_cut_and_heal(we: Testbed) -> None:
+    try:
+        fault(we, "lan-cut")
+        fault(we, "lan-cut")  # idempotent
+        we.run("delta", "ip", "neigh", "flush", "to", CHARLIE_LAN, "dev", "eth0")
+        assert not quick_ping(we, "delta", CHARLIE_LAN)
+        assert not quick_ping(we, "charlie", DELTA_LAN)
+        # ARP is not IPv4: delta's ping still resolved charlie's MAC address
+        neigh = we.run("delta", "ip", "neigh", "show", CHARLIE_LAN, "dev", "eth0").stdout
+        assert "lladdr" in neigh, neigh
+        # both still reach the internet through the router
+        assert we.ping("charlie", BETA) and we.ping("delta", BETA)
+    finally:
+        fault(we, "lan-heal")
+    fault(we, "lan-heal")  # no table left: still fine
+    assert "tb_lan_cut" not in we.run("charlie", "nft", "list", "tables").stdout
+    assert wait_until(lambda: quick_ping(we, "charlie", DELTA_LAN), timeout=5)
+    assert we.ping("delta", CHARLIE_LAN)
+
+
+def test_we_partition_and_heal(we: Testbed) -> None:
+    try:
+        fault(we, "partition")
+        fault(we, "partition")  # idempotent
+        assert not quick_ping(we, "charlie", BETA)
+        assert not quick_ping(we, "beta", FW_WAN)
+        # no carrier change, addresses stay
+        link = we.run("beta", "ip", "-o", "link", "show", "eth0").stdout
+        assert "LOWER_UP" in link and "state UP" in link, link
+        assert f"{BETA}/24" in addrs(we, "beta")
+    finally:
+        fault(we, "heal")
+    fault(we, "heal")  # no table left: still fine
+    # neighbour entries that failed during the partition take a moment
+    assert wait_until(lambda: quick_ping(we, "charlie", BETA), timeout=5)
+    assert wait_until(lambda: quick_ping(we, "beta", FW_WAN), timeout=5)
+
+
+def test_we_attacker_readdress_move_beta_hosts_and_down(tmp_path: Path) -> None:
+    require_netns()
+    etc_netns_existed = ETC_NETNS.exists()
+    bed = _we_up()
+    try:
+        # started before delta has a hosts file: keeps the host's /etc/hosts
+        early_log = tmp_path / "early.log"
+        early = bed.spawn(
+            "delta", [sys.executable, "-c", HOSTS_WATCH, "beta.test", "300"], early_log
+        )
+        assert wait_until(lambda: log_lines(early_log), timeout=10)
+
+        # hosts: written in place, so a running process sees every change
+        fault(bed, "hosts", "charlie", f"{BETA} beta.test")
+        hosts = ETC_NETNS / bed.ns("charlie") / "hosts"
+        assert hosts.read_text() == f"127.0.0.1\tlocalhost\n{BETA} beta.test\n"
+        inode = hosts.stat().st_ino
+        res_log = tmp_path / "resolve.log"
+        resolver = bed.spawn(
+            "charlie", [sys.executable, "-c", RESOLVE_LOOP, "beta.test", "300"], res_log
+        )
+        assert wait_until(lambda: f"0 {BETA}" in log_lines(res_log), timeout=10), res_log
+
+        # attacker: a NAT-less box on the internet
+        fault(bed, "attacker")
+        fault(bed, "attacker")  # idempotent
+        assert bed.namespaces() == sorted(bed.ns(b) for b in (*WE_BOXES, "evil"))
+        assert f"{EVIL}/24" in addrs(bed, "evil")
+        assert "via 198.51.100.254 dev eth0" in default_route(bed, "evil")
+        assert bed.ping("evil", BETA)
+
+        # move-beta: the old address is gone, the new one reachable
+        fault(bed, "move-beta", BETA_NEW)
+        fault(bed, "move-beta", BETA_NEW)  # idempotent
+        assert f"{BETA_NEW}/24" in addrs(bed, "beta") and f"{BETA}/" not in addrs(bed, "beta")
+        assert "via 198.51.100.254 dev eth0" in default_route(bed, "beta")
+        assert bed.ping("charlie", BETA_NEW) and bed.ping("evil", BETA_NEW)
+        assert not quick_ping(bed, "charlie", BETA)
+        for taken in (EVIL, HOME_WAN, "198.51.100.254", "10.0.0.1"):
+            assert we_cmd(bed, "move-beta", taken).returncode != 0, taken
+
+        # the resolver in charlie follows the new hosts file
+        fault(bed, "hosts", "charlie", f"{BETA_NEW} beta.test")
+        assert wait_until(lambda: any(ln.endswith(f" {BETA_NEW}") for ln in log_lines(res_log)), 10)
+        assert hosts.stat().st_ino == inode
+        # ... while delta's early process never sees its later hosts file,
+        # and a process started afterwards does
+        fault(bed, "hosts", "delta", f"{BETA_NEW} beta.test")
+        assert "beta.test" in bed.run("delta", "cat", "/etc/hosts").stdout
+        seen = len(log_lines(early_log))
+        assert wait_until(lambda: len(log_lines(early_log)) > seen + 2, timeout=10)
+        assert all(ln.endswith(" lacks") for ln in log_lines(early_log)), early_log.read_text()
+        for bad in ("nobox", "../x"):
+            assert we_cmd(bed, "hosts", bad, "1.2.3.4 x").returncode != 0
+            assert not (ETC_NETNS / f"{bed.prefix}-{bad}").exists()
+        bed.stop(early)
+        bed.stop(resolver)
+
+        # readdress: delta's new lease on the home LAN
+        fault(bed, "readdress")
+        fault(bed, "readdress")  # idempotent
+        assert f"{DELTA_NEW}/24" in addrs(bed, "delta")
+        assert f"{DELTA_LAN}/" not in addrs(bed, "delta")
+        assert "via 192.168.1.1 dev eth0" in default_route(bed, "delta")
+        assert bed.ping("charlie", DELTA_NEW) and bed.ping("delta", BETA_NEW)
+        assert not quick_ping(bed, "charlie", DELTA_LAN)
+        # lan-cut covers delta's new address too
+        fault(bed, "lan-cut")
+        assert not quick_ping(bed, "charlie", DELTA_NEW)
+        fault(bed, "lan-heal")
+        assert bed.ping("charlie", DELTA_NEW)
+    finally:
+        bed.down()
+    assert bed.namespaces() == []
+    assert not list(ETC_NETNS.glob(f"{bed.prefix}-*"))
+    assert not Path(f"/run/wgnm-testbed/{bed.prefix}").exists()
+    if not etc_netns_existed:
+        assert not ETC_NETNS.exists()
+
+
+def test_we_readdress_refused_after_roam() -> None:
+    require_netns()
+    bed = _we_up()
+    try:
+        fault(bed, "roam")
+        res = we_cmd(bed, "readdress")
+        assert res.returncode != 0 and "roamed" in res.stderr, res.stderr
+        assert f"{DELTA_CAFE}/24" in addrs(bed, "delta")
+        fault(bed, "lan-cut")  # harmless after a roam
+        assert bed.ping("delta", BETA)
+    finally:
+        bed.down()
+    assert bed.namespaces() == []
+
+
 # ---------------------------------------------------------------------------
 # ns/two_routers.sh: beta (static, public); charlie behind "outer"; delta
 # behind "inner", which itself sits on outer's LAN (double NAT).
