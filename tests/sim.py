@@ -6,6 +6,13 @@ turns each core's desired peers and routes into "does a ping from A reach B".
 Everything is driven by one seeded ``random.Random``, so a failing run can be
 replayed exactly. No sockets, no threads: minutes of protocol time run in
 milliseconds.
+
+The WireGuard model keeps what ``wg show`` reports: per peer the bytes sent
+and received (persistent keepalives, admin datagrams through the tunnel, and
+user traffic ``flows`` between hosts, counted on the first hop, which is the
+hop a direct link is), and the age of the latest handshake, which keeps
+growing while a link is down (WireGuard re-handshakes every two minutes
+while a link works).
 """
 
 from __future__ import annotations
@@ -98,8 +105,14 @@ class SimNet:
         self.partitioned: set[frozenset[str]] = set()
         self._spins: dict[str, int] = {}  # timer fired with no progress, per host
         self.sent_bytes: dict[str, int] = {}
-        self._link_since: dict[tuple[str, str], float] = {}
         self._learned: dict[tuple[str, str], Endpoint] = {}
+        # The WireGuard model's per-peer state, by (host name, peer key).
+        self._handshake_at: dict[tuple[str, str], float] = {}
+        self._rx: dict[tuple[str, str], int] = {}
+        self._tx: dict[tuple[str, str], int] = {}
+        self._keepalive_at: dict[tuple[str, str], float] = {}
+        # User traffic: (from, to) -> bytes per second, e.g. a ping running.
+        self.flows: dict[tuple[str, str], float] = {}
 
     # --- building -------------------------------------------------------
 
@@ -165,6 +178,7 @@ class SimNet:
             next_event = self._queue[0][0] if self._queue else float("inf")
             if next_wg <= next_event and next_wg <= t:
                 self.now = next_wg
+                self._traffic(tick)
                 self._feed_wg()
                 next_wg += tick
                 continue
@@ -283,7 +297,10 @@ class SimNet:
     def _tunnel(self, host: Host, port: int, dest: Endpoint, data: bytes) -> None:
         """An admin datagram to a wg IP: it arrives if the WireGuard path works."""
         target = next((h for h in self.hosts.values() if str(h.wg_ip) == dest[0]), None)
-        if target is None or self.path(host.name, target.name) is None:
+        if target is None:
+            return
+        self._count_first_hop(host, target.wg_ip, len(data) + 60)
+        if self.path(host.name, target.name) is None:
             return
         if self.rng.random() < self.loss:
             return
@@ -351,30 +368,84 @@ class SimNet:
         assert a.node is not None and b.node is not None
         return self._endpoint(b, a) == self._wg_source(a, b)
 
+    def _count_first_hop(self, host: Host, dest: IPv4Address, size: float) -> None:
+        """Bytes for ``dest`` leave ``host`` over the peer owning it; counted on
+        both ends of that first hop (received only if the link works)."""
+        if host.node is None:
+            return
+        peer = next(
+            (
+                p
+                for p in host.node.desired_peers().values()
+                if any(dest in n for n in p.allowed_ips)
+            ),
+            None,
+        )
+        if peer is None:
+            return
+        self._add(self._tx, (host.name, peer.public_key), size)
+        nxt = self._by_key(peer.public_key)
+        if nxt is not None and nxt.node is not None and self.wg_link_up(host, nxt):
+            self._add(self._rx, (nxt.name, host.node.info.public_key), size)
+
+    @staticmethod
+    def _add(counters: dict[tuple[str, str], int], key: tuple[str, str], size: float) -> None:
+        counters[key] = counters.get(key, 0) + round(size)
+
+    def _traffic(self, tick: float) -> None:
+        """One tick of user flows and persistent keepalives."""
+        for (a, b), rate in self.flows.items():
+            src, dst = self.hosts[a], self.hosts[b]
+            if src.up and dst.up:
+                self._count_first_hop(src, dst.wg_ip, rate * tick)
+        for host in self.hosts.values():
+            if host.node is None:
+                continue
+            for key, peer in host.node.desired_peers().items():
+                pair = (host.name, key)
+                if peer.persistent_keepalive <= 0:
+                    self._keepalive_at.pop(pair, None)
+                    continue
+                due = self._keepalive_at.setdefault(pair, self.now)
+                if self.now < due:
+                    continue
+                self._keepalive_at[pair] = self.now + peer.persistent_keepalive
+                self._add(self._tx, pair, 32)
+                other = self._by_key(key)
+                if other is not None and other.node is not None and self.wg_link_up(host, other):
+                    self._add(self._rx, (other.name, host.node.info.public_key), 32)
+
     def _feed_wg(self) -> None:
         for host in self.hosts.values():
             if host.node is None:
                 continue
             readings = {}
-            for key, peer in host.node.desired_peers().items():
+            desired = host.node.desired_peers()
+            for pair in [
+                p for p in self._handshake_at if p[0] == host.name and p[1] not in desired
+            ]:
+                # A removed peer comes back with no handshake and zero counters.
+                for state in (self._handshake_at, self._rx, self._tx):
+                    state.pop(pair, None)
+            for key, peer in desired.items():
                 other = self._by_key(key)
                 up = other is not None and self.wg_link_up(host, other)
                 endpoint = peer.endpoint
                 if up and endpoint is None and other is not None:
                     endpoint = self._source_seen_by(other, other.wg_port, host, (host.address, 0))
-                pair = (host.name, other.name if other else key)
-                if up:
-                    self._link_since.setdefault(pair, self.now)
-                else:
-                    self._link_since.pop(pair, None)
-                since = self._link_since.get(pair)
+                pair = (host.name, key)
+                last = self._handshake_at.get(pair)
+                if up and (last is None or self.now - last >= 120.0):
+                    self._handshake_at[pair] = self.now
+                    self._add(self._tx, pair, 148)
+                since = self._handshake_at.get(pair)
                 readings[key] = WgPeerReading(
                     public_key=key,
                     endpoint=endpoint,
                     allowed_ips=peer.allowed_ips,
-                    handshake_age=None if since is None else min(self.now - since, 100.0),
-                    rx_bytes=0,
-                    tx_bytes=0,
+                    handshake_age=None if since is None else self.now - since,
+                    rx_bytes=self._rx.get(pair, 0),
+                    tx_bytes=self._tx.get(pair, 0),
                 )
             host.node.update_wg(readings, self.clock(host))
             # The daemon applies the desired state right after computing it.

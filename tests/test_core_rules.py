@@ -496,46 +496,122 @@ def test_replayed_hello_of_an_old_boot_to_a_restarted_receiver() -> None:
 # --- conflicts ----------------------------------------------------------------
 
 
-def test_second_live_node_claiming_a_replaced_ip_is_a_conflict() -> None:
+def conflicts(events: list[Any]) -> list[str]:
+    found = [e for e in events if "CONFLICT" in e.text]
+    assert all(e.level == logging.ERROR for e in found)
+    return [e.text for e in found]
+
+
+def test_second_live_node_claiming_a_used_ip_is_refused_and_told() -> None:
     lab = Lab({"alice": 1})
     alice = lab.start("alice")
     first = lab.start("bob", 2)
     lab.fire_timers()
     bob_ip = lab.boxes["bob"].wg_ip
-    first_box = lab.crash("bob")  # still running, only hidden for a moment
-    second = lab.start("bob", 2, address_octet=22)  # another machine, same wg IP
+    alice.events()
+    # Another machine, given the same wg IP by mistake (or by a rogue member).
+    second = lab.start("bob-second", 2, address_octet=22)
+    lab.run_until(lab.now + 3 * T.incumbent_timeout)
+    # The holder answered alice's ping: it keeps its wg IP, the newcomer is refused.
+    assert alice.sessions[bob_ip].boot == first.boot
+    assert peer_keys(alice) == {first.info.public_key}
+    (alice_says,) = conflicts(alice.events())
+    assert "198.51.100.22" in alice_says and str(bob_ip) in alice_says
+    assert second.info.public_key[:8] in alice_says and first.info.public_key[:8] in alice_says
+    assert alice.statistics(lab.now).conflicts == (alice_says,)
+    assert alice.drops.get("conflict", 0) >= 1
+    # ... and the newcomer knows why, with the holder's name and what to do.
+    (second_hears,) = conflicts(second.events())
+    assert "bob" in second_hears and "another wg IP" in second_hears
+    assert second.statistics(lab.now).conflicts == (second_hears,)
+    assert not second.desired_peers() and not second.desired_routes()
+    # Its retries change nothing and are not logged again.
+    lab.run_until(lab.now + 4 * T.dead_after)
+    assert alice.sessions[bob_ip].boot == first.boot
+    assert conflicts(alice.events()) == [] and conflicts(second.events()) == []
+    assert not second.desired_peers()
+
+
+def test_new_boot_from_another_address_is_a_restart_if_the_holder_is_silent() -> None:
+    lab = Lab({"alice": 1})
+    alice = lab.start("alice")
+    lab.start("bob", 2)
     lab.fire_timers()
+    bob_ip = lab.boxes["bob"].wg_ip
+    lab.crash("bob")
+    moved = lab.start("bob", 2, address_octet=22)  # came back elsewhere (new DHCP lease)
+    moved.handle_timer(lab.now)
+    lab.settle()
+    assert alice.sessions[bob_ip].boot != moved.boot  # asked the old one first ...
+    lab.run_until(lab.now + T.incumbent_timeout + 0.01)
+    assert alice.sessions[bob_ip].boot == moved.boot  # ... which did not answer
+    assert peer_keys(alice) == {moved.info.public_key}
+    assert moved.sessions[lab.boxes["alice"].wg_ip].boot == alice.boot
+    assert conflicts(alice.events()) == []
+
+
+def test_replaced_boot_coming_back_is_a_conflict() -> None:
+    lab = Lab({"alice": 1})
+    alice = lab.start("alice")
+    first = lab.start("bob", 2)
+    lab.fire_timers()
+    bob_ip = lab.boxes["bob"].wg_ip
+    first_box = lab.crash("bob")  # still running, only cut off for a while
+    second = lab.start("bob", 2, address_octet=22)  # another machine, same wg IP
+    lab.run_until(lab.now + T.incumbent_timeout + 0.01)
     assert alice.sessions[bob_ip].boot == second.boot
     alice.events()
     lab.boxes["bob-first"] = replace(first_box, name="bob-first")  # back on the wire
     lab.run_until(lab.now + 2 * T.ping_interval)  # the first one pings, gets challenged
-    events = alice.events()
-    conflicts = [e for e in events if "CONFLICT" in e.text]
-    assert conflicts and all(e.level == logging.ERROR for e in conflicts)
-    assert str(bob_ip) in conflicts[0].text
+    (text,) = conflicts(alice.events())
+    assert str(bob_ip) in text
     assert alice.drops.get("conflict", 0) >= 1
     assert alice.sessions[bob_ip].boot == second.boot
     assert peer_keys(alice) == {second.info.public_key}
     assert first.info.public_key not in alice.desired_peers()
+    assert conflicts(first.events())  # the first one is told too
 
 
 def test_claiming_the_receivers_own_ip_is_refused() -> None:
     lab = Lab({"alice": 1})
     alice = lab.start("alice")
     own = alice.info.wg_ip
-    for message in (
-        Hello(replace(alice.info, public_key=info_for("10.1.1.1").public_key), os.urandom(16)),
-        Ping(1, 0),
-    ):
-        answers = lab.inject(forge(own, message, to=own), ("198.51.100.66", 50501), "alice")
-        assert answers == []
-    assert alice.drops == {"conflict": 2}
+    source = ("198.51.100.66", 50501)
+    impostor = replace(alice.info, public_key=info_for("10.1.1.1").public_key)
+    boot = os.urandom(8)
+    # Unproven claims are not logged (they could be replays) ...
+    assert lab.inject(forge(own, Ping(1, 0), boot=boot, to=own), source, "alice") == []
+    (challenge,) = hellos(
+        lab.inject(
+            forge(own, Hello(impostor, os.urandom(16)), boot=boot, counter=2, to=own),
+            source,
+            "alice",
+        )
+    )
+    assert challenge.want_echo and alice.events() == []
+    # ... a claimant that answers the challenge is alive: a conflict, and told so.
+    mine = os.urandom(16)
+    proof = Hello(impostor, mine, echo=challenge.challenge, want_echo=False)
+    (refusal,) = lab.inject(forge(own, proof, boot=boot, counter=3, to=own), source, "alice")
+    assert refusal.message == wire.Refused(mine, alice.info) and refusal.dest == source
+    assert alice.drops == {"own wg IP": 2, "conflict": 1}
     assert not alice.sessions
-    assert [e.level for e in alice.events()] == [logging.ERROR, logging.ERROR]
+    (text,) = conflicts(alice.events())
+    assert "198.51.100.66" in text
     # Our own datagram coming back (a loop in the underlay) is no conflict.
     own_datagram = forge(own, Ping(1, 0), boot=alice.boot, counter=5, to=own)
     assert lab.inject(own_datagram, ("198.51.100.1", 50501), "alice") == []
-    assert alice.drops == {"conflict": 2, "own datagram": 1}
+    assert alice.drops == {"own wg IP": 2, "conflict": 1, "own datagram": 1}
+
+
+def test_a_replayed_refusal_changes_nothing() -> None:
+    lab = Lab({"alice": 1})
+    alice = lab.start("alice")
+    bob = lab.start("bob", 2)
+    refusal = forge(alice.info.wg_ip, wire.Refused(os.urandom(16), alice.info), to=bob.info.wg_ip)
+    assert lab.inject(refusal, lab.boxes["alice"].admin, "bob") == []
+    assert bob.drops == {"stale refusal": 1}
+    assert bob.events() == [] and bob.conflicts == []
 
 
 # --- subnet -------------------------------------------------------------------

@@ -57,7 +57,8 @@ def test_dead_node_is_dropped_by_everyone() -> None:
         ),
         limit=10.0,
     )
-    assert took <= FAST.dead_after + 0.5
+    # Routes through the direct link go once bob has checked it (link_timeout).
+    assert took <= FAST.dead_after + FAST.link_timeout + 0.5
     assert all(len(p.allowed_ips) == 1 for p in bob.desired_peers().values())
     assert net.pings("alice", "bob")
 
@@ -117,8 +118,21 @@ def test_partition_and_heal() -> None:
     net.partitioned.add(frozenset(("alice", "charlie")))
     net.run_for(FAST.dead_after + 1.0)
     assert not net.pings("alice", "charlie")
-    # Not listed by alice any more, charlie is dropped by bob too, even though
-    # their direct link would still work: the static node is the membership truth.
-    assert not net.pings("bob", "charlie")
+    # alice lists charlie no more, but bob's direct link to charlie still
+    # answers: it keeps the pair talking (as while a static restarts).
+    assert net.pings("bob", "charlie")
     net.partitioned.clear()
     assert net.wait_for(net.all_pairs_ping, limit=10.0) < 10.0
+
+
+def test_a_crashed_peer_on_a_direct_link_is_dropped_when_its_static_drops_it() -> None:
+    net = three_boxes()
+    for name in ("alice", "bob", "charlie"):
+        net.start(name)
+    net.run_for(2.0)
+    bob = net.hosts["bob"].node
+    assert bob is not None and bob.paths[net.hosts["charlie"].wg_ip].state == "direct"
+    net.stop("charlie", clean=False)
+    took = net.wait_for(lambda: net.hosts["charlie"].wg_ip not in bob.sessions, limit=20.0)
+    # alice drops it after dead_after; bob's check of the link takes link_timeout.
+    assert FAST.dead_after <= took <= FAST.dead_after + FAST.link_timeout + 1.0

@@ -271,6 +271,7 @@ messages = st.one_of(
     st.just(TableRequest()),
     tables(),
     st.just(Bye()),
+    st.builds(wire.Refused, echo=challenges, holder=infos),
     *_extra,
 )
 
@@ -299,6 +300,7 @@ def test_encode_decode_round_trip(header: Header, message: wire.Message) -> None
         Table(3, 0, 1, ()),
         Table(3, 1, 2, (TableEntry(INFO, bytes(8), None, ("1.2.3.4", 5), 0.0),)),
         Bye(),
+        wire.Refused(bytes(range(16)), INFO),
     ],
 )
 def test_each_message_type_round_trips_sealed(message: wire.Message) -> None:
@@ -334,6 +336,7 @@ _GOOD: dict[str, wire.Message] = {
     "ping": Ping(1, 2),
     "pong": Pong(1, 2),
     "table": Table(1, 0, 2, (_ENTRY,)),
+    "refused": wire.Refused(bytes(16), INFO),
 }
 
 
@@ -451,6 +454,11 @@ BAD_FIELDS: list[tuple[str, tuple[Any, ...], Any]] = [
     ("table", ("e", 0, "we"), "1.2.3.4"),
     ("table", ("e", 0, "ae"), 5),
     ("table", ("e", 0, "i", "n"), ""),
+    # refusals
+    ("refused", ("e",), "00" * 15),
+    ("refused", ("e",), None),
+    ("refused", ("i",), None),
+    ("refused", ("i", "ip"), "10.1.1"),
     # the type
     ("ping", ("t",), "nope"),
     ("ping", ("t",), None),

@@ -242,7 +242,7 @@ class Daemon:
                         # Read back at once: the handshake with a new peer is
                         # what gives a static node the peer's NAT outside.
                         continue
-                delay = timers.wg_poll_fast if node.wants_fast_wg_poll(now) else timers.wg_poll_slow
+                delay = node.wg_poll_interval(now)
             except CommandError as exc:
                 log.warning("%s (retrying)", exc)
                 delay = RETRY_AFTER_FAILURE

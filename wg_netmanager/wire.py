@@ -204,7 +204,20 @@ class Ready:
     direct: bool = False
 
 
-Message = Hello | Ping | Pong | TableRequest | Table | Bye | Probe | ProbeAck | Ready
+@dataclass(frozen=True)
+class Refused:
+    """Your claim to your wg IP is refused: ``holder`` is alive and uses it.
+
+    ``echo`` is the challenge of the refused hello, so only the boot that sent
+    it, and only while that challenge is fresh, takes the refusal to heart: a
+    replayed Refused changes nothing.
+    """
+
+    echo: bytes
+    holder: NodeInfo
+
+
+Message = Hello | Ping | Pong | TableRequest | Table | Bye | Probe | ProbeAck | Ready | Refused
 
 
 # --- encoding -------------------------------------------------------------
@@ -267,6 +280,8 @@ def _body(message: Message) -> dict[str, Any]:
             return {"t": "pack", "n": message.token}
         case Ready():
             return {"t": "ready", "a": message.attempt, "d": message.direct}
+        case Refused():
+            return {"t": "refused", "e": message.echo.hex(), "i": _info(message.holder)}
     raise TypeError(f"not a message: {message!r}")  # our own bug, not network input
 
 
@@ -411,6 +426,8 @@ def _decode_body(obj: Any) -> Message:
         return ProbeAck(_count(obj, "n"))
     if kind == "ready":
         return Ready(_count(obj, "a"), _get(obj, "d", bool))
+    if kind == "refused":
+        return Refused(_bytes(obj.get("e"), CHALLENGE_SIZE), _decode_info(obj.get("i")))
     raise Drop("malformed", "unknown message type")
 
 

@@ -31,8 +31,20 @@ current one stops listing the node (hysteresis); among new candidates the
 lowest wg IP wins (deterministic).
 
 Liveness. The side that must keep a NAT mapping open (the dynamic one; between
-two static nodes the lower wg IP) pings every ``ping_interval``; either side
-drops the session after ``dead_after`` of silence. A clean shutdown sends bye.
+two static nodes the lower wg IP) pings every ``ping_interval``, and again
+every ``pong_timeout`` while a pong is missing; either side drops the session
+after ``dead_after`` of silence. A clean shutdown sends bye. A direct link
+between two dynamic nodes is watched through WireGuard's byte counters: one
+that carries our packets but brings nothing back is probed with pings and,
+without an answer within ``link_timeout``, left for the gateway (see
+``PairPath``).
+
+One wg IP, one live node. A new boot for a wg IP whose session may still be
+alive (a restart from another address, or a second machine given the same wg
+IP) is accepted only if the holder does not answer a ping within
+``incumbent_timeout``; if it answers, the newcomer is refused, told so, and
+the conflict is logged and shown. From the holder's own address the new boot
+is a restart for sure (one UDP port, one socket): accepted at once.
 """
 
 from __future__ import annotations
@@ -46,7 +58,19 @@ from random import Random
 
 from .. import wire
 from ..model import Endpoint, Route, WgPeer, WgPeerReading
-from ..wire import Drop, Header, Hello, Message, NodeInfo, Ping, Pong, Table, TableEntry
+from ..wire import (
+    Drop,
+    Header,
+    Hello,
+    Message,
+    NodeInfo,
+    Ping,
+    Pong,
+    Refused,
+    Table,
+    TableEntry,
+)
+from .limits import TokenBuckets
 from .replay import ReplayWindow
 from .timers import Timers
 
@@ -56,7 +80,17 @@ CHALLENGE_BURST = 8.0
 CHALLENGE_RATE = 4.0  # per second
 MAX_CHALLENGES = 1024
 MAX_RATE_SOURCES = 4096
+# Datagrams that fail to open (junk, wrong key), per source endpoint: past
+# this burst and rate the source is muted, i.e. dropped before decryption.
+JUNK_BURST = 64.0
+JUNK_RATE = 32.0  # per second
 FAST_POLL_AFTER_CHANGE = 3.0  # seconds of fast `wg show` polling after a table change
+# A direct link is suspect once we sent this many bytes over it without
+# receiving any: more than a handshake initiation plus a keepalive, so an
+# idle link never is, while a few packets of real traffic are enough.
+LINK_SUSPECT_BYTES = 300
+MAX_BARRED = 1024  # boots refused (replaced or in conflict), all wg IPs together
+MAX_CONFLICTS = 8  # conflicts kept for status and TUI
 
 
 @dataclass(frozen=True)
@@ -89,6 +123,21 @@ class StaticTarget:
 
 
 @dataclass
+class Contender:
+    """A proven new boot for a wg IP whose session may still be alive.
+
+    The holder was pinged (``ping_seq``); a pong to it before ``deadline``
+    means two live nodes claim one wg IP.
+    """
+
+    header: Header
+    hello: Hello
+    addr: Endpoint
+    deadline: float
+    ping_seq: int
+
+
+@dataclass
 class Session:
     """An authenticated conversation with one node (one boot of it)."""
 
@@ -108,6 +157,7 @@ class Session:
     # the static's table lists us (it lists only peers in its WireGuard) is the
     # first handshake sure to be answered.
     peer_ready: bool = False
+    contender: Contender | None = None
 
 
 # Direct links between two dynamic nodes, one PairPath per peer on each side.
@@ -123,13 +173,26 @@ class Session:
 #               endpoint + keepalive: both      punch_timeout -> failed
 #               sides initiate at once
 #   direct      X's key, X/32, keepalive        handshake stale -> failed
+#                                               link silent (below) -> failed (lost)
 #   failed      none                            retry_at (backoff) -> probing
+#                                               lost LAN link answers a probe -> probing
 #
 # A handshake seen in installing also means direct (X initiated). Any change of
 # either side's addresses (roaming) restarts from probing. Installing without
 # AllowedIPs first matters twice: traffic keeps flowing via the gateway while
 # the link is tried, and WireGuard allows only one handshake initiation per
 # 5 s, so the first must meet a peer that already knows our key.
+#
+# Watching a direct link costs nothing while it works: every `wg show` reading
+# says how many bytes went each way. A link that received something since the
+# last reading is fine. One that sent LINK_SUSPECT_BYTES (or anything, after
+# a keepalive period of silence) without receiving a byte is suspect: the
+# peer gets a ping every link_probe_interval (its pong comes back over the
+# link, if the link works); without a byte received for link_timeout the link
+# is lost and the pair falls back to the gateway. The peer hears of it over
+# the gateway (Ready of a new attempt) and follows. A lost LAN link is probed
+# every lan_reprobe_interval (by the lower wg IP) for lan_reprobe_for, so it
+# comes back about a second after the LAN does, whatever the retry backoff.
 
 
 @dataclass
@@ -156,6 +219,18 @@ class PairPath:
     firing: bool = False  # punching: our WireGuard has the endpoint and sends
     last_failure: str = ""  # kept while retrying, so the TUI can say why it is relayed
     fire_at: float = 0.0
+    # Link watching while direct (see above): counters of the last reading,
+    # tx at the last time rx grew, when that was, and since when suspect.
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    tx_at_heard: int = 0
+    heard: float = 0.0
+    active: bool = False  # the last reading showed traffic sent over the link
+    suspect_since: float | None = None
+    next_link_ping: float = 0.0
+    lan_lost_until: float = 0.0  # re-probe the LAN until then
+    next_reprobe: float = 0.0
+    unlisted: bool = False  # no static lists the peer: the direct link vouches for it
 
 
 @dataclass
@@ -199,6 +274,7 @@ class NodeStatus:
     statics_total: int
     drops: Mapping[str, int]
     table_version: int
+    conflicts: tuple[str, ...] = ()  # recent wg IP conflicts, oldest first
 
 
 class Node:
@@ -232,9 +308,13 @@ class Node:
             target.backoff = timers.hello_retry_min
             target.lost_since = now
         self.sessions: dict[IPv4Address, Session] = {}
-        self._retired: dict[IPv4Address, dict[bytes, float]] = {}  # replaced boots
+        # Boots that may not have a session (replaced by a newer boot, or
+        # refused because the holder answered): wg IP -> boot -> until.
+        self._barred: dict[IPv4Address, dict[bytes, float]] = {}
+        self.conflicts: list[str] = []  # recent conflicts, for status and TUI
         self._challenges: dict[bytes, float] = {}  # challenge -> expiry
-        self._rate: dict[str, tuple[float, float]] = {}  # source ip -> (tokens, time)
+        self._rate = TokenBuckets(CHALLENGE_BURST, CHALLENGE_RATE, MAX_RATE_SOURCES)  # by IP
+        self._junk = TokenBuckets(JUNK_BURST, JUNK_RATE, MAX_RATE_SOURCES)  # by endpoint
         self._outbox: list[tuple[bytes, Endpoint]] = []
         self.resolve_requests: set[IPv4Address] = set()
         self._events: list[Event] = []
@@ -262,18 +342,31 @@ class Node:
 
     # --- inputs -----------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> None:
+    def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> bool:
+        """One datagram from ``addr``. Returns False if it was dropped unopened
+        (junk, or its source is muted): nothing changed, nothing to send."""
+        if self._junk.empty(addr, now):
+            self._drop("muted source")  # flooding us with junk: not worth decrypting
+            return False
         try:
             header, message = wire.open_datagram(self._key, data)
         except Drop as drop:
             self._drop(drop.reason)
-            return
+            self._junk.allow(addr, now)
+            return False
+        self._on_datagram(header, message, addr, now)
+        return True
+
+    def _on_datagram(self, header: Header, message: Message, addr: Endpoint, now: float) -> None:
         if header.wg_ip == self.info.wg_ip:
-            if header.boot != self.boot:
-                self._conflict(header.wg_ip, addr)
-            else:
+            if header.boot == self.boot:
                 self._drop("own datagram")
-            return
+                return
+            if not isinstance(message, Hello):
+                # Another boot claiming our wg IP; only a proven hello counts
+                # as a conflict (this could be a replay of an old boot's).
+                self._drop("own wg IP")
+                return
         if not self._valid_member(header.wg_ip):
             self._drop("outside subnet")
             return
@@ -285,11 +378,17 @@ class Node:
         if isinstance(message, Hello):
             self._on_hello(header, message, addr, now)
             return
+        if isinstance(message, Refused):
+            self._on_refused(header, message, addr, now)
+            return
         session = self.sessions.get(header.wg_ip)
         if session is None or session.boot != header.boot:
+            self._drop("no session")
+            contender = session.contender if session is not None else None
+            if contender is not None and contender.header.boot == header.boot:
+                return  # proven already, waiting for the holder's answer
             # Unknown boot: maybe a restart of ours they have not noticed, maybe a
             # replay. Either way only a fresh challenge round trip can help.
-            self._drop("no session")
             self._send_challenge(addr, now, want_echo=True)
             return
         if not session.replay.accept(header.counter):
@@ -302,6 +401,11 @@ class Node:
         self._on_message(session, message, addr, now)
 
     def handle_timer(self, now: float) -> None:
+        for session in list(self.sessions.values()):
+            contender = session.contender
+            if contender is not None and now >= contender.deadline:
+                session.contender = None
+                self._accept_contender(contender, now)
         for wg_ip, session in list(self.sessions.items()):
             if self._is_pair(wg_ip):
                 continue  # alive while a static lists it (see _recompute)
@@ -340,6 +444,31 @@ class Node:
         self._mark_table_dirty(now)
         for wg_ip, path in list(self.paths.items()):
             self._path_wg(wg_ip, path, now)
+
+    def interface_reset(self, now: float) -> None:
+        """Our WireGuard interface was re-created (it had been deleted): every
+        WireGuard session is gone, and a direct link's endpoint with it (only
+        the handshake had taught it). Static peers are simply set again; direct
+        links start over, via the gateway meanwhile."""
+        self._wg = {}
+        for wg_ip, path in list(self.paths.items()):
+            if path.state != "relayed":
+                self._start_attempt(wg_ip, now, recompute=False)
+        self._recompute(now)
+        self.state_version += 1  # reconcile everything, even if nothing changed here
+
+    def peer_endpoints(self) -> dict[IPv4Address, Endpoint]:
+        """Where our sessions' admin datagrams come from (a static remembers
+        them, so that after a crash it can call its nodes back at once)."""
+        return {ip: s.addr for ip, s in self.sessions.items() if ip not in self.statics}
+
+    def call_back(self, endpoints: Mapping[IPv4Address, Endpoint], now: float) -> None:
+        """Say hello to nodes an earlier run of ours knew (see ``peer_endpoints``)."""
+        for wg_ip, endpoint in list(endpoints.items())[:MAX_RATE_SOURCES]:
+            if wg_ip in self.sessions or wg_ip == self.info.wg_ip:
+                continue
+            if self._valid_member(wg_ip) and endpoint[0] != str(wg_ip):
+                self._send_hello(endpoint, now, None, want_echo=True, to=wg_ip)
 
     def set_wg_port(self, port: int, now: float) -> None:
         """Our WireGuard listen port changed (port hopping): tell everyone."""
@@ -435,6 +564,7 @@ class Node:
             if not self._is_pair(ip)
         ]
         deadlines += [s.next_ping for ip, s in self.sessions.items() if self._pings(ip, s)]
+        deadlines += [s.contender.deadline for s in self.sessions.values() if s.contender]
         for target in self.statics.values():
             if target.wg_ip not in self.sessions:
                 deadlines.append(target.next_resolve_request)
@@ -451,14 +581,26 @@ class Node:
     def desired_routes(self) -> set[Route]:
         return self._desired[1]
 
-    def wants_fast_wg_poll(self, now: float) -> bool:
+    def wg_poll_interval(self, now: float) -> float:
+        """How soon the daemon should read ``wg show`` again."""
+        if self._wants_fast_wg_poll(now):
+            return self.timers.wg_poll_fast
+        if any(p.state == "direct" and p.active for p in self.paths.values()):
+            return self.timers.wg_poll_active  # a broken link is noticed within seconds
+        return self.timers.wg_poll_slow
+
+    def _wants_fast_wg_poll(self, now: float) -> bool:
         """True while a WireGuard endpoint or first handshake is still awaited,
-        and for a moment after our table changed (a peer roamed: its new
-        outside endpoint shows up in WireGuard with its next packet)."""
+        a direct link is suspect, and for a moment after our table changed (a
+        peer roamed: its new outside endpoint shows up in WireGuard with its
+        next packet)."""
         if now < self._fast_poll_until:
             return True
-        if any(p.state in ("clearing", "installing", "punching") for p in self.paths.values()):
-            return True
+        for path in self.paths.values():
+            if path.state in ("clearing", "installing", "punching"):
+                return True
+            if path.state == "direct" and path.suspect_since is not None:
+                return True
         for session in self.sessions.values():
             reading = self._wg.get(session.info.public_key)
             if reading is None or reading.handshake_age is None:
@@ -537,6 +679,7 @@ class Node:
             statics_total=len(self.statics),
             drops=dict(self.drops),
             table_version=self.table_version,
+            conflicts=tuple(self.conflicts),
         )
 
     # --- handshake ----------------------------------------------------------
@@ -546,13 +689,21 @@ class Node:
         if info.wg_ip != header.wg_ip:
             self._drop("malformed")
             return
-        session: Session | None = self.sessions.get(header.wg_ip)
+        ours = header.wg_ip == self.info.wg_ip  # another boot claims our own wg IP
+        session: Session | None = None if ours else self.sessions.get(header.wg_ip)
         expiry = None if hello.echo is None else self._challenges.pop(hello.echo, None)
         proven = expiry is not None and expiry > now
         if proven:
-            if header.boot in self._retired.get(header.wg_ip, {}):
-                self._conflict(header.wg_ip, addr)
+            if ours:
+                self._refuse(header, hello, addr, self.info, now)
                 return
+            if session is not None and session.boot != header.boot:
+                if header.boot in self._barred.get(header.wg_ip, {}):
+                    self._refuse(header, hello, addr, session.info, now)
+                    return
+                if addr != session.addr:
+                    self._ask_holder(session, header, hello, addr, now)
+                    return
             if session is None or session.boot != header.boot:
                 session = self._establish(header, info, addr, now)
             elif not session.replay.accept(header.counter):
@@ -570,18 +721,85 @@ class Node:
                 session.info = info
                 self._mark_table_dirty(now)
                 self._recompute(now)
+        if ours:
+            self._drop("own wg IP")  # answered below: a live claimant will prove itself
         if hello.want_echo:
-            if not self._allow_unauthenticated_reply(addr, now) and session is None:
+            if not self._rate.allow(addr[0], now) and session is None:
                 self._drop("rate limited")
                 return
             self._send_hello(addr, now, hello.challenge, want_echo=session is None, to=header.wg_ip)
         elif session is None:
             self._send_challenge(addr, now, want_echo=True)
 
+    def _ask_holder(
+        self, session: Session, header: Header, hello: Hello, addr: Endpoint, now: float
+    ) -> None:
+        """A proven new boot from another address: is the current holder still alive?"""
+        if session.contender is not None and session.contender.header.boot == header.boot:
+            return  # asked already (a repeated hello)
+        self._ping(session, now)
+        deadline = now + max(self.timers.incumbent_timeout, 3 * (session.rtt or 0.0))
+        session.contender = Contender(header, hello, addr, deadline, session.ping_seq)
+        self._event(
+            logging.DEBUG,
+            f"{self._label(header.wg_ip)}: new boot at {addr[0]}:{addr[1]}, "
+            "asking the current holder first",
+        )
+
+    def _accept_contender(self, contender: Contender, now: float) -> None:
+        """The holder did not answer: the new boot is a restart (or a move)."""
+        header, hello = contender.header, contender.hello
+        self._establish(header, hello.info, contender.addr, now)
+        if hello.want_echo:
+            self._send_hello(contender.addr, now, hello.challenge, want_echo=False, to=header.wg_ip)
+
+    def _refuse(
+        self, header: Header, hello: Hello, addr: Endpoint, holder: NodeInfo, now: float
+    ) -> None:
+        """Two live nodes claim one wg IP: the holder keeps it, the newcomer is told."""
+        self._drop("conflict")
+        self._bar(header.wg_ip, header.boot, now)
+        newcomer = hello.info.public_key[:8]
+        self._note_conflict(
+            f"{addr[0]}:{addr[1]} (key {newcomer}…) claims wg IP {header.wg_ip}, which "
+            f"{holder.name} (key {holder.public_key[:8]}…) still uses; refused",
+        )
+        if self._rate.allow(addr[0], now):
+            self._send(Refused(hello.challenge, holder), addr, header.wg_ip)
+
+    def _on_refused(self, header: Header, refused: Refused, addr: Endpoint, now: float) -> None:
+        expiry = self._challenges.pop(refused.echo, None)
+        if expiry is None or expiry <= now:
+            self._drop("stale refusal")  # not an answer to a hello of ours: maybe a replay
+            return
+        holder = refused.holder
+        self._note_conflict(
+            f"{self._label(header.wg_ip)} refuses us: our wg IP {self.info.wg_ip} is in use "
+            f"by {holder.name} (key {holder.public_key[:8]}…); give this node another wg IP",
+        )
+        if header.wg_ip in self.sessions:
+            self._drop_session(header.wg_ip, now)  # it will not talk to us: not a session
+
+    def _note_conflict(self, text: str) -> None:
+        """Log a conflict loudly (once); keep the latest few for status and TUI."""
+        line = f"CONFLICT: {text}"
+        if line in self.conflicts:
+            return
+        self._event(logging.ERROR, line)
+        self.conflicts = [*self.conflicts, line][-MAX_CONFLICTS:]
+
+    def _bar(self, wg_ip: IPv4Address, boot: bytes, now: float) -> None:
+        self._barred.setdefault(wg_ip, {})[boot] = now + self.timers.dead_after
+        if sum(len(boots) for boots in self._barred.values()) > MAX_BARRED:
+            self._expire(now)
+            while sum(len(boots) for boots in self._barred.values()) > MAX_BARRED:
+                oldest = min(self._barred, key=lambda ip: min(self._barred[ip].values()))
+                del self._barred[oldest]
+
     def _establish(self, header: Header, info: NodeInfo, addr: Endpoint, now: float) -> Session:
         old = self.sessions.get(header.wg_ip)
         if old is not None:
-            self._retired.setdefault(header.wg_ip, {})[old.boot] = now + self.timers.dead_after
+            self._bar(header.wg_ip, old.boot, now)
             self._event(
                 logging.INFO,
                 f"{info.name} ({info.wg_ip}) restarted, new key {info.public_key[:8]}…",
@@ -618,7 +836,7 @@ class Node:
         return session
 
     def _send_challenge(self, addr: Endpoint, now: float, want_echo: bool) -> None:
-        if not self._allow_unauthenticated_reply(addr, now):
+        if not self._rate.allow(addr[0], now):
             self._drop("rate limited")
             return
         self._send_hello(addr, now, echo=None, want_echo=want_echo)
@@ -639,17 +857,6 @@ class Node:
         self._challenges[challenge] = now + self.timers.challenge_lifetime
         self._send(Hello(self.info, challenge, echo, want_echo), addr, to)
 
-    def _allow_unauthenticated_reply(self, addr: Endpoint, now: float) -> bool:
-        tokens, last = self._rate.get(addr[0], (CHALLENGE_BURST, now))
-        tokens = min(CHALLENGE_BURST, tokens + (now - last) * CHALLENGE_RATE)
-        if tokens < 1.0:
-            self._rate[addr[0]] = (tokens, now)
-            return False
-        if len(self._rate) >= MAX_RATE_SOURCES:
-            self._rate.clear()
-        self._rate[addr[0]] = (tokens - 1.0, now)
-        return True
-
     # --- authenticated messages --------------------------------------------
 
     def _on_message(self, session: Session, message: Message, addr: Endpoint, now: float) -> None:
@@ -666,6 +873,14 @@ class Node:
                 if sent is not None:
                     rtt = now - sent
                     session.rtt = rtt if session.rtt is None else 0.7 * session.rtt + 0.3 * rtt
+                    if session.pinger and not self._is_pair(session.info.wg_ip):
+                        # Answered: back to the normal interval (see _ping).
+                        session.next_ping = sent + self._jitter(self.timers.ping_interval)
+                contender = session.contender
+                if contender is not None and message.seq >= contender.ping_seq:
+                    session.contender = None  # the holder is alive: two live claimants
+                    c = contender
+                    self._refuse(c.header, c.hello, c.addr, session.info, now)
                 self._check_table_version(session, message.table_version)
             case wire.TableRequest():
                 self._send_table(session, now)
@@ -790,6 +1005,11 @@ class Node:
         interval = self.timers.ping_interval
         if self._is_pair(session.info.wg_ip):
             interval = self.timers.latency_interval
+        elif session.pinger:
+            # Ping again soon unless a pong comes (it resets the interval): a
+            # static that went away and came back is found within a second.
+            wait = max(self.timers.pong_timeout, 3 * (session.rtt or 0.0))
+            interval = min(interval, wait)
         session.next_ping = now + self._jitter(interval)
 
     def _drop_session(self, wg_ip: IPv4Address, now: float) -> None:
@@ -811,11 +1031,11 @@ class Node:
     def _expire(self, now: float) -> None:
         for challenge in [c for c, expiry in self._challenges.items() if expiry <= now]:
             del self._challenges[challenge]
-        for wg_ip, boots in list(self._retired.items()):
+        for wg_ip, boots in list(self._barred.items()):
             for boot in [b for b, until in boots.items() if until <= now]:
                 del boots[boot]
             if not boots:
-                del self._retired[wg_ip]
+                del self._barred[wg_ip]
 
     # --- desired state ------------------------------------------------------
 
@@ -901,11 +1121,19 @@ class Node:
         return best
 
     def _prune_pairs(self, now: float) -> None:
-        """Pair sessions live while a static lists that boot, or the direct link works."""
+        """Pair sessions live while a static lists that boot, or the direct link works.
+
+        When no static lists the peer any more (it went silent there, or the
+        statics are down or restarted and have not met it yet), a direct link
+        keeps the session for as long as it answers: it is checked at once
+        (see ``PairPath``), and a dead peer is gone within ``link_timeout``.
+        A static that lists another boot saw the peer restart.
+        """
         for wg_ip in [ip for ip in self.sessions if self._is_pair(ip)]:
             session = self.sessions[wg_ip]
             entry = self._listed(wg_ip)
             if entry is not None and entry.boot == session.boot:
+                self.paths[wg_ip].unlisted = False
                 if entry.info != session.info:
                     # The static heard of the peer's new addresses first (our
                     # direct link to it may be the very thing that broke).
@@ -917,10 +1145,15 @@ class Node:
                     path.signature = signature
                     self._start_attempt(wg_ip, now, recompute=False)
                 continue
-            if entry is None and self.paths[wg_ip].state == "direct" and not self._listed_by:
-                continue  # no static to ask (all down): keep the direct link while it works
+            path = self.paths[wg_ip]
+            if entry is None and path.state == "direct":
+                if not path.unlisted:
+                    path.unlisted = True
+                    path.suspect_since = path.next_link_ping = now  # does it still answer?
+                continue
             del self.sessions[wg_ip]
             del self.paths[wg_ip]
+
 
     def _signature(
         self, session: Session, entry: TableEntry | None, previous: tuple[object, ...] = ()
@@ -998,8 +1231,11 @@ class Node:
             return
         fresh = token != path.peer_probe
         path.peer_probe = token
+        on_lan = addr in session.info.local_endpoints
         if path.state in ("relayed", "failed") or (path.state == "direct" and fresh):
             self._start_attempt(wg_ip, now)  # the peer (re)starts: follow it
+        elif on_lan and path.kind == "nat" and path.state in ("installing", "punching"):
+            self._lan_answers(wg_ip, path, now)  # the LAN is back: better than NAT
         # A probe that arrives straight from one of the peer's own addresses
         # shows a direct underlay path as well as an answer to ours would
         # (and ours may have been sent before the peer had our session).
@@ -1008,11 +1244,15 @@ class Node:
             self._recompute(now)
 
     def _on_probe_ack(self, session: Session, token: int, addr: Endpoint, now: float) -> None:
-        path = self.paths.get(session.info.wg_ip)
-        if path is None or path.state != "probing" or token != path.probe_token:
+        wg_ip = session.info.wg_ip
+        path = self.paths.get(wg_ip)
+        if path is None or token != path.probe_token:
             return
-        self._install(path, "lan", (addr[0], session.info.wg_port), now)
-        self._recompute(now)
+        if path.state == "probing":
+            self._install(path, "lan", (addr[0], session.info.wg_port), now)
+            self._recompute(now)
+        elif self._reprobing(wg_ip, path, now):
+            self._lan_answers(wg_ip, path, now)
 
     def _on_ready(self, session: Session, attempt: int, peer_direct: bool, now: float) -> None:
         wg_ip = session.info.wg_ip
@@ -1055,10 +1295,43 @@ class Node:
                 return
         elif path.state == "direct":
             age = reading.handshake_age if reading else None
-            if age is None or age > self.timers.direct_stale_after:
+            if reading is None or age is None or age > self.timers.direct_stale_after:
                 self._fail(wg_ip, path, now, "direct link lost its handshake", soon=True)
                 return
+            if not self._watch_link(path, reading, now):
+                self._fail(wg_ip, path, now, "the direct link stopped answering", lost=True)
+                return
         self._advance(wg_ip, path, now)
+
+    def _watch_link(self, path: PairPath, reading: WgPeerReading, now: float) -> bool:
+        """Does the direct link still bring packets back? (see above ``PairPath``)"""
+        if reading.tx_bytes < path.tx_at_heard or reading.rx_bytes < path.rx_bytes:
+            self._start_watch(path, reading, now)  # counters reset: a new WireGuard peer
+            return True
+        path.active = reading.tx_bytes != path.tx_bytes
+        path.tx_bytes = reading.tx_bytes
+        if reading.rx_bytes != path.rx_bytes:
+            path.rx_bytes = reading.rx_bytes
+            path.tx_at_heard = reading.tx_bytes
+            path.heard = now
+            path.suspect_since = None
+            return True
+        unanswered = reading.tx_bytes - path.tx_at_heard
+        if path.suspect_since is None:
+            quiet_long = now - path.heard > self.timers.keepalive + self.timers.wg_poll_slow
+            if unanswered > LINK_SUSPECT_BYTES or (unanswered > 0 and quiet_long):
+                path.suspect_since = now
+                path.next_link_ping = now
+            return True
+        return now - path.suspect_since < self.timers.link_timeout
+
+    @staticmethod
+    def _start_watch(path: PairPath, reading: WgPeerReading | None, now: float) -> None:
+        path.rx_bytes = reading.rx_bytes if reading else 0
+        path.tx_bytes = path.tx_at_heard = reading.tx_bytes if reading else 0
+        path.heard = now
+        path.active = False
+        path.suspect_since = None
 
     def _go_direct(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
         session = self.sessions[wg_ip]
@@ -1072,6 +1345,8 @@ class Node:
         path.state = "direct"
         path.since = now
         path.failures = 0
+        path.lan_lost_until = 0.0
+        self._start_watch(path, reading, now)
         path.reason = f"direct ({path.kind}) since the handshake"
         where = (path.endpoint or ("?", 0))[0]
         self._event(
@@ -1104,19 +1379,49 @@ class Node:
         rtts = [s.rtt for ip, s in self.sessions.items() if ip in self.statics and s.rtt]
         return max(rtts, default=0.0)
 
-    def _fail(self, wg_ip: IPv4Address, path: PairPath, now: float, why: str, soon: bool) -> None:
+    def _fail(
+        self,
+        wg_ip: IPv4Address,
+        path: PairPath,
+        now: float,
+        why: str,
+        soon: bool = False,
+        lost: bool = False,
+    ) -> None:
+        """The attempt failed (or, ``lost``, a working direct link stopped): relayed."""
+        soon = soon or lost
         path.failures = 0 if soon else path.failures + 1
         backoff = min(
             self.timers.path_retry_max,
             self.timers.path_retry_min * 2 ** max(0, path.failures - 1),
         )
+        if lost and path.kind == "lan":
+            path.lan_lost_until = now + self.timers.lan_reprobe_for
+            path.next_reprobe = now + self.timers.lan_reprobe_interval
         path.state = "failed"
         path.since = now
+        path.suspect_since = None
         path.retry_at = now + (self.timers.ready_interval if soon else self._jitter(backoff))
         path.last_failure = why
         path.reason = f"{why}; relayed, retry in {path.retry_at - now:.0f} s"
-        self._event(logging.INFO, f"{self._label(wg_ip)}: {path.reason}")
+        if self._reprobing(wg_ip, path, now):
+            path.reason += f", LAN probed every {self.timers.lan_reprobe_interval:g} s"
+        level = logging.WARNING if lost else logging.INFO
+        self._event(level, f"{self._label(wg_ip)}: {path.reason}")
         self._recompute(now)
+
+    def _reprobing(self, wg_ip: IPv4Address, path: PairPath, now: float) -> bool:
+        """Probe a lost LAN link now and then? (the lower wg IP of the pair does)"""
+        if now >= path.lan_lost_until or self.info.wg_ip > wg_ip:
+            return False
+        if path.state in ("probing", "clearing", "direct"):
+            return False
+        return not (path.kind == "lan" and path.state in ("installing", "punching"))
+
+    def _lan_answers(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
+        """The peer's LAN address answers while we try (or gave up on) another way."""
+        self._event(logging.INFO, f"{self._label(wg_ip)}: its LAN address answers again")
+        self._start_attempt(wg_ip, now)
 
     def _pair_timers(self, now: float) -> None:
         for wg_ip, path in list(self.paths.items()):
@@ -1143,6 +1448,17 @@ class Node:
                 self._advance(wg_ip, path, now)
             elif path.state in ("installing", "punching"):
                 self._advance(wg_ip, path, now)
+            if wg_ip not in self.paths:
+                continue
+            session = self.sessions[wg_ip]
+            suspect = path.state == "direct" and path.suspect_since is not None
+            if suspect and now >= path.next_link_ping:
+                self._ping(session, now)  # its pong comes back over the link, if it works
+                path.next_link_ping = now + self.timers.link_probe_interval
+            if self._reprobing(wg_ip, path, now) and now >= path.next_reprobe:
+                for endpoint in session.info.local_endpoints:
+                    self._send(wire.Probe(path.probe_token), endpoint, wg_ip)
+                path.next_reprobe = now + self.timers.lan_reprobe_interval
         if self.is_static:
             return
         for wg_ip, entry in self._pair_hello_candidates():
@@ -1180,6 +1496,11 @@ class Node:
                 deadlines.append(path.next_ready)
             if path.state == "failed":
                 deadlines.append(path.retry_at)
+            if path.state == "direct" and path.suspect_since is not None:
+                deadlines.append(path.next_link_ping)
+        for wg_ip, path in self.paths.items():
+            if self._reprobing(wg_ip, path, path.next_reprobe):
+                deadlines.append(path.next_reprobe)
         for wg_ip, _entry in self._pair_hello_candidates():
             deadlines.append(self._pair_hello_at.get(wg_ip, (0.0, 0.0))[0])
         return deadlines
@@ -1212,13 +1533,6 @@ class Node:
             wg_ip in self.subnet
             and wg_ip != self.subnet.network_address
             and wg_ip != self.subnet.broadcast_address
-        )
-
-    def _conflict(self, wg_ip: IPv4Address, addr: Endpoint) -> None:
-        self._drop("conflict")
-        self._event(
-            logging.ERROR,
-            f"CONFLICT: another node at {addr[0]}:{addr[1]} claims wg IP {wg_ip}; refused",
         )
 
     def _drop(self, reason: str) -> None:

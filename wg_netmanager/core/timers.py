@@ -22,10 +22,22 @@ class Timers:
     # drops the node (its routes and WireGuard peer go away).
     ping_interval: float = 12.0
     dead_after: float = 28.0
+    # A ping without a pong this long (at least 3 round trips) is followed by
+    # another at once, and so on every pong_timeout: a static that crashed and
+    # came back is found within about a second, not at the next ping_interval.
+    pong_timeout: float = 1.0
+    # A new boot claiming a wg IP whose session may still be alive (a restart
+    # from another address, or a second machine with the same wg IP): the
+    # holder gets one ping and this long to answer; an answer means two live
+    # nodes claim one address (a conflict: the newcomer is refused).
+    incumbent_timeout: float = 1.0
     # Re-resolve static peers' host names (dynamic DNS).
     resolve_interval: float = 60.0
-    # Read `wg show` often while a handshake or endpoint is awaited, rarely otherwise.
+    # Read `wg show` often while a handshake or endpoint is awaited or a direct
+    # link is suspect, every wg_poll_active while a direct link carries traffic
+    # (that is how a broken one is noticed within seconds), rarely otherwise.
     wg_poll_fast: float = 0.2
+    wg_poll_active: float = 1.0
     wg_poll_slow: float = 5.0
     # Reconcile WireGuard and routes at least this often, even without changes
     # (repairs what someone else changed, retries failed commands).
@@ -50,6 +62,17 @@ class Timers:
     path_retry_min: float = 2.0
     path_retry_max: float = 300.0
     direct_stale_after: float = 200.0
+    # A direct link that carries our packets but brings nothing back becomes
+    # suspect (WireGuard's byte counters; see core/node.py): the peer gets a
+    # ping every link_probe_interval, and if nothing at all comes back over
+    # the link for link_timeout, traffic goes back to the gateway.
+    link_probe_interval: float = 0.4
+    link_timeout: float = 2.0
+    # After a direct LAN link was lost, the lower wg IP of the pair probes the
+    # peer's LAN addresses this often, for this long, so the link returns
+    # within about a second of the LAN coming back.
+    lan_reprobe_interval: float = 1.0
+    lan_reprobe_for: float = 300.0
     # Latency to dynamic peers is measured (admin ping over the tunnel) only
     # while someone watches (TUI, `status`): an idle mesh stays quiet.
     latency_interval: float = 2.0
