@@ -9,7 +9,18 @@ One nursery, small tasks, one owner of shutdown:
   difference whenever the desired state changed or every reconcile_interval
 - ``_resolve``: static peers' host names, at start, periodically and when the
   core asks (dynamic DNS)
+- ``_local_addresses`` with ``_watch_netlink``: ``ip monitor`` reports address
+  changes (roaming, DHCP) and our interface vanishing the moment they happen;
+  a periodic re-read backs it up
+- ``_remember_peers`` (static nodes): keeps the nodes' admin endpoints in
+  ``<run dir>/<if>.peers``, so that after a crash the next run calls them back
+  at once instead of waiting for their next ping
 - ``_signals``: SIGINT/SIGTERM/SIGHUP cancel the nursery
+
+Failures of ``ip``/``wg`` are logged with the command and its stderr and
+retried: during setup a few times with backoff, afterwards on the next pass.
+An interface deleted from under the daemon is re-created (with ``-e``: waited
+for, then taken over again) and everything on it set again.
 
 After every input the shell flushes the core: sends its datagrams, logs its
 events, wakes the reconciler. Cleanup (bye to everyone, our routes removed,
@@ -20,10 +31,13 @@ interface and never hangs.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +61,13 @@ log = logging.getLogger("wg_netmanager")
 
 SHUTDOWN_BUDGET = 1.5  # seconds for cleanup; the issue promises exit within 2 s
 RETRY_AFTER_FAILURE = 1.0  # seconds before a failed ip/wg call is retried
+# Pauses between attempts to set the interface up (about 4 s in all) before
+# the daemon gives up with one line; a missing binary is not retried.
+SETUP_RETRY_PAUSES = (0.1, 0.3, 1.0, 2.5)
+WAIT_FOR_EXISTING = 1.0  # -e: how often to look for a vanished interface
+MONITOR_RESTART_MAX = 30.0  # seconds between restarts of a failing `ip monitor`
+PEERS_FILE_MAX_AGE = 600.0  # seconds: older call-back files are ignored
+PEERS_FILE_MAX_SIZE = 1 << 20
 
 
 class StartupError(Exception):
@@ -64,6 +85,8 @@ class Daemon:
         self._kick = trio.Event()
         self._wg_wake = trio.Event()
         self._resolve_wake = trio.Event()
+        self._address_wake = trio.Event()
+        self._monitoring = False  # `ip monitor` runs: addresses need no frequent polling
         self._applied_version = -1
         self.backend = ""
         self.startup_error: StartupError | None = None
@@ -80,6 +103,9 @@ class Daemon:
                 nursery.start_soon(self._wireguard)
                 nursery.start_soon(self._resolve)
                 nursery.start_soon(self._local_addresses)
+                nursery.start_soon(self._watch_netlink)
+                if self.settings.is_static:
+                    nursery.start_soon(self._remember_peers)
                 if self.settings.hopping and not self.settings.is_static:
                     nursery.start_soon(self._hop_ports)
                 if self.settings.verbosity >= 1:
@@ -103,15 +129,30 @@ class Daemon:
                 scope.shield = True
                 await self._cleanup()
 
+    async def _bring_up(self, pauses: tuple[float, ...] | None = None) -> None:
+        """Create (or take over) and configure the interface; retried with
+        backoff (default SETUP_RETRY_PAUSES), every failure logged;
+        CommandError after the last attempt."""
+        s = self.settings
+        for pause in (*(SETUP_RETRY_PAUSES if pauses is None else pauses), None):
+            try:
+                self.backend = await self.device.create()
+                await self.device.configure(self.keys.private, s.wg_port)
+                await self.device.set_address(s.wg_ip, s.network.subnet.prefixlen)
+                if s.is_static:
+                    await self.device.enable_forwarding()
+                return
+            except CommandError as exc:
+                if pause is None or exc.returncode == 127:  # out of attempts, or no such binary
+                    raise
+                log.warning("setting up %s: %s (retrying in %.1f s)", s.interface, exc, pause)
+                await trio.sleep(pause)
+
     async def _setup(self) -> None:
         s = self.settings
         net = s.network
         try:
-            self.backend = await self.device.create()
-            await self.device.configure(self.keys.private, s.wg_port)
-            await self.device.set_address(s.wg_ip, net.subnet.prefixlen)
-            if s.is_static:
-                await self.device.enable_forwarding()
+            await self._bring_up()
         except CommandError as exc:
             raise StartupError(f"cannot set up interface {s.interface}: {exc}") from None
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
@@ -153,6 +194,10 @@ class Daemon:
             ", static" if s.is_static else "",
         )
         self.node.set_local_addresses(await self._read_local_addresses(), now)
+        if s.is_static:
+            # A crash (no bye) leaves the nodes waiting for their next ping:
+            # call back those the previous run knew.
+            self.node.call_back(_read_peers_file(self._peers_file()), now)
         self.node.handle_timer(now)
         await self._flush()
 
@@ -184,8 +229,9 @@ class Daemon:
             except OSError as exc:  # e.g. ICMP port unreachable reported on Linux
                 log.debug("admin socket: %s", exc)
                 continue
-            self.node.receive_datagram(data, (addr[0], addr[1]), trio.current_time())
-            await self._flush()
+            if self.node.receive_datagram(data, (addr[0], addr[1]), trio.current_time()):
+                await self._flush()
+            # else junk, dropped and counted: nothing to do (cheap under a flood)
 
     async def _drive(self) -> None:
         assert self.node is not None
@@ -247,9 +293,40 @@ class Daemon:
                 log.warning("%s (retrying)", exc)
                 delay = RETRY_AFTER_FAILURE
                 self._applied_version = -1
+                if await self._interface_gone():
+                    await self._restore_interface()
+                    continue
             with trio.move_on_after(delay):
                 await self._wg_wake.wait()
             self._wg_wake = trio.Event()
+
+    async def _interface_gone(self) -> bool:
+        try:
+            return not await self.device.exists()
+        except CommandError as exc:
+            log.debug("cannot tell whether %s exists: %s", self.settings.interface, exc)
+            return False
+
+    async def _restore_interface(self) -> None:
+        """Someone deleted our interface: set it up again (``-e``: wait for it)."""
+        ifname = self.settings.interface
+        if self.settings.existing_interface:
+            log.warning("interface %s is gone; waiting for it to be created again (-e)", ifname)
+            while await self._interface_gone():  # noqa: ASYNC110 (no event for another's link)
+                await trio.sleep(WAIT_FOR_EXISTING)
+            log.warning("interface %s is back; taking it over", ifname)
+        else:
+            log.warning("interface %s was deleted; creating it again", ifname)
+        try:
+            await self._bring_up(pauses=(RETRY_AFTER_FAILURE,) * 3)
+        except CommandError as exc:
+            log.warning("%s (retrying)", exc)
+            return  # the next failing pass comes back here
+        assert self.node is not None
+        self.node.interface_reset(trio.current_time())
+        self._handshakes = HandshakeClock()
+        await self._flush()
+        log.info("interface %s set up again (%s)", ifname, self.backend)
 
     async def _apply_routes(self, ifname: str, desired: set[Route]) -> None:
         actual = await self.routes.read(ifname)
@@ -269,13 +346,66 @@ class Daemon:
         node = self.node
         assert node is not None
         while True:
-            await trio.sleep(node.timers.local_addresses_interval)
+            interval = node.timers.local_addresses_interval
+            if self._monitoring:
+                interval = max(interval, 30.0)  # a backstop: `ip monitor` reports changes
+            with trio.move_on_after(interval):
+                await self._address_wake.wait()
+                await trio.sleep(0.05)  # a change comes in bursts (address, routes, link)
+            self._address_wake = trio.Event()
             if node.set_local_addresses(await self._read_local_addresses(), trio.current_time()):
                 try:
                     await self.device.rebind(node.desired_peers())
                 except CommandError as exc:
                     log.warning("%s", exc)
             await self._flush()
+
+    async def _watch_netlink(self) -> None:
+        """Run ``ip -o monitor address link``: wake the address reader on any
+        address or link change, the reconciler when our interface is deleted.
+        Restarted with backoff if it cannot run or exits."""
+        argv = ["ip", "-o", "monitor", "address", "link"]
+        backoff = 1.0
+        while True:
+            try:
+                async with trio.open_nursery() as nursery:
+                    proc = await nursery.start(
+                        partial(
+                            trio.run_process,
+                            argv,
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL,
+                            check=False,
+                        )
+                    )
+                    self._monitoring = True
+                    await self._read_netlink(proc.stdout)
+                log.debug("`ip monitor` exited with %s", proc.returncode)
+            except OSError as exc:
+                log.debug("cannot run `ip monitor`: %s", exc)
+            finally:
+                self._monitoring = False
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MONITOR_RESTART_MAX)
+
+    async def _read_netlink(self, stream: trio.abc.ReceiveStream) -> None:
+        ifname = self.settings.interface
+        pending = b""
+        async for chunk in stream:
+            *lines, pending = (pending + chunk).split(b"\n")
+            pending = pending[-4096:]  # one event per line; never an unbounded buffer
+            for raw in lines:
+                line = raw.decode("utf-8", errors="replace")
+                fields = line.split()
+                if (
+                    fields[:1] == ["Deleted"]
+                    and f"{ifname}:" in fields[1:3]
+                    and "inet" not in fields
+                ):
+                    self._wg_wake.set()  # our interface is gone: the reconciler notices
+                else:
+                    self._address_wake.set()
 
     # --- port hopping (-H) -----------------------------------------------------
 
@@ -308,6 +438,28 @@ class Daemon:
                 target.lost_since = now  # give the new port a full period
             await self._flush()
 
+    # --- static nodes: remember the nodes for a restart after a crash ----------
+
+    def _peers_file(self) -> str:
+        from .control import run_dir
+
+        return os.path.join(run_dir(), f"{self.settings.interface}.peers")
+
+    async def _remember_peers(self) -> None:
+        node = self.node
+        assert node is not None
+        path = self._peers_file()
+        written: dict[IPv4Address, Endpoint] | None = None
+        while True:
+            await trio.sleep(1.0)
+            endpoints = node.peer_endpoints()
+            if endpoints != written:
+                try:
+                    await trio.to_thread.run_sync(_write_peers_file, path, endpoints)
+                    written = endpoints
+                except OSError as exc:
+                    log.debug("cannot write %s: %s", path, exc)
+
     # --- DNS ------------------------------------------------------------------
 
     async def _resolve(self) -> None:
@@ -338,6 +490,37 @@ class Daemon:
             log.info("peers (%d): %s", len(parts), " ".join(parts) or "none")
             if status.drops:
                 log.info("dropped datagrams: %s", status.drops)
+
+
+def _write_peers_file(path: str, endpoints: dict[IPv4Address, Endpoint]) -> None:
+    """Atomically, root only: wg IP -> admin endpoint (no keys, nothing secret)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    doc = {str(ip): [host, port] for ip, (host, port) in sorted(endpoints.items())}
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, path)
+
+
+def _read_peers_file(path: str) -> dict[IPv4Address, Endpoint]:
+    """What ``_write_peers_file`` wrote, if it is recent; {} on any problem."""
+    try:
+        info = os.stat(path)
+        if info.st_size > PEERS_FILE_MAX_SIZE or time.time() - info.st_mtime > PEERS_FILE_MAX_AGE:
+            return {}
+        with open(path) as f:
+            doc = json.load(f)
+        found = {}
+        for ip, (host, port) in doc.items():
+            IPv4Address(host)
+            if isinstance(port, int) and 0 < port < 65536:
+                found[IPv4Address(ip)] = (str(host), port)
+        return found
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        if not isinstance(exc, FileNotFoundError):
+            log.debug("ignoring %s: %s", path, exc)
+        return {}
 
 
 async def _sendto(sock: trio.socket.SocketType, data: bytes, addr: Endpoint) -> None:

@@ -5,7 +5,8 @@
 Both keep their state in plain attributes, record every call in ``calls``
 (method name and arguments, never the private key) and the commands the real
 adapter would have run in ``commands``, and raise a queued
-:class:`CommandError` when a test puts one in ``fail[method_name]``.
+:class:`CommandError` when a test puts one in ``fail[method_name]`` (once)
+or ``fail_always[method_name]`` (until removed).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ class _Recorder:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.commands: list[list[str]] = []
         self.fail: dict[str, CommandError] = {}
+        self.fail_always: dict[str, CommandError] = {}
 
     def _enter(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))
-        error = self.fail.pop(method, None)
+        error = self.fail.pop(method, None) or self.fail_always.get(method)
         if error is not None:
             raise error
 
@@ -128,6 +130,13 @@ class FakeWgDevice(_Recorder):
     def set_handshake(self, public_key: str, age: float | None) -> None:
         """Pretend the latest handshake with a peer was ``age`` seconds ago."""
         self.peers[public_key] = replace(self.peers[public_key], handshake_age=age)
+
+    def delete_externally(self) -> None:
+        """Someone ran ``ip link del``: the interface and all on it are gone."""
+        self.created = False
+        self.peers = {}
+        self.address = None
+        self.forwarding = False
 
     def set_endpoint(self, public_key: str, endpoint: tuple[str, int] | None) -> None:
         """Pretend WireGuard learned (roamed to) an endpoint."""
