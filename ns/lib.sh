@@ -368,23 +368,23 @@ delete table $family $table
 NFT
 }
 
-# tb_cut NS TABLE LOCAL_IP PEER_IP...: box NS drops every IPv4 packet between
-# LOCAL_IP and any PEER_IP, both directions (input and output hooks of the
-# nft table "ip TABLE" of its own; replaces an earlier one).  ARP is not
-# IPv4: neighbour resolution still works.  Undo with tb_nft_delete NS ip TABLE.
-tb_cut() {
+# tb_bridge_cut NS TABLE LOCAL_IP PEER_IP...: the bridges of switch box NS
+# no longer pass IPv4 between LOCAL_IP and any PEER_IP, both directions (nft
+# table "bridge TABLE" of its own, forward hook; replaces an earlier one), as
+# a failing switch or Wi-Fi client isolation would. The hosts' packets still
+# leave them (a WireGuard on them counts them as sent); traffic to and from
+# the switch box itself, and ARP, still pass. Undo with tb_nft_delete NS
+# bridge TABLE.
+tb_bridge_cut() {
     local ns=$1 table=$2 local_ip=$3 peers
     shift 3
-    [ "$#" -gt 0 ] || tb_die "tb_cut: no peer address"
+    [ "$#" -gt 0 ] || tb_die "tb_bridge_cut: no peer address"
     peers=$(IFS=,; printf '%s' "$*")
-    tb_nft_replace "$ns" ip "$table" "
-    chain input {
-        type filter hook input priority filter; policy accept;
-        ip saddr { $peers } ip daddr $local_ip drop
-    }
-    chain output {
-        type filter hook output priority filter; policy accept;
+    tb_nft_replace "$ns" bridge "$table" "
+    chain forward {
+        type filter hook forward priority filter; policy accept;
         ip saddr $local_ip ip daddr { $peers } drop
+        ip saddr { $peers } ip daddr $local_ip drop
     }"
 }
 
@@ -451,6 +451,8 @@ tb_readdress() {
 # place (truncated, same inode), never replaced by a rename, which running
 # processes would not see.  A reader may catch the file empty for the
 # moment between truncation and write.
+# Also writes a resolv.conf (once) pointing at the box's own loopback, so that
+# names missing from the hosts file fail at once.
 tb_hosts() {
     local prefix=$1 box=$2 ns state dir line
     shift 2
@@ -478,4 +480,10 @@ tb_hosts() {
     # `>` opens with O_TRUNC: same inode, seen through existing bind mounts.
     printf '%s\n' "127.0.0.1	localhost" "$@" >"$dir/hosts"
     chmod 0644 "$dir/hosts"
+    # Names not in the hosts file fail at once, on the box's own loopback,
+    # instead of waiting for the host's nameserver (unreachable from a box).
+    if [ ! -e "$dir/resolv.conf" ]; then
+        printf '%s\n' "nameserver 127.0.0.1" "options timeout:1 attempts:1" >"$dir/resolv.conf"
+        chmod 0644 "$dir/resolv.conf"
+    fi
 }

@@ -66,9 +66,10 @@
 # print one [testbed] line, and are idempotent (except `roam`):
 #
 # `lan-cut`: charlie (192.168.1.2) and delta (192.168.1.3, or 192.168.1.33
-# after `readdress`) no longer reach each other directly: charlie's nft
-# table "ip tb_lan_cut" drops every IPv4 packet between them, both
-# directions (input and output hooks).  ARP still works, and both still
+# after `readdress`) no longer reach each other directly: the home router's
+# LAN bridge drops every IPv4 packet between them, both directions (nft
+# table "bridge tb_lan_cut" in P-router, forward hook), as a failing switch
+# would; their packets still leave them.  ARP still works, and both still
 # reach the internet through the router.  Harmless after a roam.
 # `lan-heal` deletes exactly that table (no error if there is none).
 #
@@ -156,18 +157,18 @@ WE_DELTA_NEW=192.168.1.33
 WE_EVIL=198.51.100.66
 
 working_example_lan_cut() {
-    local charlie
-    charlie=$(tb_ns "$1" charlie)
-    tb_need_ns "$charlie"
-    tb_cut "$charlie" tb_lan_cut "$WE_CHARLIE" "$WE_DELTA" "$WE_DELTA_NEW"
+    local router
+    router=$(tb_ns "$1" router)
+    tb_need_ns "$router"
+    tb_bridge_cut "$router" tb_lan_cut "$WE_CHARLIE" "$WE_DELTA" "$WE_DELTA_NEW"
     tb_log "lan cut: charlie $WE_CHARLIE x delta $WE_DELTA/$WE_DELTA_NEW"
 }
 
 working_example_lan_heal() {
-    local charlie
-    charlie=$(tb_ns "$1" charlie)
-    tb_need_ns "$charlie"
-    tb_nft_delete "$charlie" ip tb_lan_cut
+    local router
+    router=$(tb_ns "$1" router)
+    tb_need_ns "$router"
+    tb_nft_delete "$router" bridge tb_lan_cut
     tb_log "lan healed: charlie and delta reach each other again"
 }
 

@@ -653,7 +653,7 @@ def test_we_lan_cut_and_heal(we: Testbed) -> None:
     finally:
         fault(we, "lan-heal")
     fault(we, "lan-heal")  # no table left: still fine
-    assert "tb_lan_cut" not in we.run("charlie", "nft", "list", "tables").stdout
+    assert "tb_lan_cut" not in we.run("router", "nft", "list", "tables").stdout
     assert wait_until(lambda: quick_ping(we, "charlie", DELTA_LAN), timeout=5)
     assert we.ping("delta", CHARLIE_LAN)
 

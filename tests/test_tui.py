@@ -184,6 +184,25 @@ def test_header_and_peer_table_read_like_a_person_expects() -> None:
     assert "q quit" in lines[-1] and "? help" in lines[-1]
 
 
+def test_a_conflict_is_shown_loudly_under_the_header() -> None:
+    doc = sample_doc()
+    assert not doc["conflicts"]
+    assert "CONFLICT" not in "\n".join(screen(make_app(doc)))
+    text = (
+        "CONFLICT: 198.51.100.66:50503 (key TUFMTE9S…) claims wg IP 10.1.1.3, which"
+        " charlie (key Q0hBUkxJ…) still uses; refused"
+    )
+    doc["conflicts"] = [text]
+    app = make_app(doc)
+    lines = screen(app, cols=160)
+    assert lines[2].strip() == text  # right under the two header lines
+    canvas = app.top.render((160, 40), focus=False)
+    third_row = list(canvas.content())[2]
+    layers = [getattr(attr, "layers", (attr,))[0] for attr, _charset, _text in third_row]
+    assert "conflict" in layers  # red, over the header's blue
+    assert text in status_text.render_text(doc)
+
+
 def test_rows_are_coloured_by_path_and_flash_after_a_change() -> None:
     doc = sample_doc()
     source = tui.StaticSource(doc)

@@ -277,6 +277,11 @@ def header_lines(doc: Mapping[str, Any]) -> list[str]:
     return [first, second]
 
 
+def conflict_lines(doc: Mapping[str, Any]) -> list[str]:
+    """Recent wg IP conflicts (two live nodes claiming one address), newest last."""
+    return [str(line) for line in doc.get("conflicts") or []]
+
+
 def gateway_lines(doc: Mapping[str, Any]) -> list[str]:
     """Who forwards for whom: the ``via`` peers grouped by their gateway."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
@@ -303,7 +308,7 @@ def render_text(doc: Mapping[str, Any], sort_key: str = "wg IP") -> str:
     right = [r for _, r in COLUMNS]
     rows = [peer_cells(p) for p in peers]
     widths = column_widths(headers, rows)
-    lines = [*header_lines(doc), ""]
+    lines = [*header_lines(doc), *conflict_lines(doc), ""]
     lines.append(format_row(headers, widths, right))
     lines += [format_row(row, widths, right) for row in rows]
     if not rows:

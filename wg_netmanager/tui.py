@@ -45,6 +45,7 @@ from .status_text import (
     SORT_KEYS,
     Doc,
     column_widths,
+    conflict_lines,
     fmt_age,
     fmt_bytes,
     fmt_ms,
@@ -86,6 +87,7 @@ PALETTE = [
     ("log_warning", "yellow", ""),
     ("log_error", "light red", ""),
     ("dialog", "white", "dark blue"),
+    ("conflict", "white,bold", "dark red"),
 ]
 
 FOOTER = " q quit  ↑↓/jk select  Enter details  Tab pane  s sort  f log filter  ? help"
@@ -424,7 +426,10 @@ class App:
             self._samples[ip] = (now, rx, tx)
 
     def _render(self, now: float) -> None:
-        self.header.set_text("\n".join(" " + line for line in header_lines(self.doc)))
+        text: list[str | tuple[str, str]] = [" " + "\n ".join(header_lines(self.doc))]
+        for line in conflict_lines(self.doc):
+            text += ["\n", ("conflict", f" {line} ")]  # loud: someone else uses our wg IP
+        self.header.set_text(text)
         self._render_peers(now)
         self._render_gateways()
         self.update_log()

@@ -185,8 +185,9 @@ class Session:
 #
 # Watching a direct link costs nothing while it works: every `wg show` reading
 # says how many bytes went each way. A link that received something since the
-# last reading is fine. One that sent LINK_SUSPECT_BYTES (or anything, after
-# a keepalive period of silence) without receiving a byte is suspect: the
+# last reading is fine. One that sent LINK_SUSPECT_BYTES without receiving a
+# byte, or that received nothing for longer than a keepalive period (the
+# least a working link brings is the peer's keepalives), is suspect: the
 # peer gets a ping every link_probe_interval (its pong comes back over the
 # link, if the link works); without a byte received for link_timeout the link
 # is lost and the pair falls back to the gateway. The peer hears of it over
@@ -225,7 +226,7 @@ class PairPath:
     tx_bytes: int = 0
     tx_at_heard: int = 0
     heard: float = 0.0
-    active: bool = False  # the last reading showed traffic sent over the link
+    sent_at: float = 0.0  # when a reading last showed more bytes sent over the link
     suspect_since: float | None = None
     next_link_ping: float = 0.0
     lan_lost_until: float = 0.0  # re-probe the LAN until then
@@ -585,8 +586,9 @@ class Node:
         """How soon the daemon should read ``wg show`` again."""
         if self._wants_fast_wg_poll(now):
             return self.timers.wg_poll_fast
-        if any(p.state == "direct" and p.active for p in self.paths.values()):
-            return self.timers.wg_poll_active  # a broken link is noticed within seconds
+        recently = now - 2 * self.timers.wg_poll_active
+        if any(p.state == "direct" and p.sent_at > recently for p in self.paths.values()):
+            return self.timers.wg_poll_active  # in use: a broken link is noticed within seconds
         return self.timers.wg_poll_slow
 
     def _wants_fast_wg_poll(self, now: float) -> bool:
@@ -1154,7 +1156,6 @@ class Node:
             del self.sessions[wg_ip]
             del self.paths[wg_ip]
 
-
     def _signature(
         self, session: Session, entry: TableEntry | None, previous: tuple[object, ...] = ()
     ) -> tuple[object, ...]:
@@ -1308,7 +1309,8 @@ class Node:
         if reading.tx_bytes < path.tx_at_heard or reading.rx_bytes < path.rx_bytes:
             self._start_watch(path, reading, now)  # counters reset: a new WireGuard peer
             return True
-        path.active = reading.tx_bytes != path.tx_bytes
+        if reading.tx_bytes != path.tx_bytes:
+            path.sent_at = now
         path.tx_bytes = reading.tx_bytes
         if reading.rx_bytes != path.rx_bytes:
             path.rx_bytes = reading.rx_bytes
@@ -1318,8 +1320,10 @@ class Node:
             return True
         unanswered = reading.tx_bytes - path.tx_at_heard
         if path.suspect_since is None:
-            quiet_long = now - path.heard > self.timers.keepalive + self.timers.wg_poll_slow
-            if unanswered > LINK_SUSPECT_BYTES or (unanswered > 0 and quiet_long):
+            # A working link brings at least the peer's keepalives; sends that
+            # fail locally (a firewall on this host) are not even counted as sent.
+            quiet_long = now - path.heard > self.timers.keepalive + 2 * self.timers.wg_poll_slow
+            if unanswered > LINK_SUSPECT_BYTES or quiet_long:
                 path.suspect_since = now
                 path.next_link_ping = now
             return True
@@ -1330,7 +1334,7 @@ class Node:
         path.rx_bytes = reading.rx_bytes if reading else 0
         path.tx_bytes = path.tx_at_heard = reading.tx_bytes if reading else 0
         path.heard = now
-        path.active = False
+        path.sent_at = 0.0
         path.suspect_since = None
 
     def _go_direct(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:

@@ -66,8 +66,8 @@ class Timers:
     # suspect (WireGuard's byte counters; see core/node.py): the peer gets a
     # ping every link_probe_interval, and if nothing at all comes back over
     # the link for link_timeout, traffic goes back to the gateway.
-    link_probe_interval: float = 0.4
-    link_timeout: float = 2.0
+    link_probe_interval: float = 0.3
+    link_timeout: float = 1.5
     # After a direct LAN link was lost, the lower wg IP of the pair probes the
     # peer's LAN addresses this often, for this long, so the link returns
     # within about a second of the LAN coming back.
