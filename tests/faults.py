@@ -159,7 +159,8 @@ class FaultMesh(Daemons):
 @contextlib.contextmanager
 def fault_mesh(tmp: Path, **timers: float) -> Iterator[FaultMesh]:
     """A fresh working example with its four daemons configured (not started)."""
-    with daemons_in("working_example", tmp, NODES, network_yaml(**timers), FaultMesh) as mesh:
+    nodes = dict(NODES)  # a test may add a box (e.g. an impostor in "evil")
+    with daemons_in("working_example", tmp, nodes, network_yaml(**timers), FaultMesh) as mesh:
         try:
             yield mesh
         finally:

@@ -83,6 +83,24 @@ def test_broken_lan_link_falls_back_to_the_gateway_and_returns(seed: int) -> Non
     assert outage(net, "charlie", "delta", 5.0) == 0.0
 
 
+def test_the_side_that_notices_a_broken_link_tells_the_other_through_the_static() -> None:
+    """Only charlie sends (delta never answers on its own), so only charlie
+    can notice; delta hears it relayed by beta, because through the gateway's
+    tunnel delta's WireGuard would drop it (charlie is its direct peer)."""
+    net = converged()
+    net.flows[("charlie", "delta")] = PING
+    net.run_for(5.0)
+    net.partitioned.add(frozenset(("charlie", "delta")))
+    took = net.wait_for(
+        lambda: net.path("charlie", "delta") == ["charlie", "beta", "delta"]
+        and net.path("delta", "charlie") == ["delta", "beta", "charlie"],
+        limit=30.0,
+    )
+    assert took < 4.0
+    beta = net.hosts["beta"].node
+    assert beta is not None and beta.drops.get("bad relay", 0) == 0
+
+
 def test_lan_link_returns_even_after_a_long_outage() -> None:
     net = converged()
     ping_both_ways(net, "charlie", "delta")

@@ -272,6 +272,7 @@ messages = st.one_of(
     tables(),
     st.just(Bye()),
     st.builds(wire.Refused, echo=challenges, holder=infos),
+    st.builds(wire.Relay, to=ipv4, datagram=st.binary(min_size=1, max_size=wire.MAX_RELAYED)),
     *_extra,
 )
 
@@ -301,6 +302,9 @@ def test_encode_decode_round_trip(header: Header, message: wire.Message) -> None
         Table(3, 1, 2, (TableEntry(INFO, bytes(8), None, ("1.2.3.4", 5), 0.0),)),
         Bye(),
         wire.Refused(bytes(range(16)), INFO),
+        wire.Relay(IPv4Address("10.1.1.4"), bytes(range(256)) * 2),
+        wire.Ready(7, leaving=True),
+        wire.Ready(7, direct=True),
     ],
 )
 def test_each_message_type_round_trips_sealed(message: wire.Message) -> None:
@@ -337,6 +341,7 @@ _GOOD: dict[str, wire.Message] = {
     "pong": Pong(1, 2),
     "table": Table(1, 0, 2, (_ENTRY,)),
     "refused": wire.Refused(bytes(16), INFO),
+    "relay": wire.Relay(IPv4Address("10.1.1.4"), b"sealed"),
 }
 
 
@@ -459,6 +464,15 @@ BAD_FIELDS: list[tuple[str, tuple[Any, ...], Any]] = [
     ("refused", ("e",), None),
     ("refused", ("i",), None),
     ("refused", ("i", "ip"), "10.1.1"),
+    # relays
+    ("relay", ("to",), "10.1.1"),
+    ("relay", ("to",), None),
+    ("relay", ("d",), ""),
+    ("relay", ("d",), "not base64!"),
+    ("relay", ("d",), "c2VhbGVk"[:-1]),
+    ("relay", ("d",), "c2VhbGVk\n"),
+    ("relay", ("d",), "A" * (4 * wire.MAX_RELAYED)),
+    ("relay", ("d",), 5),
     # the type
     ("ping", ("t",), "nope"),
     ("ping", ("t",), None),

@@ -19,6 +19,8 @@ problem with received bytes raises ``Drop`` carrying a reason for the counters.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import struct
@@ -198,10 +200,13 @@ class Ready:
     ``direct`` says the sender saw the handshake and moved the receiver's
     address to the direct link; the receiver follows at once, so the two
     sides disagree (and packets between them are lost) only for a moment.
+    ``leaving`` says only that the sender left the direct link (attempt
+    ``attempt`` begins): the receiver leaves it too, at once.
     """
 
     attempt: int
     direct: bool = False
+    leaving: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,26 @@ class Refused:
     holder: NodeInfo
 
 
-Message = Hello | Ping | Pong | TableRequest | Table | Bye | Probe | ProbeAck | Ready | Refused
+@dataclass(frozen=True)
+class Relay:
+    """To a static node: pass ``datagram`` (sealed by the sender for ``to``) on
+    to ``to``'s admin endpoint, unopened.
+
+    For the one message that must get through when a direct link between two
+    dynamic nodes breaks: "I left the link". Over the link it is lost, and
+    through the gateway's tunnel too, because the peer's WireGuard drops what
+    the gateway forwards from an address the peer still has as a direct peer.
+    """
+
+    to: IPv4Address
+    datagram: bytes
+
+
+MAX_RELAYED = 512  # bytes of a relayed datagram (a Ready is about 100)
+
+Message = (
+    Hello | Ping | Pong | TableRequest | Table | Bye | Probe | ProbeAck | Ready | Refused | Relay
+)
 
 
 # --- encoding -------------------------------------------------------------
@@ -279,9 +303,18 @@ def _body(message: Message) -> dict[str, Any]:
         case ProbeAck():
             return {"t": "pack", "n": message.token}
         case Ready():
-            return {"t": "ready", "a": message.attempt, "d": message.direct}
+            body: dict[str, Any] = {"t": "ready", "a": message.attempt, "d": message.direct}
+            if message.leaving:
+                body["l"] = True
+            return body
         case Refused():
             return {"t": "refused", "e": message.echo.hex(), "i": _info(message.holder)}
+        case Relay():
+            return {
+                "t": "relay",
+                "to": str(message.to),
+                "d": base64.b64encode(message.datagram).decode(),
+            }
     raise TypeError(f"not a message: {message!r}")  # our own bug, not network input
 
 
@@ -336,6 +369,27 @@ def _bytes(value: Any, size: int) -> bytes:
         return bytes.fromhex(value)
     except ValueError:
         raise Drop("malformed", "bytes") from None
+
+
+def _ip(value: Any) -> IPv4Address:
+    if not isinstance(value, str) or len(value) > 15:
+        raise Drop("malformed", "ip")
+    try:
+        return IPv4Address(value)
+    except ValueError:
+        raise Drop("malformed", "ip") from None
+
+
+def _b64(value: Any, limit: int) -> bytes:
+    if not isinstance(value, str) or not 0 < len(value) <= (limit + 2) // 3 * 4:
+        raise Drop("malformed", "base64")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise Drop("malformed", "base64") from None
+    if base64.b64encode(data).decode() != value:  # one canonical form only
+        raise Drop("malformed", "base64")
+    return data
 
 
 def _decode_info(obj: Any) -> NodeInfo:
@@ -425,9 +479,14 @@ def _decode_body(obj: Any) -> Message:
     if kind == "pack":
         return ProbeAck(_count(obj, "n"))
     if kind == "ready":
-        return Ready(_count(obj, "a"), _get(obj, "d", bool))
+        leaving = obj.get("l", False)
+        if not isinstance(leaving, bool):
+            raise Drop("malformed", "field 'l'")
+        return Ready(_count(obj, "a"), _get(obj, "d", bool), leaving)
     if kind == "refused":
         return Refused(_bytes(obj.get("e"), CHALLENGE_SIZE), _decode_info(obj.get("i")))
+    if kind == "relay":
+        return Relay(_ip(obj.get("to")), _b64(obj.get("d"), MAX_RELAYED))
     raise Drop("malformed", "unknown message type")
 
 

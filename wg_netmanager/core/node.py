@@ -89,6 +89,9 @@ FAST_POLL_AFTER_CHANGE = 3.0  # seconds of fast `wg show` polling after a table 
 # receiving any: more than a handshake initiation plus a keepalive, so an
 # idle link never is, while a few packets of real traffic are enough.
 LINK_SUSPECT_BYTES = 300
+# Relays a static passes on for one sender (they are rare: a link broke).
+RELAY_BURST = 8.0
+RELAY_RATE = 1.0  # per second
 MAX_BARRED = 1024  # boots refused (replaced or in conflict), all wg IPs together
 MAX_CONFLICTS = 8  # conflicts kept for status and TUI
 
@@ -316,6 +319,7 @@ class Node:
         self._challenges: dict[bytes, float] = {}  # challenge -> expiry
         self._rate = TokenBuckets(CHALLENGE_BURST, CHALLENGE_RATE, MAX_RATE_SOURCES)  # by IP
         self._junk = TokenBuckets(JUNK_BURST, JUNK_RATE, MAX_RATE_SOURCES)  # by endpoint
+        self._relays = TokenBuckets(RELAY_BURST, RELAY_RATE, MAX_RATE_SOURCES)  # by sender
         self._outbox: list[tuple[bytes, Endpoint]] = []
         self.resolve_requests: set[IPv4Address] = set()
         self._events: list[Event] = []
@@ -452,6 +456,7 @@ class Node:
         the handshake had taught it). Static peers are simply set again; direct
         links start over, via the gateway meanwhile."""
         self._wg = {}
+        self._routable = set()  # the kernel dropped our routes with the interface
         for wg_ip, path in list(self.paths.items()):
             if path.state != "relayed":
                 self._start_attempt(wg_ip, now, recompute=False)
@@ -897,7 +902,12 @@ class Node:
             case wire.ProbeAck():
                 self._on_probe_ack(session, message.token, addr, now)
             case wire.Ready():
-                self._on_ready(session, message.attempt, message.direct, now)
+                if message.leaving:
+                    self._on_leaving(session, message.attempt, now)
+                else:
+                    self._on_ready(session, message.attempt, message.direct, now)
+            case wire.Relay():
+                self._on_relay(session, message, now)
 
     def _check_table_version(self, session: Session, version: int) -> None:
         ip = session.info.wg_ip
@@ -1178,10 +1188,7 @@ class Node:
         path.signature = self._signature(session, self._listed(wg_ip), path.signature)
         path.attempt += 1
         if path.state == "direct":
-            # Tell the peer while the direct link (if it still works) carries it:
-            # once we go back to the gateway, it would drop our relayed packets
-            # until it leaves the direct link too.
-            self._send(wire.Ready(path.attempt), self._addr_of(session), wg_ip)
+            self._tell_leaving(wg_ip, path)
         path.installed = path.peer_ready = False
         if session.info.public_key in self._wg:
             # WireGuard still has the peer from an earlier link or attempt: its
@@ -1254,6 +1261,18 @@ class Node:
             self._recompute(now)
         elif self._reprobing(wg_ip, path, now):
             self._lan_answers(wg_ip, path, now)
+
+    def _on_leaving(self, session: Session, attempt: int, now: float) -> None:
+        """The peer left our direct link (it broke, or it starts over): leave it too."""
+        wg_ip = session.info.wg_ip
+        path = self.paths.get(wg_ip)
+        if path is None or attempt <= path.peer_attempt:
+            return  # old, or the other copy (one comes over the link, one relayed)
+        path.peer_attempt = attempt
+        if path.state in ("direct", "relayed", "failed"):
+            if path.state == "direct":
+                self._event(logging.INFO, f"{self._label(wg_ip)} left the direct link")
+            self._start_attempt(wg_ip, now)
 
     def _on_ready(self, session: Session, attempt: int, peer_direct: bool, now: float) -> None:
         wg_ip = session.info.wg_ip
@@ -1394,6 +1413,9 @@ class Node:
     ) -> None:
         """The attempt failed (or, ``lost``, a working direct link stopped): relayed."""
         soon = soon or lost
+        if path.state == "direct":
+            path.attempt += 1
+            self._tell_leaving(wg_ip, path)
         path.failures = 0 if soon else path.failures + 1
         backoff = min(
             self.timers.path_retry_max,
@@ -1413,6 +1435,35 @@ class Node:
         level = logging.WARNING if lost else logging.INFO
         self._event(level, f"{self._label(wg_ip)}: {path.reason}")
         self._recompute(now)
+
+    def _tell_leaving(self, wg_ip: IPv4Address, path: PairPath) -> None:
+        """We leave the direct link: the peer must too, or it drops what we send
+        it via the gateway (its WireGuard has our address on the direct peer).
+        Over the link, if it still works, and relayed by a static (wire.Relay),
+        because it may not."""
+        notice = wire.Ready(path.attempt, leaving=True)
+        self._send(notice, self._addr_of(self.sessions[wg_ip]), wg_ip)
+        for static_ip in sorted(self.listings):
+            static = self.sessions.get(static_ip)
+            if static is None or not static.peer_ready or wg_ip not in self.listings[static_ip]:
+                continue
+            self._counter += 1
+            header = Header(self.info.wg_ip, self.boot, self._counter, wg_ip)
+            sealed = wire.seal_message(self._key, header, notice)
+            self._send(wire.Relay(wg_ip, sealed), self._addr_of(static), static_ip)
+            return
+
+    def _on_relay(self, session: Session, relay: wire.Relay, now: float) -> None:
+        """A static passes a sealed datagram on between two dynamic nodes, unopened."""
+        target = self.sessions.get(relay.to)
+        sender = session.info.wg_ip
+        if not self.is_static or target is None or relay.to in self.statics or relay.to == sender:
+            self._drop("bad relay")
+            return
+        if not self._relays.allow(sender, now):
+            self._drop("rate limited")
+            return
+        self._outbox.append((relay.datagram, target.addr))
 
     def _reprobing(self, wg_ip: IPv4Address, path: PairPath, now: float) -> bool:
         """Probe a lost LAN link now and then? (the lower wg IP of the pair does)"""
