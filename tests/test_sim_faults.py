@@ -83,12 +83,16 @@ def test_broken_lan_link_falls_back_to_the_gateway_and_returns(seed: int) -> Non
     assert outage(net, "charlie", "delta", 5.0) == 0.0
 
 
-def test_the_side_that_notices_a_broken_link_tells_the_other_through_the_static() -> None:
-    """Only charlie sends (delta never answers on its own), so only charlie
-    can notice; delta hears it relayed by beta, because through the gateway's
-    tunnel delta's WireGuard would drop it (charlie is its direct peer)."""
+@pytest.mark.parametrize(("sender", "receiver"), [("charlie", "delta"), ("delta", "charlie")])
+def test_the_side_that_notices_a_broken_link_tells_the_other_through_the_static(
+    sender: str, receiver: str
+) -> None:
+    """Only one side sends (the other never answers on its own), so only it
+    can notice; the other hears it relayed by beta, because through the
+    gateway's tunnel its WireGuard would drop it (the sender is its direct
+    peer). Whichever noticed, the lost LAN is re-probed and comes back."""
     net = converged()
-    net.flows[("charlie", "delta")] = PING
+    net.flows[(sender, receiver)] = PING
     net.run_for(5.0)
     net.partitioned.add(frozenset(("charlie", "delta")))
     took = net.wait_for(
@@ -99,6 +103,9 @@ def test_the_side_that_notices_a_broken_link_tells_the_other_through_the_static(
     assert took < 4.0
     beta = net.hosts["beta"].node
     assert beta is not None and beta.drops.get("bad relay", 0) == 0
+    net.run_for(20.0)
+    net.partitioned.clear()
+    assert net.wait_for(lambda: direct(net, "charlie", "delta"), limit=10.0) < 2.5
 
 
 def test_lan_link_returns_even_after_a_long_outage() -> None:

@@ -1272,6 +1272,7 @@ class Node:
         if path.state in ("direct", "relayed", "failed"):
             if path.state == "direct":
                 self._event(logging.INFO, f"{self._label(wg_ip)} left the direct link")
+                self._lan_lost(path, now)  # maybe it broke: whoever re-probes needs to know
             self._start_attempt(wg_ip, now)
 
     def _on_ready(self, session: Session, attempt: int, peer_direct: bool, now: float) -> None:
@@ -1421,9 +1422,8 @@ class Node:
             self.timers.path_retry_max,
             self.timers.path_retry_min * 2 ** max(0, path.failures - 1),
         )
-        if lost and path.kind == "lan":
-            path.lan_lost_until = now + self.timers.lan_reprobe_for
-            path.next_reprobe = now + self.timers.lan_reprobe_interval
+        if lost and path.state == "direct":
+            self._lan_lost(path, now)
         path.state = "failed"
         path.since = now
         path.suspect_since = None
@@ -1435,6 +1435,12 @@ class Node:
         level = logging.WARNING if lost else logging.INFO
         self._event(level, f"{self._label(wg_ip)}: {path.reason}")
         self._recompute(now)
+
+    def _lan_lost(self, path: PairPath, now: float) -> None:
+        """A direct LAN link is gone: re-probe it now and then (see ``PairPath``)."""
+        if path.kind == "lan":
+            path.lan_lost_until = now + self.timers.lan_reprobe_for
+            path.next_reprobe = now + self.timers.lan_reprobe_interval
 
     def _tell_leaving(self, wg_ip: IPv4Address, path: PairPath) -> None:
         """We leave the direct link: the peer must too, or it drops what we send
