@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Fault benchmark on the working example in namespaces: medians of several runs.
+
+    sudo .venv/bin/python scripts/bench_faults.py [--runs 3] [--only failover,restart]
+
+Each run builds a fresh testbed (ns/working_example.sh: beta static and
+public, alpha behind its own NAT, charlie and delta on a home LAN behind a
+NAT router), starts the four daemons with default timers, waits until all six
+links are direct, injects one fault and measures, with probers sending a UDP
+echo every 50 ms over the WireGuard addresses (tests/prober.py):
+
+failover   the LAN between charlie and delta breaks (lan-cut) while they
+           talk: seconds until both route via beta (``failover``), the longest
+           silence either prober saw (``gap``); then the LAN heals: seconds
+           until both route directly again (``redirect``)
+restart    beta is killed (SIGKILL, no bye) and started again 3 s later:
+           seconds from its return (its new key on wg0) until every node and
+           beta hear each other again
+roam       delta moves to another network behind another NAT (roam): seconds
+           until delta and every other node hear each other again
+partition  the internet bridge forwards nothing for 10 s (deadAfter 6 s, so
+           every session across it dies): seconds from the heal until all
+           pairs ping, and until all links are direct again
+flood      50 000 junk datagrams from another box to beta's admin port in a few
+           seconds: beta's CPU seconds, and datagrams muted without decryption
+
+All traffic stays inside the namespaces the benchmark creates; every run
+removes them (and its processes) when it ends, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from faults import DYNAMIC, FaultMesh, fault_mesh
+
+Result = dict[str, float]
+
+
+def converge(mesh: FaultMesh) -> None:
+    mesh.start_all()
+    mesh.wait(mesh.all_direct, 30)
+
+
+def failover(mesh: FaultMesh) -> Result:
+    converge(mesh)
+    mesh.start_probers({"charlie": ["delta"], "delta": ["charlie"]})
+    time.sleep(2.0)
+    mesh.fault("lan-cut")
+    took = mesh.wait(lambda: mesh.relayed("charlie", "delta"), 20)
+    time.sleep(5.0)
+    mesh.fault("lan-heal")
+    back = mesh.wait(lambda: mesh.direct("charlie", "delta"), 20)
+    time.sleep(1.0)
+    gaps = mesh.outages("charlie", "delta") + mesh.outages("delta", "charlie")
+    return {"failover": took, "gap": max(gaps, default=0.0), "redirect": back}
+
+
+def restart(mesh: FaultMesh) -> Result:
+    converge(mesh)
+    mesh.start_probers({box: [b for b in mesh.nodes if b != box] for box in mesh.nodes})
+    time.sleep(3.0)
+    old = mesh.tb.run("beta", "wg", "show", "wg0", "public-key").stdout
+    mesh.tb.stop(mesh.procs["beta"], sig=signal.SIGKILL, timeout=5)
+    time.sleep(3.0)
+    spawned = time.monotonic()
+    mesh.start("beta")
+    mesh.wait(
+        lambda: mesh.tb.run("beta", "wg", "show", "wg0", "public-key").stdout not in ("", old),
+        15,
+        interval=0.02,
+    )
+    back = time.monotonic()
+    took = mesh.wait(
+        lambda: all(
+            mesh.answering("beta", b, back) and mesh.answering(b, "beta", back) for b in DYNAMIC
+        ),
+        15,
+        interval=0.02,
+    )
+    return {"back after return": took, "return after spawn": back - spawned}
+
+
+def roam(mesh: FaultMesh) -> Result:
+    converge(mesh)
+    mesh.start_probers({"delta": ["beta", "charlie", "alpha"]})
+    mesh.start_probers({b: ["delta"] for b in ("beta", "charlie", "alpha")})
+    time.sleep(2.0)
+    moved = mesh.fault("roam")
+    took = mesh.wait(
+        lambda: all(
+            mesh.answering("delta", b, moved) and mesh.answering(b, "delta", moved)
+            for b in ("beta", "charlie", "alpha")
+        ),
+        20,
+        interval=0.02,
+    )
+    return {"reachable": took, "all direct": mesh.wait(mesh.all_direct, 20)}
+
+
+def partition(mesh: FaultMesh) -> Result:
+    converge(mesh)
+    mesh.fault("partition")
+    time.sleep(10.0)
+    mesh.fault("heal")
+    took = mesh.wait(mesh.all_ping, 30)
+    return {"all ping": took, "then all direct": mesh.wait(mesh.all_direct, 30)}
+
+
+JUNK = ("malformed", "bad seal", "unknown version", "muted source")  # drop reasons
+
+
+def flood(mesh: FaultMesh) -> Result:
+    from test_faults_netns import FLOOD as flood_script
+
+    mesh.fault("attacker")
+    converge(mesh)
+    time.sleep(1.0)
+    before = mesh.cpu_seconds("beta")
+    started = time.monotonic()
+    res = mesh.tb.run("evil", sys.executable, "-c", flood_script, "50000", "198.51.100.1", "50501")
+    sent_for = time.monotonic() - started
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    time.sleep(1.0)
+    drops = mesh.status("beta")["drops"]
+    return {
+        "CPU s": mesh.cpu_seconds("beta") - before,
+        "sent in s": sent_for,
+        "received": sum(drops.get(k, 0) for k in JUNK),
+        "muted": drops.get("muted source", 0),
+    }
+
+
+SCENARIOS: dict[str, tuple[Callable[[FaultMesh], Result], dict[str, float]]] = {
+    "failover": (failover, {}),
+    "restart": (restart, {}),
+    "roam": (roam, {}),
+    "partition": (partition, {"pingInterval": 2, "deadAfter": 6}),
+    "flood": (flood, {}),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    if not 1 <= args.runs <= 20:
+        ap.error("--runs must be within [1, 20]")
+    summary: list[str] = []
+    for name in names:
+        run, timers = SCENARIOS[name]
+        results: list[Result] = []
+        for index in range(args.runs):
+            with (
+                tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
+                fault_mesh(Path(tmp), **timers) as mesh,
+            ):
+                result = run(mesh)
+                mesh.stop_all()
+            results.append(result)
+            shown = "  ".join(f"{k} {v:.2f}" for k, v in result.items())
+            print(f"{name} run {index + 1}: {shown}", flush=True)
+        for key in results[0]:
+            values = [r[key] for r in results]
+            each = ", ".join(f"{v:.2f}" for v in values)
+            summary.append(f"{name:10} {key:20} median {statistics.median(values):8.2f}  ({each})")
+    print("\n".join(["", f"medians of {args.runs} runs:", *summary]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
