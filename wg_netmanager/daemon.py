@@ -84,6 +84,7 @@ class Daemon:
         self.node: Node | None = None
         self._kick = trio.Event()
         self._wg_wake = trio.Event()
+        self._wg_read_at = -math.inf  # when the WireGuard reader looks next
         self._resolve_wake = trio.Event()
         self._address_wake = trio.Event()
         self._monitoring = False  # `ip monitor` runs: addresses need no frequent polling
@@ -256,7 +257,12 @@ class Daemon:
             await _sendto(sock, data, addr)
         if node.take_resolve_requests():
             self._resolve_wake.set()
+        now = trio.current_time()
         if node.state_version != self._applied_version:
+            self._wg_wake.set()
+        elif now + node.wg_poll_interval(now) < self._wg_read_at:
+            # The core wants `wg show` sooner than the reader sleeps (a peer
+            # roamed, a link turned suspect): its new endpoint or counters.
             self._wg_wake.set()
         self._kick.set()
 
@@ -296,9 +302,11 @@ class Daemon:
                 if await self._interface_gone():
                     await self._restore_interface()
                     continue
-            with trio.move_on_after(delay):
+            self._wg_read_at = trio.current_time() + delay
+            with trio.move_on_at(self._wg_read_at):
                 await self._wg_wake.wait()
             self._wg_wake = trio.Event()
+            self._wg_read_at = -math.inf  # reading now: no need to wake us
 
     async def _interface_gone(self) -> bool:
         try:
