@@ -214,12 +214,18 @@ def test_failing_ip_and_wg_commands_are_logged_retried_and_converge(
     mesh.wait(lambda: calls("ip") > 25 and calls("wg") > 25, 60, interval=0.5)
     mesh.wait(mesh.all_direct, 15)
     assert mesh.all_ping()
-    warnings = [line for line in mesh.log("charlie").splitlines() if " WARNING " in line]
+    lines = mesh.log("charlie").splitlines()
     for tool in ("ip", "wg"):
-        # Logged with the command and its stderr, and retried (it converged).
-        failed = [w for w in warnings if "injected failure" in w and f"of {tool})" in w]
-        assert failed and all(f"command `{tool} " in w for w in failed), warnings
-        assert any("(call 21 of" in w or "(call 22 of" in w for w in failed), failed
+        # Logged with the command and its stderr, and retried (it converged):
+        # as a warning, or at debug level where a failure is expected (e.g.
+        # while waiting for a new interface to answer).
+        failed = [
+            line for line in lines if "injected failure (call" in line and f"of {tool})" in line
+        ]
+        explained = [line for line in failed if f"command `{tool} " in line]
+        assert explained and any(" WARNING " in line for line in explained), failed
+        later = [line for line in failed if any(f"(call {n} of" in line for n in (20, 21, 22))]
+        assert later, failed  # the failures while running, not only at startup
     stop_cleanly(mesh)
 
 

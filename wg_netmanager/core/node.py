@@ -234,7 +234,12 @@ class PairPath:
     next_link_ping: float = 0.0
     lan_lost_until: float = 0.0  # re-probe the LAN until then
     next_reprobe: float = 0.0
-    unlisted: bool = False  # no static lists the peer: the direct link vouches for it
+    # No static lists the peer: its daemon (not just its WireGuard, which
+    # outlives a crashed daemon) must answer a ping over the link by
+    # vouch_until, or the session goes.
+    unlisted: bool = False
+    vouch_until: float | None = None
+    vouch_seq: int = 0
 
 
 @dataclass
@@ -883,6 +888,10 @@ class Node:
                     if session.pinger and not self._is_pair(session.info.wg_ip):
                         # Answered: back to the normal interval (see _ping).
                         session.next_ping = sent + self._jitter(self.timers.ping_interval)
+                path = self.paths.get(session.info.wg_ip)
+                vouching = path is not None and path.vouch_until is not None
+                if vouching and path is not None and message.seq >= path.vouch_seq:
+                    path.vouch_until = None  # its daemon answered: the link vouches
                 contender = session.contender
                 if contender is not None and message.seq >= contender.ping_seq:
                     session.contender = None  # the holder is alive: two live claimants
@@ -1137,15 +1146,16 @@ class Node:
 
         When no static lists the peer any more (it went silent there, or the
         statics are down or restarted and have not met it yet), a direct link
-        keeps the session for as long as it answers: it is checked at once
-        (see ``PairPath``), and a dead peer is gone within ``link_timeout``.
-        A static that lists another boot saw the peer restart.
+        keeps the session if the peer's daemon answers a ping over it within
+        ``link_timeout``; after that the link is watched as always. A static
+        that lists another boot saw the peer restart.
         """
         for wg_ip in [ip for ip in self.sessions if self._is_pair(ip)]:
             session = self.sessions[wg_ip]
             entry = self._listed(wg_ip)
             if entry is not None and entry.boot == session.boot:
                 self.paths[wg_ip].unlisted = False
+                self.paths[wg_ip].vouch_until = None
                 if entry.info != session.info:
                     # The static heard of the peer's new addresses first (our
                     # direct link to it may be the very thing that broke).
@@ -1159,10 +1169,14 @@ class Node:
                 continue
             path = self.paths[wg_ip]
             if entry is None and path.state == "direct":
-                if not path.unlisted:
+                if not path.unlisted:  # is its daemon still there?
                     path.unlisted = True
-                    path.suspect_since = path.next_link_ping = now  # does it still answer?
-                continue
+                    path.vouch_until = now + self.timers.link_timeout
+                    path.vouch_seq = session.ping_seq + 1
+                    path.next_link_ping = now
+                if path.vouch_until is None or now < path.vouch_until:
+                    continue
+                self._event(logging.INFO, f"{self._label(wg_ip)} does not answer, dropped")
             del self.sessions[wg_ip]
             del self.paths[wg_ip]
 
@@ -1512,8 +1526,11 @@ class Node:
             if wg_ip not in self.paths:
                 continue
             session = self.sessions[wg_ip]
-            suspect = path.state == "direct" and path.suspect_since is not None
-            if suspect and now >= path.next_link_ping:
+            if path.vouch_until is not None and now >= path.vouch_until:
+                self._recompute(now)  # unlisted, and its daemon did not answer
+                continue
+            checking = path.suspect_since is not None or path.vouch_until is not None
+            if path.state == "direct" and checking and now >= path.next_link_ping:
                 self._ping(session, now)  # its pong comes back over the link, if it works
                 path.next_link_ping = now + self.timers.link_probe_interval
             if self._reprobing(wg_ip, path, now) and now >= path.next_reprobe:
@@ -1559,6 +1576,8 @@ class Node:
                 deadlines.append(path.retry_at)
             if path.state == "direct" and path.suspect_since is not None:
                 deadlines.append(path.next_link_ping)
+            if path.state == "direct" and path.vouch_until is not None:
+                deadlines += [path.next_link_ping, path.vouch_until]
         for wg_ip, path in self.paths.items():
             if self._reprobing(wg_ip, path, path.next_reprobe):
                 deadlines.append(path.next_reprobe)
