@@ -325,6 +325,7 @@ class Node:
         self._rate = TokenBuckets(CHALLENGE_BURST, CHALLENGE_RATE, MAX_RATE_SOURCES)  # by IP
         self._junk = TokenBuckets(JUNK_BURST, JUNK_RATE, MAX_RATE_SOURCES)  # by endpoint
         self._relays = TokenBuckets(RELAY_BURST, RELAY_RATE, MAX_RATE_SOURCES)  # by sender
+        self._sources: frozenset[Endpoint] | None = None  # see _known_sources
         self._outbox: list[tuple[bytes, Endpoint]] = []
         self.resolve_requests: set[IPv4Address] = set()
         self._events: list[Event] = []
@@ -355,8 +356,10 @@ class Node:
     def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> bool:
         """One datagram from ``addr``. Returns False if it was dropped unopened
         (junk, or its source is muted): nothing changed, nothing to send."""
-        if self._junk.empty(addr, now):
-            self._drop("muted source")  # flooding us with junk: not worth decrypting
+        if self._junk.empty(addr, now) and addr not in self._known_sources():
+            # Flooding us with junk: not worth decrypting. Never a known peer's
+            # address: a spoofed flood from it must not silence the peer.
+            self._drop("muted source")
             return False
         try:
             header, message = wire.open_datagram(self._key, data)
@@ -366,6 +369,14 @@ class Node:
             return False
         self._on_datagram(header, message, addr, now)
         return True
+
+    def _known_sources(self) -> frozenset[Endpoint]:
+        """Where our sessions' and static peers' datagrams come from (cached)."""
+        if self._sources is None:
+            known = {s.addr for s in self.sessions.values()}
+            known |= {t.admin_endpoint for t in self.statics.values() if t.admin_endpoint}
+            self._sources = frozenset(known)
+        return self._sources
 
     def _on_datagram(self, header: Header, message: Message, addr: Endpoint, now: float) -> None:
         if header.wg_ip == self.info.wg_ip:
@@ -407,6 +418,7 @@ class Node:
         session.last_heard = now
         if isinstance(message, Ping) and addr != session.addr and header.wg_ip not in self.statics:
             session.addr = addr  # the peer roamed (or its NAT remapped)
+            self._sources = None
             self._mark_table_dirty(now)
         self._on_message(session, message, addr, now)
 
@@ -544,6 +556,7 @@ class Node:
             return
         self._event(logging.INFO, f"static {target.host} is at {address or 'nowhere'}")
         target.address = address
+        self._sources = None
         if wg_ip not in self.sessions:
             target.next_hello = now
             target.backoff = self.timers.hello_retry_min
@@ -721,7 +734,9 @@ class Node:
             elif not session.replay.accept(header.counter):
                 self._drop("replay")
                 return
-        elif session is not None and session.boot == header.boot:
+        elif session is not None and session.boot == header.boot and header.to == self.info.wg_ip:
+            # (An unaddressed hello is a challenge meant for anyone: one sent
+            # to a third node and replayed here must not count as the session's.)
             if not session.replay.accept(header.counter):
                 self._drop("replay")
                 return
@@ -733,15 +748,13 @@ class Node:
                 session.info = info
                 self._mark_table_dirty(now)
                 self._recompute(now)
-        if ours:
-            self._drop("own wg IP")  # answered below: a live claimant will prove itself
-        if hello.want_echo:
+        if hello.want_echo:  # (an unproven claim of our own wg IP too: a live one proves itself)
             if not self._rate.allow(addr[0], now) and session is None:
                 self._drop("rate limited")
                 return
             self._send_hello(addr, now, hello.challenge, want_echo=session is None, to=header.wg_ip)
-        elif session is None:
-            self._send_challenge(addr, now, want_echo=True)
+        elif session is None and not self._send_challenge(addr, now, want_echo=True):
+            self._drop("rate limited")
 
     def _ask_holder(
         self, session: Session, header: Header, hello: Hello, addr: Endpoint, now: float
@@ -834,6 +847,7 @@ class Node:
             peer_ready=self.is_static,
         )
         self.sessions[header.wg_ip] = session
+        self._sources = None
         self._pair_hello_at.pop(header.wg_ip, None)
         if self._is_pair(header.wg_ip):
             self.paths[header.wg_ip] = PairPath()
@@ -847,11 +861,13 @@ class Node:
         self._recompute(now)
         return session
 
-    def _send_challenge(self, addr: Endpoint, now: float, want_echo: bool) -> None:
+    def _send_challenge(self, addr: Endpoint, now: float, want_echo: bool) -> bool:
+        """Answer an unauthenticated datagram with a challenge, unless ``addr``
+        had its share (False: the caller counts the drop, once)."""
         if not self._rate.allow(addr[0], now):
-            self._drop("rate limited")
-            return
+            return False
         self._send_hello(addr, now, echo=None, want_echo=want_echo)
+        return True
 
     def _send_hello(
         self,
@@ -1035,6 +1051,7 @@ class Node:
 
     def _drop_session(self, wg_ip: IPv4Address, now: float) -> None:
         del self.sessions[wg_ip]
+        self._sources = None
         self.paths.pop(wg_ip, None)
         self._listed_by.discard(wg_ip)
         self.listings.pop(wg_ip, None)
@@ -1179,6 +1196,7 @@ class Node:
                 self._event(logging.INFO, f"{self._label(wg_ip)} does not answer, dropped")
             del self.sessions[wg_ip]
             del self.paths[wg_ip]
+            self._sources = None
 
     def _signature(
         self, session: Session, entry: TableEntry | None, previous: tuple[object, ...] = ()
