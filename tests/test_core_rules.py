@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from random import Random
 from typing import Any
 
@@ -602,6 +602,25 @@ def test_claiming_the_receivers_own_ip_is_refused() -> None:
     own_datagram = forge(own, Ping(1, 0), boot=alice.boot, counter=5, to=own)
     assert lab.inject(own_datagram, ("198.51.100.1", 50501), "alice") == []
     assert alice.drops == {"own wg IP": 1, "conflict": 1, "own datagram": 1}
+
+
+def test_a_second_node_showing_a_used_wireguard_key_is_refused() -> None:
+    """WireGuard peers are known by key: two nodes with one key cannot both be
+    peers (and keys are made fresh at every start, so this one was copied)."""
+    lab = Lab({"alice": 1})
+    alice = lab.start("alice")
+    bob = lab.start("bob", 2)
+    lab.fire_timers()
+    clone = lab.start("clone", 3)
+    clone.info = replace(clone.info, public_key=bob.info.public_key)
+    lab.run_until(lab.now + 1.0)
+    assert clone.info.wg_ip not in alice.sessions
+    bob_peer = alice.desired_peers()[bob.info.public_key]
+    assert IPv4Network("10.1.1.2/32") in bob_peer.allowed_ips
+    (text,) = conflicts(alice.events())
+    assert "WireGuard key" in text and "10.1.1.3" in text and "bob" in text
+    (heard,) = conflicts(clone.events())
+    assert "our WireGuard key is bob's (10.1.1.2) too" in heard
 
 
 def test_a_replayed_refusal_changes_nothing() -> None:

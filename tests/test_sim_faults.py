@@ -96,8 +96,10 @@ def test_the_side_that_notices_a_broken_link_tells_the_other_through_the_static(
     net.run_for(5.0)
     net.partitioned.add(frozenset(("charlie", "delta")))
     took = net.wait_for(
-        lambda: net.path("charlie", "delta") == ["charlie", "beta", "delta"]
-        and net.path("delta", "charlie") == ["delta", "beta", "charlie"],
+        lambda: (
+            net.path("charlie", "delta") == ["charlie", "beta", "delta"]
+            and net.path("delta", "charlie") == ["delta", "beta", "charlie"]
+        ),
         limit=30.0,
     )
     assert took < 4.0

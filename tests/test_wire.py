@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -472,6 +473,7 @@ BAD_FIELDS: list[tuple[str, tuple[Any, ...], Any]] = [
     ("relay", ("d",), "c2VhbGVk"[:-1]),
     ("relay", ("d",), "c2VhbGVk\n"),
     ("relay", ("d",), "A" * (4 * wire.MAX_RELAYED)),
+    ("relay", ("d",), base64.b64encode(bytes(wire.MAX_RELAYED + 1)).decode()),
     ("relay", ("d",), 5),
     # the type
     ("ping", ("t",), "nope"),

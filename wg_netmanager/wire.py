@@ -387,7 +387,7 @@ def _b64(value: Any, limit: int) -> bytes:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise Drop("malformed", "base64") from None
-    if base64.b64encode(data).decode() != value:  # one canonical form only
+    if base64.b64encode(data).decode() != value or len(data) > limit:  # canonical, bounded
         raise Drop("malformed", "base64")
     return data
 

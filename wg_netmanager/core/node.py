@@ -722,6 +722,12 @@ class Node:
             if ours:
                 self._refuse(header, hello, addr, self.info, now)
                 return
+            twin = self._key_holder(info.public_key, header.wg_ip)
+            if twin is not None:
+                # Two WireGuard peers with one key cannot be told apart (and a
+                # key is made fresh at every start: this one was copied).
+                self._refuse(header, hello, addr, twin, now)
+                return
             if session is not None and session.boot != header.boot:
                 if header.boot in self._barred.get(header.wg_ip, {}):
                     self._refuse(header, hello, addr, session.info, now)
@@ -744,6 +750,9 @@ class Node:
             session = None  # not proven: answer with a challenge, change nothing
         if session is not None:
             session.last_heard = now
+            if session.info.public_key != info.public_key:
+                self._drop("key changed")  # one boot, one key: not from that boot's node
+                return
             if session.info != info:
                 session.info = info
                 self._mark_table_dirty(now)
@@ -781,13 +790,18 @@ class Node:
     def _refuse(
         self, header: Header, hello: Hello, addr: Endpoint, holder: NodeInfo, now: float
     ) -> None:
-        """Two live nodes claim one wg IP: the holder keeps it, the newcomer is told."""
+        """Two live nodes claim one wg IP (or one WireGuard key): the holder keeps
+        it, the newcomer is told."""
         self._drop("conflict")
         self._bar(header.wg_ip, header.boot, now)
         newcomer = hello.info.public_key[:8]
+        if holder.wg_ip == header.wg_ip:
+            what = f"claims wg IP {header.wg_ip}, which"
+        else:
+            what = f"(wg IP {header.wg_ip}) shows the WireGuard key that"
         self._note_conflict(
-            f"{addr[0]}:{addr[1]} (key {newcomer}…) claims wg IP {header.wg_ip}, which "
-            f"{holder.name} (key {holder.public_key[:8]}…) still uses; refused",
+            f"{addr[0]}:{addr[1]} (key {newcomer}…) {what} "
+            f"{holder.name} ({holder.wg_ip}, key {holder.public_key[:8]}…) still uses; refused",
         )
         if self._rate.allow(addr[0], now):
             self._send(Refused(hello.challenge, holder), addr, header.wg_ip)
@@ -798,12 +812,25 @@ class Node:
             self._drop("stale refusal")  # not an answer to a hello of ours: maybe a replay
             return
         holder = refused.holder
-        self._note_conflict(
-            f"{self._label(header.wg_ip)} refuses us: our wg IP {self.info.wg_ip} is in use "
-            f"by {holder.name} (key {holder.public_key[:8]}…); give this node another wg IP",
-        )
+        if holder.public_key == self.info.public_key and holder.wg_ip != self.info.wg_ip:
+            why = f"our WireGuard key is {holder.name}'s ({holder.wg_ip}) too"
+        else:
+            why = (
+                f"our wg IP {self.info.wg_ip} is in use by {holder.name} "
+                f"(key {holder.public_key[:8]}…); give this node another wg IP"
+            )
+        self._note_conflict(f"{self._label(header.wg_ip)} refuses us: {why}")
         if header.wg_ip in self.sessions:
             self._drop_session(header.wg_ip, now)  # it will not talk to us: not a session
+
+    def _key_holder(self, public_key: str, wg_ip: IPv4Address) -> NodeInfo | None:
+        """Who else (we, or a session of another wg IP) has this WireGuard key."""
+        if public_key == self.info.public_key:
+            return self.info
+        for ip, session in self.sessions.items():
+            if ip != wg_ip and session.info.public_key == public_key:
+                return session.info
+        return None
 
     def _note_conflict(self, text: str) -> None:
         """Log a conflict loudly (once); keep the latest few for status and TUI."""
@@ -1173,7 +1200,8 @@ class Node:
             if entry is not None and entry.boot == session.boot:
                 self.paths[wg_ip].unlisted = False
                 self.paths[wg_ip].vouch_until = None
-                if entry.info != session.info:
+                same_key = entry.info.public_key == session.info.public_key
+                if entry.info != session.info and same_key:
                     # The static heard of the peer's new addresses first (our
                     # direct link to it may be the very thing that broke).
                     session.info = entry.info
