@@ -80,13 +80,7 @@ def restart(mesh: FaultMesh) -> Result:
         interval=0.02,
     )
     back = time.monotonic()
-    took = mesh.wait(
-        lambda: all(
-            mesh.answering("beta", b, back) and mesh.answering(b, "beta", back) for b in DYNAMIC
-        ),
-        15,
-        interval=0.02,
-    )
+    took = mesh.wait_heard("beta", DYNAMIC, back, 15)
     return {"back after return": took, "return after spawn": back - spawned}
 
 
@@ -96,14 +90,7 @@ def roam(mesh: FaultMesh) -> Result:
     mesh.start_probers({b: ["delta"] for b in ("beta", "charlie", "alpha")})
     time.sleep(2.0)
     moved = mesh.fault("roam")
-    took = mesh.wait(
-        lambda: all(
-            mesh.answering("delta", b, moved) and mesh.answering(b, "delta", moved)
-            for b in ("beta", "charlie", "alpha")
-        ),
-        20,
-        interval=0.02,
-    )
+    took = mesh.wait_heard("delta", ["beta", "charlie", "alpha"], moved, 20)
     return {"reachable": took, "all direct": mesh.wait(mesh.all_direct, 20)}
 
 

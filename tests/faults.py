@@ -145,6 +145,15 @@ class FaultMesh(Daemons):
         last = self.probe(box).get(NODES[peer], {}).get("last_reply")
         return last is not None and last > since
 
+    def hear_each_other(self, box: str, peers: list[str], since: float) -> bool:
+        """``box`` and every one of ``peers`` heard each other after ``since``."""
+        return all(self.answering(box, p, since) and self.answering(p, box, since) for p in peers)
+
+    def wait_heard(self, box: str, peers: list[str], since: float, timeout: float) -> float:
+        """Seconds from ``since`` until ``box`` and ``peers`` hear each other (bounded)."""
+        self.wait(lambda: self.hear_each_other(box, peers, since), timeout, interval=0.02)
+        return time.monotonic() - since
+
     def outages(self, box: str, peer: str, after: float = 0.0) -> list[float]:
         """Lengths of the silences ``box``'s prober saw from ``peer`` that ended after ``after``."""
         record = self.probe(box).get(NODES[peer], {})

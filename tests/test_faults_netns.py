@@ -101,15 +101,7 @@ def test_static_restart_is_noticed_at_once_and_direct_links_hold(mesh: FaultMesh
             15,
             interval=0.02,
         )
-        back = time.monotonic()
-        took = mesh.wait(
-            lambda since=back: all(
-                mesh.answering("beta", b, since) and mesh.answering(b, "beta", since)
-                for b in DYNAMIC
-            ),
-            10,
-            interval=0.02,
-        )
+        took = mesh.wait_heard("beta", DYNAMIC, time.monotonic(), 10)
         print(f"{signal.Signals(how).name}: every node back {took:.2f} s after beta's return")
         assert took < 2.0
         # The direct links between the dynamic nodes never noticed.
@@ -128,14 +120,7 @@ def test_a_node_whose_address_changes_is_reachable_again_within_3_s(
     mesh.start_probers({"charlie": ["delta"], "alpha": ["delta"]})
     time.sleep(2.0)
     moved = mesh.fault(move)  # a DHCP renewal with a new lease; or another network
-    took = mesh.wait(
-        lambda: all(
-            mesh.answering("delta", b, moved) and mesh.answering(b, "delta", moved)
-            for b in ("beta", "charlie", "alpha")
-        ),
-        15,
-        interval=0.02,
-    )
+    took = mesh.wait_heard("delta", ["beta", "charlie", "alpha"], moved, 15)
     print(f"{move}: delta reachable again {took:.2f} s after the change")
     assert took < 3.0
     mesh.wait(mesh.all_direct, 15)
@@ -157,14 +142,7 @@ def test_dynamic_dns_static_that_moves_is_found_within_one_resolve_interval(
         for box in NODES:
             mesh.fault("hosts", box, "198.51.100.11 beta.test")
         moved = time.monotonic()
-        took = mesh.wait(
-            lambda: all(
-                mesh.answering("beta", b, moved) and mesh.answering(b, "beta", moved)
-                for b in DYNAMIC
-            ),
-            resolve + 10,
-            interval=0.05,
-        )
+        took = mesh.wait_heard("beta", DYNAMIC, moved, resolve + 10)
         print(f"beta found at its new address {took:.2f} s after the move")
         assert took < resolve + 2.0
         assert "static beta.test is at 198.51.100.11" in mesh.log("alpha")
