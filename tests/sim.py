@@ -111,6 +111,7 @@ class SimNet:
         self._rx: dict[tuple[str, str], int] = {}
         self._tx: dict[tuple[str, str], int] = {}
         self._keepalive_at: dict[tuple[str, str], float] = {}
+        self._desired_keys: dict[str, frozenset[str]] = {}  # per host, at the last tick
         # User traffic: (from, to) -> bytes per second, e.g. a ping running.
         self.flows: dict[tuple[str, str], float] = {}
 
@@ -421,12 +422,15 @@ class SimNet:
                 continue
             readings = {}
             desired = host.node.desired_peers()
-            for pair in [
-                p for p in self._handshake_at if p[0] == host.name and p[1] not in desired
-            ]:
-                # A removed peer comes back with no handshake and zero counters.
-                for state in (self._handshake_at, self._rx, self._tx):
-                    state.pop(pair, None)
+            keys = frozenset(desired)
+            if self._desired_keys.get(host.name) != keys:
+                self._desired_keys[host.name] = keys
+                states = (self._handshake_at, self._rx, self._tx, self._keepalive_at, self._learned)
+                gone = {p for st in states for p in st if p[0] == host.name and p[1] not in keys}
+                for pair in gone:
+                    # A removed peer comes back with no handshake and zero counters.
+                    for state in states:
+                        state.pop(pair, None)
             for key, peer in desired.items():
                 other = self._by_key(key)
                 up = other is not None and self.wg_link_up(host, other)

@@ -14,9 +14,9 @@ class TokenBuckets:
     """One bucket of ``burst`` tokens per key, refilled at ``rate`` per second.
 
     At most ``max_keys`` buckets are kept: when that many sources are
-    tracked (a flood from spoofed addresses), all are forgotten at once,
-    which costs an attacker nothing it could not get by spoofing anyway and
-    keeps memory bounded.
+    tracked, the full ones (which say nothing) are forgotten, and if none is
+    (a flood from spoofed addresses) all are, which costs an attacker nothing
+    it could not get by spoofing anyway and keeps memory bounded.
     """
 
     def __init__(self, burst: float, rate: float, max_keys: int) -> None:
@@ -40,9 +40,17 @@ class TokenBuckets:
             self._buckets[key] = (tokens, now)
             return False
         if key not in self._buckets and len(self._buckets) >= self.max_keys:
-            self._buckets.clear()
+            self._forget_full(now)
         self._buckets[key] = (tokens - 1.0, now)
         return True
+
+    def _forget_full(self, now: float) -> None:
+        """Make room: a full bucket says nothing; if none is, forget them all."""
+        full = [k for k in self._buckets if self._tokens(k, now) >= self.burst]
+        for key in full:
+            del self._buckets[key]
+        if len(self._buckets) >= self.max_keys:
+            self._buckets.clear()
 
     def empty(self, key: Hashable, now: float) -> bool:
         """True while ``key`` has no token left (takes nothing)."""

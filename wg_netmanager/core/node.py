@@ -92,6 +92,7 @@ LINK_SUSPECT_BYTES = 300
 # Relays a static passes on for one sender (they are rare: a link broke).
 RELAY_BURST = 8.0
 RELAY_RATE = 1.0  # per second
+MAX_PONG_WAIT = 60.0  # seconds a ping's send time is kept for its pong (RTT)
 MAX_BARRED = 1024  # boots refused (replaced or in conflict), all wg IPs together
 MAX_CONFLICTS = 8  # conflicts kept for status and TUI
 
@@ -1059,6 +1060,8 @@ class Node:
     def _ping(self, session: Session, now: float) -> None:
         session.ping_seq += 1
         session.ping_sent[session.ping_seq] = now
+        for seq in [q for q, sent in session.ping_sent.items() if now - sent > MAX_PONG_WAIT]:
+            del session.ping_sent[seq]  # unanswered long ago: it will not come
         if len(session.ping_sent) > 8:
             session.ping_sent.pop(min(session.ping_sent))
         self._send(
