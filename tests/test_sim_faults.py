@@ -170,10 +170,12 @@ def all_direct_among(net: SimNet, names: list[str]) -> bool:
     return all(direct(net, a, b) for a, b in itertools.combinations(names, 2))
 
 
+@pytest.mark.parametrize("down", [5.0, 90.0])
 @pytest.mark.parametrize("clean", [True, False])
-def test_static_restart_is_noticed_within_a_second(clean: bool) -> None:
-    """A clean stop says bye; after a crash the new run calls the nodes its
-    predecessor knew (the daemon keeps their addresses in a file for it)."""
+def test_static_restart_is_noticed_within_a_second(clean: bool, down: float) -> None:
+    """The new run calls back the nodes its predecessor knew (the daemon keeps
+    their addresses in a file for it): after a crash, or a long stop, when the
+    nodes have long dropped it and hello only every helloRetrySlow."""
     net = converged()
     net.run_for(30.0)  # steady state: the nodes ping beta every ping_interval
     beta = net.hosts["beta"].node
@@ -181,7 +183,7 @@ def test_static_restart_is_noticed_within_a_second(clean: bool) -> None:
     known = beta.peer_endpoints()
     assert set(known) == {net.hosts[n].wg_ip for n in ("alpha", "charlie", "delta")}
     net.stop("beta", clean=clean)
-    net.run_for(5.0)
+    net.run_for(down)
     net.start("beta")
     restarted = net.hosts["beta"].node
     assert restarted is not None
