@@ -850,15 +850,13 @@ class Node(PairLinks):
                     if session.pinger and not self._is_pair(session.info.wg_ip):
                         # Answered: back to the normal interval (see _ping).
                         session.next_ping = sent + self._jitter(self.timers.ping_interval)
-                path = self.paths.get(session.info.wg_ip)
-                vouching = path is not None and path.vouch_until is not None
-                if vouching and path is not None and message.seq >= path.vouch_seq:
-                    path.vouch_until = None  # its daemon answered: the link vouches
+                self._pair_pong(session, message.seq)
                 contender = session.contender
                 if contender is not None and message.seq >= contender.ping_seq:
                     session.contender = None  # the holder is alive: two live claimants
-                    c = contender
-                    self._refuse(c.header, c.hello, c.addr, session.info, now)
+                    self._refuse(
+                        contender.header, contender.hello, contender.addr, session.info, now
+                    )
                 self._check_table_version(session, message.table_version)
             case wire.TableRequest():
                 self._send_table(session, now)

@@ -294,7 +294,7 @@ class PairLinks:
         # A probe that arrives straight from one of the peer's own addresses
         # shows a direct underlay path as well as an answer to ours would
         # (and ours may have been sent before the peer had our session).
-        if path.state == "probing" and addr in session.info.local_endpoints:
+        if path.state == "probing" and on_lan:
             self._install(path, "lan", (addr[0], session.info.wg_port), now)
             self._recompute(now)
 
@@ -483,6 +483,18 @@ class PairLinks:
         self._event(level, f"{self._label(wg_ip)}: {path.reason}")
         self._recompute(now)
 
+    @staticmethod
+    def _checking_link(path: PairPath) -> bool:
+        """A direct link being pinged: suspect, or vouching for an unlisted peer."""
+        checking = path.suspect_since is not None or path.vouch_until is not None
+        return path.state == "direct" and checking
+
+    def _pair_pong(self, session: Session, seq: int) -> None:
+        """A pong from a pair peer: if it answers the vouch check, the link vouches."""
+        path = self.paths.get(session.info.wg_ip)
+        if path is not None and path.vouch_until is not None and seq >= path.vouch_seq:
+            path.vouch_until = None  # its daemon answered
+
     def _lan_lost(self, path: PairPath, now: float) -> None:
         """A direct LAN link is gone: re-probe it now and then (see ``PairPath``)."""
         if path.kind == "lan":
@@ -550,8 +562,7 @@ class PairLinks:
             if path.vouch_until is not None and now >= path.vouch_until:
                 self._recompute(now)  # unlisted, and its daemon did not answer
                 continue
-            checking = path.suspect_since is not None or path.vouch_until is not None
-            if path.state == "direct" and checking and now >= path.next_link_ping:
+            if self._checking_link(path) and now >= path.next_link_ping:
                 self._ping(session, now)  # its pong comes back over the link, if it works
                 path.next_link_ping = now + self.timers.link_probe_interval
             if self._reprobing(wg_ip, path, now) and now >= path.next_reprobe:
@@ -586,7 +597,7 @@ class PairLinks:
 
     def _pair_deadlines(self) -> list[float]:
         deadlines = []
-        for path in self.paths.values():
+        for wg_ip, path in self.paths.items():
             if path.state in ("probing", "installing", "punching"):
                 deadlines.append(path.deadline)
             if path.state == "punching" and not path.firing:
@@ -595,11 +606,10 @@ class PairLinks:
                 deadlines.append(path.next_ready)
             if path.state == "failed":
                 deadlines.append(path.retry_at)
-            if path.state == "direct" and path.suspect_since is not None:
+            if self._checking_link(path):
                 deadlines.append(path.next_link_ping)
             if path.state == "direct" and path.vouch_until is not None:
-                deadlines += [path.next_link_ping, path.vouch_until]
-        for wg_ip, path in self.paths.items():
+                deadlines.append(path.vouch_until)
             if self._reprobing(wg_ip, path, path.next_reprobe):
                 deadlines.append(path.next_reprobe)
         for wg_ip, _entry in self._pair_hello_candidates():
