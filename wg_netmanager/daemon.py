@@ -260,7 +260,10 @@ class Daemon:
         now = trio.current_time()
         if node.state_version != self._applied_version:
             self._wg_wake.set()
-        elif now + node.wg_poll_interval(now) < self._wg_read_at:
+        elif (
+            self._wg_read_at > now + node.timers.wg_poll_fast  # else it reads soon anyway
+            and now + node.wg_poll_interval(now) < self._wg_read_at
+        ):
             # The core wants `wg show` sooner than the reader sleeps (a peer
             # roamed, a link turned suspect): its new endpoint or counters.
             self._wg_wake.set()
