@@ -83,6 +83,13 @@ async def wait_for(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
             await trio.sleep(0.01)
 
 
+def crash(daemon: Daemon, scope: trio.CancelScope) -> None:
+    """Stop ``daemon`` without a bye, as if its machine lost power."""
+    assert daemon.node is not None
+    daemon.node.shutdown = lambda now: None  # type: ignore[method-assign]
+    scope.cancel()
+
+
 def test_two_daemons_mesh_retry_and_clean_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -130,10 +137,7 @@ def test_dead_peer_is_removed_from_wireguard(tmp_path: Path) -> None:
             async with trio.open_nursery() as bob_nursery:
                 await bob_nursery.start(bob.run)
                 await wait_for(lambda: bob.keys.public_b64 in alice_dev.peers)
-                # Silence bob without a bye, as if its machine lost power.
-                assert bob.node is not None
-                bob.node.shutdown = lambda now: None  # type: ignore[method-assign]
-                bob_nursery.cancel_scope.cancel()
+                crash(bob, bob_nursery.cancel_scope)
             await wait_for(lambda: bob.keys.public_b64 not in alice_dev.peers, seconds=3.0)
             nursery.cancel_scope.cancel()
 
@@ -303,9 +307,7 @@ def test_static_calls_back_its_nodes_after_a_crash(tmp_path: Path) -> None:
                 await alice_nursery.start(first.run)
                 await wait_for(lambda: first.keys.public_b64 in bob_dev.peers)
                 await trio.sleep(2.0)  # past bob's early first ping, and the file is written
-                assert first.node is not None
-                first.node.shutdown = lambda now: None  # type: ignore[method-assign]
-                alice_nursery.cancel_scope.cancel()  # a crash: no bye
+                crash(first, alice_nursery.cancel_scope)
             peers_file = tmp_path / "run" / "wg0.peers"
             assert "10.1.1.2" in peers_file.read_text()
             assert peers_file.stat().st_mode & 0o077 == 0
