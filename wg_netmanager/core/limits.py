@@ -1,8 +1,9 @@
 """Bounded per-source token buckets (pure: time is passed in).
 
-Two uses in the core: answers to unauthenticated datagrams (challenges), so
-a node cannot be used to reflect traffic, and datagrams that fail to open, so
-a source that floods the admin port with junk is muted before decryption.
+Three uses in the core: answers to unauthenticated datagrams (challenges),
+so a node cannot be used to reflect traffic; datagrams that fail to open, so
+a source that floods the admin port with junk is muted before decryption;
+and the relays a static passes on for each sender.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class Timers:
     path_retry_max: float = 300.0
     direct_stale_after: float = 200.0
     # A direct link that carries our packets but brings nothing back becomes
-    # suspect (WireGuard's byte counters; see core/node.py): the peer gets a
+    # suspect (WireGuard's byte counters; see core/pairs.py): the peer gets a
     # ping every link_probe_interval, and if nothing at all comes back over
     # the link for link_timeout, traffic goes back to the gateway.
     link_probe_interval: float = 0.3
