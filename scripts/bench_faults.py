@@ -107,14 +107,12 @@ JUNK = ("malformed", "bad seal", "unknown version", "muted source")  # drop reas
 
 
 def flood(mesh: FaultMesh) -> Result:
-    from test_faults_netns import FLOOD as flood_script
-
     mesh.fault("attacker")
     converge(mesh)
     time.sleep(1.0)
     before = mesh.cpu_seconds("beta")
     started = time.monotonic()
-    res = mesh.tb.run("evil", sys.executable, "-c", flood_script, "50000", "198.51.100.1", "50501")
+    res = mesh.flood(50_000)
     sent_for = time.monotonic() - started
     if res.returncode != 0:
         raise RuntimeError(res.stderr)

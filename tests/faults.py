@@ -28,9 +28,30 @@ from netns import REPO_ROOT, Daemons, daemons_in, network_yaml, wait_until
 
 NODES = {"beta": "10.1.1.1", "alpha": "10.1.1.2", "charlie": "10.1.1.3", "delta": "10.1.1.4"}
 DYNAMIC = ["alpha", "charlie", "delta"]
+BETA_UNDERLAY = "198.51.100.1"  # the static's public address (its admin port: 50501)
 PROBE_PORT = 7777
 PROBE_INTERVAL = 0.05  # seconds between a prober's requests to each peer
 PROBE_GAP = 0.3  # silences longer than this are outages
+
+# Run in the attacker box: COUNT junk datagrams to DEST:PORT (a third with the
+# current version byte), paced to about 50 000 in a few seconds.
+FLOOD = """
+import os, random, socket, sys, time
+count, dest, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+rng = random.Random(5)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+started = time.monotonic()
+for i in range(count):
+    size = rng.choice((1, 40, 64, 200, 800, 1232, 1400))
+    data = os.urandom(size)
+    if i % 3 == 0:
+        data = b"\\x01" + data[1:]  # the current version byte: must be decrypted to be refused
+    s.sendto(data, (dest, port))
+    if i % 2000 == 1999:
+        time.sleep(0.05)  # about 50 000 in a few seconds, not all in the kernel's buffer at once
+print(f"sent {count} in {time.monotonic() - started:.2f} s", flush=True)
+"""
 
 
 class FaultMesh(Daemons):
@@ -115,6 +136,10 @@ class FaultMesh(Daemons):
         res = self.tb._script(command[0], self.tb.prefix, *command[1:], timeout=30)
         assert res.returncode == 0, res.stdout + res.stderr
         return time.monotonic()
+
+    def flood(self, count: int) -> subprocess.CompletedProcess[str]:
+        """``count`` junk datagrams from the attacker box to beta's admin port."""
+        return self.tb.run("evil", sys.executable, "-c", FLOOD, str(count), BETA_UNDERLAY, "50501")
 
     # -- probers ----------------------------------------------------------
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faults import DYNAMIC, NODES, FaultMesh, fault_mesh
+from faults import BETA_UNDERLAY, DYNAMIC, NODES, FaultMesh, fault_mesh
 from netns import REPO_ROOT
 
 pytestmark = pytest.mark.netns
@@ -320,25 +320,6 @@ def command_of(pid: int) -> str:
     return " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv[:3]) if a)
 
 
-FLOOD = """
-import os, random, socket, sys, time
-count, dest, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-rng = random.Random(5)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-started = time.monotonic()
-for i in range(count):
-    size = rng.choice((1, 40, 64, 200, 800, 1232, 1400))
-    data = os.urandom(size)
-    if i % 3 == 0:
-        data = b"\\x01" + data[1:]  # the current version byte: must be decrypted to be refused
-    s.sendto(data, (dest, port))
-    if i % 2000 == 1999:
-        time.sleep(0.05)  # about 50 000 in a few seconds, not all in the kernel's buffer at once
-print(f"sent {count} in {time.monotonic() - started:.2f} s", flush=True)
-"""
-
-
 def test_junk_flood_is_dropped_cheaply_and_the_mesh_holds(mesh: FaultMesh) -> None:
     mesh.fault("attacker")
     converge(mesh)
@@ -346,7 +327,7 @@ def test_junk_flood_is_dropped_cheaply_and_the_mesh_holds(mesh: FaultMesh) -> No
     time.sleep(1.0)
     before = mesh.cpu_seconds("beta")
     started = time.monotonic()
-    res = mesh.tb.run("evil", sys.executable, "-c", FLOOD, "50000", NODES_UNDERLAY_BETA, "50501")
+    res = mesh.flood(50_000)
     assert res.returncode == 0, res.stderr
     time.sleep(1.0)  # what is still queued is read
     used = mesh.cpu_seconds("beta") - before
@@ -363,8 +344,6 @@ def test_junk_flood_is_dropped_cheaply_and_the_mesh_holds(mesh: FaultMesh) -> No
     assert mesh.all_direct() and mesh.all_ping()
     stop_cleanly(mesh)
 
-
-NODES_UNDERLAY_BETA = "198.51.100.1"
 
 FORGE = """
 import os, socket, sys
@@ -401,7 +380,7 @@ def test_a_second_node_with_a_used_wg_ip_is_refused_and_shown(mesh: FaultMesh) -
     assert charlie_key in mesh.peers("beta") and len(mesh.peers("beta")) == 3
     assert mesh.outages("charlie", "beta", after=claimed) == []
     # A member claiming an address outside the subnet is refused by all.
-    forge = [sys.executable, "-c", FORGE, str(mesh.config), NODES_UNDERLAY_BETA]
+    forge = [sys.executable, "-c", FORGE, str(mesh.config), BETA_UNDERLAY]
     res = mesh.tb.run("evil", "env", f"PYTHONPATH={REPO_ROOT}", *forge)
     assert res.returncode == 0, res.stderr
     mesh.wait(lambda: mesh.status("beta")["drops"].get("outside subnet", 0) >= 3, 5)
