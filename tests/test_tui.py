@@ -75,6 +75,7 @@ def sample_status(peers: tuple[PeerStatus, ...] | None = None) -> NodeStatus:
                 "10.1.1.3", "charlie", "via", "gateway", public_key=CHARLIE_KEY,
                 reason="no direct session yet", gateway=IPv4Address("10.1.1.1"),
                 gateway_name="alice", endpoint=("198.51.100.3", 20000),
+                local_endpoints=(("192.168.1.3", 50503),),
             ),
             peer(
                 "10.1.1.4", "dave", "direct", "lan", public_key=DAVE_KEY,

@@ -186,6 +186,7 @@ class PeerStatus:
     tx_bytes: int
     session_age: float | None
     is_static: bool
+    local_endpoints: tuple[Endpoint, ...] = ()  # the underlay addresses it announced
 
 
 @dataclass(frozen=True)
@@ -584,6 +585,7 @@ class Node(PairLinks):
                     tx_bytes=reading.tx_bytes if reading else 0,
                     session_age=now - session.established,
                     is_static=ip in self.statics,
+                    local_endpoints=session.info.local_endpoints,
                 )
             )
         for ip, gateway in sorted(self._gateways.items()):
@@ -607,6 +609,7 @@ class Node(PairLinks):
                     tx_bytes=0,
                     session_age=now - pair.established if pair else None,
                     is_static=ip in self.statics,
+                    local_endpoints=entry.info.local_endpoints,
                 )
             )
         peers.sort(key=lambda p: p.wg_ip)
