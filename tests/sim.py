@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
 
-from wg_netmanager.core.node import Node, StaticTarget
+from wg_netmanager.core.node import Node
+from wg_netmanager.core.sessions import StaticTarget
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import KeyPair
 from wg_netmanager.model import Endpoint, WgPeerReading

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
@@ -21,14 +21,11 @@ from typing import Any
 import pytest
 from sim import SUBNET, Nat, SimNet
 
-from wg_netmanager import wire
-from wg_netmanager.core.node import (
-    CHALLENGE_BURST,
-    CHALLENGE_RATE,
-    MAX_CHALLENGES,
-    Node,
-    StaticTarget,
-)
+from wg_netmanager import event_text, wire
+from wg_netmanager.core import events as ev
+from wg_netmanager.core.handshake import CHALLENGE_BURST, CHALLENGE_RATE, MAX_CHALLENGES
+from wg_netmanager.core.node import Node
+from wg_netmanager.core.sessions import StaticTarget
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import KeyPair
 from wg_netmanager.model import Endpoint, Route
@@ -257,7 +254,7 @@ def snapshot(node: Node, now: float) -> Any:
             )
             for ip, s in node.sessions.items()
         },
-        {ip: dict(listing) for ip, listing in node.listings.items()},
+        {ip: dict(listing) for ip, listing in node.listings.tables.items()},
     )
 
 
@@ -443,7 +440,7 @@ def test_restart_with_new_key_replaces_the_old_key_at_once() -> None:
     assert old_key not in alice.desired_peers()
     owners = [p for p in alice.desired_peers().values() if any(bob_ip in n for n in p.allowed_ips)]
     assert len(owners) == 1
-    assert any("restarted" in e.text for e in alice.events())
+    assert any(isinstance(e, ev.PeerRestarted) for e in alice.events())
 
 
 def test_replayed_handshake_of_an_old_boot_cannot_bring_back_the_old_key() -> None:
@@ -476,7 +473,7 @@ def test_replayed_handshake_of_an_old_boot_cannot_bring_back_the_old_key() -> No
         assert alice.sessions[bob_ip].boot == new.boot
         assert peer_keys(alice) == {new.info.public_key}
         assert new.sessions[lab.boxes["alice"].wg_ip].boot == alice.boot
-    assert not any(e.level >= logging.ERROR for e in alice.events())
+    assert not any(event_text.level(e) >= logging.ERROR for e in alice.events())
 
 
 def test_replayed_hello_of_an_old_boot_to_a_restarted_receiver() -> None:
@@ -496,10 +493,11 @@ def test_replayed_hello_of_an_old_boot_to_a_restarted_receiver() -> None:
 # --- conflicts ----------------------------------------------------------------
 
 
-def conflicts(events: list[Any]) -> list[str]:
-    found = [e for e in events if "CONFLICT" in e.text]
-    assert all(e.level == logging.ERROR for e in found)
-    return [e.text for e in found]
+def conflicts(events: Iterable[ev.Event]) -> list[str]:
+    """The conflicts among ``events``, as the log shows them."""
+    found = [e for e in events if isinstance(e, ev.Conflict | ev.RefusedByPeer)]
+    assert all(event_text.level(e) == logging.ERROR for e in found)
+    return [event_text.describe(e) for e in found]
 
 
 def test_second_live_node_claiming_a_used_ip_is_refused_and_told() -> None:
@@ -518,12 +516,12 @@ def test_second_live_node_claiming_a_used_ip_is_refused_and_told() -> None:
     (alice_says,) = conflicts(alice.events())
     assert "198.51.100.22" in alice_says and str(bob_ip) in alice_says
     assert second.info.public_key[:8] in alice_says and first.info.public_key[:8] in alice_says
-    assert alice.statistics(lab.now).conflicts == (alice_says,)
+    assert conflicts(alice.statistics(lab.now).conflicts) == [alice_says]
     assert alice.drops.get("conflict", 0) >= 1
     # ... and the newcomer knows why, with the holder's name and what to do.
     (second_hears,) = conflicts(second.events())
     assert "bob" in second_hears and "another wg IP" in second_hears
-    assert second.statistics(lab.now).conflicts == (second_hears,)
+    assert conflicts(second.statistics(lab.now).conflicts) == [second_hears]
     assert not second.desired_peers() and not second.desired_routes()
     # Its retries change nothing and are not logged again.
     lab.run_until(lab.now + 4 * T.dead_after)
@@ -630,7 +628,7 @@ def test_a_replayed_refusal_changes_nothing() -> None:
     refusal = forge(alice.info.wg_ip, wire.Refused(os.urandom(16), alice.info), to=bob.info.wg_ip)
     assert lab.inject(refusal, lab.boxes["alice"].admin, "bob") == []
     assert bob.drops == {"stale refusal": 1}
-    assert bob.events() == [] and bob.conflicts == []
+    assert bob.events() == [] and bob.handshake.conflicts == []
 
 
 # --- subnet -------------------------------------------------------------------
@@ -670,7 +668,7 @@ def test_table_entries_outside_the_subnet_are_refused() -> None:
         assert len(data) <= wire.MAX_DATAGRAM
         lab.inject(data, lab.boxes["alice"].admin, "bob")
     assert bob.drops == {"outside subnet": len(OUTSIDE)}
-    assert set(bob.listings[alice_ip]) == {good.wg_ip}
+    assert set(bob.listings.tables[alice_ip]) == {good.wg_ip}
     assert bob.desired_routes() == {Route(alice_ip), Route(good.wg_ip, alice_ip)}
     (peer,) = bob.desired_peers().values()
     assert [str(n) for n in peer.allowed_ips] == ["10.1.1.1/32", "10.1.1.50/32"]
@@ -758,7 +756,7 @@ def test_unauthenticated_answers_are_rate_limited_per_source() -> None:
     assert alice.drops["no session"] == count // 3
     assert alice.drops["rate limited"] + alice.drops["no session"] == count - answered_hellos
     assert not alice.sessions
-    assert len(alice._challenges) <= MAX_CHALLENGES
+    assert len(alice.handshake.challenges) <= MAX_CHALLENGES
     # Another source is not affected.
     hello = Hello(info_for("10.1.1.200"), os.urandom(16))
     assert len(lab.inject(forge("10.1.1.200", hello), bystander, "alice")) == 1
@@ -787,7 +785,7 @@ def test_dead_node_is_dropped_after_dead_after_of_silence() -> None:
     alice.handle_timer(last + T.dead_after)
     assert bob_ip not in alice.sessions
     assert alice.desired_peers() == {} and alice.desired_routes() == set()
-    assert any(e.level == logging.WARNING and "silent" in e.text for e in alice.events())
+    assert any(isinstance(e, ev.PeerSilent) for e in alice.events())
 
 
 def test_dynamic_side_drops_a_dead_static_and_calls_again() -> None:
@@ -811,7 +809,7 @@ def test_bye_drops_at_once() -> None:
     lab.settle()
     assert not alice.sessions
     assert alice.desired_peers() == {} and alice.desired_routes() == set()
-    assert any("bye" in e.text for e in alice.events())
+    assert any(isinstance(e, ev.PeerSaidBye) for e in alice.events())
 
 
 # --- clocks ---------------------------------------------------------------------
@@ -916,7 +914,7 @@ def test_restart_with_clock_set_back_two_hours_is_accepted(who: str) -> None:
         assert old_key not in keys
         if who == "alice" or other.name == "alice":
             assert new_key in keys
-        assert not any(e.level >= logging.ERROR for e in other.node.events())
+        assert not any(event_text.level(e) >= logging.ERROR for e in other.node.events())
     net.run_for(3 * T.dead_after)
     assert net.all_pairs_ping()
 

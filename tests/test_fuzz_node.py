@@ -42,16 +42,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from netns import in_ci
 
 from wg_netmanager import wire
-from wg_netmanager.core.node import (
-    JUNK_BURST,
-    MAX_BARRED,
-    MAX_CHALLENGES,
-    MAX_CONFLICTS,
-    MAX_RATE_SOURCES,
-    Node,
-    StaticTarget,
-)
+from wg_netmanager.core.handshake import MAX_BARRED, MAX_CHALLENGES, MAX_CONFLICTS
+from wg_netmanager.core.limits import MAX_SOURCES as MAX_RATE_SOURCES
+from wg_netmanager.core.node import JUNK_BURST, Node
+from wg_netmanager.core.pairs import PathState
 from wg_netmanager.core.replay import WINDOW
+from wg_netmanager.core.sessions import StaticTarget
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import to_b64
 from wg_netmanager.model import Endpoint, WgPeerReading
@@ -250,22 +246,25 @@ def capture() -> Capture:
     for name, node in mesh.nodes.items():
         others = {n.info.wg_ip for n in mesh.nodes.values()} - {node.info.wg_ip}
         assert set(node.sessions) == others, f"capture mesh did not converge at {name}"
-        assert all(p.state == "direct" for p in node.paths.values()), node.paths
+        assert all(p.state is PathState.DIRECT for p in node.pairs.paths.values()), node.pairs.paths
     return Capture(mesh.now, mesh.nodes, tuple(mesh.log))
 
 
 # --- state snapshots ----------------------------------------------------------
 
-# Anti-abuse bookkeeping that a replay may legitimately touch (it can make the
-# node issue a challenge nobody answers, which takes a counter value), caches
-# of derived data (filled lazily, so on one twin only), and outputs the test
-# drains itself.
+# Anti-abuse bookkeeping (of the node or its parts) that a replay may
+# legitimately touch (it can make the node issue a challenge nobody answers,
+# which takes a counter value), caches of derived data (filled lazily, so on
+# one twin only), and outputs the test drains itself.
 BOOKKEEPING = frozenset(
     {
-        *("drops", "_challenges", "_rate", "_junk", "_counter", "_sources"),
+        *("drops", "challenges", "rate", "_junk", "_counter", "_sources"),
         *("_outbox", "_events", "_rng", "_random_bytes"),
     }
 )
+
+
+BACK_REFERENCES = frozenset({"_host"})
 
 
 def freeze(value: Any) -> Any:
@@ -286,7 +285,11 @@ def freeze(value: Any) -> Any:
     if hasattr(value, "__slots__"):
         return (type(value).__name__, tuple(getattr(value, s) for s in value.__slots__))
     if hasattr(value, "__dict__") and not callable(value):
-        return (type(value).__name__, freeze(vars(value)))  # e.g. token buckets
+        # e.g. token buckets, the node's parts; a part's view of its node is
+        # a back reference, not state of its own.
+        skip = BACK_REFERENCES | BOOKKEEPING
+        own = {k: v for k, v in vars(value).items() if k not in skip}
+        return (type(value).__name__, freeze(own))
     return value
 
 
@@ -726,7 +729,7 @@ class InsiderMachine(RuleBasedStateMachine):
         """A table the victim takes: the next version, listing the victim as it
         is (the sender becomes its gateway) and members with BOOTS[0]."""
         node = self.node
-        version = node._listing_versions.get(sender, 0) + step
+        version = node.listings.versions.get(sender, 0) + step
         mine = TableEntry(node.info, node.boot, (underlay(99), 40000), None, 0.0)
         listed = [
             TableEntry(member_info(ip), BOOTS[0], (underlay(ip.packed[3]), 40000), None, 0.5)
@@ -739,7 +742,8 @@ class InsiderMachine(RuleBasedStateMachine):
 
     def listed(self) -> dict[IPv4Address, bytes]:
         """wg IP -> boot, as the victim's listings (tables it took) have them."""
-        return {ip: e.boot for listing in self.node.listings.values() for ip, e in listing.items()}
+        tables = self.node.listings.tables.values()
+        return {ip: e.boot for listing in tables for ip, e in listing.items()}
 
     def member(self, data: st.DataObject) -> IPv4Address:
         """A wg IP to open a session for: listed ones (pair sessions live only
@@ -840,10 +844,10 @@ class InsiderMachine(RuleBasedStateMachine):
     def pair(self, data: st.DataObject) -> None:
         """The peer of a pair path plays its part (ack our probe, probe back,
         say ready), from its LAN address or through the tunnel."""
-        if not self.node.paths:
+        if not self.node.pairs.paths:
             return
-        ip = data.draw(st.sampled_from(sorted(self.node.paths)))
-        path, session = self.node.paths[ip], self.node.sessions[ip]
+        ip = data.draw(st.sampled_from(sorted(self.node.pairs.paths)))
+        path, session = self.node.pairs.paths[ip], self.node.sessions[ip]
         octet = ip.packed[3]
         moves: list[wire.Message] = [
             ProbeAck(path.probe_token),
@@ -951,22 +955,22 @@ class InsiderMachine(RuleBasedStateMachine):
         statics_ = set(node.statics)
         assert len(node.sessions) <= others
         assert all(ip in SUBNET and ip != node.info.wg_ip for ip in node.sessions)
-        assert len(node._challenges) <= MAX_CHALLENGES
-        assert len(node._rate) <= MAX_RATE_SOURCES
+        assert len(node.handshake.challenges) <= MAX_CHALLENGES
+        assert len(node.handshake.rate) <= MAX_RATE_SOURCES
         for session in node.sessions.values():
             assert len(session.ping_sent) <= MAX_PING_SENT
             assert 0 <= session.replay.bitmap < 2**WINDOW
             assert len(session.info.local_endpoints) <= wire.MAX_LOCAL_ENDPOINTS
-        assert set(node.listings) <= statics_ and set(node._listing_versions) <= statics_
-        assert all(len(listing) <= others for listing in node.listings.values())
-        assert set(node._pending_tables) <= statics_
-        for pending in node._pending_tables.values():
+        assert set(node.listings.tables) <= statics_ and set(node.listings.versions) <= statics_
+        assert all(len(listing) <= others for listing in node.listings.tables.values())
+        assert set(node.listings.pending) <= statics_
+        for pending in node.listings.pending.values():
             assert pending.parts <= MAX_TABLE_PARTS
             assert all(0 <= part < pending.parts for part in pending.received)
-        assert set(node.paths) <= set(node.sessions)
-        assert len(node._gateways) <= others and len(node._pair_hello_at) <= others
-        assert len(node._routable) <= others and node._listed_by <= statics_
-        assert barred_boots(node) <= MAX_BARRED and len(node.conflicts) <= MAX_CONFLICTS
+        assert set(node.pairs.paths) <= set(node.sessions)
+        assert len(node._gateways) <= others and len(node.pairs._hello_at) <= others
+        assert len(node._routable) <= others and node.listings.listed_by <= statics_
+        assert barred_boots(node) <= MAX_BARRED and len(node.handshake.conflicts) <= MAX_CONFLICTS
         assert len(node._junk) <= MAX_RATE_SOURCES and len(node._relays) <= MAX_RATE_SOURCES
         assert len(node.desired_peers()) <= others and len(node.desired_routes()) <= others
         assert len(node.drops) <= 32  # reasons are a fixed set of strings
@@ -1015,7 +1019,7 @@ def restart_churn(count: int) -> Node:
 
 
 def barred_boots(node: Node) -> int:
-    return sum(len(boots) for boots in node._barred.values())
+    return len(node.handshake.barred)
 
 
 def test_restart_churn_bars_every_replaced_boot() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sim import Nat, SimNet
 
+from wg_netmanager.core.pairs import PathState
 from wg_netmanager.core.timers import Timers
 
 FAST = Timers(ping_interval=1.0, dead_after=3.0)
@@ -131,7 +132,7 @@ def test_a_crashed_peer_on_a_direct_link_is_dropped_when_its_static_drops_it() -
         net.start(name)
     net.run_for(2.0)
     bob = net.hosts["bob"].node
-    assert bob is not None and bob.paths[net.hosts["charlie"].wg_ip].state == "direct"
+    assert bob is not None and bob.pairs.paths[net.hosts["charlie"].wg_ip].state is PathState.DIRECT
     net.stop("charlie", clean=False)
     took = net.wait_for(lambda: net.hosts["charlie"].wg_ip not in bob.sessions, limit=20.0)
     # alice drops it after dead_after; bob's check of the link takes link_timeout.

@@ -74,7 +74,7 @@ def test_broken_lan_link_falls_back_to_the_gateway_and_returns(seed: int) -> Non
         assert net.pings(a, b), (a, b)
     charlie = net.hosts["charlie"].node
     assert charlie is not None
-    path = charlie.paths[net.hosts["delta"].wg_ip]
+    path = charlie.pairs.paths[net.hosts["delta"].wg_ip]
     assert path.lan_lost_until > net.now  # the lost LAN is being re-probed
     assert net.now - broken > 30.0
     net.partitioned.clear()  # the LAN is back
@@ -148,7 +148,7 @@ def test_working_links_do_not_flap(one_way: bool) -> None:
     assert direct(net, "alpha", "delta")
     for node in (h.node for h in net.hosts.values()):
         assert node is not None
-        assert all(p.failures == 0 and not p.last_failure for p in node.paths.values())
+        assert all(p.failures == 0 and not p.last_failure for p in node.pairs.paths.values())
 
 
 def test_direct_links_keep_working_while_the_static_is_down() -> None:

@@ -31,7 +31,7 @@ from test_daemon import make_settings
 from test_sim_paths import NAMES, working_example
 
 from wg_netmanager import control, status_text, tui
-from wg_netmanager.core.node import NodeStatus, PeerStatus
+from wg_netmanager.core.status import NodeStatus, PeerStatus
 from wg_netmanager.daemon import Daemon
 from wg_netmanager.fakes import FakeRoutes, FakeWgDevice
 

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wg_netmanager import wire
-from wg_netmanager.core.node import Node, Session, StaticTarget
+from wg_netmanager.core.node import Node
 from wg_netmanager.core.replay import ReplayWindow
+from wg_netmanager.core.sessions import Session, StaticTarget
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import from_b64, to_b64
 from wg_netmanager.model import WgPeerReading
@@ -655,7 +656,7 @@ def static_node_with_sessions(infos: list[NodeInfo], *, table_version: int) -> N
         readings[info.public_key] = WgPeerReading(info.public_key, BIG_EP, (), 1.0, 0, 0)
     node.update_wg(readings, 0.0)
     node.datagrams_to_send()
-    node.table_version = table_version
+    node.table.version = table_version
     return node
 
 

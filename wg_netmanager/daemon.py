@@ -47,8 +47,11 @@ from random import Random
 
 import trio
 
+from . import event_text
 from .config import Settings
-from .core.node import Node, StaticTarget
+from .core.events import Event
+from .core.node import Node
+from .core.sessions import StaticTarget
 from .handshakes import HandshakeClock
 from .keys import KeyPair
 from .model import Endpoint, Route
@@ -251,8 +254,7 @@ class Daemon:
         """Carry out what the core wants after an input."""
         node, sock = self.node, self.sock
         assert node is not None and sock is not None
-        for event in node.events():
-            log.log(event.level, "%s", event.text)
+        _log_events(node.events())
         for data, addr in node.datagrams_to_send():
             await _sendto(sock, data, addr)
         if node.take_resolve_requests():
@@ -532,6 +534,13 @@ def _read_peers_file(path: str) -> dict[IPv4Address, Endpoint]:
         if not isinstance(exc, FileNotFoundError):
             log.debug("ignoring %s: %s", path, exc)
         return {}
+
+
+def _log_events(events: list[Event]) -> None:
+    for event in events:
+        level = event_text.level(event)
+        if log.isEnabledFor(level):
+            log.log(level, "%s", event_text.describe(event))
 
 
 async def _sendto(sock: trio.socket.SocketType, data: bytes, addr: Endpoint) -> None:

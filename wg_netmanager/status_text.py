@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from .event_text import describe
+
 Doc = dict[str, Any]
 """A status document (see the module docstring)."""
 
@@ -98,6 +100,8 @@ def status_document(
     ``local_endpoints`` when the core's ``PeerStatus`` does not carry them.
     """
     doc: Doc = jsonable(status)
+    # Conflicts are the core's events: shown as the log shows them.
+    doc["conflicts"] = [describe(c) for c in getattr(status, "conflicts", None) or ()]
     doc["interface"] = interface
     doc["backend"] = backend
     doc["uptime"] = uptime

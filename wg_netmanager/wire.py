@@ -36,6 +36,7 @@ from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
 from nacl.hash import blake2b
 
+from .core.events import DropReason
 from .keys import from_b64
 from .model import Endpoint
 
@@ -56,7 +57,7 @@ MAX_LOCAL_ENDPOINTS = 8
 class Drop(Exception):
     """Received bytes that are not a valid datagram; ``reason`` feeds the counters."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: DropReason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 
@@ -72,7 +73,11 @@ def derive_admin_key(shared_key: bytes) -> bytes:
 
 
 def seal(key: bytes, plaintext: bytes, nonce: bytes | None = None) -> bytes:
+    """``nonce``: NONCE_SIZE random bytes (the core passes its own randomness,
+    so a seeded simulation repeats byte for byte); None: fresh from the OS."""
     nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
+    if len(nonce) != NONCE_SIZE:
+        raise ValueError("an XChaCha20-Poly1305 nonce is 24 bytes")
     version = bytes([VERSION])
     return (
         version + nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, version, nonce, key)
@@ -81,18 +86,18 @@ def seal(key: bytes, plaintext: bytes, nonce: bytes | None = None) -> bytes:
 
 def open_sealed(key: bytes, datagram: bytes) -> bytes:
     if len(datagram) < 1 + NONCE_SIZE + TAG_SIZE:
-        raise Drop("malformed", "too short")
+        raise Drop(DropReason.MALFORMED, "too short")
     if datagram[0] != VERSION:
-        raise Drop("unknown version", str(datagram[0]))
+        raise Drop(DropReason.UNKNOWN_VERSION, str(datagram[0]))
     if len(datagram) > MAX_DATAGRAM:
-        raise Drop("malformed", "too long")
+        raise Drop(DropReason.MALFORMED, "too long")
     nonce = datagram[1 : 1 + NONCE_SIZE]
     try:
         return crypto_aead_xchacha20poly1305_ietf_decrypt(
             datagram[1 + NONCE_SIZE :], datagram[:1], nonce, key
         )
     except CryptoError:
-        raise Drop("bad seal") from None
+        raise Drop(DropReason.BAD_SEAL) from None
 
 
 # --- messages -------------------------------------------------------------
@@ -329,20 +334,20 @@ def encoded_size(message: Message) -> int:
     return OVERHEAD + len(body)
 
 
-# --- decoding: strict, every surprise is Drop("malformed") ----------------
+# --- decoding: strict, every surprise is Drop(DropReason.MALFORMED) ----------------
 
 
 def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     value = obj.get(key)
     # bool is an int in Python; a JSON true is never a valid number here.
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise Drop("malformed", f"field {key!r}")
+        raise Drop(DropReason.MALFORMED, f"field {key!r}")
     return value
 
 
 def _port(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
-        raise Drop("malformed", "port")
+        raise Drop(DropReason.MALFORMED, "port")
     return value
 
 
@@ -350,66 +355,66 @@ def _decode_ep(value: Any) -> Endpoint | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > 21:
-        raise Drop("malformed", "endpoint")
+        raise Drop(DropReason.MALFORMED, "endpoint")
     host, sep, port = value.rpartition(":")
     # isascii: str.isdigit() is true for '²' and Arabic-Indic digits too.
     if not sep or not (port.isascii() and port.isdigit()) or len(port) > 5:
-        raise Drop("malformed", "endpoint")
+        raise Drop(DropReason.MALFORMED, "endpoint")
     try:
         IPv4Address(host)
     except ValueError:
-        raise Drop("malformed", "endpoint") from None
+        raise Drop(DropReason.MALFORMED, "endpoint") from None
     return (host, _port(int(port)))
 
 
 def _bytes(value: Any, size: int) -> bytes:
     if not isinstance(value, str) or len(value) != 2 * size or not value.isalnum():
-        raise Drop("malformed", "bytes")  # isalnum: fromhex would skip spaces
+        raise Drop(DropReason.MALFORMED, "bytes")  # isalnum: fromhex would skip spaces
     try:
         return bytes.fromhex(value)
     except ValueError:
-        raise Drop("malformed", "bytes") from None
+        raise Drop(DropReason.MALFORMED, "bytes") from None
 
 
 def _ip(value: Any) -> IPv4Address:
     if not isinstance(value, str) or len(value) > 15:
-        raise Drop("malformed", "ip")
+        raise Drop(DropReason.MALFORMED, "ip")
     try:
         return IPv4Address(value)
     except ValueError:
-        raise Drop("malformed", "ip") from None
+        raise Drop(DropReason.MALFORMED, "ip") from None
 
 
 def _b64(value: Any, limit: int) -> bytes:
     if not isinstance(value, str) or not 0 < len(value) <= (limit + 2) // 3 * 4:
-        raise Drop("malformed", "base64")
+        raise Drop(DropReason.MALFORMED, "base64")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise Drop("malformed", "base64") from None
+        raise Drop(DropReason.MALFORMED, "base64") from None
     if base64.b64encode(data).decode() != value or len(data) > limit:  # canonical, bounded
-        raise Drop("malformed", "base64")
+        raise Drop(DropReason.MALFORMED, "base64")
     return data
 
 
 def _decode_info(obj: Any) -> NodeInfo:
     if not isinstance(obj, dict):
-        raise Drop("malformed", "info")
+        raise Drop(DropReason.MALFORMED, "info")
     name = _get(obj, "n", str)
     if not 0 < len(name) <= MAX_NAME or not name.isprintable():
-        raise Drop("malformed", "name")
+        raise Drop(DropReason.MALFORMED, "name")
     key = _get(obj, "k", str)
     try:
         from_b64(key)
         wg_ip = IPv4Address(_get(obj, "ip", str))
     except ValueError:
-        raise Drop("malformed", "key or ip") from None
+        raise Drop(DropReason.MALFORMED, "key or ip") from None
     locals_ = _get(obj, "l", list)
     if len(locals_) > MAX_LOCAL_ENDPOINTS:
-        raise Drop("malformed", "too many local endpoints")
+        raise Drop(DropReason.MALFORMED, "too many local endpoints")
     endpoints = tuple(_decode_ep(e) for e in locals_)
     if None in endpoints:
-        raise Drop("malformed", "local endpoint")
+        raise Drop(DropReason.MALFORMED, "local endpoint")
     return NodeInfo(
         wg_ip=wg_ip,
         name=name,
@@ -422,10 +427,10 @@ def _decode_info(obj: Any) -> NodeInfo:
 
 def _decode_entry(obj: Any) -> TableEntry:
     if not isinstance(obj, dict):
-        raise Drop("malformed", "entry")
+        raise Drop(DropReason.MALFORMED, "entry")
     age = _get(obj, "age", (int, float))
     if not 0 <= age < 1e9:
-        raise Drop("malformed", "age")
+        raise Drop(DropReason.MALFORMED, "age")
     return TableEntry(
         info=_decode_info(obj.get("i")),
         boot=_bytes(obj.get("b"), BOOT_SIZE),
@@ -438,13 +443,13 @@ def _decode_entry(obj: Any) -> TableEntry:
 def _count(obj: dict[str, Any], key: str) -> int:
     value = _get(obj, key, int)
     if not 0 <= value < 2**63:
-        raise Drop("malformed", key)
+        raise Drop(DropReason.MALFORMED, key)
     return int(value)
 
 
 def _decode_body(obj: Any) -> Message:
     if not isinstance(obj, dict):
-        raise Drop("malformed", "body")
+        raise Drop(DropReason.MALFORMED, "body")
     kind = obj.get("t")
     if kind == "hello":
         echo = obj.get("e")
@@ -464,7 +469,7 @@ def _decode_body(obj: Any) -> Message:
         parts = _count(obj, "n")
         part = _count(obj, "p")
         if not 0 <= part < parts <= 4096:
-            raise Drop("malformed", "table part")
+            raise Drop(DropReason.MALFORMED, "table part")
         entries = _get(obj, "e", list)
         return Table(
             version=_count(obj, "v"),
@@ -481,23 +486,23 @@ def _decode_body(obj: Any) -> Message:
     if kind == "ready":
         leaving = obj.get("l", False)
         if not isinstance(leaving, bool):
-            raise Drop("malformed", "field 'l'")
+            raise Drop(DropReason.MALFORMED, "field 'l'")
         return Ready(_count(obj, "a"), _get(obj, "d", bool), leaving)
     if kind == "refused":
         return Refused(_bytes(obj.get("e"), CHALLENGE_SIZE), _decode_info(obj.get("i")))
     if kind == "relay":
         return Relay(_ip(obj.get("to")), _b64(obj.get("d"), MAX_RELAYED))
-    raise Drop("malformed", "unknown message type")
+    raise Drop(DropReason.MALFORMED, "unknown message type")
 
 
 def decode(plaintext: bytes) -> tuple[Header, Message]:
     if len(plaintext) < HEADER.size:
-        raise Drop("malformed", "short header")
+        raise Drop(DropReason.MALFORMED, "short header")
     ip, to, boot, counter = HEADER.unpack_from(plaintext)
     try:
         body = json.loads(plaintext[HEADER.size :])
     except (ValueError, RecursionError):
-        raise Drop("malformed", "not json") from None
+        raise Drop(DropReason.MALFORMED, "not json") from None
     return Header(IPv4Address(ip), boot, counter, IPv4Address(to)), _decode_body(body)
 
 
@@ -505,5 +510,7 @@ def open_datagram(key: bytes, datagram: bytes) -> tuple[Header, Message]:
     return decode(open_sealed(key, datagram))
 
 
-def seal_message(key: bytes, header: Header, message: Message) -> bytes:
-    return seal(key, encode(header, message))
+def seal_message(
+    key: bytes, header: Header, message: Message, nonce: bytes | None = None
+) -> bytes:
+    return seal(key, encode(header, message), nonce)

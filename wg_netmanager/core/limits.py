@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+MAX_SOURCES = 4096  # buckets kept per use (see TokenBuckets)
+
 
 class TokenBuckets:
     """One bucket of ``burst`` tokens per key, refilled at ``rate`` per second.

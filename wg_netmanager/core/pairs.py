@@ -1,81 +1,121 @@
 """Direct links between two dynamic nodes: the pair-path state machine.
 
-Part of the pure core (no I/O, time passed in): ``PairLinks`` is mixed into
-``core.node.Node`` and works on its sessions, tables and desired state; one
-``PairPath`` per peer on each side, in one of these states:
+Rules (the story of why is in docs/architecture.md, "Direct links"):
 
-  state       WireGuard peer for X            leaves on
-  relayed     none (X via its gateway)        attempt start -> probing
-  probing     none; Probe to X's LAN addrs    ProbeAck -> installing(lan)
-                                              probe_window over -> installing(nat)
-                                              (or relayed if X's outside is unknown)
-  installing  X's key, no AllowedIPs, no      our wg shows X -> send Ready (repeated);
-              endpoint (cannot initiate)      + Ready from X -> punching
-  punching    X's key, no AllowedIPs,         handshake -> direct
-              endpoint + keepalive: both      punch_timeout -> failed
-              sides initiate at once
-  direct      X's key, X/32, keepalive        handshake stale -> failed
-                                              link silent (below) -> failed (lost)
-  failed      none                            retry_at (backoff) -> probing
-                                              lost LAN link answers a probe -> probing
+1. One ``PairPath`` per pair session, on each side; its state moves only
+   along ``TRANSITIONS`` (a move the table lacks is a bug and raises).
+2. ``Pairs`` is owned by ``core.node.Node`` and sees it only through
+   ``PairHost``: read-only views (sessions, the static tables, WireGuard
+   readings) and a few requests (send, send relayed, ping, forget a session,
+   recompute the desired state, emit an event).
+3. WireGuard state per path state:
 
-A handshake seen in installing also means direct (X initiated). Any change of
-either side's addresses (roaming) restarts from probing. Installing without
-AllowedIPs first matters twice: traffic keeps flowing via the gateway while
-the link is tried, and WireGuard allows only one handshake initiation per
-5 s, so the first must meet a peer that already knows our key.
+   ==========  ===================================================
+   relayed     no peer (X reached via its gateway)
+   clearing    the old peer is being removed (an old session must
+               not fake success)
+   probing     no peer; Probe sent to X's LAN addresses
+   installing  X's key, no AllowedIPs, no endpoint (cannot initiate)
+   punching    X's key, no AllowedIPs, endpoint + keepalive once
+               ``firing`` (the higher wg IP fires first)
+   direct      X's key, X/32, keepalive
+   failed      no peer; retried at ``retry_at`` (backoff)
+   ==========  ===================================================
 
-Watching a direct link costs nothing while it works: every `wg show` reading
-says how many bytes went each way. A link that received something since the
-last reading is fine. One that sent LINK_SUSPECT_BYTES without receiving a
-byte, or that received nothing for longer than a keepalive period (the
-least a working link brings is the peer's keepalives), is suspect: the
-peer gets a ping every link_probe_interval (its pong comes back over the
-link, if the link works); without a byte received for link_timeout the link
-is lost and the pair falls back to the gateway. A lost LAN link is probed
-every lan_reprobe_interval (by the lower wg IP) for lan_reprobe_for, so it
-comes back about a second after the LAN does, whatever the retry backoff.
-
-Leaving a direct link (it was lost, or an attempt starts over) is told to the
-peer, which leaves it too: Ready(leaving) over the link, in case it still
-works, and relayed by a static (wire.Relay), because through the gateway's
-tunnel the peer's WireGuard would drop it (our address is on its direct
-peer). So the side that notices a break first takes the other along at once.
-
-A pair session lives while a static lists that boot. Unlisted (the peer went
-silent at the static, or the statics are down or restarted and have not met
-it yet), a direct link keeps it if the peer's daemon answers a ping over the
-link within link_timeout: existing direct links survive a static's absence,
-a dead peer's do not.
+4. A direct link is watched through WireGuard's byte counters: suspect after
+   ``LINK_SUSPECT_BYTES`` sent without a byte back or a keepalive period of
+   silence; then pinged every ``link_probe_interval``; lost after
+   ``link_timeout`` without a byte back.
+5. Leaving a direct link is told to the peer, over the link and relayed by a
+   static; a lost LAN link is re-probed by the lower wg IP.
+6. A pair session lives while a static lists that boot; unlisted, a direct
+   link keeps it only if the peer's daemon answers a ping over it.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .. import wire
-from ..model import Endpoint, WgPeerReading
-from ..wire import Header, TableEntry
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from ..wire import Message, NodeInfo
-    from .node import Session, StaticTarget
-    from .timers import Timers
+from ..model import Endpoint, WgPeer, WgPeerReading
+from ..wire import NodeInfo, TableEntry
+from . import events as ev
+from .sessions import Session
+from .timers import Timers
 
 # A direct link is suspect once we sent this many bytes over it without
 # receiving any: more than a handshake initiation plus a keepalive, so an
 # idle link never is, while a few packets of real traffic are enough.
 LINK_SUSPECT_BYTES = 300
+FIRST_PAIR_HELLO_RETRY = 0.2  # seconds; doubling up to MAX_PAIR_HELLO_RETRY
+MAX_PAIR_HELLO_RETRY = 10.0
+
+
+class PathState(Enum):
+    RELAYED = "relayed"
+    CLEARING = "clearing"
+    PROBING = "probing"
+    INSTALLING = "installing"
+    PUNCHING = "punching"
+    DIRECT = "direct"
+    FAILED = "failed"
+
+
+class Trigger(Enum):
+    ATTEMPT = "attempt"  # (re)start: probe the peer's LAN addresses
+    ATTEMPT_CLEAR = "attempt, old peer still in WireGuard"
+    CLEARED = "old peer removed"
+    LAN_ANSWERED = "LAN answered"
+    PROBE_WINDOW_OVER = "probe window over"
+    OUTSIDE_UNKNOWN = "outside endpoint unknown"
+    BOTH_READY = "both ready"
+    HANDSHAKE = "handshake"
+    PEER_DIRECT = "peer saw the handshake"
+    NEVER_READY = "peer never got ready"
+    PUNCH_TIMEOUT = "no handshake in time"
+    LINK_LOST = "link stopped answering"
+    HANDSHAKE_STALE = "handshake stale"
+
+
+S, T = PathState, Trigger
+# An attempt may start over from any state (the peer restarts it, either side
+# roams, our interface was re-created, a retry is due).
+_RESTART = {T.ATTEMPT: S.PROBING, T.ATTEMPT_CLEAR: S.CLEARING}
+TRANSITIONS: dict[PathState, dict[Trigger, PathState]] = {
+    S.RELAYED: {**_RESTART},
+    S.CLEARING: {**_RESTART, T.CLEARED: S.PROBING},
+    S.PROBING: {
+        **_RESTART,
+        T.LAN_ANSWERED: S.INSTALLING,
+        T.PROBE_WINDOW_OVER: S.INSTALLING,
+        T.OUTSIDE_UNKNOWN: S.RELAYED,
+    },
+    S.INSTALLING: {
+        **_RESTART,
+        T.BOTH_READY: S.PUNCHING,
+        T.HANDSHAKE: S.DIRECT,  # the peer initiated first
+        T.PEER_DIRECT: S.DIRECT,
+        T.NEVER_READY: S.FAILED,
+    },
+    S.PUNCHING: {
+        **_RESTART,
+        T.HANDSHAKE: S.DIRECT,
+        T.PEER_DIRECT: S.DIRECT,
+        T.PUNCH_TIMEOUT: S.FAILED,
+    },
+    S.DIRECT: {**_RESTART, T.LINK_LOST: S.FAILED, T.HANDSHAKE_STALE: S.FAILED},
+    S.FAILED: {**_RESTART},
+}
+TRYING = (S.INSTALLING, S.PUNCHING)  # the peer's key is in our WireGuard, not yet direct
 
 
 @dataclass
 class PairPath:
-    state: str = "relayed"
+    state: PathState = PathState.RELAYED
     kind: str | None = None  # "lan" | "nat" once a candidate is chosen
     endpoint: Endpoint | None = None
     attempt: int = 0
@@ -97,8 +137,8 @@ class PairPath:
     firing: bool = False  # punching: our WireGuard has the endpoint and sends
     last_failure: str = ""  # kept while retrying, so the TUI can say why it is relayed
     fire_at: float = 0.0
-    # Link watching while direct (see above): counters of the last reading,
-    # tx at the last time rx grew, when that was, and since when suspect.
+    # Link watching while direct (rule 4): counters of the last reading, tx
+    # at the last time rx grew, when that was, and since when suspect.
     rx_bytes: int = 0
     tx_bytes: int = 0
     tx_at_heard: int = 0
@@ -108,99 +148,160 @@ class PairPath:
     next_link_ping: float = 0.0
     lan_lost_until: float = 0.0  # re-probe the LAN until then
     next_reprobe: float = 0.0
-    # No static lists the peer: its daemon (not just its WireGuard, which
-    # outlives a crashed daemon) must answer a ping over the link by
-    # vouch_until, or the session goes.
+    # No static lists the peer (rule 6): its daemon (not just its WireGuard,
+    # which outlives a crashed daemon) must answer a ping by vouch_until.
     unlisted: bool = False
     vouch_until: float | None = None
     vouch_seq: int = 0
 
+    @property
+    def checking_link(self) -> bool:
+        """A direct link being pinged: suspect, or vouching for an unlisted peer."""
+        checking = self.suspect_since is not None or self.vouch_until is not None
+        return self.state is S.DIRECT and checking
 
-class PairLinks:
-    """The pair-path methods of ``Node`` (see the module docstring)."""
 
-    if TYPE_CHECKING:  # what they use of the Node they are mixed into
-        info: NodeInfo
-        timers: Timers
-        boot: bytes
-        is_static: bool
-        statics: dict[IPv4Address, StaticTarget]
-        sessions: dict[IPv4Address, Session]
-        paths: dict[IPv4Address, PairPath]
-        listings: dict[IPv4Address, dict[IPv4Address, TableEntry]]
-        visible_endpoint: Endpoint | None
-        _key: bytes
-        _counter: int
-        _random_bytes: Callable[[int], bytes]
-        _wg: dict[str, WgPeerReading]
-        _gateways: dict[IPv4Address, IPv4Address]
-        _routable: set[IPv4Address]
-        _pair_hello_at: dict[IPv4Address, tuple[float, float]]
-        _sources: frozenset[Endpoint] | None
+class PairHost(Protocol):
+    """What ``Pairs`` reads of its node and may ask of it."""
 
-        def _send(
-            self, message: Message, addr: Endpoint, to: IPv4Address = wire.UNKNOWN_RECEIVER
-        ) -> None: ...
-        def _send_hello(
-            self,
-            addr: Endpoint,
-            now: float,
-            echo: bytes | None,
-            want_echo: bool,
-            to: IPv4Address = wire.UNKNOWN_RECEIVER,
-        ) -> None: ...
-        def _ping(self, session: Session, now: float) -> None: ...
-        def _recompute(self, now: float) -> None: ...
-        def _addr_of(self, session: Session) -> Endpoint: ...
-        def _event(self, level: int, text: str) -> None: ...
-        def _jitter(self, interval: float) -> float: ...
-        def _label(self, wg_ip: IPv4Address) -> str: ...
+    @property
+    def info(self) -> NodeInfo: ...
 
-    def _is_pair(self, wg_ip: IPv4Address) -> bool:
-        """A session between two dynamic nodes (no static node involved)."""
-        return not self.is_static and wg_ip not in self.statics
+    @property
+    def visible_endpoint(self) -> Endpoint | None: ...
 
-    def _listed(self, wg_ip: IPv4Address) -> TableEntry | None:
-        """The freshest entry for a node among the tables of static nodes we reach."""
-        best: TableEntry | None = None
-        for static_ip, listing in self.listings.items():
-            session = self.sessions.get(static_ip)
-            entry = listing.get(wg_ip)
-            if session is None or not session.peer_ready or entry is None:
-                continue
-            if best is None or entry.age < best.age:
-                best = entry
-        return best
+    @property
+    def sessions(self) -> Mapping[IPv4Address, Session]: ...
 
-    def _prune_pairs(self, now: float) -> None:
-        """Pair sessions live while a static lists that boot, or the direct link works.
+    def listed(self, wg_ip: IPv4Address) -> TableEntry | None:
+        """The freshest entry for a node among the static tables we hold."""
 
-        When no static lists the peer any more (it went silent there, or the
-        statics are down or restarted and have not met it yet), a direct link
-        keeps the session if the peer's daemon answers a ping over it within
-        ``link_timeout``; after that the link is watched as always. A static
-        that lists another boot saw the peer restart.
+    def relayed_peers(self) -> Iterable[IPv4Address]:
+        """Nodes reached through a gateway whose kernel route is applied."""
+
+    def reading(self, public_key: str) -> WgPeerReading | None:
+        """Our latest ``wg show`` line for that key."""
+
+    def gateway_rtt(self) -> float: ...
+
+    def send(self, message: wire.Message, addr: Endpoint, to: IPv4Address) -> None: ...
+
+    def send_relayed(self, message: wire.Message, to: IPv4Address) -> bool:
+        """Seal ``message`` for ``to`` and have a static pass it on; False: none can."""
+
+    def say_hello(self, addr: Endpoint, to: IPv4Address, now: float) -> None: ...
+
+    def ping(self, session: Session, now: float) -> None: ...
+
+    def forget(self, wg_ip: IPv4Address) -> None:
+        """The pair session is over (no static lists it, no answer over the link)."""
+
+    def changed(self, now: float) -> None:
+        """The desired WireGuard peers and routes may have changed."""
+
+    def emit(self, event: ev.Event) -> None: ...
+
+    def ref(self, wg_ip: IPv4Address) -> ev.PeerRef: ...
+
+    def random_bytes(self, size: int) -> bytes: ...
+
+    def jitter(self, interval: float) -> float: ...
+
+
+class Pairs:
+    """Every pair path of one node (rules: the module docstring)."""
+
+    def __init__(self, host: PairHost, timers: Timers) -> None:
+        self._host = host
+        self.timers = timers
+        self.paths: dict[IPv4Address, PairPath] = {}
+        self._hello_at: dict[IPv4Address, tuple[float, float]] = {}  # (due, backoff)
+
+    # --- the node's view -----------------------------------------------------
+
+    def __contains__(self, wg_ip: IPv4Address) -> bool:
+        return wg_ip in self.paths
+
+    def is_direct(self, wg_ip: IPv4Address) -> bool:
+        return self.paths[wg_ip].state is S.DIRECT
+
+    def in_use(self, since: float) -> bool:
+        """A direct link sent something since ``since`` (poll `wg show` often)."""
+        return any(p.state is S.DIRECT and p.sent_at > since for p in self.paths.values())
+
+    def awaiting_wg(self) -> bool:
+        """A `wg show` reading is awaited: a peer leaving, a first handshake,
+        a suspect link."""
+        for path in self.paths.values():
+            if path.state in (S.CLEARING, *TRYING):
+                return True
+            if path.state is S.DIRECT and path.suspect_since is not None:
+                return True
+        return False
+
+    def trial_peers(self) -> dict[str, WgPeer]:
+        """WireGuard peers of attempts not yet direct: no AllowedIPs, so traffic
+        stays on the gateway until the handshake."""
+        peers = {}
+        for ip, path in self.paths.items():
+            if path.state in TRYING:
+                key = self._host.sessions[ip].info.public_key
+                punching = path.state is S.PUNCHING and path.firing
+                peers[key] = WgPeer(
+                    public_key=key,
+                    allowed_ips=(),
+                    endpoint=path.endpoint if punching else None,
+                    persistent_keepalive=self.timers.keepalive if punching else 0,
+                )
+        return peers
+
+    def status(self, wg_ip: IPv4Address) -> tuple[str, str] | None:
+        """(kind, reason) for the status snapshot."""
+        path = self.paths.get(wg_ip)
+        return None if path is None else (path.kind or "", path.reason)
+
+    # --- lifecycle of a pair session -------------------------------------------
+
+    def opened(self, wg_ip: IPv4Address, now: float) -> None:
+        """A pair session was established (or replaced by a new boot)."""
+        self._hello_at.pop(wg_ip, None)
+        self.paths[wg_ip] = PairPath()
+        self._start_attempt(wg_ip, now)
+
+    def closed(self, wg_ip: IPv4Address) -> None:
+        self.paths.pop(wg_ip, None)
+
+    def interface_reset(self, now: float) -> None:
+        """Our WireGuard interface was re-created: every link starts over."""
+        for wg_ip, path in list(self.paths.items()):
+            if path.state is not S.RELAYED:
+                self._start_attempt(wg_ip, now, recompute=False)
+
+    def prune(self, now: float) -> None:
+        """Rule 6, and a static's newer view of a peer's addresses.
+
+        A static that lists another boot saw the peer restart: the session goes.
         """
-        for wg_ip in [ip for ip in self.sessions if self._is_pair(ip)]:
-            session = self.sessions[wg_ip]
-            entry = self._listed(wg_ip)
+        host = self._host
+        for wg_ip in list(self.paths):
+            session = host.sessions[wg_ip]
+            path = self.paths[wg_ip]
+            entry = host.listed(wg_ip)
             if entry is not None and entry.boot == session.boot:
-                self.paths[wg_ip].unlisted = False
-                self.paths[wg_ip].vouch_until = None
+                path.unlisted = False
+                path.vouch_until = None
                 same_key = entry.info.public_key == session.info.public_key
                 if entry.info != session.info and same_key:
                     # The static heard of the peer's new addresses first (our
                     # direct link to it may be the very thing that broke).
                     session.info = entry.info
-                path = self.paths[wg_ip]
                 signature = self._signature(session, entry, path.signature)
                 if path.signature != signature and path.signature:
-                    self._event(logging.INFO, f"{self._label(wg_ip)}: addresses changed, re-trying")
+                    host.emit(ev.PairAddressesChanged(host.ref(wg_ip)))
                     path.signature = signature
                     self._start_attempt(wg_ip, now, recompute=False)
                 continue
-            path = self.paths[wg_ip]
-            if entry is None and path.state == "direct":
+            if entry is None and path.state is S.DIRECT:
                 if not path.unlisted:  # is its daemon still there?
                     path.unlisted = True
                     path.vouch_until = now + self.timers.link_timeout
@@ -208,10 +309,167 @@ class PairLinks:
                     path.next_link_ping = now
                 if path.vouch_until is None or now < path.vouch_until:
                     continue
-                self._event(logging.INFO, f"{self._label(wg_ip)} does not answer, dropped")
-            del self.sessions[wg_ip]
+                host.emit(ev.PairUnanswered(host.ref(wg_ip)))
             del self.paths[wg_ip]
-            self._sources = None
+            host.forget(wg_ip)
+
+    # --- inputs ---------------------------------------------------------------
+
+    def on_probe(self, session: Session, token: int, addr: Endpoint, now: float) -> None:
+        wg_ip = session.info.wg_ip
+        path = self.paths.get(wg_ip)
+        if path is None:
+            return
+        fresh = token != path.peer_probe
+        path.peer_probe = token
+        on_lan = addr in session.info.local_endpoints
+        if path.state in (S.RELAYED, S.FAILED) or (path.state is S.DIRECT and fresh):
+            self._start_attempt(wg_ip, now)  # the peer (re)starts: follow it
+        elif on_lan and path.kind == "nat" and path.state in TRYING:
+            self._lan_answers(wg_ip, now)  # the LAN is back: better than NAT
+        # A probe that arrives straight from one of the peer's own addresses
+        # shows a direct underlay path as well as an answer to ours would
+        # (and ours may have been sent before the peer had our session).
+        if path.state is S.PROBING and on_lan:
+            self._install(wg_ip, path, T.LAN_ANSWERED, (addr[0], session.info.wg_port), now)
+            self._host.changed(now)
+
+    def on_probe_ack(self, session: Session, token: int, addr: Endpoint, now: float) -> None:
+        wg_ip = session.info.wg_ip
+        path = self.paths.get(wg_ip)
+        if path is None or token != path.probe_token:
+            return
+        if path.state is S.PROBING:
+            self._install(wg_ip, path, T.LAN_ANSWERED, (addr[0], session.info.wg_port), now)
+            self._host.changed(now)
+        elif self._reprobing(wg_ip, path, now):
+            self._lan_answers(wg_ip, now)
+
+    def on_leaving(self, session: Session, attempt: int, now: float) -> None:
+        """The peer left our direct link (it broke, or it starts over): leave it too."""
+        wg_ip = session.info.wg_ip
+        path = self.paths.get(wg_ip)
+        if path is None or attempt <= path.peer_attempt:
+            return  # old, or the other copy (one comes over the link, one relayed)
+        path.peer_attempt = attempt
+        if path.state in (S.DIRECT, S.RELAYED, S.FAILED):
+            if path.state is S.DIRECT:
+                self._host.emit(ev.PeerLeftLink(self._host.ref(wg_ip)))
+                self._lan_lost(path, now)  # maybe it broke: whoever re-probes needs to know
+            self._start_attempt(wg_ip, now)
+
+    def on_ready(self, session: Session, attempt: int, peer_direct: bool, now: float) -> None:
+        wg_ip = session.info.wg_ip
+        path = self.paths.get(wg_ip)
+        if path is None or attempt < path.peer_attempt:
+            return  # from an attempt the peer has given up
+        if path.state is S.DIRECT and attempt == path.peer_attempt:
+            return  # a late copy from the attempt that made us direct
+        path.peer_attempt = attempt
+        if peer_direct and path.state in TRYING and path.installed:
+            self._go_direct(wg_ip, path, T.PEER_DIRECT, now)  # follow at once
+            return
+        if path.state in (S.RELAYED, S.FAILED) or (path.state is S.DIRECT and not peer_direct):
+            self._start_attempt(wg_ip, now)
+        if path.state in (S.PROBING, S.INSTALLING):
+            path.peer_ready = True
+        self._advance(wg_ip, path, now)
+
+    def on_pong(self, session: Session, seq: int) -> None:
+        """A pong from a pair peer: if it answers the vouch check, the link vouches."""
+        path = self.paths.get(session.info.wg_ip)
+        if path is not None and path.vouch_until is not None and seq >= path.vouch_seq:
+            path.vouch_until = None  # its daemon answered
+
+    def on_wg(self, now: float) -> None:
+        """A new ``wg show`` reading: installed yet? handshake yet? still alive?"""
+        for wg_ip in list(self.paths):
+            path = self.paths.get(wg_ip)
+            if path is not None:
+                self._path_wg(wg_ip, path, now)
+
+    # --- timers ---------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        host = self._host
+        for wg_ip, path in list(self.paths.items()):
+            if wg_ip not in self.paths:
+                continue
+            if path.state is S.PROBING and now >= path.deadline:
+                self._probe_over(wg_ip, path, now)
+                host.changed(now)
+            elif path.state is S.INSTALLING and now >= path.deadline:
+                why = f"{_label(host.ref(wg_ip))} never got ready"
+                self._fail(wg_ip, path, T.NEVER_READY, now, why)
+            elif path.state is S.PUNCHING and now >= path.deadline:
+                timeout = self.timers.punch_timeout
+                why = f"no WireGuard handshake over {path.kind} within {timeout:g} s"
+                if path.kind == "nat":
+                    why += " (symmetric NAT or strict firewall?)"
+                reading = host.reading(host.sessions[wg_ip].info.public_key)
+                host.emit(ev.PunchFailed(host.ref(wg_ip), reading))
+                self._fail(wg_ip, path, T.PUNCH_TIMEOUT, now, why)
+            elif path.state is S.FAILED and now >= path.retry_at:
+                self._start_attempt(wg_ip, now)
+            elif path.state is S.PUNCHING and not path.firing and now >= path.fire_at:
+                path.firing = True
+                host.changed(now)
+                self._advance(wg_ip, path, now)
+            elif path.state in TRYING:
+                self._advance(wg_ip, path, now)
+            if wg_ip not in self.paths:
+                continue
+            session = host.sessions[wg_ip]
+            if path.vouch_until is not None and now >= path.vouch_until:
+                host.changed(now)  # unlisted, and its daemon did not answer
+                continue
+            if path.checking_link and now >= path.next_link_ping:
+                host.ping(session, now)  # its pong comes back over the link, if it works
+                path.next_link_ping = now + self.timers.link_probe_interval
+            if self._reprobing(wg_ip, path, now) and now >= path.next_reprobe:
+                for endpoint in session.info.local_endpoints:
+                    host.send(wire.Probe(path.probe_token), endpoint, wg_ip)
+                path.next_reprobe = now + self.timers.lan_reprobe_interval
+        for wg_ip, entry in self._hello_candidates():
+            due, backoff = self._hello_at.get(wg_ip, (now, FIRST_PAIR_HELLO_RETRY))
+            if now < due:
+                continue
+            host.say_hello((str(wg_ip), entry.info.admin_port), wg_ip, now)
+            self._hello_at[wg_ip] = (now + backoff, min(backoff * 2, MAX_PAIR_HELLO_RETRY))
+
+    def deadlines(self) -> list[float]:
+        deadlines = []
+        for wg_ip, path in self.paths.items():
+            if path.state in (S.PROBING, *TRYING):
+                deadlines.append(path.deadline)
+            if path.state is S.PUNCHING and not path.firing:
+                deadlines.append(path.fire_at)
+            if path.state in TRYING and path.installed:
+                deadlines.append(path.next_ready)
+            if path.state is S.FAILED:
+                deadlines.append(path.retry_at)
+            if path.checking_link:
+                deadlines.append(path.next_link_ping)
+            if path.state is S.DIRECT and path.vouch_until is not None:
+                deadlines.append(path.vouch_until)
+            if self._reprobing(wg_ip, path, path.next_reprobe):
+                deadlines.append(path.next_reprobe)
+        for wg_ip, _entry in self._hello_candidates():
+            deadlines.append(self._hello_at.get(wg_ip, (0.0, 0.0))[0])
+        return deadlines
+
+    # --- transitions ------------------------------------------------------------
+
+    def _move(self, wg_ip: IPv4Address, path: PairPath, trigger: Trigger, now: float) -> None:
+        """The one place a path changes state (rule 1)."""
+        new = TRANSITIONS[path.state].get(trigger)
+        if new is None:
+            raise RuntimeError(f"pair path: no transition from {path.state} on {trigger}")
+        self._host.emit(
+            ev.PathStateChanged(self._host.ref(wg_ip), path.state.value, new.value, trigger.value)
+        )
+        path.state = new
+        path.since = now
 
     def _signature(
         self, session: Session, entry: TableEntry | None, previous: tuple[object, ...] = ()
@@ -223,158 +481,97 @@ class PairLinks:
         move counts.
         """
         theirs = entry.wg_endpoint if entry else None
-        mine = self.visible_endpoint
+        mine = self._host.visible_endpoint
         if previous:
             theirs = theirs or previous[2]  # type: ignore[assignment]
             mine = mine or previous[4]  # type: ignore[assignment]
-        return (session.boot, session.info.local_endpoints, theirs, self.info.local_endpoints, mine)
+        info = self._host.info
+        return (session.boot, session.info.local_endpoints, theirs, info.local_endpoints, mine)
 
     def _start_attempt(self, wg_ip: IPv4Address, now: float, recompute: bool = True) -> None:
+        host = self._host
         path = self.paths[wg_ip]
-        session = self.sessions[wg_ip]
-        path.signature = self._signature(session, self._listed(wg_ip), path.signature)
+        session = host.sessions[wg_ip]
+        path.signature = self._signature(session, host.listed(wg_ip), path.signature)
         path.attempt += 1
-        if path.state == "direct":
+        if path.state is S.DIRECT:
             self._tell_leaving(wg_ip, path)
         path.installed = path.peer_ready = False
-        if session.info.public_key in self._wg:
+        if host.reading(session.info.public_key) is not None:
             # WireGuard still has the peer from an earlier link or attempt: its
             # old session would hide whether a new handshake happens. Remove it
             # first (the gateway carries the traffic meanwhile).
-            path.state = "clearing"
-            path.since = now
+            self._move(wg_ip, path, T.ATTEMPT_CLEAR, now)
             path.reason = "removing the previous link"
             if recompute:
-                self._recompute(now)
+                host.changed(now)
             return
-        path.state = "probing"
+        trigger = T.CLEARED if path.state is S.CLEARING else T.ATTEMPT
+        self._move(wg_ip, path, trigger, now)
         path.kind = path.endpoint = None
-        path.installed = path.peer_ready = False
-        path.started = path.since = now
-        path.probe_token = int.from_bytes(self._random_bytes(4), "big")
-        path.reason = "probing local addresses" + self._last_failure(path)
+        path.started = now
+        path.probe_token = int.from_bytes(host.random_bytes(4), "big")
+        path.reason = "probing local addresses" + _last_failure(path)
         locals_ = session.info.local_endpoints
         for endpoint in locals_:
-            self._send(wire.Probe(path.probe_token), endpoint, wg_ip)
+            host.send(wire.Probe(path.probe_token), endpoint, wg_ip)
         path.deadline = now + (self.timers.probe_window if locals_ else 0.0)
         if not locals_:
             self._probe_over(wg_ip, path, now)
         if recompute:
-            self._recompute(now)
+            host.changed(now)
 
     def _probe_over(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
-        entry = self._listed(wg_ip)
+        entry = self._host.listed(wg_ip)
         if entry is None or entry.wg_endpoint is None:
-            path.state = "relayed"
+            self._move(wg_ip, path, T.OUTSIDE_UNKNOWN, now)
             path.reason = "its outside endpoint is not known yet"
             return
-        self._install(path, "nat", entry.wg_endpoint, now)
+        self._install(wg_ip, path, T.PROBE_WINDOW_OVER, entry.wg_endpoint, now)
 
-    def _install(self, path: PairPath, kind: str, endpoint: Endpoint, now: float) -> None:
-        path.state = "installing"
-        path.kind = kind
+    def _install(
+        self, wg_ip: IPv4Address, path: PairPath, trigger: Trigger, endpoint: Endpoint, now: float
+    ) -> None:
+        self._move(wg_ip, path, trigger, now)
+        path.kind = "lan" if trigger is T.LAN_ANSWERED else "nat"
         path.endpoint = endpoint
-        path.since = now
         path.deadline = now + self.timers.punch_timeout * 2  # bounded wait for Ready
         where = f"{endpoint[0]}:{endpoint[1]}"
-        path.reason = f"trying {kind} endpoint {where}" + self._last_failure(path)
-
-    def _on_probe(self, session: Session, token: int, addr: Endpoint, now: float) -> None:
-        wg_ip = session.info.wg_ip
-        path = self.paths.get(wg_ip)
-        if path is None:
-            return
-        fresh = token != path.peer_probe
-        path.peer_probe = token
-        on_lan = addr in session.info.local_endpoints
-        if path.state in ("relayed", "failed") or (path.state == "direct" and fresh):
-            self._start_attempt(wg_ip, now)  # the peer (re)starts: follow it
-        elif on_lan and path.kind == "nat" and path.state in ("installing", "punching"):
-            self._lan_answers(wg_ip, path, now)  # the LAN is back: better than NAT
-        # A probe that arrives straight from one of the peer's own addresses
-        # shows a direct underlay path as well as an answer to ours would
-        # (and ours may have been sent before the peer had our session).
-        if path.state == "probing" and on_lan:
-            self._install(path, "lan", (addr[0], session.info.wg_port), now)
-            self._recompute(now)
-
-    def _on_probe_ack(self, session: Session, token: int, addr: Endpoint, now: float) -> None:
-        wg_ip = session.info.wg_ip
-        path = self.paths.get(wg_ip)
-        if path is None or token != path.probe_token:
-            return
-        if path.state == "probing":
-            self._install(path, "lan", (addr[0], session.info.wg_port), now)
-            self._recompute(now)
-        elif self._reprobing(wg_ip, path, now):
-            self._lan_answers(wg_ip, path, now)
-
-    def _on_leaving(self, session: Session, attempt: int, now: float) -> None:
-        """The peer left our direct link (it broke, or it starts over): leave it too."""
-        wg_ip = session.info.wg_ip
-        path = self.paths.get(wg_ip)
-        if path is None or attempt <= path.peer_attempt:
-            return  # old, or the other copy (one comes over the link, one relayed)
-        path.peer_attempt = attempt
-        if path.state in ("direct", "relayed", "failed"):
-            if path.state == "direct":
-                self._event(logging.INFO, f"{self._label(wg_ip)} left the direct link")
-                self._lan_lost(path, now)  # maybe it broke: whoever re-probes needs to know
-            self._start_attempt(wg_ip, now)
-
-    def _on_ready(self, session: Session, attempt: int, peer_direct: bool, now: float) -> None:
-        wg_ip = session.info.wg_ip
-        path = self.paths.get(wg_ip)
-        if path is None or attempt < path.peer_attempt:
-            return  # from an attempt the peer has given up
-        if path.state == "direct" and attempt == path.peer_attempt:
-            return  # a late copy from the attempt that made us direct
-        path.peer_attempt = attempt
-        if peer_direct and path.state in ("installing", "punching") and path.installed:
-            self._go_direct(wg_ip, path, now)  # the handshake happened: follow at once
-            return
-        if path.state in ("relayed", "failed") or (path.state == "direct" and not peer_direct):
-            self._start_attempt(wg_ip, now)
-        if path.state in ("probing", "installing"):
-            path.peer_ready = True
-        self._advance(wg_ip, path, now)
+        path.reason = f"trying {path.kind} endpoint {where}" + _last_failure(path)
 
     def _path_wg(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
-        """A new ``wg show`` reading: installed yet? handshake yet? still alive?"""
-        key = self.sessions[wg_ip].info.public_key
-        reading = self._wg.get(key)
-        if path.state == "clearing":
+        host = self._host
+        reading = host.reading(host.sessions[wg_ip].info.public_key)
+        if path.state is S.CLEARING:
             if reading is None:
                 self._start_attempt(wg_ip, now)
             return
-        if path.state in ("installing", "punching") and reading is not None:
+        if path.state in TRYING and reading is not None:
             if not path.installed:
                 path.installed = True
                 path.next_ready = now
             age = reading.handshake_age
             # wg reports whole seconds: allow one second of rounding.
             if age is not None and age <= now - path.started + 1.0:
-                self._go_direct(wg_ip, path, now)
-                self._send(
-                    wire.Ready(path.attempt, direct=True),
-                    self._addr_of(self.sessions[wg_ip]),
-                    wg_ip,
-                )
+                self._go_direct(wg_ip, path, T.HANDSHAKE, now)
+                self._send_ready(wg_ip, path, direct=True)
                 return
-        elif path.state == "direct":
+        elif path.state is S.DIRECT:
             age = reading.handshake_age if reading else None
             if reading is None or age is None or age > self.timers.direct_stale_after:
-                self._fail(wg_ip, path, now, "direct link lost its handshake", soon=True)
+                why = "direct link lost its handshake"
+                self._fail(wg_ip, path, T.HANDSHAKE_STALE, now, why, soon=True)
                 return
             if not self._watch_link(path, reading, now):
-                self._fail(wg_ip, path, now, "the direct link stopped answering", lost=True)
+                why = "the direct link stopped answering"
+                self._fail(wg_ip, path, T.LINK_LOST, now, why, lost=True)
                 return
         self._advance(wg_ip, path, now)
 
     def _watch_link(self, path: PairPath, reading: WgPeerReading, now: float) -> bool:
-        """Does the direct link still bring packets back? (see above ``PairPath``)"""
+        """Does the direct link still bring packets back? (rule 4)"""
         if reading.tx_bytes < path.tx_at_heard or reading.rx_bytes < path.rx_bytes:
-            self._start_watch(path, reading, now)  # counters reset: a new WireGuard peer
+            _start_watch(path, reading, now)  # counters reset: a new WireGuard peer
             return True
         if reading.tx_bytes != path.tx_bytes:
             path.sent_at = now
@@ -396,64 +593,51 @@ class PairLinks:
             return True
         return now - path.suspect_since < self.timers.link_timeout
 
-    @staticmethod
-    def _start_watch(path: PairPath, reading: WgPeerReading | None, now: float) -> None:
-        path.rx_bytes = reading.rx_bytes if reading else 0
-        path.tx_bytes = path.tx_at_heard = reading.tx_bytes if reading else 0
-        path.heard = now
-        path.sent_at = 0.0
-        path.suspect_since = None
-
-    def _go_direct(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
-        session = self.sessions[wg_ip]
-        reading = self._wg.get(session.info.public_key)
+    def _go_direct(self, wg_ip: IPv4Address, path: PairPath, trigger: Trigger, now: float) -> None:
+        host = self._host
+        session = host.sessions[wg_ip]
+        reading = host.reading(session.info.public_key)
         if reading is not None and reading.endpoint is not None:
             # The handshake may have come in on another path than the one we
             # tried (the peer's candidate won): report what WireGuard uses.
             path.endpoint = reading.endpoint
             lan = any(reading.endpoint[0] == ip for ip, _port in session.info.local_endpoints)
             path.kind = "lan" if lan else "nat"
-        path.state = "direct"
-        path.since = now
+        self._move(wg_ip, path, trigger, now)
         path.failures = 0
         path.lan_lost_until = 0.0
-        self._start_watch(path, reading, now)
+        _start_watch(path, reading, now)
         path.reason = f"direct ({path.kind}) since the handshake"
-        where = (path.endpoint or ("?", 0))[0]
-        self._event(
-            logging.INFO, f"{self._label(wg_ip)} direct over {(path.kind or '?').upper()} ({where})"
-        )
-        self._recompute(now)
+        host.emit(ev.DirectLink(host.ref(wg_ip), path.kind, path.endpoint))
+        host.changed(now)
 
     def _advance(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
-        if path.state in ("installing", "punching") and path.installed and now >= path.next_ready:
+        if path.state in TRYING and path.installed and now >= path.next_ready:
             # Repeated: a lost Ready would leave the peer waiting for the timeout.
-            self._send(wire.Ready(path.attempt), self._addr_of(self.sessions[wg_ip]), wg_ip)
+            self._send_ready(wg_ip, path)
             path.next_ready = now + self.timers.ready_interval
-        if path.state == "installing" and path.installed and path.peer_ready:
-            path.state = "punching"
-            path.since = now
+        if path.state is S.INSTALLING and path.installed and path.peer_ready:
+            self._move(wg_ip, path, T.BOTH_READY, now)
             path.deadline = now + self.timers.punch_timeout
             # The higher wg IP sends first (opening its NAT); the lower follows
             # once that first initiation has had time to arrive.
-            path.firing = self.info.wg_ip > wg_ip
-            path.fire_at = now + self.timers.punch_stagger + self._gateway_rtt()
-            self._send(wire.Ready(path.attempt), self._addr_of(self.sessions[wg_ip]), wg_ip)
+            path.firing = self._host.info.wg_ip > wg_ip
+            path.fire_at = now + self.timers.punch_stagger + self._host.gateway_rtt()
+            self._send_ready(wg_ip, path)
             path.next_ready = now + self.timers.ready_interval
-            self._recompute(now)
+            self._host.changed(now)
 
-    @staticmethod
-    def _last_failure(path: PairPath) -> str:
-        return f" (last try: {path.last_failure})" if path.failures else ""
-
-    def _gateway_rtt(self) -> float:
-        rtts = [s.rtt for ip, s in self.sessions.items() if ip in self.statics and s.rtt]
-        return max(rtts, default=0.0)
+    def _send_ready(self, wg_ip: IPv4Address, path: PairPath, direct: bool = False) -> None:
+        # Always through the tunnel (direct or via the gateway): the session
+        # may have been opened over a LAN that roaming has since left.
+        port = self._host.sessions[wg_ip].info.admin_port
+        self._host.send(wire.Ready(path.attempt, direct=direct), (str(wg_ip), port), wg_ip)
 
     def _fail(
         self,
         wg_ip: IPv4Address,
         path: PairPath,
+        trigger: Trigger,
         now: float,
         why: str,
         soon: bool = False,
@@ -461,7 +645,8 @@ class PairLinks:
     ) -> None:
         """The attempt failed (or, ``lost``, a working direct link stopped): relayed."""
         soon = soon or lost
-        if path.state == "direct":
+        was_direct = path.state is S.DIRECT
+        if was_direct:
             path.attempt += 1
             self._tell_leaving(wg_ip, path)
         path.failures = 0 if soon else path.failures + 1
@@ -469,34 +654,21 @@ class PairLinks:
             self.timers.path_retry_max,
             self.timers.path_retry_min * 2 ** max(0, path.failures - 1),
         )
-        if lost and path.state == "direct":
+        if lost and was_direct:
             self._lan_lost(path, now)
-        path.state = "failed"
-        path.since = now
+        self._move(wg_ip, path, trigger, now)
         path.suspect_since = None
-        path.retry_at = now + (self.timers.ready_interval if soon else self._jitter(backoff))
+        wait = self.timers.ready_interval if soon else self._host.jitter(backoff)
+        path.retry_at = now + wait
         path.last_failure = why
-        path.reason = f"{why}; relayed, retry in {path.retry_at - now:.0f} s"
+        path.reason = f"{why}; relayed, retry in {wait:.0f} s"
         if self._reprobing(wg_ip, path, now):
             path.reason += f", LAN probed every {self.timers.lan_reprobe_interval:g} s"
-        level = logging.WARNING if lost else logging.INFO
-        self._event(level, f"{self._label(wg_ip)}: {path.reason}")
-        self._recompute(now)
-
-    @staticmethod
-    def _checking_link(path: PairPath) -> bool:
-        """A direct link being pinged: suspect, or vouching for an unlisted peer."""
-        checking = path.suspect_since is not None or path.vouch_until is not None
-        return path.state == "direct" and checking
-
-    def _pair_pong(self, session: Session, seq: int) -> None:
-        """A pong from a pair peer: if it answers the vouch check, the link vouches."""
-        path = self.paths.get(session.info.wg_ip)
-        if path is not None and path.vouch_until is not None and seq >= path.vouch_seq:
-            path.vouch_until = None  # its daemon answered
+        self._host.emit(ev.DirectLinkFailed(self._host.ref(wg_ip), path.reason, lost))
+        self._host.changed(now)
 
     def _lan_lost(self, path: PairPath, now: float) -> None:
-        """A direct LAN link is gone: re-probe it now and then (see ``PairPath``)."""
+        """A direct LAN link is gone: re-probe it now and then (rule 5)."""
         if path.kind == "lan":
             path.lan_lost_until = now + self.timers.lan_reprobe_for
             path.next_reprobe = now + self.timers.lan_reprobe_interval
@@ -504,114 +676,54 @@ class PairLinks:
     def _tell_leaving(self, wg_ip: IPv4Address, path: PairPath) -> None:
         """We leave the direct link: the peer must too, or it drops what we send
         it via the gateway (its WireGuard has our address on the direct peer).
-        Over the link, if it still works, and relayed by a static (wire.Relay),
-        because it may not."""
+        Over the link, if it still works, and relayed by a static, because it
+        may not."""
         notice = wire.Ready(path.attempt, leaving=True)
-        self._send(notice, self._addr_of(self.sessions[wg_ip]), wg_ip)
-        for static_ip in sorted(self.listings):
-            static = self.sessions.get(static_ip)
-            if static is None or not static.peer_ready or wg_ip not in self.listings[static_ip]:
-                continue
-            self._counter += 1
-            header = Header(self.info.wg_ip, self.boot, self._counter, wg_ip)
-            sealed = wire.seal_message(self._key, header, notice)
-            self._send(wire.Relay(wg_ip, sealed), self._addr_of(static), static_ip)
-            return
+        port = self._host.sessions[wg_ip].info.admin_port
+        self._host.send(notice, (str(wg_ip), port), wg_ip)
+        self._host.send_relayed(notice, wg_ip)
 
     def _reprobing(self, wg_ip: IPv4Address, path: PairPath, now: float) -> bool:
         """Probe a lost LAN link now and then? (the lower wg IP of the pair does)"""
-        if now >= path.lan_lost_until or self.info.wg_ip > wg_ip:
+        if now >= path.lan_lost_until or self._host.info.wg_ip > wg_ip:
             return False
-        if path.state in ("probing", "clearing", "direct"):
+        if path.state in (S.PROBING, S.CLEARING, S.DIRECT):
             return False
-        return not (path.kind == "lan" and path.state in ("installing", "punching"))
+        return not (path.kind == "lan" and path.state in TRYING)
 
-    def _lan_answers(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
+    def _lan_answers(self, wg_ip: IPv4Address, now: float) -> None:
         """The peer's LAN address answers while we try (or gave up on) another way."""
-        self._event(logging.INFO, f"{self._label(wg_ip)}: its LAN address answers again")
+        self._host.emit(ev.LanAnswers(self._host.ref(wg_ip)))
         self._start_attempt(wg_ip, now)
 
-    def _pair_timers(self, now: float) -> None:
-        for wg_ip, path in list(self.paths.items()):
-            if wg_ip not in self.paths:
-                continue
-            if path.state == "probing" and now >= path.deadline:
-                self._probe_over(wg_ip, path, now)
-                self._recompute(now)
-            elif path.state == "installing" and now >= path.deadline:
-                self._fail(wg_ip, path, now, f"{self._label(wg_ip)} never got ready", soon=False)
-            elif path.state == "punching" and now >= path.deadline:
-                timeout = self.timers.punch_timeout
-                why = f"no WireGuard handshake over {path.kind} within {timeout:g} s"
-                if path.kind == "nat":
-                    why += " (symmetric NAT or strict firewall?)"
-                reading = self._wg.get(self.sessions[wg_ip].info.public_key)
-                self._event(logging.DEBUG, f"{self._label(wg_ip)}: punch failed, wg has {reading}")
-                self._fail(wg_ip, path, now, why, soon=False)
-            elif path.state == "failed" and now >= path.retry_at:
-                self._start_attempt(wg_ip, now)
-            elif path.state == "punching" and not path.firing and now >= path.fire_at:
-                path.firing = True
-                self._recompute(now)
-                self._advance(wg_ip, path, now)
-            elif path.state in ("installing", "punching"):
-                self._advance(wg_ip, path, now)
-            if wg_ip not in self.paths:
-                continue
-            session = self.sessions[wg_ip]
-            if path.vouch_until is not None and now >= path.vouch_until:
-                self._recompute(now)  # unlisted, and its daemon did not answer
-                continue
-            if self._checking_link(path) and now >= path.next_link_ping:
-                self._ping(session, now)  # its pong comes back over the link, if it works
-                path.next_link_ping = now + self.timers.link_probe_interval
-            if self._reprobing(wg_ip, path, now) and now >= path.next_reprobe:
-                for endpoint in session.info.local_endpoints:
-                    self._send(wire.Probe(path.probe_token), endpoint, wg_ip)
-                path.next_reprobe = now + self.timers.lan_reprobe_interval
-        if self.is_static:
-            return
-        for wg_ip, entry in self._pair_hello_candidates():
-            due, backoff = self._pair_hello_at.get(wg_ip, (now, 0.2))
-            if now < due:
-                continue
-            self._send_hello(
-                (str(wg_ip), entry.info.admin_port), now, None, want_echo=True, to=wg_ip
-            )
-            self._pair_hello_at[wg_ip] = (now + backoff, min(backoff * 2, 10.0))
-
-    def _pair_hello_candidates(self) -> list[tuple[IPv4Address, TableEntry]]:
+    def _hello_candidates(self) -> list[tuple[IPv4Address, TableEntry]]:
         """Dynamic nodes we should open a session with: the lower wg IP of two
         dynamic nodes does, through the gateway tunnel, once the kernel has the
         route there (before that, the datagram would leak to the underlay)."""
-        if self.is_static:
-            return []
         out = []
-        for wg_ip in self._gateways:
-            if wg_ip in self.sessions or wg_ip in self.statics or wg_ip < self.info.wg_ip:
+        me = self._host.info.wg_ip
+        for wg_ip in self._host.relayed_peers():
+            if wg_ip in self._host.sessions or wg_ip < me:
                 continue
-            entry = self._listed(wg_ip)
-            if wg_ip in self._routable and entry is not None:
+            entry = self._host.listed(wg_ip)
+            if entry is not None:
                 out.append((wg_ip, entry))
         return out
 
-    def _pair_deadlines(self) -> list[float]:
-        deadlines = []
-        for wg_ip, path in self.paths.items():
-            if path.state in ("probing", "installing", "punching"):
-                deadlines.append(path.deadline)
-            if path.state == "punching" and not path.firing:
-                deadlines.append(path.fire_at)
-            if path.state in ("installing", "punching") and path.installed:
-                deadlines.append(path.next_ready)
-            if path.state == "failed":
-                deadlines.append(path.retry_at)
-            if self._checking_link(path):
-                deadlines.append(path.next_link_ping)
-            if path.state == "direct" and path.vouch_until is not None:
-                deadlines.append(path.vouch_until)
-            if self._reprobing(wg_ip, path, path.next_reprobe):
-                deadlines.append(path.next_reprobe)
-        for wg_ip, _entry in self._pair_hello_candidates():
-            deadlines.append(self._pair_hello_at.get(wg_ip, (0.0, 0.0))[0])
-        return deadlines
+
+def _start_watch(path: PairPath, reading: WgPeerReading | None, now: float) -> None:
+    path.rx_bytes = reading.rx_bytes if reading else 0
+    path.tx_bytes = path.tx_at_heard = reading.tx_bytes if reading else 0
+    path.heard = now
+    path.sent_at = 0.0
+    path.suspect_since = None
+
+
+def _last_failure(path: PairPath) -> str:
+    return f" (last try: {path.last_failure})" if path.failures else ""
+
+
+def _label(peer: ev.PeerRef) -> str:
+    # The one sentence the core keeps as text: a pair's status line for the TUI.
+    return f"{peer.name} ({peer.wg_ip})" if peer.name is not None else str(peer.wg_ip)
+

@@ -1,0 +1,242 @@
+"""What the core reports: typed events and the reasons a datagram is dropped.
+
+Events are frozen dataclasses (as aioquic's ``quic/events.py`` and h11's
+``_events.py``): the core says *what* happened, with the facts; the edges
+(``event_text.py`` for the log, the TUI and ``status``) decide how it reads.
+A peer is named by ``PeerRef`` (its wg IP and, if known, its name) taken when
+the event happens, since names come and go with sessions and tables.
+
+``DropReason`` is the one vocabulary of dropped datagrams, used by the codec
+(``wire.Drop``), the core's counters, tests and benchmarks. It is a
+``StrEnum``: counters keyed by it print and serialise as plain text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import IPv4Address
+
+from ..model import Endpoint, WgPeerReading
+
+
+class DropReason(StrEnum):
+    # The codec (wire.py): bytes that are no valid datagram.
+    BAD_SEAL = "bad seal"
+    UNKNOWN_VERSION = "unknown version"
+    MALFORMED = "malformed"
+    # The core: a valid datagram that must not change anything.
+    MUTED_SOURCE = "muted source"
+    OWN_DATAGRAM = "own datagram"
+    OWN_WG_IP = "own wg IP"
+    OUTSIDE_SUBNET = "outside subnet"
+    NOT_FOR_US = "not for us"
+    NO_SESSION = "no session"
+    REPLAY = "replay"
+    RATE_LIMITED = "rate limited"
+    CONFLICT = "conflict"
+    KEY_CHANGED = "key changed"
+    STALE_REFUSAL = "stale refusal"
+    TABLE_FROM_NON_STATIC = "table from non-static"
+    BAD_RELAY = "bad relay"
+    NO_ROUTE_YET = "no route yet"  # a send, not a receive: it would leak to the underlay
+
+
+@dataclass(frozen=True)
+class PeerRef:
+    wg_ip: IPv4Address
+    name: str | None = None
+
+
+# --- sessions and identity -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerConnected:
+    peer: PeerRef
+    address: str  # the underlay address its proven hello came from
+
+
+@dataclass(frozen=True)
+class PeerRestarted:
+    peer: PeerRef
+    public_key: str  # the new boot's key
+
+
+@dataclass(frozen=True)
+class PeerSaidBye:
+    peer: PeerRef
+
+
+@dataclass(frozen=True)
+class PeerSilent:
+    """No datagram for ``dead_after``: the session is dropped."""
+
+    peer: PeerRef
+
+
+@dataclass(frozen=True)
+class HolderAsked:
+    """A proven new boot from another address: the current holder is pinged first."""
+
+    peer: PeerRef
+    newcomer: Endpoint
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two live nodes claim one wg IP, or show one WireGuard key.
+
+    ``claimant`` (at ``address``, with ``claimant_key``) claimed ``claimed_ip``;
+    ``holder`` keeps it. ``key_twin``: the claimant showed the holder's key
+    under another wg IP.
+    """
+
+    address: Endpoint
+    claimant_key: str
+    claimed_ip: IPv4Address
+    holder_name: str
+    holder_ip: IPv4Address
+    holder_key: str
+    key_twin: bool
+
+
+@dataclass(frozen=True)
+class RefusedByPeer:
+    """A node refuses us: our wg IP (or WireGuard key) is another live node's."""
+
+    peer: PeerRef
+    holder_name: str
+    holder_ip: IPv4Address
+    holder_key: str
+    key_twin: bool  # our key is the holder's (it has another wg IP)
+    our_ip: IPv4Address
+
+
+# --- paths ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReachableVia:
+    peer: PeerRef
+    gateway: PeerRef
+
+
+@dataclass(frozen=True)
+class PeerGone:
+    """No path is left to a node (no session, no static lists it)."""
+
+    wg_ip: IPv4Address
+
+
+@dataclass(frozen=True)
+class DirectLink:
+    """A direct WireGuard link to a dynamic peer came up (first handshake)."""
+
+    peer: PeerRef
+    kind: str | None  # "lan" | "nat"
+    endpoint: Endpoint | None
+
+
+@dataclass(frozen=True)
+class DirectLinkFailed:
+    """An attempt failed, or (``lost``) a working direct link stopped: relayed.
+
+    ``reason`` is the pair's status line (why, and when it retries), as the
+    TUI shows it.
+    """
+
+    peer: PeerRef
+    reason: str
+    lost: bool
+
+
+@dataclass(frozen=True)
+class PeerLeftLink:
+    """The peer told us it left our direct link; we leave it too."""
+
+    peer: PeerRef
+
+
+@dataclass(frozen=True)
+class PairAddressesChanged:
+    """Either side of a pair moved (roaming): the direct path is tried again."""
+
+    peer: PeerRef
+
+
+@dataclass(frozen=True)
+class PairUnanswered:
+    """No static lists the peer, and its daemon did not answer over the link."""
+
+    peer: PeerRef
+
+
+@dataclass(frozen=True)
+class LanAnswers:
+    """A lost LAN link answers again: the pair tries it at once."""
+
+    peer: PeerRef
+
+
+@dataclass(frozen=True)
+class PunchFailed:
+    """Debug detail of a failed NAT traversal: what WireGuard had."""
+
+    peer: PeerRef
+    reading: WgPeerReading | None
+
+
+@dataclass(frozen=True)
+class PathStateChanged:
+    """A pair path moved between states (see ``core/pairs.py``); for ``-vv``."""
+
+    peer: PeerRef
+    old: str
+    new: str
+    trigger: str
+
+
+# --- this node ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalAddressesChanged:
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StaticResolved:
+    host: str
+    address: str | None  # None: it did not resolve
+
+
+@dataclass(frozen=True)
+class ResolveRequested:
+    """A static peer does not answer: its host name is looked up again."""
+
+    host: str
+
+
+Event = (
+    PeerConnected
+    | PeerRestarted
+    | PeerSaidBye
+    | PeerSilent
+    | HolderAsked
+    | Conflict
+    | RefusedByPeer
+    | ReachableVia
+    | PeerGone
+    | DirectLink
+    | DirectLinkFailed
+    | PeerLeftLink
+    | PairAddressesChanged
+    | PairUnanswered
+    | LanAnswers
+    | PunchFailed
+    | PathStateChanged
+    | LocalAddressesChanged
+    | StaticResolved
+    | ResolveRequested
+)
