@@ -45,9 +45,9 @@ from wg_netmanager import wire
 from wg_netmanager.core.handshake import MAX_BARRED, MAX_CHALLENGES, MAX_CONFLICTS
 from wg_netmanager.core.limits import MAX_SOURCES as MAX_RATE_SOURCES
 from wg_netmanager.core.node import JUNK_BURST, Node
-from wg_netmanager.core.pairs import PathState
+from wg_netmanager.core.pair_path import PathState
 from wg_netmanager.core.replay import WINDOW
-from wg_netmanager.core.sessions import StaticTarget
+from wg_netmanager.core.sessions import MAX_PINGS_IN_FLIGHT, StaticTarget
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import to_b64
 from wg_netmanager.model import Endpoint, WgPeerReading
@@ -76,7 +76,6 @@ SHARED = bytes(range(32))
 ADMIN = wire.derive_admin_key(SHARED)
 T = Timers(ping_interval=1.0, dead_after=3.0)
 STATIC_OCTETS = (1, 2)
-MAX_PING_SENT = 8  # Node._ping keeps this many outstanding ping timestamps
 MAX_TABLE_PARTS = 4096  # the decoder's limit for Table.parts
 
 
@@ -958,7 +957,7 @@ class InsiderMachine(RuleBasedStateMachine):
         assert len(node.handshake.challenges) <= MAX_CHALLENGES
         assert len(node.handshake.rate) <= MAX_RATE_SOURCES
         for session in node.sessions.values():
-            assert len(session.ping_sent) <= MAX_PING_SENT
+            assert len(session.ping_sent) <= MAX_PINGS_IN_FLIGHT
             assert 0 <= session.replay.bitmap < 2**WINDOW
             assert len(session.info.local_endpoints) <= wire.MAX_LOCAL_ENDPOINTS
         assert set(node.listings.tables) <= statics_ and set(node.listings.versions) <= statics_

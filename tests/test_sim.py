@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sim import Nat, SimNet
 
-from wg_netmanager.core.pairs import PathState
+from wg_netmanager.core.pair_path import PathState
 from wg_netmanager.core.timers import Timers
 
 FAST = Timers(ping_interval=1.0, dead_after=3.0)

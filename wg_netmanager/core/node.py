@@ -10,15 +10,18 @@ typed events (``events``) and a ``statistics()`` snapshot.
 Node owns its parts (each module states its rules; the story is in
 docs/architecture.md):
 
-- ``handshake``: challenges issued, boots barred (first contact, identity)
+- ``handshake``: first contact and identity (challenges, restarts, conflicts)
 - ``tables``: the table a static publishes, the tables a node holds
 - ``routing``: desired peers and routes, a pure function of the tables
 - ``pairs``: direct links between dynamic nodes (sees the node through
   ``PairHost``, implemented here by ``_PairSide``)
 
-What stays here: dispatch of authenticated messages, the hello rules (who may
-hold a wg IP), liveness (pings, ``dead_after``), static targets and DNS
-requests, and the status snapshot.
+What stays here: the face (every call the shell makes), dispatch of
+authenticated messages, liveness (pings, ``dead_after``), static targets and
+DNS requests, sessions coming and going, and the adapter its parts see it
+through. That is about 730 lines: the face and its docstrings are half of
+it, and splitting the rest would put each rule's trigger and its effect in
+two files.
 """
 
 from __future__ import annotations
@@ -52,8 +55,6 @@ FAST_POLL_AFTER_CHANGE = 3.0  # seconds of fast `wg show` polling after a table 
 # Relays a static passes on for one sender (they are rare: a link broke).
 RELAY_BURST = 8.0
 RELAY_RATE = 1.0  # per second
-MAX_PONG_WAIT = 60.0  # seconds a ping's send time is kept for its pong (RTT)
-MAX_PINGS_IN_FLIGHT = 8
 
 
 class Node:
@@ -82,10 +83,7 @@ class Node:
         }
         self.is_static = len(self.statics) < len(statics)
         for target in self.statics.values():
-            target.next_hello = now
-            target.next_resolve_request = now
-            target.backoff = timers.hello_retry_min
-            target.lost_since = now
+            target.lost(now, timers)
         self.sessions: dict[IPv4Address, Session] = {}
         self.handshake = Handshake(_Parts(self), timers)
         self._junk = TokenBuckets(JUNK_BURST, JUNK_RATE, MAX_SOURCES)  # by endpoint
@@ -149,12 +147,7 @@ class Node:
             endpoint = target.admin_endpoint
             if now >= target.next_hello and endpoint is not None:
                 self.handshake.send_hello(endpoint, now, None, want_echo=True, to=target.wg_ip)
-                if now - target.lost_since >= self.timers.hello_slow_after:
-                    interval = self.timers.hello_retry_slow
-                else:
-                    interval = target.backoff
-                    target.backoff = min(target.backoff * 2, self.timers.hello_retry_max)
-                target.next_hello = now + interval
+                target.hello_sent(now, self.timers)
         for ip, session in self.sessions.items():
             if self._pings(ip, session) and now >= session.next_ping:
                 self._ping(session, now)
@@ -421,13 +414,10 @@ class Node:
                 self._on_relay(session, message, now)
 
     def _on_pong(self, session: Session, pong: Pong, now: float) -> None:
-        sent = session.ping_sent.pop(pong.seq, None)
-        if sent is not None:
-            rtt = now - sent
-            session.rtt = rtt if session.rtt is None else 0.7 * session.rtt + 0.3 * rtt
-            if session.pinger and not self._is_pair(session.info.wg_ip):
-                # Answered: back to the normal interval (see _ping).
-                session.next_ping = sent + self._jitter(self.timers.ping_interval)
+        sent = session.record_pong(pong.seq, now)
+        if sent is not None and session.pinger and not self._is_pair(session.info.wg_ip):
+            # Answered: back to the normal interval (see _ping).
+            session.next_ping = sent + self._jitter(self.timers.ping_interval)
         self.pairs.on_pong(session, pong.seq)
         self.handshake.on_pong(session, pong.seq, now)
         self._check_table_version(session, pong.table_version)
@@ -499,14 +489,8 @@ class Node:
         return session.pinger
 
     def _ping(self, session: Session, now: float) -> None:
-        session.ping_seq += 1
-        session.ping_sent[session.ping_seq] = now
-        for seq in [q for q, sent in session.ping_sent.items() if now - sent > MAX_PONG_WAIT]:
-            del session.ping_sent[seq]  # unanswered long ago: it will not come
-        if len(session.ping_sent) > MAX_PINGS_IN_FLIGHT:
-            session.ping_sent.pop(min(session.ping_sent))
         self._send(
-            wire.Ping(session.ping_seq, self.table.version),
+            wire.Ping(session.record_ping(now), self.table.version),
             self._addr_of(session),
             session.info.wg_ip,
         )
@@ -531,10 +515,7 @@ class Node:
         self._forget_session(wg_ip)
         target = self.statics.get(wg_ip)
         if target is not None:
-            target.next_hello = now
-            target.backoff = self.timers.hello_retry_min
-            target.lost_since = now
-            target.next_resolve_request = now  # dynamic DNS: maybe it moved
+            target.lost(now, self.timers)  # (and re-resolved: dynamic DNS, maybe it moved)
         self._mark_table_dirty(now)
         self._recompute(now)
 

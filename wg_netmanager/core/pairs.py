@@ -35,8 +35,6 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from enum import Enum
 from ipaddress import IPv4Address
 from typing import Protocol
 
@@ -44,121 +42,22 @@ from .. import wire
 from ..model import Endpoint, WgPeer, WgPeerReading
 from ..wire import NodeInfo, TableEntry
 from . import events as ev
+from .pair_path import (
+    TRANSITIONS,
+    TRYING,
+    PairPath,
+    PathState,
+    Trigger,
+    last_failure,
+    start_watch,
+    watch_link,
+)
 from .sessions import Session
 from .timers import Timers
 
-# A direct link is suspect once we sent this many bytes over it without
-# receiving any: more than a handshake initiation plus a keepalive, so an
-# idle link never is, while a few packets of real traffic are enough.
-LINK_SUSPECT_BYTES = 300
+S, T = PathState, Trigger
 FIRST_PAIR_HELLO_RETRY = 0.2  # seconds; doubling up to MAX_PAIR_HELLO_RETRY
 MAX_PAIR_HELLO_RETRY = 10.0
-
-
-class PathState(Enum):
-    RELAYED = "relayed"
-    CLEARING = "clearing"
-    PROBING = "probing"
-    INSTALLING = "installing"
-    PUNCHING = "punching"
-    DIRECT = "direct"
-    FAILED = "failed"
-
-
-class Trigger(Enum):
-    ATTEMPT = "attempt"  # (re)start: probe the peer's LAN addresses
-    ATTEMPT_CLEAR = "attempt, old peer still in WireGuard"
-    CLEARED = "old peer removed"
-    LAN_ANSWERED = "LAN answered"
-    PROBE_WINDOW_OVER = "probe window over"
-    OUTSIDE_UNKNOWN = "outside endpoint unknown"
-    BOTH_READY = "both ready"
-    HANDSHAKE = "handshake"
-    PEER_DIRECT = "peer saw the handshake"
-    NEVER_READY = "peer never got ready"
-    PUNCH_TIMEOUT = "no handshake in time"
-    LINK_LOST = "link stopped answering"
-    HANDSHAKE_STALE = "handshake stale"
-
-
-S, T = PathState, Trigger
-# An attempt may start over from any state (the peer restarts it, either side
-# roams, our interface was re-created, a retry is due).
-_RESTART = {T.ATTEMPT: S.PROBING, T.ATTEMPT_CLEAR: S.CLEARING}
-TRANSITIONS: dict[PathState, dict[Trigger, PathState]] = {
-    S.RELAYED: {**_RESTART},
-    S.CLEARING: {**_RESTART, T.CLEARED: S.PROBING},
-    S.PROBING: {
-        **_RESTART,
-        T.LAN_ANSWERED: S.INSTALLING,
-        T.PROBE_WINDOW_OVER: S.INSTALLING,
-        T.OUTSIDE_UNKNOWN: S.RELAYED,
-    },
-    S.INSTALLING: {
-        **_RESTART,
-        T.BOTH_READY: S.PUNCHING,
-        T.HANDSHAKE: S.DIRECT,  # the peer initiated first
-        T.PEER_DIRECT: S.DIRECT,
-        T.NEVER_READY: S.FAILED,
-    },
-    S.PUNCHING: {
-        **_RESTART,
-        T.HANDSHAKE: S.DIRECT,
-        T.PEER_DIRECT: S.DIRECT,
-        T.PUNCH_TIMEOUT: S.FAILED,
-    },
-    S.DIRECT: {**_RESTART, T.LINK_LOST: S.FAILED, T.HANDSHAKE_STALE: S.FAILED},
-    S.FAILED: {**_RESTART},
-}
-TRYING = (S.INSTALLING, S.PUNCHING)  # the peer's key is in our WireGuard, not yet direct
-
-
-@dataclass
-class PairPath:
-    state: PathState = PathState.RELAYED
-    kind: str | None = None  # "lan" | "nat" once a candidate is chosen
-    endpoint: Endpoint | None = None
-    attempt: int = 0
-    started: float = 0.0
-    deadline: float = 0.0
-    next_ready: float = 0.0
-    retry_at: float = 0.0
-    failures: int = 0
-    reason: str = "not tried yet"
-    installed: bool = False
-    peer_ready: bool = False
-    probe_token: int = 0
-    signature: tuple[object, ...] = ()
-    since: float = 0.0
-    # The peer's latest attempt number and probe token: a Ready or Probe that
-    # was sent before we went direct and arrives after must not undo it.
-    peer_attempt: int = 0
-    peer_probe: int = -1
-    firing: bool = False  # punching: our WireGuard has the endpoint and sends
-    last_failure: str = ""  # kept while retrying, so the TUI can say why it is relayed
-    fire_at: float = 0.0
-    # Link watching while direct (rule 4): counters of the last reading, tx
-    # at the last time rx grew, when that was, and since when suspect.
-    rx_bytes: int = 0
-    tx_bytes: int = 0
-    tx_at_heard: int = 0
-    heard: float = 0.0
-    sent_at: float = 0.0  # when a reading last showed more bytes sent over the link
-    suspect_since: float | None = None
-    next_link_ping: float = 0.0
-    lan_lost_until: float = 0.0  # re-probe the LAN until then
-    next_reprobe: float = 0.0
-    # No static lists the peer (rule 6): its daemon (not just its WireGuard,
-    # which outlives a crashed daemon) must answer a ping by vouch_until.
-    unlisted: bool = False
-    vouch_until: float | None = None
-    vouch_seq: int = 0
-
-    @property
-    def checking_link(self) -> bool:
-        """A direct link being pinged: suspect, or vouching for an unlisted peer."""
-        checking = self.suspect_since is not None or self.vouch_until is not None
-        return self.state is S.DIRECT and checking
 
 
 class PairHost(Protocol):
@@ -511,7 +410,7 @@ class Pairs:
         path.kind = path.endpoint = None
         path.started = now
         path.probe_token = int.from_bytes(host.random_bytes(4), "big")
-        path.reason = "probing local addresses" + _last_failure(path)
+        path.reason = "probing local addresses" + last_failure(path)
         locals_ = session.info.local_endpoints
         for endpoint in locals_:
             host.send(wire.Probe(path.probe_token), endpoint, wg_ip)
@@ -537,7 +436,7 @@ class Pairs:
         path.endpoint = endpoint
         path.deadline = now + self.timers.punch_timeout * 2  # bounded wait for Ready
         where = f"{endpoint[0]}:{endpoint[1]}"
-        path.reason = f"trying {path.kind} endpoint {where}" + _last_failure(path)
+        path.reason = f"trying {path.kind} endpoint {where}" + last_failure(path)
 
     def _path_wg(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
         host = self._host
@@ -562,36 +461,11 @@ class Pairs:
                 why = "direct link lost its handshake"
                 self._fail(wg_ip, path, T.HANDSHAKE_STALE, now, why, soon=True)
                 return
-            if not self._watch_link(path, reading, now):
+            if not watch_link(path, reading, now, self.timers):
                 why = "the direct link stopped answering"
                 self._fail(wg_ip, path, T.LINK_LOST, now, why, lost=True)
                 return
         self._advance(wg_ip, path, now)
-
-    def _watch_link(self, path: PairPath, reading: WgPeerReading, now: float) -> bool:
-        """Does the direct link still bring packets back? (rule 4)"""
-        if reading.tx_bytes < path.tx_at_heard or reading.rx_bytes < path.rx_bytes:
-            _start_watch(path, reading, now)  # counters reset: a new WireGuard peer
-            return True
-        if reading.tx_bytes != path.tx_bytes:
-            path.sent_at = now
-        path.tx_bytes = reading.tx_bytes
-        if reading.rx_bytes != path.rx_bytes:
-            path.rx_bytes = reading.rx_bytes
-            path.tx_at_heard = reading.tx_bytes
-            path.heard = now
-            path.suspect_since = None
-            return True
-        unanswered = reading.tx_bytes - path.tx_at_heard
-        if path.suspect_since is None:
-            # A working link brings at least the peer's keepalives; sends that
-            # fail locally (a firewall on this host) are not even counted as sent.
-            quiet_long = now - path.heard > self.timers.keepalive + 2 * self.timers.wg_poll_slow
-            if unanswered > LINK_SUSPECT_BYTES or quiet_long:
-                path.suspect_since = now
-                path.next_link_ping = now
-            return True
-        return now - path.suspect_since < self.timers.link_timeout
 
     def _go_direct(self, wg_ip: IPv4Address, path: PairPath, trigger: Trigger, now: float) -> None:
         host = self._host
@@ -606,7 +480,7 @@ class Pairs:
         self._move(wg_ip, path, trigger, now)
         path.failures = 0
         path.lan_lost_until = 0.0
-        _start_watch(path, reading, now)
+        start_watch(path, reading, now)
         path.reason = f"direct ({path.kind}) since the handshake"
         host.emit(ev.DirectLink(host.ref(wg_ip), path.kind, path.endpoint))
         host.changed(now)
@@ -709,18 +583,6 @@ class Pairs:
             if entry is not None:
                 out.append((wg_ip, entry))
         return out
-
-
-def _start_watch(path: PairPath, reading: WgPeerReading | None, now: float) -> None:
-    path.rx_bytes = reading.rx_bytes if reading else 0
-    path.tx_bytes = path.tx_at_heard = reading.tx_bytes if reading else 0
-    path.heard = now
-    path.sent_at = 0.0
-    path.suspect_since = None
-
-
-def _last_failure(path: PairPath) -> str:
-    return f" (last try: {path.last_failure})" if path.failures else ""
 
 
 def _label(peer: ev.PeerRef) -> str:

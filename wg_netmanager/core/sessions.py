@@ -8,6 +8,10 @@ from ipaddress import IPv4Address
 from ..model import Endpoint
 from ..wire import Header, Hello, NodeInfo
 from .replay import ReplayWindow
+from .timers import Timers
+
+MAX_PONG_WAIT = 60.0  # seconds a ping's send time is kept for its pong (RTT)
+MAX_PINGS_IN_FLIGHT = 8
 
 
 @dataclass
@@ -23,6 +27,22 @@ class StaticTarget:
     backoff: float = 0.0
     lost_since: float = 0.0
     next_resolve_request: float = 0.0
+
+    def lost(self, now: float, timers: Timers) -> None:
+        """No session (yet, or any more): hello at once, resolve its name again."""
+        self.next_hello = now
+        self.backoff = timers.hello_retry_min
+        self.lost_since = now
+        self.next_resolve_request = now
+
+    def hello_sent(self, now: float, timers: Timers) -> None:
+        """Back off: doubling from hello_retry_min to hello_retry_max, then slow."""
+        if now - self.lost_since >= timers.hello_slow_after:
+            interval = timers.hello_retry_slow
+        else:
+            interval = self.backoff
+            self.backoff = min(self.backoff * 2, timers.hello_retry_max)
+        self.next_hello = now + interval
 
     @property
     def admin_endpoint(self) -> Endpoint | None:
@@ -69,3 +89,21 @@ class Session:
     # first handshake sure to be answered.
     peer_ready: bool = False
     contender: Contender | None = None
+
+    def record_ping(self, now: float) -> int:
+        """A ping goes out now: its sequence number (its send time is kept for the RTT)."""
+        self.ping_seq += 1
+        self.ping_sent[self.ping_seq] = now
+        for seq in [q for q, sent in self.ping_sent.items() if now - sent > MAX_PONG_WAIT]:
+            del self.ping_sent[seq]  # unanswered long ago: it will not come
+        if len(self.ping_sent) > MAX_PINGS_IN_FLIGHT:
+            self.ping_sent.pop(min(self.ping_sent))
+        return self.ping_seq
+
+    def record_pong(self, seq: int, now: float) -> float | None:
+        """A pong for ``seq``: when its ping went out (None: not ours, or answered)."""
+        sent = self.ping_sent.pop(seq, None)
+        if sent is not None:
+            rtt = now - sent
+            self.rtt = rtt if self.rtt is None else 0.7 * self.rtt + 0.3 * rtt
+        return sent
