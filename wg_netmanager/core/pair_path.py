@@ -55,11 +55,12 @@ class Trigger(Enum):
 
 S, T = PathState, Trigger
 # An attempt may start over from any state (the peer restarts it, either side
-# roams, our interface was re-created, a retry is due).
+# roams, our interface was re-created, a retry is due); while WireGuard still
+# has the peer, the old one is removed first (clearing).
 _RESTART = {T.ATTEMPT: S.PROBING, T.ATTEMPT_CLEAR: S.CLEARING}
 TRANSITIONS: dict[PathState, dict[Trigger, PathState]] = {
     S.RELAYED: {**_RESTART},
-    S.CLEARING: {**_RESTART, T.CLEARED: S.PROBING},
+    S.CLEARING: {T.ATTEMPT_CLEAR: S.CLEARING, T.CLEARED: S.PROBING},
     S.PROBING: {
         **_RESTART,
         T.LAN_ANSWERED: S.INSTALLING,

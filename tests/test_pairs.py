@@ -1,0 +1,412 @@
+"""The pair-path machine alone, through a recording ``PairHost``.
+
+Every row of ``TRANSITIONS`` is taken by one of the scenarios below, each
+through the machine's real inputs (probes, readies, ``wg show`` readings,
+timers); the last test checks that together they walk the whole table and
+nothing outside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+
+import pytest
+
+from wg_netmanager import wire
+from wg_netmanager.core import events as ev
+from wg_netmanager.core.pair_path import TRANSITIONS, PathState, Trigger
+from wg_netmanager.core.pairs import Pairs
+from wg_netmanager.core.replay import ReplayWindow
+from wg_netmanager.core.sessions import Session
+from wg_netmanager.core.timers import Timers
+from wg_netmanager.keys import to_b64
+from wg_netmanager.model import Endpoint, WgPeerReading
+from wg_netmanager.wire import NodeInfo, TableEntry
+
+S, T = PathState, Trigger
+TIMERS = Timers()
+ME = NodeInfo(IPv4Address("10.1.1.3"), "charlie", to_b64(b"c" * 32), 50003, 50503)
+PEER = IPv4Address("10.1.1.4")  # higher than ours: we are the side that re-probes a lost LAN
+PEER_LAN: Endpoint = ("192.168.1.3", 50504)
+PEER_OUTSIDE: Endpoint = ("198.51.100.3", 40004)
+
+
+@dataclass
+class FakeHost:
+    """A node as ``Pairs`` sees it, with every request recorded."""
+
+    info: NodeInfo = ME
+    visible_endpoint: Endpoint | None = ("198.51.100.3", 40003)
+    sessions: dict[IPv4Address, Session] = field(default_factory=dict)
+    entries: dict[IPv4Address, TableEntry] = field(default_factory=dict)
+    readings: dict[str, WgPeerReading] = field(default_factory=dict)
+    sent: list[tuple[wire.Message, Endpoint]] = field(default_factory=list)
+    relayed: list[wire.Message] = field(default_factory=list)
+    events: list[ev.Event] = field(default_factory=list)
+    forgotten: list[IPv4Address] = field(default_factory=list)
+
+    def listed(self, wg_ip: IPv4Address) -> TableEntry | None:
+        return self.entries.get(wg_ip)
+
+    def relayed_peers(self) -> list[IPv4Address]:
+        return []
+
+    def reading(self, public_key: str) -> WgPeerReading | None:
+        return self.readings.get(public_key)
+
+    def gateway_rtt(self) -> float:
+        return 0.01
+
+    def send(self, message: wire.Message, addr: Endpoint, to: IPv4Address) -> None:
+        self.sent.append((message, addr))
+
+    def send_relayed(self, message: wire.Message, to: IPv4Address) -> bool:
+        self.relayed.append(message)
+        return True
+
+    def say_hello(self, addr: Endpoint, to: IPv4Address, now: float) -> None:
+        pass
+
+    def ping(self, session: Session, now: float) -> None:
+        session.record_ping(now)
+
+    def forget(self, wg_ip: IPv4Address) -> None:
+        self.forgotten.append(wg_ip)
+        del self.sessions[wg_ip]
+
+    def changed(self, now: float) -> None:
+        pass
+
+    def emit(self, event: ev.Event) -> None:
+        self.events.append(event)
+
+    def ref(self, wg_ip: IPv4Address) -> ev.PeerRef:
+        return ev.PeerRef(wg_ip, "delta")
+
+    def random_bytes(self, size: int) -> bytes:
+        return bytes(size)
+
+    def jitter(self, interval: float) -> float:
+        return interval
+
+    def moves(self) -> list[tuple[str, str, str]]:
+        return [
+            (e.old, e.trigger, e.new) for e in self.events if isinstance(e, ev.PathStateChanged)
+        ]
+
+
+class Lab:
+    """One pair path from charlie's side, with time under the test's control."""
+
+    def __init__(self, lan: bool = True, outside: Endpoint | None = PEER_OUTSIDE) -> None:
+        self.host = FakeHost()
+        self.now = 100.0
+        locals_ = (PEER_LAN,) if lan else ()
+        info = NodeInfo(PEER, "delta", to_b64(b"d" * 32), 50004, 50504, locals_)
+        self.key = info.public_key
+        self.host.sessions[PEER] = Session(
+            info=info,
+            boot=b"b" * 8,
+            addr=(str(PEER), 50504),
+            replay=ReplayWindow(1),
+            established=self.now,
+            last_heard=self.now,
+            pinger=False,
+        )
+        self.host.entries[PEER] = TableEntry(info, b"b" * 8, outside, None, 0.5)
+        self.pairs = Pairs(self.host, TIMERS)
+        self.pairs.opened(PEER, self.now)
+
+    @property
+    def path_state(self) -> PathState:
+        return self.pairs.paths[PEER].state
+
+    @property
+    def session(self) -> Session:
+        return self.host.sessions[PEER]
+
+    def later(self, seconds: float) -> None:
+        self.now += seconds
+        self.pairs.handle_timer(self.now)
+
+    def wg(self, handshake_age: float | None = None, rx: int = 0, tx: int = 0) -> None:
+        """``wg show`` has the peer (with a handshake ``handshake_age`` ago)."""
+        self.host.readings[self.key] = WgPeerReading(
+            self.key, PEER_LAN, (), handshake_age, rx, tx
+        )
+        self.pairs.on_wg(self.now)
+
+    def wg_gone(self) -> None:
+        self.host.readings.pop(self.key, None)
+        self.pairs.on_wg(self.now)
+
+    def probe_answered(self) -> None:
+        token = self.pairs.paths[PEER].probe_token
+        self.pairs.on_probe_ack(self.session, token, PEER_LAN, self.now)
+
+    def peer_ready(self, direct: bool = False) -> None:
+        attempt = self.pairs.paths[PEER].peer_attempt + 1
+        self.pairs.on_ready(self.session, attempt, direct, self.now)
+
+    def peer_moves(self) -> None:
+        """The static's table shows the peer at new LAN addresses (it roamed)."""
+        moved = replace(self.session.info, local_endpoints=(("192.168.7.3", 50504),))
+        entry = self.host.entries[PEER]
+        self.host.entries[PEER] = replace(entry, info=moved)
+        self.pairs.prune(self.now)
+
+    def installing(self) -> None:
+        self.probe_answered()
+        assert self.path_state is S.INSTALLING
+
+    def punching(self) -> None:
+        self.installing()
+        self.wg()  # installed (no handshake yet)
+        self.peer_ready()
+        assert self.path_state is S.PUNCHING
+
+    def direct(self) -> None:
+        self.punching()
+        self.wg(handshake_age=0.0)
+        assert self.path_state is S.DIRECT
+
+
+# --- one scenario per rule; each returns the lab it ends in --------------------
+
+
+def lan_found() -> Lab:
+    lab = Lab()
+    lab.probe_answered()
+    assert lab.pairs.paths[PEER].kind == "lan"
+    return lab
+
+
+def nat_after_the_probe_window() -> Lab:
+    lab = Lab()
+    lab.later(TIMERS.probe_window + 0.01)
+    assert lab.path_state is S.INSTALLING and lab.pairs.paths[PEER].endpoint == PEER_OUTSIDE
+    return lab
+
+
+def no_outside_known() -> Lab:
+    lab = Lab(lan=False, outside=None)
+    assert lab.path_state is S.RELAYED
+    assert "not known" in lab.pairs.paths[PEER].reason
+    return lab
+
+
+def both_ready_then_handshake() -> Lab:
+    lab = Lab()
+    lab.direct()
+    # The peer is told at once, so it follows without waiting for its own reading.
+    assert any(isinstance(m, wire.Ready) and m.direct for m, _ in lab.host.sent)
+    return lab
+
+
+def peer_initiated_first() -> Lab:
+    lab = Lab()
+    lab.installing()
+    lab.wg(handshake_age=0.0)  # its initiation reached us before we were ready
+    assert lab.path_state is S.DIRECT
+    return lab
+
+
+def peer_saw_the_handshake_while_installing() -> Lab:
+    lab = Lab()
+    lab.installing()
+    lab.wg()
+    lab.peer_ready(direct=True)
+    assert lab.path_state is S.DIRECT
+    return lab
+
+
+def peer_saw_the_handshake_while_punching() -> Lab:
+    lab = Lab()
+    lab.punching()
+    lab.peer_ready(direct=True)
+    assert lab.path_state is S.DIRECT
+    return lab
+
+
+def peer_never_ready() -> Lab:
+    lab = Lab()
+    lab.installing()
+    lab.wg()
+    lab.later(2 * TIMERS.punch_timeout + 0.01)
+    assert lab.path_state is S.FAILED
+    assert "never got ready" in lab.pairs.paths[PEER].reason
+    return lab
+
+
+def punch_times_out_and_retries() -> Lab:
+    lab = Lab()
+    lab.punching()
+    lab.later(TIMERS.punch_timeout + 0.01)
+    assert lab.path_state is S.FAILED
+    lab.wg_gone()  # the reconciler removed the trial peer
+    lab.later(TIMERS.path_retry_min + 0.01)
+    assert lab.path_state is S.PROBING  # retried with backoff
+    return lab
+
+
+def link_stops_answering() -> Lab:
+    lab = Lab()
+    lab.direct()
+    lab.later(1.0)
+    lab.wg(handshake_age=1.0, rx=100, tx=100)  # working: something came back
+    lab.later(1.0)
+    lab.wg(handshake_age=2.0, rx=100, tx=1000)  # sent a lot, nothing came back
+    path = lab.pairs.paths[PEER]
+    assert lab.path_state is S.DIRECT and path.suspect_since == lab.now  # pinged first
+    pings = lab.session.ping_seq
+    lab.later(TIMERS.link_probe_interval + 0.01)
+    assert lab.session.ping_seq > pings
+    lab.later(TIMERS.link_timeout)
+    lab.wg(handshake_age=3.0, rx=100, tx=2000)
+    assert lab.path_state is S.FAILED
+    # The peer is told over the link and through a static, and the LAN is re-probed.
+    assert any(isinstance(m, wire.Ready) and m.leaving for m in lab.host.relayed)
+    assert lab.pairs.paths[PEER].lan_lost_until > lab.now
+    return lab
+
+
+def handshake_goes_stale() -> Lab:
+    lab = Lab()
+    lab.direct()
+    lab.later(1.0)
+    lab.wg(handshake_age=TIMERS.direct_stale_after + 1.0)
+    assert lab.path_state is S.FAILED
+    return lab
+
+
+def peer_restarts_a_direct_link() -> Lab:
+    """A fresh probe on a direct link: follow the peer; the old peer goes first."""
+    lab = Lab()
+    lab.direct()
+    lab.pairs.on_probe(lab.session, 12345, PEER_LAN, lab.now)
+    assert lab.path_state is S.CLEARING  # WireGuard still has the old session
+    lab.wg()  # a reading before the removal took effect: still clearing
+    lab.wg_gone()
+    assert lab.path_state is S.PROBING  # cleared: probing afresh
+    assert lab.host.sent[-1] == (wire.Probe(lab.pairs.paths[PEER].probe_token), PEER_LAN)
+    return lab
+
+
+def roaming_restarts(state: PathState, in_wireguard: bool) -> Lab:
+    lab = Lab()
+    if state is S.INSTALLING:
+        lab.installing()
+    elif state is S.PUNCHING:
+        lab.punching()
+    elif state is S.DIRECT:
+        lab.direct()
+    elif state is S.FAILED:
+        lab = peer_never_ready()
+    elif state is S.CLEARING:
+        lab.direct()
+        lab.pairs.on_probe(lab.session, 12345, PEER_LAN, lab.now)
+    if in_wireguard:
+        lab.wg()
+    else:
+        lab.host.readings.pop(lab.key, None)
+    attempt = lab.pairs.paths[PEER].attempt
+    lab.peer_moves()
+    assert lab.pairs.paths[PEER].attempt == attempt + 1
+    assert lab.path_state is (S.CLEARING if in_wireguard else S.PROBING)
+    return lab
+
+
+def relayed_restarts_while_wireguard_has_it() -> Lab:
+    lab = no_outside_known()
+    lab.wg()  # a leftover of an earlier attempt
+    lab.pairs.on_ready(lab.session, 1, False, lab.now)
+    assert lab.path_state is S.CLEARING
+    lab.pairs.on_ready(lab.session, 2, False, lab.now)  # the peer starts over again
+    assert lab.path_state is S.CLEARING
+    return lab
+
+
+def unlisted_peer_whose_daemon_is_gone() -> Lab:
+    lab = Lab()
+    lab.direct()
+    del lab.host.entries[PEER]  # no static lists it any more
+    lab.pairs.prune(lab.now)
+    assert PEER in lab.host.sessions  # its link may vouch for it
+    lab.later(TIMERS.link_timeout + 0.01)
+    lab.pairs.prune(lab.now)
+    assert lab.host.forgotten == [PEER]
+    assert PEER not in lab.pairs.paths
+    return lab
+
+
+SCENARIOS: list[Callable[[], Lab]] = [
+    lan_found,
+    nat_after_the_probe_window,
+    no_outside_known,
+    both_ready_then_handshake,
+    peer_initiated_first,
+    peer_saw_the_handshake_while_installing,
+    peer_saw_the_handshake_while_punching,
+    peer_never_ready,
+    punch_times_out_and_retries,
+    link_stops_answering,
+    handshake_goes_stale,
+    peer_restarts_a_direct_link,
+    relayed_restarts_while_wireguard_has_it,
+    unlisted_peer_whose_daemon_is_gone,
+]
+ROAMING = [
+    (state, in_wg)
+    for state in (S.CLEARING, S.PROBING, S.INSTALLING, S.PUNCHING, S.DIRECT, S.FAILED)
+    for in_wg in (False, True)
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+def test_scenario(scenario: Callable[[], Lab]) -> None:
+    scenario()
+
+
+@pytest.mark.parametrize(("state", "in_wireguard"), ROAMING)
+def test_roaming_restarts_the_attempt_from_any_state(state: PathState, in_wireguard: bool) -> None:
+    roaming_restarts(state, in_wireguard)
+
+
+def test_the_scenarios_walk_every_transition_and_nothing_else() -> None:
+    taken: set[tuple[str, str, str]] = set()
+    for scenario in SCENARIOS:
+        taken |= set(scenario().host.moves())
+    for state, in_wg in ROAMING:
+        taken |= set(roaming_restarts(state, in_wg).host.moves())
+    table = {
+        (old.value, trigger.value, new.value)
+        for old, row in TRANSITIONS.items()
+        for trigger, new in row.items()
+    }
+    assert taken - table == set()
+    assert table - taken == set()
+
+
+def test_the_table_reaches_direct_and_back_from_every_state() -> None:
+    def reachable(start: PathState) -> set[PathState]:
+        seen, todo = {start}, [start]
+        while todo:
+            for new in TRANSITIONS[todo.pop()].values():
+                if new not in seen:
+                    seen.add(new)
+                    todo.append(new)
+        return seen
+
+    assert set(TRANSITIONS) == set(PathState)
+    assert {t for row in TRANSITIONS.values() for t in row} == set(Trigger)
+    for state in PathState:
+        assert S.DIRECT in reachable(state) and S.RELAYED in reachable(state) | {S.FAILED}
+
+
+def test_a_move_the_table_lacks_is_a_bug() -> None:
+    lab = Lab()
+    path = lab.pairs.paths[PEER]
+    with pytest.raises(RuntimeError, match="no transition from"):
+        lab.pairs._move(PEER, path, T.LINK_LOST, lab.now)  # probing has no link to lose
