@@ -126,3 +126,26 @@ def test_latency_to_dynamic_peers_is_measured_only_while_watched() -> None:
     sent = net.sent_bytes["charlie"]
     net.run_for(120.0)
     assert (net.sent_bytes["charlie"] - sent) / 120.0 <= idle_rate * 1.3
+
+
+def test_a_watched_static_measures_latency_to_every_node() -> None:
+    """The static is the machine a user most likely watches: its nodes ping it,
+    it pings nobody, so without a watch it knows no round trip at all."""
+    net = working_example()
+    for name in NAMES:
+        net.start(name)
+    assert net.wait_for(lambda: all_direct(net), limit=5.0) < 5.0
+    net.run_for(30.0)
+    beta_host = net.hosts["beta"]
+    beta = beta_host.node
+    assert beta is not None
+
+    def rtts() -> dict[str, float | None]:
+        return {p.name: p.rtt for p in beta.statistics(net.now).peers}
+
+    assert set(rtts()) == {"alpha", "charlie", "delta"}
+    assert all(rtt is None for rtt in rtts().values())  # unwatched: no pings of its own
+    beta.watch_latency(net.clock(beta_host) + 10.0, net.clock(beta_host))
+    net.run_for(1.0)
+    measured = rtts()
+    assert all(rtt is not None and rtt < 0.5 for rtt in measured.values()), measured

@@ -97,7 +97,7 @@ class Node:
         self.listings = Listings()  # the static nodes' tables
         self._gateways: dict[IPv4Address, IPv4Address] = {}
         self._fast_poll_until = 0.0
-        self._watch_until = 0.0  # measure latency to dynamic peers until then
+        self._watch_until = 0.0  # measure latency to every peer until then
         self.pairs = Pairs(_Parts(self), timers)
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
         self._wg: dict[str, WgPeerReading] = {}
@@ -148,8 +148,8 @@ class Node:
             if now >= target.next_hello and endpoint is not None:
                 self.handshake.send_hello(endpoint, now, None, want_echo=True, to=target.wg_ip)
                 target.hello_sent(now, self.timers)
-        for ip, session in self.sessions.items():
-            if self._pings(ip, session) and now >= session.next_ping:
+        for session in self.sessions.values():
+            if self._pings(session) and now >= session.next_ping:
                 self._ping(session, now)
         if self.table.push_due(now):
             for session in self.sessions.values():
@@ -204,8 +204,8 @@ class Node:
         if until <= self._watch_until:
             return
         if self._watch_until <= now:
-            for ip, session in self.sessions.items():
-                if self._is_pair(ip):
+            for session in self.sessions.values():
+                if not session.pinger:
                     session.next_ping = now
         self._watch_until = until
 
@@ -269,7 +269,7 @@ class Node:
             for ip, s in self.sessions.items()
             if not self._is_pair(ip)
         ]
-        deadlines += [s.next_ping for ip, s in self.sessions.items() if self._pings(ip, s)]
+        deadlines += [s.next_ping for s in self.sessions.values() if self._pings(s)]
         deadlines += self.handshake.deadlines()
         for target in self.statics.values():
             if target.wg_ip not in self.sessions:
@@ -482,11 +482,11 @@ class Node:
 
     # --- liveness -----------------------------------------------------------
 
-    def _pings(self, ip: IPv4Address, session: Session) -> bool:
-        """Is this session's next ping due at all? Keep-alive pinger, or a watched pair."""
-        if self._is_pair(ip):
-            return session.next_ping < self._watch_until
-        return session.pinger
+    def _pings(self, session: Session) -> bool:
+        """Is this session's next ping due at all? We keep its NAT mapping open
+        (pinger), or someone watches latency (the other side of a static link,
+        a pair)."""
+        return session.pinger or session.next_ping < self._watch_until
 
     def _ping(self, session: Session, now: float) -> None:
         self._send(
@@ -495,7 +495,7 @@ class Node:
             session.info.wg_ip,
         )
         interval = self.timers.ping_interval
-        if self._is_pair(session.info.wg_ip):
+        if not session.pinger:
             interval = self.timers.latency_interval
         elif session.pinger:
             # Ping again soon unless a pong comes (it resets the interval): a
