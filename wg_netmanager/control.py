@@ -61,16 +61,21 @@ def netns_key() -> str | None:
     """None in the host's network namespace (or PID 1's: a container's own);
     elsewhere ``netns-<inode>`` of this process's network namespace.
     """
-    own = os.stat("/proc/self/ns/net")
-    if own.st_ino == INIT_NETNS_INODE:
+    own = _netns_id("self")
+    if own is None or own[1] == INIT_NETNS_INODE:  # no /proc: nothing to tell apart
         return None
-    try:  # kernels before the fixed number; needs the right to look at PID 1
-        init = os.stat("/proc/1/ns/net")
+    if _netns_id("1") == own:  # kernels before the fixed number; needs root
+        return None
+    return f"netns-{own[1]}"
+
+
+def _netns_id(pid: str) -> tuple[int, int] | None:
+    """(device, inode) of the network namespace of process ``pid``; None if hidden."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
     except OSError:
-        init = None
-    if init is not None and (init.st_dev, init.st_ino) == (own.st_dev, own.st_ino):
         return None
-    return f"netns-{own.st_ino}"
+    return st.st_dev, st.st_ino
 
 
 def runtime_path(interface: str, suffix: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from wg_netmanager.config import Settings
 
 UNIT_NAME = "wg_netmanager.service"  # the original tool's name, so its users find theirs
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%$+=:,./-]+")  # after doubling % and $
 
 
 def exec_quote(word: str) -> str:
@@ -40,7 +40,7 @@ def systemd_unit(settings: Settings, command: Sequence[str]) -> str:
     who = f"{settings.name} ({settings.wg_ip}) on {settings.interface}"
     service = UNIT_NAME.removesuffix(".service")
     lines = [
-        f"# {UNIT_NAME}: wg_netmanager for {who}, printed by 'wg_netmanager install'.",
+        f"# wg_netmanager for {who}, printed by 'wg_netmanager install'.",
         f"# Save it as /etc/systemd/system/{UNIT_NAME}, then run:",
         f"#   systemctl daemon-reload && systemctl enable --now {service}",
         "[Unit]",
