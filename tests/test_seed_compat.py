@@ -174,6 +174,14 @@ def test_seed_network_file_reads_as_the_original_read_it(tmp_path: Path, text: s
     assert SEED_KEY not in warning
 
 
+def test_seed_dyndns_static_keeps_its_host_name(tmp_path: Path) -> None:
+    # "For dyndns-reachable servers, use the hostname instead of an ip."
+    path = tmp_path / "net.yaml"
+    path.write_text(SEED_README_NETWORK.replace("192.168.1.70", "alice.dyndns.example"))
+    alice = load_network(str(path)).peers[0]
+    assert (alice.host, alice.wg_port) == ("alice.dyndns.example", 50000)
+
+
 def test_seed_peer_file_reads_as_the_original_read_it(tmp_path: Path) -> None:
     path = tmp_path / "peer.yaml"
     path.write_text(SEED_PEER_FILE)
@@ -490,6 +498,15 @@ def test_install_prints_a_systemd_unit_for_this_invocation(
         IPv4Address("10.1.1.1"),
         str(seed_dir / "alice.log"),
     )
+
+
+def test_install_takes_t_even_into_a_file(
+    seed_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, [*argv_of(SEED_INVOCATIONS["bob"]), "-t", "install"])
+    assert code == 0
+    words = shlex.split(unit_of(out)["Service"]["ExecStart"])
+    assert words[-1] == "--no-tui" and "-t" not in words
 
 
 def test_install_leaves_to_peer_yaml_what_it_says(

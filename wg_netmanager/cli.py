@@ -188,7 +188,8 @@ def build_settings(args: dict[str, Any]) -> Settings:
     if args["--tui"] and args["--no-tui"]:
         raise ConfigError("command line: -t and --no-tui contradict each other; give one")
     terminal = sys.stdout.isatty()
-    if args["--tui"] and not terminal:
+    # install's output is usually redirected to a file, and the unit runs headless anyway.
+    if args["--tui"] and not terminal and not args["install"]:
         raise ConfigError(
             "command line: -t: standard output is not a terminal, so there is no screen "
             "for the TUI; run it in a terminal, or leave out -t to run headless"
