@@ -1,12 +1,16 @@
 """Live demo: a namespace testbed with wg_netmanager in every box.
 
-Builds the testbed, starts one daemon per box (headless, logs in a temp
-directory), and redraws once a second: a ping matrix over the WireGuard
-addresses and each box's paths (direct, or via which gateway). Ctrl-C stops
-the daemons and removes everything.
+Builds the testbed, starts one daemon per box (logs in a temp directory), and
+redraws once a second: a ping matrix over the WireGuard addresses and each
+box's paths (direct, or via which gateway). On a terminal, one box's daemon
+(charlie's unless ``--tui BOX``) runs with its full-screen TUI, as a user
+sees it, in a tmux pane next to the matrix; ``q`` there or Ctrl-C in either
+pane ends the demo. Then everything is removed.
 
     sudo scripts/demo.sh                      # the seed's working example
     sudo scripts/demo.sh --topology three_boxes
+    sudo scripts/demo.sh --tui beta           # the static node's TUI
+    sudo scripts/demo.sh --no-tui             # the matrix only
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ import argparse
 import concurrent.futures
 import itertools
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from subprocess import PIPE
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -112,48 +120,122 @@ def draw(
     lines.append("")
     for box in names:
         lines.append(f"{box:<8} {paths(tb, box, nodes)}")
-    lines += ["", "timeline (which path each pair uses):", *timeline[-14:]]
+    lines += ["", "timeline (which path each pair uses):"]
+    # As much of the timeline as fits (a tmux pane next to a TUI may be short).
+    room = shutil.get_terminal_size((80, 40)).lines - len(lines) - 1
+    lines += timeline[-max(room, 3) :]
     sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
     sys.stdout.flush()
+
+
+def show(tb: Testbed, nodes: dict[str, str], seconds: float) -> None:
+    """Redraw the matrix and the timeline until ``seconds`` (0: Ctrl-C)."""
+    started = time.monotonic()
+    timeline: list[str] = []
+    last: dict[tuple[str, str], str] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=watch_timeline, args=(tb, nodes, started, timeline, last, stop), daemon=True
+    )
+    watcher.start()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        try:
+            while not seconds or time.monotonic() - started < seconds:
+                draw(tb, nodes, started, pool, timeline, last)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop.set()
+            watcher.join(timeout=5)
+
+
+def daemon_argv(config: Path, box: str, ip: str, tui: bool) -> list[str]:
+    argv = [sys.executable, "-m", "wg_netmanager", "-c", str(config)]
+    return [*argv, "-t" if tui else "--no-tui", "wg0", ip, box]
+
+
+def with_tmux(tb: Testbed, args: argparse.Namespace, config: Path, tmp: str) -> None:
+    """The matrix (this script, ``--watch``) and the TUI box's daemon in two
+    panes of a private tmux server; returns when either ends (or on detach)."""
+    server = f"wgnm-demo-{os.getpid()}"
+
+    def tmux(*words: str) -> str:
+        run = subprocess.run(["tmux", "-L", server, *words], check=True, timeout=10, stdout=PIPE)
+        return run.stdout.decode()
+
+    # Whichever pane ends first (q in the TUI, Ctrl-C) ends the whole session.
+    end = f"; tmux -L {server} kill-session -t demo"
+    env = f"env PYTHONPATH={shlex.quote(str(ROOT))} "
+    matrix = [sys.executable, str(Path(__file__).resolve()), "--watch", tb.prefix]
+    matrix += ["--topology", args.topology, "--seconds", str(args.seconds)]
+    _, nodes = TOPOLOGIES[args.topology]
+    tui = daemon_argv(config, args.tui, nodes[args.tui], tui=True)
+    tui = tb.box_cmd(args.tui, *tui, "--logfile", str(Path(tmp) / f"{args.tui}.log"))
+    size = shutil.get_terminal_size((160, 48))
+    # Side by side if the TUI keeps 100 columns next to a 60-column matrix, else stacked.
+    split = ["-h", "-l", str(size.columns - 60)] if size.columns >= 160 else ["-v", "-p", "62"]
+    cols, rows = str(size.columns), str(size.lines)
+    tmux("new-session", "-d", "-s", "demo", "-x", cols, "-y", rows, shlex.join(matrix) + end)
+    socket = tmux("display-message", "-p", "#{socket_path}").strip()
+    tmux("split-window", "-t", "demo", *split, env + shlex.join(tui) + end)
+    tmux("set-option", "-t", "demo", "status-left-length", "100")
+    tmux(
+        "set-option",
+        "-t",
+        "demo",
+        "status-left",
+        f" {args.tui}'s TUI: arrows Enter ?  |  q or Ctrl-C ends the demo"
+        "  |  Ctrl-b o: other pane  Ctrl-b z: zoom",
+    )
+    for option in ("status-right", "window-status-format", "window-status-current-format"):
+        tmux("set-option", "-t", "demo", option, "")
+    attach_env = {k: v for k, v in os.environ.items() if k != "TMUX"}  # nested in a tmux too
+    try:
+        subprocess.run(["tmux", "-L", server, "attach", "-t", "demo"], env=attach_env, check=False)
+    finally:
+        subprocess.run(["tmux", "-L", server, "kill-server"], capture_output=True, check=False)
+        Path(socket).unlink(missing_ok=True)  # tmux leaves it behind
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--topology", choices=sorted(TOPOLOGIES), default="working_example")
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    parser.add_argument(
+        "--tui", default="charlie", metavar="BOX", help="whose TUI to show (default charlie)"
+    )
+    parser.add_argument("--no-tui", action="store_true", help="the matrix only")
+    parser.add_argument("--prefix", help="testbed prefix (default: a fresh one)")
+    parser.add_argument("--watch", metavar="PREFIX", help=argparse.SUPPRESS)  # the matrix pane
     args = parser.parse_args()
     script, nodes = TOPOLOGIES[args.topology]
+    if args.watch:
+        show(Testbed(script_path(script), args.watch), nodes, args.seconds)
+        return 0
+    if args.tui not in nodes:
+        parser.error(f"--tui: {args.tui} is not a box of {args.topology}: {', '.join(nodes)}")
+    use_tmux = not args.no_tui and sys.stdout.isatty() and shutil.which("tmux") is not None
+    if not args.no_tui and not use_tmux:
+        print("no terminal or no tmux: showing the matrix only (no TUI)")
     sys.path.insert(0, str(ROOT))
     from wg_netmanager.config import generate_shared_key
 
     with (
         tempfile.TemporaryDirectory(prefix="wgnm-demo-") as tmp,
-        Testbed(script_path(script), unique_prefix("demo")) as tb,
+        Testbed(script_path(script), args.prefix or unique_prefix("demo")) as tb,
     ):
-        tb.up()
         config = write_network_yaml(Path(tmp) / "network.yaml", shared_key=generate_shared_key())
         env = {"PYTHONPATH": str(ROOT)}
-        started = time.monotonic()
         for box, ip in nodes.items():
-            argv = [sys.executable, "-m", "wg_netmanager", "-c", str(config), "--no-tui"]
-            tb.spawn(box, [*argv, "wg0", ip, box], Path(tmp) / f"{box}.log", env=env)
-        timeline: list[str] = []
-        last: dict[tuple[str, str], str] = {}
-        stop = threading.Event()
-        watcher = threading.Thread(
-            target=watch_timeline, args=(tb, nodes, started, timeline, last, stop), daemon=True
-        )
-        watcher.start()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-            try:
-                while not args.seconds or time.monotonic() - started < args.seconds:
-                    draw(tb, nodes, started, pool, timeline, last)
-                    time.sleep(0.2)
-            except KeyboardInterrupt:
-                pass
-            finally:
-                stop.set()
-                watcher.join(timeout=5)
+            if not (use_tmux and box == args.tui):
+                tb.spawn(
+                    box, daemon_argv(config, box, ip, tui=False), Path(tmp) / f"{box}.log", env=env
+                )
+        if use_tmux:
+            with_tmux(tb, args, config, tmp)
+        else:
+            show(tb, nodes, args.seconds)
         print(f"\nstopping; daemon logs were in {tmp}:")
         for log in sorted(Path(tmp).glob("*.log")):
             tail = log.read_text().splitlines()[-3:]

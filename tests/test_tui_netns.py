@@ -127,7 +127,7 @@ def test_tui_shows_the_mesh_takes_keys_and_quits_cleanly(tmux: Tmux, tmp_path: P
             f"PYTHONPATH={REPO}",
             f"WG_NETMANAGER_RUN_DIR={run_dir('bob')}",
             sys.executable, "-m", "wg_netmanager", "-c", str(config), "-v",
-            "-l", str(tmp_path / "bob.log"),
+            "--logfile", str(tmp_path / "bob.log"),
             "wg0", NODES["bob"], "bob",
         )  # fmt: skip
         command = f"{shlex.join(bob)}; echo EXIT=$? | tee {exit_file}; sleep 60"

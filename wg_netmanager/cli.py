@@ -1,33 +1,38 @@
-"""Command line entry point: ``wg_netmanager [check|genkey|status] ...``.
+"""Command line entry point: ``wg_netmanager [check|install|genkey|status] ...``.
 
 Where each setting comes from, first match wins:
 
 * interface, wg_ip, name: the ``<interface> <wg_ip> <name>`` arguments (all three
-  or none), else ``wgInterface``/``wgIp``/``name`` in peer.yaml, else interface
+  or none), else ``-i``/``-a``/``-n`` (each on its own; the original tool's
+  spelling), else ``wgInterface``/``wgIp``/``name`` in peer.yaml, else interface
   ``wg0``; wg_ip and name have no default.
 * existing interface: ``-e``, else ``existingInterface`` in peer.yaml, else false.
 * ports: ``-w``/``-u``, else this node's entry in network.yaml ``peers:`` (a
   static node; its endPoint port and adminPort), else 50000/50500 + the last
   octet of wg_ip.
+* log file: ``--logfile FILE``, or ``-l`` for ``<name>.log`` in the current
+  directory (the original tool's flag; ``-l FILE`` is refused with the fix).
 
-network.yaml (``-c``) must exist. peer.yaml (``-p``) may be missing when it is
-the default path, but not when given explicitly. Every configuration problem is
-reported as one ``wg_netmanager: error: ...`` line on stderr with exit code 2.
+network.yaml (``-c``/``--network_config``) must exist. peer.yaml
+(``-p``/``--peer_config``) may be missing when it is the default path, but not
+when another one is given. Every configuration problem is reported as one
+``wg_netmanager: error: ...`` line on stderr with exit code 2.
 """
 
 from __future__ import annotations
 
-import importlib
+import os
 import re
 import sys
-from types import ModuleType
+from ipaddress import IPv4Address
 from typing import Any
 
 from docopt import DocoptExit, docopt
 
-from wg_netmanager import __version__
+from wg_netmanager import __version__, service
 from wg_netmanager.config import (
     ConfigError,
+    PeerConfig,
     Settings,
     check_interface,
     check_name,
@@ -44,30 +49,47 @@ DEFAULT_NETWORK_PATH = "/etc/wg_netmanager/network.yaml"
 DEFAULT_PEER_PATH = "/etc/wg_netmanager/peer.yaml"
 DEFAULT_INTERFACE = "wg0"
 WG_PORT_BASE, ADMIN_PORT_BASE = 50000, 50500
-COMMANDS = ("check", "genkey", "status")
+COMMANDS = ("check", "install", "genkey", "status")
 
 # Command patterns come before the bare run pattern: docopt picks the first of
 # equally good matches, and [<interface> ...] would otherwise swallow "genkey".
+# No [default: ...] for -c/-p: None tells "not given" from "given as the default".
 USAGE = f"""wg_netmanager - WireGuard mesh network manager
 
 Usage:
   wg_netmanager check [options] [-v...] [(<interface> <wg_ip> <name>)]
+  wg_netmanager install [options] [-v...] [(<interface> <wg_ip> <name>)]
   wg_netmanager genkey
   wg_netmanager status [--json] [options] [-v...] [<interface>]
   wg_netmanager [options] [-v...] [(<interface> <wg_ip> <name>)]
   wg_netmanager (-h | --help)
   wg_netmanager --version
 
+Commands:
+  (none)    run the daemon
+  check     validate the configuration, print what would run and exit (as -O)
+  install   print a systemd unit that runs this node with these options
+  genkey    print a new sharedKey
+  status    the running daemon's peer table (of this network namespace)
+
 Options:
-  -c NETWORK, --config NETWORK      network file [default: {DEFAULT_NETWORK_PATH}]
-  -p PEER, --peer-config PEER       this node's file [default: {DEFAULT_PEER_PATH}]
+  -c NETWORK, --config NETWORK      network file (default {DEFAULT_NETWORK_PATH})
+  --network_config NETWORK          the same as -c
+  -p PEER, --peer-config PEER       this node's file (default {DEFAULT_PEER_PATH})
+  --peer_config PEER                the same as -p
+  -i IF, --wireguard-interface IF   WireGuard interface, instead of <interface> (default wg0)
+  -a IP, --wireguard-address IP     this node's wg IP, instead of <wg_ip>
+  -n NAME, --name NAME              this node's name, instead of <name>
   -e, --existing-wg                 use an existing WireGuard interface
   -w PORT, --wireguard-port PORT    WireGuard UDP port (default 50000 + last octet of wg_ip)
   -u PORT, --admin-port PORT        admin UDP port (default 50500 + last octet of wg_ip)
   -H, --wireguard-hopping           change the WireGuard port when the static peers stay unreachable
   -v, --verbose                     more log output (repeatable: -vv)
-  -l FILE, --logfile FILE           also write the log to FILE
+  -t, --tui                         full-screen terminal UI (the default on a terminal)
   --no-tui                          run headless (log lines only)
+  -l                                also write the log to <name>.log in the current directory
+  --logfile FILE                    also write the log to FILE
+  -O                                print the resulting configuration and exit (as check)
   --json                            status as JSON
   -h, --help                        show this
   --version                         show the version
@@ -86,26 +108,63 @@ def _cli_port(text: str | None, option: str) -> int | None:
     return int(text)
 
 
-def build_settings(args: dict[str, Any]) -> Settings:
-    """Combine docopt's ``args``, network.yaml and peer.yaml (see module docstring)."""
-    network = load_network(args["--config"])
-    peer_path = args["--peer-config"]
-    peer = load_peer(peer_path, required=peer_path != DEFAULT_PEER_PATH)
+def _file_option(args: dict[str, Any], short: str, long: str, default: str) -> str:
+    """``-c``/``--network_config`` (or ``-p``/``--peer_config``): one file, however spelt."""
+    given = {args[short], args[long]} - {None}
+    if len(given) > 1:
+        raise ConfigError(f"command line: {short} and {long} name different files; give one")
+    return given.pop() if given else default
+
+
+def network_path(args: dict[str, Any]) -> str:
+    return _file_option(args, "--config", "--network_config", DEFAULT_NETWORK_PATH)
+
+
+def peer_path(args: dict[str, Any]) -> str:
+    return _file_option(args, "--peer-config", "--peer_config", DEFAULT_PEER_PATH)
+
+
+def _identity(
+    args: dict[str, Any], peer: PeerConfig, peer_file: str
+) -> tuple[str, IPv4Address, str, str]:
+    """interface, wg_ip, name and where wg_ip came from (for error messages)."""
+    options = (args["--wireguard-interface"], args["--wireguard-address"], args["--name"])
     if args["<interface>"] is not None:  # docopt gives all three or none
+        if any(v is not None for v in options):
+            raise ConfigError(
+                "command line: <interface> <wg_ip> <name> and -i/-a/-n say the same; give one form"
+            )
         interface = check_interface(args["<interface>"], "command line: <interface>")
         ip_where = "command line: <wg_ip>"
         wg_ip = parse_ipv4(args["<wg_ip>"], ip_where)
         name = check_name(args["<name>"], "command line: <name>")
+        return interface, wg_ip, name, ip_where
+    interface_opt, ip_opt, name_opt = options
+    if interface_opt is not None:
+        interface = check_interface(interface_opt, "command line: -i/--wireguard-interface")
     else:
         interface = peer.wg_interface or DEFAULT_INTERFACE
-        if peer.wg_ip is None or peer.name is None:
-            missing = "wgIp" if peer.wg_ip is None else "name"
-            raise ConfigError(
-                f"{peer_path}: {missing}: not set and no <interface> <wg_ip> <name> given; "
-                f"set wgIp and name in {peer_path} or pass all three arguments"
-            )
-        ip_where = f"{peer_path}: wgIp"
-        wg_ip, name = peer.wg_ip, peer.name
+    if ip_opt is not None:
+        ip_where = "command line: -a/--wireguard-address"
+        ip: IPv4Address | None = parse_ipv4(ip_opt, ip_where)
+    else:
+        ip_where, ip = f"{peer_file}: wgIp", peer.wg_ip
+    node_name = peer.name if name_opt is None else check_name(name_opt, "command line: -n/--name")
+    if ip is None or node_name is None:
+        missing, option = ("wgIp", "-a") if ip is None else ("name", "-n")
+        raise ConfigError(
+            f"{peer_file}: {missing}: not set and not on the command line; "
+            f"set {missing} in {peer_file}, or give {option} (or <interface> <wg_ip> <name>)"
+        )
+    return interface, ip, node_name, ip_where
+
+
+def build_settings(args: dict[str, Any]) -> Settings:
+    """Combine docopt's ``args``, network.yaml and peer.yaml (see module docstring)."""
+    network = load_network(network_path(args))
+    peer_file = peer_path(args)
+    peer = load_peer(peer_file, required=peer_file != DEFAULT_PEER_PATH)
+    interface, wg_ip, name, ip_where = _identity(args, peer, peer_file)
     check_wg_ip(wg_ip, network.subnet, ip_where, network.path)
 
     static = next((p for p in network.peers if p.wg_ip == wg_ip), None)
@@ -121,6 +180,20 @@ def build_settings(args: dict[str, Any]) -> Settings:
             f"command line: -w/-u: WireGuard and admin port are both {wg_port}; "
             "give them different ports"
         )
+    if args["-l"] and args["--logfile"] is not None:
+        raise ConfigError(
+            "command line: -l and --logfile: -l means --logfile <name>.log; give one of them"
+        )
+    logfile = f"{name}.log" if args["-l"] else args["--logfile"]
+    if args["--tui"] and args["--no-tui"]:
+        raise ConfigError("command line: -t and --no-tui contradict each other; give one")
+    terminal = sys.stdout.isatty()
+    # install's output is usually redirected to a file, and the unit runs headless anyway.
+    if args["--tui"] and not terminal and not args["install"]:
+        raise ConfigError(
+            "command line: -t: standard output is not a terminal, so there is no screen "
+            "for the TUI; run it in a terminal, or leave out -t to run headless"
+        )
     return Settings(
         network=network,
         interface=interface,
@@ -130,8 +203,8 @@ def build_settings(args: dict[str, Any]) -> Settings:
         wg_port=wg_port,
         admin_port=admin_port,
         verbosity=args["--verbose"],
-        logfile=args["--logfile"],
-        tui=not args["--no-tui"] and sys.stdout.isatty(),
+        logfile=logfile,
+        tui=not args["--no-tui"] and terminal,
         hopping=args["--wireguard-hopping"],
     )
 
@@ -168,28 +241,60 @@ def describe(settings: Settings) -> list[str]:
     return lines
 
 
-def _module(name: str) -> ModuleType | None:
-    """Import wg_netmanager.<name> lazily; None if that module does not exist (yet)."""
-    try:
-        return importlib.import_module(f"wg_netmanager.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"wg_netmanager.{name}":
-            raise  # a missing dependency inside it is a real bug
-        return None
+def service_command(args: dict[str, Any], settings: Settings) -> list[str]:
+    """The command line of the daemon a service runs for this invocation.
+
+    Repeats what was given here, with absolute paths (a service runs in /);
+    what was left to peer.yaml stays there. Headless: a service has no terminal.
+    """
+    words = [*_executable(), "-c", os.path.abspath(settings.network.path)]
+    if args["--peer-config"] is not None or args["--peer_config"] is not None:
+        words += ["-p", os.path.abspath(peer_path(args))]
+    cli_identity = args["<interface>"] is not None
+    if cli_identity or args["--wireguard-interface"] is not None:
+        words += ["-i", settings.interface]
+    if cli_identity or args["--wireguard-address"] is not None:
+        words += ["-a", str(settings.wg_ip)]
+    if cli_identity or args["--name"] is not None:
+        words += ["-n", settings.name]
+    if args["--existing-wg"]:
+        words.append("-e")
+    if args["--wireguard-port"] is not None:
+        words += ["-w", str(settings.wg_port)]
+    if args["--admin-port"] is not None:
+        words += ["-u", str(settings.admin_port)]
+    if settings.hopping:
+        words.append("-H")
+    if settings.verbosity:
+        words.append("-" + "v" * settings.verbosity)
+    if settings.logfile:
+        words += ["--logfile", os.path.abspath(settings.logfile)]
+    return [*words, "--no-tui"]
+
+
+def _executable() -> list[str]:
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) == "wg_netmanager" and os.path.isfile(script):
+        return [os.path.abspath(script)]  # the installed console script
+    return [sys.executable, "-m", "wg_netmanager"]
 
 
 def _status(args: dict[str, Any]) -> int:
+    if args["<interface>"] is not None and args["--wireguard-interface"] is not None:
+        raise ConfigError("command line: <interface> and -i say the same; give one")
     if args["<interface>"] is not None:
         interface = check_interface(args["<interface>"], "command line: <interface>")
+    elif args["--wireguard-interface"] is not None:
+        where = "command line: -i/--wireguard-interface"
+        interface = check_interface(args["--wireguard-interface"], where)
     else:
-        peer_path = args["--peer-config"]
-        peer = load_peer(peer_path, required=peer_path != DEFAULT_PEER_PATH)
+        peer_file = peer_path(args)
+        peer = load_peer(peer_file, required=peer_file != DEFAULT_PEER_PATH)
         interface = peer.wg_interface or DEFAULT_INTERFACE
-    control = _module("control")
-    if control is None:
-        _error("status is not available in this build (wg_netmanager.control is missing)")
-        return 1
-    return int(control.status_main(interface, bool(args["--json"])))
+    # Imported here, as the daemon below: trio costs check and genkey a tenth of a second.
+    from wg_netmanager import control
+
+    return control.status_main(interface, bool(args["--json"]))
 
 
 def _usage_error(exc: DocoptExit) -> str:
@@ -205,12 +310,39 @@ def _usage_error(exc: DocoptExit) -> str:
     return message or "the arguments fit no usage line"
 
 
+def _logfile_form(argv: list[str]) -> str | None:
+    """If ``argv`` failed only because it gives ``-l`` a file (``-l FILE``,
+    ``-lFILE``), the one-line fix; else None."""
+    for index, word in enumerate(argv):
+        if word == "--":
+            break
+        if word == "-l" and index + 1 < len(argv) and not argv[index + 1].startswith("-"):
+            file, rest = argv[index + 1], argv[:index] + argv[index + 2 :]
+        elif word.startswith("-l") and len(word) > 2:
+            file, rest = word[2:], argv[:index] + argv[index + 1 :]
+        else:
+            continue
+        try:
+            docopt(USAGE, [*rest, "--logfile", file], version=__version__)
+        except (DocoptExit, SystemExit):
+            return None
+        return (
+            f"-l takes no file name: it logs to <name>.log in the current directory "
+            f"(as the original tool's -l); to log to {file}, write --logfile {file}"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
         args = docopt(USAGE, argv, version=__version__)
     except DocoptExit as exc:
-        print(DocoptExit.usage.strip(), file=sys.stderr)
-        _error(f"{_usage_error(exc)}; see --help")
+        fix = _logfile_form(argv)
+        if fix is None:
+            print(DocoptExit.usage.strip(), file=sys.stderr)
+            fix = f"{_usage_error(exc)}; see --help"
+        _error(fix)
         return 2
     except SystemExit as exc:  # --help or --version: docopt printed the text
         return 0 if exc.code is None else 2
@@ -228,14 +360,22 @@ def main(argv: list[str] | None = None) -> int:
         warning = warn_if_world_readable(settings.network.path)
         if warning:
             print(warning, file=sys.stderr)
-        if args["check"]:
+        if args["install"]:
+            _print_warnings(settings)
+            print(service.systemd_unit(settings, service_command(args, settings)))
+            return 0
+        if args["check"] or args["-O"]:
+            _print_warnings(settings)
             print("\n".join(describe(settings)))
             return 0
-        daemon = _module("daemon")
-        if daemon is None:
-            _error("the daemon is not available in this build (wg_netmanager.daemon is missing)")
-            return 1
-        return int(daemon.main(settings))
+        from wg_netmanager import daemon  # logs the configuration's warnings itself
+
+        return daemon.main(settings)
     except ConfigError as exc:
         _error(str(exc))
         return 2
+
+
+def _print_warnings(settings: Settings) -> None:
+    for line in settings.network.warnings:
+        print(f"warning: {line}", file=sys.stderr)

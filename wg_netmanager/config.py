@@ -3,6 +3,10 @@
 Every problem raises ``ConfigError`` with a one-line message of the form
 ``<file>: <field>: <problem>; <fix>`` so that the CLI can print it as is.
 How command-line values override peer.yaml is decided in ``cli.py``.
+
+Loading is pure: what is accepted but worth a word (a subnet written with
+host bits set, as the original tool's own example does) comes back in
+``NetworkConfig.warnings``; ``check`` prints them, the daemon logs them.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class NetworkConfig:
     subnet: IPv4Network
     peers: tuple[StaticPeer, ...]
     timers: Timers
+    warnings: tuple[str, ...] = ()  # one line each ("<file>: <field>: ..."), for stderr or the log
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,10 @@ def _parse_yaml(path: str, text: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{path}: {where}: YAML error: {problem}; fix the file there") from None
+        fix = "fix the file there"
+        if "'\\t'" in problem:  # e.g. a block copied from a web page, indented with tabs
+            fix = "YAML indents with spaces, never tabs: replace the tabs with spaces"
+        raise ConfigError(f"{path}: {where}: YAML error: {problem}; {fix}") from None
     except yaml.reader.ReaderError as exc:
         char = exc.character if isinstance(exc.character, int) else ord(exc.character)
         raise ConfigError(
@@ -332,13 +340,22 @@ def _shared_key(path: str, value: Any) -> bytes:
     return raw
 
 
-def _subnet(path: str, value: Any) -> IPv4Network:
+def _subnet(path: str, value: Any) -> tuple[IPv4Network, str | None]:
+    """The subnet, and a warning if it had to be normalised.
+
+    ``10.1.1.0/8`` (the original tool's own example) has host bits set; it is
+    read as the network ``10.0.0.0/8``, as the original did, with a warning.
+    Refused as ambiguous: no prefix length (/24? /32?), and host bits set with
+    a mask instead of a length (``/0.0.0.255`` is read as a hostmask, not a
+    netmask). Octets with leading zeros (octal?) are not IPv4 at all.
+    """
     where = f"{path}: network.subnet"
     text = _text(path, "network.subnet", value, "10.1.1.0/24").strip()
     if ":" in text:
         raise ConfigError(f"{where}: IPv6 is not supported; use an IPv4 subnet like 10.1.1.0/24")
     if "/" not in text:
         raise ConfigError(f"{where}: {_show(text)} has no prefix length; write it like 10.1.1.0/24")
+    warning = None
     try:
         subnet = IPv4Network(text)
     except ValueError:
@@ -348,12 +365,33 @@ def _subnet(path: str, value: Any) -> IPv4Network:
             raise ConfigError(
                 f"{where}: {_show(text)} is not an IPv4 subnet; write it like 10.1.1.0/24"
             ) from None
-        raise ConfigError(f"{where}: {text} has host bits set; write {subnet}") from None
+        if not re.fullmatch(r"[0-9]{1,2}", text.rpartition("/")[2]):
+            raise ConfigError(
+                f"{where}: {text} has host bits set and a mask instead of a prefix length; "
+                f"write {subnet}"
+            ) from None
+        warning = _host_bits_warning(where, text, subnet)
     if subnet.prefixlen > 30:
         raise ConfigError(
             f"{where}: /{subnet.prefixlen} leaves no room for nodes; use /30 or wider"
         )
-    return subnet
+    return subnet, warning
+
+
+def _host_bits_warning(where: str, text: str, subnet: IPv4Network) -> str:
+    """Says what ``text`` was read as, and the narrower network it may have meant."""
+    address = IPv4Address(text.partition("/")[0])  # valid: the whole text parsed
+    zero_octets = 4 - len(address.packed.rstrip(b"\0"))
+    # 10.1.1.0/8 may have meant 10.1.1.0/24: the longest whole-octet prefix the address starts.
+    narrow = 8 * (4 - zero_octets)
+    hint = ""
+    if subnet.prefixlen < narrow <= 24:
+        hint = f" (or {address}/{narrow} if only that was meant)"
+    return (
+        f"{where}: {text} has host bits set; read as {subnet} "
+        f"({subnet.network_address + 1} to {subnet.broadcast_address - 1}); "
+        f"write {subnet}{hint} to silence this"
+    )
 
 
 def _endpoint(path: str, where: str, value: Any) -> tuple[str, int]:
@@ -450,13 +488,14 @@ def load_network(path: str) -> NetworkConfig:
     net = _mapping(path, "network", top["network"], "a mapping with sharedKey and subnet")
     _check_keys(path, "network", net, ("sharedKey", "subnet"))
     shared_key = _shared_key(path, net["sharedKey"])
-    subnet = _subnet(path, net["subnet"])
+    subnet, subnet_warning = _subnet(path, net["subnet"])
     return NetworkConfig(
         path=path,
         shared_key=shared_key,
         subnet=subnet,
         peers=_peers(path, top["peers"], subnet),
         timers=_timers(path, top.get("timers")),
+        warnings=(subnet_warning,) if subnet_warning else (),
     )
 
 

@@ -1,16 +1,23 @@
 """The local control socket: ``wg_netmanager status`` reads the running daemon.
 
 The daemon listens on a unix stream socket, ``/run/wg_netmanager/<if>.sock``
-(directory 0700, socket 0600: root only). The protocol is one-shot: a client
-connects, the daemon writes one JSON document (the status document of
-``status_text``: the core's ``NodeStatus`` plus interface, backend, uptime;
-public keys, never a private or shared key) and a newline, and closes.
+(directory 0700, socket 0600: root only). One /run may serve daemons of
+several network namespaces (``ip netns``, testbeds), each with its own ``wg0``:
+outside the host's namespace (or a container's own: PID 1's) the name also
+carries the namespace's inode, ``<if>.netns-<inode>.sock`` (the number
+``lsns -t net`` shows), and ``status`` looks for the one of its own namespace.
+The static node's peers file follows the same rule (``runtime_path``).
+
+The protocol is one-shot: a client connects, the daemon writes one JSON
+document (the status document of ``status_text``: the core's ``NodeStatus``
+plus interface, backend, uptime; public keys, never a private or shared key)
+and a newline, and closes.
 
 The directory can be moved with the environment variable
-``WG_NETMANAGER_RUN_DIR`` (tests and namespace testbeds, where several
-daemons share one /run). A socket that still answers belongs to another
-daemon and is never taken over; a stale one is replaced. On shutdown the
-daemon removes its socket (only if it is still the one it created).
+``WG_NETMANAGER_RUN_DIR`` (tests keep their sockets out of the machine's
+/run). A socket that still answers belongs to another daemon and is never
+taken over; a stale one is replaced. On shutdown the daemon removes its
+socket (only if it is still the one it created).
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ DEFAULT_RUN_DIR = "/run/wg_netmanager"
 SEND_TIMEOUT = 2.0  # seconds a client may take to read the document
 CLIENT_TIMEOUT = 5.0  # seconds ``status`` waits for the daemon
 MAX_DOCUMENT = 16 << 20
+# The host's network namespace has this inode since Linux 6.18 (PROC_NET_INIT_INO);
+# others are numbered from 0xF0000000 up, so no other namespace can have it.
+INIT_NETNS_INODE = 0xEFFFFFF9
 
 
 class ControlError(Exception):
@@ -47,8 +57,45 @@ def run_dir() -> str:
     return os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR
 
 
+def netns_key() -> str | None:
+    """None in the host's network namespace (or PID 1's: a container's own);
+    elsewhere ``netns-<inode>`` of this process's network namespace.
+    """
+    own = _netns_id("self")
+    if own is None or own[1] == INIT_NETNS_INODE:  # no /proc: nothing to tell apart
+        return None
+    if _netns_id("1") == own:  # kernels before the fixed number; needs root
+        return None
+    return f"netns-{own[1]}"
+
+
+def _netns_id(pid: str) -> tuple[int, int] | None:
+    """(device, inode) of the network namespace of process ``pid``; None if hidden."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def runtime_path(interface: str, suffix: str) -> str:
+    """``<run dir>/<if>[.netns-<inode>].<suffix>``: one name per daemon on this host.
+
+    Interface names have at most 15 characters, so ``<if>.netns-<inode>`` (10
+    digits) never equals another interface's plain name.
+    """
+    key = netns_key()
+    stem = interface if key is None else f"{interface}.{key}"
+    return os.path.join(run_dir(), f"{stem}.{suffix}")
+
+
 def socket_path(interface: str) -> str:
-    return os.path.join(run_dir(), f"{interface}.sock")
+    return runtime_path(interface, "sock")
+
+
+def peers_path(interface: str) -> str:
+    """Where a static node remembers its nodes' admin endpoints across a crash."""
+    return runtime_path(interface, "peers")
 
 
 # --- the daemon's side ---------------------------------------------------------
@@ -192,12 +239,16 @@ def fetch(path: str, timeout: float = CLIENT_TIMEOUT) -> Doc:
         try:
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
-            raise ControlError(f"no daemon is running (no control socket at {path})") from None
+            raise ControlError(
+                f"no daemon is running in this network namespace (no control socket at {path})"
+            ) from None
         except PermissionError:
             raise ControlError(f"permission denied on {path}; run as root") from None
         except OSError as exc:
             if exc.errno == errno.ENOENT:
-                raise ControlError(f"no daemon is running (no control socket at {path})") from None
+                raise ControlError(
+                    f"no daemon is running in this network namespace (no control socket at {path})"
+                ) from None
             raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
         chunks, size = [], 0
         try:

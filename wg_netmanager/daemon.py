@@ -454,9 +454,9 @@ class Daemon:
     # --- static nodes: remember the nodes for a restart after a crash ----------
 
     def _peers_file(self) -> str:
-        from .control import run_dir
+        from .control import peers_path
 
-        return os.path.join(run_dir(), f"{self.settings.interface}.peers")
+        return peers_path(self.settings.interface)
 
     async def _remember_peers(self) -> None:
         node = self.node
@@ -605,6 +605,8 @@ def main(
     make_daemon: Callable[[Settings], Daemon] | None = None,
 ) -> int:
     setup_logging(settings)
+    for warning in settings.network.warnings:  # e.g. a subnet read with its host bits cleared
+        log.warning("%s", warning)
     daemon = (make_daemon or _real_daemon)(settings)
     try:
         trio.run(_run_until_signal, daemon)
