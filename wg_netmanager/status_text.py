@@ -272,11 +272,20 @@ def header_lines(doc: Mapping[str, Any]) -> list[str]:
         f"  ports wg {doc.get('wg_port', '?')} admin {doc.get('admin_port', '?')}"
     )
     c = counts(doc)
+    connected, total = doc.get("statics_connected", 0), doc.get("statics_total", 0)
+    if doc.get("is_static"):
+        # A static is its own gateway: what matters is whom it serves and
+        # whether it reaches the other statics.
+        second = (
+            f"static node  up {fmt_age(doc.get('uptime'))}  serving {c['nodes']} nodes"
+            + (f"  other statics {connected}/{total}" if total else "  the only static")
+        )
+        return [first, second]
     second = (
         f"visible as {doc.get('visible_endpoint') or '-'}  up {fmt_age(doc.get('uptime'))}"
         f"  nodes {c['nodes']}  direct {c['direct']}  via gateway {c['via']}"
         + (f"  unreachable {c['unreachable']}" if c["unreachable"] else "")
-        + f"  statics {doc.get('statics_connected', 0)}/{doc.get('statics_total', 0)}"
+        + f"  statics {connected}/{total}"
     )
     return [first, second]
 

@@ -1,0 +1,48 @@
+"""The status header as a person reads it, for a dynamic node and for a static one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wg_netmanager.status_text import header_lines
+
+
+def doc(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "beta",
+        "wg_ip": "10.1.1.1",
+        "interface": "wg0",
+        "backend": "wireguard-go",
+        "public_key": "QUxJQ0VrZXlBTElDRWtleUFMSUNFa2V5QUxJQ0VrZXk=",
+        "wg_port": 50001,
+        "admin_port": 50501,
+        "uptime": 65.0,
+        "visible_endpoint": None,
+        "statics_connected": 0,
+        "statics_total": 0,
+        "peers": [
+            {"name": n, "wg_ip": f"10.1.1.{i}", "path": "direct", "kind": ""}
+            for i, n in ((2, "alpha"), (3, "charlie"), (4, "delta"))
+        ],
+    }
+    return {**base, **changes}
+
+
+def test_a_static_says_whom_it_serves_not_a_meaningless_statics_count() -> None:
+    first, second = header_lines(doc(is_static=True))
+    assert ", static" in first
+    assert "serving 3 nodes" in second and "the only static" in second
+    assert "statics 0/0" not in second and "visible as" not in second
+
+
+def test_a_static_with_other_statics_counts_them() -> None:
+    _, second = header_lines(doc(is_static=True, statics_connected=1, statics_total=2))
+    assert "other statics 1/2" in second
+
+
+def test_a_dynamic_node_shows_its_outside_and_its_statics() -> None:
+    _, second = header_lines(
+        doc(is_static=False, visible_endpoint="198.51.100.3:50003", statics_connected=1,
+            statics_total=1)
+    )  # fmt: skip
+    assert "visible as 198.51.100.3:50003" in second and "statics 1/1" in second
