@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sim import Nat, SimNet
 
+from tests.sim import Nat, SimNet
 from wg_netmanager.core.timers import Timers
 
 FAST = Timers(ping_interval=1.0, dead_after=3.0)
