@@ -7,6 +7,9 @@ the daemons and removes everything.
 
     sudo scripts/demo.sh                      # the seed's working example
     sudo scripts/demo.sh --topology three_boxes
+
+demo.sh runs ``python -m scripts.demo`` from the repository root (``-m``: it
+imports the test-support library ``tests``).
 """
 
 from __future__ import annotations
@@ -21,10 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from netns import Testbed, script_path, unique_prefix, write_network_yaml  # noqa: E402
+from tests.netns import Daemons, Testbed, network_yaml, script_path, unique_prefix
+from wg_netmanager.config import generate_shared_key
 
 TOPOLOGIES: dict[str, tuple[str, dict[str, str]]] = {
     # script, box -> wg IP; the first box is the static node
@@ -39,12 +40,13 @@ TOPOLOGIES: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-def pair_states(tb: Testbed, nodes: dict[str, str]) -> dict[tuple[str, str], str]:
+def pair_states(daemons: Daemons) -> dict[tuple[str, str], str]:
     """For each pair of boxes: "direct", "via <gateway>", or "-" (no route yet)."""
+    nodes = daemons.nodes
     by_ip = {ip: name for name, ip in nodes.items()}
     routes: dict[str, dict[str, str]] = {}
     for box in nodes:
-        out = tb.run(box, "ip", "-4", "route", "show", "dev", "wg0", "proto", "57").stdout
+        out = daemons.routes(box)
         table = routes[box] = {}
         for line in out.splitlines():
             fields = line.split()
@@ -59,8 +61,7 @@ def pair_states(tb: Testbed, nodes: dict[str, str]) -> dict[tuple[str, str], str
 
 
 def watch_timeline(
-    tb: Testbed,
-    nodes: dict[str, str],
+    daemons: Daemons,
     started: float,
     timeline: list[str],
     last: dict[tuple[str, str], str],
@@ -69,18 +70,17 @@ def watch_timeline(
     """Sample every pair's path every 50 ms: the phases (via the gateway, then
     LAN, then NAT-direct) happen faster than the ping matrix can redraw."""
     while not stop.wait(0.05):
-        for pair, state in pair_states(tb, nodes).items():
+        for pair, state in pair_states(daemons).items():
             if last.get(pair) != state:
                 last[pair] = state
                 when = time.monotonic() - started
                 timeline.append(f"{when:5.2f} s  {pair[0]}<->{pair[1]}: {state}")
 
 
-def paths(tb: Testbed, box: str, nodes: dict[str, str]) -> str:
-    by_ip = {ip: name for name, ip in nodes.items()}
-    out = tb.run(box, "ip", "-4", "route", "show", "dev", "wg0", "proto", "57").stdout
+def paths(daemons: Daemons, box: str) -> str:
+    by_ip = {ip: name for name, ip in daemons.nodes.items()}
     parts = []
-    for line in out.splitlines():
+    for line in daemons.routes(box).splitlines():
         fields = line.split()
         dest = fields[0].removesuffix("/32")
         if "via" in fields:
@@ -92,16 +92,15 @@ def paths(tb: Testbed, box: str, nodes: dict[str, str]) -> str:
 
 
 def draw(
-    tb: Testbed,
-    nodes: dict[str, str],
+    daemons: Daemons,
     started: float,
     pool: concurrent.futures.Executor,
     timeline: list[str],
     last: dict[tuple[str, str], str],
 ) -> None:
-    names = list(nodes)
+    names = list(daemons.nodes)
     pairs = [(a, b) for a in names for b in names if a != b]
-    results = dict(zip(pairs, pool.map(lambda p: tb.ping(p[0], nodes[p[1]]), pairs), strict=True))
+    results = dict(zip(pairs, pool.map(lambda p: daemons.pings(*p), pairs), strict=True))
     lines = [f"wg_netmanager demo - {time.monotonic() - started:5.1f} s - Ctrl-C to stop", ""]
     lines.append("ping from \\ to " + "".join(f"{n:>9}" for n in names))
     for a in names:
@@ -111,7 +110,7 @@ def draw(
         lines.append(f"{a:<15}{cells}")
     lines.append("")
     for box in names:
-        lines.append(f"{box:<8} {paths(tb, box, nodes)}")
+        lines.append(f"{box:<8} {paths(daemons, box)}")
     lines += ["", "timeline (which path each pair uses):", *timeline[-14:]]
     sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
     sys.stdout.flush()
@@ -123,31 +122,25 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
     args = parser.parse_args()
     script, nodes = TOPOLOGIES[args.topology]
-    sys.path.insert(0, str(ROOT))
-    from wg_netmanager.config import generate_shared_key
-
     with (
         tempfile.TemporaryDirectory(prefix="wgnm-demo-") as tmp,
         Testbed(script_path(script), unique_prefix("demo")) as tb,
     ):
-        tb.up()
-        config = write_network_yaml(Path(tmp) / "network.yaml", shared_key=generate_shared_key())
-        env = {"PYTHONPATH": str(ROOT)}
+        config = network_yaml(shared_key=generate_shared_key())
+        daemons = Daemons(tb, Path(tmp), nodes, config, verbose=False)
         started = time.monotonic()
-        for box, ip in nodes.items():
-            argv = [sys.executable, "-m", "wg_netmanager", "-c", str(config), "--no-tui"]
-            tb.spawn(box, [*argv, "wg0", ip, box], Path(tmp) / f"{box}.log", env=env)
+        daemons.start_all()
         timeline: list[str] = []
         last: dict[tuple[str, str], str] = {}
         stop = threading.Event()
         watcher = threading.Thread(
-            target=watch_timeline, args=(tb, nodes, started, timeline, last, stop), daemon=True
+            target=watch_timeline, args=(daemons, started, timeline, last, stop), daemon=True
         )
         watcher.start()
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
             try:
                 while not args.seconds or time.monotonic() - started < args.seconds:
-                    draw(tb, nodes, started, pool, timeline, last)
+                    draw(daemons, started, pool, timeline, last)
                     time.sleep(0.2)
             except KeyboardInterrupt:
                 pass

@@ -14,6 +14,7 @@ of ``fault_mesh`` whatever happens (see tests/netns.py).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import SHARED_KEY_B64
 from tests.netns import REPO_ROOT, Daemons, Testbed, daemons_in, network_yaml
 
 NODES = {"beta": "10.1.1.1", "alpha": "10.1.1.2", "charlie": "10.1.1.3", "delta": "10.1.1.4"}
@@ -106,9 +108,12 @@ class FaultMesh(Daemons):
             argv += ["--gap-threshold", str(p.gap), "--flush-interval", str(p.flush)]
             argv += ["--dev", "wg0", "--out", str(self.tmp / f"probe-{box}.json")]
             self.probers[box] = self.tb.spawn(box, argv, self.tmp / f"probe-{box}.out")
+
+        def ready(out: Path) -> bool:
+            return out.exists() and "ready" in out.read_text()
+
         for box in pairs:
-            out = self.tmp / f"probe-{box}.out"
-            self.wait(lambda out=out: out.exists() and "ready" in out.read_text(), 10)
+            self.wait(functools.partial(ready, self.tmp / f"probe-{box}.out"), 10)
 
     def probe_report(self, box: str) -> dict[str, Any] | None:
         """The latest report of ``box``'s prober (see tests/prober.py); None if none yet."""
@@ -159,7 +164,8 @@ class FaultMesh(Daemons):
 def fault_mesh(tmp: Path, **timers: float) -> Iterator[FaultMesh]:
     """A fresh working example with its four daemons configured (not started)."""
     nodes = dict(NODES)  # a test may add a box (e.g. an impostor in "evil")
-    with daemons_in("working_example", tmp, nodes, network_yaml(**timers), FaultMesh) as mesh:
+    config = network_yaml(SHARED_KEY_B64, **timers)
+    with daemons_in("working_example", tmp, nodes, config, FaultMesh) as mesh:
         try:
             yield mesh
         finally:

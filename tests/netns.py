@@ -302,13 +302,6 @@ peers:
     return text
 
 
-def write_network_yaml(path: Path, **kwargs: Any) -> Path:
-    """Write :func:`network_yaml` to ``path`` readable by root only (it holds the key)."""
-    path.write_text(network_yaml(**kwargs))
-    path.chmod(0o600)
-    return path
-
-
 class Daemons:
     """wg_netmanager daemons in the boxes of a testbed, logs in ``tmp``.
 

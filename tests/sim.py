@@ -91,6 +91,7 @@ class SimNet:
         seed: int = 1,
         latency: float = 0.002,
         loss: float = 0.0,
+        wg_period: float | None = None,
     ) -> None:
         self.rng = Random(seed)
         self.timers = timers or Timers()
@@ -114,7 +115,7 @@ class SimNet:
         self._desired_keys: dict[str, frozenset[str]] = {}  # per host, at the last tick
         # User traffic: (from, to) -> bytes per second, e.g. a ping running.
         self.flows: dict[tuple[str, str], float] = {}
-        self.wg_period: float | None = None  # see run_until
+        self.wg_period = wg_period  # see run_until
         self._next_wg = 0.0
 
     # --- building -------------------------------------------------------

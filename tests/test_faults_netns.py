@@ -96,13 +96,11 @@ def test_static_restart_is_noticed_at_once_and_direct_links_hold(mesh: FaultMesh
         time.sleep(6.0)
         mesh.start("beta")
         # Its return: the new daemon's interface carries its new key.
-        mesh.wait(
-            lambda old=old_key: (
-                mesh.tb.run("beta", "wg", "show", "wg0", "public-key").stdout not in ("", old)
-            ),
-            15,
-            interval=0.02,
-        )
+
+        def returned(old: str = old_key) -> bool:
+            return mesh.tb.run("beta", "wg", "show", "wg0", "public-key").stdout not in ("", old)
+
+        mesh.wait(returned, 15, interval=0.02)
         took = mesh.wait_heard("beta", DYNAMIC, time.monotonic(), 10)
         print(f"{signal.Signals(how).name}: every node back {took:.2f} s after beta's return")
         assert took < 2.0

@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import functools
 import importlib.util
+import os
 import platform
 import subprocess
 import sys
@@ -42,7 +43,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from tests.helpers import ADMIN_KEY as ADMIN
 from tests.helpers import QUICK_TIMERS, make_node, node_info, static_target, underlay, wg_ip
-from tests.netns import in_ci
+from tests.netns import REPO_ROOT, in_ci
 from wg_netmanager import wire
 from wg_netmanager.core.node import (
     JUNK_BURST,
@@ -1020,8 +1021,6 @@ def test_restart_churn_keeps_barred_boots_bounded() -> None:
 
 # --- atheris ------------------------------------------------------------------------
 
-FUZZ_WIRE = Path(__file__).resolve().parent.parent / "scripts" / "fuzz_wire.py"
-
 
 def test_atheris_harness_runs_clean(tmp_path: Path) -> None:
     if importlib.util.find_spec("atheris") is None:
@@ -1036,12 +1035,13 @@ def test_atheris_harness_runs_clean(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
-            str(FUZZ_WIRE),
+            *("-m", "scripts.fuzz_wire"),
             f"-runs={runs}",
             "-seed=1",
             f"-artifact_prefix={tmp_path}/",
         ],
         cwd=tmp_path,  # crash files must not land in the work tree
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
