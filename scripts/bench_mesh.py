@@ -64,6 +64,7 @@ from tests.netns import (
     which,
 )
 from tests.procfs import CLK_TCK
+from tests.waits import wait_until
 
 PAIRS = list(itertools.combinations(NODES, 2))  # the six links
 DIRECTED = list(itertools.permutations(NODES, 2))  # the twelve prober directions
@@ -437,12 +438,11 @@ def scenario_ab(run: Run) -> dict[str, Any]:
     t_all = run.wait_all_reachable()
     if t_all is None:
         raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
-    assert run.poller is not None
+    poller = run.poller
+    assert poller is not None
     # give direct paths (NAT traversal, LAN) a chance to appear
-    deadline = time.monotonic() + run.args.direct_wait
-    while time.monotonic() < deadline and run.poller.all_direct is None:
-        time.sleep(POLL)
-    run.poller.stop()
+    wait_until(lambda: poller.all_direct is not None, run.args.direct_wait, POLL)
+    poller.stop()
     probes = run.stop_probers()
     return reach_metrics(run, probes, t0)
 
@@ -454,10 +454,11 @@ def scenario_c(run: Run) -> dict[str, Any]:
     if t_all is None:
         raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
     time.sleep(0.5)  # settle (routes, keepalives)
-    assert run.poller is not None
-    had_direct = run.poller.all_direct is not None
+    poller = run.poller
+    assert poller is not None
+    had_direct = poller.all_direct is not None
     run.tb.stop(run.mesh.procs["charlie"], sig=signal.SIGKILL, timeout=5)
-    run.poller.mark("charlie", time.monotonic())
+    poller.mark("charlie", time.monotonic())
     t_r = run.spawn_daemon("charlie")
     pairs = [(a, b) for a, b in DIRECTED if "charlie" in (a, b)]
 
@@ -482,10 +483,8 @@ def scenario_c(run: Run) -> dict[str, Any]:
         time.sleep(0.1)
     time.sleep(1.0)  # keep watching: a relapse after the first recovery counts
     if had_direct:  # give charlie's direct links the same chance as in a
-        deadline = time.monotonic() + run.args.direct_wait
-        while time.monotonic() < deadline and "box_all" not in run.poller.after:
-            time.sleep(POLL)
-    run.poller.stop()
+        wait_until(lambda: "box_all" in poller.after, run.args.direct_wait, POLL)
+    poller.stop()
     probes = run.stop_probers()
     m: dict[str, Any] = {"initial convergence": rel(t_all, t_start)}
     rec = []
@@ -502,10 +501,10 @@ def scenario_c(run: Run) -> dict[str, Any]:
         m["outage (first loss to all back)"] = round(max(done) - min(starts), 4)
     else:
         m["outage (first loss to all back)"] = None
-    keys = run.poller.keys["charlie"]
+    keys = poller.keys["charlie"]
     new_key = next((t for t, _ in keys if t > t_r), None)
     m["charlie new wg0 up"] = rel(new_key, t_r)
-    after = run.poller.after
+    after = poller.after
     m["charlie<->delta direct (LAN) again"] = rel(after.get("cd_lan"), t_r)
     m["charlie direct to all three again"] = rel(after.get("box_all"), t_r)
     m["all six links direct again"] = rel(after.get("all"), t_r)

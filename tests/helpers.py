@@ -1,4 +1,4 @@
-"""Small shared pieces: the shared key, addresses, ``make_node()``, waiting.
+"""The shared key, addresses and ``make_node()``.
 
 Every test and script that needs a core builds it with :func:`make_node`, so
 there is one place that knows how a ``Node`` is constructed. The addressing
@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 from random import Random
-from typing import Any
-
-import trio
 
 from wg_netmanager import wire
-from wg_netmanager.config import Settings, load_network
 from wg_netmanager.core.node import Node, StaticTarget
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import KeyPair
@@ -100,90 +93,3 @@ def make_node(
     if local_addresses is not None:
         node.set_local_addresses(list(local_addresses), now)
     return node
-
-
-# --- waiting -------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``predicate`` until truthy; False after ``timeout`` seconds.
-
-    The predicate is called at least once, at most ``timeout / interval + 2``
-    times.
-    """
-    deadline = time.monotonic() + timeout
-    max_tries = int(timeout / max(interval, 0.001)) + 2
-    for _ in range(max_tries):
-        if predicate():
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(interval, remaining))
-    return bool(predicate())
-
-
-async def wait_for(
-    predicate: Callable[[], Any], seconds: float = 5.0, interval: float = 0.01
-) -> None:
-    """In trio: poll ``predicate`` until truthy; ``trio.TooSlowError`` after ``seconds``."""
-    with trio.fail_after(seconds):
-        # Polling on purpose: the fakes and the screen have no events to wait on.
-        while not predicate():  # noqa: ASYNC110
-            await trio.sleep(interval)
-
-
-# --- daemons in-process, over loopback --------------------------------------------
-
-
-def free_udp_ports(count: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def make_settings(tmp_path: Path) -> tuple[Settings, Settings]:
-    """Settings of two daemons on 127.0.0.1 (alice static, bob dynamic), quick timers."""
-    static_admin, dynamic_admin = free_udp_ports(2)
-    path = tmp_path / "network.yaml"
-    path.write_text(
-        f"""\
-network:
-  sharedKey: {SHARED_KEY_B64}
-  subnet: 10.1.1.0/24
-peers:
-  - endPoint: 127.0.0.1:50001
-    adminPort: {static_admin}
-    wgIp: 10.1.1.1
-timers:
-  pingInterval: 0.2
-  deadAfter: 0.6
-  reconcileInterval: 0.2
-"""
-    )
-    network = load_network(str(path))
-
-    def settings(ip: str, name: str, admin_port: int, wg_port: int) -> Settings:
-        return Settings(
-            network=network,
-            interface="wg0",
-            wg_ip=IPv4Address(ip),
-            name=name,
-            existing_interface=False,
-            wg_port=wg_port,
-            admin_port=admin_port,
-            verbosity=0,
-            logfile=None,
-            tui=False,
-            hopping=False,
-        )
-
-    return (
-        settings("10.1.1.1", "alice", static_admin, 50001),
-        settings("10.1.1.2", "bob", dynamic_admin, 50002),
-    )

@@ -37,7 +37,8 @@ from typing import IO, Any, TypeVar
 import pytest
 
 from tests import procfs
-from tests.helpers import SHARED_KEY_B64, wait_until
+from tests.helpers import SHARED_KEY_B64
+from tests.waits import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NS_DIR = REPO_ROOT / "ns"

@@ -16,8 +16,10 @@ import pytest
 import trio
 
 from tests.fakes import FakeRoutes, FakeWgDevice
-from tests.helpers import SHARED_KEY_B64, make_settings, wait_for
+from tests.helpers import SHARED_KEY_B64
+from tests.loopback import make_settings
 from tests.status_samples import BOB_KEY, sample_doc, table
+from tests.waits import wait_for
 from wg_netmanager import cli, control
 from wg_netmanager.daemon import Daemon
 from wg_netmanager.keys import to_b64

@@ -17,7 +17,9 @@ import pytest
 import trio
 
 from tests.fakes import FakeRoutes, FakeWgDevice
-from tests.helpers import SHARED_KEY_B64, make_settings, wait_for
+from tests.helpers import SHARED_KEY_B64
+from tests.loopback import make_settings
+from tests.waits import wait_for
 from wg_netmanager.daemon import Daemon
 from wg_netmanager.model import Route
 from wg_netmanager.proc import CommandError

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_until
 from tests.netns import Daemons, daemons_in, network_yaml
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.netns
 

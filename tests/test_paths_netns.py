@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.faults import NODES, FaultMesh, fault_mesh
-from tests.helpers import wait_until
 from tests.netns import Testbed
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.netns
 

@@ -28,9 +28,10 @@ import trio
 import urwid
 
 from tests.fakes import FakeRoutes, FakeWgDevice
-from tests.helpers import make_settings, wait_for
+from tests.loopback import make_settings
 from tests.sim import NAMES, Nat, SimNet, working_example
 from tests.status_samples import BOB_KEY, CHARLIE_KEY, peer, sample_doc, table
+from tests.waits import wait_for
 from wg_netmanager import control, status_text, tui
 from wg_netmanager.daemon import Daemon
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_until
 from tests.netns import (
     REPO_ROOT,
     Testbed,
@@ -30,6 +29,7 @@ from tests.netns import (
     unique_prefix,
 )
 from tests.sim import SimNet
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.netns
 

@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 
 from tests import procfs
-from tests.helpers import wait_until
 from tests.netns import REPO_ROOT, require_root, require_tools
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.netns
 
