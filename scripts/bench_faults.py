@@ -1,7 +1,8 @@
-#!/usr/bin/env python3
 """Fault benchmark on the working example in namespaces: medians of several runs.
 
-    sudo .venv/bin/python scripts/bench_faults.py [--runs 3] [--only failover,restart]
+    sudo .venv/bin/python -m scripts.bench_faults [--runs 3] [--only failover,restart]
+
+Run from the repository root (``-m``: it imports the test-support library ``tests``).
 
 Each run builds a fresh testbed (ns/working_example.sh: beta static and
 public, alpha behind its own NAT, charlie and delta on a home LAN behind a
@@ -39,9 +40,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from faults import DYNAMIC, FaultMesh, fault_mesh
+from tests.faults import DYNAMIC, FaultMesh, fault_mesh
 
 Result = dict[str, float]
 

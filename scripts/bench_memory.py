@@ -1,8 +1,9 @@
-#!/usr/bin/env python3
 """Benchmark memory under churn: does it stay flat over a long simulated run?
 
-    .venv/bin/python scripts/bench_memory.py [--minutes 10] [--nodes 20] [--seed 1]
+    .venv/bin/python -m scripts.bench_memory [--minutes 10] [--nodes 20] [--seed 1]
                                              [--runs 1] [--tracemalloc] [--verbose]
+
+Run from the repository root (``-m``: it imports the test-support library ``tests``).
 
 One in-memory mesh (``tests/sim.py``, default ``Timers()``, no sockets, no
 network traffic): two static nodes on public addresses and ``--nodes``
@@ -80,14 +81,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import procfs
+from tests.sim import Host, Nat, SimNet
+from wg_netmanager.core.limits import TokenBuckets
+from wg_netmanager.core.node import Node
+from wg_netmanager.core.timers import Timers
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from sim import Host, Nat, SimNet  # noqa: E402
-
-from wg_netmanager.core.limits import TokenBuckets  # noqa: E402
-from wg_netmanager.core.node import Node  # noqa: E402
-from wg_netmanager.core.timers import Timers  # noqa: E402
 
 WARMUP = 30.0  # simulated seconds before the first sample
 SETTLE = 60.0  # simulated seconds with every node up after the churn
@@ -116,7 +116,7 @@ class Site:
 
 
 @dataclass
-class Mesh:
+class ChurnMesh:
     net: SimNet
     statics: list[str]
     dynamic: list[str]
@@ -134,11 +134,11 @@ def lan_sizes(count: int) -> list[int]:
     return [base + 1 if i < extra else base for i in range(groups)]
 
 
-def build_mesh(dynamic: int, seed: int) -> Mesh:
+def build_mesh(dynamic: int, seed: int) -> ChurnMesh:
     if not 1 <= dynamic <= 200:
         raise SystemExit("--nodes must be between 1 and 200")
     net = SimNet(Timers(), seed=seed)
-    mesh = Mesh(net, [], [], [])
+    mesh = ChurnMesh(net, [], [], [])
     for i in (1, 2):
         name = f"s{i}"
         net.add_host(name, f"198.51.100.{i}", f"10.1.1.{i}", static=True)
@@ -183,7 +183,7 @@ def build_mesh(dynamic: int, seed: int) -> Mesh:
 
 
 class Churn:
-    def __init__(self, mesh: Mesh, rng: random.Random, verbose: bool) -> None:
+    def __init__(self, mesh: ChurnMesh, rng: random.Random, verbose: bool) -> None:
         self.mesh = mesh
         self.net = mesh.net
         self.rng = rng
@@ -307,11 +307,7 @@ def move(host: Host, site: Site, net: SimNet) -> None:
 
 
 def rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return (procfs.rss_kib() or 0) * 1024
 
 
 def maxrss_bytes() -> int:
@@ -352,7 +348,7 @@ def node_sizes(node: Node) -> dict[str, int]:
     return sizes
 
 
-def nat_sizes(mesh: Mesh) -> dict[str, int]:
+def nat_sizes(mesh: ChurnMesh) -> dict[str, int]:
     nats = {id(h.nat): h.nat for h in mesh.net.hosts.values() if h.nat is not None}
     for site in mesh.sites:
         if site.nat is not None:
@@ -383,7 +379,7 @@ class Sample:
     types: dict[str, int]
 
 
-def take_sample(label: str, mesh: Mesh, wall0: float) -> Sample:
+def take_sample(label: str, mesh: ChurnMesh, wall0: float) -> Sample:
     net = mesh.net
     gc.collect()
     # Memory first: counting the objects below allocates (and the pools stay).
@@ -468,7 +464,7 @@ def print_row(sample: Sample) -> None:
 # --- one run ---------------------------------------------------------------------------
 
 
-def pair_kinds(mesh: Mesh) -> tuple[collections.Counter[str], list[str]]:
+def pair_kinds(mesh: ChurnMesh) -> tuple[collections.Counter[str], list[str]]:
     """Each pair of up hosts: direct, relayed (via a third host) or lost, both
     ways; and the pairs relayed although neither is behind a symmetric NAT."""
     net = mesh.net
@@ -685,11 +681,11 @@ def main() -> None:
         for k in range(args.runs):
             seed = args.seed + k
             out = Path(tmp) / f"run-{seed}.json"
-            argv = [sys.executable, __file__, "--minutes", str(args.minutes)]
+            argv = [sys.executable, "-m", "scripts.bench_memory", "--minutes", str(args.minutes)]
             argv += ["--nodes", str(args.nodes), "--seed", str(seed), "--result", str(out)]
             argv += ["--tracemalloc"] * args.tracemalloc + ["--verbose"] * args.verbose
             print(f"\n=== run {k + 1}/{args.runs} (seed {seed}, a fresh process) ===", flush=True)
-            subprocess.run(argv, check=True)
+            subprocess.run(argv, check=True, cwd=REPO)
             results.append(json.loads(out.read_text()))
     growth = statistics.median(r["rss_growth"] for r in results) / MiB
     percent = statistics.median(r["rss_percent"] for r in results)

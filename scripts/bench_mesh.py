@@ -1,8 +1,9 @@
-#!/usr/bin/env python3
 """Benchmark the real daemon in the working-example testbed (ns/working_example.sh).
 
-    sudo python scripts/bench_mesh.py [--runs N] [--scenario a,b,c,d]
+    sudo .venv/bin/python -m scripts.bench_mesh [--runs N] [--scenario a,b,c,d]
                                       [--keep-logs DIR] [--json FILE] [--symmetric]
+
+Run from the repository root (``-m``: it imports the test-support library ``tests``).
 
 Four nodes: beta (static, 198.51.100.1, wg 10.1.1.1), alpha behind its own
 NAT firewall (10.1.1.2), charlie and delta on one home LAN behind a NAT
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import itertools
 import json
 import os
@@ -48,24 +48,30 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+from tests import procfs
+from tests.faults import NODES, FaultMesh, Probing
+from tests.netns import (
+    REPO_ROOT,
+    REQUIRED_TOOLS,
+    Testbed,
+    network_yaml,
+    script_path,
+    unique_prefix,
+    which,
+)
+from tests.procfs import CLK_TCK
+from tests.waits import wait_until
 
-from netns import REQUIRED_TOOLS, Testbed, network_yaml, script_path, unique_prefix, which  # noqa: E402
-
-NODES = {"beta": "10.1.1.1", "alpha": "10.1.1.2", "charlie": "10.1.1.3", "delta": "10.1.1.4"}
-BY_IP = {ip: box for box, ip in NODES.items()}
 PAIRS = list(itertools.combinations(NODES, 2))  # the six links
 DIRECTED = list(itertools.permutations(NODES, 2))  # the twelve prober directions
 HOME_LAN = "192.168.1."
 NETWORK_YAML = network_yaml()
-PROBE_PORT = 7777
-PROBE_INTERVAL = 0.02
-PROBE_GAP = 0.1  # a silence longer than this is an outage
+# Probers every 20 ms; a silence longer than 0.1 s is an outage.
+PROBING = Probing(interval=0.02, gap=0.1, flush=0.1)
 PROBE_MAX = 120.0  # a prober's own time limit (s); they are stopped much earlier
 POLL = 0.05  # direct-path polling interval
 CONVERGE_TIMEOUT = 20.0
@@ -74,7 +80,6 @@ BETA_DELAY = 0.5  # scenario b
 IDLE_SETTLE = 10.0  # scenario d: wait after convergence ...
 IDLE_WINDOW = 20.0  # ... then measure over this long
 STATE_ROOT = Path(os.environ.get("TB_STATE_ROOT", "/run/wgnm-testbed"))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SCENARIOS = {
     "a": "all four started together",
@@ -140,63 +145,14 @@ def _public_hex(private_hex: str) -> str:
 def gateway_routes(pid: int, ifname: str = "wg0") -> dict[str, str] | None:
     """{destination: gateway} of the host routes via a gateway on ``ifname``
     in the main table of ``pid``'s network namespace."""
-    try:
-        lines = Path(f"/proc/{pid}/net/route").read_text().splitlines()[1:]
-    except OSError:
+    routes = procfs.net_routes(pid)
+    if routes is None:
         return None
-    routes = {}
-    for line in lines:
-        f = line.split()
-        if len(f) < 8 or f[0] != ifname or f[7] != "FFFFFFFF" or int(f[2], 16) == 0:
-            continue
-        routes[_hexip(f[1])] = _hexip(f[2])
-    return routes
-
-
-def _hexip(h: str) -> str:
-    return socket.inet_ntoa(int(h, 16).to_bytes(4, "little"))
-
-
-def netdev_bytes(pid: int, ifname: str = "eth0") -> tuple[int, int, int, int] | None:
-    """(rx bytes, rx packets, tx bytes, tx packets) of ``ifname`` in the
-    network namespace of ``pid``."""
-    try:
-        text = Path(f"/proc/{pid}/net/dev").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines()[2:]:
-        name, _, rest = line.partition(":")
-        if name.strip() == ifname:
-            f = rest.split()
-            return int(f[0]), int(f[1]), int(f[8]), int(f[9])
-    return None
-
-
-def cpu_ticks(pid: int) -> tuple[int, int] | None:
-    """(utime+stime, cutime+cstime) of ``pid`` in clock ticks."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    f = stat[stat.rindex(")") + 2 :].split()  # fields from 3 on
-    return int(f[11]) + int(f[12]), int(f[13]) + int(f[14])
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
+    return {
+        r.dest: r.gateway
+        for r in routes
+        if r.dev == ifname and r.mask == "255.255.255.255" and r.gateway is not None
+    }
 
 
 # --- direct-path poller ------------------------------------------------------
@@ -255,7 +211,7 @@ class DirectPoller(threading.Thread):
                 return None
             if NODES[b] in ra:  # a gateway route: reached via someone
                 return None
-            return peer  # type: ignore[no-any-return]
+            return peer
 
         direct: set[str] = set()
         cd_lan = False
@@ -300,7 +256,7 @@ class DirectPoller(threading.Thread):
 
 
 class Run:
-    """A fresh testbed with probers and daemons; always cleaned up on exit."""
+    """A fresh testbed with probers and daemons (a FaultMesh); always cleaned up on exit."""
 
     def __init__(self, args: argparse.Namespace, scenario: str, index: int, base: Path) -> None:
         self.args = args
@@ -308,18 +264,15 @@ class Run:
         self.index = index
         self.dir = base / f"{scenario}{index}"
         self.dir.mkdir(mode=0o700)
-        self.config = self.dir / "network.yaml"
         self.tb = Testbed(script_path("working_example"), unique_prefix("bm"))
-        self.probers: dict[str, subprocess.Popen[bytes]] = {}
-        self.daemons: dict[str, subprocess.Popen[bytes]] = {}
-        self.spawned: dict[str, list[float]] = {b: [] for b in NODES}
-        self.starts = itertools.count()
+        # -vv only for kept logs: the figures are for the default log level.
+        verbose = bool(args.keep_logs)
+        self.mesh = FaultMesh(
+            self.tb, self.dir, dict(NODES), NETWORK_YAML, verbose=verbose, probing=PROBING
+        )
         self.poller: DirectPoller | None = None
 
     def __enter__(self) -> Run:
-        fd = os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(NETWORK_YAML)
         if self.args.symmetric:
             os.environ["SYMMETRIC"] = "1"
         try:
@@ -332,8 +285,8 @@ class Run:
         try:
             if self.poller is not None:
                 self.poller.stop()
-            self.stop_probers()
-            self.stop_daemons()
+            self.mesh.stop_probers()
+            self.mesh.stop_all()
         finally:
             self.tb.down()
             if self.args.keep_logs:
@@ -346,7 +299,7 @@ class Run:
         return STATE_ROOT / str(self.tb.prefix) / box / "wireguard" / "wg0.sock"
 
     def box_pid(self, box: str) -> int | None:
-        for procs in (self.probers, self.daemons):
+        for procs in (self.mesh.probers, self.mesh.procs):
             proc = procs.get(box)
             if proc is not None and proc.poll() is None:
                 return proc.pid
@@ -354,58 +307,25 @@ class Run:
 
     # probers
     def start_probers(self) -> None:
-        for box, ip in NODES.items():
-            peers = ",".join(p for b, p in NODES.items() if b != box)
-            argv = [sys.executable, str(REPO / "tests" / "prober.py"), "--me", ip]
-            argv += ["--peers", peers, "--port", str(PROBE_PORT)]
-            argv += ["--interval", str(PROBE_INTERVAL), "--duration", str(PROBE_MAX)]
-            argv += ["--gap-threshold", str(PROBE_GAP), "--flush-interval", "0.1", "--dev", "wg0"]
-            argv += ["--out", str(self.dir / f"probe-{box}.json")]
-            self.probers[box] = self.tb.spawn(box, argv, self.dir / f"probe-{box}.log")
-        for box in NODES:
-            log = self.dir / f"probe-{box}.log"
-            if not _wait(functools.partial(_contains, log, "ready"), 10):
-                raise BenchError(f"prober in {box} did not start: {log.read_text()[-500:]}")
+        everyone = {box: [b for b in NODES if b != box] for box in NODES}
+        self.mesh.start_probers(everyone, duration=PROBE_MAX)
 
     def probes(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for box in NODES:
-            with contextlib.suppress(OSError, ValueError):
-                out[box] = json.loads((self.dir / f"probe-{box}.json").read_text())
-        return out
+        reports = {box: self.mesh.probe_report(box) for box in NODES}
+        return {box: report for box, report in reports.items() if report is not None}
 
     def stop_probers(self) -> dict[str, dict[str, Any]]:
-        procs = [p for p in self.probers.values() if p.poll() is None]
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            self.tb.stop(p, timeout=5)
+        self.mesh.stop_probers()
         return self.probes()
 
     # daemons
     def spawn_daemon(self, box: str) -> float:
-        argv = [sys.executable, "-m", "wg_netmanager", "-c", str(self.config), "--no-tui"]
-        if self.args.keep_logs:
-            argv.append("-vv")
-        argv += ["wg0", NODES[box], box]
-        log = self.dir / f"{box}-{next(self.starts)}.log"
-        env = {"PYTHONPATH": str(REPO)}
         t = time.monotonic()
-        self.daemons[box] = self.tb.spawn(box, argv, log, env=env)
-        self.spawned[box].append(t)
+        self.mesh.start(box)
         return t
 
-    def stop_daemons(self) -> None:
-        procs = [p for p in self.daemons.values() if p.poll() is None]
-        for p in procs:  # all at once: they shut down in parallel
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            self.tb.stop(p, timeout=5)
-
     def check_daemons(self) -> None:
-        for box, p in self.daemons.items():
+        for box, p in self.mesh.procs.items():
             if p.poll() is not None:
                 raise BenchError(f"daemon {box} exited with {p.returncode}")
 
@@ -416,8 +336,6 @@ class Run:
     def log_tails(self, lines: int = 15) -> str:
         parts = []
         for log in sorted(self.dir.glob("*.log")):
-            if log.name.startswith("probe-"):
-                continue
             tail = log.read_text(errors="replace").splitlines()[-lines:]
             parts.append(f"--- {log.name}\n" + "\n".join(tail))
         return "\n".join(parts)
@@ -433,21 +351,6 @@ class Run:
                 return t
             time.sleep(0.1)
         return None
-
-
-def _contains(path: Path, text: str) -> bool:
-    return text in path.read_text()
-
-
-def _wait(pred: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError):
-            if pred():
-                return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 # --- analysis --------------------------------------------------------------------
@@ -473,7 +376,7 @@ def recovered_at(peer: dict[str, Any], since: float, end: float) -> float | None
     """The time from which ``peer`` (a prober's per-peer record) answered
     without interruption until ``end``, if that began after ``since``."""
     last = peer.get("last_reply")
-    if last is None or last <= since or end - last > PROBE_GAP * 3:
+    if last is None or last <= since or end - last > PROBING.gap * 3:
         return None
     ends = [o[1] for o in peer.get("outages", []) if o[1] > since]
     return max(ends) if ends else since
@@ -535,12 +438,11 @@ def scenario_ab(run: Run) -> dict[str, Any]:
     t_all = run.wait_all_reachable()
     if t_all is None:
         raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
-    assert run.poller is not None
+    poller = run.poller
+    assert poller is not None
     # give direct paths (NAT traversal, LAN) a chance to appear
-    deadline = time.monotonic() + run.args.direct_wait
-    while time.monotonic() < deadline and run.poller.all_direct is None:
-        time.sleep(POLL)
-    run.poller.stop()
+    wait_until(lambda: poller.all_direct is not None, run.args.direct_wait, POLL)
+    poller.stop()
     probes = run.stop_probers()
     return reach_metrics(run, probes, t0)
 
@@ -552,10 +454,11 @@ def scenario_c(run: Run) -> dict[str, Any]:
     if t_all is None:
         raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
     time.sleep(0.5)  # settle (routes, keepalives)
-    assert run.poller is not None
-    had_direct = run.poller.all_direct is not None
-    run.tb.stop(run.daemons["charlie"], sig=signal.SIGKILL, timeout=5)
-    run.poller.mark("charlie", time.monotonic())
+    poller = run.poller
+    assert poller is not None
+    had_direct = poller.all_direct is not None
+    run.tb.stop(run.mesh.procs["charlie"], sig=signal.SIGKILL, timeout=5)
+    poller.mark("charlie", time.monotonic())
     t_r = run.spawn_daemon("charlie")
     pairs = [(a, b) for a, b in DIRECTED if "charlie" in (a, b)]
 
@@ -580,10 +483,8 @@ def scenario_c(run: Run) -> dict[str, Any]:
         time.sleep(0.1)
     time.sleep(1.0)  # keep watching: a relapse after the first recovery counts
     if had_direct:  # give charlie's direct links the same chance as in a
-        deadline = time.monotonic() + run.args.direct_wait
-        while time.monotonic() < deadline and "box_all" not in run.poller.after:
-            time.sleep(POLL)
-    run.poller.stop()
+        wait_until(lambda: "box_all" in poller.after, run.args.direct_wait, POLL)
+    poller.stop()
     probes = run.stop_probers()
     m: dict[str, Any] = {"initial convergence": rel(t_all, t_start)}
     rec = []
@@ -600,10 +501,10 @@ def scenario_c(run: Run) -> dict[str, Any]:
         m["outage (first loss to all back)"] = round(max(done) - min(starts), 4)
     else:
         m["outage (first loss to all back)"] = None
-    keys = run.poller.keys["charlie"]
+    keys = poller.keys["charlie"]
     new_key = next((t for t, _ in keys if t > t_r), None)
     m["charlie new wg0 up"] = rel(new_key, t_r)
-    after = run.poller.after
+    after = poller.after
     m["charlie<->delta direct (LAN) again"] = rel(after.get("cd_lan"), t_r)
     m["charlie direct to all three again"] = rel(after.get("box_all"), t_r)
     m["all six links direct again"] = rel(after.get("all"), t_r)
@@ -621,7 +522,9 @@ def scenario_d(run: Run) -> dict[str, Any]:
     run.stop_probers()  # and their traffic would count
     time.sleep(max(0.0, t_all + IDLE_SETTLE - time.monotonic()))
     run.check_daemons()
-    wg_pids = {box: [p for p in run.tb.pids(box) if comm(p) == "wireguard-go"] for box in NODES}
+    wg_pids = {
+        box: [p for p in run.tb.pids(box) if procfs.comm(p) == "wireguard-go"] for box in NODES
+    }
     before = _sample(run, wg_pids)
     time.sleep(IDLE_WINDOW)
     after = _sample(run, wg_pids)
@@ -642,16 +545,17 @@ def scenario_d(run: Run) -> dict[str, Any]:
 def _sample(run: Run, wg_pids: dict[str, list[int]]) -> dict[str, Any]:
     out: dict[str, Any] = {"t": time.monotonic()}
     for box in NODES:
-        pid = run.daemons[box].pid
-        ticks = cpu_ticks(pid)
-        dev = netdev_bytes(pid)
-        rss = rss_kib(pid)
-        if ticks is None or dev is None or rss is None:
+        pid = run.mesh.procs[box].pid
+        stat = procfs.stat(pid)
+        dev = procfs.net_dev(pid, "eth0")
+        rss = procfs.rss_kib(pid)
+        if stat is None or dev is None or rss is None:
             raise BenchError(f"cannot read /proc/{pid} ({box})")
-        wg = sum((cpu_ticks(p) or (0, 0))[0] for p in wg_pids[box])
+        wg_stats = [procfs.stat(p) for p in wg_pids[box]]
+        wg = sum(st.utime + st.stime for st in wg_stats if st is not None)
         out[box] = {
-            "cpu": ticks[0],
-            "ccpu": ticks[1],
+            "cpu": stat.utime + stat.stime,
+            "ccpu": stat.cutime + stat.cstime,
             "wgcpu": wg,
             "rss": rss,
             "bytes": dev[0] + dev[2],
@@ -730,7 +634,7 @@ def git_state() -> dict[str, Any]:
     def git(*argv: str) -> str:
         try:
             res = subprocess.run(
-                ["git", "-C", str(REPO), *argv], capture_output=True, text=True, timeout=10
+                ["git", "-C", str(REPO_ROOT), *argv], capture_output=True, text=True, timeout=10
             )
         except (OSError, subprocess.SubprocessError):
             return ""
@@ -812,7 +716,13 @@ def main() -> int:
                 try:
                     with run:
                         result["metrics"] = RUNNERS[scenario](run)
-                except (BenchError, RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                except (
+                    AssertionError,  # a FaultMesh wait that timed out
+                    BenchError,
+                    RuntimeError,
+                    subprocess.SubprocessError,
+                    OSError,
+                ) as exc:
                     result["error"] = str(exc)
                     print(f"[{scenario}{i}] FAILED: {exc}\n{run.log_tails()}", file=sys.stderr)
                 result["seconds"] = round(time.monotonic() - started, 2)
@@ -841,7 +751,7 @@ def main() -> int:
             "meta": {
                 "runs": args.runs,
                 "symmetric": args.symmetric,
-                "probe_interval": PROBE_INTERVAL,
+                "probe_interval": PROBING.interval,
                 "poll_interval": POLL,
                 "total_seconds": round(total, 1),
                 "git": git_state(),

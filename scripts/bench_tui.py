@@ -1,7 +1,8 @@
-#!/usr/bin/env python3
 """Benchmark the terminal UI: idle CPU and keystroke latency (prints numbers).
 
-    python scripts/bench_tui.py [--runs 3] [--nodes 20] [--idle 10] [--keys 20]
+    .venv/bin/python -m scripts.bench_tui [--runs 3] [--nodes 20] [--idle 10] [--keys 20]
+
+Run from the repository root (``-m``: it imports the test-support library ``tests``).
 
 Each run starts a child process on a pseudo-terminal (140x40) that shows the
 real TUI (``wg_netmanager.tui``, urwid on trio) of one node of a simulated
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import heapq
 import logging
 import os
 import random
@@ -46,11 +46,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests import procfs
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 COLS, ROWS = 140, 40
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SORTS = ("wg IP", "name", "path", "latency")
 LEVELS = ("DEBUG", "INFO", "WARNING")
 VIEWED = "n05"  # the node whose TUI is shown (on the home LAN)
@@ -60,30 +60,11 @@ VIEWED = "n05"  # the node whose TUI is shown (on the home LAN)
 
 
 def build_net(count: int) -> Any:
-    from sim import Nat, SimNet
+    from tests.sim import Nat, SimNet
 
-    class CoarseSimNet(SimNet):
-        """SimNet with an adjustable ``wg show`` period (SimNet uses 0.02 s)."""
-
-        wg_tick = 0.05
-        next_wg = 0.0
-
-        def run_until(self, t: float) -> None:
-            while True:
-                next_event = self._queue[0][0] if self._queue else float("inf")
-                if self.next_wg <= next_event and self.next_wg <= t:
-                    self.now = self.next_wg
-                    self._feed_wg()
-                    self.next_wg += self.wg_tick
-                    continue
-                if next_event > t:
-                    break
-                _when, _, action = heapq.heappop(self._queue)
-                self.now = _when
-                action()
-            self.now = t
-
-    net = CoarseSimNet(seed=7)
+    # The model's `wg show` every 0.05 s, on one schedule across the many short
+    # steps the real-time loop below takes.
+    net = SimNet(seed=7, wg_period=0.05)
     net.add_host("n01", "198.51.100.1", "10.1.1.1", static=True)
     net.add_host("n02", "198.51.100.2", "10.1.1.2", static=True)
     home = Nat("198.51.100.200")
@@ -132,7 +113,7 @@ def child(count: int, with_tui: bool, stats: str) -> None:
         ):
             setattr(cls, name, _accounted(getattr(cls, name), spent))
     net.run_for(15.0)  # converge
-    net.wg_tick = 0.5  # idle: the model's `wg show` twice a second
+    net.wg_period = 0.5  # idle: the model's `wg show` twice a second
 
     class SimSource:
         def snapshot(self) -> dict[str, Any]:
@@ -248,8 +229,7 @@ class Terminal:
                 self.lock.wait(remaining)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+        return procfs.cpu_seconds(self.proc.pid)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -291,7 +271,7 @@ def idle_window(term: Terminal, seconds: float, stats: Path | None = None) -> di
 
 
 def child_argv(args: argparse.Namespace, with_tui: bool, stats: Path | None = None) -> list[str]:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--nodes", str(args.nodes)]
+    argv = [sys.executable, "-m", "scripts.bench_tui", "--child", "--nodes", str(args.nodes)]
     argv += ["--stats", str(stats)] if stats else []
     return argv + ([] if with_tui else ["--no-tui"])
 
@@ -314,9 +294,13 @@ def run_tui(args: argparse.Namespace, rng: random.Random, stats: Path) -> dict[s
             else:
                 level = (level + 1) % len(LEVELS)
                 key, expect = b"f", f"level: {LEVELS[level]}+"
+
+            def shows(screen: str, text: str = expect) -> bool:
+                return text in screen
+
             sent = time.monotonic()
             os.write(term.master, key)
-            done = term.wait(lambda t, e=expect: e in t, timeout=5)
+            done = term.wait(shows, timeout=5)
             if done is None:
                 raise SystemExit(f"no screen update after {key!r}:\n{term.text()}")
             complete.append(done - sent)

@@ -11,6 +11,9 @@ pane ends the demo. Then everything is removed.
     sudo scripts/demo.sh --topology three_boxes
     sudo scripts/demo.sh --tui beta           # the static node's TUI
     sudo scripts/demo.sh --no-tui             # the matrix only
+
+demo.sh runs ``python -m scripts.demo`` from the repository root (``-m``: it
+imports the test-support library ``tests``).
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ import time
 from pathlib import Path
 from subprocess import PIPE
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from tests.netns import Testbed, network_yaml, script_path, unique_prefix
+from wg_netmanager.config import generate_shared_key
 
-from netns import Testbed, script_path, unique_prefix, write_network_yaml  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TOPOLOGIES: dict[str, tuple[str, dict[str, str]]] = {
     # script, box -> wg IP; the first box is the static node
@@ -167,7 +170,7 @@ def with_tmux(tb: Testbed, args: argparse.Namespace, config: Path, tmp: str) -> 
     # Whichever pane ends first (q in the TUI, Ctrl-C) ends the whole session.
     end = f"; tmux -L {server} kill-session -t demo"
     env = f"env PYTHONPATH={shlex.quote(str(ROOT))} "
-    matrix = [sys.executable, str(Path(__file__).resolve()), "--watch", tb.prefix]
+    matrix = [sys.executable, "-m", "scripts.demo", "--watch", tb.prefix]
     matrix += ["--topology", args.topology, "--seconds", str(args.seconds)]
     _, nodes = TOPOLOGIES[args.topology]
     tui = daemon_argv(config, args.tui, nodes[args.tui], tui=True)
@@ -176,7 +179,10 @@ def with_tmux(tb: Testbed, args: argparse.Namespace, config: Path, tmp: str) -> 
     # Side by side if the TUI keeps 100 columns next to a 60-column matrix, else stacked.
     split = ["-h", "-l", str(size.columns - 60)] if size.columns >= 160 else ["-v", "-p", "62"]
     cols, rows = str(size.columns), str(size.lines)
-    tmux("new-session", "-d", "-s", "demo", "-x", cols, "-y", rows, shlex.join(matrix) + end)
+    tmux(
+        "new-session", "-d", "-s", "demo", "-x", cols, "-y", rows, "-c", str(ROOT),
+        shlex.join(matrix) + end,
+    )  # fmt: skip
     socket = tmux("display-message", "-p", "#{socket_path}").strip()
     tmux("split-window", "-t", "demo", *split, env + shlex.join(tui) + end)
     tmux("set-option", "-t", "demo", "status-left-length", "100")
@@ -218,14 +224,12 @@ def main() -> int:
     use_tmux = not args.no_tui and sys.stdout.isatty() and shutil.which("tmux") is not None
     if not args.no_tui and not use_tmux:
         print("no terminal or no tmux: showing the matrix only (no TUI)")
-    sys.path.insert(0, str(ROOT))
-    from wg_netmanager.config import generate_shared_key
-
     with (
         tempfile.TemporaryDirectory(prefix="wgnm-demo-") as tmp,
         Testbed(script_path(script), args.prefix or unique_prefix("demo")) as tb,
     ):
-        config = write_network_yaml(Path(tmp) / "network.yaml", shared_key=generate_shared_key())
+        config = Path(tmp) / "network.yaml"
+        config.write_text(network_yaml(shared_key=generate_shared_key()))
         env = {"PYTHONPATH": str(ROOT)}
         for box, ip in nodes.items():
             if not (use_tmux and box == args.tui):

@@ -3,9 +3,12 @@
 Usage::
 
     .venv/bin/pip install atheris          # PyPI wheels: Linux x86-64 only
-    .venv/bin/python scripts/fuzz_wire.py -runs=200000
-    .venv/bin/python scripts/fuzz_wire.py -max_total_time=600 corpus/   # keep a corpus
-    .venv/bin/python scripts/fuzz_wire.py crash-<sha1>                  # re-run one input
+    .venv/bin/python -m scripts.fuzz_wire -runs=200000
+    .venv/bin/python -m scripts.fuzz_wire -max_total_time=600 corpus/   # keep a corpus
+    .venv/bin/python -m scripts.fuzz_wire crash-<sha1>                  # re-run one input
+
+Run from the repository root, or with it on PYTHONPATH (``-m``: it imports the
+test-support library ``tests``).
 
 Any libFuzzer flag works (``-help=1`` lists them). A crash (an exception other
 than ``wire.Drop`` where Drop is expected, any exception out of the Node, or a
@@ -50,12 +53,12 @@ import atheris
 
 # Coverage feedback from our code only (not nacl, base64, json): faster, same signal.
 with atheris.instrument_imports(include=["wg_netmanager"]):
+    from tests.helpers import ADMIN_KEY as KEY
+    from tests.helpers import make_node
     from wg_netmanager import wire
     from wg_netmanager.core import node as core
     from wg_netmanager.core.timers import Timers
 
-SHARED = bytes(range(32))
-KEY = wire.derive_admin_key(SHARED)
 SUBNET = IPv4Network("10.1.1.0/28")
 VICTIM = IPv4Address("10.1.1.1")
 PEER = IPv4Address("10.1.1.9")
@@ -73,17 +76,7 @@ def fresh_node() -> core.Node:
         core.StaticTarget(IPv4Address(f"10.1.1.{o}"), f"198.51.100.{o}", 50000 + o, 50500 + o)
         for o in (1, 2)
     ]
-    rng = Random(0)
-    return core.Node(
-        info=info,
-        shared_key=SHARED,
-        subnet=SUBNET,
-        statics=statics,
-        timers=Timers(),
-        now=0.0,
-        rng=Random(1),
-        random_bytes=rng.randbytes,
-    )
+    return make_node(info, statics=statics, timers=Timers(), subnet=SUBNET, rng=Random(0))
 
 
 def _handshake() -> list[bytes]:

@@ -2,10 +2,10 @@
 
 ``FaultMesh`` runs the four daemons of the seed's working example (beta
 static; alpha behind its own NAT; charlie and delta on one LAN behind a home
-router) and adds what fault tests need: probers that measure outages to the
-millisecond (tests/prober.py over the WireGuard addresses), the route one box
-uses to another, and the testbed's fault commands (``lan-cut``, ``partition``,
-``readdress``, ...; see ns/working_example.sh).
+router) and adds what fault tests and benchmarks need: probers that measure
+outages to the millisecond (tests/prober.py over the WireGuard addresses, at
+the pace a ``Probing`` sets), and the testbed's fault commands (``lan-cut``,
+``partition``, ``readdress``, ...; see ns/working_example.sh).
 
 Every wait is bounded; the testbed (namespaces, processes) goes away on exit
 of ``fault_mesh`` whatever happens (see tests/netns.py).
@@ -14,24 +14,23 @@ of ``fault_mesh`` whatever happens (see tests/netns.py).
 from __future__ import annotations
 
 import contextlib
-import itertools
+import functools
 import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netns import REPO_ROOT, Daemons, daemons_in, network_yaml, wait_until
+from tests.helpers import SHARED_KEY_B64
+from tests.netns import REPO_ROOT, Daemons, Testbed, daemons_in, network_yaml
 
 NODES = {"beta": "10.1.1.1", "alpha": "10.1.1.2", "charlie": "10.1.1.3", "delta": "10.1.1.4"}
 DYNAMIC = ["alpha", "charlie", "delta"]
 BETA_UNDERLAY = "198.51.100.1"  # the static's public address (its admin port: 50501)
-PROBE_PORT = 7777
-PROBE_INTERVAL = 0.05  # seconds between a prober's requests to each peer
-PROBE_GAP = 0.3  # silences longer than this are outages
 
 # Run in the attacker box: COUNT junk datagrams to DEST:PORT (a third with the
 # current version byte), paced to about 50 000 in a few seconds.
@@ -54,80 +53,36 @@ print(f"sent {count} in {time.monotonic() - started:.2f} s", flush=True)
 """
 
 
+@dataclass(frozen=True)
+class Probing:
+    """How the probers measure; the defaults are the fault tests'."""
+
+    interval: float = 0.05  # seconds between a prober's requests to each peer
+    gap: float = 0.3  # silences longer than this are outages
+    flush: float = 0.2  # seconds between rewrites of a prober's report
+    port: int = 7777
+
+
 class FaultMesh(Daemons):
     """The working example's daemons plus probers and fault commands."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        tb: Testbed,
+        tmp: Path,
+        nodes: dict[str, str],
+        config_text: str,
+        *,
+        verbose: bool = True,
+        probing: Probing = Probing(),
+    ) -> None:
+        super().__init__(tb, tmp, nodes, config_text, verbose=verbose)
+        self.probing = probing
         self.probers: dict[str, subprocess.Popen[bytes]] = {}
 
-    # -- the daemons ------------------------------------------------------
-
-    def start_all(self, *prefix: str) -> None:
-        for box in NODES:
-            self.start(box, *prefix)
-
-    def stop_all(self, sig: int = signal.SIGTERM) -> dict[str, int]:
-        """Signal every daemon at once (they shut down in parallel); their exit codes."""
-        procs = {box: p for box, p in self.procs.items() if p.poll() is None}
-        for proc in procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-        codes = {}
-        for box, proc in procs.items():
-            try:
-                codes[box] = proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                codes[box] = self.tb.stop(proc, sig=signal.SIGKILL, timeout=5)
-        return codes
-
-    def cpu_seconds(self, box: str) -> float:
-        """User + system CPU time the daemon in ``box`` used so far."""
-        fields = Path(f"/proc/{self.procs[box].pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-        return ticks / 100.0  # USER_HZ
-
-    def status(self, box: str) -> dict[str, Any]:
-        """``wg_netmanager status --json`` in ``box``."""
-        argv = [sys.executable, "-m", "wg_netmanager", "status", "--json", "wg0"]
-        res = self.tb.run(box, "env", f"PYTHONPATH={REPO_ROOT}", *argv, timeout=15)
-        assert res.returncode == 0, res.stderr
-        doc = json.loads(res.stdout)
-        assert isinstance(doc, dict)
-        return doc
-
-    # -- what the boxes see -----------------------------------------------
-
-    def route(self, a: str, b: str) -> str | None:
-        """How ``a`` routes to ``b``'s wg IP: "direct", "via <ip>" or None."""
-        for line in self.routes(a).splitlines():
-            fields = line.split()
-            if fields[:1] == [NODES[b]]:
-                return f"via {fields[fields.index('via') + 1]}" if "via" in fields else "direct"
-        return None
-
-    def direct(self, a: str, b: str) -> bool:
-        return self.route(a, b) == "direct" and self.route(b, a) == "direct"
-
     def relayed(self, a: str, b: str) -> bool:
-        beta = f"via {NODES['beta']}"
+        beta = f"via {self.nodes['beta']}"
         return self.route(a, b) == beta and self.route(b, a) == beta
-
-    def all_direct(self) -> bool:
-        return all(self.direct(a, b) for a, b in itertools.combinations(NODES, 2))
-
-    def pings(self, a: str, b: str) -> bool:
-        return self.tb.ping(a, NODES[b], timeout=1.0)
-
-    def all_ping(self, boxes: list[str] | None = None) -> bool:
-        names = boxes or list(NODES)
-        return all(self.pings(a, b) for a, b in itertools.permutations(names, 2))
-
-    def wait(self, predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> float:
-        """Seconds until ``predicate`` held (bounded); AssertionError with the logs if never."""
-        started = time.monotonic()
-        assert wait_until(predicate, timeout=timeout, interval=interval), self.logs()
-        return time.monotonic() - started
 
     # -- faults -----------------------------------------------------------
 
@@ -145,29 +100,38 @@ class FaultMesh(Daemons):
 
     def start_probers(self, pairs: dict[str, list[str]], duration: float = 300.0) -> None:
         """A prober in each box of ``pairs`` (box -> peers), over wg0 only."""
+        p = self.probing
         for box, peers in pairs.items():
-            argv = [sys.executable, str(REPO_ROOT / "tests" / "prober.py"), "--me", NODES[box]]
-            argv += ["--peers", ",".join(NODES[p] for p in peers), "--port", str(PROBE_PORT)]
-            argv += ["--interval", str(PROBE_INTERVAL), "--duration", str(duration)]
-            argv += ["--gap-threshold", str(PROBE_GAP), "--flush-interval", "0.2", "--dev", "wg0"]
-            argv += ["--out", str(self.tmp / f"probe-{box}.json")]
+            argv = [sys.executable, str(REPO_ROOT / "tests" / "prober.py"), "--me", self.nodes[box]]
+            argv += ["--peers", ",".join(self.nodes[b] for b in peers), "--port", str(p.port)]
+            argv += ["--interval", str(p.interval), "--duration", str(duration)]
+            argv += ["--gap-threshold", str(p.gap), "--flush-interval", str(p.flush)]
+            argv += ["--dev", "wg0", "--out", str(self.tmp / f"probe-{box}.json")]
             self.probers[box] = self.tb.spawn(box, argv, self.tmp / f"probe-{box}.out")
-        for box in pairs:
-            out = self.tmp / f"probe-{box}.out"
-            self.wait(lambda out=out: out.exists() and "ready" in out.read_text(), 10)
 
-    def probe(self, box: str) -> dict[str, Any]:
-        """The prober's latest report: peer wg IP -> its record (see tests/prober.py)."""
+        def ready(out: Path) -> bool:
+            return out.exists() and "ready" in out.read_text()
+
+        for box in pairs:
+            self.wait(functools.partial(ready, self.tmp / f"probe-{box}.out"), 10)
+
+    def probe_report(self, box: str) -> dict[str, Any] | None:
+        """The latest report of ``box``'s prober (see tests/prober.py); None if none yet."""
         with contextlib.suppress(OSError, ValueError):
             doc = json.loads((self.tmp / f"probe-{box}.json").read_text())
-            peers = doc.get("peers", doc)
-            assert isinstance(peers, dict)
-            return peers
-        return {}
+            assert isinstance(doc, dict)
+            return doc
+        return None
+
+    def probe(self, box: str) -> dict[str, Any]:
+        """The prober's latest per-peer records: peer wg IP -> its record."""
+        peers = (self.probe_report(box) or {}).get("peers", {})
+        assert isinstance(peers, dict)
+        return peers
 
     def answering(self, box: str, peer: str, since: float) -> bool:
         """``box``'s prober heard ``peer`` after monotonic time ``since``."""
-        last = self.probe(box).get(NODES[peer], {}).get("last_reply")
+        last = self.probe(box).get(self.nodes[peer], {}).get("last_reply")
         return last is not None and last > since
 
     def hear_each_other(self, box: str, peers: list[str], since: float) -> bool:
@@ -181,11 +145,17 @@ class FaultMesh(Daemons):
 
     def outages(self, box: str, peer: str, after: float = 0.0) -> list[float]:
         """Lengths of the silences ``box``'s prober saw from ``peer`` that ended after ``after``."""
-        record = self.probe(box).get(NODES[peer], {})
+        record = self.probe(box).get(self.nodes[peer], {})
         return [end - start for start, end in record.get("outages", []) if end > after]
 
     def stop_probers(self) -> None:
-        for proc in self.probers.values():
+        """Stop every prober at once (none outlives the others' replies); each writes
+        its final report."""
+        procs = [p for p in self.probers.values() if p.poll() is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
             self.tb.stop(proc, timeout=5)
         self.probers = {}
 
@@ -194,7 +164,8 @@ class FaultMesh(Daemons):
 def fault_mesh(tmp: Path, **timers: float) -> Iterator[FaultMesh]:
     """A fresh working example with its four daemons configured (not started)."""
     nodes = dict(NODES)  # a test may add a box (e.g. an impostor in "evil")
-    with daemons_in("working_example", tmp, nodes, network_yaml(**timers), FaultMesh) as mesh:
+    config = network_yaml(SHARED_KEY_B64, **timers)
+    with daemons_in("working_example", tmp, nodes, config, FaultMesh) as mesh:
         try:
             yield mesh
         finally:

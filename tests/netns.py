@@ -1,9 +1,10 @@
-"""Helpers for integration tests that run inside network-namespace testbeds.
+"""Namespace testbeds from Python: ``Testbed`` and ``Daemons``.
 
 The testbeds are the shell scripts in ``ns/`` (e.g. ``ns/three_boxes.sh``);
-this module drives them from Python::
+:class:`Testbed` drives one, :class:`Daemons` runs wg_netmanager in its boxes
+and reads what they see (routes, peers, pings)::
 
-    from netns import Testbed, require_netns, script_path, unique_prefix
+    from tests.netns import Testbed, require_netns, script_path, unique_prefix
 
     require_netns()  # skip (locally) or fail (CI) without root / tools
     with Testbed(script_path("three_boxes"), unique_prefix()) as tb:
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -33,6 +35,10 @@ from types import TracebackType
 from typing import IO, Any, TypeVar
 
 import pytest
+
+from tests import procfs
+from tests.helpers import SHARED_KEY_B64
+from tests.waits import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NS_DIR = REPO_ROOT / "ns"
@@ -87,24 +93,6 @@ def script_path(name: str) -> str:
 def unique_prefix(base: str = "t") -> str:
     """A testbed prefix unique among concurrently running processes."""
     return f"{base}{os.getpid() % 100000}x{next(_counter)}"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``predicate`` until truthy; False after ``timeout`` seconds.
-
-    The predicate is called at least once, at most ``timeout / interval + 2``
-    times.
-    """
-    deadline = time.monotonic() + timeout
-    max_tries = int(timeout / max(interval, 0.001)) + 2
-    for _ in range(max_tries):
-        if predicate():
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(interval, remaining))
-    return bool(predicate())
 
 
 def _env() -> dict[str, str]:
@@ -295,16 +283,11 @@ class Testbed:
                 return proc.wait(timeout=10)
         return proc.returncode
 
-    wait_until = staticmethod(wait_until)
 
-
-def network_yaml(
-    shared_key: str = "8CY3eUZz0jNqSi1bhPk9NUFyXyb2EaXGvOyPtgd8ADs=", **timers: float
-) -> str:
+def network_yaml(shared_key: str = SHARED_KEY_B64, **timers: float) -> str:
     """The testbeds' network.yaml: beta/alice static at 198.51.100.1, 10.1.1.0/24.
 
     ``timers`` use the camelCase names of network.yaml (``pingInterval=1``).
-    The fixed key is for namespace testbeds only.
     """
     text = f"""\
 network:
@@ -320,33 +303,41 @@ peers:
     return text
 
 
-def write_network_yaml(path: Path, **kwargs: Any) -> Path:
-    """Write :func:`network_yaml` to ``path`` readable by root only (it holds the key)."""
-    path.write_text(network_yaml(**kwargs))
-    path.chmod(0o600)
-    return path
-
-
 class Daemons:
     """wg_netmanager daemons in the boxes of a testbed, logs in ``tmp``.
 
     ``nodes`` maps box -> wg IP; box N's k-th start logs to ``{box}-{k}.log``.
+    Daemons run headless, with ``-vv`` unless ``verbose`` is False (a
+    benchmark's figures are for the default log level).
     """
 
-    def __init__(self, tb: Testbed, tmp: Path, nodes: dict[str, str], config_text: str) -> None:
+    def __init__(
+        self,
+        tb: Testbed,
+        tmp: Path,
+        nodes: dict[str, str],
+        config_text: str,
+        *,
+        verbose: bool = True,
+    ) -> None:
         self.tb = tb
         self.tmp = tmp
         self.nodes = nodes
+        self.verbose = verbose
         self.config = tmp / "network.yaml"
         self.config.write_text(config_text)
         self.config.chmod(0o600)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._starts: dict[str, int] = {}
 
-    def start(self, box: str, *prefix: str) -> subprocess.Popen[bytes]:
-        """Start the daemon in ``box`` (headless, -vv); ``prefix`` wraps the command."""
+    # -- the daemons ------------------------------------------------------
+
+    def start(self, box: str, *prefix: str, options: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """Start the daemon in ``box``; ``prefix`` wraps the command, ``options``
+        are added to the daemon's own (e.g. ``-e``)."""
         argv = [*prefix, sys.executable, "-m", "wg_netmanager", "-c", str(self.config)]
-        argv += ["--no-tui", "-vv", "wg0", self.nodes[box], box]
+        argv += ["--no-tui", *(["-vv"] if self.verbose else []), *options]
+        argv += ["wg0", self.nodes[box], box]
         count = self._starts.get(box, 0)
         self._starts[box] = count + 1
         env = {"PYTHONPATH": str(REPO_ROOT)}
@@ -354,11 +345,44 @@ class Daemons:
         self.procs[box] = proc
         return proc
 
+    def start_all(self, *prefix: str) -> None:
+        for box in self.nodes:
+            self.start(box, *prefix)
+
+    def stop_all(self, sig: int = signal.SIGTERM) -> dict[str, int]:
+        """Signal every daemon at once (they shut down in parallel); their exit codes."""
+        procs = {box: p for box, p in self.procs.items() if p.poll() is None}
+        for proc in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+        codes = {}
+        for box, proc in procs.items():
+            try:
+                codes[box] = proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                codes[box] = self.tb.stop(proc, sig=signal.SIGKILL, timeout=5)
+        return codes
+
+    def cpu_seconds(self, box: str) -> float:
+        """User + system CPU time the daemon in ``box`` used so far."""
+        return procfs.cpu_seconds(self.procs[box].pid)
+
+    def status(self, box: str) -> dict[str, Any]:
+        """``wg_netmanager status --json`` in ``box``."""
+        argv = [sys.executable, "-m", "wg_netmanager", "status", "--json", "wg0"]
+        res = self.tb.run(box, "env", f"PYTHONPATH={REPO_ROOT}", *argv, timeout=15)
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        assert isinstance(doc, dict)
+        return doc
+
     def log(self, box: str, start: int = 0) -> str:
         return (self.tmp / f"{box}-{start}.log").read_text()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.tmp.glob("*.log")))
+
+    # -- what the boxes see -----------------------------------------------
 
     def routes(self, box: str) -> str:
         """The daemon's routes (proto 57) on wg0 in ``box``, as ``ip route`` prints them."""
@@ -366,6 +390,35 @@ class Daemons:
 
     def peers(self, box: str) -> list[str]:
         return self.tb.run(box, "wg", "show", "wg0", "peers").stdout.split()
+
+    def route(self, a: str, b: str) -> str | None:
+        """How ``a`` routes to ``b``'s wg IP: "direct", "via <ip>", or None if
+        it has no route (or more than one) to it."""
+        lines = [line.split() for line in self.routes(a).splitlines()]
+        found = [fields for fields in lines if fields[:1] == [self.nodes[b]]]
+        if len(found) != 1:
+            return None
+        fields = found[0]
+        return f"via {fields[fields.index('via') + 1]}" if "via" in fields else "direct"
+
+    def direct(self, a: str, b: str) -> bool:
+        return self.route(a, b) == "direct" and self.route(b, a) == "direct"
+
+    def all_direct(self) -> bool:
+        return all(self.direct(a, b) for a, b in itertools.combinations(self.nodes, 2))
+
+    def pings(self, a: str, b: str) -> bool:
+        return self.tb.ping(a, self.nodes[b], timeout=1.0)
+
+    def all_ping(self, boxes: list[str] | None = None) -> bool:
+        names = boxes or list(self.nodes)
+        return all(self.pings(a, b) for a, b in itertools.permutations(names, 2))
+
+    def wait(self, predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> float:
+        """Seconds until ``predicate`` held (bounded); AssertionError with the logs if never."""
+        started = time.monotonic()
+        assert wait_until(predicate, timeout=timeout, interval=interval), self.logs()
+        return time.monotonic() - started
 
 
 D = TypeVar("D", bound=Daemons)

@@ -21,9 +21,10 @@ import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from random import Random
 
+from tests.helpers import SUBNET, make_node
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.sessions import StaticTarget
 from wg_netmanager.core.timers import Timers
@@ -31,8 +32,7 @@ from wg_netmanager.keys import KeyPair
 from wg_netmanager.model import Endpoint, WgPeerReading
 from wg_netmanager.wire import NodeInfo
 
-SUBNET = IPv4Network("10.1.1.0/24")
-SHARED_KEY = bytes(range(32))
+WG_TICK = 0.02  # seconds between two readings of "wg show", by default
 
 
 @dataclass
@@ -92,6 +92,7 @@ class SimNet:
         seed: int = 1,
         latency: float = 0.002,
         loss: float = 0.0,
+        wg_period: float | None = None,
     ) -> None:
         self.rng = Random(seed)
         self.timers = timers or Timers()
@@ -115,6 +116,8 @@ class SimNet:
         self._desired_keys: dict[str, frozenset[str]] = {}  # per host, at the last tick
         # User traffic: (from, to) -> bytes per second, e.g. a ping running.
         self.flows: dict[tuple[str, str], float] = {}
+        self.wg_period = wg_period  # see run_until
+        self._next_wg = 0.0
 
     # --- building -------------------------------------------------------
 
@@ -149,17 +152,14 @@ class SimNet:
             StaticTarget(wg_ip=ip, host=addr, wg_port=wp, admin_port=ap, address=addr)
             for addr, ip, wp, ap in self.statics
         ]
-        host.node = Node(
-            info=info,
-            shared_key=SHARED_KEY,
-            subnet=SUBNET,
+        host.node = make_node(
+            info,
             statics=statics,
             timers=self.timers,
             now=self.clock(host),
-            rng=Random(self.rng.random()),
-            random_bytes=self.rng.randbytes,
+            rng=self.rng,
+            local_addresses=[host.address],
         )
-        host.node.set_local_addresses([host.address], self.clock(host))
         host.up = True
         self._after(host)
 
@@ -174,8 +174,15 @@ class SimNet:
     # --- running --------------------------------------------------------
 
     def run_until(self, t: float) -> None:
-        tick = 0.02  # how often the model "reads wg show"
-        next_wg = self.now
+        """Advance to ``t``: deliver, fire timers, and read "wg show" every tick.
+
+        The WireGuard model reads every ``WG_TICK`` seconds, counted from the
+        start of each call; with ``wg_period`` set, every ``wg_period``
+        seconds on one schedule across calls instead (coarser and cheaper,
+        for a long run advanced in small real-time steps).
+        """
+        tick = self.wg_period or WG_TICK
+        next_wg = self.now if self.wg_period is None else self._next_wg
         while True:
             next_event = self._queue[0][0] if self._queue else float("inf")
             if next_wg <= next_event and next_wg <= t:
@@ -189,6 +196,7 @@ class SimNet:
             when, _, action = heapq.heappop(self._queue)
             self.now = when
             action()
+        self._next_wg = next_wg
         self.now = t
 
     def clock(self, host: Host) -> float:
@@ -505,3 +513,28 @@ class SimNet:
     def all_pairs_ping(self, names: list[str] | None = None) -> bool:
         names = names or [n for n, h in self.hosts.items() if h.up]
         return all(self.pings(a, b) for a, b in itertools.combinations(names, 2))
+
+
+# --- the seed's working example -----------------------------------------------------
+
+NAMES = ["beta", "alpha", "charlie", "delta"]  # the working example's hosts
+
+
+def working_example(symmetric_alpha: bool = False, seed: int = 1) -> SimNet:
+    """beta static and public; alpha behind its own NAT; charlie and delta on
+    one home LAN behind a NAT router (as ns/working_example.sh); not started."""
+    net = SimNet(Timers(), seed=seed)
+    net.add_host("beta", "198.51.100.1", "10.1.1.1", static=True)
+    net.add_host("alpha", "192.168.2.2", "10.1.1.2", nat=Nat("198.51.100.4", symmetric_alpha))
+    home = Nat("198.51.100.3")
+    net.add_host("charlie", "192.168.1.2", "10.1.1.3", nat=home, lan="home")
+    net.add_host("delta", "192.168.1.3", "10.1.1.4", nat=home, lan="home")
+    return net
+
+
+def direct(net: SimNet, a: str, b: str) -> bool:
+    return net.path(a, b) == [a, b] and net.path(b, a) == [b, a]
+
+
+def all_direct(net: SimNet) -> bool:
+    return all(direct(net, a, b) for a, b in itertools.combinations(NAMES, 2))

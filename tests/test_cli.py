@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import SHARED_KEY_B64
 from wg_netmanager import cli, control, daemon
 from wg_netmanager.config import Settings
 
-KEY = "YJvSGFIRv8bsWq5TtqzlvFwJQZ5V3GkqqF6kF8G+X8U="
+KEY = SHARED_KEY_B64
 NETWORK = f"""\
 network:
   sharedKey: {KEY}

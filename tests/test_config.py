@@ -16,6 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import SHARED_KEY_B64
 from wg_netmanager import config
 from wg_netmanager.config import (
     ConfigError,
@@ -29,7 +30,7 @@ from wg_netmanager.config import (
 )
 from wg_netmanager.core.timers import Timers, timer_names
 
-KEY = "YJvSGFIRv8bsWq5TtqzlvFwJQZ5V3GkqqF6kF8G+X8U="
+KEY = SHARED_KEY_B64
 NETWORK: dict[str, Any] = {
     "network": {"sharedKey": KEY, "subnet": "10.1.1.0/24"},
     "peers": [

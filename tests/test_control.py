@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 import trio
-from test_daemon import make_settings, wait_for
-from test_tui import BOB_KEY, sample_doc, table
 
+from tests.fakes import FakeRoutes, FakeWgDevice
+from tests.helpers import SHARED_KEY_B64
+from tests.loopback import make_settings
+from tests.status_samples import BOB_KEY, sample_doc, table
+from tests.waits import wait_for
 from wg_netmanager import cli, control
 from wg_netmanager.daemon import Daemon
-from wg_netmanager.fakes import FakeRoutes, FakeWgDevice
 from wg_netmanager.keys import to_b64
 
 
@@ -233,4 +235,4 @@ def test_running_daemon_answers_status(run_dir: Path, tmp_path: Path) -> None:
     for daemon in (alice, bob):
         assert daemon.keys.private.hex() not in text
         assert to_b64(daemon.keys.private) not in text
-    assert "8CY3eUZz0jNqSi1bhPk9NUFyXyb2EaXGvOyPtgd8ADs=" not in text
+    assert SHARED_KEY_B64 not in text

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import require_netns, unique_prefix, wait_until
 
+from tests.netns import require_netns, unique_prefix, wait_until
 from wg_netmanager import control
 
 REPO = Path(__file__).resolve().parent.parent

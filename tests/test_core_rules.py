@@ -1,10 +1,10 @@
 """Protocol rules of the core, driven by hand (datagram by datagram) and through SimNet.
 
-The hand-driven ``Lab`` delivers datagrams instantly and only when told to, so a
-test can count round trips, capture a datagram and replay it later, or forge
-one sealed with the shared key (what a member gone rogue, or a buggy one, can
-send). Every node's clock can be offset: the protocol must never depend on the
-absolute value of ``now``.
+The hand-driven ``Lab`` (tests/lab.py) delivers datagrams instantly and only
+when told to, so a test can count round trips, capture a datagram and replay
+it later, or forge one sealed with the shared key (what a member gone rogue,
+or a buggy one, can send). Every node's clock can be offset: the protocol must
+never depend on the absolute value of ``now``.
 """
 
 from __future__ import annotations
@@ -13,195 +13,27 @@ import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
 from typing import Any
 
 import pytest
-from sim import SUBNET, Nat, SimNet
 
+from tests.helpers import ADMIN_KEY as ADMIN
+from tests.helpers import QUICK_TIMERS, SUBNET, admin_port, make_node, wg_port
+from tests.lab import Lab, Sent
+from tests.sim import Nat, SimNet
 from wg_netmanager import event_text, wire
 from wg_netmanager.core import events as ev
 from wg_netmanager.core.handshake import CHALLENGE_BURST, CHALLENGE_RATE, MAX_CHALLENGES
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.sessions import StaticTarget
-from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import KeyPair
-from wg_netmanager.model import Endpoint, Route
+from wg_netmanager.model import Route
 from wg_netmanager.wire import Bye, Header, Hello, NodeInfo, Ping, Table, TableEntry
 
-SHARED = bytes(range(32))
-ADMIN = wire.derive_admin_key(SHARED)
-T = Timers(ping_interval=1.0, dead_after=3.0)
-
-
-# --- a hand-driven lab ------------------------------------------------------
-
-
-@dataclass
-class Sent:
-    sender: str
-    source: Endpoint  # as the receiver sees it
-    dest: Endpoint
-    data: bytes
-
-    def open(self) -> tuple[Header, wire.Message]:
-        return wire.open_datagram(ADMIN, self.data)
-
-    @property
-    def message(self) -> wire.Message:
-        return self.open()[1]
-
-
-@dataclass
-class Box:
-    name: str
-    address: str
-    wg_ip: IPv4Address
-    node: Node
-    clock_offset: float
-
-    @property
-    def admin(self) -> Endpoint:
-        return (self.address, admin_port(self.wg_ip))
-
-
-def admin_port(wg_ip: IPv4Address) -> int:
-    return 50500 + wg_ip.packed[3]
-
-
-def wg_port(wg_ip: IPv4Address) -> int:
-    return 50000 + wg_ip.packed[3]
-
-
-class Lab:
-    """Nodes on one flat underlay with instant, in-order, on-demand delivery."""
-
-    def __init__(self, statics: dict[str, int], timers: Timers = T, seed: int = 1) -> None:
-        # statics: name -> last octet of both its underlay address and wg IP
-        self.static_config = {name: octet for name, octet in statics.items()}
-        self.timers = timers
-        self.rng = Random(seed)
-        self.now = 0.0
-        self.boxes: dict[str, Box] = {}
-        self.queue: list[Sent] = []
-        self.log: list[Sent] = []
-
-    def clock(self, box: Box) -> float:
-        return self.now + box.clock_offset
-
-    def start(
-        self,
-        name: str,
-        octet: int | None = None,
-        *,
-        address_octet: int | None = None,
-        clock_offset: float = 0.0,
-    ) -> Node:
-        octet = self.static_config[name] if octet is None else octet
-        address = f"198.51.100.{octet if address_octet is None else address_octet}"
-        wg_ip = IPv4Address(f"10.1.1.{octet}")
-        info = NodeInfo(
-            wg_ip=wg_ip,
-            name=name,
-            public_key=KeyPair.generate().public_b64,
-            wg_port=wg_port(wg_ip),
-            admin_port=admin_port(wg_ip),
-        )
-        statics = []
-        for other in self.static_config.values():
-            ip = IPv4Address(f"10.1.1.{other}")
-            statics.append(
-                StaticTarget(
-                    wg_ip=ip,
-                    host=f"198.51.100.{other}",
-                    wg_port=wg_port(ip),
-                    admin_port=admin_port(ip),
-                    address=f"198.51.100.{other}",
-                )
-            )
-        box = Box(name, address, wg_ip, None, clock_offset)  # type: ignore[arg-type]
-        box.node = Node(
-            info=info,
-            shared_key=SHARED,
-            subnet=SUBNET,
-            statics=statics,
-            timers=self.timers,
-            now=self.clock(box),
-            rng=Random(self.rng.random()),
-            random_bytes=self.rng.randbytes,
-        )
-        self.boxes[name] = box
-        return box.node
-
-    def crash(self, name: str) -> Box:
-        return self.boxes.pop(name)
-
-    def box_at(self, dest: Endpoint) -> Box | None:
-        return next((b for b in self.boxes.values() if b.admin == dest), None)
-
-    def collect(self) -> list[Sent]:
-        out = []
-        for box in self.boxes.values():
-            for data, dest in box.node.datagrams_to_send():
-                out.append(Sent(box.name, box.admin, dest, data))
-        self.queue += out
-        self.log += out
-        return out
-
-    def inject(self, data: bytes, source: Endpoint, to: str) -> list[Sent]:
-        """Hand ``data`` to a node as if it came from ``source``; returns its answers."""
-        box = self.boxes[to]
-        box.node.receive_datagram(data, source, self.clock(box))
-        return [s for s in self.collect() if s.sender == to]
-
-    def step(self) -> Sent:
-        """Deliver the oldest queued datagram; returns it."""
-        self.collect()
-        sent = self.queue.pop(0)
-        box = self.box_at(sent.dest)
-        if box is not None:
-            box.node.receive_datagram(sent.data, sent.source, self.clock(box))
-        self.collect()
-        return sent
-
-    def settle(self, limit: int = 10_000) -> list[Sent]:
-        delivered = []
-        self.collect()
-        while self.queue:
-            delivered.append(self.step())
-            assert len(delivered) < limit, "datagram storm"
-        return delivered
-
-    def fire_timers(self) -> None:
-        for box in list(self.boxes.values()):
-            due = box.node.get_timer()
-            if due is not None and due <= self.clock(box):
-                box.node.handle_timer(self.clock(box))
-        self.settle()
-
-    def run_until(self, t: float) -> None:
-        """Advance the clock, firing timers when due and delivering everything at once."""
-        self.fire_timers()
-        while True:
-            dues = [
-                due - box.clock_offset
-                for box in self.boxes.values()
-                if (due := box.node.get_timer()) is not None
-            ]
-            upcoming = min(dues, default=t)
-            if upcoming > t:
-                break
-            self.now = max(self.now, upcoming)
-            self.fire_timers()
-        self.now = t
-
-    def handshake(self, a: str, b: str) -> None:
-        """Let everyone's timers fire now and deliver until quiet."""
-        self.fire_timers()
-        assert self.boxes[b].wg_ip in self.boxes[a].node.sessions
-        assert self.boxes[a].wg_ip in self.boxes[b].node.sessions
+T = QUICK_TIMERS
 
 
 def forge(
@@ -839,14 +671,7 @@ def test_unissued_echo_proves_nothing_with_a_negative_clock() -> None:
 
 def test_first_resolve_request_does_not_depend_on_the_clock() -> None:
     static = StaticTarget(IPv4Address("10.1.1.1"), "static.example", 50001, 50501)
-    node = Node(
-        info=info_for("10.1.1.2"),
-        shared_key=SHARED,
-        subnet=SUBNET,
-        statics=[static],
-        timers=T,
-        now=-7200.0,
-    )
+    node = make_node(info_for("10.1.1.2"), statics=[static], timers=T, now=-7200.0)
     node.handle_timer(-7200.0)
     assert node.take_resolve_requests() == {IPv4Address("10.1.1.1")}
 

@@ -10,77 +10,19 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 import trio
 
-from wg_netmanager.config import Settings, load_network
+from tests.fakes import FakeRoutes, FakeWgDevice
+from tests.helpers import SHARED_KEY_B64
+from tests.loopback import make_settings
+from tests.waits import wait_for
 from wg_netmanager.daemon import Daemon
-from wg_netmanager.fakes import FakeRoutes, FakeWgDevice
 from wg_netmanager.model import Route
 from wg_netmanager.proc import CommandError
-
-
-def free_udp_ports(count: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def make_settings(tmp_path: Path) -> tuple[Settings, Settings]:
-    static_admin, dynamic_admin = free_udp_ports(2)
-    path = tmp_path / "network.yaml"
-    path.write_text(
-        f"""\
-network:
-  sharedKey: 8CY3eUZz0jNqSi1bhPk9NUFyXyb2EaXGvOyPtgd8ADs=
-  subnet: 10.1.1.0/24
-peers:
-  - endPoint: 127.0.0.1:50001
-    adminPort: {static_admin}
-    wgIp: 10.1.1.1
-timers:
-  pingInterval: 0.2
-  deadAfter: 0.6
-  reconcileInterval: 0.2
-"""
-    )
-    network = load_network(str(path))
-
-    def settings(wg_ip: str, name: str, admin_port: int, wg_port: int) -> Settings:
-        return Settings(
-            network=network,
-            interface="wg0",
-            wg_ip=IPv4Address(wg_ip),
-            name=name,
-            existing_interface=False,
-            wg_port=wg_port,
-            admin_port=admin_port,
-            verbosity=0,
-            logfile=None,
-            tui=False,
-            hopping=False,
-        )
-
-    return (
-        settings("10.1.1.1", "alice", static_admin, 50001),
-        settings("10.1.1.2", "bob", dynamic_admin, 50002),
-    )
-
-
-async def wait_for(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    with trio.fail_after(seconds):
-        # Polling on purpose: the fakes have no events to wait on.
-        while not predicate():  # noqa: ASYNC110
-            await trio.sleep(0.01)
 
 
 def crash(daemon: Daemon, scope: trio.CancelScope) -> None:
@@ -122,7 +64,7 @@ def test_two_daemons_mesh_retry_and_clean_up(
     # Secrets never reach the log.
     for daemon in (alice, bob):
         assert daemon.keys.private.hex() not in caplog.text
-    assert "8CY3eUZz0jNqSi1bhPk9NUFyXyb2EaXGvOyPtgd8ADs=" not in caplog.text
+    assert SHARED_KEY_B64 not in caplog.text
 
 
 def test_dead_peer_is_removed_from_wireguard(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import require_netns, require_tools, script_path, unique_prefix, wait_until
+
+from tests.netns import require_netns, require_tools, script_path, unique_prefix, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.netns
@@ -62,7 +63,7 @@ def terminal() -> Iterator[Terminal]:
 
 def test_demo_shows_the_matrix_and_a_tui(terminal: Terminal) -> None:
     prefix = unique_prefix("dm")
-    demo = [sys.executable, str(REPO / "scripts" / "demo.py"), "--topology", "three_boxes"]
+    demo = [sys.executable, "-m", "scripts.demo", "--topology", "three_boxes"]
     demo += ["--seconds", "12", "--prefix", prefix]
     # The pane stays after the demo, so that its last words can be read.
     terminal.start(

@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faults import BETA_UNDERLAY, DYNAMIC, NODES, FaultMesh, fault_mesh
-from netns import REPO_ROOT
+
+from tests import procfs
+from tests.faults import BETA_UNDERLAY, DYNAMIC, NODES, FaultMesh, fault_mesh
+from tests.netns import REPO_ROOT
 
 pytestmark = pytest.mark.netns
 
@@ -94,13 +96,11 @@ def test_static_restart_is_noticed_at_once_and_direct_links_hold(mesh: FaultMesh
         time.sleep(6.0)
         mesh.start("beta")
         # Its return: the new daemon's interface carries its new key.
-        mesh.wait(
-            lambda old=old_key: (
-                mesh.tb.run("beta", "wg", "show", "wg0", "public-key").stdout not in ("", old)
-            ),
-            15,
-            interval=0.02,
-        )
+
+        def returned(old: str = old_key) -> bool:
+            return mesh.tb.run("beta", "wg", "show", "wg0", "public-key").stdout not in ("", old)
+
+        mesh.wait(returned, 15, interval=0.02)
         took = mesh.wait_heard("beta", DYNAMIC, time.monotonic(), 10)
         print(f"{signal.Signals(how).name}: every node back {took:.2f} s after beta's return")
         assert took < 2.0
@@ -225,10 +225,7 @@ def test_interface_deleted_under_the_daemon_is_set_up_again(mesh: FaultMesh) -> 
 def test_existing_interface_deleted_is_waited_for_then_taken_over(mesh: FaultMesh) -> None:
     assert mesh.tb.run("delta", "wireguard-go", "wg0").returncode == 0
     for box in NODES:
-        if box == "delta":
-            start_existing(mesh, box)
-        else:
-            mesh.start(box)
+        mesh.start(box, options=["-e"] if box == "delta" else [])
     mesh.wait(mesh.all_direct, 30)
     assert mesh.tb.run("delta", "ip", "link", "del", "wg0").returncode == 0
     mesh.wait(lambda: "waiting for it to be created again" in mesh.log("delta"), 10)
@@ -247,13 +244,6 @@ def test_existing_interface_deleted_is_waited_for_then_taken_over(mesh: FaultMes
     assert mesh.tb.run("delta", "ip", "link", "show", "wg0").returncode == 0
     assert mesh.tb.run("delta", "wg", "show", "wg0", "peers").stdout.strip() == ""
     assert back > 0 and "Traceback" not in mesh.logs()
-
-
-def start_existing(mesh: FaultMesh, box: str) -> None:
-    argv = [sys.executable, "-m", "wg_netmanager", "-c", str(mesh.config), "--no-tui", "-vv"]
-    argv += ["-e", "wg0", NODES[box], box]
-    env = {"PYTHONPATH": str(REPO_ROOT)}
-    mesh.procs[box] = mesh.tb.spawn(box, argv, mesh.tmp / f"{box}-0.log", env=env)
 
 
 def test_partitioned_internet_heals_into_the_full_mesh(tmp_path: Path) -> None:
@@ -314,7 +304,7 @@ def test_twenty_quick_restarts_leave_nothing_stale(mesh: FaultMesh) -> None:
 
 def command_of(pid: int) -> str:
     """A short name for a process: what it is, not its whole command line."""
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    argv = procfs.cmdline(pid)
     if "wg_netmanager" in argv:
         return "wg_netmanager"
     return " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv[:3]) if a)

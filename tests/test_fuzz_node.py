@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import functools
 import importlib.util
+import os
 import platform
 import subprocess
 import sys
@@ -39,8 +40,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from netns import in_ci
 
+from tests.helpers import ADMIN_KEY as ADMIN
+from tests.helpers import QUICK_TIMERS, make_node, node_info, static_target, underlay, wg_ip
+from tests.netns import REPO_ROOT, in_ci
 from wg_netmanager import wire
 from wg_netmanager.core.handshake import MAX_BARRED, MAX_CHALLENGES, MAX_CONFLICTS
 from wg_netmanager.core.limits import MAX_SOURCES as MAX_RATE_SOURCES
@@ -72,45 +75,29 @@ from wg_netmanager.wire import (
 # real members and statics often, which is where the interesting states are.
 SUBNET = IPv4Network("10.1.1.0/28")
 HOSTS = SUBNET.num_addresses - 2  # usable wg IPs
-SHARED = bytes(range(32))
-ADMIN = wire.derive_admin_key(SHARED)
-T = Timers(ping_interval=1.0, dead_after=3.0)
+T = QUICK_TIMERS
 STATIC_OCTETS = (1, 2)
 MAX_TABLE_PARTS = 4096  # the decoder's limit for Table.parts
 
 
-def underlay(octet: int) -> str:
-    return f"198.51.100.{octet}"
-
-
-def wg_ip(octet: int) -> IPv4Address:
-    return IPv4Address(f"10.1.1.{octet}")
-
-
 def statics() -> list[StaticTarget]:
-    return [
-        StaticTarget(wg_ip(o), underlay(o), 50000 + o, 50500 + o, underlay(o))
-        for o in STATIC_OCTETS
-    ]
+    return [static_target(o) for o in STATIC_OCTETS]
 
 
-def make_node(name: str, octet: int, now: float, rng: Random, timers: Timers = T) -> Node:
-    # Any 32 bytes make a key as far as the protocol goes; from rng: reproducible.
-    key = to_b64(rng.randbytes(32))
-    info = NodeInfo(wg_ip(octet), name, key, 50000 + octet, 50500 + octet)
-    node = Node(
-        info=info,
-        shared_key=SHARED,
-        subnet=SUBNET,
+def member(name: str, octet: int, now: float, rng: Random, timers: Timers = T) -> Node:
+    """A node of the small subnet, its key and randomness from ``rng``: reproducible."""
+    # Any 32 bytes make a key as far as the protocol goes.
+    info = node_info(name, octet, to_b64(rng.randbytes(32)))
+    # A LAN address makes dynamic pairs probe each other (Probe/ProbeAck captured).
+    return make_node(
+        info,
         statics=statics(),
         timers=timers,
         now=now,
-        rng=Random(rng.random()),
-        random_bytes=rng.randbytes,
+        rng=rng,
+        subnet=SUBNET,
+        local_addresses=[underlay(octet)],
     )
-    # A LAN address makes dynamic pairs probe each other (Probe/ProbeAck captured).
-    node.set_local_addresses([underlay(octet)], now)
-    return node
 
 
 # --- a real exchange, captured ------------------------------------------------
@@ -125,7 +112,7 @@ class Captured:
     receiver: str | None  # the node it was delivered to
 
 
-class Mesh:
+class CaptureMesh:
     """Nodes on one flat underlay, instant delivery, and a WireGuard that
     handshakes as soon as both sides have each other as peers."""
 
@@ -136,7 +123,7 @@ class Mesh:
         self.log: list[Captured] = []
 
     def start(self, name: str, octet: int) -> None:
-        self.nodes[name] = make_node(name, octet, self.now, self.rng)
+        self.nodes[name] = member(name, octet, self.now, self.rng)
 
     def _find(self, dest: Endpoint) -> tuple[str, Node] | None:
         for name, node in self.nodes.items():
@@ -219,7 +206,7 @@ def opened(item: Captured) -> tuple[Header, wire.Message]:
 @functools.cache
 def capture() -> Capture:
     """Run a real mesh: handshakes, tables, a direct LAN pair, a restart, pings."""
-    mesh = Mesh(seed=7)
+    mesh = CaptureMesh(seed=7)
     for name, octet in (("s1", 1), ("s2", 2), ("d5", 5), ("d6", 6)):
         mesh.start(name, octet)
     mesh.run_until(5.0)
@@ -466,7 +453,7 @@ def test_outsider_junk_and_replays_change_nothing_and_are_counted(data: st.DataO
 def test_cross_node_replay_of_an_unaddressed_hello_changes_nothing() -> None:
     # Found by the fuzzing above: such a hello used to pass the replay window
     # of the member's session at s1 and refresh its last_heard.
-    mesh = Mesh(seed=3)
+    mesh = CaptureMesh(seed=3)
     mesh.start("s1", 1)
     mesh.start("d5", 5)
     mesh.run_until(1.0)
@@ -620,7 +607,7 @@ class InsiderMachine(RuleBasedStateMachine):
     def start(self, static: bool, warm: bool, seed: int) -> None:
         self.now = 100.0
         # Real timers: sessions outlive a few ticks, so messages meet live ones.
-        self.node = make_node("victim", 1 if static else 5, self.now, Random(seed), Timers())
+        self.node = member("victim", 1 if static else 5, self.now, Random(seed), Timers())
         self.collect(drain(self.node))
         if warm:
             # Start where the deep states are near: sessions with the statics,
@@ -998,7 +985,7 @@ def restart_churn(count: int) -> Node:
     """An insider "restarts" one wg IP ``count`` times at one instant, from one
     address: every proven hello with a new boot bars the previous boot, and
     its answer carries a fresh challenge, so no rate limit applies."""
-    node = make_node("victim", 1, 0.0, Random(1))
+    node = member("victim", 1, 0.0, Random(1))
     drain(node)
     source = ("203.0.113.9", 4000)
     info = NodeInfo(wg_ip(9), "rogue", PUBKEYS[0], 50009, 50509)
@@ -1037,8 +1024,6 @@ def test_restart_churn_keeps_barred_boots_bounded() -> None:
 
 # --- atheris ------------------------------------------------------------------------
 
-FUZZ_WIRE = Path(__file__).resolve().parent.parent / "scripts" / "fuzz_wire.py"
-
 
 def test_atheris_harness_runs_clean(tmp_path: Path) -> None:
     if importlib.util.find_spec("atheris") is None:
@@ -1053,12 +1038,13 @@ def test_atheris_harness_runs_clean(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
-            str(FUZZ_WIRE),
+            *("-m", "scripts.fuzz_wire"),
             f"-runs={runs}",
             "-seed=1",
             f"-artifact_prefix={tmp_path}/",
         ],
         cwd=tmp_path,  # crash files must not land in the work tree
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
         text=True,
         timeout=120,

@@ -7,14 +7,15 @@ charlie is dynamic behind a masquerading NAT router. Each box runs
 
 from __future__ import annotations
 
-import itertools
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import Daemons, daemons_in, network_yaml, wait_until
+
+from tests.netns import Daemons, daemons_in, network_yaml
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -34,25 +35,17 @@ def shifted_clock(offset: str) -> list[str]:
     return ["env", f"LD_PRELOAD={libs[0]}", f"FAKETIME={offset}", "DONT_FAKE_MONOTONIC=1"]
 
 
-class Mesh(Daemons):
-    def pings(self, a: str, b: str) -> bool:
-        return self.tb.ping(a, NODES[b], timeout=1.0)
-
-    def all_pairs(self, boxes: list[str]) -> bool:
-        return all(self.pings(a, b) for a, b in itertools.permutations(boxes, 2))
-
-
 @pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[Mesh]:
-    with daemons_in("three_boxes", tmp_path, NODES, NETWORK_YAML, Mesh) as mesh:
+def mesh(tmp_path: Path) -> Iterator[Daemons]:
+    with daemons_in("three_boxes", tmp_path, NODES, NETWORK_YAML, Daemons) as mesh:
         yield mesh
 
 
-def test_mesh_forms_heals_and_cleans_up(mesh: Mesh) -> None:
+def test_mesh_forms_heals_and_cleans_up(mesh: Daemons) -> None:
     boxes = list(NODES)
     for box in boxes:
         mesh.start(box)
-    assert wait_until(lambda: mesh.all_pairs(boxes), timeout=15), mesh.logs()
+    assert wait_until(lambda: mesh.all_ping(boxes), timeout=15), mesh.logs()
     # bob and charlie first went through alice, the gateway, then direct
     # (charlie's NAT lets bob's WireGuard answer in once charlie has sent).
     assert "charlie (10.1.1.3) reachable via alice" in mesh.log("bob")
@@ -68,7 +61,7 @@ def test_mesh_forms_heals_and_cleans_up(mesh: Mesh) -> None:
     # charlie comes back with a new key, and a clock two hours ahead.
     mesh.start("charlie", *shifted_clock("+2h"))
     started = time.monotonic()
-    assert wait_until(lambda: mesh.all_pairs(boxes), timeout=15), mesh.logs()
+    assert wait_until(lambda: mesh.all_ping(boxes), timeout=15), mesh.logs()
     print(f"charlie reachable again {time.monotonic() - started:.2f} s after its restart")
 
     # SIGTERM: every daemon exits 0 quickly and leaves nothing behind.

@@ -133,9 +133,7 @@ class Lab:
 
     def wg(self, handshake_age: float | None = None, rx: int = 0, tx: int = 0) -> None:
         """``wg show`` has the peer (with a handshake ``handshake_age`` ago)."""
-        self.host.readings[self.key] = WgPeerReading(
-            self.key, PEER_LAN, (), handshake_age, rx, tx
-        )
+        self.host.readings[self.key] = WgPeerReading(self.key, PEER_LAN, (), handshake_age, rx, tx)
         self.pairs.on_wg(self.now)
 
     def wg_gone(self) -> None:

@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import Daemons, Testbed, daemons_in, network_yaml, wait_until
+
+from tests.faults import NODES, FaultMesh, fault_mesh
+from tests.netns import Testbed
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.netns
-
-NODES = {"beta": "10.1.1.1", "alpha": "10.1.1.2", "charlie": "10.1.1.3", "delta": "10.1.1.4"}
-NETWORK_YAML = network_yaml(localAddressesInterval=0.5)
 
 
 class PingWatch:
@@ -58,26 +58,13 @@ class PingWatch:
             thread.join(timeout=5)
 
 
-class Mesh(Daemons):
-    def direct(self, a: str, b: str) -> bool:
-        """Both have a plain route to the other (no ``via``) and a WireGuard peer."""
-        for x, y in ((a, b), (b, a)):
-            lines = [line for line in self.routes(x).splitlines() if line.split()[:1] == [NODES[y]]]
-            if len(lines) != 1 or "via" in lines[0]:
-                return False
-        return True
-
-    def all_direct(self) -> bool:
-        return all(self.direct(a, b) for a, b in itertools.combinations(NODES, 2))
-
-
 @pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[Mesh]:
-    with daemons_in("working_example", tmp_path, NODES, NETWORK_YAML, Mesh) as mesh:
+def mesh(tmp_path: Path) -> Iterator[FaultMesh]:
+    with fault_mesh(tmp_path, localAddressesInterval=0.5) as mesh:
         yield mesh
 
 
-def test_working_example_goes_from_gateway_to_six_direct_links(mesh: Mesh) -> None:
+def test_working_example_goes_from_gateway_to_six_direct_links(mesh: FaultMesh) -> None:
     with PingWatch(mesh.tb) as watch:
         for box in NODES:
             mesh.start(box)
@@ -95,9 +82,7 @@ def test_working_example_goes_from_gateway_to_six_direct_links(mesh: Mesh) -> No
         assert len(mesh.tb.run(box, "wg", "show", "wg0", "peers").stdout.split()) == 3
 
     # Roaming: delta moves from the home LAN to a cafe behind another NAT.
-    result = mesh.tb._script("roam", mesh.tb.prefix, timeout=30)
-    assert result.returncode == 0, result.stderr
-    moved = time.monotonic()
+    moved = mesh.fault("roam")
     assert wait_until(
         lambda: all(mesh.tb.ping("delta", NODES[b]) for b in NODES if b != "delta"), timeout=20
     ), mesh.logs()

@@ -17,8 +17,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
-from netns import require_tools
 
+from tests.netns import require_tools
 from wg_netmanager import cli, daemon, service
 from wg_netmanager.config import ConfigError, Settings, load_network, load_peer
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sim import Nat, SimNet
 
+from tests.sim import Nat, SimNet
 from wg_netmanager.core.pair_path import PathState
 from wg_netmanager.core.timers import Timers
 

@@ -1,6 +1,6 @@
 """Faults in the simulation: broken direct links, a static that restarts, flapping.
 
-The seed's working example (tests/test_sim_paths.py) with the default timers;
+The seed's working example (tests/sim.py) with the default timers;
 ``flows`` stand for user traffic (a ping running between two nodes), which is
 what lets a node notice a broken direct link within seconds.
 """
@@ -10,9 +10,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from sim import SimNet
-from test_sim_paths import NAMES, all_direct, direct, working_example
 
+from tests.sim import NAMES, SimNet, all_direct, direct, working_example
 from wg_netmanager.core.timers import Timers
 
 PING = 200.0  # bytes per second each way: an ICMP echo every half second

@@ -2,32 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
-from sim import Nat, SimNet
 
-from wg_netmanager.core.timers import Timers
-
-NAMES = ["beta", "alpha", "charlie", "delta"]
-
-
-def working_example(symmetric_alpha: bool = False, seed: int = 1) -> SimNet:
-    net = SimNet(Timers(), seed=seed)
-    net.add_host("beta", "198.51.100.1", "10.1.1.1", static=True)
-    net.add_host("alpha", "192.168.2.2", "10.1.1.2", nat=Nat("198.51.100.4", symmetric_alpha))
-    home = Nat("198.51.100.3")
-    net.add_host("charlie", "192.168.1.2", "10.1.1.3", nat=home, lan="home")
-    net.add_host("delta", "192.168.1.3", "10.1.1.4", nat=home, lan="home")
-    return net
-
-
-def direct(net: SimNet, a: str, b: str) -> bool:
-    return net.path(a, b) == [a, b] and net.path(b, a) == [b, a]
-
-
-def all_direct(net: SimNet) -> bool:
-    return all(direct(net, a, b) for a, b in itertools.combinations(NAMES, 2))
+from tests.sim import NAMES, Nat, SimNet, all_direct, direct, working_example
 
 
 def kind(net: SimNet, a: str, b: str) -> str:

@@ -17,7 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import Testbed, require_netns, script_path, unique_prefix, wait_until
+
+from tests import procfs
+from tests.netns import Testbed, require_netns, script_path, unique_prefix
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -193,7 +196,7 @@ def test_two_boxes_run_wireguard_go_wg0(tb: Testbed) -> None:
             # daemonizes: returns once wg0 and its control socket exist
             res = tb.run(box, "wireguard-go", "wg0", timeout=20)
             assert res.returncode == 0, res.stdout + res.stderr
-            new = [p for p in tb.pids(box) if p not in before and _comm(p) == "wireguard-go"]
+            new = [p for p in tb.pids(box) if p not in before and procfs.comm(p) == "wireguard-go"]
             assert len(new) == 1, (box, new)
             started[box] = new[0]
         for box, port in boxes.items():
@@ -244,15 +247,8 @@ def test_down_removes_everything(tmp_path: Path) -> None:
     print(f"testbed up {t_up:.2f}s, down {t_down:.2f}s")
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists() and _comm(pid) != ""
+    return procfs.comm(pid) != ""  # "" once the process is gone
 
 
 def _gone(pid: int) -> bool:

@@ -26,89 +26,14 @@ import pyte
 import pytest
 import trio
 import urwid
-from sim import Nat, SimNet
-from test_daemon import make_settings
-from test_sim_paths import NAMES, working_example
 
+from tests.fakes import FakeRoutes, FakeWgDevice
+from tests.loopback import make_settings
+from tests.sim import NAMES, Nat, SimNet, working_example
+from tests.status_samples import BOB_KEY, CHARLIE_KEY, peer, sample_doc, table
+from tests.waits import wait_for
 from wg_netmanager import control, status_text, tui
-from wg_netmanager.core.status import NodeStatus, PeerStatus
 from wg_netmanager.daemon import Daemon
-from wg_netmanager.fakes import FakeRoutes, FakeWgDevice
-
-ALICE_KEY = "QUxJQ0VrZXlBTElDRWtleUFMSUNFa2V5QUxJQ0VrZXk="
-BOB_KEY = "Qk9Ca2V5Qk9Ca2V5Qk9Ca2V5Qk9Ca2V5Qk9Ca2V5MA="
-CHARLIE_KEY = "Q0hBUkxJRWtleUNIQVJMSUVrZXlDSEFSTElFa2V5MDA="
-DAVE_KEY = "REFWRWtleURBVkVrZXlEQVZFa2V5REFWRWtleURBVk0="
-
-
-def make(cls: type[Any], **values: Any) -> Any:
-    """A core status dataclass from ``values``; fields added later default to None."""
-    return cls(**{f.name: values.get(f.name) for f in dataclasses.fields(cls)})
-
-
-def peer(ip: str, name: str, path: str, kind: str, **more: Any) -> PeerStatus:
-    values: dict[str, Any] = {
-        "wg_ip": IPv4Address(ip),
-        "name": name,
-        "public_key": more.pop("public_key", name.upper() * 4 + "="),
-        "path": path,
-        "kind": kind,
-        "reason": "",
-        "rx_bytes": 0,
-        "tx_bytes": 0,
-        "is_static": False,
-    }
-    values.update(more)
-    result: PeerStatus = make(PeerStatus, **values)
-    return result
-
-
-def sample_status(peers: tuple[PeerStatus, ...] | None = None) -> NodeStatus:
-    if peers is None:
-        peers = (
-            peer(
-                "10.1.1.1", "alice", "direct", "static", public_key=ALICE_KEY,
-                endpoint=("198.51.100.1", 50001), rtt=0.0012, handshake_age=5.0,
-                rx_bytes=12345, tx_bytes=2345, session_age=83.0, is_static=True,
-            ),
-            peer(
-                "10.1.1.3", "charlie", "via", "gateway", public_key=CHARLIE_KEY,
-                reason="no direct session yet", gateway=IPv4Address("10.1.1.1"),
-                gateway_name="alice", endpoint=("198.51.100.3", 20000),
-                local_endpoints=(("192.168.1.3", 50503),),
-            ),
-            peer(
-                "10.1.1.4", "dave", "direct", "lan", public_key=DAVE_KEY,
-                reason="direct (lan) since the handshake", endpoint=("192.168.1.4", 50004),
-                rtt=0.0304, handshake_age=12.0, rx_bytes=2048, tx_bytes=4096, session_age=40.0,
-            ),
-        )  # fmt: skip
-    status: NodeStatus = make(
-        NodeStatus,
-        name="bob",
-        wg_ip=IPv4Address("10.1.1.2"),
-        public_key=BOB_KEY,
-        wg_port=50002,
-        admin_port=50502,
-        is_static=False,
-        visible_endpoint=("198.51.100.2", 50002),
-        peers=peers,
-        statics_connected=1,
-        statics_total=1,
-        drops={"bad seal": 2},
-        table_version=0,
-    )
-    return status
-
-
-def sample_doc(**kw: Any) -> dict[str, Any]:
-    return status_text.status_document(
-        sample_status(**kw),
-        interface="wg0",
-        backend="wireguard-go",
-        uptime=3723.0,
-        local_endpoints={"10.1.1.3": [("192.168.1.3", 50503)]},
-    )
 
 
 class Clock:
@@ -128,19 +53,6 @@ def make_app(doc: dict[str, Any] | None = None, logs: tui.LogBuffer | None = Non
 
 def screen(app: tui.App, cols: int = 140, rows: int = 40) -> list[str]:
     return app.render_lines(cols, rows)
-
-
-def table(lines: list[str]) -> dict[str, dict[str, str]]:
-    """The peer table as {name: {column header: cell}}, split where 2+ spaces are."""
-    head = next(i for i, line in enumerate(lines) if line.split()[:1] == ["NAME"])
-    headers = re.split(r"\s{2,}", lines[head].strip())
-    rows: dict[str, dict[str, str]] = {}
-    for line in lines[head + 1 :]:
-        cells = re.split(r"\s{2,}", line.strip())
-        if len(cells) != len(headers):
-            break
-        rows[cells[0]] = dict(zip(headers, cells, strict=True))
-    return rows
 
 
 def names_in_order(lines: list[str]) -> list[str]:
@@ -519,12 +431,11 @@ def pty() -> Iterator[Pty]:
 
 
 async def until(pty: Pty, predicate: Any, seconds: float = 5.0) -> None:
-    with trio.fail_after(seconds):
-        while True:
-            pty.pump()
-            if predicate(pty.text()):
-                return
-            await trio.sleep(0.02)
+    def shown() -> bool:
+        pty.pump()
+        return bool(predicate(pty.text()))
+
+    await wait_for(shown, seconds, interval=0.02)
 
 
 def test_main_loop_on_trio_keys_refresh_and_terminal_restored(pty: Pty) -> None:
@@ -656,9 +567,7 @@ def test_daemon_with_tui_quits_cleanly_on_q(
                 await until(pty, lambda t: "alice" in t and "direct static" in t, 10)
                 assert "bob 10.1.1.2 on wg0 (wireguard-go)" in pty.text()
                 os.write(pty.master, b"q")
-                with trio.fail_after(5):
-                    while bob_dev.created:  # noqa: ASYNC110 - the fake has no events
-                        await trio.sleep(0.02)
+                await wait_for(lambda: not bob_dev.created, 5, interval=0.02)
             nursery.cancel_scope.cancel()
 
     try:

@@ -18,18 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import (
+
+from tests.netns import (
+    REPO_ROOT,
     Testbed,
     network_yaml,
     require_netns,
     require_tools,
     script_path,
     unique_prefix,
-    wait_until,
 )
-from sim import SimNet
+from tests.sim import SimNet
+from tests.waits import wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.netns
 
 NODES = {"alice": "10.1.1.1", "bob": "10.1.1.2", "charlie": "10.1.1.3"}
@@ -106,7 +107,7 @@ def test_tui_shows_the_mesh_takes_keys_and_quits_cleanly(tmux: Tmux, tmp_path: P
     config = tmp_path / "network.yaml"
     config.write_text(NETWORK_YAML)
     config.chmod(0o600)
-    env = {"PYTHONPATH": str(REPO)}
+    env = {"PYTHONPATH": str(REPO_ROOT)}
 
     def run_dir(box: str) -> str:  # /run is shared by the boxes: one control dir each
         return str(tmp_path / f"run-{box}")
@@ -124,7 +125,7 @@ def test_tui_shows_the_mesh_takes_keys_and_quits_cleanly(tmux: Tmux, tmp_path: P
         bob = tb.box_cmd(
             "bob",
             "env",
-            f"PYTHONPATH={REPO}",
+            f"PYTHONPATH={REPO_ROOT}",
             f"WG_NETMANAGER_RUN_DIR={run_dir('bob')}",
             sys.executable, "-m", "wg_netmanager", "-c", str(config), "-v",
             "--logfile", str(tmp_path / "bob.log"),
@@ -183,7 +184,7 @@ def test_tui_shows_the_mesh_takes_keys_and_quits_cleanly(tmux: Tmux, tmp_path: P
         status = [sys.executable, "-m", "wg_netmanager", "status"]
         for box in ("bob", "alice"):
             res = tb.run(
-                box, "env", f"PYTHONPATH={REPO}", f"WG_NETMANAGER_RUN_DIR={run_dir(box)}",
+                box, "env", f"PYTHONPATH={REPO_ROOT}", f"WG_NETMANAGER_RUN_DIR={run_dir(box)}",
                 *status, "--json", "wg0",
             )  # fmt: skip
             assert res.returncode == 0, res.stderr
@@ -192,7 +193,7 @@ def test_tui_shows_the_mesh_takes_keys_and_quits_cleanly(tmux: Tmux, tmp_path: P
             others = {n: ip for n, ip in NODES.items() if n != box}
             assert {p["name"]: p["wg_ip"] for p in doc["peers"]} == others
         res = tb.run(
-            "bob", "env", f"PYTHONPATH={REPO}", f"WG_NETMANAGER_RUN_DIR={run_dir('bob')}",
+            "bob", "env", f"PYTHONPATH={REPO_ROOT}", f"WG_NETMANAGER_RUN_DIR={run_dir('bob')}",
             *status, "wg0",
         )  # fmt: skip
         assert res.returncode == 0 and "direct static" in row(res.stdout, "alice"), res.stderr

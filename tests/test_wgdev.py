@@ -12,7 +12,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wg_netmanager.fakes import FakeRoutes, FakeWgDevice
+from tests.fakes import FakeRoutes, FakeWgDevice
 from wg_netmanager.model import Route, WgPeer, WgPeerReading
 from wg_netmanager.proc import CommandError, run
 from wg_netmanager.routes import (

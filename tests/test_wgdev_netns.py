@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import require_root, require_tools
+
+from tests import procfs
+from tests.netns import REPO_ROOT, require_root, require_tools
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.netns
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("ip", "wg", "wireguard-go", "ping", "unshare")
 _counter = itertools.count(1)
 
@@ -193,28 +195,13 @@ def live_wireguard_go(ns: str) -> list[int]:
     """PIDs of running (not zombie) wireguard-go processes in ``ns``."""
     found = []
     for pid in netns_pids(ns):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        state = stat[stat.rindex(")") + 2]
-        if comm == "wireguard-go" and state not in "ZX":
+        stat = procfs.stat(pid)
+        if stat is not None and stat.comm == "wireguard-go" and stat.state not in "ZX":
             found.append(pid)
     return found
 
 
-def wait_until(pred: Any, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-
-
-class Lab:
+class VethLab:
     """Namespaces joined by veths, with one agent per namespace."""
 
     def __init__(self, tmp_path: Path) -> None:
@@ -270,8 +257,8 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path)
+def veth_lab(tmp_path: Path) -> Iterator[VethLab]:
+    lab = VethLab(tmp_path)
     try:
         yield lab
     finally:
@@ -299,9 +286,9 @@ def bring_up(agent: Agent, priv: str, wg_ip: str, name: str = "wg0") -> str:
     return str(backend)
 
 
-def test_two_boxes_tunnel_reconcile_destroy(lab: Lab) -> None:
-    a, b = lab.add_box("a"), lab.add_box("b")
-    lab.link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
+def test_two_boxes_tunnel_reconcile_destroy(veth_lab: VethLab) -> None:
+    a, b = veth_lab.add_box("a"), veth_lab.add_box("b")
+    veth_lab.link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
     (a_priv, a_pub), (b_priv, b_pub) = keypair(), keypair()
     t0 = time.monotonic()
     assert bring_up(a, a_priv, "10.77.0.1") in ("kernel", "wireguard-go", "boringtun")
@@ -318,8 +305,8 @@ def test_two_boxes_tunnel_reconcile_destroy(lab: Lab) -> None:
     b.call("apply_routes", routes=[["10.77.0.1", None]])
     assert a.call("read_routes") == [["10.77.0.2", None]]
 
-    assert lab.ping("b", "10.77.0.1", wait=2), "b -> a over the tunnel"
-    assert lab.ping("a", "10.77.0.2"), "a -> b over the tunnel"
+    assert veth_lab.ping("b", "10.77.0.1", wait=2), "b -> a over the tunnel"
+    assert veth_lab.ping("a", "10.77.0.2"), "a -> b over the tunnel"
     peers = a.call("read_peers")
     assert peers[b_pub]["endpoint"] == ["198.51.100.2", 51820]  # learned by roaming
     assert peers[b_pub]["handshake_age"] is not None
@@ -359,7 +346,7 @@ def test_two_boxes_tunnel_reconcile_destroy(lab: Lab) -> None:
     assert set(a.call("read_peers")) == {b_pub}
     dump = a.call("run", argv=["wg", "show", "wg0", "dump"]).splitlines()
     assert len(dump) == 2 and dump[1].startswith(b_pub)
-    assert lab.ping("a", "10.77.0.2"), "still up after reconciling"
+    assert veth_lab.ping("a", "10.77.0.2"), "still up after reconciling"
 
     # routes: gateway routes, gateway change, removal; foreign routes untouched
     a.call("run", argv=["ip", "route", "add", "10.77.0.50/32", "dev", "wg0", "proto", "static"])
@@ -384,9 +371,11 @@ def test_two_boxes_tunnel_reconcile_destroy(lab: Lab) -> None:
     # destroy: no interface, no daemon left; idempotent
     a.call("destroy")
     assert a.call("exists") is False
-    assert wait_until(lambda: not live_wireguard_go(lab.ns("a")), 3.0), "wireguard-go left"
+    assert wait_until(lambda: not live_wireguard_go(veth_lab.ns("a")), 3.0, interval=0.05), (
+        "wireguard-go left"
+    )
     a.call("destroy")
-    assert live_wireguard_go(lab.ns("b")), "b's daemon is unaffected"
+    assert live_wireguard_go(veth_lab.ns("b")), "b's daemon is unaffected"
 
     # the private keys never reached a command line or a log line
     for agent in (a, b):
@@ -395,8 +384,8 @@ def test_two_boxes_tunnel_reconcile_destroy(lab: Lab) -> None:
         assert a_priv not in text and b_priv not in text
 
 
-def test_existing_interface_and_refusals(lab: Lab) -> None:
-    a = lab.add_box("a")
+def test_existing_interface_and_refusals(veth_lab: VethLab) -> None:
+    a = veth_lab.add_box("a")
     _, other_pub = keypair()
     # an administrator's interface wgx, with an address, a peer and a route
     a.call("run", argv=["wireguard-go", "wgx"])
@@ -434,12 +423,12 @@ def test_existing_interface_and_refusals(lab: Lab) -> None:
     assert a.call("exists") is True
 
 
-def test_forwarding_through_middle_box(lab: Lab) -> None:
+def test_forwarding_through_middle_box(veth_lab: VethLab) -> None:
     """A - B - C: A and C only peer with B, which forwards between them."""
-    a, b, c = lab.add_box("a"), lab.add_box("b"), lab.add_box("c")
+    a, b, c = veth_lab.add_box("a"), veth_lab.add_box("b"), veth_lab.add_box("c")
     # separate underlay links: A and C cannot reach each other directly
-    lab.link("a", "198.51.100.1/30", "b", "198.51.100.2/30")
-    lab.link("b", "198.51.100.5/30", "c", "198.51.100.6/30")
+    veth_lab.link("a", "198.51.100.1/30", "b", "198.51.100.2/30")
+    veth_lab.link("b", "198.51.100.5/30", "c", "198.51.100.6/30")
     (a_priv, a_pub), (b_priv, b_pub), (c_priv, c_pub) = keypair(), keypair(), keypair()
     A, B, C = "10.77.1.1", "10.77.1.2", "10.77.1.3"
     bring_up(a, a_priv, A)
@@ -464,15 +453,15 @@ def test_forwarding_through_middle_box(lab: Lab) -> None:
     c.call("apply_routes", routes=[[B, None], [A, B]])
     b.call("apply_routes", routes=[[A, None], [C, None]])
 
-    assert lab.ping("a", B, wait=2) and lab.ping("c", B, wait=2), "direct tunnels"
-    assert not lab.ping("a", C), "B must not forward before enable_forwarding"
+    assert veth_lab.ping("a", B, wait=2) and veth_lab.ping("c", B, wait=2), "direct tunnels"
+    assert not veth_lab.ping("a", C), "B must not forward before enable_forwarding"
 
     b.call("enable_forwarding")
-    assert lab.ping("a", C, count=3), "A -> C through B"
-    assert lab.ping("c", A), "C -> A through B"
+    assert veth_lab.ping("a", C, count=3), "A -> C through B"
+    assert veth_lab.ping("c", A), "C -> A through B"
 
     sysctl = Path("/proc/sys/net/ipv4")
-    in_b = ["ip", "netns", "exec", lab.ns("b"), "cat"]
+    in_b = ["ip", "netns", "exec", veth_lab.ns("b"), "cat"]
     # the per-interface flag was enough: the global switch is still off
     assert sh(*in_b, str(sysctl / "ip_forward")).stdout.strip() == "0"
     assert sh(*in_b, str(sysctl / "conf/wg0/forwarding")).stdout.strip() == "1"

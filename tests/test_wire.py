@@ -15,11 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import ADMIN_KEY as KEY
+from tests.helpers import SHARED_KEY as SHARED
+from tests.helpers import make_node
 from wg_netmanager import wire
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.replay import ReplayWindow
 from wg_netmanager.core.sessions import Session, StaticTarget
-from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import from_b64, to_b64
 from wg_netmanager.model import WgPeerReading
 from wg_netmanager.wire import (
@@ -36,8 +38,6 @@ from wg_netmanager.wire import (
     TableRequest,
 )
 
-SHARED = bytes(range(32))
-KEY = wire.derive_admin_key(SHARED)
 OTHER_KEY = wire.derive_admin_key(bytes(range(1, 33)))
 HEADER = Header(IPv4Address("10.1.1.7"), bytes.fromhex("0102030405060708"), 42)
 HEADER_FIELDS = {f.name for f in dataclasses.fields(Header)}
@@ -633,13 +633,10 @@ def worst_info(i: int, name: str) -> NodeInfo:
 def static_node_with_sessions(infos: list[NodeInfo], *, table_version: int) -> Node:
     """A static node as the core runs it, with a session and a WireGuard reading per info."""
     own = NodeInfo(IPv4Address("10.0.0.1"), "static", to_b64(bytes(32)), 51820, 51821)
-    node = Node(
-        info=own,
-        shared_key=SHARED,
-        subnet=IPv4Network("10.0.0.0/16"),
+    node = make_node(
+        own,
         statics=[StaticTarget(own.wg_ip, "static", 51820, 51821, address="198.51.100.1")],
-        timers=Timers(),
-        now=0.0,
+        subnet=IPv4Network("10.0.0.0/16"),
         rng=Random(1),
     )
     readings = {}

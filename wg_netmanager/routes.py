@@ -34,7 +34,7 @@ class Routes(Protocol):
     """The routing side of the I/O adapters, as the daemon sees it.
 
     Implemented by :class:`RouteTable` (the kernel) and
-    :class:`wg_netmanager.fakes.FakeRoutes`.
+    ``FakeRoutes`` in ``tests/fakes.py``.
     """
 
     async def read(self, ifname: str) -> set[Route]: ...

@@ -276,9 +276,8 @@ def header_lines(doc: Mapping[str, Any]) -> list[str]:
     if doc.get("is_static"):
         # A static is its own gateway: what matters is whom it serves and
         # whether it reaches the other statics.
-        second = (
-            f"static node  up {fmt_age(doc.get('uptime'))}  serving {c['nodes']} nodes"
-            + (f"  other statics {connected}/{total}" if total else "  the only static")
+        second = f"static node  up {fmt_age(doc.get('uptime'))}  serving {c['nodes']} nodes" + (
+            f"  other statics {connected}/{total}" if total else "  the only static"
         )
         return [first, second]
     second = (

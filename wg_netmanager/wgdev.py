@@ -3,7 +3,7 @@
 :class:`WgInterface` drives the real interface through ``ip`` and ``wg``
 (every call via :func:`wg_netmanager.proc.run`); :class:`WgDevice` is the
 protocol the daemon codes against, also implemented by
-:class:`wg_netmanager.fakes.FakeWgDevice` for tests without root.
+``FakeWgDevice`` in ``tests/fakes.py`` for tests without root.
 
 Backends, tried in order: the kernel module (``ip link add X type
 wireguard``), ``wireguard-go X``, ``boringtun-cli X`` / ``boringtun X``.

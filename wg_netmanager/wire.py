@@ -510,7 +510,5 @@ def open_datagram(key: bytes, datagram: bytes) -> tuple[Header, Message]:
     return decode(open_sealed(key, datagram))
 
 
-def seal_message(
-    key: bytes, header: Header, message: Message, nonce: bytes | None = None
-) -> bytes:
+def seal_message(key: bytes, header: Header, message: Message, nonce: bytes | None = None) -> bytes:
     return seal(key, encode(header, message), nonce)

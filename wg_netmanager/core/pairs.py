@@ -588,4 +588,3 @@ class Pairs:
 def _label(peer: ev.PeerRef) -> str:
     # The one sentence the core keeps as text: a pair's status line for the TUI.
     return f"{peer.name} ({peer.wg_ip})" if peer.name is not None else str(peer.wg_ip)
-

@@ -192,4 +192,3 @@ class Listings:
             if wg_ip in listing:
                 return listing[wg_ip].info.name
         return None
-

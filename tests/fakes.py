@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the I/O adapters, for daemon tests without root.
+"""Recording fakes of the I/O adapters, for daemon tests without root.
 
 :class:`FakeWgDevice` implements :class:`~wg_netmanager.wgdev.WgDevice` and
 :class:`FakeRoutes` implements :class:`~wg_netmanager.routes.Routes`.
@@ -16,10 +16,10 @@ from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
 
-from .model import Route, WgPeer, WgPeerReading
-from .proc import CommandError
-from .routes import plan_route_changes
-from .wgdev import plan_peer_changes
+from wg_netmanager.model import Route, WgPeer, WgPeerReading
+from wg_netmanager.proc import CommandError
+from wg_netmanager.routes import plan_route_changes
+from wg_netmanager.wgdev import plan_peer_changes
 
 
 class _Recorder:

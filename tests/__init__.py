@@ -1,0 +1,22 @@
+"""The test suite and its support library, imported as ``tests.<module>``.
+
+Test modules (``test_*.py``) import only this library, never each other.
+Scripts use it too: run them from the repository root as
+``python -m scripts.<name>``.
+
+- ``helpers``: the shared key, addresses, ``make_node()``.
+- ``waits``: bounded polling, from plain code and from trio.
+- ``lab``: ``Lab``, the hand-driven harness: cores on one underlay, datagram
+  by datagram.
+- ``sim``: ``SimNet``, many cores over a simulated underlay with NAT and a
+  WireGuard model; the working example as a topology.
+- ``fakes``: recording fakes of the WireGuard device and the route table.
+- ``loopback``: settings of daemons run in-process over 127.0.0.1.
+- ``status_samples``: status documents as the TUI and ``status`` read them.
+- ``netns``: ``Testbed`` (a namespace testbed from ``ns/``) and ``Daemons``
+  (real daemons in its boxes).
+- ``faults``: ``FaultMesh``, the working example's daemons with probers and
+  fault commands.
+- ``prober``: the reachability prober, a program run inside the boxes.
+- ``procfs``: what ``/proc`` says about a process.
+"""
