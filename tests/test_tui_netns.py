@@ -208,3 +208,46 @@ def test_tui_shows_the_mesh_takes_keys_and_quits_cleanly(tmux: Tmux, tmp_path: P
         screen = tmux.screen()
         assert "stopped" in screen and "EXIT=0" in screen and "Peers (" not in screen
         assert "Traceback" not in logs()
+
+
+def test_the_static_tui_shows_latency_to_every_node(tmux: Tmux, tmp_path: Path) -> None:
+    """The static is the machine a user most likely watches: its nodes ping it,
+    it pings nobody on its own, so the TUI must make it measure."""
+    config = tmp_path / "network.yaml"
+    config.write_text(NETWORK_YAML)
+    config.chmod(0o600)
+    env = {"PYTHONPATH": str(REPO_ROOT)}
+    with Testbed(script_path("three_boxes"), unique_prefix("tuis")) as tb:
+        for box in ("bob", "charlie"):
+            argv = [sys.executable, "-m", "wg_netmanager", "-c", str(config), "--no-tui"]
+            tb.spawn(
+                box,
+                [*argv, "wg0", NODES[box], box],
+                tmp_path / f"{box}.log",
+                env={**env, "WG_NETMANAGER_RUN_DIR": str(tmp_path / f"run-{box}")},
+            )
+        alice = tb.box_cmd(
+            "alice",
+            "env",
+            f"PYTHONPATH={REPO_ROOT}",
+            f"WG_NETMANAGER_RUN_DIR={tmp_path / 'run-alice'}",
+            sys.executable, "-m", "wg_netmanager", "-c", str(config),
+            "--logfile", str(tmp_path / "alice.log"),
+            "wg0", NODES["alice"], "alice",
+        )  # fmt: skip
+        tmux.start(f"{shlex.join(alice)}; sleep 60")
+
+        def logs() -> str:
+            text = "\n".join(f"--- {p.name}\n{p.read_text()}" for p in tmp_path.glob("*.log"))
+            return f"{text}\n--- screen\n{tmux.screen()}"
+
+        def latencies_shown() -> bool:
+            screen = tmux.screen()
+            return all(" ms " in row(screen, name) for name in ("bob", "charlie"))
+
+        assert wait_until(latencies_shown, timeout=20, interval=0.2), logs()
+        header = tmux.screen().splitlines()[:2]
+        assert header[0].strip().startswith("alice 10.1.1.1 on wg0 (wireguard-go), static")
+        assert "static node" in header[1] and "serving 2 nodes" in header[1], header
+        assert "the only static" in header[1] and "statics 0/0" not in header[1]
+        tmux.keys("q")
