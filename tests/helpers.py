@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+from dataclasses import replace
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
@@ -18,7 +19,8 @@ from wg_netmanager import wire
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.sessions import StaticTarget
 from wg_netmanager.core.timers import Timers
-from wg_netmanager.keys import KeyPair
+from wg_netmanager.keys import KeyPair, to_b64
+from wg_netmanager.noise import public_key
 from wg_netmanager.wire import NodeInfo
 
 #: The one shared key of every test mesh; ``SHARED_KEY_B64`` is its
@@ -73,16 +75,23 @@ def make_node(
     rng: Random | None = None,
     subnet: IPv4Network = SUBNET,
     local_addresses: Sequence[str] | None = None,
+    private_key: bytes | None = None,
 ) -> Node:
     """A core keyed with :data:`SHARED_KEY`, as the daemon builds one.
 
     ``rng`` seeds everything random in the node (its own ``Random`` and its
     random bytes), so a seeded test repeats; without it the node uses the
-    system's randomness. ``local_addresses``, if given, are set at ``now``
-    (a LAN address makes dynamic pairs probe each other).
+    system's randomness. ``private_key`` is the node's X25519 key (WireGuard
+    and admin sessions); by default a new one, and ``info.public_key`` is
+    replaced by its public half. ``local_addresses``, if given, are set at
+    ``now`` (a LAN address makes dynamic pairs probe each other).
     """
+    if private_key is None:
+        private_key = os.urandom(32) if rng is None else rng.randbytes(32)
+        info = replace(info, public_key=to_b64(public_key(private_key)))
     node = Node(
         info=info,
+        private_key=private_key,
         shared_key=SHARED_KEY,
         subnet=subnet,
         statics=list(statics),

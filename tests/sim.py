@@ -159,6 +159,7 @@ class SimNet:
             now=self.clock(host),
             rng=self.rng,
             local_addresses=[host.address],
+            private_key=host.keys.private,
         )
         host.up = True
         self._after(host)

@@ -179,6 +179,7 @@ class Daemon:
         )
         self.node = Node(
             info=info,
+            private_key=self.keys.private,
             shared_key=net.shared_key,
             subnet=net.subnet,
             statics=statics,

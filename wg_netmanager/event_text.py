@@ -81,6 +81,11 @@ def describe(event: ev.Event) -> str:
             return f"static {host} is at {address or 'nowhere'}"
         case ev.ResolveRequested(host):
             return f"resolve {host}"
+        case ev.OldVersion((host, port)):
+            return (
+                f"{host}:{port} speaks an older wg_netmanager protocol; "
+                "upgrade wg_netmanager there (the two cannot mesh)"
+            )
     raise TypeError(f"not an event: {event!r}")  # our own bug
 
 
@@ -91,7 +96,9 @@ def level(event: ev.Event) -> int:
     """The logging level of ``event``."""
     if isinstance(event, ev.Conflict | ev.RefusedByPeer):
         return logging.ERROR
-    if isinstance(event, ev.PeerSilent) or (isinstance(event, ev.DirectLinkFailed) and event.lost):
+    if isinstance(event, ev.PeerSilent | ev.OldVersion) or (
+        isinstance(event, ev.DirectLinkFailed) and event.lost
+    ):
         return logging.WARNING
     if isinstance(event, _DEBUG):
         return logging.DEBUG

@@ -46,10 +46,11 @@ HASHLEN = 64
 KEYLEN = 32
 TAGLEN = 16
 MAX_NONCE = 2**64 - 1  # reserved by the spec: never used
-# Message sizes without payload (the payload adds its length, plus TAGLEN once a key exists).
-MESSAGE_1 = DHLEN
-MESSAGE_2 = DHLEN + DHLEN + TAGLEN
-MESSAGE_3 = DHLEN + TAGLEN
+# Message sizes with an empty payload. Every payload has a tag: with the psk
+# modifier, message 1's "e" already mixes a key.
+MESSAGE_1 = DHLEN + TAGLEN
+MESSAGE_2 = DHLEN + (DHLEN + TAGLEN) + TAGLEN
+MESSAGE_3 = (DHLEN + TAGLEN) + TAGLEN
 
 
 class NoiseError(Exception):

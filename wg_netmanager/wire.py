@@ -1,20 +1,32 @@
-"""Admin-channel datagrams: sealing and message encoding.
+"""Admin-channel datagrams: the outer seal, frames, and messages.
 
 Datagram layout (all integers big-endian)::
 
-    version (1) | nonce (24) | XChaCha20-Poly1305( header | body ) incl. tag (16)
-    header = sender wg_ip (4) | receiver wg_ip (4, 0.0.0.0 if unknown: hellos only)
-             | sender boot id (8) | counter (8)
-    body   = compact JSON object with a type field "t"
+    version (1) | nonce (24) | XChaCha20-Poly1305(admin key; inner) incl. tag (16)
+    inner = kind (1) | sender wg_ip (4) | receiver wg_ip (4) | by kind:
+      INIT       sender index (4) | cookie (16) | Noise message 1 | zero padding
+      RESPONSE   sender index (4) | receiver index (4) | Noise message 2 (+ NodeInfo)
+      FINISH     receiver index (4) | Noise message 3 (+ NodeInfo)
+      COOKIE     receiver index (4) | cookie (16)
+      STALE      receiver index (4)
+      TRANSPORT  receiver index (4) | counter (8) | ChaCha20-Poly1305(session key; body)
 
-The version byte is authenticated as associated data and checked before any
-decryption, so a future format is rejected cheaply and cleanly. The AEAD key is
-derived from the shared key with keyed BLAKE2b and a personalisation string, so
-the same shared key never serves two purposes.
+Two layers, two jobs:
 
-Replay protection lives in the core (boot id + counter window + a challenge
-on first contact); this module only frames, seals and validates shapes. Every
-problem with received bytes raises ``Drop`` carrying a reason for the counters.
+- The *outer seal* under a key derived from the network's shared key (keyed
+  BLAKE2b): whoever lacks the shared key can neither start a handshake nor
+  read or forge a frame; junk is dropped before any other work. The version
+  byte is authenticated and checked first, so an old node's datagram is
+  recognised and refused cleanly.
+- *Sessions* (core/handshake.py): a Noise XXpsk3 handshake (noise.py) binds
+  each session to both nodes' own key pairs, and every message after it is a
+  TRANSPORT frame under that session's keys, its header as associated data.
+  A member can therefore speak only for itself.
+
+An INIT is padded to ``INIT_SIZE`` so that no answer to it (a RESPONSE, a
+COOKIE) is larger: the admin port never amplifies towards an address that has
+not proven itself. Message bodies are compact JSON with a type field "t",
+decoded strictly: every surprise raises ``Drop``.
 """
 
 from __future__ import annotations
@@ -23,8 +35,10 @@ import base64
 import binascii
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
+from enum import IntEnum
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -36,22 +50,32 @@ from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
 from nacl.hash import blake2b
 
+from . import noise
 from .core.events import DropReason
 from .keys import from_b64
 from .model import Endpoint
 
-VERSION = 1
+VERSION = 2
+OLD_VERSIONS = frozenset({1})  # recognised, to say why they are refused
 NONCE_SIZE = 24
 TAG_SIZE = 16
-HEADER = struct.Struct("!4s4s8sQ")
-BOOT_SIZE = 8
-CHALLENGE_SIZE = 16
 # One datagram must cross a 1280-byte MTU path (IPv6 minimum) in one piece:
 # 1280 - 40 (IPv6) - 8 (UDP). Tables larger than this are split.
 MAX_DATAGRAM = 1232
-OVERHEAD = 1 + NONCE_SIZE + TAG_SIZE + HEADER.size
+SEAL_OVERHEAD = 1 + NONCE_SIZE + TAG_SIZE
+INNER = struct.Struct("!B4s4s")  # kind, sender, receiver
+INDEX = struct.Struct("!I")
+COUNTER = struct.Struct("!Q")
+COOKIE_SIZE = 16
+BOOT_SIZE = 8
+# The inner part of every INIT, padded: larger than any RESPONSE (Noise
+# message 2 with the largest NodeInfo) and any COOKIE, checked by a test.
+INIT_SIZE = 480
+TRANSPORT_OVERHEAD = SEAL_OVERHEAD + INNER.size + INDEX.size + COUNTER.size + TAG_SIZE
 MAX_NAME = 32
 MAX_LOCAL_ENDPOINTS = 8
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")  # the same rule as for local names
+UNKNOWN_RECEIVER = IPv4Address(0)
 
 
 class Drop(Exception):
@@ -62,33 +86,38 @@ class Drop(Exception):
         self.reason = reason
 
 
-def derive_admin_key(shared_key: bytes) -> bytes:
+def _derive(shared_key: bytes, label: bytes) -> bytes:
     return blake2b(
-        b"admin-channel",
-        key=shared_key,
-        person=b"wg_netmanager/1",
-        digest_size=32,
-        encoder=RawEncoder,
+        label, key=shared_key, person=b"wg_netmanager/1", digest_size=32, encoder=RawEncoder
     )
 
 
-def seal(key: bytes, plaintext: bytes, nonce: bytes | None = None) -> bytes:
+def derive_admin_key(shared_key: bytes) -> bytes:
+    """The outer seal's key."""
+    return _derive(shared_key, b"admin-channel")
+
+
+def derive_psk(shared_key: bytes) -> bytes:
+    """The Noise pre-shared key (membership is part of every session key)."""
+    return _derive(shared_key, b"noise-psk")
+
+
+def seal(key: bytes, inner: bytes, nonce: bytes | None = None) -> bytes:
     """``nonce``: NONCE_SIZE random bytes (the core passes its own randomness,
     so a seeded simulation repeats byte for byte); None: fresh from the OS."""
     nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
     if len(nonce) != NONCE_SIZE:
         raise ValueError("an XChaCha20-Poly1305 nonce is 24 bytes")
     version = bytes([VERSION])
-    return (
-        version + nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, version, nonce, key)
-    )
+    return version + nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(inner, version, nonce, key)
 
 
 def open_sealed(key: bytes, datagram: bytes) -> bytes:
-    if len(datagram) < 1 + NONCE_SIZE + TAG_SIZE:
+    if len(datagram) < SEAL_OVERHEAD:
         raise Drop(DropReason.MALFORMED, "too short")
     if datagram[0] != VERSION:
-        raise Drop(DropReason.UNKNOWN_VERSION, str(datagram[0]))
+        old = datagram[0] in OLD_VERSIONS
+        raise Drop(DropReason.OLD_VERSION if old else DropReason.UNKNOWN_VERSION)
     if len(datagram) > MAX_DATAGRAM:
         raise Drop(DropReason.MALFORMED, "too long")
     nonce = datagram[1 : 1 + NONCE_SIZE]
@@ -100,47 +129,180 @@ def open_sealed(key: bytes, datagram: bytes) -> bytes:
         raise Drop(DropReason.BAD_SEAL) from None
 
 
-# --- messages -------------------------------------------------------------
+# --- frames ---------------------------------------------------------------------
 
 
-UNKNOWN_RECEIVER = IPv4Address(0)
+class Kind(IntEnum):
+    INIT = 1
+    RESPONSE = 2
+    FINISH = 3
+    COOKIE = 4
+    STALE = 5
+    TRANSPORT = 6
 
 
 @dataclass(frozen=True)
-class Header:
-    wg_ip: IPv4Address  # the sender
-    boot: bytes
+class Init:
+    """Noise message 1: a new handshake. ``cookie`` is zeros unless a COOKIE
+    asked for it (the responder is busy, or this source used up its share)."""
+
+    sender: IPv4Address
+    receiver: IPv4Address
+    index: int  # the initiator's index for this handshake
+    cookie: bytes
+    noise: bytes
+
+
+@dataclass(frozen=True)
+class Response:
+    sender: IPv4Address
+    receiver: IPv4Address
+    index: int  # the responder's index
+    to_index: int  # the initiator's index
+    noise: bytes
+
+
+@dataclass(frozen=True)
+class Finish:
+    sender: IPv4Address
+    receiver: IPv4Address
+    to_index: int  # the responder's index
+    noise: bytes
+
+
+@dataclass(frozen=True)
+class Cookie:
+    """Repeat your INIT (``to_index``) with this cookie: it proves the return path."""
+
+    sender: IPv4Address
+    receiver: IPv4Address
+    to_index: int
+    cookie: bytes
+
+
+@dataclass(frozen=True)
+class Stale:
+    """No session has index ``to_index`` here (the sender restarted?): handshake again."""
+
+    sender: IPv4Address
+    receiver: IPv4Address
+    to_index: int
+
+
+@dataclass(frozen=True)
+class Transport:
+    sender: IPv4Address
+    receiver: IPv4Address
+    to_index: int
     counter: int
-    # The receiver, so that a datagram captured on its way to one node cannot
-    # be replayed to another (counters are per sender, not per pair).
-    to: IPv4Address = UNKNOWN_RECEIVER
+    ciphertext: bytes
+    header: bytes  # the associated data of the ciphertext
+
+    @staticmethod
+    def make_header(
+        sender: IPv4Address, receiver: IPv4Address, to_index: int, counter: int
+    ) -> bytes:
+        return (
+            INNER.pack(Kind.TRANSPORT, sender.packed, receiver.packed)
+            + INDEX.pack(to_index)
+            + COUNTER.pack(counter)
+        )
+
+
+Frame = Init | Response | Finish | Cookie | Stale | Transport
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """The inner bytes of ``frame`` (the caller seals them)."""
+    match frame:
+        case Init():
+            head = INNER.pack(Kind.INIT, frame.sender.packed, frame.receiver.packed)
+            body = head + INDEX.pack(frame.index) + frame.cookie + frame.noise
+            return body.ljust(INIT_SIZE, b"\x00")
+        case Response():
+            head = INNER.pack(Kind.RESPONSE, frame.sender.packed, frame.receiver.packed)
+            return head + INDEX.pack(frame.index) + INDEX.pack(frame.to_index) + frame.noise
+        case Finish():
+            head = INNER.pack(Kind.FINISH, frame.sender.packed, frame.receiver.packed)
+            return head + INDEX.pack(frame.to_index) + frame.noise
+        case Cookie():
+            head = INNER.pack(Kind.COOKIE, frame.sender.packed, frame.receiver.packed)
+            return head + INDEX.pack(frame.to_index) + frame.cookie
+        case Stale():
+            head = INNER.pack(Kind.STALE, frame.sender.packed, frame.receiver.packed)
+            return head + INDEX.pack(frame.to_index)
+        case Transport():
+            return frame.header + frame.ciphertext
+    raise TypeError(f"not a frame: {frame!r}")  # our own bug
+
+
+def decode_frame(inner: bytes) -> Frame:
+    if len(inner) < INNER.size + INDEX.size:
+        raise Drop(DropReason.MALFORMED, "short frame")
+    kind, sender_raw, receiver_raw = INNER.unpack_from(inner)
+    sender, receiver = IPv4Address(sender_raw), IPv4Address(receiver_raw)
+    rest = inner[INNER.size :]
+    (first,) = INDEX.unpack_from(rest)
+    if kind == Kind.INIT:
+        if len(inner) != INIT_SIZE:
+            raise Drop(DropReason.MALFORMED, "init size")
+        cookie = rest[4 : 4 + COOKIE_SIZE]
+        message = rest[4 + COOKIE_SIZE : 4 + COOKIE_SIZE + noise.MESSAGE_1]
+        padding = rest[4 + COOKIE_SIZE + noise.MESSAGE_1 :]
+        if padding.count(0) != len(padding):
+            raise Drop(DropReason.MALFORMED, "init padding")
+        return Init(sender, receiver, first, cookie, message)
+    if kind == Kind.RESPONSE:
+        if len(rest) < 8 + noise.MESSAGE_2:
+            raise Drop(DropReason.MALFORMED, "short response")
+        (second,) = INDEX.unpack_from(rest, 4)
+        return Response(sender, receiver, first, second, rest[8:])
+    if kind == Kind.FINISH:
+        if len(rest) < 4 + noise.MESSAGE_3:
+            raise Drop(DropReason.MALFORMED, "short finish")
+        return Finish(sender, receiver, first, rest[4:])
+    if kind == Kind.COOKIE:
+        if len(rest) != 4 + COOKIE_SIZE:
+            raise Drop(DropReason.MALFORMED, "cookie size")
+        return Cookie(sender, receiver, first, rest[4:])
+    if kind == Kind.STALE:
+        if len(rest) != 4:
+            raise Drop(DropReason.MALFORMED, "stale size")
+        return Stale(sender, receiver, first)
+    if kind == Kind.TRANSPORT:
+        header_size = INNER.size + INDEX.size + COUNTER.size
+        if len(inner) < header_size + TAG_SIZE:
+            raise Drop(DropReason.MALFORMED, "short transport")
+        (counter,) = COUNTER.unpack_from(inner, INNER.size + INDEX.size)
+        return Transport(sender, receiver, first, counter, inner[header_size:], inner[:header_size])
+    raise Drop(DropReason.MALFORMED, "unknown frame kind")
+
+
+def open_frame(key: bytes, datagram: bytes) -> Frame:
+    return decode_frame(open_sealed(key, datagram))
+
+
+def seal_frame(key: bytes, frame: Frame, nonce: bytes | None = None) -> bytes:
+    return seal(key, encode_frame(frame), nonce)
+
+
+# --- messages -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """What a node says about itself; gossiped unchanged by static nodes."""
+    """What a node says about itself; gossiped unchanged by static nodes.
+
+    ``public_key`` is the node's X25519 key (WireGuard base64): its WireGuard
+    key and the static key of its admin sessions (the handshake proves it).
+    """
 
     wg_ip: IPv4Address
     name: str
-    public_key: str  # WireGuard base64
+    public_key: str
     wg_port: int
     admin_port: int
     local_endpoints: tuple[Endpoint, ...] = ()  # underlay addresses (LAN discovery)
-
-
-@dataclass(frozen=True)
-class Hello:
-    """First contact and key announcement.
-
-    ``challenge`` is fresh randomness the receiver must echo; a hello whose
-    ``echo`` matches a challenge we issued proves the sender is alive now, so
-    its boot id (and key) can be trusted without comparing clocks.
-    """
-
-    info: NodeInfo
-    challenge: bytes
-    echo: bytes | None = None
-    want_echo: bool = True
 
 
 @dataclass(frozen=True)
@@ -157,7 +319,7 @@ class Pong:
 
 @dataclass(frozen=True)
 class TableRequest:
-    pass
+    """Send me your whole table (I missed a change)."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +327,6 @@ class TableEntry:
     """A node as a static node knows it: its info plus what only the static sees."""
 
     info: NodeInfo
-    boot: bytes
     wg_endpoint: Endpoint | None  # as WireGuard on the static sees it (NAT outside)
     admin_endpoint: Endpoint | None  # source of its admin datagrams at the static
     age: float  # seconds since the static last heard from it
@@ -173,17 +334,31 @@ class TableEntry:
 
 @dataclass(frozen=True)
 class Table:
-    """One part of a static node's table; a version is complete when all parts arrived."""
+    """One part of a static's table at ``version``.
+
+    ``base`` 0: the whole table (``entries``). Otherwise a change from version
+    ``base``: ``entries`` new or changed, ``removed`` gone. A version counts
+    once all its ``parts`` arrived.
+    """
 
     version: int
     part: int
     parts: int
     entries: tuple[TableEntry, ...]
+    base: int = 0
+    removed: tuple[IPv4Address, ...] = ()
 
 
 @dataclass(frozen=True)
 class Bye:
     pass
+
+
+@dataclass(frozen=True)
+class Info:
+    """The sender's info changed (addresses, WireGuard port)."""
+
+    info: NodeInfo
 
 
 @dataclass(frozen=True)
@@ -195,6 +370,18 @@ class Probe:
 
 @dataclass(frozen=True)
 class ProbeAck:
+    token: int
+
+
+@dataclass(frozen=True)
+class PathChallenge:
+    """To a session's new source address: echo ``token`` from there (it is really yours)."""
+
+    token: int
+
+
+@dataclass(frozen=True)
+class PathResponse:
     token: int
 
 
@@ -216,14 +403,12 @@ class Ready:
 
 @dataclass(frozen=True)
 class Refused:
-    """Your claim to your wg IP is refused: ``holder`` is alive and uses it.
+    """Your claim is refused: ``holder`` is alive and uses your wg IP (or your key).
 
-    ``echo`` is the challenge of the refused hello, so only the boot that sent
-    it, and only while that challenge is fresh, takes the refusal to heart: a
-    replayed Refused changes nothing.
+    Sent over the session the claimant's own handshake just made, then that
+    session is forgotten: only that claimant can read it, and only now.
     """
 
-    echo: bytes
     holder: NodeInfo
 
 
@@ -242,10 +427,22 @@ class Relay:
     datagram: bytes
 
 
-MAX_RELAYED = 512  # bytes of a relayed datagram (a Ready is about 100)
+MAX_RELAYED = 512  # bytes of a relayed datagram (a Ready is about 130)
 
 Message = (
-    Hello | Ping | Pong | TableRequest | Table | Bye | Probe | ProbeAck | Ready | Refused | Relay
+    Ping
+    | Pong
+    | TableRequest
+    | Table
+    | Bye
+    | Info
+    | Probe
+    | ProbeAck
+    | PathChallenge
+    | PathResponse
+    | Ready
+    | Refused
+    | Relay
 )
 
 
@@ -270,7 +467,6 @@ def _info(info: NodeInfo) -> dict[str, Any]:
 def _entry(entry: TableEntry) -> dict[str, Any]:
     return {
         "i": _info(entry.info),
-        "b": entry.boot.hex(),
         "we": _ep(entry.wg_endpoint),
         "ae": _ep(entry.admin_endpoint),
         "age": round(entry.age, 1),
@@ -279,14 +475,6 @@ def _entry(entry: TableEntry) -> dict[str, Any]:
 
 def _body(message: Message) -> dict[str, Any]:
     match message:
-        case Hello():
-            return {
-                "t": "hello",
-                "i": _info(message.info),
-                "c": message.challenge.hex(),
-                "e": None if message.echo is None else message.echo.hex(),
-                "w": message.want_echo,
-            }
         case Ping():
             return {"t": "ping", "s": message.seq, "tv": message.table_version}
         case Pong():
@@ -294,60 +482,83 @@ def _body(message: Message) -> dict[str, Any]:
         case TableRequest():
             return {"t": "treq"}
         case Table():
-            return {
+            body: dict[str, Any] = {
                 "t": "table",
                 "v": message.version,
                 "p": message.part,
                 "n": message.parts,
                 "e": [_entry(e) for e in message.entries],
             }
+            if message.base:
+                body["b"] = message.base
+                body["r"] = [str(ip) for ip in message.removed]
+            return body
         case Bye():
             return {"t": "bye"}
+        case Info():
+            return {"t": "info", "i": _info(message.info)}
         case Probe():
             return {"t": "probe", "n": message.token}
         case ProbeAck():
             return {"t": "pack", "n": message.token}
+        case PathChallenge():
+            return {"t": "pchal", "n": message.token}
+        case PathResponse():
+            return {"t": "presp", "n": message.token}
         case Ready():
-            body: dict[str, Any] = {"t": "ready", "a": message.attempt, "d": message.direct}
+            body = {"t": "ready", "a": message.attempt, "d": message.direct}
             if message.leaving:
                 body["l"] = True
             return body
         case Refused():
-            return {"t": "refused", "e": message.echo.hex(), "i": _info(message.holder)}
+            return {"t": "refused", "i": _info(message.holder)}
         case Relay():
             return {
                 "t": "relay",
                 "to": str(message.to),
                 "d": base64.b64encode(message.datagram).decode(),
             }
-    raise TypeError(f"not a message: {message!r}")  # our own bug, not network input
+    raise TypeError(f"not a message: {message!r}")  # our own bug
 
 
-def encode(header: Header, message: Message) -> bytes:
-    body = json.dumps(_body(message), separators=(",", ":")).encode()
-    return HEADER.pack(header.wg_ip.packed, header.to.packed, header.boot, header.counter) + body
+def _json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def encode_message(message: Message) -> bytes:
+    """A message as a TRANSPORT body (before encryption)."""
+    return _json(_body(message))
+
+
+def encode_hello(info: NodeInfo, boot: bytes) -> bytes:
+    """A handshake payload: who the sender is, and which run of it (``boot``,
+    random per start: a pinned static keeps its key across restarts)."""
+    return _json({"i": _info(info), "b": boot.hex()})
 
 
 def encoded_size(message: Message) -> int:
-    """Bytes on the wire once sealed (for splitting tables)."""
-    body = json.dumps(_body(message), separators=(",", ":")).encode()
-    return OVERHEAD + len(body)
+    """Bytes on the wire once in a sealed TRANSPORT frame (for splitting tables)."""
+    return TRANSPORT_OVERHEAD + len(encode_message(message))
 
 
-# --- decoding: strict, every surprise is Drop(DropReason.MALFORMED) ----------------
+# --- decoding: strict, every surprise is Drop(MALFORMED) ----------------
+
+
+def _malformed(detail: str) -> Drop:
+    return Drop(DropReason.MALFORMED, detail)
 
 
 def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     value = obj.get(key)
     # bool is an int in Python; a JSON true is never a valid number here.
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise Drop(DropReason.MALFORMED, f"field {key!r}")
+        raise _malformed(f"field {key!r}")
     return value
 
 
 def _port(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
-        raise Drop(DropReason.MALFORMED, "port")
+        raise _malformed("port")
     return value
 
 
@@ -355,66 +566,58 @@ def _decode_ep(value: Any) -> Endpoint | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > 21:
-        raise Drop(DropReason.MALFORMED, "endpoint")
+        raise _malformed("endpoint")
     host, sep, port = value.rpartition(":")
     # isascii: str.isdigit() is true for '²' and Arabic-Indic digits too.
     if not sep or not (port.isascii() and port.isdigit()) or len(port) > 5:
-        raise Drop(DropReason.MALFORMED, "endpoint")
+        raise _malformed("endpoint")
     try:
         IPv4Address(host)
     except ValueError:
-        raise Drop(DropReason.MALFORMED, "endpoint") from None
+        raise _malformed("endpoint") from None
     return (host, _port(int(port)))
-
-
-def _bytes(value: Any, size: int) -> bytes:
-    if not isinstance(value, str) or len(value) != 2 * size or not value.isalnum():
-        raise Drop(DropReason.MALFORMED, "bytes")  # isalnum: fromhex would skip spaces
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise Drop(DropReason.MALFORMED, "bytes") from None
 
 
 def _ip(value: Any) -> IPv4Address:
     if not isinstance(value, str) or len(value) > 15:
-        raise Drop(DropReason.MALFORMED, "ip")
+        raise _malformed("ip")
     try:
         return IPv4Address(value)
     except ValueError:
-        raise Drop(DropReason.MALFORMED, "ip") from None
+        raise _malformed("ip") from None
 
 
 def _b64(value: Any, limit: int) -> bytes:
     if not isinstance(value, str) or not 0 < len(value) <= (limit + 2) // 3 * 4:
-        raise Drop(DropReason.MALFORMED, "base64")
+        raise _malformed("base64")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise Drop(DropReason.MALFORMED, "base64") from None
+        raise _malformed("base64") from None
     if base64.b64encode(data).decode() != value or len(data) > limit:  # canonical, bounded
-        raise Drop(DropReason.MALFORMED, "base64")
+        raise _malformed("base64")
     return data
 
 
 def _decode_info(obj: Any) -> NodeInfo:
     if not isinstance(obj, dict):
-        raise Drop(DropReason.MALFORMED, "info")
+        raise _malformed("info")
     name = _get(obj, "n", str)
-    if not 0 < len(name) <= MAX_NAME or not name.isprintable():
-        raise Drop(DropReason.MALFORMED, "name")
+    # The local rule for names: no invisible characters, no look-alikes.
+    if not NAME_RE.fullmatch(name):
+        raise _malformed("name")
     key = _get(obj, "k", str)
     try:
         from_b64(key)
-        wg_ip = IPv4Address(_get(obj, "ip", str))
     except ValueError:
-        raise Drop(DropReason.MALFORMED, "key or ip") from None
+        raise _malformed("key") from None
+    wg_ip = _ip(obj.get("ip"))
     locals_ = _get(obj, "l", list)
     if len(locals_) > MAX_LOCAL_ENDPOINTS:
-        raise Drop(DropReason.MALFORMED, "too many local endpoints")
+        raise _malformed("too many local endpoints")
     endpoints = tuple(_decode_ep(e) for e in locals_)
     if None in endpoints:
-        raise Drop(DropReason.MALFORMED, "local endpoint")
+        raise _malformed("local endpoint")
     return NodeInfo(
         wg_ip=wg_ip,
         name=name,
@@ -427,13 +630,12 @@ def _decode_info(obj: Any) -> NodeInfo:
 
 def _decode_entry(obj: Any) -> TableEntry:
     if not isinstance(obj, dict):
-        raise Drop(DropReason.MALFORMED, "entry")
+        raise _malformed("entry")
     age = _get(obj, "age", (int, float))
     if not 0 <= age < 1e9:
-        raise Drop(DropReason.MALFORMED, "age")
+        raise _malformed("age")
     return TableEntry(
         info=_decode_info(obj.get("i")),
-        boot=_bytes(obj.get("b"), BOOT_SIZE),
         wg_endpoint=_decode_ep(obj.get("we")),
         admin_endpoint=_decode_ep(obj.get("ae")),
         age=float(age),
@@ -443,22 +645,41 @@ def _decode_entry(obj: Any) -> TableEntry:
 def _count(obj: dict[str, Any], key: str) -> int:
     value = _get(obj, key, int)
     if not 0 <= value < 2**63:
-        raise Drop(DropReason.MALFORMED, key)
+        raise _malformed(key)
     return int(value)
 
 
-def _decode_body(obj: Any) -> Message:
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        raise _malformed("not json") from None
     if not isinstance(obj, dict):
-        raise Drop(DropReason.MALFORMED, "body")
+        raise _malformed("body")
+    return obj
+
+
+def _decode_table(obj: dict[str, Any]) -> Table:
+    parts = _count(obj, "n")
+    part = _count(obj, "p")
+    if not 0 <= part < parts <= 4096:
+        raise _malformed("table part")
+    entries = tuple(_decode_entry(e) for e in _get(obj, "e", list))
+    base, removed = 0, tuple[IPv4Address, ...]()
+    if "b" in obj:
+        base = _count(obj, "b")
+        removed = tuple(_ip(ip) for ip in _get(obj, "r", list))
+        if base == 0:
+            raise _malformed("table base")
+    version = _count(obj, "v")
+    if base >= version:
+        raise _malformed("table base")
+    return Table(version, part, parts, entries, base, removed)
+
+
+def decode_message(data: bytes) -> Message:
+    obj = _json_object(data)
     kind = obj.get("t")
-    if kind == "hello":
-        echo = obj.get("e")
-        return Hello(
-            info=_decode_info(obj.get("i")),
-            challenge=_bytes(obj.get("c"), CHALLENGE_SIZE),
-            echo=None if echo is None else _bytes(echo, CHALLENGE_SIZE),
-            want_echo=_get(obj, "w", bool),
-        )
     if kind == "ping":
         return Ping(seq=_count(obj, "s"), table_version=_count(obj, "tv"))
     if kind == "pong":
@@ -466,49 +687,41 @@ def _decode_body(obj: Any) -> Message:
     if kind == "treq":
         return TableRequest()
     if kind == "table":
-        parts = _count(obj, "n")
-        part = _count(obj, "p")
-        if not 0 <= part < parts <= 4096:
-            raise Drop(DropReason.MALFORMED, "table part")
-        entries = _get(obj, "e", list)
-        return Table(
-            version=_count(obj, "v"),
-            part=part,
-            parts=parts,
-            entries=tuple(_decode_entry(e) for e in entries),
-        )
+        return _decode_table(obj)
     if kind == "bye":
         return Bye()
+    if kind == "info":
+        return Info(_decode_info(obj.get("i")))
     if kind == "probe":
         return Probe(_count(obj, "n"))
     if kind == "pack":
         return ProbeAck(_count(obj, "n"))
+    if kind == "pchal":
+        return PathChallenge(_count(obj, "n"))
+    if kind == "presp":
+        return PathResponse(_count(obj, "n"))
     if kind == "ready":
         leaving = obj.get("l", False)
         if not isinstance(leaving, bool):
-            raise Drop(DropReason.MALFORMED, "field 'l'")
+            raise _malformed("field 'l'")
         return Ready(_count(obj, "a"), _get(obj, "d", bool), leaving)
     if kind == "refused":
-        return Refused(_bytes(obj.get("e"), CHALLENGE_SIZE), _decode_info(obj.get("i")))
+        return Refused(_decode_info(obj.get("i")))
     if kind == "relay":
         return Relay(_ip(obj.get("to")), _b64(obj.get("d"), MAX_RELAYED))
-    raise Drop(DropReason.MALFORMED, "unknown message type")
+    raise _malformed("unknown message type")
 
 
-def decode(plaintext: bytes) -> tuple[Header, Message]:
-    if len(plaintext) < HEADER.size:
-        raise Drop(DropReason.MALFORMED, "short header")
-    ip, to, boot, counter = HEADER.unpack_from(plaintext)
+def _bytes(value: Any, size: int) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * size or not value.isalnum():
+        raise _malformed("bytes")  # isalnum: fromhex would skip spaces
     try:
-        body = json.loads(plaintext[HEADER.size :])
-    except (ValueError, RecursionError):
-        raise Drop(DropReason.MALFORMED, "not json") from None
-    return Header(IPv4Address(ip), boot, counter, IPv4Address(to)), _decode_body(body)
+        return bytes.fromhex(value)
+    except ValueError:
+        raise _malformed("bytes") from None
 
 
-def open_datagram(key: bytes, datagram: bytes) -> tuple[Header, Message]:
-    return decode(open_sealed(key, datagram))
-
-
-def seal_message(key: bytes, header: Header, message: Message, nonce: bytes | None = None) -> bytes:
-    return seal(key, encode(header, message), nonce)
+def decode_hello(data: bytes) -> tuple[NodeInfo, bytes]:
+    """A handshake payload: (info, boot)."""
+    obj = _json_object(data)
+    return _decode_info(obj.get("i")), _bytes(obj.get("b"), BOOT_SIZE)

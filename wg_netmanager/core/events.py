@@ -36,10 +36,23 @@ class DropReason(StrEnum):
     RATE_LIMITED = "rate limited"
     CONFLICT = "conflict"
     KEY_CHANGED = "key changed"
+    INFO_CHANGED_IDENTITY = "info changes identity"
     STALE_REFUSAL = "stale refusal"
     TABLE_FROM_NON_STATIC = "table from non-static"
     BAD_RELAY = "bad relay"
     NO_ROUTE_YET = "no route yet"  # a send, not a receive: it would leak to the underlay
+    # Sessions (core/handshake.py).
+    OLD_VERSION = "old protocol version"
+    NO_HANDSHAKE = "no such handshake"
+    BAD_HANDSHAKE = "bad handshake"
+    CROSSED_HANDSHAKE = "crossed handshake"
+    KEY_NOT_PROVEN = "key not proven"
+    PINNED_KEY = "not the pinned key"
+    COOKIE_SENT = "cookie sent"
+    BAD_COOKIE = "bad cookie"
+    SESSION_CAP = "session cap"
+    BAD_TRANSPORT = "bad transport"
+    STALE_INDEX = "stale index"
 
 
 @dataclass(frozen=True)
@@ -212,6 +225,13 @@ class StaticResolved:
 
 
 @dataclass(frozen=True)
+class OldVersion:
+    """A datagram of an older wg_netmanager protocol: that node must be upgraded."""
+
+    address: Endpoint
+
+
+@dataclass(frozen=True)
 class ResolveRequested:
     """A static peer does not answer: its host name is looked up again."""
 
@@ -239,4 +259,5 @@ Event = (
     | LocalAddressesChanged
     | StaticResolved
     | ResolveRequested
+    | OldVersion
 )

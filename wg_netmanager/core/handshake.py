@@ -1,79 +1,75 @@
-"""First contact and identity: who may hold a session for a wg IP.
+"""First contact and identity: sessions by Noise handshake, and who may hold a wg IP.
 
-Rules (the story is in docs/architecture.md, "No clocks in the protocol"):
+Rules (the story is in docs/architecture.md, "Sessions and identity"):
 
-1. A hello creates or replaces a session only if it echoes a challenge we
-   issued within ``challenge_lifetime``; each challenge counts once. Anything
-   unproven is answered with a challenge (rate limited per source IP, so we
-   reflect nothing) and changes nothing.
-2. A boot replaced by a newer one, or refused because its wg IP's holder is
-   alive, is barred for ``dead_after``: if it proves itself again, that is a
-   conflict, not a session.
-3. One wg IP, one live node; one WireGuard key, one node. A proven claim of
+1. A session exists only after a Noise XXpsk3 handshake (noise.py): INIT,
+   RESPONSE, FINISH. Each side's static key is its WireGuard key, and the
+   payload (NodeInfo and a random boot id) must announce exactly that key: a
+   node can only ever claim a WireGuard key it holds. The pre-shared key comes
+   from the network's shared key, so a session proves membership too. Each
+   side proves it is alive now (the other's fresh ephemeral is in every key),
+   so a replayed handshake message changes nothing and no clocks are needed.
+2. A static whose ``publicKey`` is pinned in network.yaml is that key: a
+   handshake claiming its wg IP with another key is refused.
+3. An INIT costs the responder two DH operations and a pending entry, so it
+   is answered only within a per-source-IP budget, and not at all once the
+   pending table is half full; beyond that the answer is a COOKIE (a MAC of
+   the source address under a rotating secret) that the initiator repeats in
+   its INIT, which proves the return path and bypasses the budget. Spoofed or
+   replayed INITs therefore neither fill the table nor lock a node out. No
+   answer to an unproven address is larger than what it answers (INIT padding).
+4. One wg IP, one live node; one WireGuard key, one node. A proven claim of
    our own wg IP, of a key another session shows, or by a barred boot is
-   refused: the claimant is told (``Refused``, echoing its challenge so a
-   replay means nothing) and both sides report a conflict.
-4. A proven new boot from the holder's own address is a restart (one UDP
+   refused: the claimant is told (``Refused`` over the keys of its own
+   handshake, so only it can read it, only now) and both sides report a
+   conflict. A boot replaced by a newer one is barred for ``dead_after``.
+5. A proven new boot from the holder's own address is a restart (one UDP
    port, one socket): accepted at once. From another address the holder is
    pinged first; a pong within ``incumbent_timeout`` (at least 3 RTTs) makes
    the newcomer refused, silence makes it the holder.
-5. Challenges and bars are bounded: the oldest challenge, and the wg IP with
-   the oldest bar, make room.
+6. A new handshake of a boot we have a session with only renews its keys; the
+   previous keys stay valid for receiving (both sides may have started one).
+7. When both sides start a handshake with each other at once, the lower wg
+   IP's initiation goes on; the higher side drops its own.
+8. Everything is bounded: pending handshakes, bars, sessions per source IP.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
 
-from .. import wire
+from .. import noise, wire
+from ..keys import from_b64, to_b64
 from ..model import Endpoint
-from ..wire import Header, Hello, NodeInfo, Refused
+from ..noise import NoiseError
+from ..wire import Cookie, Finish, Init, NodeInfo, Response
 from . import events as ev
 from .events import DropReason
 from .limits import MAX_SOURCES, TokenBuckets
-from .sessions import Contender, Session
+from .sessions import Contender, Keys, Session
 from .timers import Timers
 
-# Answers to unauthenticated datagrams (challenges) per source IP: a burst
-# and a refill rate, so the node cannot be used to reflect traffic.
-CHALLENGE_BURST = 8.0
-CHALLENGE_RATE = 4.0  # per second
-MAX_CONFLICTS = 8  # conflicts kept for status and TUI
-MAX_CHALLENGES = 1024
+# INITs answered per source IP without a cookie: a burst and a refill rate.
+INIT_BURST = 8.0
+INIT_RATE = 4.0  # per second
+COOKIE_BURST = 16.0  # cookie replies per source IP (each smaller than its INIT)
+COOKIE_RATE = 8.0
+MAX_PENDING = 512  # handshakes in progress, both roles together
+COOKIE_SECRET_LIFETIME = 120.0  # seconds; the previous secret stays valid as long
 MAX_BARRED = 1024  # boots refused (replaced or in conflict), all wg IPs together
+MAX_CONFLICTS = 8  # conflicts kept for status and TUI
+PROLOGUE = b"wg_netmanager admin/2"
 
-
-class Challenges:
-    """Challenges we issued and until when they count (rules 1 and 5)."""
-
-    def __init__(self) -> None:
-        self._expiry: dict[bytes, float] = {}
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def issue(self, challenge: bytes, now: float, lifetime: float) -> None:
-        """Remember ``challenge`` (fresh random bytes) until ``now + lifetime``."""
-        if len(self._expiry) >= MAX_CHALLENGES:
-            self.expire(now)
-            while len(self._expiry) >= MAX_CHALLENGES:
-                self._expiry.pop(next(iter(self._expiry)))
-        self._expiry[challenge] = now + lifetime
-
-    def take(self, echo: bytes | None, now: float) -> bool:
-        """True if ``echo`` is a live challenge of ours; it is used up either way."""
-        expiry = None if echo is None else self._expiry.pop(echo, None)
-        return expiry is not None and expiry > now
-
-    def expire(self, now: float) -> None:
-        for challenge in [c for c, expiry in self._expiry.items() if expiry <= now]:
-            del self._expiry[challenge]
+ConflictEvent = ev.Conflict | ev.RefusedByPeer
 
 
 class Barred:
-    """Boots that may not have a session: wg IP -> boot -> until (rules 2 and 5)."""
+    """Boots that may not have a session: wg IP -> boot -> until (rules 4 and 8)."""
 
     def __init__(self) -> None:
         self._until: dict[IPv4Address, dict[bytes, float]] = {}
@@ -101,7 +97,18 @@ class Barred:
                 del self._until[wg_ip]
 
 
-ConflictEvent = ev.Conflict | ev.RefusedByPeer
+@dataclass
+class Pending:
+    """A handshake in progress (either role)."""
+
+    state: noise.Handshake
+    wg_ip: IPv4Address  # who it is with (claimed until it finishes)
+    addr: Endpoint
+    index: int  # ours
+    expires: float
+    init: Init | None = None  # ours (we initiated), to repeat with a cookie
+    remote_index: int = 0  # the initiator's (we respond)
+    cookie_used: bool = False
 
 
 class HandshakeHost(Protocol):
@@ -111,19 +118,40 @@ class HandshakeHost(Protocol):
     def info(self) -> NodeInfo: ...
 
     @property
+    def boot(self) -> bytes: ...
+
+    @property
     def sessions(self) -> Mapping[IPv4Address, Session]: ...
 
-    def establish(self, header: Header, info: NodeInfo, addr: Endpoint, now: float) -> Session:
-        """A proven boot gets a session (replacing an older boot's)."""
+    def establish(
+        self, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+    ) -> Session | None:
+        """A proven boot gets a session (replacing an older boot's); None: no room."""
 
-    def update_info(self, session: Session, info: NodeInfo, now: float) -> None:
-        """A session's node announced new info (addresses, port)."""
+    def renew(
+        self, session: Session, info: NodeInfo, addr: Endpoint, keys: Keys, now: float
+    ) -> None:
+        """A new handshake of the session's own boot: new keys (rule 6)."""
+
+    def forget_keys(self, keys: Keys) -> None:
+        """Keys that will not be used (a refused claimant's)."""
+
+    def contending(self, keys: Keys, wg_ip: IPv4Address) -> None:
+        """A contender's keys: known (no STALE for them), not yet a session's."""
 
     def drop_session(self, wg_ip: IPv4Address, now: float) -> None: ...
 
     def ping(self, session: Session, now: float) -> None: ...
 
-    def send(self, message: wire.Message, addr: Endpoint, to: IPv4Address) -> None: ...
+    def send_frame(self, frame: wire.Frame, addr: Endpoint) -> None: ...
+
+    def send_with(self, keys: Keys, message: wire.Message, addr: Endpoint, to: IPv4Address) -> None:
+        """Seal ``message`` with ``keys`` (not necessarily a session's)."""
+
+    def pinned(self, wg_ip: IPv4Address) -> bytes | None:
+        """The static key network.yaml pins for this wg IP, if any (rule 2)."""
+
+    def used_index(self, index: int) -> bool: ...
 
     def emit(self, event: ev.Event) -> None: ...
 
@@ -137,76 +165,181 @@ class HandshakeHost(Protocol):
 class Handshake:
     """First contact and identity of one node (rules: the module docstring)."""
 
-    def __init__(self, host: HandshakeHost, timers: Timers) -> None:
+    def __init__(
+        self, host: HandshakeHost, timers: Timers, *, private_key: bytes, psk: bytes
+    ) -> None:
         self._host = host
         self.timers = timers
-        self.challenges = Challenges()
+        self._private = private_key
+        self._psk = psk
+        self.pending: dict[int, Pending] = {}  # by our index
+        self._initiating: dict[IPv4Address, int] = {}  # wg IP -> our index
         self.barred = Barred()
-        self.rate = TokenBuckets(CHALLENGE_BURST, CHALLENGE_RATE, MAX_SOURCES)  # by IP
+        self.rate = TokenBuckets(INIT_BURST, INIT_RATE, MAX_SOURCES)  # INITs by source IP
+        self._cookies_sent = TokenBuckets(COOKIE_BURST, COOKIE_RATE, MAX_SOURCES)
+        self._secrets: tuple[bytes, bytes] | None = None  # (current, previous)
+        self._secret_until = 0.0
         self.conflicts: list[ConflictEvent] = []  # recent conflicts, for status and TUI
 
-    def on_hello(self, header: Header, hello: Hello, addr: Endpoint, now: float) -> None:
-        host = self._host
-        info = hello.info
-        if info.wg_ip != header.wg_ip:
-            host.drop(DropReason.MALFORMED)
-            return
-        ours = header.wg_ip == host.info.wg_ip  # another boot claims our own wg IP
-        session: Session | None = None if ours else host.sessions.get(header.wg_ip)
-        if self.challenges.take(hello.echo, now):
-            if ours:
-                self._refuse(header, hello, addr, host.info, now)
-                return
-            twin = self._key_holder(info.public_key, header.wg_ip)
-            if twin is not None:
-                # Two WireGuard peers with one key cannot be told apart (and a
-                # key is made fresh at every start: this one was copied).
-                self._refuse(header, hello, addr, twin, now)
-                return
-            if session is not None and session.boot != header.boot:
-                if (header.wg_ip, header.boot) in self.barred:
-                    self._refuse(header, hello, addr, session.info, now)
-                    return
-                if addr != session.addr:
-                    self._ask_holder(session, header, hello, addr, now)
-                    return
-            if session is None or session.boot != header.boot:
-                session = host.establish(header, info, addr, now)
-            elif not session.replay.accept(header.counter):
-                host.drop(DropReason.REPLAY)
-                return
-        elif session is not None and session.boot == header.boot and header.to == host.info.wg_ip:
-            # (An unaddressed hello is a challenge meant for anyone: one sent
-            # to a third node and replayed here must not count as the session's.)
-            if not session.replay.accept(header.counter):
-                host.drop(DropReason.REPLAY)
-                return
-        else:
-            session = None  # not proven: answer with a challenge, change nothing
-        if session is not None:
-            session.last_heard = now
-            if session.info.public_key != info.public_key:
-                host.drop(DropReason.KEY_CHANGED)  # one boot, one key: not that boot's node
-                return
-            if session.info != info:
-                host.update_info(session, info, now)
-        if hello.want_echo:  # (an unproven claim of our own wg IP too: a live one proves itself)
-            if not self.rate.allow(addr[0], now) and session is None:
-                host.drop(DropReason.RATE_LIMITED)
-                return
-            self.send_hello(addr, now, hello.challenge, want_echo=session is None, to=header.wg_ip)
-        elif session is None and not self.send_challenge(addr, now):
-            host.drop(DropReason.RATE_LIMITED)
+    # --- starting one -------------------------------------------------------------
 
-    def on_refused(self, header: Header, refused: Refused, now: float) -> None:
-        host = self._host
-        if not self.challenges.take(refused.echo, now):
-            host.drop(DropReason.STALE_REFUSAL)  # not an answer to a hello of ours: a replay?
+    def initiate(self, to: IPv4Address, addr: Endpoint, now: float) -> None:
+        """Start a handshake with ``to`` at ``addr`` (a newer one replaces ours)."""
+        old = self._initiating.pop(to, None)
+        if old is not None:
+            self.pending.pop(old, None)
+        if not self._room(now):
+            self._host.drop(DropReason.RATE_LIMITED)
             return
-        holder, me = refused.holder, host.info
+        state = self._noise(initiator=True)
+        index = self._new_index()
+        init = Init(
+            self._host.info.wg_ip, to, index, bytes(wire.COOKIE_SIZE), state.write_message()
+        )
+        self.pending[index] = Pending(state, to, addr, index, self._expiry(now), init)
+        self._initiating[to] = index
+        self._host.send_frame(init, addr)
+
+    def initiating(self, to: IPv4Address) -> bool:
+        return to in self._initiating
+
+    # --- frames -----------------------------------------------------------------------
+
+    def on_init(self, frame: Init, addr: Endpoint, now: float) -> None:
+        host = self._host
+        mine = self._initiating.get(frame.sender)
+        if mine is not None and host.info.wg_ip < frame.sender:
+            host.drop(DropReason.CROSSED_HANDSHAKE)  # ours goes on (rule 7)
+            return
+        with_cookie = hmac.compare_digest(frame.cookie, self._cookie(addr, frame, now, 0)) or (
+            self._secrets is not None
+            and hmac.compare_digest(frame.cookie, self._cookie(addr, frame, now, 1))
+        )
+        if frame.cookie != bytes(wire.COOKIE_SIZE) and not with_cookie:
+            host.drop(DropReason.BAD_COOKIE)
+            return
+        busy = len(self.pending) >= MAX_PENDING // 2
+        if not with_cookie and (busy or not self.rate.allow(addr[0], now)):
+            # Rule 3: prove the return path first (the reply is smaller than the INIT).
+            if self._cookies_sent.allow(addr[0], now):
+                cookie = self._cookie(addr, frame, now, 0)
+                reply = Cookie(host.info.wg_ip, frame.sender, frame.index, cookie)
+                host.send_frame(reply, addr)
+                host.drop(DropReason.COOKIE_SENT)
+            else:
+                host.drop(DropReason.RATE_LIMITED)
+            return
+        if not self._room(now):
+            host.drop(DropReason.RATE_LIMITED)
+            return
+        state = self._noise(initiator=False)
+        try:
+            state.read_message(frame.noise)
+        except NoiseError:
+            host.drop(DropReason.BAD_HANDSHAKE)
+            return
+        if mine is not None:  # we are the higher wg IP: theirs goes on (rule 7)
+            self.pending.pop(self._initiating.pop(frame.sender), None)
+        index = self._new_index()
+        payload = wire.encode_hello(host.info, host.boot)
+        message = state.write_message(payload)
+        self.pending[index] = Pending(
+            state, frame.sender, addr, index, self._expiry(now), remote_index=frame.index
+        )
+        host.send_frame(Response(host.info.wg_ip, frame.sender, index, frame.index, message), addr)
+
+    def on_cookie(self, frame: Cookie, addr: Endpoint, now: float) -> None:
+        pending = self.pending.get(frame.to_index)
+        if pending is None or pending.init is None or pending.cookie_used or pending.addr != addr:
+            self._host.drop(DropReason.NO_HANDSHAKE)
+            return
+        pending.cookie_used = True  # once: a cookie that does not help will not help twice
+        pending.init = Init(
+            pending.init.sender, pending.init.receiver, pending.index, frame.cookie,
+            pending.init.noise,
+        )  # fmt: skip
+        self._host.send_frame(pending.init, addr)
+
+    def on_response(self, frame: Response, addr: Endpoint, now: float) -> None:
+        pending = self.pending.get(frame.to_index)
+        if pending is None or pending.init is None or pending.wg_ip != frame.sender:
+            self._host.drop(DropReason.NO_HANDSHAKE)
+            return
+        try:
+            payload = pending.state.read_message(frame.noise)
+        except NoiseError:
+            self._host.drop(DropReason.BAD_HANDSHAKE)
+            return
+        self._forget_pending(pending)
+        hello = self._proven(pending, payload)
+        if hello is None:
+            return
+        info, boot = hello
+        finish = pending.state.write_message(wire.encode_hello(self._host.info, self._host.boot))
+        self._host.send_frame(
+            Finish(self._host.info.wg_ip, frame.sender, frame.index, finish), addr
+        )
+        keys = self._keys(pending.state, pending.index, frame.index)
+        self._identity(info, boot, addr, keys, now)
+
+    def on_finish(self, frame: Finish, addr: Endpoint, now: float) -> None:
+        pending = self.pending.get(frame.to_index)
+        if pending is None or pending.init is not None or pending.wg_ip != frame.sender:
+            self._host.drop(DropReason.NO_HANDSHAKE)
+            return
+        if pending.addr != addr:
+            self._host.drop(DropReason.NO_HANDSHAKE)  # the RESPONSE went elsewhere
+            return
+        try:
+            payload = pending.state.read_message(frame.noise)
+        except NoiseError:
+            self._host.drop(DropReason.BAD_HANDSHAKE)
+            self._forget_pending(pending)
+            return
+        self._forget_pending(pending)
+        hello = self._proven(pending, payload)
+        if hello is None:
+            return
+        info, boot = hello
+        keys = self._keys(pending.state, pending.index, pending.remote_index)
+        self._identity(info, boot, addr, keys, now)
+
+    def on_pong(self, session: Session, seq: int, now: float) -> None:
+        """A pong answering the holder check means two live claimants (rule 5)."""
+        contender = session.contender
+        if contender is not None and seq >= contender.ping_seq:
+            session.contender = None
+            self._refuse(contender.info, contender.boot, contender.addr, contender.keys,
+                         session.info, now)  # fmt: skip
+
+    def handle_timer(self, now: float) -> None:
+        """Contenders whose holder did not answer in time take over (rule 5)."""
+        for session in list(self._host.sessions.values()):
+            contender = session.contender
+            if contender is not None and now >= contender.deadline:
+                session.contender = None
+                c = contender
+                if self._host.establish(c.info, c.boot, c.addr, c.keys, now) is None:
+                    self._host.forget_keys(c.keys)
+
+    def expire(self, now: float) -> None:
+        for index in [i for i, p in self.pending.items() if p.expires <= now]:
+            self._forget_pending(self.pending[index])
+        self.barred.expire(now)
+
+    def deadlines(self) -> list[float]:
+        return [s.contender.deadline for s in self._host.sessions.values() if s.contender]
+
+    def replaced(self, wg_ip: IPv4Address, old_boot: bytes, now: float) -> None:
+        """A newer boot took over: the old one may not come back (rule 4)."""
+        self.barred.bar(wg_ip, old_boot, now + self.timers.dead_after, now)
+
+    def refused(self, holder: NodeInfo, by: IPv4Address, now: float) -> None:
+        """A peer refused us (over our own handshake's keys): say why, loudly."""
+        me = self._host.info
         self._note_conflict(
             ev.RefusedByPeer(
-                peer=host.ref(header.wg_ip),
+                peer=self._host.ref(by),
                 holder_name=holder.name,
                 holder_ip=holder.wg_ip,
                 holder_key=holder.public_key,
@@ -214,90 +347,103 @@ class Handshake:
                 our_ip=me.wg_ip,
             )
         )
-        if header.wg_ip in host.sessions:
-            host.drop_session(header.wg_ip, now)  # it will not talk to us: not a session
 
-    def on_pong(self, session: Session, seq: int, now: float) -> None:
-        """A pong answering the holder check means two live claimants (rule 4)."""
-        contender = session.contender
-        if contender is not None and seq >= contender.ping_seq:
-            session.contender = None
-            self._refuse(contender.header, contender.hello, contender.addr, session.info, now)
+    # --- identity (rules 1, 2, 4, 5, 6) -------------------------------------------------
 
-    def handle_timer(self, now: float) -> None:
-        """Contenders whose holder did not answer in time take over (rule 4)."""
-        for session in list(self._host.sessions.values()):
-            contender = session.contender
-            if contender is not None and now >= contender.deadline:
-                session.contender = None
-                header, hello = contender.header, contender.hello
-                self._host.establish(header, hello.info, contender.addr, now)
-                if hello.want_echo:
-                    self.send_hello(contender.addr, now, hello.challenge, False, header.wg_ip)
-
-    def expire(self, now: float) -> None:
-        self.challenges.expire(now)
-        self.barred.expire(now)
-
-    def deadlines(self) -> list[float]:
-        return [s.contender.deadline for s in self._host.sessions.values() if s.contender]
-
-    def replaced(self, wg_ip: IPv4Address, old_boot: bytes, now: float) -> None:
-        """A newer boot took over: the old one may not come back (rule 2)."""
-        self.barred.bar(wg_ip, old_boot, now + self.timers.dead_after, now)
-
-    def send_challenge(self, addr: Endpoint, now: float) -> bool:
-        """Answer an unauthenticated datagram with a challenge, unless ``addr``
-        had its share (False: the caller counts the drop, once)."""
-        if not self.rate.allow(addr[0], now):
-            return False
-        self.send_hello(addr, now, echo=None, want_echo=True)
-        return True
-
-    def send_hello(
-        self,
-        addr: Endpoint,
-        now: float,
-        echo: bytes | None,
-        want_echo: bool,
-        to: IPv4Address = wire.UNKNOWN_RECEIVER,
-    ) -> None:
+    def _proven(self, pending: Pending, payload: bytes) -> tuple[NodeInfo, bytes] | None:
+        """The handshake's payload, if it announces the key the handshake proved."""
         host = self._host
-        challenge = host.random_bytes(wire.CHALLENGE_SIZE)
-        self.challenges.issue(challenge, now, self.timers.challenge_lifetime)
-        host.send(Hello(host.info, challenge, echo, want_echo), addr, to)
+        try:
+            info, boot = wire.decode_hello(payload)
+        except wire.Drop as drop:
+            host.drop(drop.reason)
+            return None
+        proven = pending.state.remote_static
+        if info.wg_ip != pending.wg_ip or proven is None or from_b64(info.public_key) != proven:
+            host.drop(DropReason.KEY_NOT_PROVEN)
+            return None
+        pinned = host.pinned(info.wg_ip)
+        if pinned is not None and pinned != proven:
+            host.drop(DropReason.PINNED_KEY)
+            return None
+        return info, boot
+
+    def _identity(
+        self, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+    ) -> None:
+        """A finished handshake: a new session, renewed keys, a contender, or a refusal."""
+        host = self._host
+        if info.wg_ip == host.info.wg_ip:
+            self._refuse(info, boot, addr, keys, host.info, now)
+            return
+        twin = self._key_holder(info.public_key, info.wg_ip)
+        if twin is not None:
+            # Two WireGuard peers with one key cannot be told apart (and a
+            # key is made fresh at every start unless pinned: this one was copied).
+            self._refuse(info, boot, addr, keys, twin, now)
+            return
+        session = host.sessions.get(info.wg_ip)
+        if (
+            session is not None
+            and session.boot == boot
+            and session.info.public_key == info.public_key
+        ):
+            host.renew(session, info, addr, keys, now)
+            return
+        if (info.wg_ip, boot) in self.barred:
+            holder = session.info if session is not None else host.info
+            self._refuse(info, boot, addr, keys, holder, now)
+            return
+        if session is not None and addr != session.addr:
+            self._ask_holder(session, info, boot, addr, keys, now)
+            return
+        if host.establish(info, boot, addr, keys, now) is None:
+            host.forget_keys(keys)
 
     def _ask_holder(
-        self, session: Session, header: Header, hello: Hello, addr: Endpoint, now: float
+        self, session: Session, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
     ) -> None:
         """A proven new boot from another address: is the current holder still alive?"""
-        if session.contender is not None and session.contender.header.boot == header.boot:
-            return  # asked already (a repeated hello)
+        old = session.contender
+        if old is not None:
+            self._host.forget_keys(old.keys)  # the latest claim's keys are the ones to use
+            if old.boot == boot:  # the same claimant again: the holder was asked already
+                session.contender = Contender(info, boot, addr, keys, old.deadline, old.ping_seq)
+                self._host.contending(keys, info.wg_ip)
+                return
         self._host.ping(session, now)
         deadline = now + max(self.timers.incumbent_timeout, 3 * (session.rtt or 0.0))
-        session.contender = Contender(header, hello, addr, deadline, session.ping_seq)
-        self._host.emit(ev.HolderAsked(self._host.ref(header.wg_ip), addr))
+        session.contender = Contender(info, boot, addr, keys, deadline, session.ping_seq)
+        self._host.contending(keys, info.wg_ip)
+        self._host.emit(ev.HolderAsked(self._host.ref(info.wg_ip), addr))
 
     def _refuse(
-        self, header: Header, hello: Hello, addr: Endpoint, holder: NodeInfo, now: float
+        self,
+        info: NodeInfo,
+        boot: bytes,
+        addr: Endpoint,
+        keys: Keys,
+        holder: NodeInfo,
+        now: float,
     ) -> None:
         """Two live nodes claim one wg IP (or one WireGuard key): the holder keeps
-        it, the newcomer is told (rule 3)."""
-        self._host.drop(DropReason.CONFLICT)
-        self.barred.bar(header.wg_ip, header.boot, now + self.timers.dead_after, now)
+        it, the claimant is told over its own handshake's keys (rule 4)."""
+        host = self._host
+        host.drop(DropReason.CONFLICT)
+        self.barred.bar(info.wg_ip, boot, now + self.timers.dead_after, now)
         self._note_conflict(
             ev.Conflict(
                 address=addr,
-                claimant_key=hello.info.public_key,
-                claimed_ip=header.wg_ip,
+                claimant_key=info.public_key,
+                claimed_ip=info.wg_ip,
                 holder_name=holder.name,
                 holder_ip=holder.wg_ip,
                 holder_key=holder.public_key,
-                key_twin=holder.wg_ip != header.wg_ip,
+                key_twin=holder.wg_ip != info.wg_ip,
             )
         )
-        if self.rate.allow(addr[0], now):
-            self._host.send(Refused(hello.challenge, holder), addr, header.wg_ip)
+        host.send_with(keys, wire.Refused(holder), addr, info.wg_ip)
+        host.forget_keys(keys)
 
     def _key_holder(self, public_key: str, wg_ip: IPv4Address) -> NodeInfo | None:
         """Who else (we, or a session of another wg IP) has this WireGuard key."""
@@ -314,3 +460,54 @@ class Handshake:
             return
         self._host.emit(conflict)
         self.conflicts = [*self.conflicts, conflict][-MAX_CONFLICTS:]
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _noise(self, initiator: bool) -> noise.Handshake:
+        return noise.Handshake(
+            initiator=initiator,
+            static_private=self._private,
+            psk=self._psk,
+            prologue=PROLOGUE,
+            random_bytes=self._host.random_bytes,
+        )
+
+    def _keys(self, state: noise.Handshake, local: int, remote: int) -> Keys:
+        transport = state.transport()
+        return Keys(local, remote, transport.send, transport.receive)
+
+    def _new_index(self) -> int:
+        while True:
+            index = int.from_bytes(self._host.random_bytes(4), "big")
+            if index and index not in self.pending and not self._host.used_index(index):
+                return index
+
+    def _room(self, now: float) -> bool:
+        """Make room for one more pending handshake: expired ones go first."""
+        if len(self.pending) < MAX_PENDING:
+            return True
+        self.expire(now)
+        return len(self.pending) < MAX_PENDING
+
+    def _expiry(self, now: float) -> float:
+        return now + self.timers.challenge_lifetime
+
+    def _forget_pending(self, pending: Pending) -> None:
+        self.pending.pop(pending.index, None)
+        if self._initiating.get(pending.wg_ip) == pending.index:
+            del self._initiating[pending.wg_ip]
+
+    def _cookie(self, addr: Endpoint, frame: Init, now: float, which: int) -> bytes:
+        """A MAC of the source address and the INIT's identity (rule 3)."""
+        if self._secrets is None or now >= self._secret_until:
+            fresh = self._host.random_bytes(32)
+            current = self._secrets[0] if self._secrets is not None else fresh
+            self._secrets = (fresh, current)
+            self._secret_until = now + COOKIE_SECRET_LIFETIME
+        secret = self._secrets[which]
+        data = f"{addr[0]}:{addr[1]}|{frame.sender}|{frame.index}|".encode() + frame.noise
+        return hmac.new(secret, data, hashlib.blake2b).digest()[: wire.COOKIE_SIZE]
+
+
+def public_key_b64(private: bytes) -> str:
+    return to_b64(noise.public_key(private))

@@ -33,16 +33,17 @@ from ipaddress import IPv4Address, IPv4Network
 from random import Random
 
 from .. import wire
+from ..keys import to_b64
 from ..model import Endpoint, Route, WgPeer, WgPeerReading
-from ..wire import Drop, Header, Hello, Message, NodeInfo, Ping, Pong, Refused, Table, TableEntry
+from ..noise import NoiseError, decrypt, encrypt, public_key
+from ..wire import Drop, Message, NodeInfo, Ping, Pong, Table, TableEntry
 from . import events as ev
 from .events import DropReason
 from .handshake import Handshake
 from .limits import MAX_SOURCES, TokenBuckets
 from .pairs import Pairs
-from .replay import ReplayWindow
 from .routing import choose_gateways, desired_peers_and_routes
-from .sessions import Session, StaticTarget
+from .sessions import Keys, Session, StaticTarget
 from .status import NodeStatus, snapshot
 from .tables import Listings, OwnTable
 from .timers import Timers
@@ -51,10 +52,24 @@ from .timers import Timers
 # this burst and rate the source is muted, i.e. dropped before decryption.
 JUNK_BURST = 64.0
 JUNK_RATE = 32.0  # per second
+MAX_OLD_VERSION_SOURCES = 64
 FAST_POLL_AFTER_CHANGE = 3.0  # seconds of fast `wg show` polling after a table change
 # Relays a static passes on for one sender (they are rare: a link broke).
 RELAY_BURST = 8.0
 RELAY_RATE = 1.0  # per second
+# Whole tables a session may ask for (a lost change); info changes it may
+# announce (each one is a table change the static pushes to everyone).
+TABLE_REQUEST_BURST = 2.0
+TABLE_REQUEST_RATE = 0.5
+INFO_BURST = 4.0
+INFO_RATE = 0.2
+# STALE answers per source IP (each smaller than what it answers), and
+# handshakes a STALE may start per peer.
+STALE_BURST = 8.0
+STALE_RATE = 4.0
+MAX_SESSIONS = 4096
+MAX_SESSIONS_PER_SOURCE = 64  # one NAT hides many nodes, but not thousands
+OLD_VERSION_REPORT_EVERY = 600.0  # seconds per source address
 
 
 class Node:
@@ -62,6 +77,7 @@ class Node:
         self,
         *,
         info: NodeInfo,
+        private_key: bytes,
         shared_key: bytes,
         subnet: IPv4Network,
         statics: list[StaticTarget],
@@ -70,6 +86,8 @@ class Node:
         rng: Random | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
+        if info.public_key != to_b64(public_key(private_key)):
+            raise ValueError("info.public_key is not the key of private_key")  # our bug
         self.info = info
         self.subnet = subnet
         self.timers = timers
@@ -77,7 +95,6 @@ class Node:
         self._key = wire.derive_admin_key(shared_key)
         self._random_bytes = random_bytes
         self._rng = rng or Random()
-        self._counter = 0
         self.statics: dict[IPv4Address, StaticTarget] = {
             s.wg_ip: s for s in statics if s.wg_ip != info.wg_ip
         }
@@ -85,7 +102,15 @@ class Node:
         for target in self.statics.values():
             target.lost(now, timers)
         self.sessions: dict[IPv4Address, Session] = {}
-        self.handshake = Handshake(_Parts(self), timers)
+        self.handshake = Handshake(
+            _Parts(self), timers, private_key=private_key, psk=wire.derive_psk(shared_key)
+        )
+        self._by_index: dict[int, IPv4Address] = {}  # our key indices -> session
+        self._table_requests = TokenBuckets(TABLE_REQUEST_BURST, TABLE_REQUEST_RATE, MAX_SOURCES)
+        self._infos = TokenBuckets(INFO_BURST, INFO_RATE, MAX_SOURCES)  # by wg IP
+        self._stale_sent = TokenBuckets(STALE_BURST, STALE_RATE, MAX_SOURCES)  # by source IP
+        self._stale_heard = TokenBuckets(1.0, 1.0, MAX_SOURCES)  # by wg IP
+        self._old_versions: dict[str, float] = {}  # source IP -> when reported
         self._junk = TokenBuckets(JUNK_BURST, JUNK_RATE, MAX_SOURCES)  # by endpoint
         self._relays = TokenBuckets(RELAY_BURST, RELAY_RATE, MAX_SOURCES)  # by sender
         self._sources: frozenset[Endpoint] | None = None  # see _known_sources
@@ -121,12 +146,14 @@ class Node:
             self._drop(DropReason.MUTED_SOURCE)
             return False
         try:
-            header, message = wire.open_datagram(self._key, data)
+            frame = wire.open_frame(self._key, data)
         except Drop as drop:
             self._drop(drop.reason)
             self._junk.allow(addr, now)
+            if drop.reason is DropReason.OLD_VERSION:
+                self._old_version(addr, now)
             return False
-        self._on_datagram(header, message, addr, now)
+        self._on_frame(frame, addr, now)
         return True
 
     def handle_timer(self, now: float) -> None:
@@ -146,14 +173,13 @@ class Node:
                 self.resolve_requests.add(target.wg_ip)
             endpoint = target.admin_endpoint
             if now >= target.next_hello and endpoint is not None:
-                self.handshake.send_hello(endpoint, now, None, want_echo=True, to=target.wg_ip)
+                self.handshake.initiate(target.wg_ip, endpoint, now)
                 target.hello_sent(now, self.timers)
         for session in self.sessions.values():
             if self._pings(session) and now >= session.next_ping:
                 self._ping(session, now)
         if self.table.push_due(now):
-            for session in self.sessions.values():
-                self._send_table(session, now)
+            self._push_table(now)
         if not self.is_static:
             self.pairs.handle_timer(now)
         self.handshake.expire(now)
@@ -186,7 +212,7 @@ class Node:
             if wg_ip in self.sessions or wg_ip == self.info.wg_ip:
                 continue
             if self._valid_member(wg_ip) and endpoint[0] != str(wg_ip):
-                self.handshake.send_hello(endpoint, now, None, want_echo=True, to=wg_ip)
+                self.handshake.initiate(wg_ip, endpoint, now)
 
     def set_wg_port(self, port: int, now: float) -> None:
         """Our WireGuard listen port changed (port hopping): tell everyone."""
@@ -338,49 +364,96 @@ class Node:
             self._sources = frozenset(known)
         return self._sources
 
-    def _on_datagram(self, header: Header, message: Message, addr: Endpoint, now: float) -> None:
-        if header.wg_ip == self.info.wg_ip:
-            if header.boot == self.boot:
-                self._drop(DropReason.OWN_DATAGRAM)
-                return
-            if not isinstance(message, Hello):
-                # Another boot claiming our wg IP; only a proven hello counts
-                # as a conflict (this could be a replay of an old boot's).
-                self._drop(DropReason.OWN_WG_IP)
-                return
-        if not self._valid_member(header.wg_ip):
-            self._drop(DropReason.OUTSIDE_SUBNET)
-            return
-        if header.to != self.info.wg_ip and not (
-            header.to == wire.UNKNOWN_RECEIVER and isinstance(message, Hello)
-        ):
+    def _on_frame(self, frame: wire.Frame, addr: Endpoint, now: float) -> None:
+        if frame.receiver != self.info.wg_ip:
             self._drop(DropReason.NOT_FOR_US)
             return
-        if isinstance(message, Hello):
-            self.handshake.on_hello(header, message, addr, now)
+        if not self._valid_member(frame.sender):
+            self._drop(DropReason.OUTSIDE_SUBNET)
             return
-        if isinstance(message, Refused):
-            self.handshake.on_refused(header, message, now)
+        if frame.sender == self.info.wg_ip and not isinstance(frame, wire.Init):
+            # Only a finished handshake can claim our wg IP (then: a conflict).
+            self._drop(DropReason.OWN_WG_IP)
             return
-        session = self.sessions.get(header.wg_ip)
-        if session is None or session.boot != header.boot:
+        match frame:
+            case wire.Transport():
+                self._on_transport(frame, addr, now)
+            case wire.Init():
+                self.handshake.on_init(frame, addr, now)
+            case wire.Response():
+                self.handshake.on_response(frame, addr, now)
+            case wire.Finish():
+                self.handshake.on_finish(frame, addr, now)
+            case wire.Cookie():
+                self.handshake.on_cookie(frame, addr, now)
+            case wire.Stale():
+                self._on_stale(frame, addr, now)
+
+    def _on_transport(self, frame: wire.Transport, addr: Endpoint, now: float) -> None:
+        session = self.sessions.get(frame.sender)
+        keys = self._keys_for(session, frame.to_index) if session is not None else None
+        if session is None or keys is None:
             self._drop(DropReason.NO_SESSION)
-            contender = session.contender if session is not None else None
-            if contender is not None and contender.header.boot == header.boot:
-                return  # proven already, waiting for the holder's answer
-            # Unknown boot: maybe a restart of ours they have not noticed, maybe a
-            # replay. Either way only a fresh challenge round trip can help.
-            self.handshake.send_challenge(addr, now)
+            if self._by_index.get(frame.to_index) == frame.sender:
+                return  # a contender's: it waits for the holder's answer (no STALE)
+            # We restarted, or forgot them: tell them (smaller than what came).
+            if self._stale_sent.allow(addr[0], now):
+                stale = wire.Stale(self.info.wg_ip, frame.sender, frame.to_index)
+                self._send_frame(stale, addr)
             return
-        if not session.replay.accept(header.counter):
+        try:
+            body = decrypt(keys.receive, frame.counter, frame.header, frame.ciphertext)
+        except NoiseError:
+            self._drop(DropReason.BAD_TRANSPORT)
+            return
+        if not keys.replay.accept(frame.counter):
             self._drop(DropReason.REPLAY)
             return
+        try:
+            message = wire.decode_message(body)
+        except Drop as drop:
+            self._drop(drop.reason)  # a member's bug; its session stays
+            return
         session.last_heard = now
-        if isinstance(message, Ping) and addr != session.addr and header.wg_ip not in self.statics:
-            session.addr = addr  # the peer roamed (or its NAT remapped)
-            self._sources = None
-            self._mark_table_dirty(now)
+        if addr != session.addr and self._validates_path(session):
+            self._challenge_path(session, addr)
         self._on_message(session, message, addr, now)
+
+    def _keys_for(self, session: Session, index: int) -> Keys | None:
+        if session.keys.local_index == index:
+            return session.keys
+        if session.previous is not None and session.previous.local_index == index:
+            return session.previous
+        return None
+
+    def _on_stale(self, frame: wire.Stale, addr: Endpoint, now: float) -> None:
+        """The peer has no session for our keys (it restarted?): handshake again."""
+        session = self.sessions.get(frame.sender)
+        if session is None or session.keys.remote_index != frame.to_index:
+            self._drop(DropReason.STALE_INDEX)
+            return
+        expected = self._addr_of(session)
+        if addr != expected or self.handshake.initiating(frame.sender):
+            self._drop(DropReason.STALE_INDEX)
+            return
+        if not self._stale_heard.allow(frame.sender, now):
+            self._drop(DropReason.RATE_LIMITED)
+            return
+        self.handshake.initiate(frame.sender, expected, now)
+
+    def _validates_path(self, session: Session) -> bool:
+        """Sessions whose address we learn from the peer (not configured, not the tunnel)."""
+        ip = session.info.wg_ip
+        return ip not in self.statics and not self._is_pair(ip)
+
+    def _challenge_path(self, session: Session, addr: Endpoint) -> None:
+        """The peer speaks from a new address (roaming, a NAT's new mapping):
+        use it once it answers there, so nobody can redirect us by replaying."""
+        if session.path_addr == addr and session.path_token is not None:
+            return
+        session.path_addr = addr
+        session.path_token = int.from_bytes(self._random_bytes(8), "big") >> 1
+        self._send(wire.PathChallenge(session.path_token), addr, session.info.wg_ip)
 
     def _on_message(self, session: Session, message: Message, addr: Endpoint, now: float) -> None:
         match message:
@@ -394,7 +467,10 @@ class Node:
             case Pong():
                 self._on_pong(session, message, now)
             case wire.TableRequest():
-                self._send_table(session, now)
+                if self._table_requests.allow(session.info.wg_ip, now):
+                    self._send_table(session, now)
+                else:
+                    self._drop(DropReason.RATE_LIMITED)
             case Table():
                 self._on_table(session, message, now)
             case wire.Bye():
@@ -412,6 +488,18 @@ class Node:
                     self.pairs.on_ready(session, message.attempt, message.direct, now)
             case wire.Relay():
                 self._on_relay(session, message, now)
+            case wire.Info():
+                self._on_info(session, message.info, now)
+            case wire.PathChallenge():
+                self._send(wire.PathResponse(message.token), addr, session.info.wg_ip)
+            case wire.PathResponse():
+                if message.token == session.path_token and addr == session.path_addr:
+                    session.addr, session.path_token, session.path_addr = addr, None, None
+                    self._sources = None
+                    self._mark_table_dirty(now)
+            case wire.Refused():
+                self.handshake.refused(message.holder, session.info.wg_ip, now)
+                self._drop_session(session.info.wg_ip, now)
 
     def _on_pong(self, session: Session, pong: Pong, now: float) -> None:
         sent = session.record_pong(pong.seq, now)
@@ -434,13 +522,16 @@ class Node:
         if ip not in self.statics:
             self._drop(DropReason.TABLE_FROM_NON_STATIC)
             return
-        me = (self.info.wg_ip, self.boot)
+        me = (self.info.wg_ip, self.info.public_key)
         try:
             received = self.listings.receive(ip, table, me, self._valid_member)
         except ValueError:
             self._drop(DropReason.MALFORMED)
             return
         if received is None:
+            return
+        if received.need_full:  # a change on top of a version we do not have
+            self._send(wire.TableRequest(), session.addr, ip)
             return
         for _ in range(received.outside):
             self._drop(DropReason.OUTSIDE_SUBNET)
@@ -450,8 +541,24 @@ class Node:
         self._recompute(now)
 
     def _send_table(self, session: Session, now: float) -> None:
-        for part in self.table.parts(self.table.entries(self.sessions, self._wg, now)):
-            self._send(part, session.addr, session.info.wg_ip)
+        """The whole table (a new session, or one that asked)."""
+        entries = self.table.entries(self.sessions, self._wg, now)
+        for part in self.table.full_parts(entries):
+            self._send_encoded(part, self._addr_of(session), session.info.wg_ip)
+        session.table_sent = self.table.version
+
+    def _push_table(self, now: float) -> None:
+        """A table change to every session: encoded once, as a change where the
+        session has the version before it, else whole (rule 1 of tables.py)."""
+        entries = self.table.entries(self.sessions, self._wg, now)
+        base, change = self.table.take_change(entries)
+        for session in self.sessions.values():
+            if session.table_sent == base and base:
+                for part in change:
+                    self._send_encoded(part, self._addr_of(session), session.info.wg_ip)
+                session.table_sent = self.table.version
+            else:
+                self._send_table(session, now)
 
     def _mark_table_dirty(self, now: float) -> None:
         if not self.is_static:
@@ -506,7 +613,11 @@ class Node:
 
     def _forget_session(self, wg_ip: IPv4Address) -> None:
         """Everything that hangs on a session, gone with it."""
-        del self.sessions[wg_ip]
+        session = self.sessions.pop(wg_ip)
+        contender = session.contender.keys if session.contender is not None else None
+        for keys in (session.keys, session.previous, contender):
+            if keys is not None:
+                self._by_index.pop(keys.local_index, None)
         self._sources = None
         self.pairs.closed(wg_ip)
         self.listings.forget(wg_ip)
@@ -548,22 +659,27 @@ class Node:
 
     # --- sessions ------------------------------------------------------------------
 
-    def _establish(self, header: Header, info: NodeInfo, addr: Endpoint, now: float) -> Session:
-        old = self.sessions.get(header.wg_ip)
-        ref = ev.PeerRef(info.wg_ip, info.name)
+    def _establish(
+        self, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+    ) -> Session | None:
+        wg_ip = info.wg_ip
+        old = self.sessions.get(wg_ip)
+        if old is None and not self._session_room(addr):
+            self._drop(DropReason.SESSION_CAP)
+            return None
+        ref = ev.PeerRef(wg_ip, info.name)
         if old is not None:
-            self.handshake.replaced(header.wg_ip, old.boot, now)
+            self.handshake.replaced(wg_ip, old.boot, now)
             self._emit(ev.PeerRestarted(ref, info.public_key))
+            self._forget_session(wg_ip)
         else:
             self._emit(ev.PeerConnected(ref, addr[0]))
-        we_ping = header.wg_ip in self.statics and (
-            not self.is_static or self.info.wg_ip < header.wg_ip
-        )
+        we_ping = wg_ip in self.statics and (not self.is_static or self.info.wg_ip < wg_ip)
         session = Session(
             info=info,
-            boot=header.boot,
+            boot=boot,
             addr=addr,
-            replay=ReplayWindow(header.counter),
+            keys=keys,
             established=now,
             last_heard=now,
             pinger=we_ping,
@@ -571,24 +687,69 @@ class Node:
             next_ping=now + self._jitter(min(1.0, self.timers.ping_interval)),
             peer_ready=self.is_static,
         )
-        self.sessions[header.wg_ip] = session
+        self.sessions[wg_ip] = session
+        self._by_index[keys.local_index] = wg_ip
         self._sources = None
-        if self._is_pair(header.wg_ip):
-            self.pairs.opened(header.wg_ip, now)
-        self.listings.forget(header.wg_ip)  # a restarted static numbers its versions afresh
+        if self._is_pair(wg_ip):
+            self.pairs.opened(wg_ip, now)
+        self.listings.forget(wg_ip)  # a restarted static numbers its versions afresh
         self._mark_table_dirty(now)
         self._recompute(now)
         return session
 
+    def _renew(
+        self, session: Session, info: NodeInfo, addr: Endpoint, keys: Keys, now: float
+    ) -> None:
+        """A new handshake of the same boot: new keys, the old ones kept for receiving."""
+        if session.previous is not None:
+            self._by_index.pop(session.previous.local_index, None)
+        session.previous, session.keys = session.keys, keys
+        self._by_index[keys.local_index] = info.wg_ip
+        session.last_heard = now
+        if self._validates_path(session) and addr != session.addr:
+            session.addr = addr  # the handshake went there and back: a proven path
+            self._sources = None
+        self._update_info(session, info, now)
+
+    def _session_room(self, addr: Endpoint) -> bool:
+        if len(self.sessions) >= MAX_SESSIONS:
+            return False
+        same_source = sum(1 for s in self.sessions.values() if s.addr[0] == addr[0])
+        return same_source < MAX_SESSIONS_PER_SOURCE
+
+    def _on_info(self, session: Session, info: NodeInfo, now: float) -> None:
+        """The peer's addresses or port changed (its wg IP and key cannot)."""
+        if info.wg_ip != session.info.wg_ip or info.public_key != session.info.public_key:
+            self._drop(DropReason.INFO_CHANGED_IDENTITY)
+            return
+        if not self._infos.allow(info.wg_ip, now):
+            self._drop(DropReason.RATE_LIMITED)  # each one costs a table push to everyone
+            return
+        self._update_info(session, info, now)
+
+    def _update_info(self, session: Session, info: NodeInfo, now: float) -> None:
+        if session.info != info:
+            session.info = info
+            self._mark_table_dirty(now)
+            self._recompute(now)
+
     def _announce(self, now: float, ping: bool) -> None:
-        """Our info changed: a hello to every session (and, from a new address,
-        a ping to the statics so they see us move)."""
+        """Our info changed: tell every session (and, from a new address, ping
+        the statics so they see us move)."""
         for session in self.sessions.values():
-            self.handshake.send_hello(
-                self._addr_of(session), now, None, want_echo=False, to=session.info.wg_ip
-            )
+            self._send(wire.Info(self.info), self._addr_of(session), session.info.wg_ip)
             if ping and session.pinger:
                 self._ping(session, now)
+
+    def _old_version(self, addr: Endpoint, now: float) -> None:
+        """A node of an older wg_netmanager: say so, once in a while per source."""
+        last = self._old_versions.get(addr[0])
+        if last is not None and now - last < OLD_VERSION_REPORT_EVERY:
+            return
+        if len(self._old_versions) >= MAX_OLD_VERSION_SOURCES:
+            self._old_versions.clear()
+        self._old_versions[addr[0]] = now
+        self._emit(ev.OldVersion(addr))
 
     # --- helpers ------------------------------------------------------------
 
@@ -606,31 +767,51 @@ class Node:
             return target.admin_endpoint
         return session.addr
 
-    def _seal(self, message: Message, to: IPv4Address) -> bytes:
-        self._counter += 1
-        header = Header(self.info.wg_ip, self.boot, self._counter, to)
-        nonce = self._random_bytes(wire.NONCE_SIZE)
-        return wire.seal_message(self._key, header, message, nonce)
+    def _seal_with(self, keys: Keys, body: bytes, to: IPv4Address) -> bytes:
+        counter = keys.next_counter()
+        header = wire.Transport.make_header(self.info.wg_ip, to, keys.remote_index, counter)
+        ciphertext = encrypt(keys.send, counter, header, body)
+        frame = wire.Transport(self.info.wg_ip, to, keys.remote_index, counter, ciphertext, header)
+        return wire.seal_frame(self._key, frame, self._random_bytes(wire.NONCE_SIZE))
 
-    def _send(
-        self, message: Message, addr: Endpoint, to: IPv4Address = wire.UNKNOWN_RECEIVER
-    ) -> None:
+    def _routed(self, addr: Endpoint) -> bool:
         dest = IPv4Address(addr[0])  # always IPv4 text here: sockets, DNS answers, decoder
         if dest in self.subnet and dest not in self._routable:
             self._drop(DropReason.NO_ROUTE_YET)  # it would leak to the underlay
-            return
-        self._outbox.append((self._seal(message, to), addr))
+            return False
+        return True
+
+    def _send(self, message: Message, addr: Endpoint, to: IPv4Address) -> None:
+        self._send_encoded(wire.encode_message(message), addr, to)
+
+    def _send_encoded(self, body: bytes, addr: Endpoint, to: IPv4Address) -> None:
+        """An encoded message over our session with ``to`` (a table part is encoded once)."""
+        if self._routed(addr):
+            self._outbox.append((self._seal_with(self.sessions[to].keys, body, to), addr))
+
+    def _send_with(self, keys: Keys, message: Message, addr: Endpoint, to: IPv4Address) -> None:
+        if self._routed(addr):
+            body = wire.encode_message(message)
+            self._outbox.append((self._seal_with(keys, body, to), addr))
+
+    def _send_frame(self, frame: wire.Frame, addr: Endpoint) -> None:
+        if self._routed(addr):
+            nonce = self._random_bytes(wire.NONCE_SIZE)
+            self._outbox.append((wire.seal_frame(self._key, frame, nonce), addr))
 
     def _send_relayed(self, message: Message, to: IPv4Address) -> bool:
         """Seal ``message`` for ``to`` and have the first static that lists it
         pass it on (wire.Relay)."""
+        pair = self.sessions.get(to)
+        if pair is None:
+            return False
         for static_ip in sorted(self.listings.tables):
             static = self.sessions.get(static_ip)
             if static is None or not static.peer_ready:
                 continue
             if to in self.listings.tables[static_ip]:
-                relay = wire.Relay(to, self._seal(message, to))
-                self._send(relay, self._addr_of(static), static_ip)
+                sealed = self._seal_with(pair.keys, wire.encode_message(message), to)
+                self._send(wire.Relay(to, sealed), self._addr_of(static), static_ip)
                 return True
         return False
 
@@ -697,7 +878,7 @@ class _Parts:
         return self._node._send_relayed(message, to)
 
     def say_hello(self, addr: Endpoint, to: IPv4Address, now: float) -> None:
-        self._node.handshake.send_hello(addr, now, None, want_echo=True, to=to)
+        self._node.handshake.initiate(to, addr, now)
 
     def ping(self, session: Session, now: float) -> None:
         self._node._ping(session, now)
@@ -705,13 +886,38 @@ class _Parts:
     def forget(self, wg_ip: IPv4Address) -> None:
         self._node._forget_session(wg_ip)
 
-    def establish(self, header: Header, info: NodeInfo, addr: Endpoint, now: float) -> Session:
-        return self._node._establish(header, info, addr, now)
+    @property
+    def boot(self) -> bytes:
+        return self._node.boot
 
-    def update_info(self, session: Session, info: NodeInfo, now: float) -> None:
-        session.info = info
-        self._node._mark_table_dirty(now)
-        self._node._recompute(now)
+    def establish(
+        self, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+    ) -> Session | None:
+        return self._node._establish(info, boot, addr, keys, now)
+
+    def renew(
+        self, session: Session, info: NodeInfo, addr: Endpoint, keys: Keys, now: float
+    ) -> None:
+        self._node._renew(session, info, addr, keys, now)
+
+    def forget_keys(self, keys: Keys) -> None:
+        self._node._by_index.pop(keys.local_index, None)
+
+    def contending(self, keys: Keys, wg_ip: IPv4Address) -> None:
+        self._node._by_index[keys.local_index] = wg_ip
+
+    def send_frame(self, frame: wire.Frame, addr: Endpoint) -> None:
+        self._node._send_frame(frame, addr)
+
+    def send_with(self, keys: Keys, message: Message, addr: Endpoint, to: IPv4Address) -> None:
+        self._node._send_with(keys, message, addr, to)
+
+    def pinned(self, wg_ip: IPv4Address) -> bytes | None:
+        target = self._node.statics.get(wg_ip)
+        return None if target is None else target.pinned_key
+
+    def used_index(self, index: int) -> bool:
+        return index in self._node._by_index
 
     def drop_session(self, wg_ip: IPv4Address, now: float) -> None:
         self._node._drop_session(wg_ip, now)

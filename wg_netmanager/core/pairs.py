@@ -28,7 +28,7 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
    ``link_timeout`` without a byte back.
 5. Leaving a direct link is told to the peer, over the link and relayed by a
    static; a lost LAN link is re-probed by the lower wg IP.
-6. A pair session lives while a static lists that boot; unlisted, a direct
+6. A pair session lives while a static lists that key; unlisted, a direct
    link keeps it only if the peer's daemon answers a ping over it.
 """
 
@@ -179,18 +179,17 @@ class Pairs:
     def prune(self, now: float) -> None:
         """Rule 6, and a static's newer view of a peer's addresses.
 
-        A static that lists another boot saw the peer restart: the session goes.
+        A static that lists another key saw the peer restart: the session goes.
         """
         host = self._host
         for wg_ip in list(self.paths):
             session = host.sessions[wg_ip]
             path = self.paths[wg_ip]
             entry = host.listed(wg_ip)
-            if entry is not None and entry.boot == session.boot:
+            if entry is not None and entry.info.public_key == session.info.public_key:
                 path.unlisted = False
                 path.vouch_until = None
-                same_key = entry.info.public_key == session.info.public_key
-                if entry.info != session.info and same_key:
+                if entry.info != session.info:
                     # The static heard of the peer's new addresses first (our
                     # direct link to it may be the very thing that broke).
                     session.info = entry.info

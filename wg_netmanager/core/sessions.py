@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from ..model import Endpoint
-from ..wire import Header, Hello, NodeInfo
+from ..wire import NodeInfo
 from .replay import ReplayWindow
 from .timers import Timers
 
@@ -23,6 +23,7 @@ class StaticTarget:
     wg_port: int
     admin_port: int
     address: str | None = None
+    pinned_key: bytes | None = None  # network.yaml publicKey: nobody else may be this static
     next_hello: float = 0.0
     backoff: float = 0.0
     lost_since: float = 0.0
@@ -54,16 +55,35 @@ class StaticTarget:
 
 
 @dataclass
+class Keys:
+    """The transport keys one handshake made, and their counters."""
+
+    local_index: int  # what the peer writes in its frames to us
+    remote_index: int  # what we write in our frames to the peer
+    send: bytes = field(repr=False)
+    receive: bytes = field(repr=False)
+    sent: int = 0  # the next counter we use
+    # Counters start at 0; -1: nothing seen yet.
+    replay: ReplayWindow = field(default_factory=lambda: ReplayWindow(-1))
+
+    def next_counter(self) -> int:
+        counter, self.sent = self.sent, self.sent + 1
+        return counter
+
+
+@dataclass
 class Contender:
     """A proven new boot for a wg IP whose session may still be alive.
 
     The holder was pinged (``ping_seq``); a pong to it before ``deadline``
-    means two live nodes claim one wg IP.
+    means two live nodes claim one wg IP. ``keys`` are the contender's
+    finished handshake: a refusal goes over them.
     """
 
-    header: Header
-    hello: Hello
+    info: NodeInfo
+    boot: bytes
     addr: Endpoint
+    keys: Keys
     deadline: float
     ping_seq: int
 
@@ -73,9 +93,9 @@ class Session:
     """An authenticated conversation with one node (one boot of it)."""
 
     info: NodeInfo
-    boot: bytes
+    boot: bytes  # random per run of that node, from inside its handshake
     addr: Endpoint
-    replay: ReplayWindow
+    keys: Keys  # of the latest handshake: what we send with
     established: float
     last_heard: float
     pinger: bool  # we send the pings (we keep the NAT mapping open)
@@ -89,6 +109,13 @@ class Session:
     # first handshake sure to be answered.
     peer_ready: bool = False
     contender: Contender | None = None
+    # The keys of the handshake before (the peer may still send with them
+    # when both sides started one at once, or while a new one finishes).
+    previous: Keys | None = None
+    # A new source address is used only once it echoed this token.
+    path_token: int | None = None
+    path_addr: Endpoint | None = None
+    table_sent: int = 0  # our table version this session has (we are a static)
 
     def record_ping(self, now: float) -> int:
         """A ping goes out now: its sequence number (its send time is kept for the RTT)."""

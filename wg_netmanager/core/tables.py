@@ -3,15 +3,22 @@
 Rules:
 
 1. A static node's table lists every session whose key is in its WireGuard:
-   info, boot, the endpoint its WireGuard sees (a NAT's outside) and the
-   admin source. A change of any of these makes a new version, pushed to
-   every session after ``table_push_delay`` (bursts coalesce).
+   info (with its public key), the endpoint its WireGuard sees (a NAT's
+   outside) and the admin source. A change of any of these makes a new
+   version. After ``table_push_delay`` (bursts coalesce) the static sends
+   each session the *change* (entries new or changed, wg IPs removed, on top
+   of the version before) if that session has the version before, else the
+   whole table. Either is encoded once per version, not once per session, so
+   one change costs the static O(sessions) and each node O(1).
 2. A table is split into parts that each fit one datagram; a version counts
    once all its parts arrived. An older or repeated version changes nothing.
+   A change on top of a version the holder does not have is not applied: the
+   holder asks for the whole table (``treq``, rate limited at the static).
 3. Pings and pongs carry the sender's table version: a holder that sees a
-   version it does not have (and is not assembling) asks for it (``treq``).
-4. A table entry for our own wg IP with our boot says the static has us in
-   its WireGuard (``listed_by``) and where our outside is.
+   version it does not have (and is not assembling) asks for it. A lost
+   change is repaired at the next ping.
+4. A table entry for our own wg IP with our own key says the static has us
+   in its WireGuard (``listed_by``) and where our outside is.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ from .sessions import Session
 
 # Parts are measured with the largest numbers the header can carry here.
 _MAX_PART, _MAX_PARTS = 4095, 4096
+_MAX_VERSION = 2**62
+
+
+def _signature(entry: TableEntry) -> tuple[object, ...]:
+    return (entry.info, entry.wg_endpoint, entry.admin_endpoint)  # ages do not count
 
 
 class OwnTable:
@@ -34,8 +46,11 @@ class OwnTable:
 
     def __init__(self) -> None:
         self.version = 0
-        self._signature: tuple[object, ...] = ()
         self.push_at: float | None = None
+        self._said: dict[IPv4Address, tuple[object, ...]] = {}  # as of ``version``
+        self._pushed: dict[IPv4Address, tuple[object, ...]] = {}  # as of the last push
+        self._pushed_version = 0
+        self._full: tuple[int, list[bytes]] | None = None  # (version, encoded parts)
 
     @staticmethod
     def entries(
@@ -51,7 +66,6 @@ class OwnTable:
             entries.append(
                 TableEntry(
                     info=session.info,
-                    boot=session.boot,
                     wg_endpoint=reading.endpoint,
                     admin_endpoint=session.addr,
                     age=max(0.0, now - session.last_heard),
@@ -60,11 +74,11 @@ class OwnTable:
         return entries
 
     def update(self, entries: Iterable[TableEntry], now: float, push_delay: float) -> bool:
-        """A new version if what the table says changed (ages do not count)."""
-        signature = tuple((e.info, e.boot, e.wg_endpoint, e.admin_endpoint) for e in entries)
-        if signature == self._signature:
+        """A new version if what the table says changed."""
+        said = {e.info.wg_ip: _signature(e) for e in entries}
+        if said == self._said:
             return False
-        self._signature = signature
+        self._said = said
         self.version += 1
         if self.push_at is None:
             self.push_at = now + push_delay
@@ -77,17 +91,41 @@ class OwnTable:
         self.push_at = None
         return True
 
-    def parts(self, entries: list[TableEntry]) -> list[Table]:
-        """The table as datagram-sized parts (rule 2)."""
+    def take_change(self, entries: list[TableEntry]) -> tuple[int, list[bytes]]:
+        """(base, encoded parts): what changed since the last push, on top of
+        version ``base`` (0: nothing was pushed yet)."""
+        base = self._pushed_version
+        changed = [e for e in entries if self._pushed.get(e.info.wg_ip) != _signature(e)]
+        removed = tuple(sorted(self._pushed.keys() - {e.info.wg_ip for e in entries}))
+        self._pushed = {e.info.wg_ip: _signature(e) for e in entries}
+        self._pushed_version = self.version
+        if not base:
+            return 0, []
+        return base, self._encode(changed, base, removed)
+
+    def full_parts(self, entries: list[TableEntry]) -> list[bytes]:
+        """The whole table, encoded once per version."""
+        if self._full is None or self._full[0] != self.version:
+            self._full = (self.version, self._encode(entries, 0, ()))
+        return self._full[1]
+
+    def _encode(
+        self, entries: list[TableEntry], base: int, removed: tuple[IPv4Address, ...]
+    ) -> list[bytes]:
+        """Datagram-sized parts (rule 2), encoded."""
         groups: list[list[TableEntry]] = [[]]
         for entry in entries:
-            candidate = Table(self.version, _MAX_PART, _MAX_PARTS, (*groups[-1], entry))
+            candidate = Table(
+                _MAX_VERSION, _MAX_PART, _MAX_PARTS, (*groups[-1], entry), base, removed
+            )
             if groups[-1] and wire.encoded_size(candidate) > wire.MAX_DATAGRAM:
                 groups.append([entry])
             else:
                 groups[-1].append(entry)
         return [
-            Table(self.version, index, len(groups), tuple(group))
+            wire.encode_message(
+                Table(self.version, index, len(groups), tuple(group), base, removed)
+            )
             for index, group in enumerate(groups)
         ]
 
@@ -96,15 +134,17 @@ class OwnTable:
 class PendingTable:
     version: int
     parts: int
-    received: dict[int, tuple[TableEntry, ...]]
+    base: int
+    received: dict[int, Table]
 
 
 @dataclass(frozen=True)
 class Received:
-    """A complete new table version from one static."""
+    """A new table version from one static is complete (or could not be applied)."""
 
-    ours: TableEntry | None  # our own entry with our boot (rule 4)
-    outside: int  # entries dropped: wg IP outside the subnet
+    ours: TableEntry | None = None  # our own entry (rule 4), if this version has it
+    outside: int = 0  # entries dropped: wg IP outside the subnet
+    need_full: bool = False  # a change on top of a version we do not have (rule 2)
 
 
 class Listings:
@@ -127,37 +167,50 @@ class Listings:
         self,
         static_ip: IPv4Address,
         table: Table,
-        me: tuple[IPv4Address, bytes],
+        me: tuple[IPv4Address, str],
         member: Callable[[IPv4Address], bool],
     ) -> Received | None:
-        """One part; the result once a new version is complete (rule 2).
+        """One part; the result once a version is complete (rule 2).
 
-        Raises ``ValueError`` for a part that contradicts its version's part count.
+        ``me``: our wg IP and public key. Raises ``ValueError`` for a part that
+        contradicts the others of its version.
         """
-        if table.version <= self.versions.get(static_ip, 0) and static_ip in self.tables:
+        have = self.versions.get(static_ip, 0)
+        if table.version <= have and static_ip in self.tables:
             return None  # old or duplicate
+        if table.base and (table.base != have or static_ip not in self.tables):
+            self.pending.pop(static_ip, None)
+            return Received(need_full=True)
         pending = self.pending.get(static_ip)
         if pending is None or pending.version != table.version:
             if pending is not None and pending.version > table.version:
                 return None
-            pending = PendingTable(table.version, table.parts, {})
+            pending = PendingTable(table.version, table.parts, table.base, {})
             self.pending[static_ip] = pending
-        if table.parts != pending.parts:
-            raise ValueError("part count")
-        pending.received[table.part] = table.entries
+        if table.parts != pending.parts or table.base != pending.base:
+            raise ValueError("parts")
+        pending.received[table.part] = table
         if len(pending.received) < pending.parts:
             return None
         del self.pending[static_ip]
-        listing: dict[IPv4Address, TableEntry] = {}
-        self.listed_by.discard(static_ip)
+        listing = dict(self.tables.get(static_ip, {})) if table.base else {}
         ours, outside = None, 0
+        if not table.base:
+            self.listed_by.discard(static_ip)
         for part in range(pending.parts):
-            for entry in pending.received[part]:
+            received = pending.received[part]
+            for wg_ip in received.removed:
+                listing.pop(wg_ip, None)
+                if wg_ip == me[0]:
+                    self.listed_by.discard(static_ip)
+            for entry in received.entries:
                 wg_ip = entry.info.wg_ip
                 if wg_ip == me[0]:
-                    if entry.boot == me[1]:
+                    if entry.info.public_key == me[1]:
                         ours = entry
                         self.listed_by.add(static_ip)
+                    else:
+                        self.listed_by.discard(static_ip)
                     continue
                 if not member(wg_ip):
                     outside += 1
