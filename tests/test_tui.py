@@ -26,14 +26,12 @@ import pyte
 import pytest
 import trio
 import urwid
+from fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings
 from sim import Nat, SimNet
-from test_daemon import make_settings
 from test_sim_paths import NAMES, working_example
 
-from wg_netmanager import control, status_text, tui
+from wg_netmanager import control, panes, status_text, tui
 from wg_netmanager.core.node import NodeStatus, PeerStatus
-from wg_netmanager.daemon import Daemon
-from wg_netmanager.fakes import FakeRoutes, FakeWgDevice
 
 ALICE_KEY = "QUxJQ0VrZXlBTElDRWtleUFMSUNFa2V5QUxJQ0VrZXk="
 BOB_KEY = "Qk9Ca2V5Qk9Ca2V5Qk9Ca2V5Qk9Ca2V5Qk9Ca2V5MA="
@@ -107,7 +105,6 @@ def sample_doc(**kw: Any) -> dict[str, Any]:
         interface="wg0",
         backend="wireguard-go",
         uptime=3723.0,
-        local_endpoints={"10.1.1.3": [("192.168.1.3", 50503)]},
     )
 
 
@@ -226,7 +223,7 @@ def test_rows_are_coloured_by_path_and_flash_after_a_change() -> None:
     app.refresh()
     assert attr_of("charlie") == "flash" and attr_of("alice") == "static"
     assert table(screen(app))["charlie"]["PATH"] == "direct NAT"
-    clock.now += tui.FLASH + 0.1
+    clock.now += panes.FLASH + 0.1
     app.refresh()
     assert attr_of("charlie") == "nat"
 
@@ -636,13 +633,12 @@ def test_capture_and_release_logging() -> None:
 def test_daemon_with_tui_quits_cleanly_on_q(
     pty: Pty, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The daemon's hook: the TUI in its nursery; q = clean shutdown (fakes, loopback)."""
+    """The TUI in the daemon's nursery; q = clean shutdown (fake machines)."""
     monkeypatch.setenv(control.RUN_DIR_ENV, str(tmp_path / "run"))
     alice_settings, bob_settings = make_settings(tmp_path)
-    bob_settings = dataclasses.replace(bob_settings, tui=True)
-    alice = Daemon(alice_settings, device=FakeWgDevice(), routes=FakeRoutes())
-    bob_dev = FakeWgDevice()
-    bob = Daemon(bob_settings, device=bob_dev, routes=FakeRoutes())
+    net = FakeNet()
+    alice = Machine(alice_settings, net.host(ALICE_IP))
+    bob = Machine(dataclasses.replace(bob_settings, tui=True), net.host(BOB_IP))
     scr = urwid.display.raw.Screen(input=pty.input, output=pty.output)
     monkeypatch.setattr(tui, "run", functools.partial(tui.run, screen=scr))
     root = logging.getLogger()
@@ -650,23 +646,23 @@ def test_daemon_with_tui_quits_cleanly_on_q(
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(alice.run)
+            await nursery.start((await alice.daemon()).run)
             async with trio.open_nursery() as bob_nursery:
-                bob_nursery.start_soon(bob.run)
+                bob_nursery.start_soon((await bob.daemon()).run)
                 await until(pty, lambda t: "alice" in t and "direct static" in t, 10)
                 assert "bob 10.1.1.2 on wg0 (wireguard-go)" in pty.text()
                 os.write(pty.master, b"q")
                 with trio.fail_after(5):
-                    while bob_dev.created:  # noqa: ASYNC110 - the fake has no events
+                    while bob.device.created:  # noqa: ASYNC110 - the fake has no events
                         await trio.sleep(0.02)
             nursery.cancel_scope.cancel()
 
     try:
-        trio.run(main)
+        trio.run(main)  # the wall clock: a real terminal answers in its own time
     finally:
         for handler in list(root.handlers):
             if handler not in before:
                 root.removeHandler(handler)
-    assert "destroy" in bob_dev.call_names()
+    assert "destroy" in bob.device.call_names()
     assert termios.tcgetattr(pty.slave)[3] & termios.ICANON
     assert not (tmp_path / "run" / "wg0.sock").exists()

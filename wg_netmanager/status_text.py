@@ -85,26 +85,13 @@ def _is_endpoint(value: Any) -> bool:
 
 
 def status_document(
-    status: Any,
-    *,
-    interface: str,
-    backend: str = "",
-    uptime: float | None = None,
-    local_endpoints: Mapping[str, Sequence[Any]] | None = None,
+    status: Any, *, interface: str, backend: str = "", uptime: float | None = None
 ) -> Doc:
-    """The status document of a core ``NodeStatus`` (any dataclass of that shape).
-
-    ``local_endpoints`` (wg IP text -> endpoints) fills in a peer's
-    ``local_endpoints`` when the core's ``PeerStatus`` does not carry them.
-    """
+    """The status document of a core ``NodeStatus`` (any dataclass of that shape)."""
     doc: Doc = jsonable(status)
     doc["interface"] = interface
     doc["backend"] = backend
     doc["uptime"] = uptime
-    for peer in doc.get("peers", []):
-        if "local_endpoints" not in peer:
-            found = (local_endpoints or {}).get(peer.get("wg_ip", ""), ())
-            peer["local_endpoints"] = jsonable(list(found), "local_endpoints")
     return doc
 
 
