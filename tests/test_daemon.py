@@ -21,6 +21,7 @@ import time
 from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -49,7 +50,7 @@ def machines(tmp_path: Path) -> tuple[FakeNet, Machine, Machine]:
     return net, Machine(alice_settings, net.host(ALICE_IP)), Machine(bob_settings, net.host(BOB_IP))
 
 
-def with_timers(settings: Settings, **values: float) -> Settings:
+def with_timers(settings: Settings, **values: Any) -> Settings:
     network = replace(settings.network, timers=replace(settings.network.timers, **values))
     return replace(settings, network=network)
 
@@ -120,7 +121,7 @@ def test_setup_failure_is_one_clear_error_and_leaves_nothing(tmp_path: Path) -> 
     alice.device.fail_always["configure"] = CommandError(
         ["wg", "set", "wg0"], 1, "Operation not permitted"
     )
-    result = {}
+    result: dict[str, Any] = {}
 
     async def scenario() -> None:
         daemon = await alice.daemon()

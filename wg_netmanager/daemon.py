@@ -48,7 +48,7 @@ from random import Random
 
 import trio
 
-from . import control
+from . import control, log_capture
 from .config import Settings
 from .core.node import Node, StaticTarget
 from .handshakes import HandshakeClock
@@ -564,9 +564,7 @@ def setup_logging(settings: Settings, stream: object = None) -> None:
     root.setLevel(level)
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
     if settings.tui:  # lines go to the TUI's log pane, never onto its screen
-        from . import tui
-
-        tui.capture_logging(fmt)
+        log_capture.capture_logging(fmt)
     else:
         handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
         handler.setFormatter(fmt)
@@ -585,9 +583,7 @@ def main(settings: Settings) -> int:
         return 130
     finally:
         if settings.tui:  # stderr again (e.g. a startup error the TUI never showed)
-            from . import tui
-
-            tui.release_logging()
+            log_capture.release_logging()
     if error is not None:
         log.error("%s", error)
         return 1
