@@ -57,7 +57,7 @@ from .keys import KeyPair
 from .model import Endpoint, Route
 from .proc import CommandError
 from .routes import Routes, RouteTable
-from .status_text import Doc, status_document
+from .status_text import Doc, StatusSource, status_document
 from .wgdev import WgDevice, WgInterface
 from .wire import MAX_DATAGRAM, NodeInfo
 
@@ -153,7 +153,7 @@ class Daemon:
                     nursery.start_soon(self._hop_ports)
                 if self.settings.verbosity >= 1:
                     nursery.start_soon(self._summaries)
-                status = DaemonStatus(self, trio.current_time())
+                status: StatusSource = DaemonStatus(self, trio.current_time())
                 path = control.socket_path(self.settings.interface)
                 await nursery.start(control.serve, path, status.snapshot)
                 if self.settings.tui:
@@ -482,7 +482,7 @@ class Daemon:
 
 
 class DaemonStatus:
-    """The running daemon as ``status`` and the TUI read it (a ``tui.Source``)."""
+    """The running daemon as ``status`` and the TUI read it."""
 
     def __init__(self, daemon: Daemon, started: float) -> None:
         self._daemon = daemon

@@ -16,10 +16,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import Any, Protocol
 
 Doc = dict[str, Any]
 """A status document (see the module docstring)."""
+
+
+class StatusSource(Protocol):
+    """Where the TUI gets its status documents (the daemon's is ``daemon.DaemonStatus``)."""
+
+    def snapshot(self) -> Doc:
+        """The current status document."""
+        ...
+
+    def token(self) -> object:
+        """Changes whenever the snapshot may have changed beyond ages and counters."""
+        ...
+
 
 # Peer table columns: (header, right-aligned?)
 COLUMNS = (

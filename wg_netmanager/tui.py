@@ -2,8 +2,8 @@
 
 Runs as one more task in the daemon's nursery (``run``), on urwid's
 ``TrioEventLoop``: no second thread, no second event loop. It only reads:
-every refresh takes a status document from a :class:`Source` (the daemon's
-is ``daemon.DaemonStatus``, the same document ``wg_netmanager status``
+every refresh takes a status document from a ``StatusSource`` (the
+daemon's is ``daemon.DaemonStatus``: the document ``wg_netmanager status``
 prints), so a slow terminal can delay the picture but never the protocol.
 
 Redraws happen after a key press, and otherwise from one refresher task at
@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 import urwid
@@ -50,7 +50,7 @@ from .panes import (
     detail_lines,
     dialog_size,
 )
-from .status_text import Doc
+from .status_text import Doc, StatusSource
 
 log = logging.getLogger("wg_netmanager")
 
@@ -60,16 +60,6 @@ FOOTER = " q quit  ↑↓/jk select  Enter details  Tab pane  s sort  f log filt
 
 
 # --- data sources --------------------------------------------------------------
-
-
-class Source(Protocol):
-    def snapshot(self) -> Doc:
-        """The current status document."""
-        ...
-
-    def token(self) -> object:
-        """Changes whenever the snapshot may have changed beyond ages and counters."""
-        ...
 
 
 class StaticSource:
@@ -108,7 +98,7 @@ class App:
 
     def __init__(
         self,
-        source: Source,
+        source: StatusSource,
         logs: LogBuffer | None = None,
         *,
         on_quit: Callable[[], None] = lambda: None,
@@ -245,7 +235,7 @@ class _Loop(urwid.MainLoop):
 
 
 async def run(
-    source: Source,
+    source: StatusSource,
     cancel_scope: trio.CancelScope,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     *,
