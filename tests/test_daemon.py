@@ -371,6 +371,38 @@ def test_static_calls_back_its_nodes_after_a_crash(tmp_path: Path) -> None:
     trio.run(scenario, clock=mock_clock())
 
 
+def test_a_static_known_by_name_is_looked_up_again_when_it_is_lost(tmp_path: Path) -> None:
+    """Dynamic DNS: the static's machine moves to another address (and its
+    name with it); the lost session makes bob ask the resolver at once."""
+    alice_settings, bob_settings = make_settings(tmp_path, static_host="vps.example.org")
+    net = FakeNet()
+    bob = Machine(bob_settings, net.host(BOB_IP))
+    bob.host.names["vps.example.org"] = ALICE_IP
+    moved = "192.0.2.9"
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start((await bob.daemon()).run)
+            async with trio.open_nursery() as alice_nursery:
+                first = await Machine(alice_settings, net.host(ALICE_IP)).daemon()
+                await alice_nursery.start(first.run)
+                await wait_for(lambda: first.keys.public_b64 in bob.device.peers)
+                crash(first, alice_nursery.cancel_scope)
+            bob.host.names["vps.example.org"] = moved
+            lookups = len(bob.host.lookups)
+            second = await Machine(alice_settings, net.host(moved)).daemon()
+            await nursery.start(second.run)
+            started = trio.current_time()
+            await wait_for(lambda: second.keys.public_b64 in bob.device.peers)
+            # deadAfter (0.6 s) and a lookup, not resolveInterval (60 s)
+            assert trio.current_time() - started < 2.0
+            assert len(bob.host.lookups) == lookups + 1
+            assert bob.device.peers[second.keys.public_b64].endpoint == (moved, 50001)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+
+
 # --- the real host adapter: its pure parts ------------------------------------------
 
 
