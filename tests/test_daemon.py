@@ -44,10 +44,11 @@ from wg_netmanager.model import Route
 from wg_netmanager.proc import CommandError
 
 
-def machines(tmp_path: Path) -> tuple[FakeNet, Machine, Machine]:
+def machines(tmp_path: Path) -> tuple[Machine, Machine]:
+    """alice (static) and bob on one fake network."""
     alice_settings, bob_settings = make_settings(tmp_path)
     net = FakeNet()
-    return net, Machine(alice_settings, net.host(ALICE_IP)), Machine(bob_settings, net.host(BOB_IP))
+    return Machine(alice_settings, net.host(ALICE_IP)), Machine(bob_settings, net.host(BOB_IP))
 
 
 def with_timers(settings: Settings, **values: Any) -> Settings:
@@ -62,7 +63,7 @@ def test_two_daemons_mesh_retry_and_clean_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    _net, alice, bob = machines(tmp_path)
+    alice, bob = machines(tmp_path)
     # bob's first route change fails, as if `ip` hiccuped: logged and retried.
     bob.routes.fail["apply"] = CommandError(["ip", "route", "replace"], 2, "RTNETLINK: busy")
     keys = []
@@ -97,7 +98,7 @@ def test_two_daemons_mesh_retry_and_clean_up(
 
 
 def test_dead_peer_is_removed_from_wireguard(tmp_path: Path) -> None:
-    _net, alice, bob = machines(tmp_path)
+    alice, bob = machines(tmp_path)
 
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
@@ -117,7 +118,7 @@ def test_dead_peer_is_removed_from_wireguard(tmp_path: Path) -> None:
 
 
 def test_setup_failure_is_one_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
-    _net, alice, _bob = machines(tmp_path)
+    alice, _bob = machines(tmp_path)
     alice.device.fail_always["configure"] = CommandError(
         ["wg", "set", "wg0"], 1, "Operation not permitted"
     )
@@ -141,7 +142,7 @@ def test_setup_failure_is_one_clear_error_and_leaves_nothing(tmp_path: Path) -> 
 
 
 def test_admin_port_in_use_is_reported(tmp_path: Path) -> None:
-    _net, alice, _bob = machines(tmp_path)
+    alice, _bob = machines(tmp_path)
     errors = []
 
     async def scenario() -> None:
@@ -160,7 +161,7 @@ def test_admin_port_in_use_is_reported(tmp_path: Path) -> None:
 
 
 def test_port_hopping_moves_the_wireguard_port_when_no_static_answers(tmp_path: Path) -> None:
-    _net, _alice, bob = machines(tmp_path)  # alice never runs
+    _alice, bob = machines(tmp_path)  # alice never runs
     bob.settings = replace(with_timers(bob.settings, hop_after=0.5), hopping=True)
 
     async def scenario() -> None:
@@ -181,7 +182,7 @@ def test_port_hopping_moves_the_wireguard_port_when_no_static_answers(tmp_path: 
 def test_transient_setup_failures_are_logged_and_retried(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _net, alice, _bob = machines(tmp_path)
+    alice, _bob = machines(tmp_path)
     dev = alice.device
     dev.fail["create"] = CommandError(["wireguard-go", "wg0"], 1, "resource busy")
     dev.fail["configure"] = CommandError(["wg", "set", "wg0"], 1, "Operation not permitted")
@@ -203,7 +204,7 @@ def test_transient_setup_failures_are_logged_and_retried(
 
 
 def test_setup_gives_up_after_its_retries_with_one_line(tmp_path: Path) -> None:
-    _net, alice, _bob = machines(tmp_path)
+    alice, _bob = machines(tmp_path)
     dev = alice.device
     dev.fail_always["set_address"] = CommandError(["ip", "addr"], 2, "RTNETLINK answers: busy")
     errors = []
@@ -222,7 +223,7 @@ def test_setup_gives_up_after_its_retries_with_one_line(tmp_path: Path) -> None:
 
 
 def test_missing_binary_is_not_retried(tmp_path: Path) -> None:
-    _net, alice, _bob = machines(tmp_path)
+    alice, _bob = machines(tmp_path)
     alice.device.fail_always["create"] = CommandError(["wireguard-go", "wg0"], 127, "cannot start")
     errors = []
 
@@ -240,7 +241,7 @@ def test_missing_binary_is_not_retried(tmp_path: Path) -> None:
 def test_interface_deleted_under_the_daemon_is_set_up_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, existing: bool
 ) -> None:
-    _net, alice, bob = machines(tmp_path)
+    alice, bob = machines(tmp_path)
     bob.settings = replace(bob.settings, existing_interface=existing)
 
     async def scenario() -> None:
@@ -275,7 +276,7 @@ def test_the_link_watch_wakes_the_reconciler_and_the_address_reader(tmp_path: Pa
     """A deleted interface is noticed at once, not at the next `wg show`; a new
     local address is announced and WireGuard rebound at once, not at the next
     periodic read (30 s while the watch runs)."""
-    _net, alice, bob = machines(tmp_path)
+    alice, bob = machines(tmp_path)
     bob.settings = with_timers(bob.settings, reconcile_interval=60.0, wg_poll_slow=60.0)
 
     async def scenario() -> None:
@@ -325,7 +326,7 @@ def test_a_link_watch_that_cannot_run_is_retried_with_backoff(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    _net, _alice, bob = machines(tmp_path)
+    _alice, bob = machines(tmp_path)
     bob.host.watch_error = FileNotFoundError(errno.ENOENT, "No such file or directory", "ip")
 
     async def scenario() -> None:
@@ -344,7 +345,7 @@ def test_a_link_watch_that_cannot_run_is_retried_with_backoff(
 def test_static_calls_back_its_nodes_after_a_crash(tmp_path: Path) -> None:
     """No bye from the crashed static, and the dynamic node pings only every
     10 s: without the peers file it would take up to 10 s to meet the new run."""
-    _net, alice, bob = machines(tmp_path)
+    alice, bob = machines(tmp_path)
     alice.settings = with_timers(alice.settings, ping_interval=10.0, dead_after=30.0)
     bob.settings = with_timers(bob.settings, ping_interval=10.0, dead_after=30.0)
     peers_file = str(tmp_path / "run" / "wg0.peers")
