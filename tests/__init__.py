@@ -11,7 +11,8 @@ Scripts use it too: run them from the repository root as
 - ``sim``: ``SimNet``, many cores over a simulated underlay with NAT and a
   WireGuard model; the working example as a topology.
 - ``fakes``: recording fakes of the WireGuard device and the route table.
-- ``loopback``: settings of daemons run in-process over 127.0.0.1.
+- ``fake_host``: fake machines for the daemon (``FakeNet``, ``FakeHost``,
+  ``Machine``) on trio's mock clock.
 - ``status_samples``: status documents as the TUI and ``status`` read them.
 - ``netns``: ``Testbed`` (a namespace testbed from ``ns/``) and ``Daemons``
   (real daemons in its boxes).

@@ -87,7 +87,6 @@ def sample_doc(**kw: Any) -> dict[str, Any]:
         interface="wg0",
         backend="wireguard-go",
         uptime=3723.0,
-        local_endpoints={"10.1.1.3": [("192.168.1.3", 50503)]},
     )
 
 

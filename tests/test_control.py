@@ -15,13 +15,19 @@ from typing import Any
 import pytest
 import trio
 
-from tests.fakes import FakeRoutes, FakeWgDevice
+from tests.fake_host import (
+    ALICE_IP,
+    BOB_IP,
+    FakeNet,
+    Machine,
+    make_settings,
+    mock_clock,
+)
+from tests.fakes import FakeWgDevice
 from tests.helpers import SHARED_KEY_B64
-from tests.loopback import make_settings
 from tests.status_samples import BOB_KEY, sample_doc, table
 from tests.waits import wait_for
 from wg_netmanager import cli, control
-from wg_netmanager.daemon import Daemon
 from wg_netmanager.keys import to_b64
 
 
@@ -207,32 +213,45 @@ def test_running_daemon_answers_status(run_dir: Path, tmp_path: Path) -> None:
     alice_settings, bob_settings = make_settings(tmp_path)
     # Two daemons in one process: each its own interface name, so its own socket.
     bob_settings = dataclasses.replace(bob_settings, interface="wg1")
-    alice = Daemon(alice_settings, device=FakeWgDevice(), routes=FakeRoutes())
-    bob = Daemon(bob_settings, device=FakeWgDevice("wg1"), routes=FakeRoutes())
+    net = FakeNet()
+    alice = Machine(alice_settings, net.host(ALICE_IP))
+    bob = Machine(bob_settings, net.host(BOB_IP), device=FakeWgDevice("wg1"))
     docs: dict[str, dict[str, Any]] = {}
+    keys = []
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(alice.run)
-            await nursery.start(bob.run)
-            assert bob.node is not None
-            await wait_for(lambda: any(p.name == "alice" for p in bob.node.statistics(0).peers))
+            alice_daemon, bob_daemon = await alice.daemon(), await bob.daemon()
+            keys.extend([alice_daemon.keys, bob_daemon.keys])
+            await nursery.start(alice_daemon.run)
+            await nursery.start(bob_daemon.run)
+            await wait_for(
+                lambda: any(p.name == "alice" for p in bob_daemon.node.statistics(0).peers)
+            )
             for interface in ("wg0", "wg1"):
-                path = control.socket_path(interface)
-                docs[interface] = await trio.to_thread.run_sync(control.fetch, path)
+                docs[interface] = await fetch(control.socket_path(interface))
             nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    trio.run(main, clock=mock_clock())
     assert not (run_dir / "wg0.sock").exists() and not (run_dir / "wg1.sock").exists()
     assert docs["wg0"]["name"] == "alice" and docs["wg0"]["is_static"]
     assert docs["wg0"]["interface"] == "wg0" and docs["wg0"]["backend"] == "wireguard-go"
     bob_doc = docs["wg1"]
-    assert bob_doc["name"] == "bob" and bob_doc["public_key"] == bob.keys.public_b64
+    assert bob_doc["name"] == "bob" and bob_doc["public_key"] == keys[1].public_b64
     assert [p["name"] for p in bob_doc["peers"]] == ["alice"]
     assert bob_doc["peers"][0]["path"] == "direct" and bob_doc["peers"][0]["kind"] == "static"
     assert bob_doc["uptime"] >= 0
     text = json.dumps(docs)
-    for daemon in (alice, bob):
-        assert daemon.keys.private.hex() not in text
-        assert to_b64(daemon.keys.private) not in text
+    for pair in keys:
+        assert pair.private.hex() not in text
+        assert to_b64(pair.private) not in text
     assert SHARED_KEY_B64 not in text
+
+
+async def fetch(path: str) -> dict[str, Any]:
+    """What ``control.fetch`` reads, without a thread (the mock clock would run on meanwhile)."""
+    stream = await trio.open_unix_socket(path)
+    async with stream:
+        chunks = [chunk async for chunk in stream]
+    doc: dict[str, Any] = json.loads(b"".join(chunks))
+    return doc

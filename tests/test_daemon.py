@@ -1,140 +1,179 @@
-"""The trio shell with recording fakes for WireGuard and routes, over loopback UDP.
+"""The trio shell on fake machines, on a mock clock.
 
-Two daemons (a static one and a dynamic one) in one trio run talk over real
-UDP sockets on 127.0.0.1; their WireGuard devices and route tables are fakes.
+Daemons (a static one, alice, and a dynamic one, bob) run in one trio run
+under ``trio.testing.MockClock(autojump_threshold=0)``; their machines are
+in memory (``fake_host``: the UDP underlay, addresses, link changes, DNS,
+call-back file), their WireGuard devices and route tables recording fakes.
 This checks what the namespace tests cannot see cheaply: the order of setup,
-retry after a failing command, and cleanup on cancellation.
+retry after a failing command, cleanup on cancellation, a vanishing
+interface, the link watch, a static's call-back after a crash. Seconds of
+timers take no wall-clock time. The real host adapter's pure parts are at
+the end.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
-import socket
+import os
+import time
+from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
-from tests.fakes import FakeRoutes, FakeWgDevice
+from tests.fake_host import (
+    ALICE_IP,
+    BOB_IP,
+    FakeNet,
+    Machine,
+    crash,
+    make_settings,
+    mock_clock,
+)
 from tests.helpers import SHARED_KEY_B64
-from tests.loopback import make_settings
 from tests.waits import wait_for
-from wg_netmanager.daemon import Daemon
+from wg_netmanager import daemon as daemon_module
+from wg_netmanager import host as host_module
+from wg_netmanager.config import Settings
 from wg_netmanager.model import Route
 from wg_netmanager.proc import CommandError
 
 
-def crash(daemon: Daemon, scope: trio.CancelScope) -> None:
-    """Stop ``daemon`` without a bye, as if its machine lost power."""
-    assert daemon.node is not None
-    daemon.node.shutdown = lambda now: None  # type: ignore[method-assign]
-    scope.cancel()
+def machines(tmp_path: Path) -> tuple[Machine, Machine]:
+    """alice (static) and bob on one fake network."""
+    alice_settings, bob_settings = make_settings(tmp_path)
+    net = FakeNet()
+    return Machine(alice_settings, net.host(ALICE_IP)), Machine(bob_settings, net.host(BOB_IP))
+
+
+def with_timers(settings: Settings, **values: Any) -> Settings:
+    network = replace(settings.network, timers=replace(settings.network.timers, **values))
+    return replace(settings, network=network)
+
+
+ALICE_ROUTE = Route(IPv4Address("10.1.1.1"))
 
 
 def test_two_daemons_mesh_retry_and_clean_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    alice_settings, bob_settings = make_settings(tmp_path)
-    alice_dev, bob_dev = FakeWgDevice(), FakeWgDevice()
-    alice_routes, bob_routes = FakeRoutes(), FakeRoutes()
+    alice, bob = machines(tmp_path)
     # bob's first route change fails, as if `ip` hiccuped: logged and retried.
-    bob_routes.fail["apply"] = CommandError(["ip", "route", "replace"], 2, "RTNETLINK: busy")
-    alice = Daemon(alice_settings, device=alice_dev, routes=alice_routes)
-    bob = Daemon(bob_settings, device=bob_dev, routes=bob_routes)
+    bob.routes.fail["apply"] = CommandError(["ip", "route", "replace"], 2, "RTNETLINK: busy")
+    keys = []
 
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(alice.run)
-            await nursery.start(bob.run)
-            await wait_for(lambda: bob.keys.public_b64 in alice_dev.peers)
-            await wait_for(lambda: alice.keys.public_b64 in bob_dev.peers)
-            await wait_for(lambda: Route(IPv4Address("10.1.1.1")) in bob_routes.tables["wg0"])
-            assert alice_dev.forwarding and not bob_dev.forwarding
-            assert bob_dev.peers[alice.keys.public_b64].endpoint == ("127.0.0.1", 50001)
+            alice_daemon, bob_daemon = await alice.daemon(), await bob.daemon()
+            keys.extend([alice_daemon.keys, bob_daemon.keys])
+            await nursery.start(alice_daemon.run)
+            # Set up in order: interface, key and port, address, forwarding (static).
+            names = alice.device.call_names()
+            assert names[:4] == ["create", "configure", "set_address", "enable_forwarding"]
+            await nursery.start(bob_daemon.run)
+            await wait_for(lambda: bob_daemon.keys.public_b64 in alice.device.peers)
+            await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
+            await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
+            assert alice.device.forwarding and not bob.device.forwarding
+            assert bob.device.peers[alice_daemon.keys.public_b64].endpoint == (ALICE_IP, 50001)
             nursery.cancel_scope.cancel()
 
-    trio.run(scenario)
+    trio.run(scenario, clock=mock_clock())
     assert "RTNETLINK: busy" in caplog.text and "retrying" in caplog.text
-    # Cleanup: interfaces destroyed, our routes gone.
-    assert not alice_dev.created and not bob_dev.created
-    assert bob_routes.tables["wg0"] == set()
-    assert "destroy" in alice_dev.call_names()
+    # Cleanup: interfaces destroyed, our routes gone, sockets closed.
+    assert not alice.device.created and not bob.device.created
+    assert bob.routes.tables["wg0"] == set()
+    assert "destroy" in alice.device.call_names()
+    assert not alice.host.net.sockets
     # Secrets never reach the log.
-    for daemon in (alice, bob):
-        assert daemon.keys.private.hex() not in caplog.text
+    for pair in keys:
+        assert pair.private.hex() not in caplog.text
     assert SHARED_KEY_B64 not in caplog.text
 
 
 def test_dead_peer_is_removed_from_wireguard(tmp_path: Path) -> None:
-    alice_settings, bob_settings = make_settings(tmp_path)
-    alice_dev = FakeWgDevice()
-    alice = Daemon(alice_settings, device=alice_dev, routes=FakeRoutes())
-    bob = Daemon(bob_settings, device=FakeWgDevice(), routes=FakeRoutes())
+    alice, bob = machines(tmp_path)
 
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(alice.run)
+            await nursery.start((await alice.daemon()).run)
             async with trio.open_nursery() as bob_nursery:
-                await bob_nursery.start(bob.run)
-                await wait_for(lambda: bob.keys.public_b64 in alice_dev.peers)
-                crash(bob, bob_nursery.cancel_scope)
-            await wait_for(lambda: bob.keys.public_b64 not in alice_dev.peers, seconds=3.0)
+                bob_daemon = await bob.daemon()
+                await bob_nursery.start(bob_daemon.run)
+                await wait_for(lambda: bob_daemon.keys.public_b64 in alice.device.peers)
+                crash(bob_daemon, bob_nursery.cancel_scope)
+            gone = trio.current_time()
+            await wait_for(lambda: bob_daemon.keys.public_b64 not in alice.device.peers)
+            # deadAfter (0.6 s) of silence, then the next reconcile pass.
+            assert 0.3 < trio.current_time() - gone < 1.5
             nursery.cancel_scope.cancel()
 
-    trio.run(scenario)
+    trio.run(scenario, clock=mock_clock())
 
 
-def test_setup_failure_is_one_clear_error_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("wg_netmanager.daemon.SETUP_RETRY_PAUSES", (0.01,))
-    alice_settings, _ = make_settings(tmp_path)
-    dev = FakeWgDevice()
-    dev.fail_always["configure"] = CommandError(["wg", "set", "wg0"], 1, "Operation not permitted")
-    alice = Daemon(alice_settings, device=dev, routes=FakeRoutes())
-    trio.run(alice.run)
-    assert alice.startup_error is not None
-    assert "Operation not permitted" in str(alice.startup_error)
-    assert "\n" not in str(alice.startup_error)
-    assert not dev.created
+def test_setup_failure_is_one_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
+    alice, _bob = machines(tmp_path)
+    alice.device.fail_always["configure"] = CommandError(
+        ["wg", "set", "wg0"], 1, "Operation not permitted"
+    )
+    result: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        daemon = await alice.daemon()
+        start = trio.current_time()
+        await daemon.run()
+        result.update(error=daemon.startup_error, took=trio.current_time() - start)
+
+    trio.run(scenario, clock=mock_clock())
+    error = result["error"]
+    assert error is not None
+    assert "Operation not permitted" in str(error)
+    assert "\n" not in str(error)
+    assert not alice.device.created
+    # Every pause of the backoff (about 4 s in all), then it gives up.
+    assert alice.device.call_names().count("configure") == len(daemon_module.SETUP_RETRY_PAUSES) + 1
+    assert result["took"] == pytest.approx(sum(daemon_module.SETUP_RETRY_PAUSES))
 
 
 def test_admin_port_in_use_is_reported(tmp_path: Path) -> None:
-    alice_settings, _ = make_settings(tmp_path)
-    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    blocker.bind(("0.0.0.0", alice_settings.admin_port))
-    try:
-        dev = FakeWgDevice()
-        alice = Daemon(alice_settings, device=dev, routes=FakeRoutes())
-        trio.run(alice.run)
-    finally:
+    alice, _bob = machines(tmp_path)
+    errors = []
+
+    async def scenario() -> None:
+        blocker = await alice.host.open_datagram_socket(alice.settings.admin_port)
+        daemon = await alice.daemon()
+        await daemon.run()
         blocker.close()
-    assert alice.startup_error is not None
-    assert f"admin port {alice_settings.admin_port}" in str(alice.startup_error)
-    assert not dev.created
+        errors.append(daemon.startup_error)
+
+    trio.run(scenario, clock=mock_clock())
+    [error] = errors
+    assert error is not None
+    assert f"admin port {alice.settings.admin_port}" in str(error)
+    assert os.strerror(errno.EADDRINUSE) in str(error)
+    assert not alice.device.created
 
 
 def test_port_hopping_moves_the_wireguard_port_when_no_static_answers(tmp_path: Path) -> None:
-    from dataclasses import replace
-
-    _, bob_settings = make_settings(tmp_path)
-    timers = replace(bob_settings.network.timers, hop_after=0.5)
-    network = replace(bob_settings.network, timers=timers)
-    bob_settings = replace(bob_settings, network=network, hopping=True)
-    dev = FakeWgDevice()
-    bob = Daemon(bob_settings, device=dev, routes=FakeRoutes())  # alice never runs
+    _alice, bob = machines(tmp_path)  # alice never runs
+    bob.settings = replace(with_timers(bob.settings, hop_after=0.5), hopping=True)
 
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(bob.run)
-            assert dev.listen_port == 50002
-            await wait_for(lambda: dev.listen_port != 50002, seconds=5.0)
-            assert bob.node is not None and bob.node.info.wg_port == dev.listen_port
+            daemon = await bob.daemon()
+            await nursery.start(daemon.run)
+            assert bob.device.listen_port == 50002
+            await wait_for(lambda: bob.device.listen_port != 50002)
+            assert daemon.node.info.wg_port == bob.device.listen_port
             nursery.cancel_scope.cancel()
 
-    trio.run(scenario)
+    trio.run(scenario, clock=mock_clock())
 
 
 # --- faults: failing commands, a vanishing interface, a crashed static ---------
@@ -143,122 +182,263 @@ def test_port_hopping_moves_the_wireguard_port_when_no_static_answers(tmp_path: 
 def test_transient_setup_failures_are_logged_and_retried(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    alice_settings, _ = make_settings(tmp_path)
-    dev = FakeWgDevice()
+    alice, _bob = machines(tmp_path)
+    dev = alice.device
     dev.fail["create"] = CommandError(["wireguard-go", "wg0"], 1, "resource busy")
     dev.fail["configure"] = CommandError(["wg", "set", "wg0"], 1, "Operation not permitted")
-    alice = Daemon(alice_settings, device=dev, routes=FakeRoutes())
+    errors = []
 
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(alice.run)
+            daemon = await alice.daemon()
+            await nursery.start(daemon.run)
             assert dev.created and dev.listen_port == 50001 and dev.forwarding
+            errors.append(daemon.startup_error)
             nursery.cancel_scope.cancel()
 
-    trio.run(scenario)
-    assert alice.startup_error is None
+    trio.run(scenario, clock=mock_clock())
+    assert errors == [None]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("`wireguard-go wg0`" in w and "resource busy" in w for w in warnings)
     assert any("`wg set wg0`" in w and "Operation not permitted" in w for w in warnings)
 
 
-def test_setup_gives_up_after_its_retries_with_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("wg_netmanager.daemon.SETUP_RETRY_PAUSES", (0.01, 0.01))
-    alice_settings, _ = make_settings(tmp_path)
-    dev = FakeWgDevice()
+def test_setup_gives_up_after_its_retries_with_one_line(tmp_path: Path) -> None:
+    alice, _bob = machines(tmp_path)
+    dev = alice.device
     dev.fail_always["set_address"] = CommandError(["ip", "addr"], 2, "RTNETLINK answers: busy")
-    alice = Daemon(alice_settings, device=dev, routes=FakeRoutes())
-    trio.run(alice.run)
-    assert alice.startup_error is not None
-    assert "RTNETLINK answers: busy" in str(alice.startup_error)
-    assert dev.call_names().count("set_address") == 3
+    errors = []
+
+    async def scenario() -> None:
+        daemon = await alice.daemon()
+        await daemon.run()
+        errors.append(daemon.startup_error)
+
+    trio.run(scenario, clock=mock_clock())
+    [error] = errors
+    assert error is not None
+    assert "RTNETLINK answers: busy" in str(error) and "\n" not in str(error)
+    assert dev.call_names().count("set_address") == len(daemon_module.SETUP_RETRY_PAUSES) + 1
     assert not dev.created
 
 
 def test_missing_binary_is_not_retried(tmp_path: Path) -> None:
-    alice_settings, _ = make_settings(tmp_path)
-    dev = FakeWgDevice()
-    dev.fail_always["create"] = CommandError(["wireguard-go", "wg0"], 127, "cannot start")
-    alice = Daemon(alice_settings, device=dev, routes=FakeRoutes())
-    trio.run(alice.run)
-    assert alice.startup_error is not None
-    assert dev.call_names().count("create") == 1
+    alice, _bob = machines(tmp_path)
+    alice.device.fail_always["create"] = CommandError(["wireguard-go", "wg0"], 127, "cannot start")
+    errors = []
+
+    async def scenario() -> None:
+        daemon = await alice.daemon()
+        await daemon.run()
+        errors.append(daemon.startup_error)
+
+    trio.run(scenario, clock=mock_clock())
+    assert errors[0] is not None
+    assert alice.device.call_names().count("create") == 1
 
 
 @pytest.mark.parametrize("existing", [False, True])
 def test_interface_deleted_under_the_daemon_is_set_up_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, existing: bool
 ) -> None:
-    from dataclasses import replace
-
-    alice_settings, bob_settings = make_settings(tmp_path)
-    bob_settings = replace(bob_settings, existing_interface=existing)
-    alice_dev, bob_dev = FakeWgDevice(), FakeWgDevice()
-    bob_routes = FakeRoutes()
-    alice = Daemon(alice_settings, device=alice_dev, routes=FakeRoutes())
-    bob = Daemon(bob_settings, device=bob_dev, routes=bob_routes)
-    alice_route = Route(IPv4Address("10.1.1.1"))
+    alice, bob = machines(tmp_path)
+    bob.settings = replace(bob.settings, existing_interface=existing)
 
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(alice.run)
-            await nursery.start(bob.run)
-            await wait_for(lambda: alice.keys.public_b64 in bob_dev.peers)
-            await wait_for(lambda: alice_route in bob_routes.tables["wg0"])
-            creates = bob_dev.call_names().count("create")
-            bob_dev.delete_externally()  # `ip link del wg0` by someone else
-            bob_routes.tables["wg0"] = set()  # the kernel drops its routes with it
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            bob_daemon = await bob.daemon()
+            await nursery.start(bob_daemon.run)
+            await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
+            await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
+            creates = bob.device.call_names().count("create")
+            bob.device.delete_externally()  # `ip link del wg0` by someone else
+            bob.routes.tables["wg0"] = set()  # the kernel drops its routes with it
             if existing:
                 await wait_for(lambda: "waiting for it" in caplog.text)
-                await trio.sleep(0.3)
-                assert bob_dev.call_names().count("create") == creates  # not ours to make
-                bob_dev.created = True  # the administrator creates it again
-            await wait_for(lambda: alice.keys.public_b64 in bob_dev.peers)
-            await wait_for(lambda: alice_route in bob_routes.tables["wg0"])
-            assert bob_dev.call_names().count("create") == creates + 1
-            assert bob_dev.listen_port == 50002 and bob_dev.address is not None
-            assert bob_dev.private_key == bob.keys.private  # same key: peers keep theirs
+                await trio.sleep(3.0)
+                assert bob.device.call_names().count("create") == creates  # not ours to make
+                bob.device.created = True  # the administrator creates it again
+            await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
+            await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
+            assert bob.device.call_names().count("create") == creates + 1
+            assert bob.device.listen_port == 50002 and bob.device.address is not None
+            assert bob.device.private_key == bob_daemon.keys.private  # peers keep theirs
             nursery.cancel_scope.cancel()
 
     caplog.set_level(logging.INFO)
-    trio.run(scenario)
+    trio.run(scenario, clock=mock_clock())
     assert "set up again" in caplog.text
+
+
+def test_the_link_watch_wakes_the_reconciler_and_the_address_reader(tmp_path: Path) -> None:
+    """A deleted interface is noticed at once, not at the next `wg show`; a new
+    local address is announced and WireGuard rebound at once, not at the next
+    periodic read (30 s while the watch runs)."""
+    alice, bob = machines(tmp_path)
+    bob.settings = with_timers(bob.settings, reconcile_interval=60.0, wg_poll_slow=60.0)
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            daemon = await bob.daemon()
+            await nursery.start(daemon.run)
+            await wait_for(lambda: bob.host.watching)
+            await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
+            # A handshake: nothing is awaited any more, `wg show` is read only every 60 s.
+            bob.device.set_handshake(alice_daemon.keys.public_b64, 1.0)
+            await trio.sleep(1.0)
+            # An address change: read again within the burst pause, announced, rebound.
+            reads = bob.host.address_reads
+            bob.host.addresses = [BOB_IP, "192.168.7.2"]
+            bob.host.link_changed()
+            start = trio.current_time()
+            await wait_for(lambda: "rebind" in bob.device.call_names())
+            assert trio.current_time() - start < 0.1
+            assert bob.host.address_reads == reads + 1
+            assert ("192.168.7.2", 50502) in daemon.node.info.local_endpoints
+            # A failing read keeps what we had (logged, retried later).
+            bob.host.fail_addresses = 1
+            bob.host.link_changed()
+            await wait_for(lambda: bob.host.fail_addresses == 0)
+            await trio.sleep(0.1)
+            assert ("192.168.7.2", 50502) in daemon.node.info.local_endpoints
+            # Another link going away means nothing to the reconciler; ours does.
+            bob.host.link_changed("eth7")
+            bob.device.delete_externally()
+            bob.routes.tables["wg0"] = set()
+            await trio.sleep(1.0)
+            assert not bob.device.created
+            bob.host.link_changed("wg0")
+            start = trio.current_time()
+            await wait_for(
+                lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()) and bob.device.peers
+            )
+            assert trio.current_time() - start < 0.5
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+
+
+def test_a_link_watch_that_cannot_run_is_retried_with_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    _alice, bob = machines(tmp_path)
+    bob.host.watch_error = FileNotFoundError(errno.ENOENT, "No such file or directory", "ip")
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start((await bob.daemon()).run)
+            await trio.sleep(10.0)
+            assert not bob.host.watching  # and the daemon still runs
+            bob.host.watch_error = None
+            await wait_for(lambda: bob.host.watching, seconds=20.0)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert "cannot watch address changes" in caplog.text
 
 
 def test_static_calls_back_its_nodes_after_a_crash(tmp_path: Path) -> None:
     """No bye from the crashed static, and the dynamic node pings only every
     10 s: without the peers file it would take up to 10 s to meet the new run."""
-    from dataclasses import replace
-
-    alice_settings, bob_settings = make_settings(tmp_path)
-    timers = replace(bob_settings.network.timers, ping_interval=10.0, dead_after=30.0)
-    network = replace(bob_settings.network, timers=timers)
-    alice_settings = replace(alice_settings, network=network)
-    bob_settings = replace(bob_settings, network=network)
-    bob_dev = FakeWgDevice()
-    bob = Daemon(bob_settings, device=bob_dev, routes=FakeRoutes())
-    first = Daemon(alice_settings, device=FakeWgDevice(), routes=FakeRoutes())
-    second = Daemon(alice_settings, device=FakeWgDevice(), routes=FakeRoutes())
+    alice, bob = machines(tmp_path)
+    alice.settings = with_timers(alice.settings, ping_interval=10.0, dead_after=30.0)
+    bob.settings = with_timers(bob.settings, ping_interval=10.0, dead_after=30.0)
+    peers_file = str(tmp_path / "run" / "wg0.peers")
 
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(bob.run)
+            await nursery.start((await bob.daemon()).run)
             async with trio.open_nursery() as alice_nursery:
+                first = await alice.daemon()
                 await alice_nursery.start(first.run)
-                await wait_for(lambda: first.keys.public_b64 in bob_dev.peers)
+                await wait_for(lambda: first.keys.public_b64 in bob.device.peers)
                 await trio.sleep(2.0)  # past bob's early first ping, and the file is written
                 crash(first, alice_nursery.cancel_scope)
-            peers_file = tmp_path / "run" / "wg0.peers"
-            assert "10.1.1.2" in peers_file.read_text()
-            assert peers_file.stat().st_mode & 0o077 == 0
+            assert alice.host.files[peers_file] == {IPv4Address("10.1.1.2"): (BOB_IP, 50502)}
             async with trio.open_nursery() as alice_nursery:
+                second = await alice.daemon()
                 await alice_nursery.start(second.run)
                 started = trio.current_time()
-                await wait_for(lambda: second.keys.public_b64 in bob_dev.peers, seconds=5.0)
+                await wait_for(lambda: second.keys.public_b64 in bob.device.peers)
                 assert trio.current_time() - started < 1.5
                 alice_nursery.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
 
-    trio.run(scenario)
+    trio.run(scenario, clock=mock_clock())
+
+
+def test_a_static_known_by_name_is_looked_up_again_when_it_is_lost(tmp_path: Path) -> None:
+    """Dynamic DNS: the static's machine moves to another address (and its
+    name with it); the lost session makes bob ask the resolver at once."""
+    alice_settings, bob_settings = make_settings(tmp_path, static_host="vps.example.org")
+    net = FakeNet()
+    bob = Machine(bob_settings, net.host(BOB_IP))
+    bob.host.names["vps.example.org"] = ALICE_IP
+    moved = "192.0.2.9"
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start((await bob.daemon()).run)
+            async with trio.open_nursery() as alice_nursery:
+                first = await Machine(alice_settings, net.host(ALICE_IP)).daemon()
+                await alice_nursery.start(first.run)
+                await wait_for(lambda: first.keys.public_b64 in bob.device.peers)
+                crash(first, alice_nursery.cancel_scope)
+            bob.host.names["vps.example.org"] = moved
+            lookups = len(bob.host.lookups)
+            second = await Machine(alice_settings, net.host(moved)).daemon()
+            await nursery.start(second.run)
+            started = trio.current_time()
+            await wait_for(lambda: second.keys.public_b64 in bob.device.peers)
+            # deadAfter (0.6 s) and a lookup, not resolveInterval (60 s)
+            assert trio.current_time() - started < 2.0
+            assert len(bob.host.lookups) == lookups + 1
+            assert bob.device.peers[second.keys.public_b64].endpoint == (moved, 50001)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+
+
+# --- the real host adapter: its pure parts ------------------------------------------
+
+
+def test_peers_file_is_private_and_only_a_recent_one_counts(tmp_path: Path) -> None:
+    path = str(tmp_path / "run" / "wg0.peers")
+    endpoints = {IPv4Address("10.1.1.2"): ("198.51.100.2", 50502)}
+    host_module.write_peers_file(path, endpoints)
+    assert os.stat(path).st_mode & 0o077 == 0
+    assert os.stat(os.path.dirname(path)).st_mode & 0o077 == 0
+    assert json.loads(Path(path).read_text()) == {"10.1.1.2": ["198.51.100.2", 50502]}
+    assert host_module.SystemHost().read_peers_file(path) == endpoints
+    old = time.time() - host_module.PEERS_FILE_MAX_AGE - 1
+    os.utime(path, (old, old))
+    assert host_module.read_peers_file(path) == {}  # from a run long ago
+    Path(path).write_text('{"10.1.1.2": ["not an address", 1]}')
+    assert host_module.read_peers_file(path) == {}
+    assert host_module.read_peers_file(str(tmp_path / "missing")) == {}
+
+
+def test_ip_monitor_lines_that_mean_a_link_was_deleted() -> None:
+    deleted = host_module.deleted_link
+    assert (
+        deleted("Deleted 7: wg0: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu 1420 qdisc noqueue") == "wg0"
+    )
+    assert deleted("Deleted 7: wg0    inet 10.1.1.2/24 scope global wg0") is None  # an address
+    assert deleted("7: wg0: <POINTOPOINT,NOARP> mtu 1420 qdisc noop state DOWN") is None
+    assert deleted("3: eth0    inet 192.168.1.5/24 brd 192.168.1.255 scope global eth0") is None
+    assert deleted("") is None
+
+
+def test_local_addresses_skip_our_interface_and_loopback() -> None:
+    text = (
+        "1: lo    inet 127.0.0.1/8 scope host lo\n"
+        "2: eth0    inet 192.168.1.5/24 brd 192.168.1.255 scope global eth0\n"
+        "3: veth0@if4    inet 10.9.0.2/24 scope global veth0\n"
+        "7: wg0    inet 10.1.1.2/24 scope global wg0\n"
+    )
+    assert host_module.parse_local_addresses(text, "wg0") == ["10.9.0.2", "192.168.1.5"]

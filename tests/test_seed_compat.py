@@ -574,22 +574,23 @@ def root_handlers() -> Iterator[None]:
     root.setLevel(level)
 
 
-class _NoDaemon:
-    startup_error = None
-
-    async def run(self) -> None:
-        return None
+async def _no_daemon(settings: object) -> None:
+    return None
 
 
 def test_daemon_logs_the_warnings_once_at_start(
-    tmp_path: Path, root_handlers: None, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    root_handlers: None,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path = tmp_path / "net.yaml"
     path.write_text(SEED_README_NETWORK)
     args = cli.docopt(cli.USAGE, ["-c", str(path), "--no-tui", "wg0", "10.1.1.16", "bob"])
     settings = cli.build_settings(args)
     with caplog.at_level(logging.WARNING):
-        assert daemon.main(settings, make_daemon=lambda s: _NoDaemon()) == 0  # type: ignore[arg-type,return-value]
+        monkeypatch.setattr(daemon, "serve", _no_daemon)
+        assert daemon.main(settings) == 0
     lines = [r.getMessage() for r in caplog.records if "host bits" in r.getMessage()]
     assert lines == [settings.network.warnings[0]]
     assert not lines[0].startswith("warning:")

@@ -27,13 +27,10 @@ import pytest
 import trio
 import urwid
 
-from tests.fakes import FakeRoutes, FakeWgDevice
-from tests.loopback import make_settings
+from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings
 from tests.sim import NAMES, Nat, SimNet, working_example
 from tests.status_samples import BOB_KEY, CHARLIE_KEY, peer, sample_doc, table
-from tests.waits import wait_for
-from wg_netmanager import control, status_text, tui
-from wg_netmanager.daemon import Daemon
+from wg_netmanager import control, panes, status_text, tui
 
 
 class Clock:
@@ -138,7 +135,7 @@ def test_rows_are_coloured_by_path_and_flash_after_a_change() -> None:
     app.refresh()
     assert attr_of("charlie") == "flash" and attr_of("alice") == "static"
     assert table(screen(app))["charlie"]["PATH"] == "direct NAT"
-    clock.now += tui.FLASH + 0.1
+    clock.now += panes.FLASH + 0.1
     app.refresh()
     assert attr_of("charlie") == "nat"
 
@@ -431,11 +428,12 @@ def pty() -> Iterator[Pty]:
 
 
 async def until(pty: Pty, predicate: Any, seconds: float = 5.0) -> None:
-    def shown() -> bool:
-        pty.pump()
-        return bool(predicate(pty.text()))
-
-    await wait_for(shown, seconds, interval=0.02)
+    with trio.fail_after(seconds):
+        while True:
+            pty.pump()
+            if predicate(pty.text()):
+                return
+            await trio.sleep(0.02)
 
 
 def test_main_loop_on_trio_keys_refresh_and_terminal_restored(pty: Pty) -> None:
@@ -547,13 +545,12 @@ def test_capture_and_release_logging() -> None:
 def test_daemon_with_tui_quits_cleanly_on_q(
     pty: Pty, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The daemon's hook: the TUI in its nursery; q = clean shutdown (fakes, loopback)."""
+    """The TUI in the daemon's nursery; q = clean shutdown (fake machines)."""
     monkeypatch.setenv(control.RUN_DIR_ENV, str(tmp_path / "run"))
     alice_settings, bob_settings = make_settings(tmp_path)
-    bob_settings = dataclasses.replace(bob_settings, tui=True)
-    alice = Daemon(alice_settings, device=FakeWgDevice(), routes=FakeRoutes())
-    bob_dev = FakeWgDevice()
-    bob = Daemon(bob_settings, device=bob_dev, routes=FakeRoutes())
+    net = FakeNet()
+    alice = Machine(alice_settings, net.host(ALICE_IP))
+    bob = Machine(dataclasses.replace(bob_settings, tui=True), net.host(BOB_IP))
     scr = urwid.display.raw.Screen(input=pty.input, output=pty.output)
     monkeypatch.setattr(tui, "run", functools.partial(tui.run, screen=scr))
     root = logging.getLogger()
@@ -561,21 +558,23 @@ def test_daemon_with_tui_quits_cleanly_on_q(
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(alice.run)
+            await nursery.start((await alice.daemon()).run)
             async with trio.open_nursery() as bob_nursery:
-                bob_nursery.start_soon(bob.run)
+                bob_nursery.start_soon((await bob.daemon()).run)
                 await until(pty, lambda t: "alice" in t and "direct static" in t, 10)
                 assert "bob 10.1.1.2 on wg0 (wireguard-go)" in pty.text()
                 os.write(pty.master, b"q")
-                await wait_for(lambda: not bob_dev.created, 5, interval=0.02)
+                with trio.fail_after(5):
+                    while bob.device.created:  # noqa: ASYNC110 - the fake has no events
+                        await trio.sleep(0.02)
             nursery.cancel_scope.cancel()
 
     try:
-        trio.run(main)
+        trio.run(main)  # the wall clock: a real terminal answers in its own time
     finally:
         for handler in list(root.handlers):
             if handler not in before:
                 root.removeHandler(handler)
-    assert "destroy" in bob_dev.call_names()
+    assert "destroy" in bob.device.call_names()
     assert termios.tcgetattr(pty.slave)[3] & termios.ICANON
     assert not (tmp_path / "run" / "wg0.sock").exists()

@@ -259,12 +259,6 @@ def tables(draw: st.DrawFn) -> Table:
     )
 
 
-_extra = []
-for _name, _field in (("Probe", "token"), ("ProbeAck", "token"), ("Ready", "attempt")):
-    # Messages other work adds to the protocol; round-tripped when present.
-    if hasattr(wire, _name):
-        _extra.append(st.builds(getattr(wire, _name), **{_field: counts}))
-
 messages = st.one_of(
     st.builds(Hello, info=infos, challenge=challenges, echo=st.none(), want_echo=st.booleans()),
     st.builds(Hello, info=infos, challenge=challenges, echo=challenges, want_echo=st.booleans()),
@@ -275,7 +269,9 @@ messages = st.one_of(
     st.just(Bye()),
     st.builds(wire.Refused, echo=challenges, holder=infos),
     st.builds(wire.Relay, to=ipv4, datagram=st.binary(min_size=1, max_size=wire.MAX_RELAYED)),
-    *_extra,
+    st.builds(wire.Probe, token=counts),
+    st.builds(wire.ProbeAck, token=counts),
+    st.builds(wire.Ready, attempt=counts, direct=st.booleans(), leaving=st.booleans()),
 )
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 
-from .status_text import Doc, render_text, status_document
+from .status_text import Doc, render_text
 
 log = logging.getLogger("wg_netmanager")
 
@@ -99,40 +99,6 @@ def peers_path(interface: str) -> str:
 
 
 # --- the daemon's side ---------------------------------------------------------
-
-
-def daemon_snapshot(daemon: Any, started: float) -> Doc:
-    """The status document of a running ``daemon.Daemon`` (call inside its trio run)."""
-    node = daemon.node
-    now = trio.current_time()
-    # Someone is looking: measure latency to every peer for a while.
-    node.watch_latency(now + node.timers.latency_watch, now)
-    status = node.statistics(now)
-    return status_document(
-        status,
-        interface=daemon.settings.interface,
-        backend=daemon.backend,
-        uptime=now - started,
-        local_endpoints=_local_endpoints(node),
-    )
-
-
-def _local_endpoints(node: Any) -> dict[str, tuple[Any, ...]]:
-    """wg IP -> the LAN endpoints a node announced (from sessions and static tables).
-
-    A stop-gap while ``PeerStatus`` has no ``local_endpoints``; reads the
-    core's public attributes and gives up quietly if they change.
-    """
-    found: dict[str, tuple[Any, ...]] = {}
-    try:
-        for listing in node.listings.values():
-            for ip, entry in listing.items():
-                found[str(ip)] = tuple(entry.info.local_endpoints)
-        for ip, session in node.sessions.items():
-            found[str(ip)] = tuple(session.info.local_endpoints)
-    except (AttributeError, TypeError):
-        pass
-    return found
 
 
 def _prepare_dir(directory: str) -> None:

@@ -1,21 +1,26 @@
 """The trio shell around the pure core.
 
-One nursery, small tasks, one owner of shutdown:
+The core is built first (``build_node``: static peers resolved, local
+addresses read) and handed to :class:`Daemon` together with its
+collaborators: the WireGuard device (``wgdev.WgDevice``), the route table
+(``routes.Routes``) and the machine (``host.Host``: wall clock, local
+addresses and their changes, DNS, the admin socket, a static's call-back
+file). One nursery, small tasks, one owner of shutdown:
 
 - ``_receive``: admin UDP socket -> ``node.receive_datagram``
 - ``_drive``: sleeps until ``node.get_timer()`` (or a kick) -> ``handle_timer``
 - ``_wireguard``: reads ``wg show`` (fast while a handshake is awaited),
   feeds it to the core and reconciles WireGuard peers and kernel routes by
   difference whenever the desired state changed or every reconcile_interval
-- ``_resolve``: static peers' host names, at start, periodically and when the
-  core asks (dynamic DNS)
-- ``_local_addresses`` with ``_watch_netlink``: ``ip monitor`` reports address
-  changes (roaming, DHCP) and our interface vanishing the moment they happen;
-  a periodic re-read backs it up
+- ``_resolve``: static peers' host names, periodically and when the core
+  asks (dynamic DNS)
+- ``_local_addresses`` with ``_watch_links``: the host reports address
+  changes (roaming, DHCP) and our interface vanishing the moment they
+  happen; a periodic re-read backs it up
 - ``_remember_peers`` (static nodes): keeps the nodes' admin endpoints in
   ``<run dir>/<if>.peers``, so that after a crash the next run calls them back
   at once instead of waiting for their next ping
-- ``_signals``: SIGINT/SIGTERM/SIGHUP cancel the nursery
+- the control socket (``control.serve``) and the TUI read :class:`DaemonStatus`
 
 Failures of ``ip``/``wg`` are logged with the command and its stderr and
 retried: during setup a few times with backoff, afterwards on the next pass.
@@ -26,105 +31,136 @@ After every input the shell flushes the core: sends its datagrams, logs its
 events, wakes the reconciler. Cleanup (bye to everyone, our routes removed,
 the interface deleted unless ``-e``) runs in ``finally`` under a shielded
 cancel scope with a deadline, so Ctrl-C never leaves a half-configured
-interface and never hangs.
+interface and never hangs. ``serve`` runs it on the real machine until a
+signal.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Callable
-from functools import partial
+from collections.abc import AsyncIterator
 from ipaddress import IPv4Address
 from random import Random
 
 import trio
 
-from . import event_text
+from . import control, event_text, log_capture
 from .config import Settings
-from .core.events import Event
-from .core.node import Node
-from .core.sessions import StaticTarget
+from .core.node import Node, StaticTarget
 from .handshakes import HandshakeClock
+from .host import DatagramSocket, Host, SystemHost
 from .keys import KeyPair
 from .model import Endpoint, Route
 from .proc import CommandError
-from .routes import Routes, RouteTable, read_local_addresses
+from .routes import Routes, RouteTable
+from .status_text import Doc, StatusSource, status_document
 from .wgdev import WgDevice, WgInterface
 from .wire import MAX_DATAGRAM, NodeInfo
 
 log = logging.getLogger("wg_netmanager")
 
-SHUTDOWN_BUDGET = 1.5  # seconds for cleanup; the issue promises exit within 2 s
+SHUTDOWN_BUDGET = 1.5  # seconds for cleanup: the process exits within 2 s of a signal
 RETRY_AFTER_FAILURE = 1.0  # seconds before a failed ip/wg call is retried
 # Pauses between attempts to set the interface up (about 4 s in all) before
 # the daemon gives up with one line; a missing binary is not retried.
 SETUP_RETRY_PAUSES = (0.1, 0.3, 1.0, 2.5)
 WAIT_FOR_EXISTING = 1.0  # -e: how often to look for a vanished interface
-MONITOR_RESTART_MAX = 30.0  # seconds between restarts of a failing `ip monitor`
-PEERS_FILE_MAX_AGE = 600.0  # seconds: older call-back files are ignored
-PEERS_FILE_MAX_SIZE = 1 << 20
+MONITOR_RESTART_MAX = 30.0  # seconds between restarts of a failing link watch
 
 
 class StartupError(Exception):
     """The daemon cannot start (interface, socket); one line for the user."""
 
 
+async def build_node(
+    settings: Settings, keys: KeyPair, host: Host, *, rng: Random | None = None
+) -> Node:
+    """The core for ``settings``: static peers' host names resolved, local addresses read."""
+    net = settings.network
+    statics = [StaticTarget(p.wg_ip, p.host, p.wg_port, p.admin_port) for p in net.peers]
+    for target in statics:
+        target.address = await resolve_host(host, target.host)
+    info = NodeInfo(
+        wg_ip=settings.wg_ip,
+        name=settings.name,
+        public_key=keys.public_b64,
+        wg_port=settings.wg_port,
+        admin_port=settings.admin_port,
+    )
+    node = Node(
+        info=info,
+        private_key=keys.private,
+        shared_key=net.shared_key,
+        subnet=net.subnet,
+        statics=statics,
+        timers=net.timers,
+        now=trio.current_time(),
+        rng=rng or Random(),
+    )
+    addresses = await read_local_addresses(host, settings.interface, fallback=[])
+    node.set_local_addresses(addresses, trio.current_time())
+    return node
+
+
 class Daemon:
-    def __init__(self, settings: Settings, *, device: WgDevice, routes: Routes) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        node: Node,
+        keys: KeyPair,
+        *,
+        device: WgDevice,
+        routes: Routes,
+        host: Host,
+    ) -> None:
         self.settings = settings
+        self.node = node
+        self.keys = keys
         self.device = device
         self.routes = routes
-        self.keys = KeyPair.generate()
-        self.sock: trio.socket.SocketType | None = None
-        self.node: Node | None = None
+        self.host = host
+        self._sock: DatagramSocket | None = None  # bound in _setup
         self._kick = trio.Event()
         self._wg_wake = trio.Event()
         self._wg_read_at = -math.inf  # when the WireGuard reader looks next
         self._resolve_wake = trio.Event()
         self._address_wake = trio.Event()
-        self._monitoring = False  # `ip monitor` runs: addresses need no frequent polling
+        self._monitoring = False  # the link watch runs: addresses need no frequent polling
         self._applied_version = -1
         self.backend = ""
         self.startup_error: StartupError | None = None
         self._handshakes = HandshakeClock()
+        self._peers_path = control.peers_path(settings.interface)
 
     # --- lifecycle ----------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
-            await self._setup()
+            sock = await self._setup()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receive)
+                nursery.start_soon(self._receive, sock)
                 nursery.start_soon(self._drive)
                 nursery.start_soon(self._wireguard)
                 nursery.start_soon(self._resolve)
                 nursery.start_soon(self._local_addresses)
-                nursery.start_soon(self._watch_netlink)
+                nursery.start_soon(self._watch_links)
                 if self.settings.is_static:
                     nursery.start_soon(self._remember_peers)
                 if self.settings.hopping and not self.settings.is_static:
                     nursery.start_soon(self._hop_ports)
                 if self.settings.verbosity >= 1:
                     nursery.start_soon(self._summaries)
-                # --- issue 4 hooks: control socket for `status`; the TUI (q cancels the nursery)
-                from . import control
-
-                snapshot = partial(control.daemon_snapshot, self, trio.current_time())
+                status: StatusSource = DaemonStatus(self, trio.current_time())
                 path = control.socket_path(self.settings.interface)
-                await nursery.start(control.serve, path, snapshot)
+                await nursery.start(control.serve, path, status.snapshot)
                 if self.settings.tui:
+                    # Imported here: a headless daemon does not load urwid (7 MB, 0.1 s).
                     from . import tui
 
-                    await nursery.start(tui.run, self, nursery.cancel_scope)
-                # --- end of issue 4 hooks
+                    await nursery.start(tui.run, status, nursery.cancel_scope)  # q cancels
                 task_status.started()
         except StartupError as exc:
             self.startup_error = exc
@@ -152,41 +188,17 @@ class Daemon:
                 log.warning("setting up %s: %s (retrying in %.1f s)", s.interface, exc, pause)
                 await trio.sleep(pause)
 
-    async def _setup(self) -> None:
+    async def _setup(self) -> DatagramSocket:
         s = self.settings
-        net = s.network
         try:
             await self._bring_up()
         except CommandError as exc:
             raise StartupError(f"cannot set up interface {s.interface}: {exc}") from None
-        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         try:
-            await sock.bind(("0.0.0.0", s.admin_port))
+            sock = await self.host.open_datagram_socket(s.admin_port)
         except OSError as exc:
-            sock.close()
             raise StartupError(f"cannot use admin port {s.admin_port}: {exc.strerror}") from None
-        self.sock = sock
-        now = trio.current_time()
-        statics = [StaticTarget(p.wg_ip, p.host, p.wg_port, p.admin_port) for p in net.peers]
-        for target in statics:
-            target.address = await _resolve_host(target.host)
-        info = NodeInfo(
-            wg_ip=s.wg_ip,
-            name=s.name,
-            public_key=self.keys.public_b64,
-            wg_port=s.wg_port,
-            admin_port=s.admin_port,
-        )
-        self.node = Node(
-            info=info,
-            private_key=self.keys.private,
-            shared_key=net.shared_key,
-            subnet=net.subnet,
-            statics=statics,
-            timers=net.timers,
-            now=now,
-            rng=Random(),
-        )
+        self._sock = sock
         log.info(
             "%s %s on %s (%s) key %s… wg port %d admin port %d%s",
             s.name,
@@ -198,20 +210,20 @@ class Daemon:
             s.admin_port,
             ", static" if s.is_static else "",
         )
-        self.node.set_local_addresses(await self._read_local_addresses(), now)
+        now = trio.current_time()
         if s.is_static:
             # A crash (no bye) leaves the nodes waiting for their next ping:
             # call back those the previous run knew.
-            self.node.call_back(_read_peers_file(self._peers_file()), now)
+            self.node.call_back(self.host.read_peers_file(self._peers_path), now)
         self.node.handle_timer(now)
         await self._flush()
+        return sock
 
     async def _cleanup(self) -> None:
-        node, sock = self.node, self.sock
-        if node is not None and sock is not None:
-            node.shutdown(trio.current_time())
-            await self._flush()
+        sock = self._sock
         if sock is not None:
+            self.node.shutdown(trio.current_time())
+            await self._flush()
             sock.close()
         try:
             actual = await self.routes.read(self.settings.interface)
@@ -224,38 +236,38 @@ class Daemon:
             log.error("cleanup: %s", exc)
         log.info("stopped")
 
-    # --- the core's inputs --------------------------------------------------
+    # --- the core's inputs and outputs ---------------------------------------
 
-    async def _receive(self) -> None:
-        assert self.sock is not None and self.node is not None
+    async def _receive(self, sock: DatagramSocket) -> None:
+        node = self.node
         while True:
             try:
-                data, addr = await self.sock.recvfrom(MAX_DATAGRAM + 512)
+                data, addr = await sock.recvfrom(MAX_DATAGRAM + 512)
             except OSError as exc:  # e.g. ICMP port unreachable reported on Linux
                 log.debug("admin socket: %s", exc)
                 continue
-            if self.node.receive_datagram(data, (addr[0], addr[1]), trio.current_time()):
+            if node.receive_datagram(data, (addr[0], addr[1]), trio.current_time()):
                 await self._flush()
             # else junk, dropped and counted: nothing to do (cheap under a flood)
 
     async def _drive(self) -> None:
-        assert self.node is not None
+        node = self.node
         while True:
-            deadline = self.node.get_timer()
+            deadline = node.get_timer()
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 await self._kick.wait()
             self._kick = trio.Event()
             now = trio.current_time()
-            deadline = self.node.get_timer()
+            deadline = node.get_timer()
             if deadline is not None and now >= deadline:
-                self.node.handle_timer(now)
+                node.handle_timer(now)
                 await self._flush()
 
     async def _flush(self) -> None:
         """Carry out what the core wants after an input."""
-        node, sock = self.node, self.sock
-        assert node is not None and sock is not None
-        _log_events(node.events())
+        node, sock = self.node, self._sock
+        assert sock is not None  # bound in _setup, before the first flush
+        self._log_events()
         for data, addr in node.datagrams_to_send():
             await _sendto(sock, data, addr)
         if node.take_resolve_requests():
@@ -272,11 +284,17 @@ class Daemon:
             self._wg_wake.set()
         self._kick.set()
 
+    def _log_events(self) -> None:
+        """The core's events, as log lines (worded by ``event_text``)."""
+        for event in self.node.events():
+            level = event_text.level(event)
+            if log.isEnabledFor(level):
+                log.log(level, "%s", event_text.describe(event))
+
     # --- WireGuard and routes -------------------------------------------------
 
     async def _wireguard(self) -> None:
         node = self.node
-        assert node is not None
         timers = node.timers
         ifname = self.settings.interface
         next_full = 0.0
@@ -284,7 +302,8 @@ class Daemon:
             now = trio.current_time()
             try:
                 actual = await self.device.read_peers()
-                corrected = self._handshakes.correct(actual, time.time(), trio.current_time())
+                wall = self.host.wall_clock()
+                corrected = self._handshakes.correct(actual, wall, trio.current_time())
                 node.update_wg(corrected, trio.current_time())
                 await self._flush()
                 version = node.state_version
@@ -336,7 +355,6 @@ class Daemon:
         except CommandError as exc:
             log.warning("%s (retrying)", exc)
             return  # the next failing pass comes back here
-        assert self.node is not None
         self.node.interface_reset(trio.current_time())
         self._handshakes = HandshakeClock()
         await self._flush()
@@ -349,77 +367,46 @@ class Daemon:
 
     # --- local addresses (LAN discovery, roaming) ----------------------------
 
-    async def _read_local_addresses(self) -> list[str]:
-        try:
-            return await read_local_addresses(exclude=self.settings.interface)
-        except CommandError as exc:
-            log.warning("%s (retrying)", exc)
-            return list(a for a, _port in self.node.info.local_endpoints) if self.node else []
-
     async def _local_addresses(self) -> None:
         node = self.node
-        assert node is not None
         while True:
             interval = node.timers.local_addresses_interval
             if self._monitoring:
-                interval = max(interval, 30.0)  # a backstop: `ip monitor` reports changes
+                interval = max(interval, 30.0)  # a backstop: the link watch reports changes
             with trio.move_on_after(interval):
                 await self._address_wake.wait()
                 await trio.sleep(0.05)  # a change comes in bursts (address, routes, link)
             self._address_wake = trio.Event()
-            if node.set_local_addresses(await self._read_local_addresses(), trio.current_time()):
+            current = [address for address, _port in node.info.local_endpoints]
+            addresses = await read_local_addresses(self.host, self.settings.interface, current)
+            if node.set_local_addresses(addresses, trio.current_time()):
                 try:
                     await self.device.rebind(node.desired_peers())
                 except CommandError as exc:
                     log.warning("%s", exc)
             await self._flush()
 
-    async def _watch_netlink(self) -> None:
-        """Run ``ip -o monitor address link``: wake the address reader on any
-        address or link change, the reconciler when our interface is deleted.
-        Restarted with backoff if it cannot run or exits."""
-        argv = ["ip", "-o", "monitor", "address", "link"]
+    async def _watch_links(self) -> None:
+        """Keep the host's link watch running (restarted with backoff if it
+        cannot run or ends)."""
         backoff = 1.0
         while True:
             try:
                 async with trio.open_nursery() as nursery:
-                    proc = await nursery.start(
-                        partial(
-                            trio.run_process,
-                            argv,
-                            stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL,
-                            check=False,
-                        )
-                    )
+                    await nursery.start(self.host.watch_links, self._on_link_change)
                     self._monitoring = True
-                    await self._read_netlink(proc.stdout)
-                log.debug("`ip monitor` exited with %s", proc.returncode)
-            except OSError as exc:
-                log.debug("cannot run `ip monitor`: %s", exc)
+            except* OSError as failed:
+                log.debug("cannot watch address changes: %s", failed.exceptions[0])
             finally:
                 self._monitoring = False
             await trio.sleep(backoff)
             backoff = min(backoff * 2, MONITOR_RESTART_MAX)
 
-    async def _read_netlink(self, stream: trio.abc.ReceiveStream) -> None:
-        ifname = self.settings.interface
-        pending = b""
-        async for chunk in stream:
-            *lines, pending = (pending + chunk).split(b"\n")
-            pending = pending[-4096:]  # one event per line; never an unbounded buffer
-            for raw in lines:
-                line = raw.decode("utf-8", errors="replace")
-                fields = line.split()
-                if (
-                    fields[:1] == ["Deleted"]
-                    and f"{ifname}:" in fields[1:3]
-                    and "inet" not in fields
-                ):
-                    self._wg_wake.set()  # our interface is gone: the reconciler notices
-                else:
-                    self._address_wake.set()
+    def _on_link_change(self, deleted: str | None) -> None:
+        if deleted == self.settings.interface:
+            self._wg_wake.set()  # our interface is gone: the reconciler notices
+        else:
+            self._address_wake.set()
 
     # --- port hopping (-H) -----------------------------------------------------
 
@@ -427,7 +414,6 @@ class Daemon:
         """A firewall may block our WireGuard port: after hop_after without any
         static peer, move to another port (as the original tool's -H does)."""
         node = self.node
-        assert node is not None
         rng = Random()
         while True:
             await trio.sleep(1.0)
@@ -454,37 +440,29 @@ class Daemon:
 
     # --- static nodes: remember the nodes for a restart after a crash ----------
 
-    def _peers_file(self) -> str:
-        from .control import peers_path
-
-        return peers_path(self.settings.interface)
-
     async def _remember_peers(self) -> None:
         node = self.node
-        assert node is not None
-        path = self._peers_file()
         written: dict[IPv4Address, Endpoint] | None = None
         while True:
             await trio.sleep(1.0)
             endpoints = node.peer_endpoints()
             if endpoints != written:
                 try:
-                    await trio.to_thread.run_sync(_write_peers_file, path, endpoints)
+                    await self.host.write_peers_file(self._peers_path, endpoints)
                     written = endpoints
                 except OSError as exc:
-                    log.debug("cannot write %s: %s", path, exc)
+                    log.debug("cannot write %s: %s", self._peers_path, exc)
 
     # --- DNS ------------------------------------------------------------------
 
     async def _resolve(self) -> None:
         node = self.node
-        assert node is not None
         while True:
             with trio.move_on_after(node.timers.resolve_interval):
                 await self._resolve_wake.wait()
             self._resolve_wake = trio.Event()
             for target in list(node.statics.values()):
-                address = await _resolve_host(target.host)
+                address = await resolve_host(self.host, target.host)
                 if address is not None or target.address is None:
                     node.set_static_address(target.wg_ip, address, trio.current_time())
             await self._flush()
@@ -492,7 +470,6 @@ class Daemon:
 
     async def _summaries(self) -> None:
         node = self.node
-        assert node is not None
         while True:
             await trio.sleep(node.timers.summary_interval)
             status = node.statistics(trio.current_time())
@@ -506,79 +483,81 @@ class Daemon:
                 log.info("dropped datagrams: %s", status.drops)
 
 
-def _write_peers_file(path: str, endpoints: dict[IPv4Address, Endpoint]) -> None:
-    """Atomically, root only: wg IP -> admin endpoint (no keys, nothing secret)."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    doc = {str(ip): [host, port] for ip, (host, port) in sorted(endpoints.items())}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
+class DaemonStatus:
+    """The running daemon as ``status`` and the TUI read it."""
+
+    def __init__(self, daemon: Daemon, started: float) -> None:
+        self._daemon = daemon
+        self._started = started
+
+    def snapshot(self) -> Doc:
+        """The status document. Someone is looking: latency to every peer is
+        measured for a while (``latency_watch``)."""
+        daemon, node = self._daemon, self._daemon.node
+        now = trio.current_time()
+        node.watch_latency(now + node.timers.latency_watch, now)
+        return status_document(
+            node.statistics(now),
+            interface=daemon.settings.interface,
+            backend=daemon.backend,
+            uptime=now - self._started,
+        )
+
+    def token(self) -> object:
+        """Changes whenever the snapshot may have changed beyond ages and counters."""
+        node = self._daemon.node
+        return (node.state_version, node.table_version, len(node.sessions))
 
 
-def _read_peers_file(path: str) -> dict[IPv4Address, Endpoint]:
-    """What ``_write_peers_file`` wrote, if it is recent; {} on any problem."""
+async def resolve_host(host: Host, name: str) -> str | None:
+    """``name`` if it is an IPv4 address, else what the host's resolver says."""
     try:
-        info = os.stat(path)
-        if info.st_size > PEERS_FILE_MAX_SIZE or time.time() - info.st_mtime > PEERS_FILE_MAX_AGE:
-            return {}
-        with open(path) as f:
-            doc = json.load(f)
-        found = {}
-        for ip, (host, port) in doc.items():
-            IPv4Address(host)
-            if isinstance(port, int) and 0 < port < 65536:
-                found[IPv4Address(ip)] = (str(host), port)
-        return found
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        if not isinstance(exc, FileNotFoundError):
-            log.debug("ignoring %s: %s", path, exc)
-        return {}
+        return str(IPv4Address(name))
+    except ValueError:
+        return await host.resolve(name)
 
 
-def _log_events(events: list[Event]) -> None:
-    for event in events:
-        level = event_text.level(event)
-        if log.isEnabledFor(level):
-            log.log(level, "%s", event_text.describe(event))
+async def read_local_addresses(host: Host, interface: str, fallback: list[str]) -> list[str]:
+    """The host's addresses except on our interface; ``fallback`` (logged) if ``ip`` fails."""
+    try:
+        return await host.local_addresses(exclude=interface)
+    except CommandError as exc:
+        log.warning("%s (retrying)", exc)
+        return fallback
 
 
-async def _sendto(sock: trio.socket.SocketType, data: bytes, addr: Endpoint) -> None:
+async def _sendto(sock: DatagramSocket, data: bytes, addr: Endpoint) -> None:
     try:
         await sock.sendto(data, addr)
     except OSError as exc:  # unreachable network, no route: the core retries
         log.debug("send to %s:%d failed: %s", addr[0], addr[1], exc.strerror)
 
 
-async def _resolve_host(host: str) -> str | None:
-    try:
-        return str(IPv4Address(host))
-    except ValueError:
-        pass
-    try:
-        with trio.move_on_after(5.0):
-            infos = await trio.socket.getaddrinfo(host, None, family=socket.AF_INET)
-            for info in infos:
-                return str(info[4][0])
-    except OSError as exc:
-        log.warning("cannot resolve %s: %s", host, exc)
-    return None
+# --- the process -------------------------------------------------------------------
 
 
-async def _run_until_signal(daemon: Daemon) -> None:
+async def serve(settings: Settings) -> StartupError | None:
+    """Run a daemon on this machine until a signal (or ``q`` in the TUI);
+    return its startup error, if any."""
+    host = SystemHost()
+    daemon: Daemon | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_when_done, daemon, nursery.cancel_scope)
-            async for signum in signals:
-                log.info("%s received, shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+            keys = KeyPair.generate()
+            node = await build_node(settings, keys, host)
+            device = WgInterface(settings.interface, existing=settings.existing_interface)
+            daemon = Daemon(settings, node, keys, device=device, routes=RouteTable(), host=host)
+            await daemon.run()
+            nursery.cancel_scope.cancel()  # it ended by itself (startup failed, or q)
+    return None if daemon is None else daemon.startup_error
 
 
-async def _cancel_when_done(daemon: Daemon, scope: trio.CancelScope) -> None:
-    await daemon.run()
-    scope.cancel()  # the daemon ended by itself (startup failed): stop waiting for signals
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("%s received, shutting down", signal.Signals(signum).name)
+        scope.cancel()
+        return
 
 
 def setup_logging(settings: Settings, stream: object = None) -> None:
@@ -586,10 +565,8 @@ def setup_logging(settings: Settings, stream: object = None) -> None:
     root = logging.getLogger()
     root.setLevel(level)
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
-    if settings.tui:  # issue 4 hook: lines go to the TUI's log pane, never onto its screen
-        from . import tui
-
-        tui.capture_logging(fmt)
+    if settings.tui:  # lines go to the TUI's log pane, never onto its screen
+        log_capture.capture_logging(fmt)
     else:
         handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
         handler.setFormatter(fmt)
@@ -600,33 +577,18 @@ def setup_logging(settings: Settings, stream: object = None) -> None:
         root.addHandler(file_handler)
 
 
-def main(
-    settings: Settings,
-    *,
-    make_daemon: Callable[[Settings], Daemon] | None = None,
-) -> int:
+def main(settings: Settings) -> int:
     setup_logging(settings)
     for warning in settings.network.warnings:  # e.g. a subnet read with its host bits cleared
         log.warning("%s", warning)
-    daemon = (make_daemon or _real_daemon)(settings)
     try:
-        trio.run(_run_until_signal, daemon)
+        error = trio.run(serve, settings)
     except KeyboardInterrupt:  # a second Ctrl-C during cleanup
         return 130
     finally:
-        if settings.tui:  # issue 4 hook: stderr again (e.g. a startup error the TUI never showed)
-            from . import tui
-
-            tui.release_logging()
-    if daemon.startup_error is not None:
-        log.error("%s", daemon.startup_error)
+        if settings.tui:  # stderr again (e.g. a startup error the TUI never showed)
+            log_capture.release_logging()
+    if error is not None:
+        log.error("%s", error)
         return 1
     return 0
-
-
-def _real_daemon(settings: Settings) -> Daemon:
-    return Daemon(
-        settings,
-        device=WgInterface(settings.interface, existing=settings.existing_interface),
-        routes=RouteTable(),
-    )

@@ -162,30 +162,3 @@ class RouteTable:
 
     async def apply(self, ifname: str, desired: set[Route], actual: set[Route]) -> None:
         await apply_routes(ifname, desired, actual)
-
-
-def parse_local_addresses(text: str, exclude: str) -> list[str]:
-    """IPv4 addresses from ``ip -4 -o addr show scope global``, except on ``exclude``.
-
-    These are announced to the other nodes so that two nodes on one LAN can
-    find each other directly.
-    """
-    addresses = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 4 or fields[2] != "inet":
-            continue
-        if fields[1].partition("@")[0] in (exclude, "lo"):
-            continue
-        address = fields[3].partition("/")[0]
-        try:
-            IPv4Address(address)
-        except ValueError:
-            continue
-        addresses.append(address)
-    return sorted(set(addresses))
-
-
-async def read_local_addresses(exclude: str) -> list[str]:
-    out = await run(["ip", "-4", "-o", "addr", "show", "scope", "global"])
-    return parse_local_addresses(out, exclude)

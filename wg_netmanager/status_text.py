@@ -16,12 +16,25 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import Any, Protocol
 
 from .event_text import describe
 
 Doc = dict[str, Any]
 """A status document (see the module docstring)."""
+
+
+class StatusSource(Protocol):
+    """Where the TUI gets its status documents (the daemon's is ``daemon.DaemonStatus``)."""
+
+    def snapshot(self) -> Doc:
+        """The current status document."""
+        ...
+
+    def token(self) -> object:
+        """Changes whenever the snapshot may have changed beyond ages and counters."""
+        ...
+
 
 # Peer table columns: (header, right-aligned?)
 COLUMNS = (
@@ -87,28 +100,15 @@ def _is_endpoint(value: Any) -> bool:
 
 
 def status_document(
-    status: Any,
-    *,
-    interface: str,
-    backend: str = "",
-    uptime: float | None = None,
-    local_endpoints: Mapping[str, Sequence[Any]] | None = None,
+    status: Any, *, interface: str, backend: str = "", uptime: float | None = None
 ) -> Doc:
-    """The status document of a core ``NodeStatus`` (any dataclass of that shape).
-
-    ``local_endpoints`` (wg IP text -> endpoints) fills in a peer's
-    ``local_endpoints`` when the core's ``PeerStatus`` does not carry them.
-    """
+    """The status document of a core ``NodeStatus`` (any dataclass of that shape)."""
     doc: Doc = jsonable(status)
     # Conflicts are the core's events: shown as the log shows them.
     doc["conflicts"] = [describe(c) for c in getattr(status, "conflicts", None) or ()]
     doc["interface"] = interface
     doc["backend"] = backend
     doc["uptime"] = uptime
-    for peer in doc.get("peers", []):
-        if "local_endpoints" not in peer:
-            found = (local_endpoints or {}).get(peer.get("wg_ip", ""), ())
-            peer["local_endpoints"] = jsonable(list(found), "local_endpoints")
     return doc
 
 
