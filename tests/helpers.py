@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import os
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
 

@@ -23,11 +23,10 @@ from tests.helpers import (
     static_target,
     wg_ip,
 )
-from wg_netmanager import wire
+from wg_netmanager import noise, wire
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.model import Endpoint
-from wg_netmanager.wire import Header
 
 
 @dataclass
@@ -36,13 +35,31 @@ class Sent:
     source: Endpoint  # as the receiver sees it
     dest: Endpoint
     data: bytes
-
-    def open(self) -> tuple[Header, wire.Message]:
-        return wire.open_datagram(ADMIN_KEY, self.data)
+    # A TRANSPORT frame's message, read with the keys its sender used (a
+    # test's privilege: nobody on the wire can); None for handshake frames.
+    message: wire.Message | None = None
 
     @property
-    def message(self) -> wire.Message:
-        return self.open()[1]
+    def frame(self) -> wire.Frame:
+        return wire.open_frame(ADMIN_KEY, self.data)
+
+
+def read_message(sender: Node, frame: wire.Frame) -> wire.Message | None:
+    """The message in ``frame`` as ``sender`` sealed it (None: not a TRANSPORT)."""
+    if not isinstance(frame, wire.Transport):
+        return None
+    candidates = []
+    for session in sender.sessions.values():
+        contender = session.contender.keys if session.contender else None
+        candidates += [k for k in (session.keys, session.previous, contender) if k is not None]
+    for keys in candidates:
+        if keys.remote_index == frame.to_index:
+            try:
+                body = noise.decrypt(keys.send, frame.counter, frame.header, frame.ciphertext)
+            except noise.NoiseError:
+                continue
+            return wire.decode_message(body)
+    return None
 
 
 @dataclass
@@ -109,7 +126,8 @@ class Lab:
         out = []
         for box in self.boxes.values():
             for data, dest in box.node.datagrams_to_send():
-                out.append(Sent(box.name, box.admin, dest, data))
+                message = read_message(box.node, wire.open_frame(ADMIN_KEY, data))
+                out.append(Sent(box.name, box.admin, dest, data, message))
         self.queue += out
         self.log += out
         return out

@@ -18,8 +18,7 @@ from wg_netmanager import wire
 from wg_netmanager.core import events as ev
 from wg_netmanager.core.pair_path import TRANSITIONS, PathState, Trigger
 from wg_netmanager.core.pairs import Pairs
-from wg_netmanager.core.replay import ReplayWindow
-from wg_netmanager.core.sessions import Session
+from wg_netmanager.core.sessions import Keys, Session
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import to_b64
 from wg_netmanager.model import Endpoint, WgPeerReading
@@ -97,7 +96,7 @@ class FakeHost:
         ]
 
 
-class Lab:
+class PairLab:
     """One pair path from charlie's side, with time under the test's control."""
 
     def __init__(self, lan: bool = True, outside: Endpoint | None = PEER_OUTSIDE) -> None:
@@ -110,12 +109,12 @@ class Lab:
             info=info,
             boot=b"b" * 8,
             addr=(str(PEER), 50504),
-            replay=ReplayWindow(1),
+            keys=Keys(1, 2, bytes(32), bytes(32)),
             established=self.now,
             last_heard=self.now,
             pinger=False,
         )
-        self.host.entries[PEER] = TableEntry(info, b"b" * 8, outside, None, 0.5)
+        self.host.entries[PEER] = TableEntry(info, outside, None, 0.5)
         self.pairs = Pairs(self.host, TIMERS)
         self.pairs.opened(PEER, self.now)
 
@@ -174,45 +173,45 @@ class Lab:
 # --- one scenario per rule; each returns the lab it ends in --------------------
 
 
-def lan_found() -> Lab:
-    lab = Lab()
+def lan_found() -> PairLab:
+    lab = PairLab()
     lab.probe_answered()
     assert lab.pairs.paths[PEER].kind == "lan"
     return lab
 
 
-def nat_after_the_probe_window() -> Lab:
-    lab = Lab()
+def nat_after_the_probe_window() -> PairLab:
+    lab = PairLab()
     lab.later(TIMERS.probe_window + 0.01)
     assert lab.path_state is S.INSTALLING and lab.pairs.paths[PEER].endpoint == PEER_OUTSIDE
     return lab
 
 
-def no_outside_known() -> Lab:
-    lab = Lab(lan=False, outside=None)
+def no_outside_known() -> PairLab:
+    lab = PairLab(lan=False, outside=None)
     assert lab.path_state is S.RELAYED
     assert "not known" in lab.pairs.paths[PEER].reason
     return lab
 
 
-def both_ready_then_handshake() -> Lab:
-    lab = Lab()
+def both_ready_then_handshake() -> PairLab:
+    lab = PairLab()
     lab.direct()
     # The peer is told at once, so it follows without waiting for its own reading.
     assert any(isinstance(m, wire.Ready) and m.direct for m, _ in lab.host.sent)
     return lab
 
 
-def peer_initiated_first() -> Lab:
-    lab = Lab()
+def peer_initiated_first() -> PairLab:
+    lab = PairLab()
     lab.installing()
     lab.wg(handshake_age=0.0)  # its initiation reached us before we were ready
     assert lab.path_state is S.DIRECT
     return lab
 
 
-def peer_saw_the_handshake_while_installing() -> Lab:
-    lab = Lab()
+def peer_saw_the_handshake_while_installing() -> PairLab:
+    lab = PairLab()
     lab.installing()
     lab.wg()
     lab.peer_ready(direct=True)
@@ -220,16 +219,16 @@ def peer_saw_the_handshake_while_installing() -> Lab:
     return lab
 
 
-def peer_saw_the_handshake_while_punching() -> Lab:
-    lab = Lab()
+def peer_saw_the_handshake_while_punching() -> PairLab:
+    lab = PairLab()
     lab.punching()
     lab.peer_ready(direct=True)
     assert lab.path_state is S.DIRECT
     return lab
 
 
-def peer_never_ready() -> Lab:
-    lab = Lab()
+def peer_never_ready() -> PairLab:
+    lab = PairLab()
     lab.installing()
     lab.wg()
     lab.later(2 * TIMERS.punch_timeout + 0.01)
@@ -238,8 +237,8 @@ def peer_never_ready() -> Lab:
     return lab
 
 
-def punch_times_out_and_retries() -> Lab:
-    lab = Lab()
+def punch_times_out_and_retries() -> PairLab:
+    lab = PairLab()
     lab.punching()
     lab.later(TIMERS.punch_timeout + 0.01)
     assert lab.path_state is S.FAILED
@@ -249,8 +248,8 @@ def punch_times_out_and_retries() -> Lab:
     return lab
 
 
-def link_stops_answering() -> Lab:
-    lab = Lab()
+def link_stops_answering() -> PairLab:
+    lab = PairLab()
     lab.direct()
     lab.later(1.0)
     lab.wg(handshake_age=1.0, rx=100, tx=100)  # working: something came back
@@ -270,8 +269,8 @@ def link_stops_answering() -> Lab:
     return lab
 
 
-def handshake_goes_stale() -> Lab:
-    lab = Lab()
+def handshake_goes_stale() -> PairLab:
+    lab = PairLab()
     lab.direct()
     lab.later(1.0)
     lab.wg(handshake_age=TIMERS.direct_stale_after + 1.0)
@@ -279,9 +278,9 @@ def handshake_goes_stale() -> Lab:
     return lab
 
 
-def peer_restarts_a_direct_link() -> Lab:
+def peer_restarts_a_direct_link() -> PairLab:
     """A fresh probe on a direct link: follow the peer; the old peer goes first."""
-    lab = Lab()
+    lab = PairLab()
     lab.direct()
     lab.pairs.on_probe(lab.session, 12345, PEER_LAN, lab.now)
     assert lab.path_state is S.CLEARING  # WireGuard still has the old session
@@ -292,8 +291,8 @@ def peer_restarts_a_direct_link() -> Lab:
     return lab
 
 
-def roaming_restarts(state: PathState, in_wireguard: bool) -> Lab:
-    lab = Lab()
+def roaming_restarts(state: PathState, in_wireguard: bool) -> PairLab:
+    lab = PairLab()
     if state is S.INSTALLING:
         lab.installing()
     elif state is S.PUNCHING:
@@ -316,7 +315,7 @@ def roaming_restarts(state: PathState, in_wireguard: bool) -> Lab:
     return lab
 
 
-def relayed_restarts_while_wireguard_has_it() -> Lab:
+def relayed_restarts_while_wireguard_has_it() -> PairLab:
     lab = no_outside_known()
     lab.wg()  # a leftover of an earlier attempt
     lab.pairs.on_ready(lab.session, 1, False, lab.now)
@@ -326,8 +325,8 @@ def relayed_restarts_while_wireguard_has_it() -> Lab:
     return lab
 
 
-def unlisted_peer_whose_daemon_is_gone() -> Lab:
-    lab = Lab()
+def unlisted_peer_whose_daemon_is_gone() -> PairLab:
+    lab = PairLab()
     lab.direct()
     del lab.host.entries[PEER]  # no static lists it any more
     lab.pairs.prune(lab.now)
@@ -339,7 +338,7 @@ def unlisted_peer_whose_daemon_is_gone() -> Lab:
     return lab
 
 
-SCENARIOS: list[Callable[[], Lab]] = [
+SCENARIOS: list[Callable[[], PairLab]] = [
     lan_found,
     nat_after_the_probe_window,
     no_outside_known,
@@ -363,7 +362,7 @@ ROAMING = [
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
-def test_scenario(scenario: Callable[[], Lab]) -> None:
+def test_scenario(scenario: Callable[[], PairLab]) -> None:
     scenario()
 
 
@@ -404,7 +403,7 @@ def test_the_table_reaches_direct_and_back_from_every_state() -> None:
 
 
 def test_a_move_the_table_lacks_is_a_bug() -> None:
-    lab = Lab()
+    lab = PairLab()
     path = lab.pairs.paths[PEER]
     with pytest.raises(RuntimeError, match="no transition from"):
         lab.pairs._move(PEER, path, T.LINK_LOST, lab.now)  # probing has no link to lose

@@ -672,7 +672,7 @@ def _decode_table(obj: dict[str, Any]) -> Table:
         if base == 0:
             raise _malformed("table base")
     version = _count(obj, "v")
-    if base >= version:
+    if base and base >= version:
         raise _malformed("table base")
     return Table(version, part, parts, entries, base, removed)
 

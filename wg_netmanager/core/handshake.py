@@ -15,9 +15,11 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    is answered only within a per-source-IP budget, and not at all once the
    pending table is half full; beyond that the answer is a COOKIE (a MAC of
    the source address under a rotating secret) that the initiator repeats in
-   its INIT, which proves the return path and bypasses the budget. Spoofed or
-   replayed INITs therefore neither fill the table nor lock a node out. No
-   answer to an unproven address is larger than what it answers (INIT padding).
+   its INIT, which proves the return path and bypasses the budget. A copy of
+   an INIT already answered (a retry always has a fresh ephemeral) is
+   dropped before any work. Spoofed or replayed INITs therefore neither fill
+   the table nor lock a node out. No answer to an unproven address is larger
+   than what it answers (INIT padding).
 4. One wg IP, one live node; one WireGuard key, one node. A proven claim of
    our own wg IP, of a key another session shows, or by a barred boot is
    refused: the claimant is told (``Refused`` over the keys of its own
@@ -57,9 +59,13 @@ from .timers import Timers
 # INITs answered per source IP without a cookie: a burst and a refill rate.
 INIT_BURST = 8.0
 INIT_RATE = 4.0  # per second
-COOKIE_BURST = 16.0  # cookie replies per source IP (each smaller than its INIT)
-COOKIE_RATE = 8.0
+# Cookie replies, all sources together: each is smaller than the INIT it
+# answers (no amplification) and costs no state; a per-source limit would let
+# a flood in a victim's name keep the victim's own INITs from getting one.
+COOKIE_BURST = 256.0
+COOKIE_RATE = 256.0
 MAX_PENDING = 512  # handshakes in progress, both roles together
+MAX_SEEN_INITS = 4096  # ephemeral keys of INITs answered lately (replays are dropped)
 COOKIE_SECRET_LIFETIME = 120.0  # seconds; the previous secret stays valid as long
 MAX_BARRED = 1024  # boots refused (replaced or in conflict), all wg IPs together
 MAX_CONFLICTS = 8  # conflicts kept for status and TUI
@@ -176,7 +182,9 @@ class Handshake:
         self._initiating: dict[IPv4Address, int] = {}  # wg IP -> our index
         self.barred = Barred()
         self.rate = TokenBuckets(INIT_BURST, INIT_RATE, MAX_SOURCES)  # INITs by source IP
-        self._cookies_sent = TokenBuckets(COOKIE_BURST, COOKIE_RATE, MAX_SOURCES)
+        self._cookies_sent = TokenBuckets(COOKIE_BURST, COOKIE_RATE, 1)
+        # INITs lately answered: ephemeral key -> (until, with a RESPONSE?)
+        self._seen_inits: dict[bytes, tuple[float, bool]] = {}
         self._secrets: tuple[bytes, bytes] | None = None  # (current, previous)
         self._secret_until = 0.0
         self.conflicts: list[ConflictEvent] = []  # recent conflicts, for status and TUI
@@ -218,10 +226,18 @@ class Handshake:
         if frame.cookie != bytes(wire.COOKIE_SIZE) and not with_cookie:
             host.drop(DropReason.BAD_COOKIE)
             return
+        ephemeral = frame.noise[: noise.DHLEN]
+        until, answered = self._seen_inits.get(ephemeral, (0.0, False))
+        if until > now and (answered or not with_cookie):
+            # A retry has a fresh ephemeral: this is a copy (a replay, spoofed
+            # or not). It costs nothing and drains nobody's budget (rule 3).
+            host.drop(DropReason.REPLAY)
+            return
         busy = len(self.pending) >= MAX_PENDING // 2
         if not with_cookie and (busy or not self.rate.allow(addr[0], now)):
             # Rule 3: prove the return path first (the reply is smaller than the INIT).
-            if self._cookies_sent.allow(addr[0], now):
+            self._seen(ephemeral, now, answered=False)
+            if self._cookies_sent.allow(0, now):
                 cookie = self._cookie(addr, frame, now, 0)
                 reply = Cookie(host.info.wg_ip, frame.sender, frame.index, cookie)
                 host.send_frame(reply, addr)
@@ -238,6 +254,7 @@ class Handshake:
         except NoiseError:
             host.drop(DropReason.BAD_HANDSHAKE)
             return
+        self._seen(ephemeral, now, answered=True)
         if mine is not None:  # we are the higher wg IP: theirs goes on (rule 7)
             self.pending.pop(self._initiating.pop(frame.sender), None)
         index = self._new_index()
@@ -325,6 +342,8 @@ class Handshake:
     def expire(self, now: float) -> None:
         for index in [i for i, p in self.pending.items() if p.expires <= now]:
             self._forget_pending(self.pending[index])
+        for ephemeral in [e for e, (until, _) in self._seen_inits.items() if until <= now]:
+            del self._seen_inits[ephemeral]
         self.barred.expire(now)
 
     def deadlines(self) -> list[float]:
@@ -491,6 +510,14 @@ class Handshake:
 
     def _expiry(self, now: float) -> float:
         return now + self.timers.challenge_lifetime
+
+    def _seen(self, ephemeral: bytes, now: float, answered: bool) -> None:
+        """An INIT answered (with a RESPONSE, or only a COOKIE): its copies are not."""
+        if len(self._seen_inits) >= MAX_SEEN_INITS and ephemeral not in self._seen_inits:
+            self.expire(now)
+            while len(self._seen_inits) >= MAX_SEEN_INITS:
+                del self._seen_inits[next(iter(self._seen_inits))]
+        self._seen_inits[ephemeral] = (self._expiry(now), answered)
 
     def _forget_pending(self, pending: Pending) -> None:
         self.pending.pop(pending.index, None)

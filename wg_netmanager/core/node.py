@@ -371,7 +371,7 @@ class Node:
         if not self._valid_member(frame.sender):
             self._drop(DropReason.OUTSIDE_SUBNET)
             return
-        if frame.sender == self.info.wg_ip and not isinstance(frame, wire.Init):
+        if frame.sender == self.info.wg_ip and isinstance(frame, wire.Transport | wire.Stale):
             # Only a finished handshake can claim our wg IP (then: a conflict).
             self._drop(DropReason.OWN_WG_IP)
             return
@@ -459,7 +459,7 @@ class Node:
         match message:
             case Ping():
                 self._send(
-                    wire.Pong(message.seq, self.table.version),
+                    wire.Pong(message.seq, self.table.published),
                     self._addr_of(session),
                     session.info.wg_ip,
                 )
@@ -597,7 +597,7 @@ class Node:
 
     def _ping(self, session: Session, now: float) -> None:
         self._send(
-            wire.Ping(session.record_ping(now), self.table.version),
+            wire.Ping(session.record_ping(now), self.table.published),
             self._addr_of(session),
             session.info.wg_ip,
         )

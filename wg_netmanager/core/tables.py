@@ -14,9 +14,9 @@ Rules:
    once all its parts arrived. An older or repeated version changes nothing.
    A change on top of a version the holder does not have is not applied: the
    holder asks for the whole table (``treq``, rate limited at the static).
-3. Pings and pongs carry the sender's table version: a holder that sees a
-   version it does not have (and is not assembling) asks for it. A lost
-   change is repaired at the next ping.
+3. Pings and pongs carry the static's published version (the last one
+   pushed): a holder that sees a newer version than its own (and is not
+   assembling it) asks for it. A lost change is repaired at the next ping.
 4. A table entry for our own wg IP with our own key says the static has us
    in its WireGuard (``listed_by``) and where our outside is.
 """
@@ -83,6 +83,12 @@ class OwnTable:
         if self.push_at is None:
             self.push_at = now + push_delay
         return True
+
+    @property
+    def published(self) -> int:
+        """The version every session has been sent (what pings and pongs say):
+        a change not pushed yet must not make the nodes ask for it (rule 3)."""
+        return self._pushed_version
 
     def push_due(self, now: float) -> bool:
         """True once, when the coalesced push is due."""
@@ -158,7 +164,7 @@ class Listings:
 
     def wants(self, static_ip: IPv4Address, version: int) -> bool:
         """Ask for ``version``? (rule 3)"""
-        if version == self.versions.get(static_ip, 0):
+        if version <= self.versions.get(static_ip, 0):
             return False
         pending = self.pending.get(static_ip)
         return pending is None or pending.version != version
