@@ -40,11 +40,13 @@ from wg_netmanager.config import (
     generate_shared_key,
     load_network,
     load_peer,
+    load_private_key,
     parse_ipv4,
     warn_if_world_readable,
 )
 from wg_netmanager.core.timers import Timers, timer_names
 
+CONFIG_DIR = "/etc/wg_netmanager"  # a pinned static keeps its key here: <interface>.key
 DEFAULT_NETWORK_PATH = "/etc/wg_netmanager/network.yaml"
 DEFAULT_PEER_PATH = "/etc/wg_netmanager/peer.yaml"
 DEFAULT_INTERFACE = "wg0"
@@ -194,6 +196,11 @@ def build_settings(args: dict[str, Any]) -> Settings:
             "command line: -t: standard output is not a terminal, so there is no screen "
             "for the TUI; run it in a terminal, or leave out -t to run headless"
         )
+    private_key = None
+    if static is not None and static.public_key is not None:
+        key_path = peer.private_key_file or os.path.join(CONFIG_DIR, f"{interface}.key")
+        where = f"{network.path}: peers[{network.peers.index(static)}].publicKey"
+        private_key = load_private_key(key_path, static.public_key, where)
     return Settings(
         network=network,
         interface=interface,
@@ -206,6 +213,7 @@ def build_settings(args: dict[str, Any]) -> Settings:
         logfile=logfile,
         tui=not args["--no-tui"] and terminal,
         hopping=args["--wireguard-hopping"],
+        private_key=private_key,
     )
 
 

@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 
 from wg_netmanager.core.timers import Timers, timer_names
+from wg_netmanager.keys import from_b64
+from wg_netmanager.noise import public_key
 
 MAX_FILE_SIZE = 1 << 20  # a real config is a few hundred bytes; refuse before parsing
 MIN_PORT, MAX_PORT = 1, 65535
@@ -58,6 +60,7 @@ class StaticPeer:
     host: str  # host name or IPv4 address; resolved by the daemon (dynamic DNS)
     wg_port: int
     admin_port: int
+    public_key: bytes | None = None  # pinned: nobody else can ever be this static
 
     @property
     def endpoint_text(self) -> str:
@@ -82,6 +85,7 @@ class PeerConfig:
     wg_ip: IPv4Address | None = None
     wg_interface: str | None = None
     existing_interface: bool | None = None
+    private_key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ class Settings:
     logfile: str | None
     tui: bool
     hopping: bool
+    # A pinned static's own key (its publicKey is in network.yaml); None: a
+    # fresh key pair at every start.
+    private_key: bytes | None = field(default=None, repr=False)
 
     @property
     def static(self) -> StaticPeer | None:
@@ -427,7 +434,7 @@ def _peers(path: str, value: Any, subnet: IPv4Network) -> tuple[StaticPeer, ...]
     for index, item in enumerate(value):
         where = f"peers[{index}]"
         entry = _mapping(path, where, item, "a mapping with endPoint, adminPort and wgIp")
-        _check_keys(path, where, entry, ("endPoint", "adminPort", "wgIp"))
+        _check_keys(path, where, entry, ("endPoint", "adminPort", "wgIp"), ("publicKey",))
         ip_text = _text(path, f"{where}.wgIp", entry["wgIp"], "10.1.1.1")
         wg_ip = parse_ipv4(ip_text.strip(), f"{path}: {where}.wgIp")
         check_wg_ip(wg_ip, subnet, f"{path}: {where}.wgIp", path)
@@ -449,7 +456,17 @@ def _peers(path: str, value: Any, subnet: IPv4Network) -> tuple[StaticPeer, ...]
                     f"{path}: {where}.endPoint: {host}:{wg_port} is already used by "
                     f"peers[{other_index}]; every static peer needs its own endpoint"
                 )
-        peers.append(StaticPeer(wg_ip, host, wg_port, admin_port))
+        pinned = None
+        if entry.get("publicKey") is not None:
+            key_text = _text(path, f"{where}.publicKey", entry["publicKey"], "wg pubkey output")
+            try:
+                pinned = from_b64(key_text.strip())
+            except ValueError:
+                raise ConfigError(
+                    f"{path}: {where}.publicKey: not a WireGuard public key (base64 of 32 "
+                    "bytes); put the output of 'wg pubkey' there"
+                ) from None
+        peers.append(StaticPeer(wg_ip, host, wg_port, admin_port, pinned))
     return tuple(peers)
 
 
@@ -505,8 +522,10 @@ def load_peer(path: str, required: bool) -> PeerConfig:
     if doc is None:  # missing (and optional) or empty: nothing is set
         return PeerConfig()
     top = _mapping(path, "top level", doc, "a mapping with name, wgIp, wgInterface")
-    _check_keys(path, "", top, (), ("name", "wgIp", "wgInterface", "existingInterface"))
-    name = wg_ip = interface = existing = None
+    _check_keys(
+        path, "", top, (), ("name", "wgIp", "wgInterface", "existingInterface", "privateKeyFile")
+    )
+    name = wg_ip = interface = existing = key_file = None
     if top.get("name") is not None:
         name = check_name(_text(path, "name", top["name"], "alice"), f"{path}: name")
     if top.get("wgIp") is not None:
@@ -520,4 +539,44 @@ def load_peer(path: str, required: bool) -> PeerConfig:
             raise ConfigError(
                 f"{path}: existingInterface: expected true or false, got {_show(existing)}"
             )
-    return PeerConfig(name=name, wg_ip=wg_ip, wg_interface=interface, existing_interface=existing)
+    if top.get("privateKeyFile") is not None:
+        key_file = _text(
+            path, "privateKeyFile", top["privateKeyFile"], "/etc/wg_netmanager/wg0.key"
+        )
+    return PeerConfig(
+        name=name,
+        wg_ip=wg_ip,
+        wg_interface=interface,
+        existing_interface=existing,
+        private_key_file=key_file,
+    )
+
+
+def load_private_key(path: str, pinned: bytes, where: str) -> bytes:
+    """A pinned static's private key from ``path`` (``wg genkey`` output, root only).
+
+    ``where`` names what pins it, for the one-line error.
+    """
+    fix = f"put this node's key there ('wg genkey > {path}; chmod 600 {path}')"
+    try:
+        with open(path, "rb") as file:
+            info = os.fstat(file.fileno())
+            text = file.read(200)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file, but {where} pins this node's key; {fix}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}; {fix}") from None
+    if info.st_mode & 0o077:
+        raise ConfigError(f"{path}: readable by group/others; run 'chmod 600 {path}'")
+    try:
+        private = from_b64(text.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise ConfigError(f"{path}: not a WireGuard private key; {fix}") from None
+    if public_key(private) != pinned:
+        raise ConfigError(
+            f"{path}: its public key is not the one {where} pins; put the matching key "
+            "there, or the output of 'wg pubkey' for this key into network.yaml"
+        )
+    return private

@@ -80,7 +80,10 @@ async def build_node(
 ) -> Node:
     """The core for ``settings``: static peers' host names resolved, local addresses read."""
     net = settings.network
-    statics = [StaticTarget(p.wg_ip, p.host, p.wg_port, p.admin_port) for p in net.peers]
+    statics = [
+        StaticTarget(p.wg_ip, p.host, p.wg_port, p.admin_port, pinned_key=p.public_key)
+        for p in net.peers
+    ]
     for target in statics:
         target.address = await resolve_host(host, target.host)
     info = NodeInfo(
@@ -544,7 +547,9 @@ async def serve(settings: Settings) -> StartupError | None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-            keys = KeyPair.generate()
+            # A pinned static keeps its key; everyone else makes one per start.
+            pinned = settings.private_key
+            keys = KeyPair.generate() if pinned is None else KeyPair.from_private(pinned)
             node = await build_node(settings, keys, host)
             device = WgInterface(settings.interface, existing=settings.existing_interface)
             daemon = Daemon(settings, node, keys, device=device, routes=RouteTable(), host=host)

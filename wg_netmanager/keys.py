@@ -19,6 +19,10 @@ class KeyPair:
         private = PrivateKey.generate()
         return cls(private=bytes(private), public=bytes(private.public_key))
 
+    @classmethod
+    def from_private(cls, private: bytes) -> KeyPair:
+        return cls(private=private, public=bytes(PrivateKey(private).public_key))
+
     @property
     def public_b64(self) -> str:
         return to_b64(self.public)
