@@ -10,10 +10,12 @@ in-memory host and network (``tests/fake_host.py``) on a mock clock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -181,30 +183,53 @@ def deleted_link(line: str) -> str | None:
     return fields[2][:-1] if fields[2].endswith(":") else None
 
 
+def _private_dir(directory: str) -> bool:
+    """Is ``directory`` ours and closed to everyone else (so its files are ours)?"""
+    try:
+        st = os.lstat(directory)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
 def write_peers_file(path: str, endpoints: Mapping[IPv4Address, Endpoint]) -> None:
     """Atomically, root only: wg IP -> admin endpoint (no keys, nothing secret)."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if not _private_dir(directory):
+        raise PermissionError(f"{directory} is not a private directory of ours")
     doc = {str(ip): [host, port] for ip, (host, port) in sorted(endpoints.items())}
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a leftover of a crashed run with our PID
+    # O_EXCL | O_NOFOLLOW: never write through a link or into a file someone else made.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f)
     os.replace(tmp, path)
 
 
 def read_peers_file(path: str) -> dict[IPv4Address, Endpoint]:
-    """What :func:`write_peers_file` wrote, if it is recent; {} on any problem."""
+    """What :func:`write_peers_file` wrote, if it is recent and only we could
+    have written it; {} on any problem."""
     try:
-        info = os.stat(path)
-        if info.st_size > PEERS_FILE_MAX_SIZE or time.time() - info.st_mtime > PEERS_FILE_MAX_AGE:
+        if not _private_dir(os.path.dirname(path)):
             return {}
-        with open(path) as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as f:
+            info = os.fstat(f.fileno())
+            if info.st_uid != os.geteuid() or info.st_size > PEERS_FILE_MAX_SIZE:
+                return {}
+            if time.time() - info.st_mtime > PEERS_FILE_MAX_AGE:
+                return {}
             doc = json.load(f)
         found = {}
         for ip, (host, port) in doc.items():
-            IPv4Address(host)
-            if isinstance(port, int) and 0 < port < 65536:
-                found[IPv4Address(ip)] = (str(host), port)
+            # Text only, in the form we write: IPv4Address() would take a number too.
+            if not isinstance(host, str) or str(IPv4Address(host)) != host:
+                continue
+            if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+                found[IPv4Address(ip)] = (host, port)
         return found
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         if not isinstance(exc, FileNotFoundError):
