@@ -11,12 +11,13 @@ clock can be offset: the protocol must never depend on the absolute value of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from random import Random
 
 from tests.helpers import (
     ADMIN_KEY,
     QUICK_TIMERS,
+    SUBNET,
     admin_port,
     make_node,
     node_info,
@@ -83,10 +84,15 @@ class Lab:
     """
 
     def __init__(
-        self, statics: dict[str, int], timers: Timers = QUICK_TIMERS, seed: int = 1
+        self,
+        statics: dict[str, int],
+        timers: Timers = QUICK_TIMERS,
+        seed: int = 1,
+        subnet: IPv4Network = SUBNET,
     ) -> None:
         self.static_config = {name: octet for name, octet in statics.items()}
         self.timers = timers
+        self.subnet = subnet
         self.rng = Random(seed)
         self.now = 0.0
         self.boxes: dict[str, Box] = {}
@@ -112,6 +118,7 @@ class Lab:
             timers=self.timers,
             now=self.now + clock_offset,
             rng=self.rng,
+            subnet=self.subnet,
         )
         self.boxes[name] = Box(name, address, wg_ip(octet), node, clock_offset)
         return node
