@@ -525,3 +525,22 @@ def test_table_entries_outside_the_subnet_are_refused() -> None:
     assert bob.drops == {"outside subnet": 2}
     assert set(bob.listings.tables[ALICE]) == {good.wg_ip}
     assert alice_session is bob.sessions[ALICE]
+
+
+def test_a_contenders_datagrams_do_not_count_later_as_replays() -> None:
+    lab, alice, _bob = two_nodes()
+    lab.crash("bob")
+    moved = lab.start("bob", 2, address_octet=22)
+    moved.handle_timer(lab.now)
+    lab.settle()
+    assert alice.sessions[BOB].contender is not None  # the holder is being asked
+    lab.now += 0.5
+    moved.handle_timer(lab.now)
+    moved._ping(moved.sessions[ALICE], lab.now)
+    (ping,) = [s for s in lab.collect() if isinstance(s.message, wire.Ping)]
+    lab.settle()  # dropped: not a session yet
+    lab.run_until(lab.now + T.incumbent_timeout)
+    assert alice.sessions[BOB].boot == moved.boot  # the takeover
+    before = alice.drops.get("replay", 0)
+    assert lab.inject(ping.data, ping.source, "alice") == []
+    assert alice.drops["replay"] == before + 1

@@ -26,6 +26,7 @@ two files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -394,8 +395,15 @@ class Node:
         keys = self._keys_for(session, frame.to_index) if session is not None else None
         if session is None or keys is None:
             self._drop(DropReason.NO_SESSION)
-            if self._by_index.get(frame.to_index) == frame.sender:
-                return  # a contender's: it waits for the holder's answer (no STALE)
+            contender = session.contender if session is not None else None
+            if contender is not None and contender.keys.local_index == frame.to_index:
+                # It waits for the holder's answer (no STALE). Its counter still
+                # counts: a copy of this datagram must not work after a takeover.
+                with contextlib.suppress(NoiseError):
+                    keys = contender.keys
+                    decrypt(keys.receive, frame.counter, frame.header, frame.ciphertext)
+                    keys.replay.accept(frame.counter)
+                return
             # We restarted, or forgot them: tell them (smaller than what came).
             if self._stale_sent.allow(addr[0], now):
                 stale = wire.Stale(self.info.wg_ip, frame.sender, frame.to_index)
