@@ -343,9 +343,8 @@ from wg_netmanager import wire
 from wg_netmanager.config import load_network
 network = load_network(sys.argv[1])
 key = wire.derive_admin_key(network.shared_key)
-info = wire.NodeInfo(IPv4Address("8.8.8.8"), "mallory", "A" * 43 + "=", 51000, 51500)
-header = wire.Header(info.wg_ip, os.urandom(8), 1)
-datagram = wire.seal_message(key, header, wire.Hello(info, os.urandom(16)))
+init = wire.Init(IPv4Address("8.8.8.8"), IPv4Address("10.1.1.1"), 1, bytes(16), os.urandom(48))
+datagram = wire.seal_frame(key, init)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", 51500))
 for _ in range(3):
