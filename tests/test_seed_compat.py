@@ -120,7 +120,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     """The settings the daemon would have been started with."""
     seen: list[Settings] = []
 
-    def main(settings: Settings) -> int:
+    def main(settings: Settings, load_settings: object = None) -> int:
         seen.append(settings)
         return 0
 
@@ -574,7 +574,7 @@ def root_handlers() -> Iterator[None]:
     root.setLevel(level)
 
 
-async def _no_daemon(settings: object) -> None:
+async def _no_daemon(settings: object, load_settings: object, notifier: object) -> None:
     return None
 
 
