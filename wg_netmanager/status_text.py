@@ -265,7 +265,8 @@ def counts(doc: Mapping[str, Any]) -> dict[str, int]:
 def service_status(doc: Mapping[str, Any]) -> str:
     """The line ``systemctl status`` shows: "3 nodes, 3 direct, 0 via gateway"."""
     c = counts(doc)
-    line = f"{c['nodes']} nodes, {c['direct']} direct, {c['via']} via gateway"
+    line = f"{c['nodes']} node{'' if c['nodes'] == 1 else 's'}, {c['direct']} direct, "
+    line += f"{c['via']} via gateway"
     if c["unreachable"]:
         line += f", {c['unreachable']} unreachable"
     if doc.get("statics_total") and not doc.get("statics_connected") and not doc.get("is_static"):
