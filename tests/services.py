@@ -1,17 +1,21 @@
-"""An installed service, read back: the daemon's command line it would run.
+"""An installed service, read back, and a service manager's notify socket.
 
 ``wg_netmanager install --root ROOT`` writes the systemd unit or OpenRC
 script and ``/etc/wg_netmanager/<interface>/`` under ROOT. These helpers
 read them the way systemd and OpenRC would, with the service's ``/etc``
 paths moved under ROOT, so a test can hand the result to the command line
 parser (or run it) and see which node the service would start.
+:class:`NotifySocket` receives what a daemon tells systemd (sd_notify).
 """
 
 from __future__ import annotations
 
 import configparser
+import select
 import shlex
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 from wg_netmanager import service
@@ -86,3 +90,52 @@ def openrc_argv(root: Path, interface: str) -> list[str]:
     result = run_openrc(root, interface, 'printf "%s\\n" "$command" $command_args')
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
+
+
+class NotifySocket:
+    """A service manager's end of sd_notify: a bound unix datagram socket.
+
+    ``address`` is what ``NOTIFY_SOCKET`` says (``@name`` for the abstract
+    namespace, which is per network namespace: a daemon in a box needs a
+    path). ``received()`` collects every datagram so far with the
+    ``time.monotonic()`` it was read at.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock.setblocking(False)
+        self.heard: list[tuple[float, str]] = []  # (monotonic time, field)
+
+    def datagrams(self) -> list[str]:
+        """Every datagram that arrived since the last look, in order."""
+        out: list[str] = []
+        while True:
+            try:
+                datagram = self.sock.recv(4096).decode()
+            except BlockingIOError:
+                return out
+            self.heard += [(time.monotonic(), f) for f in datagram.split("\n")]
+            out.append(datagram)
+
+    def received(self) -> list[str]:
+        """The fields of every datagram since the last look, in order."""
+        return [f for datagram in self.datagrams() for f in datagram.split("\n")]
+
+    def wait_for(self, field: str, timeout: float, after: float = 0.0) -> float:
+        """When ``field`` arrived (``time.monotonic()``), waiting up to ``timeout``
+        seconds; only arrivals after ``after`` count. TimeoutError if it never came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.received()
+            for at, got in self.heard:
+                if got == field and at > after:
+                    return at
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {field} within {timeout} s; heard {self.heard}")
+            select.select([self.sock], [], [], min(remaining, 0.5))
+
+    def close(self) -> None:
+        self.sock.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,51 +21,29 @@ import pytest
 import trio
 
 from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings, mock_clock
+from tests.services import NotifySocket
 from tests.waits import wait_for
 from wg_netmanager.notify import Notifier
 
 
-class Manager:
-    """A service manager's end: a bound unix datagram socket."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address  # as NOTIFY_SOCKET says it
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
-        self.sock.setblocking(False)
-
-    def received(self) -> list[str]:
-        """Every datagram that arrived so far."""
-        out = []
-        while True:
-            try:
-                out.append(self.sock.recv(4096).decode())
-            except BlockingIOError:
-                return out
-
-    def fields(self) -> list[str]:
-        """The fields of every datagram so far, in order."""
-        return [f for datagram in self.received() for f in datagram.split("\n")]
-
-
 @pytest.fixture(params=["path", "abstract"])
-def manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Manager]:
+def manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotifySocket]:
     if request.param == "path":
         address = str(tmp_path / "notify.sock")
     else:
         address = f"@wg_netmanager-test-{os.getpid()}-{id(tmp_path)}"
-    m = Manager(address)
+    m = NotifySocket(address)
     yield m
-    m.sock.close()
+    m.close()
 
 
-def test_notifier_sends_each_kind_as_one_datagram(manager: Manager) -> None:
+def test_notifier_sends_each_kind_as_one_datagram(manager: NotifySocket) -> None:
     notifier = Notifier(manager.address)
     assert notifier.ready("0 nodes, 0 direct, 0 via gateway")
     assert notifier.status("1 node,\n1 direct")  # one line, whatever it is given
     assert notifier.watchdog() and notifier.stopping()
     assert notifier.reloading()
-    datagrams = manager.received()
+    datagrams = manager.datagrams()
     assert datagrams[:4] == [
         "READY=1\nSTATUS=0 nodes, 0 direct, 0 via gateway",
         "STATUS=1 node, 1 direct",
@@ -107,7 +84,7 @@ def test_a_missing_manager_is_no_error(tmp_path: Path, caplog: pytest.LogCapture
 
 
 def test_the_daemon_tells_its_manager(
-    tmp_path: Path, manager: Manager, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, manager: NotifySocket, caplog: pytest.LogCaptureFixture
 ) -> None:
     alice_settings, bob_settings = make_settings(tmp_path)
     net = FakeNet()
@@ -121,7 +98,7 @@ def test_the_daemon_tells_its_manager(
     async def listen() -> None:
         while True:
             await trio.lowlevel.wait_readable(manager.sock)
-            heard.extend((trio.current_time(), f) for f in manager.fields())
+            heard.extend((trio.current_time(), f) for f in manager.received())
 
     def fields(after: float = -1.0, before: float = float("inf")) -> list[str]:
         return [f for t, f in heard if after <= t < before and f != "WATCHDOG=1"]
@@ -144,7 +121,7 @@ def test_the_daemon_tells_its_manager(
             nursery.cancel_scope.cancel()
 
     trio.run(scenario, clock=mock_clock())
-    heard.extend((marks["stop"], f) for f in manager.fields())
+    heard.extend((marks["stop"], f) for f in manager.received())
     notifier.close()
     # Ready once the interface is up and the admin socket bound, before any peer.
     assert set_up
