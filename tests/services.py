@@ -11,6 +11,7 @@ parser (or run it) and see which node the service would start.
 from __future__ import annotations
 
 import configparser
+import re
 import select
 import shlex
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.netns import Daemons
 from wg_netmanager import service
 
 CONFIG_DIR = service.CONFIG_DIR
@@ -139,3 +141,36 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# --- pings between boxes, counted --------------------------------------------------------
+
+PING_INTERVAL = 0.02  # seconds between pings: 50 a second on every pair
+
+
+def start_pings(
+    mesh: Daemons, pairs: list[tuple[str, str]], count: int
+) -> dict[tuple[str, str], Path]:
+    """``count`` pings from a to b's wg IP, every PING_INTERVAL, for each pair,
+    in the background (spawned in the boxes); their outputs."""
+    outputs = {}
+    for a, b in pairs:
+        out = mesh.tmp / f"ping-{a}-{b}-{time.monotonic_ns()}.out"
+        argv = ["ping", "-n", "-q", "-i", str(PING_INTERVAL), "-c", str(count), "-W", "2"]
+        mesh.tb.spawn(a, [*argv, mesh.nodes[b]], out)
+        outputs[(a, b)] = out
+    return outputs
+
+
+def ping_losses(outputs: dict[tuple[str, str], Path], timeout: float) -> dict[tuple[str, str], int]:
+    """Pings not answered, per pair, once every ping finished (waiting up to ``timeout`` s)."""
+    losses = {}
+    deadline = time.monotonic() + timeout
+    for pair, out in outputs.items():
+        while "packets transmitted" not in out.read_text():
+            assert time.monotonic() < deadline, f"{pair}: ping did not finish"
+            time.sleep(0.2)
+        found = re.search(r"(\d+) packets transmitted, (\d+) received", out.read_text())
+        assert found is not None, out.read_text()
+        losses[pair] = int(found[1]) - int(found[2])
+    return losses

@@ -267,7 +267,7 @@ class Signals:
         return self._signums.pop(0)
 
 
-def test_sighup_reloads_and_sigterm_stops() -> None:
+def test_sighup_reloads_and_sigterm_stops_and_a_terminal_hangup_stops() -> None:
     hangups: list[int] = []
 
     async def scenario() -> None:
@@ -283,6 +283,10 @@ def test_sighup_reloads_and_sigterm_stops() -> None:
                 lambda: hangups.append(2),
             )
         assert scope.cancel_called and hangups == [1, 1, 2]  # nothing after SIGTERM
+        # With the TUI, SIGHUP is the terminal hanging up: the daemon stops.
+        with trio.CancelScope() as scope:
+            await daemon_module._on_signals(Signals(signal.SIGHUP), scope, None)
+        assert scope.cancel_called
 
     trio.run(scenario)
 

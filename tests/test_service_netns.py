@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import signal
 import time
 from collections.abc import Iterator
@@ -29,43 +28,15 @@ import pytest
 from tests.faults import NODES, FaultMesh, fault_mesh
 from tests.helpers import SHARED_KEY_B64
 from tests.netns import Daemons, daemons_in
-from tests.services import NotifySocket
+from tests.services import NotifySocket, ping_losses, start_pings
 
 pytestmark = pytest.mark.netns
-
-PING_INTERVAL = 0.02  # seconds between pings: 50 a second on every pair
-PING_COUNT = 300  # 6 s of pings, the reloads in the middle
 
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[FaultMesh]:
     with fault_mesh(tmp_path) as mesh:
         yield mesh
-
-
-def start_pings(mesh: FaultMesh, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Path]:
-    """``ping`` from a to b over WireGuard for each pair, in the background; their outputs."""
-    outputs = {}
-    for a, b in pairs:
-        out = mesh.tmp / f"ping-{a}-{b}.out"
-        argv = ["ping", "-n", "-q", "-i", str(PING_INTERVAL), "-c", str(PING_COUNT)]
-        mesh.tb.spawn(a, [*argv, "-W", "2", mesh.nodes[b]], out)
-        outputs[(a, b)] = out
-    return outputs
-
-
-def ping_losses(outputs: dict[tuple[str, str], Path]) -> dict[tuple[str, str], int]:
-    """Pings sent and not answered, per pair, once every ping finished (bounded)."""
-    losses = {}
-    deadline = time.monotonic() + PING_COUNT * PING_INTERVAL + 20
-    for pair, out in outputs.items():
-        while "packets transmitted" not in out.read_text():
-            assert time.monotonic() < deadline, f"{pair}: ping did not finish"
-            time.sleep(0.2)
-        found = re.search(r"(\d+) packets transmitted, (\d+) received", out.read_text())
-        assert found is not None, out.read_text()
-        losses[pair] = int(found[1]) - int(found[2])
-    return losses
 
 
 def public_key(mesh: FaultMesh, box: str) -> str:
@@ -88,7 +59,7 @@ def test_reload_while_pings_run_loses_nothing_and_applies_the_change(
         keys = {box: public_key(mesh, box) for box in NODES}
         pids = {box: proc.pid for box, proc in mesh.procs.items()}
 
-        pings = start_pings(mesh, list(itertools.permutations(NODES, 2)))
+        pings = start_pings(mesh, list(itertools.permutations(NODES, 2)), count=300)
         time.sleep(1.5)
         mesh.config.write_text(mesh.config.read_text() + "timers:\n  pingInterval: 5\n")
         hangup = time.monotonic()
@@ -99,7 +70,7 @@ def test_reload_while_pings_run_loses_nothing_and_applies_the_change(
         print(f"beta: reloaded, READY=1 {again - hangup:.3f} s after SIGHUP")
         for box in ("beta", "charlie"):
             mesh.wait(lambda box=box: "pingInterval 12 -> 5" in mesh.log(box), 10)
-        losses = ping_losses(pings)
+        losses = ping_losses(pings, timeout=30)
         print(f"pings lost during the reload: {losses}")
         assert set(losses.values()) == {0}, (losses, mesh.logs())
         # The same processes, the same interfaces and keys.

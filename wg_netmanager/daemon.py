@@ -641,8 +641,9 @@ async def serve(
     load_settings: Callable[[], Settings] | None = None,
     notifier: Notifier | None = None,
 ) -> StartupError | None:
-    """Run a daemon on this machine until SIGINT/SIGTERM (or ``q`` in the TUI);
-    SIGHUP reloads ``load_settings()``. Returns the startup error, if any."""
+    """Run a daemon on this machine until SIGINT/SIGTERM (or ``q`` in the TUI).
+    SIGHUP reloads ``load_settings()`` when headless; with the TUI it means the
+    terminal hung up, and stops the daemon. Returns the startup error, if any."""
     host = SystemHost()
     daemon: Daemon | None = None
     hangup_early = False
@@ -656,7 +657,8 @@ async def serve(
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_on_signals, signals, nursery.cancel_scope, on_hangup)
+            hangup = None if settings.tui else on_hangup
+            nursery.start_soon(_on_signals, signals, nursery.cancel_scope, hangup)
             keys = KeyPair.generate()
             node = await build_node(settings, keys, host)
             device = WgInterface(settings.interface, existing=settings.existing_interface)
@@ -678,10 +680,11 @@ async def serve(
 
 
 async def _on_signals(
-    signals: AsyncIterator[int], scope: trio.CancelScope, on_hangup: Callable[[], None]
+    signals: AsyncIterator[int], scope: trio.CancelScope, on_hangup: Callable[[], None] | None
 ) -> None:
+    """SIGHUP calls ``on_hangup`` (None: it stops, as the other signals do)."""
     async for signum in signals:
-        if signum == signal.SIGHUP:
+        if signum == signal.SIGHUP and on_hangup is not None:
             log.info("SIGHUP received, reloading")
             on_hangup()
             continue
