@@ -132,9 +132,21 @@ def test_install_writes_the_layout_and_is_idempotent(
     ]
     assert SHARED_KEY_B64 not in out
 
-    # Unchanged input: nothing written. A changed network file: only it is updated.
-    code, out, _ = install(capsys, root, "systemd", *argv, "wg7", "10.1.1.5", "eve")
-    assert [line.split()[0] for line in out.splitlines()[:4]] == ["unchanged"] * 4
+    # Unchanged input (either spelling): nothing written. A changed network file: it is updated.
+    for command in (["install"], ["service", "install"]):
+        code, out, _ = run(
+            capsys,
+            *command,
+            "--root",
+            str(root),
+            "--init",
+            "systemd",
+            *argv,
+            "wg7",
+            "10.1.1.5",
+            "eve",
+        )
+        assert [line.split()[0] for line in out.splitlines()[:4]] == ["unchanged"] * 4
     net.write_text(NETWORK.replace("vps.example.org", "vps2.example.org"))
     (conf / "options").chmod(0o644)
     code, out, _ = install(capsys, root, "systemd", *argv, "wg7", "10.1.1.5", "eve")

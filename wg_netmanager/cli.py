@@ -73,7 +73,8 @@ Usage:
   wg_netmanager --version
 
 Commands:
-  (none)    run the daemon (SIGHUP re-reads both files; SIGINT/SIGTERM stop it)
+  (none)    run the daemon (SIGINT/SIGTERM stop it; SIGHUP re-reads the files,
+            or with the TUI stops it: the terminal hung up)
   check     validate the configuration, print what would run and exit (as -O)
   install   install this node as a service (systemd or OpenRC): the unit or
             init script and /etc/wg_netmanager/<interface>/; prints what it wrote
