@@ -505,12 +505,16 @@ class Daemon:
 
     def _serve_manager(self, nursery: trio.Nursery) -> None:
         """Set up and serving: tell the service manager, and keep telling it."""
-        self.notifier.ready(self._service_status())
+        self._tell_ready()
         nursery.start_soon(self._reloads)
         if self.notifier.enabled:
             nursery.start_soon(self._report_status)
         if self.notifier.watchdog_interval:
             nursery.start_soon(self._watchdog, self.notifier.watchdog_interval)
+
+    def _tell_ready(self) -> None:
+        self._status_sent = self._service_status()
+        self.notifier.ready(self._status_sent)
 
     async def _reloads(self) -> None:
         while True:
@@ -537,7 +541,7 @@ class Daemon:
                 (trio.current_time() - started) * 1000,
                 "; ".join(change.applied) or "no change that applies",
             )
-        self.notifier.ready(self._service_status())
+        self._tell_ready()
 
     async def _apply(self, change: Reload) -> None:
         for line in change.needs_restart:
@@ -560,11 +564,11 @@ class Daemon:
     def _service_status(self) -> str:
         now = trio.current_time()
         doc = status_document(self.node.statistics(now), interface=self.settings.interface)
-        self._status_sent = service_status(doc)
-        return self._status_sent
+        return service_status(doc)
 
     async def _report_status(self) -> None:
-        """``STATUS=`` whenever the one-line summary changes (looked at once a second)."""
+        """``STATUS=`` whenever the one-line summary changes (looked at once a second,
+        computed only when the node's state moved)."""
         token = None
         while True:
             await trio.sleep(STATUS_CHECK_INTERVAL)
@@ -572,9 +576,10 @@ class Daemon:
             current = (node.state_version, node.table_version, len(node.sessions))
             if current == token:
                 continue
-            token, before = current, self._status_sent
-            if self._service_status() != before:
-                self.notifier.status(self._status_sent or "")
+            token, text = current, self._service_status()
+            if text != self._status_sent:
+                self._status_sent = text
+                self.notifier.status(text)
 
     async def _watchdog(self, interval: float) -> None:
         """``WATCHDOG=1`` from the trio loop itself: a hung loop stops saying it."""
@@ -657,7 +662,7 @@ async def serve(
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            hangup = None if settings.tui else on_hangup
+            hangup = None if settings.tui else on_hangup  # TUI: the terminal hung up
             nursery.start_soon(_on_signals, signals, nursery.cancel_scope, hangup)
             keys = KeyPair.generate()
             node = await build_node(settings, keys, host)
@@ -693,25 +698,28 @@ async def _on_signals(
         return
 
 
-# syslog priorities (sd-daemon(3) prefixes) of the logging levels
-_PRIORITY = {
-    logging.DEBUG: 7,
-    logging.INFO: 6,
-    logging.WARNING: 4,
-    logging.ERROR: 3,
-    logging.CRITICAL: 2,
-}
-
-
 class JournalFormatter(logging.Formatter):
-    """``<priority>LEVEL message``: journald stamps the time and reads the priority."""
+    """``<priority>LEVEL message``: journald stamps the time and reads the
+    syslog priority from the prefix (sd-daemon(3))."""
 
     def __init__(self) -> None:
         super().__init__("%(levelname)-7s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        priority = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
-        return f"<{priority}>{super().format(record)}"
+        return f"<{_syslog_priority(record.levelno)}>{super().format(record)}"
+
+
+def _syslog_priority(level: int) -> int:
+    """debug 7, info 6, warning 4, error 3, critical 2."""
+    for limit, priority in (
+        (logging.INFO, 7),
+        (logging.WARNING, 6),
+        (logging.ERROR, 4),
+        (logging.CRITICAL, 3),
+    ):
+        if level < limit:
+            return priority
+    return 2
 
 
 def to_journal(stream: object) -> bool:
