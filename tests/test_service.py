@@ -1,6 +1,7 @@
 """``wg_netmanager install``: the systemd unit and OpenRC script it writes, into
 a temporary root; systemd's own verifier on the unit; the OpenRC script's
-syntax and the command line it runs; and ``-s/--static`` on the command line.
+syntax and the command line it runs; ``-s/--static`` on the command line, and
+``verbosity`` in peer.yaml.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from tests import services
 from tests.helpers import SHARED_KEY_B64
 from tests.netns import require_tools
 from wg_netmanager import cli, daemon, service
-from wg_netmanager.config import ConfigError, Settings, StaticPeer, load_network, parse_static
+from wg_netmanager.config import (
+    ConfigError,
+    Settings,
+    StaticPeer,
+    load_network,
+    load_peer,
+    parse_static,
+)
 
 NETWORK = f"""\
 network:
@@ -378,3 +386,33 @@ def test_a_reload_reads_the_files_again(
     net.write_text("network: [")
     with pytest.raises(ConfigError, match=r"network\.yaml: line 1"):
         loaders[0]()
+
+
+# --- verbosity in peer.yaml (what a reload can change) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "cli_words", "expected"),
+    [
+        ("verbosity: 2", [], 2),
+        ("verbosity: 1", ["-vv"], 2),
+        ("verbosity: 0", ["-v"], 1),
+        ("", [], 0),
+    ],
+)
+def test_verbosity_from_peer_yaml_unless_given_as_v(
+    net: Path, tmp_path: Path, line: str, cli_words: list[str], expected: int
+) -> None:
+    peer = tmp_path / "peer.yaml"
+    peer.write_text(f"name: eve\nwgIp: 10.1.1.5\n{line}\n")
+    args = cli.docopt(cli.USAGE, ["-c", str(net), "-p", str(peer), *cli_words])
+    assert cli.build_settings(args).verbosity == expected
+
+
+@pytest.mark.parametrize("value", ["3", "-1", "true", "'2'", "1.5"])
+def test_bad_verbosity_is_one_line(tmp_path: Path, value: str) -> None:
+    peer = tmp_path / "peer.yaml"
+    peer.write_text(f"verbosity: {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_peer(str(peer), required=True)
+    assert str(info.value).startswith(f"{peer}: verbosity: expected 0, 1 or 2 (as many -v), got")
