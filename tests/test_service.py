@@ -416,3 +416,16 @@ def test_bad_verbosity_is_one_line(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_peer(str(peer), required=True)
     assert str(info.value).startswith(f"{peer}: verbosity: expected 0, 1 or 2 (as many -v), got")
+
+
+def test_a_configuration_error_under_journald_is_an_error(
+    net: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        monkeypatch.setattr("sys.stderr", stream)
+        assert cli.main(["-c", str(net), "check", "wg0", "10.9.9.9", "eve"]) == 2
+    [line] = stderr.read_text().splitlines()
+    assert line.startswith("<3>wg_netmanager: error: command line: <wg_ip>: 10.9.9.9 is outside")

@@ -49,6 +49,7 @@ from wg_netmanager.config import (
     warn_if_world_readable,
 )
 from wg_netmanager.core.timers import Timers, timer_names
+from wg_netmanager.notify import to_journal
 
 DEFAULT_NETWORK_PATH = "/etc/wg_netmanager/network.yaml"
 DEFAULT_PEER_PATH = "/etc/wg_netmanager/peer.yaml"
@@ -112,7 +113,8 @@ Options:
 
 
 def _error(message: str) -> None:
-    print(f"wg_netmanager: error: {message}", file=sys.stderr)
+    priority = "<3>" if to_journal(sys.stderr) else ""  # journald: an error, not info
+    print(f"{priority}wg_netmanager: error: {message}", file=sys.stderr)
 
 
 def _cli_port(text: str | None, option: str) -> int | None:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -58,7 +57,7 @@ from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
 from .keys import KeyPair
 from .model import Endpoint, Route
-from .notify import Notifier
+from .notify import Notifier, to_journal
 from .proc import CommandError
 from .reload import Reload, plan_reload
 from .routes import Routes, RouteTable
@@ -720,16 +719,6 @@ def _syslog_priority(level: int) -> int:
         if level < limit:
             return priority
     return 2
-
-
-def to_journal(stream: object) -> bool:
-    """Is ``stream`` journald's? systemd says so in ``JOURNAL_STREAM`` (device:inode)."""
-    expected = os.environ.get("JOURNAL_STREAM")
-    try:
-        st = os.fstat(stream.fileno())  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError):
-        return False
-    return expected == f"{st.st_dev}:{st.st_ino}"
 
 
 def _log_level(settings: Settings) -> int:

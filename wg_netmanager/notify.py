@@ -6,7 +6,8 @@ newline-separated ``KEY=value`` fields to it: ``READY=1`` once the interface
 is up and the admin socket bound, ``STATUS=...`` when the summary changes,
 ``WATCHDOG=1`` every half ``WATCHDOG_USEC``, ``RELOADING=1`` ... ``READY=1``
 around a reload, ``STOPPING=1`` on shutdown. Without ``NOTIFY_SOCKET`` (a
-terminal, OpenRC) every call does nothing.
+terminal, OpenRC) every call does nothing. ``to_journal`` tells whether a
+stream is journald's (log lines then carry a syslog priority prefix).
 
 Written here rather than taken from PyPI: ``sdnotify`` (last release 2017)
 swallows every error and knows nothing of the watchdog, and the libsystemd
@@ -91,6 +92,16 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def to_journal(stream: object) -> bool:
+    """Is ``stream`` journald's? systemd says so in ``JOURNAL_STREAM`` (device:inode)."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    try:
+        st = os.fstat(stream.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
 
 
 def _watchdog_usec(env: Mapping[str, str]) -> int | None:
