@@ -20,7 +20,9 @@ die() {
     exit 1
 }
 
-PACKAGES=(wireguard-tools wireguard-go iproute2 nftables iputils-ping tmux faketime python3-venv)
+# systemd: its systemd-analyze verifies the shipped unit (nothing is started).
+PACKAGES=(wireguard-tools wireguard-go iproute2 nftables iputils-ping tmux faketime python3-venv
+    systemd)
 
 # --- system packages ------------------------------------------------------
 if [ "$(id -u)" -eq 0 ]; then

@@ -20,4 +20,6 @@ Scripts use it too: run them from the repository root as
   fault commands.
 - ``prober``: the reachability prober, a program run inside the boxes.
 - ``procfs``: what ``/proc`` says about a process.
+- ``services``: an installed service read back (the command line its unit
+  or OpenRC script runs), a service manager's notify socket, counted pings.
 """

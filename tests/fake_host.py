@@ -29,6 +29,7 @@ from wg_netmanager.config import Settings, load_network
 from wg_netmanager.daemon import Daemon, build_node
 from wg_netmanager.keys import KeyPair
 from wg_netmanager.model import Endpoint
+from wg_netmanager.notify import Notifier
 from wg_netmanager.proc import CommandError
 
 ALICE_IP, BOB_IP = "192.0.2.1", "192.0.2.2"  # the static and the dynamic machine
@@ -211,11 +212,23 @@ class Machine:
     device: FakeWgDevice = field(default_factory=FakeWgDevice)
     routes: FakeRoutes = field(default_factory=FakeRoutes)
 
-    async def daemon(self) -> Daemon:
+    async def daemon(
+        self,
+        *,
+        notifier: Notifier | None = None,
+        load_settings: Callable[[], Settings] | None = None,
+    ) -> Daemon:
         keys = KeyPair.generate()
         node = await build_node(self.settings, keys, self.host)
         return Daemon(
-            self.settings, node, keys, device=self.device, routes=self.routes, host=self.host
+            self.settings,
+            node,
+            keys,
+            device=self.device,
+            routes=self.routes,
+            host=self.host,
+            notifier=notifier,
+            load_settings=load_settings,
         )
 
 

@@ -39,7 +39,7 @@ class Member:
         info = NodeInfo(
             self.wg_ip, self.name, self.public_key, wg_port(self.wg_ip), admin_port(self.wg_ip)
         )
-        return NodeInfo(**{**info.__dict__, **changes})  # type: ignore[arg-type]
+        return NodeInfo(**{**info.__dict__, **changes})
 
     def _noise(self, initiator: bool) -> noise.Handshake:
         return noise.Handshake(

@@ -275,7 +275,7 @@ def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     """Stands in for wg_netmanager.daemon.main."""
     seen: list[Settings] = []
 
-    def main(settings: Settings) -> int:
+    def main(settings: Settings, load_settings: object = None) -> int:
         seen.append(settings)
         return 7
 

@@ -12,6 +12,9 @@ Where each setting comes from, first match wins:
   octet of wg_ip.
 * log file: ``--logfile FILE``, or ``-l`` for ``<name>.log`` in the current
   directory (the original tool's flag; ``-l FILE`` is refused with the fix).
+* verbosity: ``-v``/``-vv``, else ``verbosity`` in peer.yaml, else 0.
+* static peers: network.yaml ``peers:`` plus every ``-s/--static``; with
+  ``-s`` the file may have no ``peers:``.
 
 network.yaml (``-c``/``--network_config``) must exist. peer.yaml
 (``-p``/``--peer_config``) may be missing when it is the default path, but not
@@ -31,6 +34,8 @@ from docopt import DocoptExit, docopt
 
 from wg_netmanager import __version__, service
 from wg_netmanager.config import (
+    ADMIN_PORT_BASE,
+    WG_PORT_BASE,
     ConfigError,
     PeerConfig,
     Settings,
@@ -42,16 +47,17 @@ from wg_netmanager.config import (
     load_peer,
     load_private_key,
     parse_ipv4,
+    parse_static,
     warn_if_world_readable,
 )
 from wg_netmanager.core.timers import Timers, timer_names
+from wg_netmanager.notify import to_journal
 
 CONFIG_DIR = "/etc/wg_netmanager"  # a pinned static keeps its key here: <interface>.key
 DEFAULT_NETWORK_PATH = "/etc/wg_netmanager/network.yaml"
 DEFAULT_PEER_PATH = "/etc/wg_netmanager/peer.yaml"
 DEFAULT_INTERFACE = "wg0"
-WG_PORT_BASE, ADMIN_PORT_BASE = 50000, 50500
-COMMANDS = ("check", "install", "genkey", "status")
+COMMANDS = ("check", "install", "service", "genkey", "status")
 
 # Command patterns come before the bare run pattern: docopt picks the first of
 # equally good matches, and [<interface> ...] would otherwise swallow "genkey".
@@ -59,18 +65,24 @@ COMMANDS = ("check", "install", "genkey", "status")
 USAGE = f"""wg_netmanager - WireGuard mesh network manager
 
 Usage:
-  wg_netmanager check [options] [-v...] [(<interface> <wg_ip> <name>)]
-  wg_netmanager install [options] [-v...] [(<interface> <wg_ip> <name>)]
+  wg_netmanager check [options] [-v...] [(-s SPEC)...] [(<interface> <wg_ip> <name>)]
+  wg_netmanager install [--init SYSTEM] [--root DIR] [options] [-v...] [(-s SPEC)...]
+                        [(<interface> <wg_ip> <name>)]
+  wg_netmanager service install [--init SYSTEM] [--root DIR] [options] [-v...] [(-s SPEC)...]
+                                [(<interface> <wg_ip> <name>)]
   wg_netmanager genkey
   wg_netmanager status [--json] [options] [-v...] [<interface>]
-  wg_netmanager [options] [-v...] [(<interface> <wg_ip> <name>)]
+  wg_netmanager [options] [-v...] [(-s SPEC)...] [(<interface> <wg_ip> <name>)]
   wg_netmanager (-h | --help)
   wg_netmanager --version
 
 Commands:
-  (none)    run the daemon
+  (none)    run the daemon (SIGINT/SIGTERM stop it; SIGHUP re-reads the files,
+            or with the TUI stops it: the terminal hung up)
   check     validate the configuration, print what would run and exit (as -O)
-  install   print a systemd unit that runs this node with these options
+  install   install this node as a service (systemd or OpenRC): the unit or
+            init script and /etc/wg_netmanager/<interface>/; prints what it wrote
+            (also as "service install")
   genkey    print a new sharedKey
   status    the running daemon's peer table (of this network namespace)
 
@@ -92,6 +104,11 @@ Options:
   -l                                also write the log to <name>.log in the current directory
   --logfile FILE                    also write the log to FILE
   -O                                print the resulting configuration and exit (as check)
+  -s SPEC, --static SPEC            a static peer WGIP@HOST:WGPORT[,ADMINPORT] besides the
+                                    file's peers (repeatable; ADMINPORT default 50500 +
+                                    last octet of WGIP)
+  --init SYSTEM                     install: systemd or openrc (default: the running one)
+  --root DIR                        install: below DIR instead of / (packaging, tests)
   --json                            status as JSON
   -h, --help                        show this
   --version                         show the version
@@ -99,7 +116,8 @@ Options:
 
 
 def _error(message: str) -> None:
-    print(f"wg_netmanager: error: {message}", file=sys.stderr)
+    priority = "<3>" if to_journal(sys.stderr) else ""  # journald: an error, not info
+    print(f"{priority}wg_netmanager: error: {message}", file=sys.stderr)
 
 
 def _cli_port(text: str | None, option: str) -> int | None:
@@ -163,7 +181,8 @@ def _identity(
 
 def build_settings(args: dict[str, Any]) -> Settings:
     """Combine docopt's ``args``, network.yaml and peer.yaml (see module docstring)."""
-    network = load_network(network_path(args))
+    statics = tuple(parse_static(spec) for spec in args["--static"])
+    network = load_network(network_path(args), statics)
     peer_file = peer_path(args)
     peer = load_peer(peer_file, required=peer_file != DEFAULT_PEER_PATH)
     interface, wg_ip, name, ip_where = _identity(args, peer, peer_file)
@@ -190,7 +209,7 @@ def build_settings(args: dict[str, Any]) -> Settings:
     if args["--tui"] and args["--no-tui"]:
         raise ConfigError("command line: -t and --no-tui contradict each other; give one")
     terminal = sys.stdout.isatty()
-    # install's output is usually redirected to a file, and the unit runs headless anyway.
+    # A service runs headless anyway.
     if args["--tui"] and not terminal and not args["install"]:
         raise ConfigError(
             "command line: -t: standard output is not a terminal, so there is no screen "
@@ -209,7 +228,7 @@ def build_settings(args: dict[str, Any]) -> Settings:
         existing_interface=args["--existing-wg"] or bool(peer.existing_interface),
         wg_port=wg_port,
         admin_port=admin_port,
-        verbosity=args["--verbose"],
+        verbosity=args["--verbose"] or peer.verbosity or 0,
         logfile=logfile,
         tui=not args["--no-tui"] and terminal,
         hopping=args["--wireguard-hopping"],
@@ -249,42 +268,67 @@ def describe(settings: Settings) -> list[str]:
     return lines
 
 
-def service_command(args: dict[str, Any], settings: Settings) -> list[str]:
-    """The command line of the daemon a service runs for this invocation.
+def service_options(args: dict[str, Any], settings: Settings) -> tuple[list[str], list[str]]:
+    """The options a service adds to its fixed ``-c``, ``-p`` and ``-i`` (its
+    ``OPTIONS``), and notes on what it leaves out.
 
-    Repeats what was given here, with absolute paths (a service runs in /);
-    what was left to peer.yaml stays there. Headless: a service has no terminal.
+    Identity, ``-e`` and ``-v`` go into the instance's peer.yaml instead (a
+    reload can change the verbosity there). A service logs to the journal or
+    its log file, runs headless, and reaches the files it was given as copies.
     """
-    words = [*_executable(), "-c", os.path.abspath(settings.network.path)]
-    if args["--peer-config"] is not None or args["--peer_config"] is not None:
-        words += ["-p", os.path.abspath(peer_path(args))]
-    cli_identity = args["<interface>"] is not None
-    if cli_identity or args["--wireguard-interface"] is not None:
-        words += ["-i", settings.interface]
-    if cli_identity or args["--wireguard-address"] is not None:
-        words += ["-a", str(settings.wg_ip)]
-    if cli_identity or args["--name"] is not None:
-        words += ["-n", settings.name]
-    if args["--existing-wg"]:
-        words.append("-e")
+    words = []
     if args["--wireguard-port"] is not None:
         words += ["-w", str(settings.wg_port)]
     if args["--admin-port"] is not None:
         words += ["-u", str(settings.admin_port)]
     if settings.hopping:
         words.append("-H")
-    if settings.verbosity:
-        words.append("-" + "v" * settings.verbosity)
+    for spec in args["--static"]:
+        peer = parse_static(spec)
+        words += ["-s", f"{peer.wg_ip}@{peer.endpoint_text},{peer.admin_port}"]
+    notes = []
     if settings.logfile:
-        words += ["--logfile", os.path.abspath(settings.logfile)]
-    return [*words, "--no-tui"]
+        notes.append(
+            f"left out: the log file {settings.logfile} (a service logs to the journal, "
+            "or with OpenRC to /var/log/wg_netmanager.<interface>.log)"
+        )
+    return words, notes
 
 
-def _executable() -> list[str]:
-    script = sys.argv[0] if sys.argv else ""
-    if os.path.basename(script) == "wg_netmanager" and os.path.isfile(script):
-        return [os.path.abspath(script)]  # the installed console script
-    return [sys.executable, "-m", "wg_netmanager"]
+def _install(args: dict[str, Any], settings: Settings) -> int:
+    init = args["--init"]
+    root = args["--root"] or "/"
+    if init is None:
+        init = service.detect_init(root)
+        if init is None:
+            raise ConfigError(
+                "install: cannot tell which init system runs here; "
+                "give --init systemd or --init openrc"
+            )
+    elif init not in service.INIT_SYSTEMS:
+        raise ConfigError(f"install: --init {init!r}: give --init systemd or --init openrc")
+    options, notes = service_options(args, settings)
+    with open(settings.network.path, encoding="utf-8-sig") as file:  # read once already
+        network_text = file.read()
+    files = service.plan(settings, init, options, network_text, service.executable())
+    try:
+        report = service.install(files, root)
+    except OSError as exc:
+        raise ConfigError(
+            f"install: {exc.filename}: {exc.strerror}; run as root (or give --root DIR)"
+        ) from None
+    for state, path in report:
+        print(f"{state:9} {path}")
+    for note in notes:
+        print(f"note: {note}")
+    if service.under_home(service.executable()) and init == service.SYSTEMD:
+        print(
+            "note: wg_netmanager is installed under a home directory, so the unit "
+            "reads homes (ProtectHome=read-only); install it system-wide to hide them"
+        )
+    for step in service.next_steps(init, settings.interface):
+        print(f"next: {step}")
+    return 0
 
 
 def _status(args: dict[str, Any]) -> int:
@@ -370,15 +414,15 @@ def main(argv: list[str] | None = None) -> int:
             print(warning, file=sys.stderr)
         if args["install"]:
             _print_warnings(settings)
-            print(service.systemd_unit(settings, service_command(args, settings)))
-            return 0
+            return _install(args, settings)
         if args["check"] or args["-O"]:
             _print_warnings(settings)
             print("\n".join(describe(settings)))
             return 0
         from wg_netmanager import daemon  # logs the configuration's warnings itself
 
-        return daemon.main(settings)
+        # A reload (SIGHUP) reads the same command line with the files as they are then.
+        return daemon.main(settings, load_settings=lambda: build_settings(args))
     except ConfigError as exc:
         _error(str(exc))
         return 2

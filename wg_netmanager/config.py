@@ -30,10 +30,14 @@ MAX_FILE_SIZE = 1 << 20  # a real config is a few hundred bytes; refuse before p
 MIN_PORT, MAX_PORT = 1, 65535
 MAX_KEEPALIVE = 65535  # WireGuard's limit for persistent keepalive
 MAX_TIMER = 86400.0  # no protocol timer needs more than a day; also keeps sleeps finite
+# A node's ports when nothing names them: these plus the last octet of its wg IP.
+WG_PORT_BASE, ADMIN_PORT_BASE = 50000, 50500
+MAX_VERBOSITY = 2  # -vv: commands and drops
+STATIC_OPTION = "-s/--static"
 
 _EXAMPLES = {  # how to fill in a missing field
     "network": "a 'network:' section with sharedKey and subnet",
-    "peers": "a 'peers:' list with at least one static peer",
+    "peers": "a 'peers:' list with at least one static peer (or give -s/--static)",
     "sharedKey": "'sharedKey: <output of wg_netmanager genkey>'",
     "subnet": "e.g. 'subnet: 10.1.1.0/24'",
     "endPoint": "e.g. 'endPoint: vps.example.org:50001'",
@@ -86,6 +90,7 @@ class PeerConfig:
     wg_interface: str | None = None
     existing_interface: bool | None = None
     private_key_file: str | None = None
+    verbosity: int | None = None  # as many -v; a reload applies it
 
 
 @dataclass(frozen=True)
@@ -422,15 +427,22 @@ def _endpoint(path: str, where: str, value: Any) -> tuple[str, int]:
     return host, port
 
 
-def _peers(path: str, value: Any, subnet: IPv4Network) -> tuple[StaticPeer, ...]:
-    if not isinstance(value, list):
+def _peers(
+    path: str, value: Any, subnet: IPv4Network, given: tuple[StaticPeer, ...] = ()
+) -> tuple[StaticPeer, ...]:
+    """The file's ``peers:`` (``value``; None: missing) plus ``given`` on the command line."""
+    if value is None:
+        if not given:
+            raise ConfigError(f"{path}: peers: missing; add {_EXAMPLES['peers']}")
+        value = []
+    elif not isinstance(value, list):
         raise ConfigError(
             f"{path}: peers: expected a list of static peers "
             f"(- endPoint/adminPort/wgIp), got {_show(value)}"
         )
-    if not value:
+    elif not value and not given:
         raise ConfigError(f"{path}: peers: empty; add at least one static peer")
-    peers: list[StaticPeer] = []
+    peers: list[tuple[str, StaticPeer]] = []
     for index, item in enumerate(value):
         where = f"peers[{index}]"
         entry = _mapping(path, where, item, "a mapping with endPoint, adminPort and wgIp")
@@ -445,17 +457,6 @@ def _peers(path: str, value: Any, subnet: IPv4Network) -> tuple[StaticPeer, ...]
                 f"{path}: {where}.adminPort: same as the WireGuard port of endPoint; "
                 "both are UDP ports on one host, pick another"
             )
-        for other_index, other in enumerate(peers):
-            if other.wg_ip == wg_ip:
-                raise ConfigError(
-                    f"{path}: {where}.wgIp: {wg_ip} is already used by peers[{other_index}]; "
-                    "every node needs its own wgIp"
-                )
-            if (other.host.lower(), other.wg_port) == (host.lower(), wg_port):
-                raise ConfigError(
-                    f"{path}: {where}.endPoint: {host}:{wg_port} is already used by "
-                    f"peers[{other_index}]; every static peer needs its own endpoint"
-                )
         pinned = None
         if entry.get("publicKey") is not None:
             key_text = _text(path, f"{where}.publicKey", entry["publicKey"], "wg pubkey output")
@@ -466,8 +467,62 @@ def _peers(path: str, value: Any, subnet: IPv4Network) -> tuple[StaticPeer, ...]
                     f"{path}: {where}.publicKey: not a WireGuard public key (base64 of 32 "
                     "bytes); put the output of 'wg pubkey' there"
                 ) from None
-        peers.append(StaticPeer(wg_ip, host, wg_port, admin_port, pinned))
-    return tuple(peers)
+        peer = StaticPeer(wg_ip, host, wg_port, admin_port, pinned)
+        _check_unique(peers, f"{path}: {where}.wgIp", f"{path}: {where}.endPoint", peer)
+        peers.append((where, peer))
+    for given_peer in given:
+        where = f"command line: {STATIC_OPTION} {given_peer.wg_ip}@{given_peer.endpoint_text}"
+        check_wg_ip(given_peer.wg_ip, subnet, where, path)
+        if any(p == given_peer for _, p in peers):
+            continue  # said twice, alike: no conflict
+        _check_unique(peers, where, where, given_peer)
+        peers.append((f"{STATIC_OPTION} {given_peer.wg_ip}", given_peer))
+    return tuple(peer for _, peer in peers)
+
+
+def _check_unique(
+    peers: list[tuple[str, StaticPeer]], ip_where: str, endpoint_where: str, peer: StaticPeer
+) -> None:
+    for other_where, other in peers:
+        if other.wg_ip == peer.wg_ip:
+            raise ConfigError(
+                f"{ip_where}: {peer.wg_ip} is already used by {other_where}; "
+                "every node needs its own wgIp"
+            )
+        if (other.host.lower(), other.wg_port) == (peer.host.lower(), peer.wg_port):
+            raise ConfigError(
+                f"{endpoint_where}: {peer.host}:{peer.wg_port} is already used by "
+                f"{other_where}; every static peer needs its own endpoint"
+            )
+
+
+def parse_static(text: str) -> StaticPeer:
+    """One ``-s/--static WGIP@HOST:WGPORT[,ADMINPORT]``; the admin port defaults
+    to 50500 + the last octet of WGIP (as the static itself would use).
+    Checked against the subnet by ``load_network``."""
+    where = f"command line: {STATIC_OPTION}"
+    example = "write it like 10.1.1.1@vps.example.org:50001 (or ...:50001,50501)"
+    ip_text, at, rest = text.strip().partition("@")
+    if not at or not ip_text or not rest:
+        raise ConfigError(f"{where}: {_show(text)} is not WGIP@HOST:WGPORT; {example}")
+    wg_ip = parse_ipv4(ip_text, f"{where} {ip_text}@...")
+    endpoint_text, comma, admin_text = rest.partition(",")
+    host, wg_port = _endpoint("command line", f"{STATIC_OPTION} {text.strip()}", endpoint_text)
+    if comma:
+        if not re.fullmatch(r"[0-9]{1,5}", admin_text):
+            raise ConfigError(
+                f"{where} {text.strip()}: admin port {_show(admin_text)} is not a number; "
+                "use 1..65535"
+            )
+        admin_port = _port("command line", f"{STATIC_OPTION} {text.strip()}", int(admin_text))
+    else:
+        admin_port = ADMIN_PORT_BASE + wg_ip.packed[-1]
+    if admin_port == wg_port:
+        raise ConfigError(
+            f"{where} {text.strip()}: admin port and WireGuard port are both {wg_port}; "
+            "give another admin port after a comma"
+        )
+    return StaticPeer(wg_ip, host, wg_port, admin_port)
 
 
 def _timers(path: str, value: Any) -> Timers:
@@ -496,12 +551,17 @@ def _timers(path: str, value: Any) -> Timers:
 # ---------------------------------------------------------------- the two files
 
 
-def load_network(path: str) -> NetworkConfig:
+def load_network(path: str, statics: tuple[StaticPeer, ...] = ()) -> NetworkConfig:
+    """network.yaml, its ``peers`` merged with ``statics`` from the command line
+    (``parse_static``); with those, the file may leave ``peers`` out."""
     doc = _load_yaml(path, "-c/--config", missing_ok=False)
     if doc is None:
         raise ConfigError(f"{path}: file is empty; it needs a 'network:' and a 'peers:' section")
     top = _mapping(path, "top level", doc, "a mapping with network, peers and timers")
-    _check_keys(path, "", top, ("network", "peers"), ("timers",))
+    if statics:
+        _check_keys(path, "", top, ("network",), ("peers", "timers"))
+    else:
+        _check_keys(path, "", top, ("network", "peers"), ("timers",))
     net = _mapping(path, "network", top["network"], "a mapping with sharedKey and subnet")
     _check_keys(path, "network", net, ("sharedKey", "subnet"))
     shared_key = _shared_key(path, net["sharedKey"])
@@ -510,7 +570,7 @@ def load_network(path: str) -> NetworkConfig:
         path=path,
         shared_key=shared_key,
         subnet=subnet,
-        peers=_peers(path, top["peers"], subnet),
+        peers=_peers(path, top.get("peers"), subnet, statics),
         timers=_timers(path, top.get("timers")),
         warnings=(subnet_warning,) if subnet_warning else (),
     )
@@ -522,10 +582,9 @@ def load_peer(path: str, required: bool) -> PeerConfig:
     if doc is None:  # missing (and optional) or empty: nothing is set
         return PeerConfig()
     top = _mapping(path, "top level", doc, "a mapping with name, wgIp, wgInterface")
-    _check_keys(
-        path, "", top, (), ("name", "wgIp", "wgInterface", "existingInterface", "privateKeyFile")
-    )
-    name = wg_ip = interface = existing = key_file = None
+    keys = ("name", "wgIp", "wgInterface", "existingInterface", "verbosity", "privateKeyFile")
+    _check_keys(path, "", top, (), keys)
+    name = wg_ip = interface = existing = verbosity = key_file = None
     if top.get("name") is not None:
         name = check_name(_text(path, "name", top["name"], "alice"), f"{path}: name")
     if top.get("wgIp") is not None:
@@ -539,15 +598,25 @@ def load_peer(path: str, required: bool) -> PeerConfig:
             raise ConfigError(
                 f"{path}: existingInterface: expected true or false, got {_show(existing)}"
             )
+    if top.get("verbosity") is not None:
+        verbosity = top["verbosity"]
+        if (
+            not isinstance(verbosity, int)
+            or isinstance(verbosity, bool)
+            or not 0 <= verbosity <= MAX_VERBOSITY
+        ):
+            raise ConfigError(
+                f"{path}: verbosity: expected 0, 1 or 2 (as many -v), got {_show(verbosity)}"
+            )
     if top.get("privateKeyFile") is not None:
-        key_file = _text(
-            path, "privateKeyFile", top["privateKeyFile"], "/etc/wg_netmanager/wg0.key"
-        )
+        example = "/etc/wg_netmanager/wg0.key"
+        key_file = _text(path, "privateKeyFile", top["privateKeyFile"], example)
     return PeerConfig(
         name=name,
         wg_ip=wg_ip,
         wg_interface=interface,
         existing_interface=existing,
+        verbosity=verbosity,
         private_key_file=key_file,
     )
 

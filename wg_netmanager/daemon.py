@@ -21,6 +21,9 @@ file). One nursery, small tasks, one owner of shutdown:
   ``<run dir>/<if>.peers``, so that after a crash the next run calls them back
   at once instead of waiting for their next ping
 - the control socket (``control.serve``) and the TUI read :class:`DaemonStatus`
+- under a service manager (``notify.Notifier``): ``READY=1`` once set up,
+  ``STATUS=`` on change, the watchdog, ``STOPPING=1``; ``reload`` (SIGHUP)
+  re-reads the files and applies the difference (``reload.plan_reload``)
 
 Failures of ``ip``/``wg`` are logged with the command and its stderr and
 retried: during setup a few times with backoff, afterwards on the next pass.
@@ -41,22 +44,24 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from ipaddress import IPv4Address
 from random import Random
 
 import trio
 
 from . import control, event_text, log_capture
-from .config import Settings
+from .config import ConfigError, Settings
 from .core.node import Node, StaticTarget
 from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
 from .keys import KeyPair
 from .model import Endpoint, Route
+from .notify import Notifier, to_journal
 from .proc import CommandError
+from .reload import Reload, plan_reload
 from .routes import Routes, RouteTable
-from .status_text import Doc, StatusSource, status_document
+from .status_text import Doc, StatusSource, service_status, status_document
 from .wgdev import WgDevice, WgInterface
 from .wire import MAX_DATAGRAM, NodeInfo
 
@@ -69,6 +74,7 @@ RETRY_AFTER_FAILURE = 1.0  # seconds before a failed ip/wg call is retried
 SETUP_RETRY_PAUSES = (0.1, 0.3, 1.0, 2.5)
 WAIT_FOR_EXISTING = 1.0  # -e: how often to look for a vanished interface
 MONITOR_RESTART_MAX = 30.0  # seconds between restarts of a failing link watch
+STATUS_CHECK_INTERVAL = 1.0  # seconds between looks at whether the service status changed
 
 
 class StartupError(Exception):
@@ -118,6 +124,8 @@ class Daemon:
         device: WgDevice,
         routes: Routes,
         host: Host,
+        notifier: Notifier | None = None,
+        load_settings: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
         self.node = node
@@ -137,6 +145,10 @@ class Daemon:
         self.startup_error: StartupError | None = None
         self._handshakes = HandshakeClock()
         self._peers_path = control.peers_path(settings.interface)
+        self.notifier = notifier or Notifier(None)
+        self._load_settings = load_settings  # what a reload reads (None: nothing to re-read)
+        self._reload_wake = trio.Event()
+        self._status_sent: str | None = None
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -154,8 +166,7 @@ class Daemon:
                     nursery.start_soon(self._remember_peers)
                 if self.settings.hopping and not self.settings.is_static:
                     nursery.start_soon(self._hop_ports)
-                if self.settings.verbosity >= 1:
-                    nursery.start_soon(self._summaries)
+                nursery.start_soon(self._summaries)
                 status: StatusSource = DaemonStatus(self, trio.current_time())
                 path = control.socket_path(self.settings.interface)
                 await nursery.start(control.serve, path, status.snapshot)
@@ -164,6 +175,7 @@ class Daemon:
                     from . import tui
 
                     await nursery.start(tui.run, status, nursery.cancel_scope)  # q cancels
+                self._serve_manager(nursery)
                 task_status.started()
         except StartupError as exc:
             self.startup_error = exc
@@ -223,6 +235,7 @@ class Daemon:
         return sock
 
     async def _cleanup(self) -> None:
+        self.notifier.stopping()
         sock = self._sock
         if sock is not None:
             self.node.shutdown(trio.current_time())
@@ -475,6 +488,8 @@ class Daemon:
         node = self.node
         while True:
             await trio.sleep(node.timers.summary_interval)
+            if self.settings.verbosity < 1:  # a reload may change it
+                continue
             status = node.statistics(trio.current_time())
             parts = [
                 f"{p.name}:{'direct' if p.path == 'direct' else 'via ' + (p.gateway_name or '?')}"
@@ -484,6 +499,98 @@ class Daemon:
             log.info("peers (%d): %s", len(parts), " ".join(parts) or "none")
             if status.drops:
                 log.info("dropped datagrams: %s", status.drops)
+
+    # --- reload (SIGHUP) and the service manager ----------------------------------
+
+    def request_reload(self) -> None:
+        """Re-read the configuration (SIGHUP): at once, or right after start-up."""
+        self._reload_wake.set()
+
+    def _serve_manager(self, nursery: trio.Nursery) -> None:
+        """Set up and serving: tell the service manager, and keep telling it."""
+        self._tell_ready()
+        nursery.start_soon(self._reloads)
+        if self.notifier.enabled:
+            nursery.start_soon(self._report_status)
+        if self.notifier.watchdog_interval:
+            nursery.start_soon(self._watchdog, self.notifier.watchdog_interval)
+
+    def _tell_ready(self) -> None:
+        self._status_sent = self._service_status()
+        self.notifier.ready(self._status_sent)
+
+    async def _reloads(self) -> None:
+        while True:
+            await self._reload_wake.wait()
+            self._reload_wake = trio.Event()
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Read the files again and apply what changed (``reload.plan_reload``);
+        a file that no longer validates keeps everything as it runs."""
+        self.notifier.reloading()
+        started = trio.current_time()
+        try:
+            if self._load_settings is None:
+                raise ConfigError("no configuration to read again")
+            loaded = self._load_settings()
+        except ConfigError as exc:
+            log.error("reload: %s; the running configuration stays", exc)
+        else:
+            change = plan_reload(self.settings, loaded)
+            await self._apply(change)
+            log.info(
+                "reloaded in %.0f ms: %s",
+                (trio.current_time() - started) * 1000,
+                "; ".join(change.applied) or "no change that applies",
+            )
+        self._tell_ready()
+
+    async def _apply(self, change: Reload) -> None:
+        for line in change.needs_restart:
+            log.warning("reload: %s", line)
+        running, settings = self.settings.network, change.settings.network
+        if settings.timers != running.timers or settings.peers != running.peers:
+            targets = []
+            for peer in settings.peers:
+                target = StaticTarget(
+                    peer.wg_ip, peer.host, peer.wg_port, peer.admin_port, pinned_key=peer.public_key
+                )
+                if peer not in running.peers:  # new, or moved: where is it now?
+                    target.address = await resolve_host(self.host, peer.host)
+                targets.append(target)
+            self.node.reconfigure(settings.timers, targets, trio.current_time())
+        self.settings = change.settings
+        logging.getLogger().setLevel(_log_level(change.settings))
+        for warning in set(settings.warnings) - set(running.warnings):
+            log.warning("%s", warning)
+        await self._flush()
+
+    def _service_status(self) -> str:
+        now = trio.current_time()
+        doc = status_document(self.node.statistics(now), interface=self.settings.interface)
+        return service_status(doc)
+
+    async def _report_status(self) -> None:
+        """``STATUS=`` whenever the one-line summary changes (looked at once a second,
+        computed only when the node's state moved)."""
+        token = None
+        while True:
+            await trio.sleep(STATUS_CHECK_INTERVAL)
+            node = self.node
+            current = (node.state_version, node.table_version, len(node.sessions))
+            if current == token:
+                continue
+            token, text = current, self._service_status()
+            if text != self._status_sent:
+                self._status_sent = text
+                self.notifier.status(text)
+
+    async def _watchdog(self, interval: float) -> None:
+        """``WATCHDOG=1`` from the trio loop itself: a hung loop stops saying it."""
+        while True:
+            self.notifier.watchdog()
+            await trio.sleep(interval)
 
 
 class DaemonStatus:
@@ -539,42 +646,103 @@ async def _sendto(sock: DatagramSocket, data: bytes, addr: Endpoint) -> None:
 # --- the process -------------------------------------------------------------------
 
 
-async def serve(settings: Settings) -> StartupError | None:
-    """Run a daemon on this machine until a signal (or ``q`` in the TUI);
-    return its startup error, if any."""
+async def serve(
+    settings: Settings,
+    load_settings: Callable[[], Settings] | None = None,
+    notifier: Notifier | None = None,
+) -> StartupError | None:
+    """Run a daemon on this machine until SIGINT/SIGTERM (or ``q`` in the TUI).
+    SIGHUP reloads ``load_settings()`` when headless; with the TUI it means the
+    terminal hung up, and stops the daemon. Returns the startup error, if any."""
     host = SystemHost()
     daemon: Daemon | None = None
+    hangup_early = False
+
+    def on_hangup() -> None:
+        nonlocal hangup_early
+        if daemon is None:
+            hangup_early = True  # still building the node: reload right after start-up
+        else:
+            daemon.request_reload()
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+            hangup = None if settings.tui else on_hangup  # TUI: the terminal hung up
+            nursery.start_soon(_on_signals, signals, nursery.cancel_scope, hangup)
             # A pinned static keeps its key; everyone else makes one per start.
             pinned = settings.private_key
             keys = KeyPair.generate() if pinned is None else KeyPair.from_private(pinned)
             node = await build_node(settings, keys, host)
             device = WgInterface(settings.interface, existing=settings.existing_interface)
-            daemon = Daemon(settings, node, keys, device=device, routes=RouteTable(), host=host)
+            daemon = Daemon(
+                settings,
+                node,
+                keys,
+                device=device,
+                routes=RouteTable(),
+                host=host,
+                notifier=notifier,
+                load_settings=load_settings,
+            )
+            if hangup_early:
+                daemon.request_reload()
             await daemon.run()
             nursery.cancel_scope.cancel()  # it ended by itself (startup failed, or q)
     return None if daemon is None else daemon.startup_error
 
 
-async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+async def _on_signals(
+    signals: AsyncIterator[int], scope: trio.CancelScope, on_hangup: Callable[[], None] | None
+) -> None:
+    """SIGHUP calls ``on_hangup`` (None: it stops, as the other signals do)."""
     async for signum in signals:
+        if signum == signal.SIGHUP and on_hangup is not None:
+            log.info("SIGHUP received, reloading")
+            on_hangup()
+            continue
         log.info("%s received, shutting down", signal.Signals(signum).name)
         scope.cancel()
         return
 
 
+class JournalFormatter(logging.Formatter):
+    """``<priority>LEVEL message``: journald stamps the time and reads the
+    syslog priority from the prefix (sd-daemon(3))."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)-7s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_syslog_priority(record.levelno)}>{super().format(record)}"
+
+
+def _syslog_priority(level: int) -> int:
+    """debug 7, info 6, warning 4, error 3, critical 2."""
+    for limit, priority in (
+        (logging.INFO, 7),
+        (logging.WARNING, 6),
+        (logging.ERROR, 4),
+        (logging.CRITICAL, 3),
+    ):
+        if level < limit:
+            return priority
+    return 2
+
+
+def _log_level(settings: Settings) -> int:
+    return logging.DEBUG if settings.verbosity >= 2 else logging.INFO
+
+
 def setup_logging(settings: Settings, stream: object = None) -> None:
-    level = logging.DEBUG if settings.verbosity >= 2 else logging.INFO
     root = logging.getLogger()
-    root.setLevel(level)
+    root.setLevel(_log_level(settings))
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
+    stream = stream or sys.stderr
     if settings.tui:  # lines go to the TUI's log pane, never onto its screen
         log_capture.capture_logging(fmt)
     else:
-        handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
-        handler.setFormatter(fmt)
+        handler = logging.StreamHandler(stream)  # type: ignore[arg-type]
+        handler.setFormatter(JournalFormatter() if to_journal(stream) else fmt)
         root.addHandler(handler)
     if settings.logfile:
         file_handler = logging.FileHandler(settings.logfile)
@@ -582,15 +750,19 @@ def setup_logging(settings: Settings, stream: object = None) -> None:
         root.addHandler(file_handler)
 
 
-def main(settings: Settings) -> int:
+def main(settings: Settings, load_settings: Callable[[], Settings] | None = None) -> int:
+    """The daemon's process: logging, the service manager's notifier, ``serve``;
+    ``load_settings`` is what a reload (SIGHUP) reads."""
     setup_logging(settings)
     for warning in settings.network.warnings:  # e.g. a subnet read with its host bits cleared
         log.warning("%s", warning)
+    notifier = Notifier.from_environ()
     try:
-        error = trio.run(serve, settings)
+        error = trio.run(serve, settings, load_settings, notifier)
     except KeyboardInterrupt:  # a second Ctrl-C during cleanup
         return 130
     finally:
+        notifier.close()
         if settings.tui:  # stderr again (e.g. a startup error the TUI never showed)
             log_capture.release_logging()
     if error is not None:

@@ -262,6 +262,18 @@ def counts(doc: Mapping[str, Any]) -> dict[str, int]:
     }
 
 
+def service_status(doc: Mapping[str, Any]) -> str:
+    """The line ``systemctl status`` shows: "3 nodes, 3 direct, 0 via gateway"."""
+    c = counts(doc)
+    line = f"{c['nodes']} node{'' if c['nodes'] == 1 else 's'}, {c['direct']} direct, "
+    line += f"{c['via']} via gateway"
+    if c["unreachable"]:
+        line += f", {c['unreachable']} unreachable"
+    if doc.get("statics_total") and not doc.get("statics_connected") and not doc.get("is_static"):
+        line += ", no static peer reached"
+    return line
+
+
 def header_lines(doc: Mapping[str, Any]) -> list[str]:
     """Two lines about this node: identity and ports, then endpoint, uptime, counts."""
     backend = f" ({doc['backend']})" if doc.get("backend") else ""

@@ -276,6 +276,50 @@ class Node:
         for session in self.sessions.values():
             self._send(wire.Bye(), self._addr_of(session), session.info.wg_ip)
 
+    def reconfigure(self, timers: Timers, statics: Iterable[StaticTarget], now: float) -> None:
+        """network.yaml was read again (a reload): new timers, static peers
+        added, changed or removed; every other session and link stays.
+
+        A removed static gets a bye and is forgotten (its gateway role passes
+        to another static); a new one is greeted at once; one whose host or
+        ports changed keeps its session and is reached at the new ones.
+        Timers apply from their next use, and pings wait no longer than the
+        new interval. Our own role (static or not) cannot change while
+        running: asking for that is a bug in the caller (ValueError).
+        """
+        given = list(statics)
+        new = {s.wg_ip: s for s in given if s.wg_ip != self.info.wg_ip}
+        if (len(new) < len(given)) != self.is_static:
+            raise ValueError("reconfigure cannot change whether this node is static")
+        self.timers = self.handshake.timers = self.pairs.timers = timers
+        for wg_ip in sorted(self.statics.keys() - new.keys()):
+            session = self.sessions.get(wg_ip)
+            if session is not None:
+                self._send(wire.Bye(), self._addr_of(session), wg_ip)
+                self._forget_session(wg_ip)
+            del self.statics[wg_ip]
+        for wg_ip, target in new.items():
+            old = self.statics.get(wg_ip)
+            if old is None:
+                if wg_ip in self.sessions:  # it was a node like any other: start afresh
+                    self._forget_session(wg_ip)
+                self.statics[wg_ip] = target
+                target.lost(now, timers)
+                continue
+            old.pinned_key = target.pinned_key
+            where = (target.host, target.wg_port, target.admin_port, target.address)
+            if where[:3] != (old.host, old.wg_port, old.admin_port):
+                old.host, old.wg_port, old.admin_port, old.address = where
+                if wg_ip not in self.sessions:
+                    old.lost(now, timers)
+        for target in self.statics.values():
+            target.backoff = min(target.backoff, timers.hello_retry_max)
+        for session in self.sessions.values():
+            if session.pinger:
+                session.next_ping = min(session.next_ping, now + self._jitter(timers.ping_interval))
+        self._sources = None
+        self._recompute(now)
+
     # --- outputs ----------------------------------------------------------
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
