@@ -45,21 +45,30 @@ class Sent:
         return wire.open_frame(ADMIN_KEY, self.data)
 
 
-def read_message(sender: Node, frame: wire.Frame) -> wire.Message | None:
-    """The message in ``frame`` as ``sender`` sealed it (None: not a TRANSPORT)."""
+def read_message(
+    sender: Node, frame: wire.Frame, receiver: Node | None = None
+) -> wire.Message | None:
+    """The message in ``frame`` as ``sender`` sealed it, or as ``receiver``
+    would open it (the sender may have forgotten the keys at once, e.g. after
+    a Bye); None: not a TRANSPORT, or no keys known."""
     if not isinstance(frame, wire.Transport):
         return None
     candidates = []
-    for session in sender.sessions.values():
-        contender = session.contender.keys if session.contender else None
-        candidates += [k for k in (session.keys, session.previous, contender) if k is not None]
-    for keys in candidates:
-        if keys.remote_index == frame.to_index:
-            try:
-                body = noise.decrypt(keys.send, frame.counter, frame.header, frame.ciphertext)
-            except noise.NoiseError:
-                continue
-            return wire.decode_message(body)
+    for node, index, key in (
+        (sender, "remote_index", "send"),
+        (receiver, "local_index", "receive"),
+    ):
+        for session in node.sessions.values() if node is not None else ():
+            contender = session.contender.keys if session.contender else None
+            for keys in (session.keys, session.previous, contender):
+                if keys is not None and getattr(keys, index) == frame.to_index:
+                    candidates.append(getattr(keys, key))
+    for secret in candidates:
+        try:
+            body = noise.decrypt(secret, frame.counter, frame.header, frame.ciphertext)
+        except noise.NoiseError:
+            continue
+        return wire.decode_message(body)
     return None
 
 
@@ -133,7 +142,9 @@ class Lab:
         out = []
         for box in self.boxes.values():
             for data, dest in box.node.datagrams_to_send():
-                message = read_message(box.node, wire.open_frame(ADMIN_KEY, data))
+                receiver = self.box_at(dest)
+                frame = wire.open_frame(ADMIN_KEY, data)
+                message = read_message(box.node, frame, receiver.node if receiver else None)
                 out.append(Sent(box.name, box.admin, dest, data, message))
         self.queue += out
         self.log += out

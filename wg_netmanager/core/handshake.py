@@ -39,6 +39,7 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
 from __future__ import annotations
 
 import hashlib
+import math
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -186,7 +187,7 @@ class Handshake:
         # INITs lately answered: ephemeral key -> (until, with a RESPONSE?)
         self._seen_inits: dict[bytes, tuple[float, bool]] = {}
         self._secrets: tuple[bytes, bytes] | None = None  # (current, previous)
-        self._secret_until = 0.0
+        self._secret_until = -math.inf
         self.conflicts: list[ConflictEvent] = []  # recent conflicts, for status and TUI
 
     # --- starting one -------------------------------------------------------------
@@ -227,7 +228,7 @@ class Handshake:
             host.drop(DropReason.BAD_COOKIE)
             return
         ephemeral = frame.noise[: noise.DHLEN]
-        until, answered = self._seen_inits.get(ephemeral, (0.0, False))
+        until, answered = self._seen_inits.get(ephemeral, (-math.inf, False))
         if until > now and (answered or not with_cookie):
             # A retry has a fresh ephemeral: this is a copy (a replay, spoofed
             # or not). It costs nothing and drains nobody's budget (rule 3).
