@@ -38,7 +38,7 @@ def run_script(mesh: FaultMesh, box: str, script: str, *args: str) -> str:
 
 
 FORGE_BYES = """
-import os, socket, sys
+import os, socket, sys, time
 from ipaddress import IPv4Address
 from tests.member import forged_transport
 # Byes in charlie's name to beta, with every index and counter a guess could
@@ -48,6 +48,8 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(300):
     data = forged_transport(charlie, beta, int.from_bytes(os.urandom(4), "big"), i)
     s.sendto(data, (sys.argv[1], 50501))
+    if i % 20 == 19:
+        time.sleep(0.01)  # not a flood: each one is to be looked at
 print("sent")
 """
 
@@ -67,7 +69,8 @@ def test_a_member_cannot_speak_for_another_node(mesh: FaultMesh) -> None:
     mesh.wait(lambda: "refuses us" in mesh.log("evil"), 15)
     time.sleep(2.0)
     drops = mesh.status("beta")["drops"]
-    assert drops.get("bad transport", 0) + drops.get("no session", 0) >= 300, drops
+    assert drops.get("bad transport", 0) + drops.get("no session", 0) >= 290, drops
+    assert drops.get("conflict", 0) <= 10, drops  # refused: it waits before it asks again
     charlie = mesh.status("beta")["peers"]
     assert [p for p in charlie if p["name"] == "charlie"], charlie
     # charlie never noticed: no gap, still direct everywhere.

@@ -544,3 +544,14 @@ def test_a_contenders_datagrams_do_not_count_later_as_replays() -> None:
     before = alice.drops.get("replay", 0)
     assert lab.inject(ping.data, ping.source, "alice") == []
     assert alice.drops["replay"] == before + 1
+
+
+def test_a_refused_node_waits_before_it_asks_again() -> None:
+    lab, alice, bob = two_nodes()
+    lab.run_until(2.0)
+    second = lab.start("bob-second", 2, address_octet=22)  # bob's wg IP, bob alive
+    lab.run_until(lab.now + 10 * T.incumbent_timeout)
+    assert alice.sessions[BOB].boot == bob.boot
+    # Refused once, then again at the slow pace only, not in a tight loop.
+    assert alice.drops["conflict"] <= 2 + 10 * T.incumbent_timeout / T.hello_retry_slow
+    assert conflicts(second.events())

@@ -39,8 +39,8 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
 from __future__ import annotations
 
 import hashlib
-import math
 import hmac
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address

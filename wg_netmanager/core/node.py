@@ -550,8 +550,13 @@ class Node:
                     self._sources = None
                     self._mark_table_dirty(now)
             case wire.Refused():
-                self.handshake.refused(message.holder, session.info.wg_ip, now)
-                self._drop_session(session.info.wg_ip, now)
+                wg_ip = session.info.wg_ip
+                self.handshake.refused(message.holder, wg_ip, now)
+                self._drop_session(wg_ip, now)
+                target = self.statics.get(wg_ip)
+                if target is not None:  # asking again at once would be refused again
+                    target.next_hello = now + self.timers.hello_retry_slow
+                    target.backoff = self.timers.hello_retry_max
 
     def _on_pong(self, session: Session, pong: Pong, now: float) -> None:
         sent = session.record_pong(pong.seq, now)
