@@ -44,6 +44,7 @@ from wg_netmanager.config import (
     warn_if_world_readable,
 )
 from wg_netmanager.core.timers import Timers, timer_names
+from wg_netmanager.timeline import Timeline
 
 DEFAULT_NETWORK_PATH = "/etc/wg_netmanager/network.yaml"
 DEFAULT_PEER_PATH = "/etc/wg_netmanager/peer.yaml"
@@ -334,6 +335,8 @@ def _logfile_form(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    timeline = Timeline()
+    timeline.mark("command line module imported")
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = docopt(USAGE, argv, version=__version__)
@@ -357,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if args["status"]:
             return _status(args)
         settings = build_settings(args)
+        timeline.mark("config read")
         warning = warn_if_world_readable(settings.network.path)
         if warning:
             print(warning, file=sys.stderr)
@@ -370,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from wg_netmanager import daemon  # logs the configuration's warnings itself
 
-        return daemon.main(settings)
+        timeline.mark("daemon imported")
+        return daemon.main(settings, timeline)
     except ConfigError as exc:
         _error(str(exc))
         return 2

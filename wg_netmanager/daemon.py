@@ -49,6 +49,7 @@ import trio
 
 from . import control, event_text, log_capture
 from .config import Settings
+from .core.events import PeerConnected
 from .core.node import Node, StaticTarget
 from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
@@ -57,6 +58,7 @@ from .model import Endpoint, Route
 from .proc import CommandError
 from .routes import Routes, RouteTable
 from .status_text import Doc, StatusSource, status_document
+from .timeline import Timeline
 from .wgdev import WgDevice, WgInterface
 from .wire import MAX_DATAGRAM, NodeInfo
 
@@ -114,6 +116,7 @@ class Daemon:
         device: WgDevice,
         routes: Routes,
         host: Host,
+        timeline: Timeline | None = None,
     ) -> None:
         self.settings = settings
         self.node = node
@@ -133,6 +136,7 @@ class Daemon:
         self.startup_error: StartupError | None = None
         self._handshakes = HandshakeClock()
         self._peers_path = control.peers_path(settings.interface)
+        self.timeline = timeline or Timeline()
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -176,10 +180,12 @@ class Daemon:
         for pause in (*(SETUP_RETRY_PAUSES if pauses is None else pauses), None):
             try:
                 self.backend = await self.device.create()
+                self.timeline.mark("device created")
                 await self.device.configure(self.keys.private, s.wg_port)
                 await self.device.set_address(s.wg_ip, s.network.subnet.prefixlen)
                 if s.is_static:
                     await self.device.enable_forwarding()
+                self.timeline.mark("device up")
                 return
             except CommandError as exc:
                 if pause is None or exc.returncode == 127:  # out of attempts, or no such binary
@@ -198,6 +204,7 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"cannot use admin port {s.admin_port}: {exc.strerror}") from None
         self._sock = sock
+        self.timeline.mark("admin socket bound")
         log.info(
             "%s %s on %s (%s) key %s… wg port %d admin port %d%s",
             s.name,
@@ -269,6 +276,7 @@ class Daemon:
         self._log_events()
         for data, addr in node.datagrams_to_send():
             await _sendto(sock, data, addr)
+            self.timeline.mark("first hello sent")
         if node.take_resolve_requests():
             self._resolve_wake.set()
         now = trio.current_time()
@@ -286,6 +294,8 @@ class Daemon:
     def _log_events(self) -> None:
         """The core's events, as log lines (worded by ``event_text``)."""
         for event in self.node.events():
+            if isinstance(event, PeerConnected):
+                self.timeline.mark("first session")
             level = event_text.level(event)
             if log.isEnabledFor(level):
                 log.log(level, "%s", event_text.describe(event))
@@ -301,6 +311,8 @@ class Daemon:
             now = trio.current_time()
             try:
                 actual = await self.device.read_peers()
+                if any(p.handshake_age is not None for p in actual.values()):
+                    self.timeline.mark("first handshake")
                 wall = self.host.wall_clock()
                 corrected = self._handshakes.correct(actual, wall, trio.current_time())
                 node.update_wg(corrected, trio.current_time())
@@ -309,6 +321,8 @@ class Daemon:
                 desired = node.desired_peers()
                 if version != self._applied_version or now >= next_full:
                     await self.device.apply_peers(desired, actual)
+                    if desired:
+                        self.timeline.mark("first peer set")
                     await self._apply_routes(ifname, node.desired_routes())
                     self._applied_version = version
                     node.wg_applied(version, trio.current_time())
@@ -535,18 +549,28 @@ async def _sendto(sock: DatagramSocket, data: bytes, addr: Endpoint) -> None:
 # --- the process -------------------------------------------------------------------
 
 
-async def serve(settings: Settings) -> StartupError | None:
+async def serve(settings: Settings, timeline: Timeline | None = None) -> StartupError | None:
     """Run a daemon on this machine until a signal (or ``q`` in the TUI);
     return its startup error, if any."""
     host = SystemHost()
+    timeline = timeline or Timeline()
     daemon: Daemon | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
             keys = KeyPair.generate()
             node = await build_node(settings, keys, host)
+            timeline.mark("node built")
             device = WgInterface(settings.interface, existing=settings.existing_interface)
-            daemon = Daemon(settings, node, keys, device=device, routes=RouteTable(), host=host)
+            daemon = Daemon(
+                settings,
+                node,
+                keys,
+                device=device,
+                routes=RouteTable(),
+                host=host,
+                timeline=timeline,
+            )
             await daemon.run()
             nursery.cancel_scope.cancel()  # it ended by itself (startup failed, or q)
     return None if daemon is None else daemon.startup_error
@@ -576,12 +600,14 @@ def setup_logging(settings: Settings, stream: object = None) -> None:
         root.addHandler(file_handler)
 
 
-def main(settings: Settings) -> int:
+def main(settings: Settings, timeline: Timeline | None = None) -> int:
     setup_logging(settings)
+    if timeline is not None:
+        timeline.attach(log)
     for warning in settings.network.warnings:  # e.g. a subnet read with its host bits cleared
         log.warning("%s", warning)
     try:
-        error = trio.run(serve, settings)
+        error = trio.run(serve, settings, timeline)
     except KeyboardInterrupt:  # a second Ctrl-C during cleanup
         return 130
     finally:
