@@ -97,6 +97,62 @@ def test_two_daemons_mesh_retry_and_clean_up(
     assert SHARED_KEY_B64 not in caplog.text
 
 
+def test_the_hello_goes_out_while_the_interface_is_being_set_up(tmp_path: Path) -> None:
+    alice, bob = machines(tmp_path)
+    # bob's interface takes a retry to come up: his session with alice does not wait for it.
+    bob.device.fail["create"] = CommandError(["wireguard-go", "wg0"], 1, "resource busy")
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            bob_daemon = await bob.daemon()
+            nursery.start_soon(bob_daemon.run)
+            await wait_for(lambda: IPv4Address("10.1.1.2") in alice_daemon.node.sessions)
+            seen["bob's interface then"] = bob.device.created
+            seen["bob's peers then"] = dict(bob.device.peers)
+            await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
+            await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert seen == {"bob's interface then": False, "bob's peers then": {}}
+    # Once up, the interface is configured before any peer goes onto it.
+    names = bob.device.call_names()
+    assert names.index("set_address") < names.index("apply_peers")
+
+
+def test_a_failing_interface_after_the_hello_ends_the_daemon_with_a_bye(tmp_path: Path) -> None:
+    alice, bob = machines(tmp_path)
+    bob.device.fail_always["set_address"] = CommandError(["ip", "addr"], 2, "RTNETLINK: busy")
+    errors = []
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            bob_daemon = await bob.daemon()
+            met = trio.Event()
+
+            async def watch() -> None:
+                await wait_for(lambda: IPv4Address("10.1.1.2") in alice_daemon.node.sessions)
+                met.set()
+
+            nursery.start_soon(watch)
+            await bob_daemon.run()  # gives up after its retries
+            errors.append(bob_daemon.startup_error)
+            # bob said hello while trying, and bye when he gave up
+            assert met.is_set()
+            await wait_for(lambda: IPv4Address("10.1.1.2") not in alice_daemon.node.sessions, 0.1)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    [error] = errors
+    assert error is not None and "RTNETLINK: busy" in str(error)
+    assert not bob.device.created and not bob.host.net.sockets.get((BOB_IP, 50502))
+
+
 def test_dead_peer_is_removed_from_wireguard(tmp_path: Path) -> None:
     alice, bob = machines(tmp_path)
 

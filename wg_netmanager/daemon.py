@@ -141,11 +141,23 @@ class Daemon:
     # --- lifecycle ----------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start up, then serve until cancelled; ``task_status.started()`` once the
+        interface is up. The admin channel needs no WireGuard device: the socket
+        is bound and the hellos go out first, and the interface is set up while
+        they travel (the core sends nothing into the tunnel before the
+        reconciler, started once the interface is up, has applied its routes)."""
         try:
-            sock = await self._setup()
+            sock = await self._open_socket()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive, sock)
                 nursery.start_soon(self._drive)
+                await self._say_hello()
+                try:
+                    await self._set_up_device()
+                except StartupError as exc:
+                    self.startup_error = exc
+                    nursery.cancel_scope.cancel()
+                    return
                 nursery.start_soon(self._wireguard)
                 nursery.start_soon(self._resolve)
                 nursery.start_soon(self._local_addresses)
@@ -193,18 +205,31 @@ class Daemon:
                 log.warning("setting up %s: %s (retrying in %.1f s)", s.interface, exc, pause)
                 await trio.sleep(pause)
 
-    async def _setup(self) -> DatagramSocket:
+    async def _open_socket(self) -> DatagramSocket:
+        port = self.settings.admin_port
+        try:
+            sock = await self.host.open_datagram_socket(port)
+        except OSError as exc:
+            raise StartupError(f"cannot use admin port {port}: {exc.strerror}") from None
+        self._sock = sock
+        self.timeline.mark("admin socket bound")
+        return sock
+
+    async def _say_hello(self) -> None:
+        now = trio.current_time()
+        if self.settings.is_static:
+            # A crash (no bye) leaves the nodes waiting for their next ping:
+            # call back those the previous run knew.
+            self.node.call_back(self.host.read_peers_file(self._peers_path), now)
+        self.node.handle_timer(now)
+        await self._flush()
+
+    async def _set_up_device(self) -> None:
         s = self.settings
         try:
             await self._bring_up()
         except CommandError as exc:
             raise StartupError(f"cannot set up interface {s.interface}: {exc}") from None
-        try:
-            sock = await self.host.open_datagram_socket(s.admin_port)
-        except OSError as exc:
-            raise StartupError(f"cannot use admin port {s.admin_port}: {exc.strerror}") from None
-        self._sock = sock
-        self.timeline.mark("admin socket bound")
         log.info(
             "%s %s on %s (%s) key %s… wg port %d admin port %d%s",
             s.name,
@@ -216,14 +241,6 @@ class Daemon:
             s.admin_port,
             ", static" if s.is_static else "",
         )
-        now = trio.current_time()
-        if s.is_static:
-            # A crash (no bye) leaves the nodes waiting for their next ping:
-            # call back those the previous run knew.
-            self.node.call_back(self.host.read_peers_file(self._peers_path), now)
-        self.node.handle_timer(now)
-        await self._flush()
-        return sock
 
     async def _cleanup(self) -> None:
         sock = self._sock
