@@ -17,6 +17,7 @@ import errno
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import replace
 from ipaddress import IPv4Address
@@ -498,3 +499,28 @@ def test_local_addresses_skip_our_interface_and_loopback() -> None:
         "7: wg0    inet 10.1.1.2/24 scope global wg0\n"
     )
     assert host_module.parse_local_addresses(text, "wg0") == ["10.9.0.2", "192.168.1.5"]
+
+
+def test_an_admin_port_bound_before_the_event_loop_keeps_what_arrived_meanwhile() -> None:
+    early = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    early.bind(("127.0.0.1", 0))
+    port = early.getsockname()[1]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.sendto(b"hello before the loop", ("127.0.0.1", port))
+
+    async def main() -> tuple[bytes, int]:
+        host = host_module.SystemHost(admin_socket=early)
+        sock = await host.open_datagram_socket(port)
+        with trio.fail_after(5):
+            data, _addr = await sock.recvfrom(100)
+        # a second socket on another port is bound as usual
+        other = await host.open_datagram_socket(0)
+        other_port = other.getsockname()[1]  # type: ignore[attr-defined]
+        sock.close()
+        other.close()
+        return data, other_port
+
+    with sender:
+        data, other_port = trio.run(main)
+    assert data == b"hello before the loop"
+    assert other_port not in (0, port)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from ipaddress import IPv4Address
 from typing import Any
@@ -372,13 +373,29 @@ def main(argv: list[str] | None = None) -> int:
             _print_warnings(settings)
             print("\n".join(describe(settings)))
             return 0
+        # Bound before the daemon's imports (most of its start-up): hellos that
+        # arrive meanwhile wait in the socket's buffer instead of being refused
+        # and resent after a backoff. If it fails, the daemon says why.
+        admin_socket = _bind_admin_port(settings.admin_port)
+        if admin_socket is not None:
+            timeline.mark("admin socket bound")
         from wg_netmanager import daemon  # logs the configuration's warnings itself
 
         timeline.mark("daemon imported")
-        return daemon.main(settings, timeline)
+        return daemon.main(settings, timeline, admin_socket)
     except ConfigError as exc:
         _error(str(exc))
         return 2
+
+
+def _bind_admin_port(port: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def _print_warnings(settings: Settings) -> None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address
@@ -566,10 +567,15 @@ async def _sendto(sock: DatagramSocket, data: bytes, addr: Endpoint) -> None:
 # --- the process -------------------------------------------------------------------
 
 
-async def serve(settings: Settings, timeline: Timeline | None = None) -> StartupError | None:
+async def serve(
+    settings: Settings,
+    timeline: Timeline | None = None,
+    admin_socket: socket.socket | None = None,
+) -> StartupError | None:
     """Run a daemon on this machine until a signal (or ``q`` in the TUI);
-    return its startup error, if any."""
-    host = SystemHost()
+    return its startup error, if any. ``admin_socket``: the admin port, bound
+    already (see ``SystemHost``)."""
+    host = SystemHost(admin_socket)
     timeline = timeline or Timeline()
     daemon: Daemon | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -617,14 +623,18 @@ def setup_logging(settings: Settings, stream: object = None) -> None:
         root.addHandler(file_handler)
 
 
-def main(settings: Settings, timeline: Timeline | None = None) -> int:
+def main(
+    settings: Settings,
+    timeline: Timeline | None = None,
+    admin_socket: socket.socket | None = None,
+) -> int:
     setup_logging(settings)
     if timeline is not None:
         timeline.attach(log)
     for warning in settings.network.warnings:  # e.g. a subnet read with its host bits cleared
         log.warning("%s", warning)
     try:
-        error = trio.run(serve, settings, timeline)
+        error = trio.run(serve, settings, timeline, admin_socket)
     except KeyboardInterrupt:  # a second Ctrl-C during cleanup
         return 130
     finally:
