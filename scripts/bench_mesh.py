@@ -511,6 +511,19 @@ class Run:
                 reports[box] = json.loads(out.read_text())
         return reports
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time so far per box: the daemon, the commands it ran and waited
+        for, and wireguard-go (not its child: it daemonizes)."""
+        cpu = {}
+        for box, proc in self.mesh.procs.items():
+            stat = procfs.stat(proc.pid)
+            ticks = 0 if stat is None else stat.utime + stat.stime + stat.cutime + stat.cstime
+            for pid in self.tb.pids(box):
+                if procfs.comm(pid) == "wireguard-go" and (st := procfs.stat(pid)) is not None:
+                    ticks += st.utime + st.stime
+            cpu[box] = ticks / CLK_TCK
+        return cpu
+
     def check_daemons(self) -> None:
         for box, p in self.mesh.procs.items():
             if p.poll() is not None:
@@ -621,27 +634,35 @@ def reach_metrics(run: Run, probes: dict[str, dict[str, Any]], t0: float) -> dic
     return m
 
 
-STARTUP_LINE = re.compile(r"startup \+(\d+) ms: (.+)$", re.MULTILINE)
+STARTUP_LINE = re.compile(r"startup \+(\d+) ms \(cpu (\d+) ms\): (.+)$", re.MULTILINE)
 
 
-def startup_marks(log_text: str) -> dict[str, float]:
-    """The start-up timeline a daemon logged at -vv: step -> seconds since its start."""
-    return {step: int(ms) / 1000 for ms, step in STARTUP_LINE.findall(log_text)}
+def startup_marks(log_text: str) -> dict[str, tuple[float, float]]:
+    """The start-up timeline a daemon logged at -vv: step -> (seconds since its
+    start, CPU seconds it had used by then)."""
+    return {
+        step: (int(ms) / 1000, int(cpu) / 1000) for ms, cpu, step in STARTUP_LINE.findall(log_text)
+    }
 
 
 def timeline_split(run: Run) -> dict[str, Any]:
-    """Per start-up step, when the slowest of the four daemons got there (s since its start)."""
+    """Per start-up step, when the slowest of the four daemons got there (s
+    since its start), and the most CPU one had used by then."""
     marks = {}
     for box in NODES:
         path = run.dir / f"{box}-0.log"
         marks[box] = startup_marks(path.read_text(errors="replace")) if path.exists() else {}
-    steps: dict[str, float] = {}
+    steps: dict[str, tuple[float, float]] = {}
     for box_marks in marks.values():
         for step in box_marks:
-            times = [b.get(step) for b in marks.values()]
-            if None not in times:
-                steps[step] = max(t for t in times if t is not None)
-    return {f"startup: {step}": t for step, t in sorted(steps.items(), key=lambda kv: kv[1])}
+            seen = [b[step] for b in marks.values() if step in b]
+            if len(seen) == len(marks):
+                steps[step] = (max(t for t, _ in seen), max(c for _, c in seen))
+    m: dict[str, Any] = {}
+    for step, (t, cpu) in sorted(steps.items(), key=lambda kv: kv[1][0]):
+        m[f"startup: {step}"] = t
+        m[f"startup cpu: {step}"] = cpu
+    return m
 
 
 # --- scenarios -----------------------------------------------------------------
@@ -666,13 +687,17 @@ def scenario_ab(run: Run) -> dict[str, Any]:
     t_all = run.wait_all_reachable()
     if t_all is None:
         raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
+    cpu = run.cpu_seconds()
     poller = run.poller
     assert poller is not None
     # give direct paths (NAT traversal, LAN) a chance to appear
     wait_until(lambda: poller.all_direct is not None, run.args.direct_wait, POLL)
     poller.stop()
     probes = run.stop_probers()
-    return reach_metrics(run, probes, t0)
+    m = reach_metrics(run, probes, t0)
+    m["CPU s until every pair pings (4 boxes)"] = round(sum(cpu.values()), 3)
+    m["CPU s until every pair pings (busiest box)"] = round(max(cpu.values()), 3)
+    return m
 
 
 def scenario_c(run: Run) -> dict[str, Any]:
@@ -871,6 +896,7 @@ COMPARED = [
     ("alpha<->charlie direct through both NATs", "a", "direct alpha-charlie"),
     ("charlie<->delta direct on the LAN", "a", "charlie<->delta direct (LAN)"),
     ("all six links direct", "a", "all six links direct"),
+    ("CPU s until every pair pings (4 boxes)", "a", "CPU s until every pair pings (4 boxes)"),
     ("  LAN direct after every pair pings", "a", "LAN direct after every pair pings"),
     ("restarted node reaches everyone again", "c", "charlie reaches all again"),
     ("quiet after use: max dynamic node [B/s]", "d", "max dynamic node eth0 bytes/s"),
@@ -897,11 +923,15 @@ def print_comparison(summaries: dict[str, dict[str, Any]]) -> None:
         if ours is None and theirs is None:
             continue
         print(f"  {figure:<42} {fmt_range(ours):>20} {fmt_range(theirs):>20} {ratio:>6}")
-    steps = [k for k in ours_a if k.startswith("startup: ")]
+    steps = [k.removeprefix("startup: ") for k in ours_a if k.startswith("startup: ")]
     if steps:
-        print("\n  start-up, slowest of the four daemons (s from its start; medians [range]):")
-        for key in steps:
-            print(f"    {key.removeprefix('startup: '):<40} {fmt_range(ours_a[key]):>20}")
+        print(
+            "\n  start-up, slowest of the four daemons: s from its start, and its CPU s by then"
+            " (medians [range])"
+        )
+        for step in steps:
+            wall, cpu = ours_a[f"startup: {step}"], ours_a.get(f"startup cpu: {step}")
+            print(f"    {step:<40} {fmt_range(wall):>20} {fmt_range(cpu):>20}")
         for name, summary in (("wg_netmanager", ours_a), ("Nebula", nebula)):
             ups = [summary.get(f"wg0 up {box}") for box in NODES]
             medians = [u["median"] for u in ups if u and u.get("median") is not None]
