@@ -461,9 +461,13 @@ class WgInterface:
         which are an optimisation) and is not restored on exit.
         """
         base = "/proc/sys/net/ipv4/conf"
-        await _write_sysctl(f"{base}/{self.name}/forwarding", "1")
-        await _write_sysctl(f"{base}/{self.name}/send_redirects", "0")
-        await _write_sysctl(f"{base}/all/send_redirects", "0")
+        await _write_sysctls(
+            {
+                f"{base}/{self.name}/forwarding": "1",
+                f"{base}/{self.name}/send_redirects": "0",
+                f"{base}/all/send_redirects": "0",
+            }
+        )
 
     # -- peers --------------------------------------------------------------
 
@@ -494,9 +498,16 @@ class WgInterface:
             await self._wg_set(argv)
 
 
-async def _write_sysctl(path: str, value: str) -> None:
-    log.debug("write %s = %s", path, value)
-    try:
-        await trio.Path(path).write_text(value + "\n")
-    except OSError as exc:
-        raise CommandError(["write", path, value], exc.errno or 1, str(exc)) from exc
+async def _write_sysctls(values: Mapping[str, str]) -> None:
+    """Write /proc/sys files in order, in one worker thread (one hop, not one each)."""
+
+    def write_all() -> None:
+        for path, value in values.items():
+            log.debug("write %s = %s", path, value)
+            try:
+                with open(path, "w") as f:
+                    f.write(value + "\n")
+            except OSError as exc:
+                raise CommandError(["write", path, value], exc.errno or 1, str(exc)) from exc
+
+    await trio.to_thread.run_sync(write_all)
