@@ -1,7 +1,7 @@
 """Benchmark the real daemon in the working-example testbed (ns/working_example.sh),
 side by side with Nebula.
 
-    sudo .venv/bin/python -m scripts.bench_mesh [--runs N] [--scenario a,n,b,c,d]
+    sudo .venv/bin/python -m scripts.bench_mesh [--runs N] [--scenario a,n,b,c,d,q]
                                       [--install regular|checkout]
                                       [--keep-logs DIR] [--json FILE] [--symmetric]
 
@@ -41,6 +41,7 @@ d  the quiet after use: the probers run for USE_TIME s after convergence
    wireguard-go's CPU%, the underlay bytes/s of every node's eth0, and by
    kind (scripts/underlay_capture.py: WireGuard handshakes, keepalives,
    data; admin datagrams by size; ...).
+q  Nebula, as d (its packets by kind: handshake, message, lighthouse, test, ...).
 
 "Direct" is read every 50 ms from each box's WireGuard UAPI socket (the
 testbed keeps it on the host at $TB_STATE_ROOT/PREFIX/BOX/wireguard/wg0.sock)
@@ -112,7 +113,9 @@ SCENARIOS = {
     "c": "charlie SIGKILLed after convergence, restarted at once with a new key",
     "d": f"quiet after use: {USE_TIME:g} s of traffic after convergence, then from "
     f"{QUIET_AFTER:g} s after the last traffic, over {QUIET_WINDOW:g} s",
+    "q": "Nebula, quiet after use (as d)",
 }
+NEBULA = {"n": "a", "q": "d"}  # Nebula's scenarios, and ours they mirror
 
 
 class BenchError(Exception):
@@ -409,7 +412,7 @@ class Run:
         self.args = args
         self.scenario = scenario
         self.index = index
-        self.nebula = scenario == "n"
+        self.nebula = scenario in NEBULA
         self.dir = base / f"{scenario}{index}"
         self.dir.mkdir(mode=0o700)
         self.tb = Testbed(script_path("working_example"), unique_prefix("bm"))
@@ -491,7 +494,8 @@ class Run:
             octet = int(ip.rsplit(".", 1)[1])
             out = self.dir / f"capture-{box}.json"
             argv = [sys.executable, "-m", "scripts.underlay_capture", "--dev", "eth0"]
-            argv += ["--wg-port", str(WG_PORT_BASE + octet)]
+            port_option = "--nebula-port" if self.nebula else "--wg-port"
+            argv += [port_option, str(WG_PORT_BASE + octet)]
             argv += ["--admin-port", str(ADMIN_PORT_BASE + octet)]
             argv += ["--start-at", repr(start_at), "--duration", str(duration), "--out", str(out)]
             env = {"PYTHONPATH": str(REPO_ROOT)}
@@ -773,7 +777,8 @@ def scenario_d(run: Run) -> dict[str, Any]:
     poller = run.poller
     assert poller is not None
     # user traffic (the probers), over direct links where they come up
-    wait_until(lambda: poller.all_direct is not None, run.args.direct_wait, POLL)
+    if not run.nebula:  # Nebula's pairs are direct once they answer
+        wait_until(lambda: poller.all_direct is not None, run.args.direct_wait, POLL)
     time.sleep(max(0.0, t_all + USE_TIME - time.monotonic()))
     poller.stop()  # its UAPI reads would cost wireguard-go CPU
     run.stop_probers()  # the last traffic
@@ -834,7 +839,14 @@ def _sample(run: Run, wg_pids: dict[str, list[int]]) -> dict[str, Any]:
     return out
 
 
-RUNNERS = {"a": scenario_ab, "n": scenario_ab, "b": scenario_ab, "c": scenario_c, "d": scenario_d}
+RUNNERS = {
+    "a": scenario_ab,
+    "n": scenario_ab,
+    "b": scenario_ab,
+    "c": scenario_c,
+    "d": scenario_d,
+    "q": scenario_d,
+}
 
 
 # --- reporting ---------------------------------------------------------------------
@@ -916,7 +928,10 @@ def print_comparison(summaries: dict[str, dict[str, Any]]) -> None:
     print(f"  {'figure':<42} {'wg_netmanager':>20} {'Nebula':>20} {'ratio':>6}")
     for figure, scenario, metric in COMPARED:
         ours = summaries.get(scenario, {}).get(metric)
-        theirs = nebula.get(metric) if scenario == "a" and not figure.startswith(" ") else None
+        mirror = next((n for n, ours in NEBULA.items() if ours == scenario), None)
+        theirs = None
+        if mirror is not None and not figure.startswith(" "):
+            theirs = summaries.get(mirror, {}).get(metric)
         ratio = ""
         if ours and theirs and ours.get("median") is not None and theirs.get("median"):
             ratio = f"{ours['median'] / theirs['median']:.2f}"
@@ -968,17 +983,18 @@ def preflight(args: argparse.Namespace) -> None:
     missing = [t for t in REQUIRED_TOOLS if which(t) is None]
     if missing:
         sys.exit(f"bench_mesh: missing tools: {', '.join(missing)}; run scripts/install.sh")
-    if "n" in args.scenarios and (which("nebula") is None or which("nebula-cert") is None):
+    nebula = set(NEBULA) & set(args.scenarios)
+    if nebula and (which("nebula") is None or which("nebula-cert") is None):
         sys.exit(
-            "bench_mesh: scenario n needs Nebula: run scripts/install.sh --nebula "
-            "(or leave out n: --scenario a,b,c,d)"
+            f"bench_mesh: scenario {','.join(sorted(nebula))} needs Nebula: run "
+            "scripts/install.sh --nebula (or leave out n and q: --scenario a,b,c,d)"
         )
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
-    ap.add_argument("--scenario", default="a,n,b,c,d", help="comma-separated, of a n b c d")
+    ap.add_argument("--scenario", default="a,n,b,c,d,q", help="comma-separated, of a n b c d q")
     ap.add_argument(
         "--install",
         choices=("regular", "checkout"),
@@ -1005,7 +1021,7 @@ def parse_args() -> argparse.Namespace:
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
     bad = [s for s in scenarios if s not in SCENARIOS]
     if bad or not scenarios:
-        ap.error(f"unknown scenario(s): {', '.join(bad) or '(none)'}; choose from a,n,b,c,d")
+        ap.error(f"unknown scenario(s): {', '.join(bad) or '(none)'}; choose from a,n,b,c,d,q")
     if not 1 <= args.runs <= 50:
         ap.error("--runs must be within 1..50")
     if not 0 <= args.direct_wait <= 60:
@@ -1032,6 +1048,7 @@ HEADLINES = {
     "b": "all pairs reachable",
     "c": "charlie reaches all again",
     "d": "max dynamic node eth0 bytes/s",
+    "q": "max dynamic node eth0 bytes/s",
 }
 
 
@@ -1047,7 +1064,7 @@ def main() -> int:
     if args.keep_logs:
         Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
     program: list[str] = []
-    if args.install == "regular" and set(args.scenarios) - {"n"}:
+    if args.install == "regular" and set(args.scenarios) - set(NEBULA):
         print(f"installing this checkout into {BENCH_VENV} (a wheel) ...", file=sys.stderr)
         program = regular_install()
     began = time.monotonic()

@@ -2,6 +2,7 @@
 
     python -m scripts.underlay_capture --dev eth0 --wg-port 50003 --admin-port 50503 \\
         [--start-at T] --duration 30 --out FILE
+    python -m scripts.underlay_capture --dev eth0 --nebula-port 50003 ...   (Nebula instead)
 
 Listens on ``--dev`` with a packet socket (both directions, as ``/proc/net/dev``
 counts them: whole Ethernet frames) for ``--duration`` seconds from
@@ -15,6 +16,8 @@ one by one (time, direction, kind, remote address, frame size). Kinds:
   ``wg data``: on the WireGuard port (``--wg-port``)
 - ``admin N B``: datagrams on the admin port (``--admin-port``), by UDP payload size
   (the payload is sealed: its size is what tells a ping from a table)
+- ``nebula handshake``, ``nebula message``, ``nebula lighthouse``, ``nebula test``, ...:
+  Nebula's packets on ``--nebula-port``, by the type in their header
 - ``udp``, ``icmp``, ``arp``, ``other``
 
 Prints ``ready`` once listening. Needs root (a packet socket). Asserts nothing.
@@ -35,9 +38,20 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 MAX_LISTED = 400  # packets listed one by one
 WG_TYPES = {1: "wg init", 2: "wg response", 3: "wg cookie"}
+NEBULA_TYPES = {
+    0: "handshake",
+    1: "message",
+    2: "recv error",
+    3: "lighthouse",
+    4: "test",
+    5: "close tunnel",
+    6: "control",
+}
 
 
-def classify(frame: bytes, outgoing: bool, wg_port: int, admin_port: int) -> tuple[str, str]:
+def classify(
+    frame: bytes, outgoing: bool, wg_port: int, admin_port: int, nebula_port: int = 0
+) -> tuple[str, str]:
     """(kind, remote address) of one Ethernet frame."""
     ethertype = struct.unpack_from("!H", frame, 12)[0] if len(frame) >= 14 else 0
     if ethertype == 0x0806:
@@ -58,6 +72,8 @@ def classify(frame: bytes, outgoing: bool, wg_port: int, admin_port: int) -> tup
     local_port = sport if outgoing else dport
     remote_port = dport if outgoing else sport
     where = f"{remote}:{remote_port}"
+    if local_port == nebula_port and payload:
+        return f"nebula {NEBULA_TYPES.get(payload[0] & 0x0F, 'other')}", where
     if local_port == wg_port and payload:
         kind = WG_TYPES.get(payload[0])
         if kind is None:
@@ -71,8 +87,9 @@ def classify(frame: bytes, outgoing: bool, wg_port: int, admin_port: int) -> tup
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dev", default="eth0")
-    ap.add_argument("--wg-port", type=int, required=True)
-    ap.add_argument("--admin-port", type=int, required=True)
+    ap.add_argument("--wg-port", type=int, default=0)
+    ap.add_argument("--admin-port", type=int, default=0)
+    ap.add_argument("--nebula-port", type=int, default=0)
     ap.add_argument("--start-at", type=float, help="monotonic time the window opens")
     ap.add_argument("--duration", type=float, required=True)
     ap.add_argument("--out", required=True)
@@ -96,7 +113,7 @@ def main() -> int:
         if time.monotonic() < started:
             continue
         outgoing = addr[2] == PACKET_OUTGOING
-        kind, remote = classify(frame, outgoing, args.wg_port, args.admin_port)
+        kind, remote = classify(frame, outgoing, args.wg_port, args.admin_port, args.nebula_port)
         counts = kinds.setdefault(kind, [0, 0, 0, 0])
         base = 0 if outgoing else 2
         counts[base] += len(frame)
