@@ -120,7 +120,7 @@ async def run_batch(
         try:
             await run(commands[0])
         except CommandError as exc:
-            if not keep_going or exc.returncode == 127:
+            if not keep_going or exc.returncode in (127, None):  # not started, or hung
                 raise
             return {0: exc.stderr.strip()}
         return {}
@@ -130,7 +130,7 @@ async def run_batch(
         words = [str(a) for a in argv]
         if words[0] != "ip" or any(not w or w.split() != [w] for w in words):
             raise ValueError(f"not an ip command for a batch: {words}")
-        count = next(i for i, w in enumerate(words[1:], 1) if not w.startswith("-"))
+        count = next((i for i, w in enumerate(words[1:], 1) if not w.startswith("-")), len(words))
         if options is None:
             options = words[1:count]
         elif words[1:count] != options:
