@@ -102,7 +102,6 @@ BETA_DELAY = 0.5  # scenario b
 USE_TIME = 5.0  # scenario d: user traffic for this long after convergence; then
 QUIET_AFTER = 5.0  # from this long after the last traffic ...
 QUIET_WINDOW = 30.0  # ... measure over this long
-STATE_ROOT = Path(os.environ.get("TB_STATE_ROOT", "/run/wgnm-testbed"))
 BENCH_VENV = REPO_ROOT / ".venv-bench"
 ADMIN_PORT_BASE, WG_PORT_BASE = 50500, 50000  # the daemons' default ports (+ last octet)
 
@@ -459,7 +458,7 @@ class Run:
 
     # paths and pids
     def uapi_path(self, box: str) -> Path:
-        return STATE_ROOT / str(self.tb.prefix) / box / "wireguard" / "wg0.sock"
+        return self.tb.state_dir(box) / "wireguard" / "wg0.sock"
 
     def box_pid(self, box: str) -> int | None:
         for procs in (self.mesh.probers, self.mesh.procs):

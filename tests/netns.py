@@ -182,6 +182,11 @@ class Testbed:
         """Network namespace name of ``box``."""
         return f"{self.prefix}-{box}"
 
+    def state_dir(self, box: str) -> Path:
+        """``box``'s state directory on the host (see ns/lib.sh): its
+        ``wireguard`` subdirectory is the box's /run/wireguard."""
+        return Path(os.environ.get("TB_STATE_ROOT", "/run/wgnm-testbed")) / self.prefix / box
+
     def namespaces(self) -> list[str]:
         """This testbed's namespaces that currently exist."""
         res = subprocess.run(

@@ -379,6 +379,47 @@ def test_the_link_watch_wakes_the_reconciler_and_the_address_reader(tmp_path: Pa
     trio.run(scenario, clock=mock_clock())
 
 
+def test_a_deleted_interface_is_set_up_again_even_while_its_daemon_still_answers(
+    tmp_path: Path,
+) -> None:
+    """wireguard-go keeps answering on its socket for a moment after its
+    interface is gone: the link watch's word is checked with the kernel, not
+    with a reading that still succeeds."""
+    alice, bob = machines(tmp_path)
+    bob.settings = with_timers(bob.settings, reconcile_interval=60.0, wg_poll_slow=60.0)
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            await nursery.start((await bob.daemon()).run)
+            await wait_for(lambda: bob.host.watching)
+            await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
+            bob.device.set_handshake(alice_daemon.keys.public_b64, 1.0)
+            await trio.sleep(1.0)  # nothing awaited: `wg show` only every 60 s
+            lingering = dict(bob.device.peers)
+            real_read = bob.device.read_peers
+
+            async def read_peers() -> dict[str, Any]:
+                if bob.device.created:
+                    return await real_read()
+                await trio.lowlevel.checkpoint()
+                return dict(lingering)  # the old daemon, still answering
+
+            bob.device.read_peers = read_peers  # type: ignore[method-assign]
+            creates = bob.device.call_names().count("create")
+            bob.device.delete_externally()
+            bob.routes.tables["wg0"] = set()
+            bob.host.link_changed("wg0")
+            start = trio.current_time()
+            await wait_for(lambda: bob.device.call_names().count("create") > creates)
+            assert trio.current_time() - start < 0.1
+            await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+
+
 def test_a_link_watch_that_cannot_run_is_retried_with_backoff(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

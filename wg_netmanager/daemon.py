@@ -128,6 +128,7 @@ class Daemon:
         self._sock: DatagramSocket | None = None  # bound in _setup
         self._kick = trio.Event()
         self._wg_wake = trio.Event()
+        self._link_deleted = False  # the link watch saw our interface go
         self._wg_read_at = -math.inf  # when the WireGuard reader looks next
         self._resolve_wake = trio.Event()
         self._address_wake = trio.Event()
@@ -327,6 +328,13 @@ class Daemon:
         next_full = 0.0
         while True:
             now = trio.current_time()
+            if self._link_deleted:
+                # Asked of the kernel first: a userspace daemon keeps answering
+                # for a moment after its interface is gone.
+                self._link_deleted = False
+                if await self._interface_gone():
+                    await self._restore_interface()
+                    continue
             try:
                 actual = await self.device.read_peers()
                 if any(p.handshake_age is not None for p in actual.values()):
@@ -435,6 +443,7 @@ class Daemon:
 
     def _on_link_change(self, deleted: str | None) -> None:
         if deleted == self.settings.interface:
+            self._link_deleted = True
             self._wg_wake.set()  # our interface is gone: the reconciler notices
         else:
             self._address_wake.set()

@@ -292,6 +292,8 @@ class WgInterface:
             log.warning("deleting stale interface %s left over by an earlier run", self.name)
             self._touched = True
             await self._delete_link()
+        elif await self._daemon_lingers():  # the daemon of a link deleted a moment ago
+            await self._wait_socket_gone()
         self._touched = True
         errors: list[str] = []
         for backend, argv, env in self._backend_commands():
@@ -372,8 +374,21 @@ class WgInterface:
         except CommandError:
             if await self.exists():
                 raise
-        # A userspace daemon notices its TUN is gone, exits and removes its
-        # UAPI socket; wait for that so an immediate re-create can bind it.
+        await self._wait_socket_gone()
+
+    async def _daemon_lingers(self) -> bool:
+        """Does a userspace daemon still listen on our UAPI socket (its link gone)?"""
+        try:
+            stream = await trio.open_unix_socket(os.path.join(SOCKET_DIR, f"{self.name}.sock"))
+        except OSError:  # no socket, or a stale file nobody listens on
+            return False
+        await stream.aclose()
+        return True
+
+    async def _wait_socket_gone(self) -> None:
+        """A userspace daemon notices its TUN is gone, exits and removes its
+        UAPI socket (answering on it meanwhile); wait (bounded) for that, so
+        that a new daemon can bind it."""
         sock = trio.Path(SOCKET_DIR, f"{self.name}.sock")
         with trio.move_on_after(SOCKET_GONE_TIMEOUT):
             while await sock.exists():  # noqa: ASYNC110 (polling the file system)
