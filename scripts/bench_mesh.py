@@ -2,11 +2,18 @@
 side by side with Nebula.
 
     sudo .venv/bin/python -m scripts.bench_mesh [--runs N] [--scenario a,n,b,c,d,q]
-                                      [--install regular|checkout]
+                                      [--install regular|checkout] [--against DIR]
                                       [--keep-logs DIR] [--json FILE] [--symmetric]
 
 Run from the repository root (``-m``: it imports the test-support library ``tests``).
-Scenario n needs Nebula (``scripts/install.sh --nebula``: the Debian package).
+Scenarios n and q need Nebula (``scripts/install.sh --nebula``: the Debian package).
+
+The daemons are what users run: ``--install regular`` (the default) builds a
+wheel of this checkout and installs it into a virtualenv of its own
+(``.venv-bench``), whose console script the boxes run; ``--install checkout``
+runs this checkout with ``python -m wg_netmanager`` instead. They log at
+``-vv``: the start-up timeline (``startup +N ms (cpu M ms): step``, see
+wg_netmanager/timeline.py) is read from their logs.
 
 Four nodes: beta (static, 198.51.100.1, wg 10.1.1.1), alpha behind its own
 NAT firewall (10.1.1.2), charlie and delta on one home LAN behind a NAT
@@ -14,17 +21,12 @@ router (10.1.1.3, 10.1.1.4).  Every run builds a fresh testbed, starts a
 reachability prober (tests/prober.py) in every box, then the daemons
 (``wg_netmanager -c CFG --no-tui -vv wg0 IP NAME``), and measures:
 
-The daemons are what users run: ``--install regular`` (the default) builds a
-wheel of this checkout and installs it into a virtualenv of its own
-(``.venv-bench``), whose console script the boxes run; ``--install checkout``
-runs this checkout with ``python -m wg_netmanager`` instead. They log at
-``-vv``: the start-up timeline (``startup +N ms: step``, see
-wg_netmanager/timeline.py) is read from their logs.
-
 a  all four daemons started together: time until every pair answers in both
    directions (first prober reply), per pair; time until charlie<->delta
    are direct WireGuard peers over the LAN, and until all six links are
-   direct ('n/a' if it does not happen within --direct-wait s).
+   direct ('n/a' if it does not happen within --direct-wait s); the CPU
+   seconds the four boxes' daemons (with their commands and wireguard-go)
+   used until every pair answered.
 b  the same, beta started 0.5 s after the others; times from beta's start.
 c  after convergence charlie's daemon is SIGKILLed and restarted at once
    (new key): time from the new start until charlie and every other node
@@ -42,6 +44,9 @@ d  the quiet after use: the probers run for USE_TIME s after convergence
    kind (scripts/underlay_capture.py: WireGuard handshakes, keepalives,
    data; admin datagrams by size; ...).
 q  Nebula, as d (its packets by kind: handshake, message, lighthouse, test, ...).
+o  with ``--against DIR``: a, with another checkout of wg_netmanager (a git
+   worktree of an older commit, say) installed the same way, alternating
+   with a: before and after a change, under the same load.
 
 "Direct" is read every 50 ms from each box's WireGuard UAPI socket (the
 testbed keeps it on the host at $TB_STATE_ROOT/PREFIX/BOX/wireguard/wg0.sock)
@@ -113,6 +118,7 @@ SCENARIOS = {
     "d": f"quiet after use: {USE_TIME:g} s of traffic after convergence, then from "
     f"{QUIET_AFTER:g} s after the last traffic, over {QUIET_WINDOW:g} s",
     "q": "Nebula, quiet after use (as d)",
+    "o": "another checkout (--against), all four started together (as a)",
 }
 NEBULA = {"n": "a", "q": "d"}  # Nebula's scenarios, and ours they mirror
 
@@ -124,23 +130,23 @@ class BenchError(Exception):
 # --- what runs in the boxes ---------------------------------------------------
 
 
-def regular_install(venv: Path = BENCH_VENV) -> list[str]:
-    """Install this checkout as users do: a wheel, built from a copy of its
-    files (no build/ left behind), into ``venv`` (made once; the wheel is
-    reinstalled every time). Returns the console script's argv."""
+def regular_install(venv: Path = BENCH_VENV, root: Path = REPO_ROOT) -> list[str]:
+    """Install the checkout at ``root`` as users do: a wheel, built from a
+    copy of its files (no build/ left behind), into ``venv`` (made once; the
+    wheel is reinstalled every time). Returns the console script's argv."""
     python = venv / "bin" / "python"
     with tempfile.TemporaryDirectory(prefix="bench_wheel.") as tmp:
         src, dist = Path(tmp) / "src", Path(tmp) / "dist"
         listed = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "ls-files", "-z", "-co", "--exclude-standard"],
+            ["git", "-C", str(root), "ls-files", "-z", "-co", "--exclude-standard"],
             capture_output=True,
             check=True,
             timeout=30,
         ).stdout
         for name in filter(None, listed.decode().split("\0")):
-            if (REPO_ROOT / name).is_file():
+            if (root / name).is_file():
                 (src / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO_ROOT / name, src / name)
+                shutil.copy2(root / name, src / name)
         pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)]
         subprocess.run(pip, check=True, timeout=300, capture_output=True)
         [wheel] = dist.glob("wg_netmanager-*.whl")
@@ -840,6 +846,7 @@ def _sample(run: Run, wg_pids: dict[str, list[int]]) -> dict[str, Any]:
 
 RUNNERS = {
     "a": scenario_ab,
+    "o": scenario_ab,
     "n": scenario_ab,
     "b": scenario_ab,
     "c": scenario_c,
@@ -937,6 +944,18 @@ def print_comparison(summaries: dict[str, dict[str, Any]]) -> None:
         if ours is None and theirs is None:
             continue
         print(f"  {figure:<42} {fmt_range(ours):>20} {fmt_range(theirs):>20} {ratio:>6}")
+    other = summaries.get("o")
+    if other:
+        print("\n== this checkout and the other one (--against): medians [range]; times in s")
+        print(f"  {'figure':<42} {'this':>20} {'other':>20} {'ratio':>6}")
+        for figure, scenario, metric in COMPARED:
+            if scenario != "a" or figure.startswith(" "):
+                continue
+            mine, theirs = ours_a.get(metric), other.get(metric)
+            ratio = ""
+            if mine and theirs and mine.get("median") is not None and theirs.get("median"):
+                ratio = f"{mine['median'] / theirs['median']:.2f}"
+            print(f"  {figure:<42} {fmt_range(mine):>20} {fmt_range(theirs):>20} {ratio:>6}")
     steps = [k.removeprefix("startup: ") for k in ours_a if k.startswith("startup: ")]
     if steps:
         print(
@@ -993,13 +1012,19 @@ def preflight(args: argparse.Namespace) -> None:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
-    ap.add_argument("--scenario", default="a,n,b,c,d,q", help="comma-separated, of a n b c d q")
+    ap.add_argument("--scenario", default="a,n,b,c,d,q", help="comma-separated, of a n b c d q (o)")
     ap.add_argument(
         "--install",
         choices=("regular", "checkout"),
         default="regular",
         help="regular: a wheel installed into .venv-bench (what users run; the default); "
         "checkout: python -m wg_netmanager from this checkout",
+    )
+    ap.add_argument(
+        "--against",
+        metavar="DIR",
+        help="also run scenario o: scenario a with another checkout of wg_netmanager (a git "
+        "worktree, e.g. of an older commit), installed the same way, alternating with a",
     )
     ap.add_argument(
         "--quiet-daemons",
@@ -1020,11 +1045,15 @@ def parse_args() -> argparse.Namespace:
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
     bad = [s for s in scenarios if s not in SCENARIOS]
     if bad or not scenarios:
-        ap.error(f"unknown scenario(s): {', '.join(bad) or '(none)'}; choose from a,n,b,c,d,q")
+        ap.error(f"unknown scenario(s): {', '.join(bad) or '(none)'}; choose from a,n,b,c,d,q,o")
     if not 1 <= args.runs <= 50:
         ap.error("--runs must be within 1..50")
     if not 0 <= args.direct_wait <= 60:
         ap.error("--direct-wait must be within 0..60")
+    if args.against and "o" not in scenarios:
+        scenarios.insert(scenarios.index("a") + 1 if "a" in scenarios else 0, "o")
+    if "o" in scenarios and not args.against:
+        ap.error("scenario o needs --against DIR")
     args.scenarios = scenarios
     return args
 
@@ -1043,6 +1072,7 @@ def sigterm_as_exit() -> Iterator[None]:
 
 HEADLINES = {
     "a": "all pairs reachable",
+    "o": "all pairs reachable",
     "n": "all pairs reachable",
     "b": "all pairs reachable",
     "c": "charlie reaches all again",
@@ -1063,7 +1093,11 @@ def main() -> int:
     if args.keep_logs:
         Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
     program: list[str] = []
-    if args.install == "regular" and set(args.scenarios) - set(NEBULA):
+    programs: dict[str, list[str]] = {}
+    if args.against:
+        print(f"installing {args.against} into {BENCH_VENV}-against (a wheel) ...", file=sys.stderr)
+        programs["o"] = regular_install(Path(f"{BENCH_VENV}-against"), Path(args.against))
+    if args.install == "regular" and set(args.scenarios) - set(NEBULA) - {"o"}:
         print(f"installing this checkout into {BENCH_VENV} (a wheel) ...", file=sys.stderr)
         program = regular_install()
     began = time.monotonic()
@@ -1080,7 +1114,7 @@ def main() -> int:
         for scenario, i in schedule(args.scenarios, args.runs):
             started = time.monotonic()
             result: dict[str, Any] = {"run": i}
-            run = Run(args, scenario, i, base, program)
+            run = Run(args, scenario, i, base, programs.get(scenario, program))
             try:
                 with run:
                     result["metrics"] = RUNNERS[scenario](run)
