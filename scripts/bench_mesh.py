@@ -1,27 +1,52 @@
-"""Benchmark the real daemon in the working-example testbed (ns/working_example.sh).
+"""Benchmark the real daemon in the working-example testbed (ns/working_example.sh),
+side by side with Nebula.
 
-    sudo .venv/bin/python -m scripts.bench_mesh [--runs N] [--scenario a,b,c,d]
+    sudo .venv/bin/python -m scripts.bench_mesh [--runs N] [--scenario a,n,b,c,d,q]
+                                      [--install regular|checkout] [--against DIR]
                                       [--keep-logs DIR] [--json FILE] [--symmetric]
 
 Run from the repository root (``-m``: it imports the test-support library ``tests``).
+Scenarios n and q need Nebula (``scripts/install.sh --nebula``: the Debian package).
+
+The daemons are what users run: ``--install regular`` (the default) builds a
+wheel of this checkout and installs it into a virtualenv of its own
+(``.venv-bench``), whose console script the boxes run; ``--install checkout``
+runs this checkout with ``python -m wg_netmanager`` instead. They log at
+``-vv``: the start-up timeline (``startup +N ms (cpu M ms): step``, see
+wg_netmanager/timeline.py) is read from their logs.
 
 Four nodes: beta (static, 198.51.100.1, wg 10.1.1.1), alpha behind its own
 NAT firewall (10.1.1.2), charlie and delta on one home LAN behind a NAT
 router (10.1.1.3, 10.1.1.4).  Every run builds a fresh testbed, starts a
 reachability prober (tests/prober.py) in every box, then the daemons
-(``python -m wg_netmanager -c CFG --no-tui wg0 IP NAME``), and measures:
+(``wg_netmanager -c CFG --no-tui -vv wg0 IP NAME``), and measures:
 
 a  all four daemons started together: time until every pair answers in both
    directions (first prober reply), per pair; time until charlie<->delta
    are direct WireGuard peers over the LAN, and until all six links are
-   direct ('n/a' if it does not happen within --direct-wait s).
+   direct ('n/a' if it does not happen within --direct-wait s); the CPU
+   seconds the four boxes' daemons (with their commands and wireguard-go)
+   used until every pair answered.
 b  the same, beta started 0.5 s after the others; times from beta's start.
 c  after convergence charlie's daemon is SIGKILLed and restarted at once
    (new key): time from the new start until charlie and every other node
    answer each other again without interruption.
-d  idle cost: 10 s after convergence (probers stopped) every daemon's CPU%
-   and RSS, wireguard-go's CPU%, and the underlay bytes/s of every node's
-   eth0, over 20 s.
+n  Nebula (the Debian package) on the same testbed, all four started
+   together: beta its lighthouse, every node on the wg IP and port ours
+   uses, tun device wg0 (so the same probers run), punchy on; no relays, so
+   every pair that answers is direct. Runs alternate with the other
+   scenarios' (a1 n1 ... a2 n2 ...), and the figures of a are printed with
+   their ratio to n's.
+d  the quiet after use: the probers run for USE_TIME s after convergence
+   (user traffic over the direct links), then stop; from QUIET_AFTER s after
+   the last traffic, over QUIET_WINDOW s: every daemon's CPU% and RSS,
+   wireguard-go's CPU%, the underlay bytes/s of every node's eth0, and by
+   kind (scripts/underlay_capture.py: WireGuard handshakes, keepalives,
+   data; admin datagrams by size; ...).
+q  Nebula, as d (its packets by kind: handshake, message, lighthouse, test, ...).
+o  with ``--against DIR``: a, with another checkout of wg_netmanager (a git
+   worktree of an older commit, say) installed the same way, alternating
+   with a: before and after a change, under the same load.
 
 "Direct" is read every 50 ms from each box's WireGuard UAPI socket (the
 testbed keeps it on the host at $TB_STATE_ROOT/PREFIX/BOX/wireguard/wg0.sock)
@@ -36,9 +61,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,12 +75,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tests import procfs
-from tests.faults import NODES, FaultMesh, Probing
+from tests.faults import DYNAMIC, NODES, FaultMesh, Probing
 from tests.netns import (
     REPO_ROOT,
     REQUIRED_TOOLS,
@@ -77,20 +104,135 @@ POLL = 0.05  # direct-path polling interval
 CONVERGE_TIMEOUT = 20.0
 RECOVER_TIMEOUT = 15.0
 BETA_DELAY = 0.5  # scenario b
-IDLE_SETTLE = 10.0  # scenario d: wait after convergence ...
-IDLE_WINDOW = 20.0  # ... then measure over this long
-STATE_ROOT = Path(os.environ.get("TB_STATE_ROOT", "/run/wgnm-testbed"))
+USE_TIME = 5.0  # scenario d: user traffic for this long after convergence; then
+QUIET_AFTER = 5.0  # from this long after the last traffic ...
+QUIET_WINDOW = 30.0  # ... measure over this long
+BENCH_VENV = REPO_ROOT / ".venv-bench"
+ADMIN_PORT_BASE, WG_PORT_BASE = 50500, 50000  # the daemons' default ports (+ last octet)
 
 SCENARIOS = {
     "a": "all four started together",
+    "n": "Nebula, all four started together",
     "b": f"static beta started {BETA_DELAY} s after the others (times from beta's start)",
     "c": "charlie SIGKILLed after convergence, restarted at once with a new key",
-    "d": f"idle: {IDLE_SETTLE:g} s after convergence, measured over {IDLE_WINDOW:g} s",
+    "d": f"quiet after use: {USE_TIME:g} s of traffic after convergence, then from "
+    f"{QUIET_AFTER:g} s after the last traffic, over {QUIET_WINDOW:g} s",
+    "q": "Nebula, quiet after use (as d)",
+    "o": "another checkout (--against), all four started together (as a)",
 }
+NEBULA = {"n": "a", "q": "d"}  # Nebula's scenarios, and ours they mirror
 
 
 class BenchError(Exception):
     pass
+
+
+# --- what runs in the boxes ---------------------------------------------------
+
+
+def regular_install(venv: Path = BENCH_VENV, root: Path = REPO_ROOT) -> list[str]:
+    """Install the checkout at ``root`` as users do: a wheel, built from a
+    copy of its files (no build/ left behind), into ``venv`` (made once; the
+    wheel is reinstalled every time). Returns the console script's argv."""
+    python = venv / "bin" / "python"
+    with tempfile.TemporaryDirectory(prefix="bench_wheel.") as tmp:
+        src, dist = Path(tmp) / "src", Path(tmp) / "dist"
+        listed = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "-co", "--exclude-standard"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        for name in filter(None, listed.decode().split("\0")):
+            if (root / name).is_file():
+                (src / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(root / name, src / name)
+        pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)]
+        subprocess.run(pip, check=True, timeout=300, capture_output=True)
+        [wheel] = dist.glob("wg_netmanager-*.whl")
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+        install = [str(python), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps"]
+        subprocess.run([*install, str(wheel)], check=True, timeout=300, capture_output=True)
+        # the dependencies, once (a no-op when they are there)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", str(wheel)],
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
+    return [str(venv / "bin" / "wg_netmanager")]
+
+
+def nebula_config(box: str, pki: Path) -> str:
+    """Nebula's config for ``box``: beta the lighthouse, the wg IP and port ours
+    uses, tun device wg0, NAT punching on, every packet allowed."""
+    octet = int(NODES[box].rsplit(".", 1)[1])
+    lighthouse = box == "beta"
+    hosts = "[]" if lighthouse else f'["{NODES["beta"]}"]'
+    return f"""\
+pki:
+  ca: {pki}/ca.crt
+  cert: {pki}/{box}.crt
+  key: {pki}/{box}.key
+static_host_map:
+  "{NODES["beta"]}": ["198.51.100.1:{WG_PORT_BASE + 1}"]
+lighthouse:
+  am_lighthouse: {str(lighthouse).lower()}
+  interval: 60
+  hosts: {hosts}
+listen:
+  host: 0.0.0.0
+  port: {WG_PORT_BASE + octet}
+punchy:
+  punch: true
+  respond: true
+tun:
+  dev: wg0
+  mtu: 1300
+logging:
+  level: info
+  format: text
+firewall:
+  outbound:
+    - port: any
+      proto: any
+      host: any
+  inbound:
+    - port: any
+      proto: any
+      host: any
+"""
+
+
+class NebulaMesh(FaultMesh):
+    """Nebula in the boxes instead of wg_netmanager: certificates and configs
+    made in ``tmp`` (``nebula-cert``), the same probers."""
+
+    def __init__(self, tb: Testbed, tmp: Path, *, probing: Probing) -> None:
+        super().__init__(tb, tmp, dict(NODES), NETWORK_YAML, verbose=False, probing=probing)
+        pki = tmp / "nebula"
+        pki.mkdir(mode=0o700)
+
+        def cert(*argv: str) -> None:
+            subprocess.run(["nebula-cert", *argv], check=True, timeout=30, capture_output=True)
+
+        cert("ca", "-name", "bench", "-out-crt", f"{pki}/ca.crt", "-out-key", f"{pki}/ca.key")
+        for box, ip in NODES.items():
+            cert(
+                "sign",
+                *("-ca-crt", f"{pki}/ca.crt", "-ca-key", f"{pki}/ca.key"),
+                *("-name", box, "-ip", f"{ip}/24"),
+                *("-out-crt", f"{pki}/{box}.crt", "-out-key", f"{pki}/{box}.key"),
+            )
+            (pki / f"{box}.yml").write_text(nebula_config(box, pki))
+        self.pki = pki
+
+    def start(self, box: str, *prefix: str, options: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        argv = [*prefix, "nebula", "-config", str(self.pki / f"{box}.yml"), *options]
+        proc = self.tb.spawn(box, argv, self.tmp / f"{box}-0.log")
+        self.procs[box] = proc
+        return proc
 
 
 # --- reading the boxes from the host ----------------------------------------
@@ -189,6 +331,12 @@ class DirectPoller(threading.Thread):
             self.stop_.wait(max(0.0, POLL - (time.monotonic() - t)))
 
     def poll(self, t: float) -> None:
+        if self.run_.nebula:  # no UAPI: its tun device's appearance is all there is to see
+            for box in NODES:
+                pid = self.run_.box_pid(box)
+                if pid and procfs.net_dev(pid, "wg0") is not None:
+                    self.wg_up.setdefault(box, t)
+            return
         state: dict[str, dict[str, Any] | None] = {}
         routes: dict[str, dict[str, str] | None] = {}
         for box in NODES:
@@ -258,19 +406,37 @@ class DirectPoller(threading.Thread):
 class Run:
     """A fresh testbed with probers and daemons (a FaultMesh); always cleaned up on exit."""
 
-    def __init__(self, args: argparse.Namespace, scenario: str, index: int, base: Path) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        scenario: str,
+        index: int,
+        base: Path,
+        program: Sequence[str] = (),
+    ) -> None:
         self.args = args
         self.scenario = scenario
         self.index = index
+        self.nebula = scenario in NEBULA
         self.dir = base / f"{scenario}{index}"
         self.dir.mkdir(mode=0o700)
         self.tb = Testbed(script_path("working_example"), unique_prefix("bm"))
-        # -vv only for kept logs: the figures are for the default log level.
-        verbose = bool(args.keep_logs)
-        self.mesh = FaultMesh(
-            self.tb, self.dir, dict(NODES), NETWORK_YAML, verbose=verbose, probing=PROBING
-        )
+        self.mesh: FaultMesh
+        if self.nebula:
+            self.mesh = NebulaMesh(self.tb, self.dir, probing=PROBING)
+        else:
+            # -vv: the start-up timeline is read from the logs
+            self.mesh = FaultMesh(
+                self.tb,
+                self.dir,
+                dict(NODES),
+                NETWORK_YAML,
+                verbose=not args.quiet_daemons,
+                probing=PROBING,
+                program=program,
+            )
         self.poller: DirectPoller | None = None
+        self.captures: dict[str, subprocess.Popen[bytes]] = {}
 
     def __enter__(self) -> Run:
         if self.args.symmetric:
@@ -285,6 +451,8 @@ class Run:
         try:
             if self.poller is not None:
                 self.poller.stop()
+            for proc in self.captures.values():
+                self.tb.stop(proc, timeout=2)
             self.mesh.stop_probers()
             self.mesh.stop_all()
         finally:
@@ -296,7 +464,7 @@ class Run:
 
     # paths and pids
     def uapi_path(self, box: str) -> Path:
-        return STATE_ROOT / str(self.tb.prefix) / box / "wireguard" / "wg0.sock"
+        return self.tb.state_dir(box) / "wireguard" / "wg0.sock"
 
     def box_pid(self, box: str) -> int | None:
         for procs in (self.mesh.probers, self.mesh.procs):
@@ -323,6 +491,47 @@ class Run:
         t = time.monotonic()
         self.mesh.start(box)
         return t
+
+    def start_captures(self, start_at: float, duration: float) -> dict[str, Path]:
+        """An underlay capture in every box for ``duration`` s from ``start_at``."""
+        outs = {}
+        for box, ip in NODES.items():
+            octet = int(ip.rsplit(".", 1)[1])
+            out = self.dir / f"capture-{box}.json"
+            argv = [sys.executable, "-m", "scripts.underlay_capture", "--dev", "eth0"]
+            port_option = "--nebula-port" if self.nebula else "--wg-port"
+            argv += [port_option, str(WG_PORT_BASE + octet)]
+            argv += ["--admin-port", str(ADMIN_PORT_BASE + octet)]
+            argv += ["--start-at", repr(start_at), "--duration", str(duration), "--out", str(out)]
+            env = {"PYTHONPATH": str(REPO_ROOT)}
+            self.captures[box] = self.tb.spawn(box, argv, self.dir / f"capture-{box}.out", env=env)
+            outs[box] = out
+        for box in NODES:
+            ready = self.dir / f"capture-{box}.out"
+            if not wait_until(functools.partial(says_ready, ready), 10, 0.05):
+                raise BenchError(f"the capture in {box} did not start")
+        return outs
+
+    def capture_reports(self, outs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+        reports = {}
+        for box, out in outs.items():
+            wait_until(out.exists, 5, 0.05)
+            with contextlib.suppress(OSError, ValueError):
+                reports[box] = json.loads(out.read_text())
+        return reports
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time so far per box: the daemon, the commands it ran and waited
+        for, and wireguard-go (not its child: it daemonizes)."""
+        cpu = {}
+        for box, proc in self.mesh.procs.items():
+            stat = procfs.stat(proc.pid)
+            ticks = 0 if stat is None else stat.utime + stat.stime + stat.cutime + stat.cstime
+            for pid in self.tb.pids(box):
+                if procfs.comm(pid) == "wireguard-go" and (st := procfs.stat(pid)) is not None:
+                    ticks += st.utime + st.stime
+            cpu[box] = ticks / CLK_TCK
+        return cpu
 
     def check_daemons(self) -> None:
         for box, p in self.mesh.procs.items():
@@ -351,6 +560,10 @@ class Run:
                 return t
             time.sleep(0.1)
         return None
+
+
+def says_ready(out: Path) -> bool:
+    return out.exists() and "ready" in out.read_text()
 
 
 # --- analysis --------------------------------------------------------------------
@@ -399,10 +612,16 @@ def reach_metrics(run: Run, probes: dict[str, dict[str, Any]], t0: float) -> dic
         m[f"  {a}->{b} / {b}->{a}"] = [rel(ab, t0), rel(ba, t0)]
     poller = run.poller
     assert poller is not None
-    m["charlie<->delta direct (LAN)"] = rel(poller.cd_lan_direct, t0)
-    m["all six links direct"] = rel(poller.all_direct, t0)
-    for a, b in PAIRS:
-        m[f"direct {a}-{b}"] = rel(poller.pair_direct.get(f"{a}-{b}"), t0)
+    if run.nebula:  # no relays: a pair that answers is a direct one
+        m["charlie<->delta direct (LAN)"] = m["charlie-delta"]
+        m["all six links direct"] = m["all pairs reachable"]
+        for a, b in PAIRS:
+            m[f"direct {a}-{b}"] = m[f"{a}-{b}"]
+    else:
+        m["charlie<->delta direct (LAN)"] = rel(poller.cd_lan_direct, t0)
+        m["all six links direct"] = rel(poller.all_direct, t0)
+        for a, b in PAIRS:
+            m[f"direct {a}-{b}"] = rel(poller.pair_direct.get(f"{a}-{b}"), t0)
     for box in NODES:
         m[f"wg0 up {box}"] = rel(poller.wg_up.get(box), t0)
     # the protocol's share: from the last interface up (process start-up,
@@ -413,6 +632,45 @@ def reach_metrics(run: Run, probes: dict[str, dict[str, Any]], t0: float) -> dic
         m["all reachable after last wg0 up"] = round(t_all - max(u for u in ups if u), 4)
     else:
         m["all reachable after last wg0 up"] = None
+    t_lan = m["charlie<->delta direct (LAN)"]
+    t_every = m["all pairs reachable"]
+    if t_lan is not None and t_every is not None:
+        m["LAN direct after every pair pings"] = round(t_lan - t_every, 4)
+    else:
+        m["LAN direct after every pair pings"] = None
+    if not run.nebula:
+        m.update(timeline_split(run))
+    return m
+
+
+STARTUP_LINE = re.compile(r"startup \+(\d+) ms \(cpu (\d+) ms\): (.+)$", re.MULTILINE)
+
+
+def startup_marks(log_text: str) -> dict[str, tuple[float, float]]:
+    """The start-up timeline a daemon logged at -vv: step -> (seconds since its
+    start, CPU seconds it had used by then)."""
+    return {
+        step: (int(ms) / 1000, int(cpu) / 1000) for ms, cpu, step in STARTUP_LINE.findall(log_text)
+    }
+
+
+def timeline_split(run: Run) -> dict[str, Any]:
+    """Per start-up step, when the slowest of the four daemons got there (s
+    since its start), and the most CPU one had used by then."""
+    marks = {}
+    for box in NODES:
+        path = run.dir / f"{box}-0.log"
+        marks[box] = startup_marks(path.read_text(errors="replace")) if path.exists() else {}
+    steps: dict[str, tuple[float, float]] = {}
+    for box_marks in marks.values():
+        for step in box_marks:
+            seen = [b[step] for b in marks.values() if step in b]
+            if len(seen) == len(marks):
+                steps[step] = (max(t for t, _ in seen), max(c for _, c in seen))
+    m: dict[str, Any] = {}
+    for step, (t, cpu) in sorted(steps.items(), key=lambda kv: kv[1][0]):
+        m[f"startup: {step}"] = t
+        m[f"startup cpu: {step}"] = cpu
     return m
 
 
@@ -438,13 +696,17 @@ def scenario_ab(run: Run) -> dict[str, Any]:
     t_all = run.wait_all_reachable()
     if t_all is None:
         raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
+    cpu = run.cpu_seconds()
     poller = run.poller
     assert poller is not None
     # give direct paths (NAT traversal, LAN) a chance to appear
     wait_until(lambda: poller.all_direct is not None, run.args.direct_wait, POLL)
     poller.stop()
     probes = run.stop_probers()
-    return reach_metrics(run, probes, t0)
+    m = reach_metrics(run, probes, t0)
+    m["CPU s until every pair pings (4 boxes)"] = round(sum(cpu.values()), 3)
+    m["CPU s until every pair pings (busiest box)"] = round(max(cpu.values()), 3)
+    return m
 
 
 def scenario_c(run: Run) -> dict[str, Any]:
@@ -517,20 +779,29 @@ def scenario_d(run: Run) -> dict[str, Any]:
     t_all = run.wait_all_reachable()
     if t_all is None:
         raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
-    assert run.poller is not None
-    run.poller.stop()  # its UAPI reads would cost wireguard-go CPU
-    run.stop_probers()  # and their traffic would count
-    time.sleep(max(0.0, t_all + IDLE_SETTLE - time.monotonic()))
+    poller = run.poller
+    assert poller is not None
+    # user traffic (the probers), over direct links where they come up
+    if not run.nebula:  # Nebula's pairs are direct once they answer
+        wait_until(lambda: poller.all_direct is not None, run.args.direct_wait, POLL)
+    time.sleep(max(0.0, t_all + USE_TIME - time.monotonic()))
+    poller.stop()  # its UAPI reads would cost wireguard-go CPU
+    run.stop_probers()  # the last traffic
+    t_stop = time.monotonic()
+    opens = t_stop + QUIET_AFTER
+    captures = run.start_captures(opens, QUIET_WINDOW)
+    time.sleep(max(0.0, opens - time.monotonic()))
     run.check_daemons()
     wg_pids = {
         box: [p for p in run.tb.pids(box) if procfs.comm(p) == "wireguard-go"] for box in NODES
     }
     before = _sample(run, wg_pids)
-    time.sleep(IDLE_WINDOW)
+    time.sleep(max(0.0, opens + QUIET_WINDOW - time.monotonic()))
     after = _sample(run, wg_pids)
     run.check_daemons()
+    kinds = run.capture_reports(captures)
     dt = after["t"] - before["t"]
-    m: dict[str, Any] = {"convergence": rel(t_all, t0)}
+    m: dict[str, Any] = {"convergence": rel(t_all, t0), "traffic stopped": rel(t_stop, t0)}
     for box in NODES:
         b0, b1 = before[box], after[box]
         m[f"{box} daemon CPU %"] = round((b1["cpu"] - b0["cpu"]) / CLK_TCK / dt * 100, 3)
@@ -539,6 +810,15 @@ def scenario_d(run: Run) -> dict[str, Any]:
         m[f"{box} daemon RSS MiB"] = round(max(b0["rss"], b1["rss"]) / 1024, 1)
         m[f"{box} eth0 bytes/s"] = round((b1["bytes"] - b0["bytes"]) / dt, 1)
         m[f"{box} eth0 packets/s"] = round((b1["packets"] - b0["packets"]) / dt, 2)
+    m["max dynamic node eth0 bytes/s"] = max(m[f"{box} eth0 bytes/s"] for box in DYNAMIC)
+    for box in NODES:
+        report = kinds.get(box)
+        if report is None:
+            continue
+        seconds = report["seconds"] or QUIET_WINDOW
+        for kind, c in report["kinds"].items():
+            rate = (c["out_bytes"] + c["in_bytes"]) / seconds
+            m[f"  {box} {kind} B/s (out+in)"] = round(rate, 1)
     return m
 
 
@@ -564,7 +844,15 @@ def _sample(run: Run, wg_pids: dict[str, list[int]]) -> dict[str, Any]:
     return out
 
 
-RUNNERS = {"a": scenario_ab, "b": scenario_ab, "c": scenario_c, "d": scenario_d}
+RUNNERS = {
+    "a": scenario_ab,
+    "o": scenario_ab,
+    "n": scenario_ab,
+    "b": scenario_ab,
+    "c": scenario_c,
+    "d": scenario_d,
+    "q": scenario_d,
+}
 
 
 # --- reporting ---------------------------------------------------------------------
@@ -620,6 +908,70 @@ def print_table(scenario: str, results: list[dict[str, Any]], summary: dict[str,
         print(f"  run {r['run']}: FAILED: {r['error']}")
 
 
+# The issue's figures: (figure, scenario of ours, metric; metric of Nebula's n).
+COMPARED = [
+    ("every pair pings", "a", "all pairs reachable"),
+    ("alpha<->charlie direct through both NATs", "a", "direct alpha-charlie"),
+    ("charlie<->delta direct on the LAN", "a", "charlie<->delta direct (LAN)"),
+    ("all six links direct", "a", "all six links direct"),
+    ("CPU s until every pair pings (4 boxes)", "a", "CPU s until every pair pings (4 boxes)"),
+    ("  LAN direct after every pair pings", "a", "LAN direct after every pair pings"),
+    ("restarted node reaches everyone again", "c", "charlie reaches all again"),
+    ("quiet after use: max dynamic node [B/s]", "d", "max dynamic node eth0 bytes/s"),
+]
+
+
+def fmt_range(s: dict[str, Any] | None) -> str:
+    if not s or s.get("median") is None:
+        return "n/a"
+    return f"{s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}]"
+
+
+def print_comparison(summaries: dict[str, dict[str, Any]]) -> None:
+    """The issue's table (medians [range]; ratio ours/Nebula) and the start-up timeline."""
+    ours_a, nebula = summaries.get("a", {}), summaries.get("n", {})
+    print("\n== wg_netmanager and Nebula (medians [range]; times in s)")
+    print(f"  {'figure':<42} {'wg_netmanager':>20} {'Nebula':>20} {'ratio':>6}")
+    for figure, scenario, metric in COMPARED:
+        ours = summaries.get(scenario, {}).get(metric)
+        mirror = next((n for n, ours in NEBULA.items() if ours == scenario), None)
+        theirs = None
+        if mirror is not None and not figure.startswith(" "):
+            theirs = summaries.get(mirror, {}).get(metric)
+        ratio = ""
+        if ours and theirs and ours.get("median") is not None and theirs.get("median"):
+            ratio = f"{ours['median'] / theirs['median']:.2f}"
+        if ours is None and theirs is None:
+            continue
+        print(f"  {figure:<42} {fmt_range(ours):>20} {fmt_range(theirs):>20} {ratio:>6}")
+    other = summaries.get("o")
+    if other:
+        print("\n== this checkout and the other one (--against): medians [range]; times in s")
+        print(f"  {'figure':<42} {'this':>20} {'other':>20} {'ratio':>6}")
+        for figure, scenario, metric in COMPARED:
+            if scenario != "a" or figure.startswith(" "):
+                continue
+            mine, theirs = ours_a.get(metric), other.get(metric)
+            ratio = ""
+            if mine and theirs and mine.get("median") is not None and theirs.get("median"):
+                ratio = f"{mine['median'] / theirs['median']:.2f}"
+            print(f"  {figure:<42} {fmt_range(mine):>20} {fmt_range(theirs):>20} {ratio:>6}")
+    steps = [k.removeprefix("startup: ") for k in ours_a if k.startswith("startup: ")]
+    if steps:
+        print(
+            "\n  start-up, slowest of the four daemons: s from its start, and its CPU s by then"
+            " (medians [range])"
+        )
+        for step in steps:
+            wall, cpu = ours_a[f"startup: {step}"], ours_a.get(f"startup cpu: {step}")
+            print(f"    {step:<40} {fmt_range(wall):>20} {fmt_range(cpu):>20}")
+        for name, summary in (("wg_netmanager", ours_a), ("Nebula", nebula)):
+            ups = [summary.get(f"wg0 up {box}") for box in NODES]
+            medians = [u["median"] for u in ups if u and u.get("median") is not None]
+            if medians:
+                print(f"    {'wg0 up (last box), ' + name:<40} {max(medians):>9.2f}")
+
+
 # --- main -----------------------------------------------------------------------
 
 
@@ -643,18 +995,42 @@ def git_state() -> dict[str, Any]:
     return {"head": git("rev-parse", "--short", "HEAD"), "dirty": git("status", "--short")}
 
 
-def preflight() -> None:
+def preflight(args: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         sys.exit("bench_mesh: needs root (network namespaces)")
     missing = [t for t in REQUIRED_TOOLS if which(t) is None]
     if missing:
         sys.exit(f"bench_mesh: missing tools: {', '.join(missing)}; run scripts/install.sh")
+    nebula = set(NEBULA) & set(args.scenarios)
+    if nebula and (which("nebula") is None or which("nebula-cert") is None):
+        sys.exit(
+            f"bench_mesh: scenario {','.join(sorted(nebula))} needs Nebula: run "
+            "scripts/install.sh --nebula (or leave out n and q: --scenario a,b,c,d)"
+        )
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
-    ap.add_argument("--scenario", default="a,b,c,d", help="comma-separated, of a b c d")
+    ap.add_argument("--scenario", default="a,n,b,c,d,q", help="comma-separated, of a n b c d q (o)")
+    ap.add_argument(
+        "--install",
+        choices=("regular", "checkout"),
+        default="regular",
+        help="regular: a wheel installed into .venv-bench (what users run; the default); "
+        "checkout: python -m wg_netmanager from this checkout",
+    )
+    ap.add_argument(
+        "--against",
+        metavar="DIR",
+        help="also run scenario o: scenario a with another checkout of wg_netmanager (a git "
+        "worktree, e.g. of an older commit), installed the same way, alternating with a",
+    )
+    ap.add_argument(
+        "--quiet-daemons",
+        action="store_true",
+        help="run the daemons at the default log level (no start-up timeline)",
+    )
     ap.add_argument("--keep-logs", metavar="DIR", help="keep daemon logs (-vv) and probe data")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--symmetric", action="store_true", help="alpha's firewall: symmetric NAT")
@@ -669,11 +1045,15 @@ def parse_args() -> argparse.Namespace:
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
     bad = [s for s in scenarios if s not in SCENARIOS]
     if bad or not scenarios:
-        ap.error(f"unknown scenario(s): {', '.join(bad) or '(none)'}; choose from a,b,c,d")
+        ap.error(f"unknown scenario(s): {', '.join(bad) or '(none)'}; choose from a,n,b,c,d,q,o")
     if not 1 <= args.runs <= 50:
         ap.error("--runs must be within 1..50")
     if not 0 <= args.direct_wait <= 60:
         ap.error("--direct-wait must be within 0..60")
+    if args.against and "o" not in scenarios:
+        scenarios.insert(scenarios.index("a") + 1 if "a" in scenarios else 0, "o")
+    if "o" in scenarios and not args.against:
+        ap.error("scenario o needs --against DIR")
     args.scenarios = scenarios
     return args
 
@@ -690,11 +1070,36 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+HEADLINES = {
+    "a": "all pairs reachable",
+    "o": "all pairs reachable",
+    "n": "all pairs reachable",
+    "b": "all pairs reachable",
+    "c": "charlie reaches all again",
+    "d": "max dynamic node eth0 bytes/s",
+    "q": "max dynamic node eth0 bytes/s",
+}
+
+
+def schedule(scenarios: list[str], runs: int) -> list[tuple[str, int]]:
+    """Run i of every scenario before run i + 1 of any: a and n alternate, and a
+    change of load on the machine falls on all of them alike."""
+    return [(scenario, i) for i in range(1, runs + 1) for scenario in scenarios]
+
+
 def main() -> int:
     args = parse_args()
-    preflight()
+    preflight(args)
     if args.keep_logs:
         Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+    program: list[str] = []
+    programs: dict[str, list[str]] = {}
+    if args.against:
+        print(f"installing {args.against} into {BENCH_VENV}-against (a wheel) ...", file=sys.stderr)
+        programs["o"] = regular_install(Path(f"{BENCH_VENV}-against"), Path(args.against))
+    if args.install == "regular" and set(args.scenarios) - set(NEBULA) - {"o"}:
+        print(f"installing this checkout into {BENCH_VENV} (a wheel) ...", file=sys.stderr)
+        program = regular_install()
     began = time.monotonic()
     load0 = loadavg()
     if load0 > 0.5:
@@ -703,54 +1108,50 @@ def main() -> int:
             f"({os.cpu_count()} CPUs) will slow the daemons' start-up and skew the times",
             file=sys.stderr,
         )
-    all_results: dict[str, list[dict[str, Any]]] = {}
-    summaries: dict[str, dict[str, Any]] = {}
+    all_results: dict[str, list[dict[str, Any]]] = {s: [] for s in args.scenarios}
     with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="bench_mesh.") as tmp:
         base = Path(tmp)
-        for scenario in args.scenarios:
-            results = all_results.setdefault(scenario, [])
-            for i in range(1, args.runs + 1):
-                started = time.monotonic()
-                result: dict[str, Any] = {"run": i}
-                run = Run(args, scenario, i, base)
-                try:
-                    with run:
-                        result["metrics"] = RUNNERS[scenario](run)
-                except (
-                    AssertionError,  # a FaultMesh wait that timed out
-                    BenchError,
-                    RuntimeError,
-                    subprocess.SubprocessError,
-                    OSError,
-                ) as exc:
-                    result["error"] = str(exc)
-                    print(f"[{scenario}{i}] FAILED: {exc}\n{run.log_tails()}", file=sys.stderr)
-                result["seconds"] = round(time.monotonic() - started, 2)
-                result["loadavg_after"] = loadavg()
-                results.append(result)
-                headline = {
-                    "a": "all pairs reachable",
-                    "b": "all pairs reachable",
-                    "c": "charlie reaches all again",
-                    "d": "convergence",
-                }[scenario]
-                value = result.get("metrics", {}).get(headline)
-                print(
-                    f"[{scenario}{i}] {headline}: {fmt(value)} s  (run took {result['seconds']} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            summaries[scenario] = summarize(results)
+        for scenario, i in schedule(args.scenarios, args.runs):
+            started = time.monotonic()
+            result: dict[str, Any] = {"run": i}
+            run = Run(args, scenario, i, base, programs.get(scenario, program))
+            try:
+                with run:
+                    result["metrics"] = RUNNERS[scenario](run)
+            except (
+                AssertionError,  # a FaultMesh wait that timed out
+                BenchError,
+                RuntimeError,
+                subprocess.SubprocessError,
+                OSError,
+            ) as exc:
+                result["error"] = str(exc)
+                print(f"[{scenario}{i}] FAILED: {exc}\n{run.log_tails()}", file=sys.stderr)
+            result["seconds"] = round(time.monotonic() - started, 2)
+            result["loadavg_after"] = loadavg()
+            all_results[scenario].append(result)
+            headline = HEADLINES[scenario]
+            value = result.get("metrics", {}).get(headline)
+            print(
+                f"[{scenario}{i}] {headline}: {fmt(value)}  (run took {result['seconds']} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    summaries = {s: summarize(results) for s, results in all_results.items()}
     for scenario in args.scenarios:
         print_table(scenario, all_results[scenario], summaries[scenario])
+    print_comparison(summaries)
     total = time.monotonic() - began
     print(f"\ntotal {total:.1f} s; times in s from the (re)start of the measured daemon(s)")
     print(f"load average before {load0:.2f}, after {loadavg():.2f} ({os.cpu_count()} CPUs)")
+    ran = " ".join(program) if program else "python -m wg_netmanager (this checkout)"
+    print(f"wg_netmanager: {ran}")
     if args.json:
         doc = {
             "meta": {
                 "runs": args.runs,
                 "symmetric": args.symmetric,
+                "install": args.install,
                 "probe_interval": PROBING.interval,
                 "poll_interval": POLL,
                 "total_seconds": round(total, 1),

@@ -6,7 +6,9 @@
 # missing, pip only when setup.cfg/pyproject.toml changed since the last
 # successful install.
 #
-# Usage: scripts/install.sh            (as root, or a user with sudo)
+# Usage: scripts/install.sh [--nebula]  (as root, or a user with sudo)
+#        --nebula: also Nebula (the Debian package), which only the benchmark
+#                  scripts/bench_mesh.py runs, side by side with wg_netmanager
 # Env:   PYTHON=python3.11             interpreter for the venv (default python3)
 #        WGNM_FORCE_PIP=1              reinstall into the venv even if unchanged
 set -euo pipefail
@@ -23,6 +25,12 @@ die() {
 # systemd: its systemd-analyze verifies the shipped unit (nothing is started).
 PACKAGES=(wireguard-tools wireguard-go iproute2 nftables iputils-ping tmux faketime python3-venv
     systemd)
+for arg in "$@"; do
+    case "$arg" in
+        --nebula) PACKAGES+=(nebula) ;;
+        *) die "unknown option '$arg' (usage: scripts/install.sh [--nebula])" ;;
+    esac
+done
 
 # --- system packages ------------------------------------------------------
 if [ "$(id -u)" -eq 0 ]; then

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +75,9 @@ class FaultMesh(Daemons):
         *,
         verbose: bool = True,
         probing: Probing = Probing(),
+        program: Sequence[str] = (),
     ) -> None:
-        super().__init__(tb, tmp, nodes, config_text, verbose=verbose)
+        super().__init__(tb, tmp, nodes, config_text, verbose=verbose, program=program)
         self.probing = probing
         self.probers: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -182,6 +182,11 @@ class Testbed:
         """Network namespace name of ``box``."""
         return f"{self.prefix}-{box}"
 
+    def state_dir(self, box: str) -> Path:
+        """``box``'s state directory on the host (see ns/lib.sh): its
+        ``wireguard`` subdirectory is the box's /run/wireguard."""
+        return Path(os.environ.get("TB_STATE_ROOT", "/run/wgnm-testbed")) / self.prefix / box
+
     def namespaces(self) -> list[str]:
         """This testbed's namespaces that currently exist."""
         res = subprocess.run(
@@ -308,7 +313,9 @@ class Daemons:
 
     ``nodes`` maps box -> wg IP; box N's k-th start logs to ``{box}-{k}.log``.
     Daemons run headless, with ``-vv`` unless ``verbose`` is False (a
-    benchmark's figures are for the default log level).
+    benchmark's figures are for the default log level). ``program`` is the
+    command of an installed wg_netmanager (e.g. a virtualenv's console
+    script); by default this checkout runs, as ``python -m wg_netmanager``.
     """
 
     def __init__(
@@ -319,11 +326,13 @@ class Daemons:
         config_text: str,
         *,
         verbose: bool = True,
+        program: Sequence[str] = (),
     ) -> None:
         self.tb = tb
         self.tmp = tmp
         self.nodes = nodes
         self.verbose = verbose
+        self.program = list(program)
         self.config = tmp / "network.yaml"
         self.config.write_text(config_text)
         self.config.chmod(0o600)
@@ -335,12 +344,14 @@ class Daemons:
     def start(self, box: str, *prefix: str, options: Sequence[str] = ()) -> subprocess.Popen[bytes]:
         """Start the daemon in ``box``; ``prefix`` wraps the command, ``options``
         are added to the daemon's own (e.g. ``-e``)."""
-        argv = [*prefix, sys.executable, "-m", "wg_netmanager", "-c", str(self.config)]
+        program = self.program or [sys.executable, "-m", "wg_netmanager"]
+        argv = [*prefix, *program, "-c", str(self.config)]
         argv += ["--no-tui", *(["-vv"] if self.verbose else []), *options]
         argv += ["wg0", self.nodes[box], box]
         count = self._starts.get(box, 0)
         self._starts[box] = count + 1
-        env = {"PYTHONPATH": str(REPO_ROOT)}
+        # An installed program must not see this checkout on its path.
+        env = None if self.program else {"PYTHONPATH": str(REPO_ROOT)}
         proc = self.tb.spawn(box, argv, self.tmp / f"{box}-{count}.log", env=env)
         self.procs[box] = proc
         return proc

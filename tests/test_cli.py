@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
 from ipaddress import IPv4Address
@@ -275,8 +276,16 @@ def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     """Stands in for wg_netmanager.daemon.main."""
     seen: list[Settings] = []
 
-    def main(settings: Settings, load_settings: object = None) -> int:
+    def main(
+        settings: Settings,
+        *,
+        load_settings: object = None,
+        timeline: object = None,
+        admin_socket: socket.socket | None = None,
+    ) -> int:
         seen.append(settings)
+        if admin_socket is not None:  # bound by the command line before the daemon's imports
+            admin_socket.close()
         return 7
 
     monkeypatch.setattr(daemon, "main", main)

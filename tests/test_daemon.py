@@ -17,6 +17,7 @@ import errno
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import replace
 from ipaddress import IPv4Address
@@ -95,6 +96,62 @@ def test_two_daemons_mesh_retry_and_clean_up(
     for pair in keys:
         assert pair.private.hex() not in caplog.text
     assert SHARED_KEY_B64 not in caplog.text
+
+
+def test_the_hello_goes_out_while_the_interface_is_being_set_up(tmp_path: Path) -> None:
+    alice, bob = machines(tmp_path)
+    # bob's interface takes a retry to come up: his session with alice does not wait for it.
+    bob.device.fail["create"] = CommandError(["wireguard-go", "wg0"], 1, "resource busy")
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            bob_daemon = await bob.daemon()
+            nursery.start_soon(bob_daemon.run)
+            await wait_for(lambda: IPv4Address("10.1.1.2") in alice_daemon.node.sessions)
+            seen["bob's interface then"] = bob.device.created
+            seen["bob's peers then"] = dict(bob.device.peers)
+            await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
+            await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert seen == {"bob's interface then": False, "bob's peers then": {}}
+    # Once up, the interface is configured before any peer goes onto it.
+    names = bob.device.call_names()
+    assert names.index("set_address") < names.index("apply_peers")
+
+
+def test_a_failing_interface_after_the_hello_ends_the_daemon_with_a_bye(tmp_path: Path) -> None:
+    alice, bob = machines(tmp_path)
+    bob.device.fail_always["set_address"] = CommandError(["ip", "addr"], 2, "RTNETLINK: busy")
+    errors = []
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            bob_daemon = await bob.daemon()
+            met = trio.Event()
+
+            async def watch() -> None:
+                await wait_for(lambda: IPv4Address("10.1.1.2") in alice_daemon.node.sessions)
+                met.set()
+
+            nursery.start_soon(watch)
+            await bob_daemon.run()  # gives up after its retries
+            errors.append(bob_daemon.startup_error)
+            # bob said hello while trying, and bye when he gave up
+            assert met.is_set()
+            await wait_for(lambda: IPv4Address("10.1.1.2") not in alice_daemon.node.sessions, 0.1)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    [error] = errors
+    assert error is not None and "RTNETLINK: busy" in str(error)
+    assert not bob.device.created and not bob.host.net.sockets.get((BOB_IP, 50502))
 
 
 def test_dead_peer_is_removed_from_wireguard(tmp_path: Path) -> None:
@@ -322,6 +379,47 @@ def test_the_link_watch_wakes_the_reconciler_and_the_address_reader(tmp_path: Pa
     trio.run(scenario, clock=mock_clock())
 
 
+def test_a_deleted_interface_is_set_up_again_even_while_its_daemon_still_answers(
+    tmp_path: Path,
+) -> None:
+    """wireguard-go keeps answering on its socket for a moment after its
+    interface is gone: the link watch's word is checked with the kernel, not
+    with a reading that still succeeds."""
+    alice, bob = machines(tmp_path)
+    bob.settings = with_timers(bob.settings, reconcile_interval=60.0, wg_poll_slow=60.0)
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            await nursery.start((await bob.daemon()).run)
+            await wait_for(lambda: bob.host.watching)
+            await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
+            bob.device.set_handshake(alice_daemon.keys.public_b64, 1.0)
+            await trio.sleep(1.0)  # nothing awaited: `wg show` only every 60 s
+            lingering = dict(bob.device.peers)
+            real_read = bob.device.read_peers
+
+            async def read_peers() -> dict[str, Any]:
+                if bob.device.created:
+                    return await real_read()
+                await trio.lowlevel.checkpoint()
+                return dict(lingering)  # the old daemon, still answering
+
+            bob.device.read_peers = read_peers  # type: ignore[method-assign]
+            creates = bob.device.call_names().count("create")
+            bob.device.delete_externally()
+            bob.routes.tables["wg0"] = set()
+            bob.host.link_changed("wg0")
+            start = trio.current_time()
+            await wait_for(lambda: bob.device.call_names().count("create") > creates)
+            assert trio.current_time() - start < 0.1
+            await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+
+
 def test_a_link_watch_that_cannot_run_is_retried_with_backoff(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -442,3 +540,28 @@ def test_local_addresses_skip_our_interface_and_loopback() -> None:
         "7: wg0    inet 10.1.1.2/24 scope global wg0\n"
     )
     assert host_module.parse_local_addresses(text, "wg0") == ["10.9.0.2", "192.168.1.5"]
+
+
+def test_an_admin_port_bound_before_the_event_loop_keeps_what_arrived_meanwhile() -> None:
+    early = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    early.bind(("127.0.0.1", 0))
+    port = early.getsockname()[1]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.sendto(b"hello before the loop", ("127.0.0.1", port))
+
+    async def main() -> tuple[bytes, int]:
+        host = host_module.SystemHost(admin_socket=early)
+        sock = await host.open_datagram_socket(port)
+        with trio.fail_after(5):
+            data, _addr = await sock.recvfrom(100)
+        # a second socket on another port is bound as usual
+        other = await host.open_datagram_socket(0)
+        other_port = other.getsockname()[1]  # type: ignore[attr-defined]
+        sock.close()
+        other.close()
+        return data, other_port
+
+    with sender:
+        data, other_port = trio.run(main)
+    assert data == b"hello before the loop"
+    assert other_port not in (0, port)

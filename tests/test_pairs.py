@@ -29,7 +29,8 @@ TIMERS = Timers()
 ME = NodeInfo(IPv4Address("10.1.1.3"), "charlie", to_b64(b"c" * 32), 50003, 50503)
 PEER = IPv4Address("10.1.1.4")  # higher than ours: we are the side that re-probes a lost LAN
 PEER_LAN: Endpoint = ("192.168.1.3", 50504)
-PEER_OUTSIDE: Endpoint = ("198.51.100.3", 40004)
+PEER_OUTSIDE: Endpoint = ("198.51.100.3", 40004)  # behind our NAT (charlie and delta)
+OTHER_OUTSIDE: Endpoint = ("198.51.100.4", 40002)  # behind another NAT (alpha's firewall)
 
 
 @dataclass
@@ -187,6 +188,47 @@ def nat_after_the_probe_window() -> PairLab:
     return lab
 
 
+def nat_at_once_behind_another_nat() -> PairLab:
+    lab = PairLab(outside=OTHER_OUTSIDE)
+    path = lab.pairs.paths[PEER]
+    assert lab.path_state is S.INSTALLING and path.kind == "nat" and path.endpoint == OTHER_OUTSIDE
+    # the LAN is probed all the same
+    assert lab.host.sent == [(wire.Probe(path.probe_token), PEER_LAN)]
+    return lab
+
+
+def lan_answers_a_nat_attempt() -> PairLab:
+    """Behind different outside addresses and still on one LAN (two uplinks):
+    the LAN wins, and is waited for from then on."""
+    lab = nat_at_once_behind_another_nat()
+    lab.probe_answered()
+    assert any(isinstance(e, ev.LanAnswers) for e in lab.host.events)
+    assert lab.path_state is S.PROBING  # not the outside endpoint at once, this time
+    lab.probe_answered()
+    assert lab.path_state is S.INSTALLING and lab.pairs.paths[PEER].kind == "lan"
+    return lab
+
+
+def an_outside_endpoint_learned_changes_nothing() -> PairLab:
+    """The static learns the peer's outside endpoint (its first handshake) after
+    the LAN link is up: nothing moved, the link stays."""
+    lab = PairLab(outside=None)
+    lab.direct()
+    lab.host.entries[PEER] = replace(lab.host.entries[PEER], wg_endpoint=PEER_OUTSIDE)
+    lab.pairs.prune(lab.now)
+    assert lab.path_state is S.DIRECT
+    assert not any(isinstance(e, ev.PairAddressesChanged) for e in lab.host.events)
+    return lab
+
+
+def a_relayed_pair_tries_an_outside_endpoint_once_known() -> PairLab:
+    lab = no_outside_known()
+    lab.host.entries[PEER] = replace(lab.host.entries[PEER], wg_endpoint=OTHER_OUTSIDE)
+    lab.pairs.prune(lab.now)
+    assert lab.path_state is S.INSTALLING and lab.pairs.paths[PEER].endpoint == OTHER_OUTSIDE
+    return lab
+
+
 def no_outside_known() -> PairLab:
     lab = PairLab(lan=False, outside=None)
     assert lab.path_state is S.RELAYED
@@ -341,6 +383,10 @@ def unlisted_peer_whose_daemon_is_gone() -> PairLab:
 SCENARIOS: list[Callable[[], PairLab]] = [
     lan_found,
     nat_after_the_probe_window,
+    nat_at_once_behind_another_nat,
+    lan_answers_a_nat_attempt,
+    an_outside_endpoint_learned_changes_nothing,
+    a_relayed_pair_tries_an_outside_endpoint_once_known,
     no_outside_known,
     both_ready_then_handshake,
     peer_initiated_first,

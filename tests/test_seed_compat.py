@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -119,8 +120,16 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     """The settings the daemon would have been started with."""
     seen: list[Settings] = []
 
-    def main(settings: Settings, load_settings: object = None) -> int:
+    def main(
+        settings: Settings,
+        *,
+        load_settings: object = None,
+        timeline: object = None,
+        admin_socket: socket.socket | None = None,
+    ) -> int:
         seen.append(settings)
+        if admin_socket is not None:  # bound by the command line before the daemon's imports
+            admin_socket.close()
         return 0
 
     monkeypatch.setattr(daemon, "main", main)
@@ -563,7 +572,7 @@ def root_handlers() -> Iterator[None]:
     root.setLevel(level)
 
 
-async def _no_daemon(settings: object, load_settings: object, notifier: object) -> None:
+async def _no_daemon(settings: object, *_: object) -> None:
     return None
 
 

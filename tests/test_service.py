@@ -7,6 +7,7 @@ syntax and the command line it runs; ``-s/--static`` on the command line, and
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -371,7 +372,15 @@ def test_a_reload_reads_the_files_again(
 ) -> None:
     loaders: list[Callable[[], Settings]] = []
 
-    def main(settings: Settings, load_settings: Callable[[], Settings] | None = None) -> int:
+    def main(
+        settings: Settings,
+        *,
+        load_settings: Callable[[], Settings] | None = None,
+        timeline: object = None,
+        admin_socket: socket.socket | None = None,
+    ) -> int:
+        if admin_socket is not None:  # bound by the command line before the daemon's imports
+            admin_socket.close()
         assert load_settings is not None
         loaders.append(load_settings)
         return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 import trio
@@ -13,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fakes import FakeRoutes, FakeWgDevice
+from wg_netmanager import uapi
 from wg_netmanager.model import Route, WgPeer, WgPeerReading
-from wg_netmanager.proc import CommandError, run
+from wg_netmanager.proc import CommandError, run, run_batch
 from wg_netmanager.routes import (
     ROUTE_PROTO,
     Routes,
@@ -114,6 +116,114 @@ def test_parse_dump_skips_garbage_and_never_logs_lines(caplog: pytest.LogCapture
 def test_parse_dump_empty_and_interface_only() -> None:
     assert parse_dump("", NOW) == {}
     assert parse_dump(f"{PRIVATE}\t{K4}\t51820\toff\n", NOW) == {}
+
+
+# ---------------------------------------------------------------------------
+# the userspace API (wireguard-go's socket)
+
+
+def hx(k: str) -> str:
+    return base64.b64decode(k).hex()
+
+
+PRIVATE_HEX = (b"\x99" * 32).hex()
+GET = (
+    f"private_key={PRIVATE_HEX}\nlisten_port=51820\n"
+    f"public_key={hx(K1)}\nendpoint=192.0.2.1:51820\nlast_handshake_time_sec=1700000090\n"
+    "last_handshake_time_nsec=500000000\ntx_bytes=5678\nrx_bytes=1234\n"
+    "persistent_keepalive_interval=25\nallowed_ip=10.1.1.3/32\nallowed_ip=10.1.1.2/32\n"
+    "protocol_version=1\n"
+    f"public_key={hx(K2)}\nlast_handshake_time_sec=0\nlast_handshake_time_nsec=0\n"
+    "tx_bytes=0\nrx_bytes=0\npersistent_keepalive_interval=0\n"
+    f"public_key={hx(K3)}\nendpoint=[2001:db8::1]:51820\nallowed_ip=fd00::4/128\n"
+    "allowed_ip=10.1.1.4/32\nsome_future_key=1\n"
+)
+
+
+def test_uapi_reading_is_what_wg_show_dump_says() -> None:
+    peers = uapi.parse_get(GET, NOW)
+    assert set(peers) == {K1, K2, K3}
+    assert peers[K1] == WgPeerReading(
+        public_key=K1,
+        endpoint=("192.0.2.1", 51820),
+        allowed_ips=nets("10.1.1.2/32", "10.1.1.3/32"),
+        handshake_age=9.5,
+        rx_bytes=1234,
+        tx_bytes=5678,
+        persistent_keepalive=25,
+    )
+    assert peers[K2] == WgPeerReading(K2, None, (), None, 0, 0, 0)
+    assert peers[K3].endpoint is None and peers[K3].allowed_ips == nets("10.1.1.4/32")
+    assert uapi.parse_get("", NOW) == {}
+
+
+def test_uapi_skips_a_malformed_peer_without_quoting_it(caplog: pytest.LogCaptureFixture) -> None:
+    text = f"public_key=zz{hx(K1)[2:]}\nrx_bytes=1\npublic_key={hx(K2)}\nrx_bytes=x\n"
+    text += f"public_key={hx(K3)}\nallowed_ip=10.1.1.999/32\nrx_bytes=7\n"
+    with caplog.at_level(logging.DEBUG, logger="wg_netmanager"):
+        peers = uapi.parse_get(GET.split("public_key")[0] + text, NOW)
+    assert list(peers) == [K3] and peers[K3].rx_bytes == 7 and peers[K3].allowed_ips == ()
+    assert PRIVATE_HEX not in caplog.text and hx(K1)[2:] not in caplog.text
+
+
+def test_uapi_sets_what_the_planned_wg_set_commands_say() -> None:
+    desired = {
+        K1: WgPeer(K1, nets("10.1.1.2/32"), ("192.0.2.1", 51820), 25),
+        K3: WgPeer(K3, ()),
+    }
+    actual = {K1: reading(K1, "10.1.1.2/32", "10.1.1.5/32"), K2: reading(K2, "10.1.1.9/32")}
+    shrink, grow = plan_peer_changes("wg0", desired, actual)
+    assert uapi.set_lines(shrink) == [
+        f"public_key={hx(K2)}",
+        "remove=true",
+        f"public_key={hx(K1)}",
+        "replace_allowed_ips=true",
+        "allowed_ip=10.1.1.2/32",
+        "endpoint=192.0.2.1:51820",
+        "persistent_keepalive_interval=25",
+    ]
+    assert uapi.set_lines(grow) == [f"public_key={hx(K3)}", "replace_allowed_ips=true"]
+    assert uapi.set_lines(["wg", "set", "wg0", "listen-port", "51820"]) == ["listen_port=51820"]
+    for bad in (
+        ["wg", "show", "wg0"],
+        ["wg", "set", "wg0", "private-key", "/dev/stdin"],
+        ["wg", "set", "wg0", "peer"],
+    ):
+        with pytest.raises(ValueError):
+            uapi.set_lines(bad)
+
+
+def test_uapi_talks_over_a_unix_socket_and_reports_a_refusal(tmp_path: Path) -> None:
+    path = str(tmp_path / "wg0.sock")
+    requests: list[bytes] = []
+
+    async def serve_one(listener: trio.SocketListener, answer: bytes) -> None:
+        async with await listener.accept() as stream:
+            got = b""
+            while not got.endswith(b"\n\n"):
+                got += await stream.receive_some(4096)
+            requests.append(got)
+            await stream.send_all(answer)
+
+    async def main() -> tuple[str, CommandError, CommandError]:
+        sock = trio.socket.socket(trio.socket.AF_UNIX)
+        await sock.bind(path)
+        sock.listen()
+        async with trio.SocketListener(sock) as listener, trio.open_nursery() as nursery:
+            nursery.start_soon(serve_one, listener, GET.encode() + b"errno=0\n\n")
+            body = await uapi.request(path, "get=1")
+            nursery.start_soon(serve_one, listener, b"errno=22\n\n")
+            with pytest.raises(CommandError) as refused:
+                await uapi.request(path, "set=1", ["listen_port=1"])
+        with pytest.raises(CommandError) as missing:
+            await uapi.request(str(tmp_path / "nothing.sock"), "get=1")
+        return body, refused.value, missing.value
+
+    body, refused, missing = trio.run(main)
+    assert uapi.parse_get(body, NOW) == uapi.parse_get(GET, NOW)
+    assert requests == [b"get=1\n\n", b"set=1\nlisten_port=1\n\n"]
+    assert refused.argv[0] == "uapi" and "errno 22" in str(refused)
+    assert missing.returncode == 1 and "nothing.sock" in str(missing)
 
 
 def test_is_valid_key() -> None:
@@ -413,6 +523,58 @@ def test_run_missing_binary_and_timeout() -> None:
         trio.run(slow)
     assert ei.value.returncode is None
     assert "timed out" in str(ei.value)
+
+
+# Read-only ip commands: the batch tests need no root and change nothing.
+LO = ["ip", "-4", "addr", "show", "dev", "lo"]
+MISSING = ["ip", "-4", "addr", "show", "dev", "wgnm-missing0"]
+
+
+def test_a_batch_runs_in_one_process_and_names_what_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> tuple[dict[int, str], dict[int, str]]:
+        everything = await run_batch([LO, MISSING, LO, MISSING], keep_going=True)
+        fine = await run_batch([LO, LO], keep_going=True)
+        return everything, fine
+
+    with caplog.at_level(logging.DEBUG, logger="wg_netmanager"):
+        failures, fine = trio.run(main)
+    assert sorted(failures) == [1, 3]
+    assert all("wgnm-missing0" in text for text in failures.values())
+    assert fine == {}
+    runs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run: ")]
+    assert runs == ["run: ip -4 -force -batch - (with stdin)"] * 2
+
+
+def test_a_batch_stops_at_the_first_failure_and_raises_for_it() -> None:
+    async def main() -> None:
+        await run_batch([LO, MISSING, ["ip", "-4", "addr", "show", "dev", "wgnm-other0"]])
+
+    with pytest.raises(CommandError) as ei:
+        trio.run(main)
+    assert ei.value.argv == MISSING
+    assert "wgnm-missing0" in ei.value.stderr and "wgnm-other0" not in ei.value.stderr
+
+
+def test_a_batch_of_one_is_the_command_itself() -> None:
+    async def main() -> dict[int, str]:
+        return await run_batch([MISSING], keep_going=True)
+
+    assert list(trio.run(main)) == [0]
+    with pytest.raises(CommandError) as ei:
+        trio.run(run_batch, [MISSING])
+    assert ei.value.argv == MISSING
+
+
+def test_a_batch_refuses_what_ip_would_read_differently() -> None:
+    for commands in (
+        [LO, ["wg", "show"]],  # not ip
+        [LO, ["ip", "addr", "show", "dev", "lo"]],  # other options
+        [LO, ["ip", "-4", "addr", "show", "dev", "lo lo"]],  # a word with a space
+    ):
+        with pytest.raises(ValueError):
+            trio.run(run_batch, commands)
 
 
 # ---------------------------------------------------------------------------

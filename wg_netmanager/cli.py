@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from ipaddress import IPv4Address
 from typing import Any
@@ -52,6 +53,7 @@ from wg_netmanager.config import (
 )
 from wg_netmanager.core.timers import Timers, timer_names
 from wg_netmanager.notify import to_journal
+from wg_netmanager.timeline import Timeline
 
 CONFIG_DIR = "/etc/wg_netmanager"  # a pinned static keeps its key here: <interface>.key
 DEFAULT_NETWORK_PATH = "/etc/wg_netmanager/network.yaml"
@@ -386,6 +388,8 @@ def _logfile_form(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    timeline = Timeline()
+    timeline.mark("command line module imported")
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = docopt(USAGE, argv, version=__version__)
@@ -409,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         if args["status"]:
             return _status(args)
         settings = build_settings(args)
+        timeline.mark("config read")
         warning = warn_if_world_readable(settings.network.path)
         if warning:
             print(warning, file=sys.stderr)
@@ -419,13 +424,35 @@ def main(argv: list[str] | None = None) -> int:
             _print_warnings(settings)
             print("\n".join(describe(settings)))
             return 0
+        # Bound before the daemon's imports (most of its start-up): hellos that
+        # arrive meanwhile wait in the socket's buffer instead of being refused
+        # and resent after a backoff. If it fails, the daemon says why.
+        admin_socket = _bind_admin_port(settings.admin_port)
+        if admin_socket is not None:
+            timeline.mark("admin socket bound")
         from wg_netmanager import daemon  # logs the configuration's warnings itself
 
+        timeline.mark("daemon imported")
         # A reload (SIGHUP) reads the same command line with the files as they are then.
-        return daemon.main(settings, load_settings=lambda: build_settings(args))
+        return daemon.main(
+            settings,
+            load_settings=lambda: build_settings(args),
+            timeline=timeline,
+            admin_socket=admin_socket,
+        )
     except ConfigError as exc:
         _error(str(exc))
         return 2
+
+
+def _bind_admin_port(port: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def _print_warnings(settings: Settings) -> None:

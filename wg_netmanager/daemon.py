@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from ipaddress import IPv4Address
@@ -52,6 +53,7 @@ import trio
 
 from . import control, event_text, log_capture
 from .config import ConfigError, Settings
+from .core.events import PeerConnected
 from .core.node import Node, StaticTarget
 from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
@@ -62,6 +64,7 @@ from .proc import CommandError
 from .reload import Reload, plan_reload
 from .routes import Routes, RouteTable
 from .status_text import Doc, StatusSource, service_status, status_document
+from .timeline import Timeline
 from .wgdev import WgDevice, WgInterface
 from .wire import MAX_DATAGRAM, NodeInfo
 
@@ -126,6 +129,7 @@ class Daemon:
         host: Host,
         notifier: Notifier | None = None,
         load_settings: Callable[[], Settings] | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         self.settings = settings
         self.node = node
@@ -136,6 +140,7 @@ class Daemon:
         self._sock: DatagramSocket | None = None  # bound in _setup
         self._kick = trio.Event()
         self._wg_wake = trio.Event()
+        self._link_deleted = False  # the link watch saw our interface go
         self._wg_read_at = -math.inf  # when the WireGuard reader looks next
         self._resolve_wake = trio.Event()
         self._address_wake = trio.Event()
@@ -149,15 +154,28 @@ class Daemon:
         self._load_settings = load_settings  # what a reload reads (None: nothing to re-read)
         self._reload_wake = trio.Event()
         self._status_sent: str | None = None
+        self.timeline = timeline or Timeline()
 
     # --- lifecycle ----------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start up, then serve until cancelled; ``task_status.started()`` once the
+        interface is up. The admin channel needs no WireGuard device: the socket
+        is bound and the hellos go out first, and the interface is set up while
+        they travel (the core sends nothing into the tunnel before the
+        reconciler, started once the interface is up, has applied its routes)."""
         try:
-            sock = await self._setup()
+            sock = await self._open_socket()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive, sock)
                 nursery.start_soon(self._drive)
+                await self._say_hello()
+                try:
+                    await self._set_up_device()
+                except StartupError as exc:
+                    self.startup_error = exc
+                    nursery.cancel_scope.cancel()
+                    return
                 nursery.start_soon(self._wireguard)
                 nursery.start_soon(self._resolve)
                 nursery.start_soon(self._local_addresses)
@@ -192,10 +210,12 @@ class Daemon:
         for pause in (*(SETUP_RETRY_PAUSES if pauses is None else pauses), None):
             try:
                 self.backend = await self.device.create()
+                self.timeline.mark("device created")
                 await self.device.configure(self.keys.private, s.wg_port)
                 await self.device.set_address(s.wg_ip, s.network.subnet.prefixlen)
                 if s.is_static:
                     await self.device.enable_forwarding()
+                self.timeline.mark("device up")
                 return
             except CommandError as exc:
                 if pause is None or exc.returncode == 127:  # out of attempts, or no such binary
@@ -203,17 +223,31 @@ class Daemon:
                 log.warning("setting up %s: %s (retrying in %.1f s)", s.interface, exc, pause)
                 await trio.sleep(pause)
 
-    async def _setup(self) -> DatagramSocket:
+    async def _open_socket(self) -> DatagramSocket:
+        port = self.settings.admin_port
+        try:
+            sock = await self.host.open_datagram_socket(port)
+        except OSError as exc:
+            raise StartupError(f"cannot use admin port {port}: {exc.strerror}") from None
+        self._sock = sock
+        self.timeline.mark("admin socket bound")
+        return sock
+
+    async def _say_hello(self) -> None:
+        now = trio.current_time()
+        if self.settings.is_static:
+            # A crash (no bye) leaves the nodes waiting for their next ping:
+            # call back those the previous run knew.
+            self.node.call_back(self.host.read_peers_file(self._peers_path), now)
+        self.node.handle_timer(now)
+        await self._flush()
+
+    async def _set_up_device(self) -> None:
         s = self.settings
         try:
             await self._bring_up()
         except CommandError as exc:
             raise StartupError(f"cannot set up interface {s.interface}: {exc}") from None
-        try:
-            sock = await self.host.open_datagram_socket(s.admin_port)
-        except OSError as exc:
-            raise StartupError(f"cannot use admin port {s.admin_port}: {exc.strerror}") from None
-        self._sock = sock
         log.info(
             "%s %s on %s (%s) key %s… wg port %d admin port %d%s",
             s.name,
@@ -225,14 +259,6 @@ class Daemon:
             s.admin_port,
             ", static" if s.is_static else "",
         )
-        now = trio.current_time()
-        if s.is_static:
-            # A crash (no bye) leaves the nodes waiting for their next ping:
-            # call back those the previous run knew.
-            self.node.call_back(self.host.read_peers_file(self._peers_path), now)
-        self.node.handle_timer(now)
-        await self._flush()
-        return sock
 
     async def _cleanup(self) -> None:
         self.notifier.stopping()
@@ -286,6 +312,7 @@ class Daemon:
         self._log_events()
         for data, addr in node.datagrams_to_send():
             await _sendto(sock, data, addr)
+            self.timeline.mark("first hello sent")
         if node.take_resolve_requests():
             self._resolve_wake.set()
         now = trio.current_time()
@@ -303,6 +330,8 @@ class Daemon:
     def _log_events(self) -> None:
         """The core's events, as log lines (worded by ``event_text``)."""
         for event in self.node.events():
+            if isinstance(event, PeerConnected):
+                self.timeline.mark("first session")
             level = event_text.level(event)
             if log.isEnabledFor(level):
                 log.log(level, "%s", event_text.describe(event))
@@ -316,8 +345,17 @@ class Daemon:
         next_full = 0.0
         while True:
             now = trio.current_time()
+            if self._link_deleted:
+                # Asked of the kernel first: a userspace daemon keeps answering
+                # for a moment after its interface is gone.
+                self._link_deleted = False
+                if await self._interface_gone():
+                    await self._restore_interface()
+                    continue
             try:
                 actual = await self.device.read_peers()
+                if any(p.handshake_age is not None for p in actual.values()):
+                    self.timeline.mark("first handshake")
                 wall = self.host.wall_clock()
                 corrected = self._handshakes.correct(actual, wall, trio.current_time())
                 node.update_wg(corrected, trio.current_time())
@@ -326,6 +364,8 @@ class Daemon:
                 desired = node.desired_peers()
                 if version != self._applied_version or now >= next_full:
                     await self.device.apply_peers(desired, actual)
+                    if desired:
+                        self.timeline.mark("first peer set")
                     await self._apply_routes(ifname, node.desired_routes())
                     self._applied_version = version
                     node.wg_applied(version, trio.current_time())
@@ -420,6 +460,7 @@ class Daemon:
 
     def _on_link_change(self, deleted: str | None) -> None:
         if deleted == self.settings.interface:
+            self._link_deleted = True
             self._wg_wake.set()  # our interface is gone: the reconciler notices
         else:
             self._address_wake.set()
@@ -650,11 +691,15 @@ async def serve(
     settings: Settings,
     load_settings: Callable[[], Settings] | None = None,
     notifier: Notifier | None = None,
+    timeline: Timeline | None = None,
+    admin_socket: socket.socket | None = None,
 ) -> StartupError | None:
     """Run a daemon on this machine until SIGINT/SIGTERM (or ``q`` in the TUI).
     SIGHUP reloads ``load_settings()`` when headless; with the TUI it means the
-    terminal hung up, and stops the daemon. Returns the startup error, if any."""
-    host = SystemHost()
+    terminal hung up, and stops the daemon. Returns the startup error, if any.
+    ``admin_socket``: the admin port, bound already (see ``SystemHost``)."""
+    host = SystemHost(admin_socket)
+    timeline = timeline or Timeline()
     daemon: Daemon | None = None
     hangup_early = False
 
@@ -673,6 +718,7 @@ async def serve(
             pinned = settings.private_key
             keys = KeyPair.generate() if pinned is None else KeyPair.from_private(pinned)
             node = await build_node(settings, keys, host)
+            timeline.mark("node built")
             device = WgInterface(settings.interface, existing=settings.existing_interface)
             daemon = Daemon(
                 settings,
@@ -683,6 +729,7 @@ async def serve(
                 host=host,
                 notifier=notifier,
                 load_settings=load_settings,
+                timeline=timeline,
             )
             if hangup_early:
                 daemon.request_reload()
@@ -750,15 +797,24 @@ def setup_logging(settings: Settings, stream: object = None) -> None:
         root.addHandler(file_handler)
 
 
-def main(settings: Settings, load_settings: Callable[[], Settings] | None = None) -> int:
+def main(
+    settings: Settings,
+    *,
+    load_settings: Callable[[], Settings] | None = None,
+    timeline: Timeline | None = None,
+    admin_socket: socket.socket | None = None,
+) -> int:
     """The daemon's process: logging, the service manager's notifier, ``serve``;
-    ``load_settings`` is what a reload (SIGHUP) reads."""
+    ``load_settings`` is what a reload (SIGHUP) reads, ``admin_socket`` the
+    admin port bound by the command line before the daemon's imports."""
     setup_logging(settings)
+    if timeline is not None:
+        timeline.attach(log)
     for warning in settings.network.warnings:  # e.g. a subnet read with its host bits cleared
         log.warning("%s", warning)
     notifier = Notifier.from_environ()
     try:
-        error = trio.run(serve, settings, load_settings, notifier)
+        error = trio.run(serve, settings, load_settings, notifier, timeline, admin_socket)
     except KeyboardInterrupt:  # a second Ctrl-C during cleanup
         return 130
     finally:

@@ -86,7 +86,16 @@ class Host(Protocol):
 
 
 class SystemHost:
-    """The real machine: ``ip``, the resolver, UDP sockets, files under the run dir."""
+    """The real machine: ``ip``, the resolver, UDP sockets, files under the run dir.
+
+    ``admin_socket``: the admin port, bound already (``cli`` binds it before
+    the daemon's imports, so that hellos arriving meanwhile wait in its
+    buffer instead of being refused); the first ``open_datagram_socket``
+    for its port takes it over.
+    """
+
+    def __init__(self, admin_socket: socket.socket | None = None) -> None:
+        self._admin_socket = admin_socket
 
     def wall_clock(self) -> float:
         return time.time()
@@ -134,6 +143,11 @@ class SystemHost:
         return None
 
     async def open_datagram_socket(self, port: int) -> DatagramSocket:
+        bound, self._admin_socket = self._admin_socket, None
+        if bound is not None:
+            if bound.getsockname()[1] == port:
+                return trio.socket.from_stdlib_socket(bound)
+            bound.close()
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         try:
             await sock.bind(("0.0.0.0", port))

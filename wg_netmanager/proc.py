@@ -5,13 +5,15 @@ place that logs commands and one exception type, :class:`CommandError`, for
 every way a command can fail (non-zero exit, missing binary, timeout).
 
 Secrets (private keys) are only ever passed as ``stdin``, which is neither
-logged nor part of the error message.
+logged nor part of the error message. :func:`run_batch` runs several ``ip``
+commands in one process (``ip -batch -``), each logged as it would be run.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import shlex
 import subprocess
 import time
@@ -97,3 +99,70 @@ async def run(
     else:
         log.debug("ok after %.1f ms", elapsed_ms)
     return result.stdout.decode("utf-8", errors="replace")
+
+
+_BATCH_FAILED = re.compile(r"^Command failed -:(\d+)$")
+
+
+async def run_batch(
+    commands: Sequence[Sequence[str]], *, keep_going: bool = False
+) -> dict[int, str]:
+    """Run several ``ip`` commands in one process: ``ip [options] -batch -``.
+
+    Each command is an argv as for :func:`run`: ``ip``, then options shared
+    by every command of the batch (e.g. ``-4``), then the command itself
+    (``route replace ...``). One command runs as it is. Without
+    ``keep_going`` the batch stops at the first failure and raises
+    :class:`CommandError` naming that command; with it (``-force``) every
+    command runs and the failures come back as {index: error text}.
+    """
+    if len(commands) == 1:
+        try:
+            await run(commands[0])
+        except CommandError as exc:
+            if not keep_going or exc.returncode in (127, None):  # not started, or hung
+                raise
+            return {0: exc.stderr.strip()}
+        return {}
+    options: list[str] | None = None
+    lines = []
+    for argv in commands:
+        words = [str(a) for a in argv]
+        if words[0] != "ip" or any(not w or w.split() != [w] for w in words):
+            raise ValueError(f"not an ip command for a batch: {words}")
+        count = next((i for i, w in enumerate(words[1:], 1) if not w.startswith("-")), len(words))
+        if options is None:
+            options = words[1:count]
+        elif words[1:count] != options:
+            raise ValueError(f"options differ within a batch: {words}")
+        lines.append(" ".join(words[count:]))
+        log.debug("batched: %s", shlex.join(words))
+    argv = ["ip", *(options or []), *(["-force"] if keep_going else []), "-batch", "-"]
+    try:
+        await run(argv, stdin="".join(f"{line}\n" for line in lines).encode())
+    except CommandError as exc:
+        if exc.returncode == 127 or exc.returncode is None:
+            raise
+        failures = _batch_failures(exc.stderr)
+        if not failures:  # e.g. ip refused its own options
+            raise
+        if not keep_going:
+            index, text = min(failures.items())
+            raise CommandError(commands[index], exc.returncode, text) from None
+        return failures
+    return {}
+
+
+def _batch_failures(stderr: str) -> dict[int, str]:
+    """{command index: its error text} from ``ip -batch``'s stderr, where each
+    failure's messages end with ``Command failed -:N`` (N from 1)."""
+    failures: dict[int, str] = {}
+    text: list[str] = []
+    for line in stderr.splitlines():
+        match = _BATCH_FAILED.match(line.strip())
+        if match:
+            failures[int(match.group(1)) - 1] = "\n".join(text)
+            text = []
+        elif line.strip():
+            text.append(line.strip())
+    return failures

@@ -17,7 +17,7 @@ from ipaddress import IPv4Address
 from typing import Protocol
 
 from .model import Route
-from .proc import CommandError, run
+from .proc import CommandError, run, run_batch
 
 log = logging.getLogger("wg_netmanager.routes")
 
@@ -135,18 +135,21 @@ def plan_route_changes(
 
 
 async def apply_routes(ifname: str, desired: set[Route], actual: set[Route]) -> None:
-    """Make our routes on ``ifname`` equal ``desired``; raises CommandError.
+    """Make our routes on ``ifname`` equal ``desired``, in one ``ip`` process;
+    raises CommandError for the first command that failed (the others ran).
 
     A ``del`` of a route that is already gone counts as success.
     """
-    for cmd in plan_route_changes(ifname, desired, actual):
-        try:
-            await run(cmd)
-        except CommandError as exc:
-            if cmd[3] == "del" and "No such process" in exc.stderr:
-                log.debug("route %s already gone", cmd[4])
-                continue
-            raise
+    cmds = plan_route_changes(ifname, desired, actual)
+    if not cmds:
+        return
+    failures = await run_batch(cmds, keep_going=True)
+    for index, text in sorted(failures.items()):
+        cmd = cmds[index]
+        if cmd[3] == "del" and "No such process" in text:
+            log.debug("route %s already gone", cmd[4])
+            continue
+        raise CommandError(cmd, 2, text)
 
 
 async def flush_routes(ifname: str) -> None:

@@ -1,7 +1,9 @@
 """The WireGuard interface: create it, configure it, read and reconcile peers.
 
 :class:`WgInterface` drives the real interface through ``ip`` and ``wg``
-(every call via :func:`wg_netmanager.proc.run`); :class:`WgDevice` is the
+(every call via :func:`wg_netmanager.proc.run`), and a userspace daemon
+through its UAPI socket directly (``uapi.py``: the same requests ``wg``
+would make, without a process each); :class:`WgDevice` is the
 protocol the daemon codes against, also implemented by
 ``FakeWgDevice`` in ``tests/fakes.py`` for tests without root.
 
@@ -37,6 +39,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -44,8 +47,9 @@ from typing import Protocol
 
 import trio
 
+from . import uapi
 from .model import WgPeer, WgPeerReading, format_endpoint, parse_endpoint
-from .proc import CommandError, run
+from .proc import CommandError, run, run_batch
 from .routes import flush_routes
 
 log = logging.getLogger("wg_netmanager.wgdev")
@@ -243,6 +247,9 @@ class WgInterface:
         self._touched = False  # create() got far enough to change something
         self._redirects: str | None = None  # conf/all/send_redirects before we set it
         self._contained = False  # our nftables table is in place
+        self._bare = False  # create() left it without IPv4 addresses
+        # A userspace daemon's UAPI socket: spoken to directly instead of running `wg`.
+        self._uapi: str | None = None
 
     def __repr__(self) -> str:
         return f"WgInterface({self.name!r}, existing={self.existing}, backend={self.backend!r})"
@@ -250,12 +257,13 @@ class WgInterface:
     # -- lifecycle ----------------------------------------------------------
 
     async def exists(self) -> bool:
+        """Does the link exist (in our network namespace)? Asked of the kernel
+        directly: no process."""
+        await trio.lowlevel.checkpoint()
         try:
-            await run(["ip", "link", "show", "dev", self.name])
-        except CommandError as exc:
-            if "does not exist" in exc.stderr:
-                return False
-            raise
+            socket.if_nametoindex(self.name)
+        except OSError:
+            return False
         return True
 
     async def create(self) -> str:
@@ -267,8 +275,13 @@ class WgInterface:
         when a stale interface of that name is not WireGuard (it is then not
         ours, so it is not deleted).
         """
+        self._uapi = None
         if self.existing:
-            return await self._take_over()
+            backend = await self._take_over()
+            self._bare = True
+            sock = trio.Path(SOCKET_DIR, f"{self.name}.sock")
+            self._uapi = str(sock) if await sock.exists() else None
+            return backend
         if await self.exists():
             try:
                 await run(["wg", "show", self.name, "public-key"])
@@ -282,6 +295,8 @@ class WgInterface:
             log.warning("deleting stale interface %s left over by an earlier run", self.name)
             self._touched = True
             await self._delete_link()
+        elif await self._daemon_lingers():  # the daemon of a link deleted a moment ago
+            await self._wait_socket_gone()
         self._touched = True
         errors: list[str] = []
         for backend, argv, env in self._backend_commands():
@@ -292,12 +307,16 @@ class WgInterface:
                 errors.append(f"{backend}: {exc}")
                 continue
             try:
-                await self._wait_ready()
+                if backend != "kernel":  # the kernel's link is ready when `ip` returns
+                    await self._wait_ready()
             except CommandError as exc:
                 errors.append(f"{backend}: started but not usable: {exc}")
                 await self._delete_link()
                 continue
             self.backend = backend
+            self._bare = True
+            if backend != "kernel":
+                self._uapi = os.path.join(SOCKET_DIR, f"{self.name}.sock")
             log.info("created WireGuard interface %s (backend %s)", self.name, backend)
             return backend
         raise CommandError(
@@ -330,17 +349,25 @@ class WgInterface:
     async def _remove_peers(self, peers: Mapping[str, object]) -> None:
         if peers:
             clauses = [w for key in sorted(peers) for w in ("peer", key, "remove")]
-            await run(["wg", "set", self.name, *clauses])
+            await self._wg_set(["wg", "set", self.name, *clauses])
+
+    async def _wg_set(self, argv: list[str]) -> None:
+        """``wg set``, or the same through the UAPI socket of a userspace daemon."""
+        if self._uapi is None:
+            await run(argv)
+        else:
+            await uapi.request(self._uapi, "set=1", uapi.set_lines(argv))
 
     async def _wait_ready(self) -> None:
-        """Poll ``wg show X`` (bounded) until the interface answers."""
+        """Wait (bounded) for a userspace daemon's UAPI socket, through which
+        ``wg`` talks to it. wireguard-go makes it before its start-up process
+        returns, so this rarely waits; looking is cheaper than running ``wg``."""
+        sock = trio.Path(SOCKET_DIR, f"{self.name}.sock")
         with trio.move_on_after(READY_TIMEOUT):
-            while True:
-                try:
-                    await run(["wg", "show", self.name, "listen-port"])
-                    return
-                except CommandError:
-                    await trio.sleep(POLL_INTERVAL)
+            while not await sock.exists():  # noqa: ASYNC110 (polling the file system)
+                await trio.sleep(POLL_INTERVAL)
+            if await self.exists():
+                return
         # one last try; its CommandError is the answer
         await run(["wg", "show", self.name, "listen-port"])
 
@@ -350,8 +377,21 @@ class WgInterface:
         except CommandError:
             if await self.exists():
                 raise
-        # A userspace daemon notices its TUN is gone, exits and removes its
-        # UAPI socket; wait for that so an immediate re-create can bind it.
+        await self._wait_socket_gone()
+
+    async def _daemon_lingers(self) -> bool:
+        """Does a userspace daemon still listen on our UAPI socket (its link gone)?"""
+        try:
+            stream = await trio.open_unix_socket(os.path.join(SOCKET_DIR, f"{self.name}.sock"))
+        except OSError:  # no socket, or a stale file nobody listens on
+            return False
+        await stream.aclose()
+        return True
+
+    async def _wait_socket_gone(self) -> None:
+        """A userspace daemon notices its TUN is gone, exits and removes its
+        UAPI socket (answering on it meanwhile); wait (bounded) for that, so
+        that a new daemon can bind it."""
         sock = trio.Path(SOCKET_DIR, f"{self.name}.sock")
         with trio.move_on_after(SOCKET_GONE_TIMEOUT):
             while await sock.exists():  # noqa: ASYNC110 (polling the file system)
@@ -390,6 +430,9 @@ class WgInterface:
         """
         if len(private_key) != 32:
             raise ValueError("a WireGuard private key is 32 bytes")
+        if self._uapi is not None:
+            await uapi.request(self._uapi, "set=1", uapi.configure_lines(private_key, listen_port))
+            return
         key_b64 = base64.b64encode(private_key) + b"\n"
         await run(
             [
@@ -410,14 +453,18 @@ class WgInterface:
         ``noprefixroute``: the core installs every /32 route itself.
         """
         wanted = IPv4Interface(f"{wg_ip}/{prefixlen}")
-        out = await run(["ip", "-4", "-o", "addr", "show", "dev", self.name])
+        others: set[IPv4Interface] = set()
+        if not self._bare:  # just created (or flushed): nothing to look at
+            out = await run(["ip", "-4", "-o", "addr", "show", "dev", self.name])
+            others = _parse_addresses(out) - {wanted}
         # Others go first: deleting a primary address also deletes the
         # secondaries (unless promote_secondaries is set), which would take
         # the new one with it.  A gap only happens on a real address change.
-        for other in sorted(_parse_addresses(out) - {wanted}):
-            await run(["ip", "-4", "addr", "del", str(other), "dev", self.name])
-        await run(["ip", "-4", "addr", "replace", str(wanted), "dev", self.name, "noprefixroute"])
-        await run(["ip", "link", "set", "dev", self.name, "up"])
+        cmds = [["ip", "-4", "addr", "del", str(old), "dev", self.name] for old in sorted(others)]
+        cmds.append(["ip", "-4", "addr", "replace", str(wanted), "dev", self.name, "noprefixroute"])
+        cmds.append(["ip", "-4", "link", "set", "dev", self.name, "up"])
+        await run_batch(cmds)  # one process; stops at the first failure
+        self._bare = False
 
     async def enable_forwarding(self) -> None:
         """Let this node forward packets between peers, and only between peers.
@@ -439,9 +486,13 @@ class WgInterface:
         base = "/proc/sys/net/ipv4/conf"
         if self._redirects is None:
             self._redirects = await _read_sysctl(f"{base}/all/send_redirects")
-        await _write_sysctl(f"{base}/{self.name}/forwarding", "1")
-        await _write_sysctl(f"{base}/{self.name}/send_redirects", "0")
-        await _write_sysctl(f"{base}/all/send_redirects", "0")
+        await _write_sysctls(
+            {
+                f"{base}/{self.name}/forwarding": "1",
+                f"{base}/{self.name}/send_redirects": "0",
+                f"{base}/all/send_redirects": "0",
+            }
+        )
 
     async def _contain(self) -> None:
         """Our nftables table, anew (a crashed predecessor's goes first)."""
@@ -475,6 +526,8 @@ class WgInterface:
     # -- peers --------------------------------------------------------------
 
     async def read_peers(self) -> dict[str, WgPeerReading]:
+        if self._uapi is not None:
+            return uapi.parse_get(await uapi.request(self._uapi, "get=1"), time.time())
         out = await run(["wg", "show", self.name, "dump"])
         return parse_dump(out, time.time())
 
@@ -482,7 +535,7 @@ class WgInterface:
         self, desired: Mapping[str, WgPeer], actual: Mapping[str, WgPeerReading]
     ) -> None:
         for argv in plan_peer_changes(self.name, desired, actual):
-            await run(argv)
+            await self._wg_set(argv)
 
     async def rebind(self, peers: Mapping[str, WgPeer]) -> None:
         """Set the configured endpoints again after our underlay address changed.
@@ -496,7 +549,7 @@ class WgInterface:
             if peer.endpoint is not None:
                 argv += ["peer", key, "endpoint", f"{peer.endpoint[0]}:{peer.endpoint[1]}"]
         if len(argv) > 3:
-            await run(argv)
+            await self._wg_set(argv)
 
 
 def nft_table(interface: str) -> str:
@@ -518,3 +571,18 @@ async def _write_sysctl(path: str, value: str) -> None:
         await trio.Path(path).write_text(value + "\n")
     except OSError as exc:
         raise CommandError(["write", path, value], exc.errno or 1, str(exc)) from exc
+
+
+async def _write_sysctls(values: Mapping[str, str]) -> None:
+    """Write /proc/sys files in order, in one worker thread (one hop, not one each)."""
+
+    def write_all() -> None:
+        for path, value in values.items():
+            log.debug("write %s = %s", path, value)
+            try:
+                with open(path, "w") as f:
+                    f.write(value + "\n")
+            except OSError as exc:
+                raise CommandError(["write", path, value], exc.errno or 1, str(exc)) from exc
+
+    await trio.to_thread.run_sync(write_all)

@@ -43,6 +43,7 @@ class Trigger(Enum):
     CLEARED = "old peer removed"
     LAN_ANSWERED = "LAN answered"
     PROBE_WINDOW_OVER = "probe window over"
+    OTHER_NAT = "behind another NAT"  # its outside address is not ours: no LAN to wait for
     OUTSIDE_UNKNOWN = "outside endpoint unknown"
     BOTH_READY = "both ready"
     HANDSHAKE = "handshake"
@@ -65,6 +66,7 @@ TRANSITIONS: dict[PathState, dict[Trigger, PathState]] = {
         **_RESTART,
         T.LAN_ANSWERED: S.INSTALLING,
         T.PROBE_WINDOW_OVER: S.INSTALLING,
+        T.OTHER_NAT: S.INSTALLING,
         T.OUTSIDE_UNKNOWN: S.RELAYED,
     },
     S.INSTALLING: {
@@ -98,6 +100,7 @@ class PairPath:
     retry_at: float = 0.0
     failures: int = 0
     reason: str = "not tried yet"
+    lan_first: bool = False  # the LAN answered a NAT attempt: wait for it from now on
     installed: bool = False
     peer_ready: bool = False
     probe_token: int = 0

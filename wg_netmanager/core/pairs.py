@@ -56,7 +56,10 @@ from .sessions import Session
 from .timers import Timers
 
 S, T = PathState, Trigger
-FIRST_PAIR_HELLO_RETRY = 0.2  # seconds; doubling up to MAX_PAIR_HELLO_RETRY
+# Seconds; doubling up to MAX_PAIR_HELLO_RETRY. Short: the first hello often
+# goes out while the static does not yet have the peer's endpoint (its
+# handshake is a moment behind ours), and costs a few bytes through the tunnel.
+FIRST_PAIR_HELLO_RETRY = 0.05
 MAX_PAIR_HELLO_RETRY = 10.0
 
 
@@ -195,8 +198,16 @@ class Pairs:
                     session.info = entry.info
                 signature = self._signature(session, entry, path.signature)
                 if path.signature != signature and path.signature:
+                    learned = _only_learned(path.signature, signature)
+                    if learned and path.state not in (S.RELAYED, S.FAILED):
+                        # An outside endpoint became known (the static saw a
+                        # handshake): nothing moved, and the attempt or link
+                        # in progress stays; a relayed path may now try it.
+                        path.signature = signature
+                        continue
                     host.emit(ev.PairAddressesChanged(host.ref(wg_ip)))
                     path.signature = signature
+                    path.lan_first = False
                     self._start_attempt(wg_ip, now, recompute=False)
                 continue
             if entry is None and path.state is S.DIRECT:
@@ -240,7 +251,7 @@ class Pairs:
         if path.state is S.PROBING:
             self._install(wg_ip, path, T.LAN_ANSWERED, (addr[0], session.info.wg_port), now)
             self._host.changed(now)
-        elif self._reprobing(wg_ip, path, now):
+        elif self._reprobing(wg_ip, path, now) or (path.kind == "nat" and path.state in TRYING):
             self._lan_answers(wg_ip, now)
 
     def on_leaving(self, session: Session, attempt: int, now: float) -> None:
@@ -416,8 +427,22 @@ class Pairs:
         path.deadline = now + (self.timers.probe_window if locals_ else 0.0)
         if not locals_:
             self._probe_over(wg_ip, path, now)
+        elif (outside := self._other_nat(wg_ip, path)) is not None:
+            # Behind another NAT (or none): its LAN is not ours, so the outside
+            # endpoint is tried at once; the probes still go out, and a LAN
+            # that answers after all wins (``_lan_answers``).
+            self._install(wg_ip, path, T.OTHER_NAT, outside, now)
         if recompute:
             host.changed(now)
+
+    def _other_nat(self, wg_ip: IPv4Address, path: PairPath) -> Endpoint | None:
+        """The peer's outside endpoint if its outside address is not ours."""
+        entry = self._host.listed(wg_ip)
+        theirs = entry.wg_endpoint if entry else None
+        mine = self._host.visible_endpoint
+        if path.lan_first or theirs is None or mine is None or theirs[0] == mine[0]:
+            return None
+        return theirs
 
     def _probe_over(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
         entry = self._host.listed(wg_ip)
@@ -567,6 +592,7 @@ class Pairs:
     def _lan_answers(self, wg_ip: IPv4Address, now: float) -> None:
         """The peer's LAN address answers while we try (or gave up on) another way."""
         self._host.emit(ev.LanAnswers(self._host.ref(wg_ip)))
+        self.paths[wg_ip].lan_first = True
         self._start_attempt(wg_ip, now)
 
     def _hello_candidates(self) -> list[tuple[IPv4Address, TableEntry]]:
@@ -582,6 +608,13 @@ class Pairs:
             if entry is not None:
                 out.append((wg_ip, entry))
         return out
+
+
+def _only_learned(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
+    """``new`` differs from ``old`` only in outside endpoints that were unknown."""
+    outside = (2, 4)  # the peer's and ours, in ``Pairs._signature``
+    pairs = enumerate(zip(old, new, strict=True))
+    return all(a == b or (i in outside and a is None) for i, (a, b) in pairs)
 
 
 def _label(peer: ev.PeerRef) -> str:
