@@ -271,7 +271,7 @@ def test_twenty_quick_restarts_leave_nothing_stale(mesh: FaultMesh) -> None:
         time.sleep(rng.uniform(0.1, 1.5))  # sometimes mid-setup, sometimes meshed
         how = signal.SIGKILL if i % 5 == 4 else signal.SIGTERM
         if how == signal.SIGKILL:  # a crash that leaves an interface behind
-            mesh.wait(lambda: "created WireGuard interface" in mesh.log("charlie", i), 15)
+            mesh.wait(lambda i=i: "created WireGuard interface" in mesh.log("charlie", i), 15)
         code = mesh.tb.stop(mesh.procs["charlie"], sig=how, timeout=5)
         if how == signal.SIGKILL:
             assert code == -signal.SIGKILL, (i, code)
