@@ -40,6 +40,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -47,7 +48,7 @@ from random import Random
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -71,6 +72,7 @@ from wg_netmanager.core.pair_path import PathState
 from wg_netmanager.core.replay import WINDOW
 from wg_netmanager.core.sessions import MAX_PINGS_IN_FLIGHT, Keys, StaticTarget
 from wg_netmanager.core.timers import Timers
+from wg_netmanager.keys import to_b64
 from wg_netmanager.model import Endpoint, WgPeerReading
 from wg_netmanager.wire import (
     Bye,
@@ -220,13 +222,15 @@ class Mesh:
                 readings[key] = WgPeerReading(key, endpoint, peer.allowed_ips, age, 0, 0)
             node.update_wg(readings, self.now)
 
-    def advance(self, until: float) -> int:
+    def advance(self, until: float, check: Callable[[], None] | None = None) -> int:
         """Time passes: timers fire at their deadlines (as the daemon fires
-        them), everything is delivered at once. Returns the timers fired."""
+        them), everything is delivered at once; ``check`` runs after each
+        round. Returns the timers fired."""
         fired = 0
         self.deliver()
         while True:
-            due = min((d for n in self.nodes.values() if (d := n.get_timer()) is not None), default=None)
+            dues = [d for n in self.nodes.values() if (d := n.get_timer()) is not None]
+            due = min(dues, default=None)
             if due is None or due > until:
                 break
             self.now = max(self.now, due)
@@ -241,6 +245,8 @@ class Mesh:
             self.deliver()
             self.feed_wg()
             self.deliver()
+            if check is not None:
+                check()
         self.now = max(self.now, until)
         return fired
 
@@ -709,3 +715,948 @@ def test_each_dropped_datagram_is_counted_once() -> None:
     assert 0 < len(stales) < count  # the rate limit did apply
     assert all(isinstance(f, wire.Stale) for f, _ in stales)
     assert victim.drops == {DropReason.NO_SESSION: count}, victim.drops
+
+
+# --- insider ----------------------------------------------------------------------
+
+VICTIM = "victim"
+HONEST = ("s2", "d6")  # a live static and a live dynamic member, both honest
+# network.yaml's publicKey for static 10.1.1.1 when the victim is dynamic and
+# that static is down: nobody holds this key, so nobody may be that static.
+PINNED = noise.public_key(bytes(range(32, 64)))
+IN_SUBNET = [wg_ip(o) for o in range(1, HOSTS + 1)]
+OUTSIDE = [IPv4Address(a) for a in ("10.1.1.0", "10.1.1.15", "10.1.2.1", "0.0.0.0", "8.8.8.8")]
+ports = st.integers(1, 65535)
+counts = st.integers(0, 2**63 - 1)
+small = st.integers(0, 8)
+# True 3 times in 4, and True is the simplest value: hypothesis draws (and
+# shrinks towards) simple values often, so those should be the useful ones.
+likely = st.integers(0, 3).map(lambda n: n != 3)
+
+
+def home(octet: int) -> Endpoint:
+    """Where the attacker's identity with wg IP 10.1.1.<octet> really is."""
+    return (f"203.0.113.{octet}", 50500 + octet)
+
+
+# Any underlay address (never a wg IP: WireGuard binds the tunnel's source
+# addresses to keys, so nobody can send from another member's wg IP).
+UNDERLAY = ENDPOINTS.filter(lambda e: IPv4Address(e[0]) not in SUBNET)
+SPOOFED = st.sampled_from([admin(1), admin(2), admin(5), admin(6), home(9), ("203.0.113.7", 4000)])
+
+
+@dataclass
+class Rogue(Member):
+    """A member in the attacker's hands (see tests.member), with its
+    randomness from the test's seed (hypothesis replays an example exactly),
+    its INITs kept to repeat them with a cookie, and the responder's side of
+    a handshake too."""
+
+    rng: Random = field(default_factory=Random)
+    inits: dict[int, wire.Init] = field(default_factory=dict)
+    responding: dict[int, tuple[noise.Handshake, wire.Init]] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, ip: IPv4Address, rng: Random) -> Rogue:
+        name = f"r{ip.packed[3]}"
+        return cls(ip, name, rng.randbytes(32), rng.randbytes(8), rng=Random(rng.random()))
+
+    def info(self, **changes: object) -> NodeInfo:
+        # A LAN address of its own: a victim that pairs with it probes there.
+        lan = {"local_endpoints": (home(self.wg_ip.packed[3]),)}
+        return super().info(**{**lan, **changes})
+
+    def _noise(self, initiator: bool) -> noise.Handshake:
+        return noise.Handshake(
+            initiator=initiator,
+            static_private=self.private,
+            psk=wire.derive_psk(SHARED_KEY),
+            prologue=PROLOGUE,
+            random_bytes=self.rng.randbytes,
+        )
+
+    def seal(self, frame: wire.Frame) -> bytes:  # type: ignore[override]
+        return wire.seal_frame(ADMIN, frame, self.rng.randbytes(wire.NONCE_SIZE))
+
+    def init(self, to: IPv4Address, cookie: bytes = bytes(wire.COOKIE_SIZE)) -> bytes:
+        state = self._noise(initiator=True)
+        index = self.rng.getrandbits(32) | 1
+        frame = wire.Init(self.wg_ip, to, index, cookie, state.write_message())
+        self._pending[index] = (state, to)
+        self.inits[index] = frame
+        return self.seal(frame)
+
+    def again(self, cookie: wire.Cookie) -> bytes | None:
+        """Our INIT once more, with the cookie the responder asked for."""
+        init = self.inits.get(cookie.to_index)
+        if init is None or cookie.to_index not in self._pending:
+            return None
+        return self.seal(dataclasses.replace(init, cookie=cookie.cookie))
+
+    def respond(self, init: wire.Init, payload: bytes | None) -> bytes:
+        """Noise message 2 for someone's INIT (in our name, with our key)."""
+        state = self._noise(initiator=False)
+        state.read_message(init.noise)
+        index = self.rng.getrandbits(32) | 1
+        hello = wire.encode_hello(self.info(), self.boot) if payload is None else payload
+        message = state.write_message(hello)
+        self.responding[index] = (state, init)
+        return self.seal(wire.Response(self.wg_ip, init.sender, index, init.index, message))
+
+    def finished(self, finish: wire.Finish) -> None:
+        """The initiator's message 3 for our RESPONSE: our session keys."""
+        state, init = self.responding.pop(finish.to_index)
+        state.read_message(finish.noise)
+        transport = state.transport()
+        self.keys[init.sender] = Keys(
+            finish.to_index, init.index, transport.send, transport.receive
+        )
+
+
+def pending_of(node: Node, ip: IPv4Address) -> dict[int, Any]:
+    """The node's handshakes in progress with ``ip``: index -> Noise state."""
+    return {i: freeze(p.state) for i, p in node.handshake.pending.items() if p.wg_ip == ip}
+
+
+def honest_view(node: Node, ip: IPv4Address) -> Any:
+    """What ``node`` holds for ``ip``: its session (keys, counters, liveness,
+    contender), its table if a static, its pair path, bars on its boots, and
+    its place in the desired WireGuard peers and routes. Handshakes in
+    progress are compared apart (``InsiderMachine.unchanged``)."""
+    session = node.sessions.get(ip)
+    key = session.info.public_key if session is not None else None
+    listings = node.listings
+    net = IPv4Network(ip)
+    return freeze(
+        (
+            session,
+            (listings.tables.get(ip), listings.versions.get(ip), listings.pending.get(ip)),
+            ip in listings.listed_by,
+            node.pairs.paths.get(ip),
+            node.pairs._hello_at.get(ip),
+            node.handshake.barred._until.get(ip),
+            node._gateways.get(ip),
+            ip in node._routable,
+            [p for k, p in node.desired_peers().items() if k == key or net in p.allowed_ips],
+            [r for r in node.desired_routes() if ip in (r.dest, r.via)],
+        )
+    )
+
+
+def caps(node: Node) -> None:
+    """Every container of the node under a fixed cap, whatever the input."""
+    others = HOSTS - 1
+    statics_ = set(node.statics)
+    sessions = node.sessions
+    assert len(sessions) <= others
+    assert all(ip in SUBNET and ip != node.info.wg_ip for ip in sessions)
+    handshake = node.handshake
+    assert len(handshake.pending) <= MAX_PENDING
+    assert len(handshake._seen_inits) <= MAX_SEEN_INITS
+    assert len(handshake._initiating) <= others
+    assert set(handshake._initiating.values()) <= set(handshake.pending)
+    assert len(handshake.rate) <= MAX_SOURCES and len(handshake._cookies_sent) <= 1
+    assert len(handshake.barred) <= MAX_BARRED and len(handshake.conflicts) <= MAX_CONFLICTS
+    # Every index the node answers to belongs to a session: its keys, the
+    # previous ones, or a contender's (nothing left behind).
+    indices = {}
+    for ip, session in sessions.items():
+        contender = session.contender.keys if session.contender is not None else None
+        for keys in (session.keys, session.previous, contender):
+            if keys is not None:
+                indices[keys.local_index] = ip
+    assert node._by_index == indices
+    for session in sessions.values():
+        assert len(session.ping_sent) <= MAX_PINGS_IN_FLIGHT
+        for keys in (session.keys, session.previous):
+            assert keys is None or 0 <= keys.replay.bitmap < 2**WINDOW
+        assert len(session.info.local_endpoints) <= wire.MAX_LOCAL_ENDPOINTS
+    listings = node.listings
+    assert set(listings.tables) <= statics_ and set(listings.versions) <= statics_
+    assert all(len(listing) <= others for listing in listings.tables.values())
+    assert set(listings.pending) <= statics_ and listings.listed_by <= statics_
+    for pending in listings.pending.values():
+        assert pending.parts <= MAX_TABLE_PARTS
+        assert all(0 <= part < pending.parts for part in pending.received)
+    assert set(node.pairs.paths) <= set(sessions) and len(node.pairs._hello_at) <= others
+    assert len(node._gateways) <= others and len(node._routable) <= others
+    assert len(node.table._said) <= others and len(node.table._pushed) <= others
+    buckets = [node._junk, node._relays, node._table_requests, node._infos]
+    buckets += [node._stale_sent, node._stale_heard]
+    assert all(len(b) <= MAX_SOURCES for b in buckets)
+    assert len(node._old_versions) <= MAX_OLD_VERSION_SOURCES
+    assert len(node.desired_peers()) <= others and len(node.desired_routes()) <= others
+    assert len(node.drops) <= len(DropReason)
+    assert not node._outbox and not node._events  # drained after every input
+
+
+@functools.cache
+def prototype(static: bool, pinned: bool, warm: bool) -> Mesh:
+    """The victim and the honest members with real timers (sessions outlive
+    a few ticks): just started, or converged."""
+    mesh = Mesh(seed=11, timers=Timers(), pinned=PINNED if pinned and not static else None)
+    mesh.start(VICTIM, 1 if static else 5)
+    mesh.start("s2", 2)
+    mesh.start("d6", 6)
+    if warm:
+        mesh.advance(20.0)
+        converged(mesh)
+    mesh.collect()
+    return mesh
+
+
+class InsiderMachine(RuleBasedStateMachine):
+    """A member gone rogue against one node of a live mesh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mesh: Mesh
+        self.victim: Node
+        self.rng = Random(0)
+        self.rogues: dict[IPv4Address, Rogue] = {}
+        self.homes: dict[IPv4Address, Endpoint] = {}  # where each identity proved itself
+        self.read_up_to = 0  # of the mesh's log
+        self.tokens: list[int] = []  # ping seqs, probe tokens, attempts the victim used
+        self.challenges: list[int] = []  # path challenges the victim sent us
+        self.inits: list[tuple[wire.Init, Endpoint]] = []  # the victim's INITs, to answer
+        self.sent: list[tuple[bytes, Endpoint]] = []  # for replays
+        self.relayed: set[bytes] = set()  # payloads we asked the victim to pass on
+        self.holds: dict[IPv4Address, bool] = {}
+
+    @initialize(
+        static=st.booleans(),
+        pinned=st.booleans(),
+        warm=likely,
+        inside=likely,
+        seed=st.integers(0, 2**32),
+    )
+    def start(self, static: bool, pinned: bool, warm: bool, inside: bool, seed: int) -> None:
+        self.mesh = copy.deepcopy(prototype(static, pinned, warm))
+        self.victim = self.mesh.nodes[VICTIM]
+        self.rng = Random(seed)
+        # The victim's latest INITs: to a static that is down, say.
+        self.read_up_to = max(0, len(self.mesh.log) - 8)
+        self.learn()
+        self.holds = {ip: self.holds_own(ip) for ip in self.honest()}
+        if inside:
+            # Start where the deep states are near: an identity of the
+            # attacker's with a session at the victim, one listed by the
+            # honest static (a dynamic victim pairs with it), and the down
+            # static's wg IP answered for.
+            me = self.victim.info.wg_ip
+            self.open(self.rogue(wg_ip(9)), home(9))
+            self.join(wg_ip(10))
+            self.tick(2.0)
+            for init, dest in list(self.inits):
+                if init.receiver in (wg_ip(1), wg_ip(10)) and init.sender == me:
+                    self.respond(init, self.rogue(init.receiver), dest, None)
+
+    # --- helpers ---
+
+    def honest(self) -> dict[IPv4Address, Node]:
+        return {self.mesh.nodes[n].info.wg_ip: self.mesh.nodes[n] for n in HONEST}
+
+    def holds_own(self, ip: IPv4Address) -> bool:
+        """Does the victim hold the honest member's wg IP with its own key and boot?"""
+        node, session = self.honest()[ip], self.victim.sessions.get(ip)
+        if session is None:
+            return False
+        return (session.info.public_key, session.boot) == (node.info.public_key, node.boot)
+
+    def rogue(self, ip: IPv4Address, fresh: bool = False) -> Rogue:
+        if fresh or ip not in self.rogues:
+            self.rogues[ip] = Rogue.make(ip, self.rng)
+        return self.rogues[ip]
+
+    def with_session(self) -> list[Rogue]:
+        """The attacker's identities that hold a session at the victim."""
+        me = self.victim.info.wg_ip
+        out = []
+        for ip, rogue in sorted(self.rogues.items()):
+            session, keys = self.victim.sessions.get(ip), rogue.keys.get(me)
+            if session is None or keys is None or session.info.public_key != rogue.public_key:
+                continue
+            if session.keys.local_index == keys.remote_index:
+                out.append(rogue)
+        return out
+
+    def rogue_static(self) -> bool:
+        """Does an identity of the attacker's hold a static's session at the victim?"""
+        keys = {r.public_key for r in self.rogues.values()}
+        node = self.victim
+        return any(
+            s.info.public_key in keys for ip, s in node.sessions.items() if ip in node.statics
+        )
+
+    def sources(self, rogue: Rogue | None = None) -> st.SearchStrategy[Endpoint]:
+        """Where the attacker sends from: its own addresses, spoofed ones, any."""
+        own = [home(r.wg_ip.packed[3]) for r in ([rogue] if rogue else [])]
+        if rogue is not None and rogue.wg_ip in self.victim._routable:
+            own.append((str(rogue.wg_ip), rogue.info().admin_port))  # its own tunnel address
+        return (st.sampled_from(own) if own else SPOOFED) | SPOOFED | UNDERLAY
+
+    def send(self, data: bytes, source: Endpoint, what: str) -> list[Captured]:
+        """One datagram of the attacker's to the victim; the victim's answers."""
+        self.sent = [*self.sent[-63:], (data, source)]
+        return self.deliver(data, source, what)
+
+    def deliver(self, data: bytes, source: Endpoint, what: str = "") -> list[Captured]:
+        before = dict(self.victim.drops)
+        sessions = len(self.victim.sessions)
+        self.victim.receive_datagram(data, source, self.mesh.now)
+        out = self.mesh.collect()
+        # What the input did, for --hypothesis-show-statistics.
+        new = sorted(r for r, n in self.victim.drops.items() if n != before.get(r, 0))
+        grew = len(self.victim.sessions) - sessions
+        event(
+            f"{what or wire.open_frame(ADMIN, data).__class__.__name__}: {new or 'taken'}"
+            + (f", sessions {grew:+}" if grew else "")
+        )
+        # A single input must not make the node send without bound (amplification).
+        assert len(out) <= 16, len(out)
+        for item in out:
+            frame = self.frame(item) if item.data not in self.relayed else None
+            rogue = self.rogues.get(frame.receiver) if frame is not None else None
+            if isinstance(frame, wire.Finish) and rogue and frame.to_index in rogue.responding:
+                rogue.finished(frame)  # our session keys, from the victim's message 3
+        unproven = []
+        for item in out:
+            assert item.sender == VICTIM and len(item.data) <= wire.MAX_DATAGRAM
+            if item.data in self.relayed:
+                continue  # a static passes relays on unopened (they need not open)
+            # Anything else the victim sends is its own, sealed: never foreign bytes.
+            frame = wire.open_frame(ADMIN, item.data)
+            assert frame.sender == self.victim.info.wg_ip, frame
+            if not self.proven(item):
+                unproven.append((item, self.read(item)))
+        # To addresses nobody proved (a spoofed source, an address a member
+        # announced), one input makes the victim send no more than it got:
+        # an answer no larger, and a path challenge to a new address.
+        sizes = [
+            len(item.data)
+            for item, message in unproven
+            if not known_probe(message) and not known_finish(item)
+        ]
+        challenge = any(isinstance(message, PathChallenge) for _, message in unproven)
+        limit = len(data) + (len(data) + 64 if challenge else 0)
+        assert sum(sizes) <= limit, (what, [(i.dest, m) for i, m in unproven])
+        self.learn()
+        return out
+
+    def proven(self, item: Captured) -> bool:
+        """Did the destination prove itself: a session's address (its handshake
+        or path response came from there), a static's, or a wg IP (WireGuard
+        delivers there only to the holder of that wg IP's key)?"""
+        return item.dest in self.victim._known_sources() or item.dest[0] in SUBNET_TEXT
+
+    def read(self, item: Captured) -> wire.Message | None:
+        frame = wire.open_frame(ADMIN, item.data)
+        rogue = self.rogues.get(frame.receiver)
+        if rogue is None or not isinstance(frame, wire.Transport):
+            return None
+        try:
+            return rogue.read(item.data)
+        except noise.NoiseError:
+            return None  # for an identity of that wg IP we replaced
+
+    def learn(self) -> None:
+        """Read what the victim sent, as an insider reading its datagrams can."""
+        for item in self.mesh.log[self.read_up_to :]:
+            if item.sender != VICTIM or item.data in self.relayed:
+                continue
+            frame = wire.open_frame(ADMIN, item.data)
+            if isinstance(frame, wire.Init):
+                self.inits = [*self.inits[-15:], (frame, item.dest)]
+            match self.read(item):
+                # Echoing the victim's own numbers reaches the matching branches.
+                case Ping(seq=number) | Probe(token=number) | Ready(attempt=number):
+                    self.tokens = [*self.tokens[-31:], number]
+                case PathChallenge(token=token):
+                    self.challenges = [*self.challenges[-7:], token]
+        self.read_up_to = len(self.mesh.log)
+
+    def number(self, data: st.DataObject) -> int:
+        return data.draw(st.sampled_from(self.tokens) | counts if self.tokens else counts)
+
+    def views(self) -> dict[IPv4Address, tuple[Any, dict[int, Any], int | None]]:
+        node = self.victim
+        return {
+            ip: (honest_view(node, ip), pending_of(node, ip), node.handshake._initiating.get(ip))
+            for ip in self.honest()
+        }
+
+    def unchanged(self, before: dict[IPv4Address, Any], frame: wire.Frame | None) -> None:
+        """A frame in an honest member's name (or a replay) changed nothing the
+        victim holds for it; its handshakes in progress go on as they were
+        (one the frame started, a STALE's, may be new)."""
+        for ip, (view, pending, initiating) in self.views().items():
+            old_view, old_pending, old_initiating = before[ip]
+            assert view == old_view, (ip, frame)
+            for index, noise_state in old_pending.items():
+                if known_handshake_gap(self.victim, frame, ip, index, before):
+                    continue
+                assert pending.get(index) == noise_state, (ip, frame, index)
+            if old_initiating is not None and not known_handshake_gap(
+                self.victim, frame, ip, old_initiating, before
+            ):
+                assert initiating == old_initiating, (ip, frame)
+
+    # --- the attacker's own identities ---
+
+    @rule(data=st.data())
+    def claim(self, data: st.DataObject) -> None:
+        """A genuine handshake with the victim for any wg IP (its own key
+        pair): a new identity or one used before, payload honest or not,
+        finished or left pending."""
+        ip = data.draw(st.sampled_from(IN_SUBNET) | st.sampled_from(OUTSIDE), label="wg IP")
+        rogue = self.rogue(ip, fresh=data.draw(st.booleans(), label="fresh"))
+        source = data.draw(self.sources(rogue), label="source")
+        holder = self.victim.sessions.get(ip)
+        if ip in self.honest() and holder is not None and source == holder.addr:
+            # A claim from the holder's own address is taken as its restart:
+            # test_fuzz_findings.py shows what that gives an attacker who can
+            # send from there (and read the answer). Here: another address.
+            source = home(ip.packed[3])
+        cookie, finish = data.draw(likely, label="cookie"), data.draw(likely, label="finish")
+        payload = None if data.draw(likely) else data.draw(self.lies(rogue), label="lie")
+        self.open(rogue, source, cookie, finish, payload)
+
+    def open(
+        self,
+        rogue: Rogue,
+        source: Endpoint,
+        cookie: bool = True,
+        finish: bool = True,
+        payload: bytes | None = None,
+    ) -> None:
+        """INIT (again with a cookie if asked), RESPONSE, FINISH, as a member does."""
+        me = self.victim.info.wg_ip
+        out = self.send(rogue.init(me), source, "claim: INIT")
+        asked = next((f for f in self.frames(out, source) if isinstance(f, wire.Cookie)), None)
+        if asked is not None and cookie:
+            again = rogue.again(asked)
+            out = self.send(again, source, "claim: INIT, cookie") if again is not None else []
+        response = next(
+            (c for c in out if c.dest == source and isinstance(self.frame(c), wire.Response)),
+            None,
+        )
+        if response is None or not finish:
+            return  # left pending at the victim
+        self.homes[rogue.wg_ip] = source
+        self.send(rogue.finish(response.data, payload), source, "claim: FINISH")
+
+    def lies(self, rogue: Rogue) -> st.SearchStrategy[bytes]:
+        """Handshake payloads that do not match the handshake, or not the rules."""
+        others = [n.info.public_key for n in self.mesh.nodes.values()]
+        ip = rogue.wg_ip
+        infos = st.one_of(
+            st.builds(lambda k: rogue.info(public_key=k), st.sampled_from(others)),
+            st.builds(lambda w: rogue.info(wg_ip=w), st.sampled_from(IN_SUBNET)),
+            infos_of(st.just(ip), st.just(rogue.public_key)),
+        )
+        boots = st.just(rogue.boot) | st.binary(min_size=8, max_size=8)
+        hellos = st.builds(wire.encode_hello, infos, boots)
+        return hellos | st.binary(max_size=80)
+
+    @staticmethod
+    def frame(item: Captured) -> wire.Frame:
+        return wire.open_frame(ADMIN, item.data)
+
+    def frames(self, out: list[Captured], dest: Endpoint) -> list[wire.Frame]:
+        return [self.frame(c) for c in out if c.dest == dest and c.data not in self.relayed]
+
+    @rule(data=st.data())
+    def answer(self, data: st.DataObject) -> None:
+        """Answer one of the victim's INITs as the responder, in the name of
+        the wg IP it went to, with the attacker's own key: a pair it asked
+        for, a static that is down, or a member it races."""
+        if not self.inits:
+            return
+        init, dest = data.draw(st.sampled_from(self.inits), label="INIT")
+        rogue = self.rogue(init.receiver, fresh=data.draw(st.booleans(), label="fresh"))
+        source = data.draw(st.just(dest) | self.sources(rogue), label="source")
+        if (
+            init.receiver in self.honest()
+            and init.receiver in self.victim.sessions
+            and source == self.victim.sessions[init.receiver].addr
+        ):
+            source = home(init.receiver.packed[3])  # as in claim()
+        payload = None if data.draw(likely) else data.draw(self.lies(rogue), label="lie")
+        self.respond(init, rogue, source, payload)
+
+    def respond(
+        self, init: wire.Init, rogue: Rogue, source: Endpoint, payload: bytes | None
+    ) -> None:
+        self.homes[init.receiver] = source
+        self.send(rogue.respond(init, payload), source, "answer: RESPONSE")
+
+    @rule(data=st.data())
+    def join_static(self, data: st.DataObject) -> None:
+        """A session of its own with the honest static: it lists the identity,
+        and a dynamic victim then pairs with it."""
+        s2 = self.mesh.nodes["s2"]
+        taken = {n.info.wg_ip for n in self.mesh.nodes.values()} | set(s2.statics)
+        self.join(data.draw(st.sampled_from([a for a in IN_SUBNET if a not in taken])))
+
+    def join(self, ip: IPv4Address) -> None:
+        s2 = self.mesh.nodes["s2"]
+        rogue = self.rogue(ip)
+        source = home(ip.packed[3])
+        self.mesh.outside_keys.add(rogue.public_key)
+        s2.receive_datagram(rogue.init(s2.info.wg_ip), source, self.mesh.now)
+        out = [c for c in self.mesh.collect() if c.dest == source]
+        response = next((c for c in out if isinstance(self.frame(c), wire.Response)), None)
+        if response is not None:
+            s2.receive_datagram(rogue.finish(response.data), source, self.mesh.now)
+            self.mesh.collect()
+        self.learn()
+
+    @rule(data=st.data())
+    def message(self, data: st.DataObject) -> None:
+        """Any message over one of its own sessions with the victim, from
+        where it proved itself or from anywhere, mostly carrying numbers the
+        victim used itself (its pings, probes, attempts)."""
+        rogues = self.with_session()
+        if not rogues:
+            return
+        kind = data.draw(st.sampled_from(MESSAGE_KINDS), label="kind")
+        statics_ = [r for r in rogues if r.wg_ip in self.victim.statics]
+        if kind is Table and statics_ and data.draw(likely):
+            rogues = statics_  # a table counts only from a static
+        rogue = data.draw(st.sampled_from(rogues), label="rogue")
+        number = self.number(data)
+        message: wire.Message
+        if kind in (Ping, Pong):
+            message = kind(number, data.draw(small | counts))
+        elif kind in (Probe, ProbeAck, PathChallenge):
+            message = kind(number)
+        elif kind is PathResponse:
+            ours = st.sampled_from(self.challenges) if self.challenges else counts
+            message = PathResponse(data.draw(ours | counts))
+        elif kind is Ready:
+            message = Ready(number, data.draw(st.booleans()), data.draw(st.booleans()))
+        elif kind is Relay:
+            message = self.relay(data)
+        elif kind is Refused:
+            holders = [n.info for n in self.mesh.nodes.values()] + [rogue.info()]
+            message = Refused(data.draw(st.sampled_from(holders) | ANY_INFO))
+        elif kind is Info:
+            same = infos_of(st.just(rogue.wg_ip), st.just(rogue.public_key))
+            message = Info(data.draw(same | ANY_INFO))
+        elif kind is Table:
+            message = self.table(data, rogue)
+        else:
+            message = kind()
+        home_ = self.homes.get(rogue.wg_ip)
+        source = data.draw((st.just(home_) if home_ else SPOOFED) | self.sources(rogue))
+        self.send(rogue.send(self.victim.info.wg_ip, message), source, f"{kind.__name__}")
+
+    def relay(self, data: st.DataObject) -> Relay:
+        """Pass something on: its own datagrams (what a member relays), frames
+        in the victim's name, or junk, to members, strangers, anyone."""
+        to = data.draw(st.sampled_from([*IN_SUBNET, *OUTSIDE]), label="relay to")
+        me, target = self.victim.info.wg_ip, data.draw(st.sampled_from(IN_SUBNET))
+        forged = Member.seal(wire.Stale(me, target, data.draw(st.integers(0, 2**32 - 1))))
+        ours = [d for d, _ in self.sent[-8:] if len(d) <= wire.MAX_RELAYED]
+        payloads = st.sampled_from([*ours, forged]) | st.binary(
+            min_size=1, max_size=wire.MAX_RELAYED
+        )
+        relay = Relay(to, data.draw(payloads))
+        self.relayed.add(relay.datagram)
+        return relay
+
+    def table(self, data: st.DataObject, rogue: Rogue) -> Table:
+        """Part of a table: the next version listing the victim, members (with
+        their keys or others'), strangers; a change; or anything."""
+        node = self.victim
+        ip = rogue.wg_ip
+        entries = [TableEntry(node.info, ("203.0.113.99", 40000), None, 0.0)]
+        for member_ in self.mesh.nodes.values():
+            if member_ is not node and data.draw(st.booleans()):
+                info = member_.info
+                if not data.draw(likely):  # that member's wg IP with the attacker's key
+                    info = dataclasses.replace(info, public_key=rogue.public_key)
+                entries.append(TableEntry(info, (underlay(info.wg_ip.packed[3]), 40000), None, 0.5))
+        entries += data.draw(st.lists(ENTRY, max_size=2))
+        version = node.listings.versions.get(ip, 0)
+        shape = data.draw(st.sampled_from(["whole", "two parts", "change", "any"]), label="table")
+        if shape == "whole":
+            return Table(version + data.draw(st.integers(1, 2)), 0, 1, tuple(entries))
+        if shape == "two parts":
+            part = data.draw(st.integers(0, 1))
+            return Table(version + 1, part, 2, tuple(entries[part::2]))
+        if shape == "change" and version:
+            removed = data.draw(st.lists(st.sampled_from(IN_SUBNET), max_size=3))
+            return Table(version + 1, 0, 1, tuple(entries), version, tuple(removed))
+        parts = data.draw(st.integers(1, 3) | st.integers(1, MAX_TABLE_PARTS))
+        base = data.draw(st.sampled_from([0, 0, version, version + 1]) | counts)
+        number = data.draw(small | counts)
+        if base and base >= number:
+            base = 0
+        return Table(number, data.draw(st.integers(0, parts - 1)), parts, tuple(entries), base)
+
+    @rule(data=st.data())
+    def pair(self, data: st.DataObject) -> None:
+        """The attacker's end of a pair path plays its part (ack a probe,
+        probe back, say ready or leaving), from its LAN address or through
+        the tunnel."""
+        node = self.victim
+        ours = [ip for ip in sorted(node.pairs.paths) if ip in self.rogues]
+        rogues = [self.rogues[ip] for ip in ours if node.info.wg_ip in self.rogues[ip].keys]
+        if not rogues:
+            return
+        rogue = data.draw(st.sampled_from(rogues))
+        path = node.pairs.paths[rogue.wg_ip]
+        moves: list[wire.Message] = [
+            ProbeAck(path.probe_token),
+            Ready(path.attempt, direct=False),
+            Ready(path.attempt, direct=True),
+            Ready(path.peer_attempt + 1),
+            Ready(path.peer_attempt + 1, leaving=True),
+            Probe(path.peer_probe + 1),
+        ]
+        message = data.draw(st.sampled_from(moves))
+        octet = rogue.wg_ip.packed[3]
+        source = data.draw(st.sampled_from([home(octet), (str(rogue.wg_ip), 50500 + octet)]))
+        self.send(rogue.send(node.info.wg_ip, message), source, f"pair: {message}")
+
+    # --- frames in honest members' names ---
+
+    @rule(data=st.data())
+    def forge(self, data: st.DataObject) -> None:
+        """A frame in an honest member's name, without its keys: indices and
+        counters read off the mesh's traffic, random ciphertext, the
+        attacker's own keys, handshake frames it cannot complete."""
+        node, me = self.victim, self.victim.info.wg_ip
+        ip = data.draw(st.sampled_from(sorted(self.honest())), label="in the name of")
+        kind = data.draw(st.sampled_from(FORGERIES), label="forgery")
+        seen = [self.frame(c) for c in self.mesh.log]
+        theirs = [f for f in seen if f.sender == ip and f.receiver == me]
+        mine = [f for f in seen if f.sender == me and f.receiver == ip]
+        frame: wire.Frame
+        if kind == "transport":
+            session = node.sessions.get(ip)
+            indices = [f.to_index for f in theirs if isinstance(f, wire.Transport)]
+            if session is not None:
+                indices.append(session.keys.local_index)
+            index = data.draw(st.sampled_from(indices) if indices else st.integers(0, 2**32 - 1))
+            last = session.keys.replay.highest if session is not None else 0
+            near = [last + 1, last + 2, last, last + WINDOW, 2**40, 2**64 - 2]
+            counter = data.draw(st.sampled_from(near) | st.integers(0, 2**64 - 2))
+            size = data.draw(st.integers(16, 200))
+            header = wire.Transport.make_header(ip, me, index, counter)
+            ciphertext = self.rng.randbytes(size)
+            frame = wire.Transport(ip, me, index, counter, ciphertext, header)
+        elif kind == "as":
+            rogues = self.with_session()
+            if not rogues:
+                return
+            rogue = data.draw(st.sampled_from(rogues))
+            kinds = [Ping(self.number(data)), Bye(), Info(self.honest()[ip].info), TableRequest()]
+            message = data.draw(st.sampled_from(kinds))
+            datagram = rogue.send(me, message, as_ip=ip)
+            self.forged(data, ip, datagram, wire.open_frame(ADMIN, datagram))
+            return
+        elif kind == "init":
+            datagram = Rogue.make(ip, self.rng).init(me)  # message 1 needs no key
+            self.forged(data, ip, datagram, wire.open_frame(ADMIN, datagram))
+            return
+        elif kind in ("response", "cookie"):
+            inits = [f.index for f in mine if isinstance(f, wire.Init)]
+            index = data.draw(st.sampled_from(inits) if inits else st.integers(0, 2**32 - 1))
+            if kind == "cookie":
+                frame = wire.Cookie(ip, me, index, self.rng.randbytes(wire.COOKIE_SIZE))
+            else:
+                garbage = self.rng.randbytes(noise.MESSAGE_2 + data.draw(st.integers(0, 200)))
+                frame = wire.Response(ip, me, self.rng.getrandbits(32), index, garbage)
+        elif kind == "finish":
+            responses = [f.index for f in mine if isinstance(f, wire.Response)]
+            index = data.draw(st.sampled_from(responses) if responses else st.integers(0, 2**32))
+            garbage = self.rng.randbytes(noise.MESSAGE_3 + data.draw(st.integers(0, 200)))
+            frame = wire.Finish(ip, me, index % 2**32, garbage)
+        else:
+            session = node.sessions.get(ip)
+            indices = [f.to_index for f in mine if isinstance(f, wire.Transport)]
+            if session is not None:
+                indices.append(session.keys.remote_index)
+            index = data.draw(st.sampled_from(indices) if indices else st.integers(0, 2**32 - 1))
+            frame = wire.Stale(ip, me, index)
+        self.forged(data, ip, Member.seal(frame), frame)
+
+    def forged(
+        self, data: st.DataObject, ip: IPv4Address, datagram: bytes, frame: wire.Frame
+    ) -> None:
+        octet = ip.packed[3]
+        source = data.draw(st.sampled_from([admin(octet)]) | SPOOFED | UNDERLAY, label="from")
+        before = self.views()
+        self.send(datagram, source, f"forged {type(frame).__name__}")
+        self.unchanged(before, frame)
+
+    @rule(data=st.data())
+    def replay(self, data: st.DataObject) -> None:
+        """A datagram of the mesh's (delivered already) or of its own, again,
+        from where it came or from anywhere."""
+        queued = {id(c) for c in self.mesh.queue}
+        done = [(c.data, c.source) for c in self.mesh.log if id(c) not in queued]
+        pool = done[-64:] + self.sent
+        if not pool:
+            return
+        datagram, source = data.draw(st.sampled_from(pool), label="datagram")
+        item = Captured("", source, source, datagram, VICTIM)
+        if unaccepted(self.victim, item):
+            return  # see unaccepted()
+        source = data.draw(st.just(source) | SPOOFED | UNDERLAY, label="from")
+        before = self.views()
+        self.deliver(datagram, source, "replay")
+        self.unchanged(before, wire.open_frame(ADMIN, datagram))
+
+    # --- the mesh, WireGuard, time ---
+
+    @rule(everything=st.booleans())
+    def deliver_mesh(self, everything: bool) -> None:
+        """The mesh's own traffic moves on: all of it, or one datagram (so
+        the attacker can act between an INIT and its answer)."""
+        self.mesh.deliver(limit=None if everything else 1)
+        self.learn()
+
+    @rule(data=st.data())
+    def wireguard(self, data: st.DataObject) -> None:
+        """The daemon applied the desired state and read `wg show` (any answer)."""
+        node = self.victim
+        node.wg_applied(node.state_version, self.mesh.now)
+        readings = {}
+        for key, peer in node.desired_peers().items():
+            if data.draw(likely):
+                readings[key] = WgPeerReading(
+                    key,
+                    data.draw(st.none() | ENDPOINTS),
+                    peer.allowed_ips,
+                    data.draw(st.sampled_from([0.0, 0.0, 1.0, 500.0, None])),
+                    data.draw(st.integers(0, 10**6)),
+                    data.draw(st.integers(0, 10**6)),
+                )
+        node.update_wg(readings, self.mesh.now)
+        self.mesh.collect()
+        self.learn()
+
+    @rule(seconds=st.sampled_from([0.0, 5.0, 100.0]))
+    def watch(self, seconds: float) -> None:
+        self.victim.watch_latency(self.mesh.now + seconds, self.mesh.now)
+        self.mesh.collect()
+        self.learn()
+
+    # The simplest tick outlasts the LAN probe window (0.15 s): see `likely`.
+    @rule(dt=st.sampled_from([0.3, 0.01, 0.0, 0.1, 1.0, 4.0, 30.0]) | st.floats(0.0, 5.0))
+    def tick(self, dt: float) -> None:
+        """Time passes; timers fire at their deadlines, as the daemon fires them."""
+        fired = self.mesh.advance(self.mesh.now + dt, check=self.within_tick)
+        # Observed: a few firings per second in this mesh. A spin with tiny
+        # steps (deadline + epsilon) would blow far past this.
+        assert fired <= 300 + 300 * dt, f"{fired} timer firings within {dt} s"
+        self.learn()
+
+    def within_tick(self) -> None:
+        caps(self.victim)  # also within a long tick: pings pile up there
+        self.identities()
+
+    # --- invariants ---
+
+    @invariant()
+    def bounded(self) -> None:
+        caps(self.victim)
+        self.victim.statistics(self.mesh.now)  # must not raise whatever the state
+
+    @invariant()
+    def identities(self) -> None:
+        """An honest member's wg IP, once the victim holds it with that
+        member's key, stays so: nothing the attacker does displaces a live
+        holder. (A static the attacker holds may drop a pair session by
+        listing another key for it: that is what a static is trusted with.)"""
+        for ip, node in self.honest().items():
+            holds = self.holds_own(ip)
+            session = self.victim.sessions.get(ip)
+            if self.holds.get(ip) and not holds:
+                pair = not self.victim.is_static and ip not in self.victim.statics
+                excused = session is None and pair and self.rogue_static()
+                assert excused, (ip, session and session.info, node.info)
+            self.holds[ip] = holds
+
+    def teardown(self) -> None:
+        # The attacker stops. Whatever it did, the node still runs, and the
+        # honest mesh is whole again once the attacker's sessions time out.
+        if not hasattr(self, "mesh"):
+            return
+        self.tick(3 * self.mesh.timers.dead_after + 10.0)
+        me = self.victim
+        for ip, node in self.honest().items():
+            if barred(me, node):
+                continue  # see known_lockout() in test_fuzz_findings.py
+            assert self.holds_own(ip), (ip, me.sessions.get(ip))
+            theirs = node.sessions.get(me.info.wg_ip)
+            assert theirs is not None and theirs.boot == me.boot, (ip, theirs)
+
+
+VALID_NAMES = st.from_regex(wire.NAME_RE, fullmatch=True)
+FORGERIES = ["transport", "as", "init", "response", "cookie", "finish", "stale"]
+MESSAGE_KINDS = [
+    *(Ping, Pong, Probe, ProbeAck, Ready, TableRequest, Bye, Relay, Refused, Info),
+    *(PathChallenge, PathResponse, Table),
+]
+
+
+def infos_of(
+    ip: st.SearchStrategy[IPv4Address], key: st.SearchStrategy[str]
+) -> st.SearchStrategy[NodeInfo]:
+    return st.builds(
+        NodeInfo,
+        wg_ip=ip,
+        # Mostly names the decoder takes: a wrong one drops a whole table.
+        name=st.sampled_from(["x", "y", "x.y-z_9"]) | VALID_NAMES | st.text(max_size=33),
+        public_key=key,
+        wg_port=ports,
+        admin_port=st.sampled_from([50500 + o for o in range(16)]) | ports,
+        local_endpoints=st.lists(SPOOFED | UNDERLAY, max_size=wire.MAX_LOCAL_ENDPOINTS).map(tuple),
+    )
+
+
+KEYS = st.sampled_from([to_b64(noise.public_key(bytes([k]) * 32)) for k in range(1, 4)])
+ANY_INFO = infos_of(st.sampled_from(IN_SUBNET) | st.sampled_from(OUTSIDE), KEYS)
+ENTRY = st.builds(
+    TableEntry,
+    info=ANY_INFO,
+    wg_endpoint=st.none() | SPOOFED,
+    admin_endpoint=st.none() | SPOOFED,
+    age=st.integers(0, 10**4).map(lambda tenths: tenths / 10),
+)
+
+
+SUBNET_TEXT = frozenset(str(ip) for ip in SUBNET)
+
+
+def known_probe(message: wire.Message | None) -> bool:
+    """A LAN probe, to an address the pair peer named (test_fuzz_findings.py:
+    a member makes a dynamic victim probe any addresses it names, again and
+    again)."""
+    return isinstance(message, Probe)
+
+
+def known_finish(item: Captured) -> bool:
+    """Message 3 goes wherever message 2 came from, and may be the larger
+    (test_fuzz_findings.py)."""
+    return isinstance(wire.open_frame(ADMIN, item.data), wire.Finish)
+
+
+def barred(victim: Node, member_: Node) -> bool:
+    """Is the honest member's boot barred at the victim?"""
+    return (member_.info.wg_ip, member_.boot) in victim.handshake.barred
+
+
+def known_handshake_gap(
+    victim: Node, frame: wire.Frame | None, ip: IPv4Address, index: int, before: Any
+) -> bool:
+    """Handshakes in progress that a frame in ``ip``'s name can still end
+    (each shown by a test in test_fuzz_findings.py): an INIT makes a node with
+    the higher wg IP drop its own initiation; a RESPONSE that does not
+    authenticate leaves the initiation unusable; a FINISH that does not, from
+    the initiator's address, ends the responder's handshake."""
+    if frame is None or frame.sender != ip:
+        return False
+    if isinstance(frame, wire.Init):
+        return victim.info.wg_ip > ip
+    if isinstance(frame, wire.Response | wire.Finish):
+        return frame.to_index == index
+    return False
+
+
+InsiderMachine.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_insider_never_crashes_spins_grows_or_speaks_for_another = InsiderMachine.TestCase
+
+
+# --- growth an insider can cause ----------------------------------------------------
+
+CHURN_RATE = 200.0  # restarts per second: under the cookie budget, within dead_after
+
+
+def restart_churn(count: int) -> tuple[Node, Rogue]:
+    """An insider "restarts" one wg IP ``count`` times from one address, as
+    fast as the victim's budgets allow: every proven new boot from the
+    holder's address replaces the one before, which is barred for dead_after."""
+    node = make_node(
+        node_info("victim", 1), statics=statics(), timers=Timers(), subnet=SUBNET, rng=Random(1)
+    )
+    rogue = Rogue.make(wg_ip(9), Random(2))
+    me, source, now = node.info.wg_ip, ("203.0.113.9", 4000), 0.0
+
+    def answers(datagram: bytes) -> list[wire.Frame]:
+        node.receive_datagram(datagram, source, now)
+        return [f for f, dest in frames(drain(node)) if dest == source]
+
+    for boot in range(count):
+        now += 1 / CHURN_RATE
+        rogue.boot = boot.to_bytes(8, "big")
+        (answer,) = answers(rogue.init(me))
+        if isinstance(answer, wire.Cookie):  # past the per-source budget: prove the address
+            again = rogue.again(answer)
+            assert again is not None
+            (answer,) = answers(again)
+        assert isinstance(answer, wire.Response), answer
+        answers(rogue.finish(Member.seal(answer)))
+        # (The victim's timer also calls the other static: not our business.)
+        node.handle_timer(now)  # expiry runs, but cannot help within dead_after
+        drain(node)
+    return node, rogue
+
+
+def test_restart_churn_bars_every_replaced_boot() -> None:
+    # The premise of the bound below: the chain does establish every time.
+    node, _ = restart_churn(5)
+    assert node.sessions[wg_ip(9)].boot == (4).to_bytes(8, "big")
+    assert len(node.handshake.barred) == 4  # boots 0..3 replaced
+
+
+def test_restart_churn_keeps_barred_boots_bounded() -> None:
+    # Without the cap this grows by one per handshake for dead_after seconds.
+    count = MAX_BARRED + 100
+    node, _ = restart_churn(count)
+    assert count / CHURN_RATE < node.timers.dead_after  # none of the bars expired
+    assert len(node.handshake.barred) <= MAX_BARRED
+    assert node.sessions[wg_ip(9)].boot == (count - 1).to_bytes(8, "big")
+    caps(node)
+
+
+# --- atheris ------------------------------------------------------------------------
+
+
+def test_atheris_harness_runs_clean(tmp_path: Path) -> None:
+    if importlib.util.find_spec("atheris") is None:
+        # setup.cfg's test extra installs it where PyPI has wheels (Linux x86-64).
+        reason = "atheris is not installed (pip install atheris: wheels for Linux x86-64 only)"
+        if in_ci() and platform.machine() == "x86_64":
+            pytest.fail(f"precondition missing in CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+    # A fixed seed: the same few thousand inputs every time (a regression
+    # check of the harness and of everything it found clean so far).
+    runs = 3000
+    result = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "scripts.fuzz_wire"),
+            f"-runs={runs}",
+            "-seed=1",
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        cwd=tmp_path,  # crash files must not land in the work tree
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert f"Done {runs} runs" in result.stderr, result.stderr[-2000:]
+    assert not list(tmp_path.glob("crash-*"))
