@@ -289,7 +289,7 @@ def _value(fdp: Any, kind: str) -> Any:
     if kind == "port":
         return fdp.ConsumeIntInRange(0, 65536)
     if kind == "name":
-        if fdp.ConsumeBool():
+        if fdp.ConsumeIntInRange(0, 3):  # mostly one the decoder takes
             return fdp.PickValueInList(["peer", "x", "a.b-c_9"])
         return fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 34))
     if kind == "key":
