@@ -915,6 +915,19 @@ def caps(node: Node) -> None:
     assert not node._outbox and not node._events  # drained after every input
 
 
+# (static victim, the down static pinned, converged, the attacker inside),
+# the deepest first: hypothesis shrinks towards it.
+SETUPS = [
+    (False, False, True, True),  # the attacker holds the down static: tables, pairs
+    (True, False, True, True),
+    (False, True, True, True),  # the down static pinned: nobody may hold it
+    (False, False, False, True),  # just started: handshakes to race
+    (True, False, False, True),
+    (False, False, True, False),
+    (True, False, True, False),
+]
+
+
 @functools.cache
 def prototype(static: bool, pinned: bool, warm: bool) -> Mesh:
     """The victim and the honest members with real timers (sessions outlive
@@ -949,14 +962,9 @@ class InsiderMachine(RuleBasedStateMachine):
         self.relayed: set[bytes] = set()  # payloads we asked the victim to pass on
         self.holds: dict[IPv4Address, bool] = {}
 
-    @initialize(
-        static=st.booleans(),
-        pinned=st.booleans(),
-        warm=likely,
-        inside=likely,
-        seed=st.integers(0, 2**32),
-    )
-    def start(self, static: bool, pinned: bool, warm: bool, inside: bool, seed: int) -> None:
+    @initialize(setup=st.sampled_from(SETUPS), seed=st.integers(0, 2**32))
+    def start(self, setup: tuple[bool, bool, bool, bool], seed: int) -> None:
+        static, pinned, warm, inside = setup
         self.mesh = copy.deepcopy(prototype(static, pinned, warm))
         self.victim = self.mesh.nodes[VICTIM]
         self.rng = Random(seed)
@@ -975,6 +983,16 @@ class InsiderMachine(RuleBasedStateMachine):
             for init, dest in list(self.inits):
                 if init.receiver in (wg_ip(1), wg_ip(10)) and init.sender == me:
                     self.respond(init, self.rogue(init.receiver), dest, None)
+            held = [r for r in self.with_session() if r.wg_ip in self.victim.statics]
+            for rogue in held:  # a table of its own: every member, the victim too
+                entries = [
+                    TableEntry(n.info, (self.mesh.address[name], n.info.wg_port), None, 0.0)
+                    for name, n in self.mesh.nodes.items()
+                ]
+                entries.append(TableEntry(self.rogues[wg_ip(10)].info(), home(10), None, 0.0))
+                version = self.victim.listings.versions.get(rogue.wg_ip, 0) + 1
+                table = Table(version, 0, 1, tuple(entries))
+                self.send(rogue.send(me, table), home(rogue.wg_ip.packed[3]), "table")
 
     # --- helpers ---
 
@@ -1273,7 +1291,7 @@ class InsiderMachine(RuleBasedStateMachine):
             same = infos_of(st.just(rogue.wg_ip), st.just(rogue.public_key))
             message = Info(data.draw(same | ANY_INFO))
         elif kind is Table:
-            message = self.table(data, rogue)
+            message = self.table_part(data, rogue)
         else:
             message = kind()
         home_ = self.homes.get(rogue.wg_ip)
@@ -1294,7 +1312,22 @@ class InsiderMachine(RuleBasedStateMachine):
         self.relayed.add(relay.datagram)
         return relay
 
-    def table(self, data: st.DataObject, rogue: Rogue) -> Table:
+    @rule(data=st.data())
+    def table(self, data: st.DataObject) -> None:
+        """Part of a static's table, from an identity of the attacker's that
+        holds a static's wg IP at the victim (one that is down and not
+        pinned), or from one that does not."""
+        rogues = self.with_session()
+        statics_ = [r for r in rogues if r.wg_ip in self.victim.statics]
+        pool = statics_ if statics_ and data.draw(likely) else rogues
+        if not pool:
+            return
+        rogue = data.draw(st.sampled_from(pool), label="rogue")
+        table = self.table_part(data, rogue)
+        source = self.homes.get(rogue.wg_ip) or home(rogue.wg_ip.packed[3])
+        self.send(rogue.send(self.victim.info.wg_ip, table), source, "table")
+
+    def table_part(self, data: st.DataObject, rogue: Rogue) -> Table:
         """Part of a table: the next version listing the victim, members (with
         their keys or others'), strangers; a change; or anything."""
         node = self.victim
@@ -1307,6 +1340,12 @@ class InsiderMachine(RuleBasedStateMachine):
                     info = dataclasses.replace(info, public_key=rogue.public_key)
                 entries.append(TableEntry(info, (underlay(info.wg_ip.packed[3]), 40000), None, 0.5))
         entries += data.draw(st.lists(ENTRY, max_size=2))
+        # As many as fit one datagram (a static splits its table so).
+        removed = tuple(data.draw(st.lists(st.sampled_from(IN_SUBNET), max_size=3)))
+        while len(entries) > 1 and wire.encoded_size(
+            Table(2**62, 0, 2, tuple(entries), 2**61, removed)
+        ) > (wire.MAX_DATAGRAM):
+            entries.pop()
         version = node.listings.versions.get(ip, 0)
         shape = data.draw(st.sampled_from(["whole", "two parts", "change", "any"]), label="table")
         if shape == "whole":
@@ -1315,8 +1354,7 @@ class InsiderMachine(RuleBasedStateMachine):
             part = data.draw(st.integers(0, 1))
             return Table(version + 1, part, 2, tuple(entries[part::2]))
         if shape == "change" and version:
-            removed = data.draw(st.lists(st.sampled_from(IN_SUBNET), max_size=3))
-            return Table(version + 1, 0, 1, tuple(entries), version, tuple(removed))
+            return Table(version + 1, 0, 1, tuple(entries), version, removed)
         parts = data.draw(st.integers(1, 3) | st.integers(1, MAX_TABLE_PARTS))
         base = data.draw(st.sampled_from([0, 0, version, version + 1]) | counts)
         number = data.draw(small | counts)
@@ -1330,8 +1368,7 @@ class InsiderMachine(RuleBasedStateMachine):
         probe back, say ready or leaving), from its LAN address or through
         the tunnel."""
         node = self.victim
-        ours = [ip for ip in sorted(node.pairs.paths) if ip in self.rogues]
-        rogues = [self.rogues[ip] for ip in ours if node.info.wg_ip in self.rogues[ip].keys]
+        rogues = [r for r in self.with_session() if r.wg_ip in node.pairs.paths]
         if not rogues:
             return
         rogue = data.draw(st.sampled_from(rogues))
@@ -1525,6 +1562,7 @@ class InsiderMachine(RuleBasedStateMachine):
 
 
 VALID_NAMES = st.from_regex(wire.NAME_RE, fullmatch=True)
+ANY_NAME = st.sampled_from(["x", "y", "x.y-z_9"]) | VALID_NAMES | st.text(max_size=33)
 FORGERIES = ["transport", "as", "init", "response", "cookie", "finish", "stale"]
 MESSAGE_KINDS = [
     *(Ping, Pong, Probe, ProbeAck, Ready, TableRequest, Bye, Relay, Refused, Info),
@@ -1533,13 +1571,14 @@ MESSAGE_KINDS = [
 
 
 def infos_of(
-    ip: st.SearchStrategy[IPv4Address], key: st.SearchStrategy[str]
+    ip: st.SearchStrategy[IPv4Address],
+    key: st.SearchStrategy[str],
+    names: st.SearchStrategy[str] | None = None,
 ) -> st.SearchStrategy[NodeInfo]:
     return st.builds(
         NodeInfo,
         wg_ip=ip,
-        # Mostly names the decoder takes: a wrong one drops a whole table.
-        name=st.sampled_from(["x", "y", "x.y-z_9"]) | VALID_NAMES | st.text(max_size=33),
+        name=ANY_NAME if names is None else names,
         public_key=key,
         wg_port=ports,
         admin_port=st.sampled_from([50500 + o for o in range(16)]) | ports,
@@ -1551,7 +1590,9 @@ KEYS = st.sampled_from([to_b64(noise.public_key(bytes([k]) * 32)) for k in range
 ANY_INFO = infos_of(st.sampled_from(IN_SUBNET) | st.sampled_from(OUTSIDE), KEYS)
 ENTRY = st.builds(
     TableEntry,
-    info=ANY_INFO,
+    # Names the decoder takes: a wrong one drops the whole table (the
+    # handshakes and Info messages try those).
+    info=infos_of(st.sampled_from(IN_SUBNET) | st.sampled_from(OUTSIDE), KEYS, VALID_NAMES),
     wg_endpoint=st.none() | SPOOFED,
     admin_endpoint=st.none() | SPOOFED,
     age=st.integers(0, 10**4).map(lambda tenths: tenths / 10),
