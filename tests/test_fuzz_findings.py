@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.helpers import QUICK_TIMERS, SHARED_KEY, wg_ip
 from tests.lab import Lab
 from tests.member import Member, source
@@ -20,6 +22,9 @@ from wg_netmanager.model import WgPeerReading
 from wg_netmanager.wire import Ping, Pong, Ready
 
 T = QUICK_TIMERS
+# A finding not fixed yet: the test fails today and must start passing (strict:
+# an unexpected pass fails the suite, so the marker goes when the fix lands).
+OPEN = pytest.mark.xfail(strict=True, reason="open finding of the insider fuzzer")
 ALICE, BOB = wg_ip(1), wg_ip(2)
 ELSEWHERE = ("203.0.113.66", 6666)
 
@@ -72,6 +77,7 @@ def test_a_datagram_dropped_while_its_keys_were_a_contenders_cannot_be_replayed_
     assert answers == [] and session.last_heard == heard
 
 
+@OPEN
 def test_a_live_holders_wg_ip_cannot_be_taken_from_its_own_address() -> None:
     # Rule: a live holder keeps its wg IP (a member speaks only for itself).
     # A new boot from the holder's own address is taken as its restart, at
@@ -94,6 +100,7 @@ def test_a_live_holders_wg_ip_cannot_be_taken_from_its_own_address() -> None:
     assert bob.info.public_key in alice.desired_peers()
 
 
+@OPEN
 def test_a_response_that_does_not_authenticate_leaves_the_handshake_usable() -> None:
     # Rule: a frame in another member's name, without its keys, changes
     # nothing. A RESPONSE is taken from any address; one in alice's name
@@ -116,6 +123,7 @@ def test_a_response_that_does_not_authenticate_leaves_the_handshake_usable() -> 
     assert ALICE in bob.sessions and BOB in alice.sessions, bob.drops
 
 
+@OPEN
 def test_a_finish_that_does_not_authenticate_leaves_the_handshake_usable() -> None:
     # The same rule at the responder: a FINISH in bob's name from bob's
     # address, random bytes on the index of alice's RESPONSE, ends alice's
@@ -136,6 +144,7 @@ def test_a_finish_that_does_not_authenticate_leaves_the_handshake_usable() -> No
     assert BOB in alice.sessions and ALICE in bob.sessions, alice.drops
 
 
+@OPEN
 def test_an_init_in_anothers_name_does_not_cancel_a_handshake_in_progress() -> None:
     # The same rule for message 1, which names nobody's key: any member can
     # write one in alice's name (and an outsider can replay one of alice's
@@ -155,6 +164,7 @@ def test_an_init_in_anothers_name_does_not_cancel_a_handshake_in_progress() -> N
     assert ALICE in bob.sessions and BOB in alice.sessions, bob.drops
 
 
+@OPEN
 def test_a_member_cannot_make_a_node_probe_addresses_it_names_again_and_again() -> None:
     # Rule: no answer to an address nobody proved is larger than what it
     # answers (no amplifier). A pair peer's info names up to 8 LAN addresses,
@@ -192,6 +202,7 @@ def test_a_member_cannot_make_a_node_probe_addresses_it_names_again_and_again() 
     assert sum(len(a.data) for a in probes) <= len(ready), [a.dest for a in probes]
 
 
+@OPEN
 def test_a_finish_goes_only_where_the_init_went() -> None:
     # Rule: no answer to an address nobody proved is larger than what it
     # answers. An initiator sends its FINISH wherever the RESPONSE came from
@@ -250,6 +261,7 @@ def test_a_refused_node_calls_again_no_faster_than_its_backoff() -> None:
     assert len(inits) <= 2, len(inits)
 
 
+@OPEN
 def test_a_refused_claimant_gets_in_once_the_holder_is_gone() -> None:
     # A boot refused for a conflict is barred for dead_after (handshake.py
     # rule 4). Each refused retry renews the bar, so a node that keeps
