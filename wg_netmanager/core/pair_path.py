@@ -126,6 +126,11 @@ class PairPath:
     unlisted: bool = False
     vouch_until: float | None = None
     vouch_seq: int = 0
+    # Lazy links: when traffic last went over the pair (demand, or counters
+    # that moved by more than keepalives), and the counters then.
+    active_at: float = 0.0
+    active_rx: int = 0
+    active_tx: int = 0
 
     @property
     def checking_link(self) -> bool:
