@@ -408,7 +408,7 @@ class SimNet:
 
     def _traffic(self, tick: float) -> None:
         """One tick of user flows and persistent keepalives. A flow is also the
-        demand the daemon's counters would show (lazy links)."""
+        demand both ends' sensors would see (lazy links)."""
         demand: dict[str, set[IPv4Address]] = {}
         for (a, b), rate in self.flows.items():
             src, dst = self.hosts[a], self.hosts[b]
@@ -416,6 +416,7 @@ class SimNet:
                 self._count_first_hop(src, dst.wg_ip, rate * tick)
                 if rate > 0:
                     demand.setdefault(a, set()).add(dst.wg_ip)
+                    demand.setdefault(b, set()).add(src.wg_ip)
         for name, destinations in demand.items():
             host = self.hosts[name]
             if host.node is not None:

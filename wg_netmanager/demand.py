@@ -1,16 +1,19 @@
-"""Which mesh addresses this node sends traffic to: the demand for lazy links.
+"""Which mesh addresses this node exchanges traffic with: demand for lazy links.
 
 No packet reaches Python. nftables keeps the answer: a table of ours
-(``inet wgnm_demand_<if>``) whose dynamic set gets every destination of a
-packet that leaves through the mesh interface (sent by this host, or
-forwarded through it), each entry expiring ``timeout`` seconds after its
-last packet. The daemon reads the set's keys a few times a second over
-netlink (one dump request, no process: about a tenth of a millisecond), so a
-pair that starts talking gets its direct link within a second, and an idle
-mesh costs nothing measurable.
+(``inet wgnm_demand_<if>_<hash>``) whose dynamic set gets the far address
+of every packet that leaves or arrives through the mesh interface (sent,
+received, or forwarded by this host), each entry expiring ``timeout``
+seconds after its last packet. The daemons' own datagrams (from or to our
+admin port: pings, tables) do not count, or the links would keep themselves
+alive. The daemon reads the set's keys a few times a second over netlink
+(one dump request, no process: about a tenth of a millisecond), so a pair
+that starts talking gets its direct link within a second, and an idle mesh
+costs nothing measurable.
 
 The netlink part speaks just enough of nf_tables (NFT_MSG_GETSETELEM, one
 dump, keys only) to list IPv4 keys; everything it does not expect it skips.
+``nft monitor`` would not do: it does not report what the datapath adds.
 """
 
 from __future__ import annotations
@@ -53,9 +56,13 @@ def table_name(interface: str) -> str:
     return f"wgnm_demand_{safe}_{hashlib.blake2b(interface.encode(), digest_size=3).hexdigest()}"
 
 
-def ruleset(interface: str, timeout: int = TIMEOUT) -> str:
+def ruleset(interface: str, admin_port: int, timeout: int = TIMEOUT) -> str:
     """The table, anew (a crashed predecessor's goes first)."""
     table = table_name(interface)
+    ours = f"udp sport {admin_port} return"  # our daemon's datagrams
+    to_us = f"udp dport {admin_port} return"  # the other daemons' to ours
+    sent = f"update @{SET} {{ ip daddr }}"
+    received = f"update @{SET} {{ ip saddr }}"
     return (
         f"table inet {table} {{}}\n"  # so that the delete never fails
         f"delete table inet {table}\n"
@@ -67,11 +74,18 @@ def ruleset(interface: str, timeout: int = TIMEOUT) -> str:
         "  }\n"
         "  chain sent {\n"
         "    type filter hook output priority filter; policy accept;\n"
-        f'    oifname "{interface}" update @{SET} {{ ip daddr }}\n'
+        f'    oifname "{interface}" {ours}\n'
+        f'    oifname "{interface}" {sent}\n'
+        "  }\n"
+        "  chain received {\n"
+        "    type filter hook input priority filter; policy accept;\n"
+        f'    iifname "{interface}" {to_us}\n'
+        f'    iifname "{interface}" {received}\n'
         "  }\n"
         "  chain forwarded {\n"
         "    type filter hook forward priority filter; policy accept;\n"
-        f'    oifname "{interface}" update @{SET} {{ ip daddr }}\n'
+        f'    oifname "{interface}" {sent}\n'
+        f'    iifname "{interface}" {received}\n'
         "  }\n"
         "}\n"
     )
@@ -88,7 +102,8 @@ def request(table: str, sequence: int = 1) -> bytes:
     body += _attr(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
     body += _attr(NFTA_SET_ELEM_LIST_SET, SET.encode() + b"\0")
     kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM
-    return HEADER.pack(HEADER.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, sequence, 0) + body
+    flags = NLM_F_REQUEST | NLM_F_DUMP
+    return HEADER.pack(HEADER.size + len(body), kind, flags, sequence, 0) + body
 
 
 def _attrs(data: bytes) -> list[tuple[int, bytes]]:
@@ -138,22 +153,23 @@ def parse(answer: bytes) -> tuple[set[IPv4Address], bool]:
 
 
 class DemandSensor:
-    """The nftables table and its reader for one interface."""
+    """The nftables table and its reader for one interface (and our admin port)."""
 
-    def __init__(self, interface: str) -> None:
+    def __init__(self, interface: str, admin_port: int) -> None:
         self.interface = interface
+        self.admin_port = admin_port
         self.table = table_name(interface)
         self._sequence = 0
 
     async def install(self) -> None:
-        await run(["nft", "-f", "-"], stdin=ruleset(self.interface).encode())
+        await run(["nft", "-f", "-"], stdin=ruleset(self.interface, self.admin_port).encode())
 
     async def remove(self) -> None:
         cleanup = f"table inet {self.table} {{}}\ndelete table inet {self.table}\n"
         await run(["nft", "-f", "-"], stdin=cleanup.encode())
 
     def read(self) -> set[IPv4Address]:
-        """The addresses sent to within the last ``TIMEOUT`` seconds.
+        """The addresses traffic went to or came from in the last ``TIMEOUT`` seconds.
 
         Raises ``CommandError`` (argv names the request) when the kernel
         refuses, e.g. because someone deleted our table.

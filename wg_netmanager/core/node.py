@@ -238,7 +238,8 @@ class Node:
         self._watch_until = until
 
     def set_demand(self, destinations: Iterable[IPv4Address], now: float) -> None:
-        """We sent traffic to these wg IPs lately (lazy links open for them)."""
+        """We exchanged traffic with these wg IPs lately, either way (lazy
+        links open for them and stay while it lasts)."""
         if not self.is_static:
             self.pairs.demand(destinations, now)
 

@@ -126,11 +126,9 @@ class PairPath:
     unlisted: bool = False
     vouch_until: float | None = None
     vouch_seq: int = 0
-    # Lazy links: when traffic last went over the pair (demand, or counters
-    # that moved by more than keepalives), and the counters then.
+    # Lazy links: when the pair last exchanged traffic (Pairs.demand), or
+    # the session opened.
     active_at: float = 0.0
-    active_rx: int = 0
-    active_tx: int = 0
 
     @property
     def checking_link(self) -> bool:

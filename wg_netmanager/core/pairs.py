@@ -32,11 +32,11 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
    link keeps it only if the peer's daemon answers a ping over it.
 7. Eager (the default): the lower wg IP opens a pair session with every
    dynamic node a static lists. Lazy (``links: lazy``): a node opens one only
-   towards a node it sends traffic to (``Node.set_demand``, from counters the
-   shell reads); either side may, and crossed handshakes settle (handshake.py
-   rule 7). A lazy pair with no traffic for ``idle_after`` (demand, or
-   WireGuard counters moving by more than keepalives) is closed: a Bye, the
-   session and its link gone, traffic via the gateway until asked again.
+   towards a node it exchanges traffic with (``Node.set_demand``: the shell's
+   sensor sees packets to and from it, the daemons' own datagrams not
+   counted); either side may, and crossed handshakes settle (handshake.py
+   rule 7). A lazy pair without traffic for ``idle_after`` is closed: a Bye,
+   the session and its link gone, traffic via the gateway until asked again.
 """
 
 from __future__ import annotations
@@ -63,9 +63,6 @@ from .sessions import Session
 from .timers import Timers
 
 S, T = PathState, Trigger
-# Counter growth between two readings that is traffic, not a keepalive (32
-# bytes each way) or a handshake (148 + 92): lazy links stay up for traffic.
-ACTIVE_BYTES = 300
 MAX_WANTED = 4096  # destinations with demand remembered (bounded, like every table)
 FIRST_PAIR_HELLO_RETRY = 0.2  # seconds; doubling up to MAX_PAIR_HELLO_RETRY
 MAX_PAIR_HELLO_RETRY = 10.0
@@ -181,7 +178,7 @@ class Pairs:
         self._start_attempt(wg_ip, now)
 
     def demand(self, destinations: Iterable[IPv4Address], now: float) -> None:
-        """We sent traffic to these wg IPs lately (rule 7)."""
+        """We exchanged traffic with these wg IPs lately (rule 7)."""
         for wg_ip in destinations:
             if len(self._wanted) >= MAX_WANTED and wg_ip not in self._wanted:
                 self._forget_wants(now)
@@ -327,20 +324,7 @@ class Pairs:
         for wg_ip in list(self.paths):
             path = self.paths.get(wg_ip)
             if path is not None:
-                self._count_activity(wg_ip, path, now)
                 self._path_wg(wg_ip, path, now)
-
-    def _count_activity(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
-        """Traffic in either direction keeps a lazy link (the peer's counts too)."""
-        reading = self._host.reading(self._host.sessions[wg_ip].info.public_key)
-        if reading is None:
-            path.active_rx = path.active_tx = 0
-            return
-        moved = (reading.rx_bytes - path.active_rx) + (reading.tx_bytes - path.active_tx)
-        if moved > ACTIVE_BYTES:
-            path.active_at = now
-        if moved > ACTIVE_BYTES or moved < 0:  # < 0: counters reset with a new peer
-            path.active_rx, path.active_tx = reading.rx_bytes, reading.tx_bytes
 
     # --- timers ---------------------------------------------------------------
 
