@@ -53,7 +53,7 @@ import trio
 from . import control, event_text, log_capture
 from .config import ConfigError, Settings
 from .core.node import Node, StaticTarget
-from .demand import DemandSensor
+from .demand import DemandSensor, DemandSource
 from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
 from .keys import KeyPair
@@ -131,7 +131,7 @@ class Daemon:
         host: Host,
         notifier: Notifier | None = None,
         load_settings: Callable[[], Settings] | None = None,
-        demand: DemandSensor | None = None,
+        demand: DemandSource | None = None,
     ) -> None:
         self.settings = settings
         self.demand = demand  # lazy links on a dynamic node: who we send to
@@ -440,13 +440,14 @@ class Daemon:
 
     # --- lazy links: who we send to -------------------------------------------------
 
-    async def _demand(self, sensor: DemandSensor) -> None:
+    async def _demand(self, sensor: DemandSource) -> None:
         """Tell the core which mesh addresses we talked with lately. The sensor's
         table is (re)installed when missing: at start, and after someone
         flushed the ruleset."""
         node = self.node
         subnet = self.settings.network.subnet
         installed = False
+        backoff = RETRY_AFTER_FAILURE
         while True:
             try:
                 if not installed:
@@ -454,10 +455,12 @@ class Daemon:
                     installed = True
                 destinations = {ip for ip in sensor.read() if ip in subnet}
             except CommandError as exc:
-                log.warning("%s (retrying)", exc)
+                log.warning("lazy links see no traffic (pairs stay relayed): %s", exc)
                 installed = False
-                await trio.sleep(RETRY_AFTER_FAILURE)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MONITOR_RESTART_MAX)
                 continue
+            backoff = RETRY_AFTER_FAILURE
             destinations.discard(self.settings.wg_ip)
             if destinations:
                 node.set_demand(destinations, trio.current_time())

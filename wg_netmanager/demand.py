@@ -25,6 +25,7 @@ import os
 import socket
 import struct
 from ipaddress import IPv4Address
+from typing import Protocol
 
 from .proc import CommandError, run
 
@@ -150,6 +151,16 @@ def parse(answer: bytes) -> tuple[set[IPv4Address], bool]:
                         if data_kind == NFTA_DATA_VALUE and len(data) == 4:
                             found.add(IPv4Address(data))
     return found, False
+
+
+class DemandSource(Protocol):
+    """What the daemon needs of a sensor (tests give it a fake)."""
+
+    async def install(self) -> None: ...
+
+    async def remove(self) -> None: ...
+
+    def read(self) -> set[IPv4Address]: ...
 
 
 class DemandSensor:
