@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for index in range(args.runs):
             with (
                 tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
-                fault_mesh(Path(tmp), **timers) as mesh,
+                fault_mesh(Path(tmp), links=None, **timers) as mesh,
             ):
                 result = run(mesh)
                 mesh.stop_all()

@@ -217,6 +217,7 @@ class Machine:
         *,
         notifier: Notifier | None = None,
         load_settings: Callable[[], Settings] | None = None,
+        demand: FakeDemand | None = None,
     ) -> Daemon:
         keys = KeyPair.generate()
         node = await build_node(self.settings, keys, self.host)
@@ -229,7 +230,31 @@ class Machine:
             host=self.host,
             notifier=notifier,
             load_settings=load_settings,
+            demand=demand,
         )
+
+
+@dataclass
+class FakeDemand:
+    """A lazy-link traffic sensor: ``seen`` is what it reads; ``failures``
+    commands fail first (as ``nft`` would without nftables)."""
+
+    seen: set[IPv4Address] = field(default_factory=set)
+    failures: int = 0
+    installs: int = 0
+    removed: bool = False
+
+    async def install(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise CommandError(["nft", "-f", "-"], 127, "nft: not found")
+        self.installs += 1
+
+    async def remove(self) -> None:
+        self.removed = True
+
+    def read(self) -> set[IPv4Address]:
+        return set(self.seen)
 
 
 def crash(daemon: Daemon, scope: trio.CancelScope) -> None:

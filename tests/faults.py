@@ -162,10 +162,10 @@ class FaultMesh(Daemons):
 
 
 @contextlib.contextmanager
-def fault_mesh(tmp: Path, **timers: float) -> Iterator[FaultMesh]:
+def fault_mesh(tmp: Path, *, links: str | None = None, **timers: float) -> Iterator[FaultMesh]:
     """A fresh working example with its four daemons configured (not started)."""
     nodes = dict(NODES)  # a test may add a box (e.g. an impostor in "evil")
-    config = network_yaml(SHARED_KEY_B64, **timers)
+    config = network_yaml(SHARED_KEY_B64, links=links, **timers)
     with daemons_in("working_example", tmp, nodes, config, FaultMesh) as mesh:
         try:
             yield mesh

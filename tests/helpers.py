@@ -76,6 +76,7 @@ def make_node(
     subnet: IPv4Network = SUBNET,
     local_addresses: Sequence[str] | None = None,
     private_key: bytes | None = None,
+    lazy: bool = False,
 ) -> Node:
     """A core keyed with :data:`SHARED_KEY`, as the daemon builds one.
 
@@ -99,6 +100,7 @@ def make_node(
         now=now,
         rng=None if rng is None else Random(rng.random()),
         random_bytes=os.urandom if rng is None else rng.randbytes,
+        lazy=lazy,
     )
     if local_addresses is not None:
         node.set_local_addresses(list(local_addresses), now)

@@ -289,16 +289,20 @@ class Testbed:
         return proc.returncode
 
 
-def network_yaml(shared_key: str = SHARED_KEY_B64, **timers: float) -> str:
+def network_yaml(
+    shared_key: str = SHARED_KEY_B64, *, links: str | None = None, **timers: float
+) -> str:
     """The testbeds' network.yaml: beta/alice static at 198.51.100.1, 10.1.1.0/24.
 
-    ``timers`` use the camelCase names of network.yaml (``pingInterval=1``).
+    ``timers`` use the camelCase names of network.yaml (``pingInterval=1``);
+    ``links`` is network.links (None: not written, the default).
     """
+    links_line = f"  links: {links}\n" if links else ""
     text = f"""\
 network:
   sharedKey: {shared_key}
   subnet: 10.1.1.0/24
-peers:
+{links_line}peers:
   - endPoint: 198.51.100.1:50001
     adminPort: 50501
     wgIp: 10.1.1.1

@@ -93,7 +93,9 @@ class SimNet:
         latency: float = 0.002,
         loss: float = 0.0,
         wg_period: float | None = None,
+        lazy: bool = False,
     ) -> None:
+        self.lazy = lazy  # lazy direct links (network.yaml links: lazy)
         self.rng = Random(seed)
         self.timers = timers or Timers()
         self.latency = latency
@@ -160,6 +162,7 @@ class SimNet:
             rng=self.rng,
             local_addresses=[host.address],
             private_key=host.keys.private,
+            lazy=self.lazy,
         )
         host.up = True
         self._after(host)
@@ -404,11 +407,21 @@ class SimNet:
         counters[key] = counters.get(key, 0) + round(size)
 
     def _traffic(self, tick: float) -> None:
-        """One tick of user flows and persistent keepalives."""
+        """One tick of user flows and persistent keepalives. A flow is also the
+        demand both ends' sensors would see (lazy links)."""
+        demand: dict[str, set[IPv4Address]] = {}
         for (a, b), rate in self.flows.items():
             src, dst = self.hosts[a], self.hosts[b]
             if src.up and dst.up:
                 self._count_first_hop(src, dst.wg_ip, rate * tick)
+                if rate > 0:
+                    demand.setdefault(a, set()).add(dst.wg_ip)
+                    demand.setdefault(b, set()).add(src.wg_ip)
+        for name, destinations in demand.items():
+            host = self.hosts[name]
+            if host.node is not None:
+                host.node.set_demand(destinations, self.clock(host))
+                self._after(host)
         for host in self.hosts.values():
             if host.node is None:
                 continue
@@ -521,10 +534,12 @@ class SimNet:
 NAMES = ["beta", "alpha", "charlie", "delta"]  # the working example's hosts
 
 
-def working_example(symmetric_alpha: bool = False, seed: int = 1) -> SimNet:
+def working_example(
+    symmetric_alpha: bool = False, seed: int = 1, timers: Timers | None = None, lazy: bool = False
+) -> SimNet:
     """beta static and public; alpha behind its own NAT; charlie and delta on
     one home LAN behind a NAT router (as ns/working_example.sh); not started."""
-    net = SimNet(Timers(), seed=seed)
+    net = SimNet(timers or Timers(), seed=seed, lazy=lazy)
     net.add_host("beta", "198.51.100.1", "10.1.1.1", static=True)
     net.add_host("alpha", "192.168.2.2", "10.1.1.2", nat=Nat("198.51.100.4", symmetric_alpha))
     home = Nat("198.51.100.3")

@@ -131,6 +131,22 @@ def test_every_timer_name_is_accepted(tmp_path: Path) -> None:
     assert all(getattr(timers, name) == 3 for name in timer_names().values())
 
 
+def test_links(tmp_path: Path) -> None:
+    assert load_network(network_file(tmp_path)).links == "eager"
+
+    def lazy(data: dict[str, Any]) -> None:
+        data["network"]["links"] = "lazy"
+
+    assert load_network(network_file(tmp_path, lazy)).links == "lazy"
+
+    def wrong(data: dict[str, Any]) -> None:
+        data["network"]["links"] = ["lazy"]
+
+    assert_network_error(
+        network_file(tmp_path, wrong), "network.links: expected eager or lazy, got"
+    )
+
+
 def test_empty_timers_section(tmp_path: Path) -> None:
     path = write(tmp_path / "net.yaml", yaml.safe_dump(NETWORK) + "timers:\n")
     assert load_network(path).timers == Timers()

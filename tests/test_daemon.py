@@ -30,6 +30,7 @@ import trio
 from tests.fake_host import (
     ALICE_IP,
     BOB_IP,
+    FakeDemand,
     FakeNet,
     Machine,
     crash,
@@ -438,6 +439,33 @@ def test_a_link_watch_that_cannot_run_is_retried_with_backoff(
 
     trio.run(scenario, clock=mock_clock())
     assert "cannot watch address changes" in caplog.text
+
+
+def test_lazy_links_hear_the_sensor_and_survive_its_failures(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _alice, bob = machines(tmp_path)
+    bob.settings = replace(bob.settings, network=replace(bob.settings.network, links="lazy"))
+    talked = IPv4Address("10.1.1.7")
+    sensor = FakeDemand(seen={talked, IPv4Address(BOB_IP), IPv4Address("192.0.2.9")}, failures=2)
+    wanted: list[set[IPv4Address]] = []
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            daemon = await bob.daemon(demand=sensor)
+            assert daemon.node.pairs.lazy
+            await nursery.start(daemon.run)
+            await wait_for(lambda: sensor.installs == 1, seconds=10.0)
+            await trio.sleep(daemon_module.DEMAND_INTERVAL * 2)
+            wanted.append(set(daemon.node.pairs._wanted))
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    # Only other mesh addresses are demand: not bob himself, not the underlay.
+    assert wanted == [{talked}]
+    assert sensor.removed  # the table goes with the daemon
+    failures = [r for r in caplog.records if "lazy links see no traffic" in r.getMessage()]
+    assert len(failures) == 2 and "nft: not found" in failures[0].getMessage()
 
 
 def test_static_calls_back_its_nodes_after_a_crash(tmp_path: Path) -> None:

@@ -295,7 +295,7 @@ def test_sighup_reloads_and_sigterm_stops_and_a_terminal_hangup_stops() -> None:
 
 
 def settings_with(base: Settings, **changes: object) -> Settings:
-    network = {k: v for k, v in changes.items() if k in ("peers", "timers", "shared_key")}
+    network = {k: v for k, v in changes.items() if k in ("peers", "timers", "shared_key", "links")}
     rest = {k: v for k, v in changes.items() if k not in network}
     return replace(base, network=replace(base.network, **network), **rest)  # type: ignore[arg-type]
 
@@ -314,6 +314,11 @@ def test_the_plan_of_a_reload(tmp_path: Path) -> None:
         f"{bob.network.path}: network.sharedKey changed; that needs a restart",
     )
     assert changed.settings.network.shared_key == bob.network.shared_key
+    lazy = plan_reload(bob, settings_with(bob, links="lazy"))
+    assert lazy.needs_restart == (
+        f"{bob.network.path}: network.links eager -> lazy needs a restart; still eager",
+    )
+    assert lazy.settings.network.links == "eager"
     # alice's own entry stays as it runs (whether she is static cannot change).
     gone = plan_reload(alice, settings_with(alice, peers=()))
     assert gone.settings.network.peers == alice.network.peers and gone.settings.is_static

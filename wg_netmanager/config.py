@@ -34,6 +34,7 @@ MAX_TIMER = 86400.0  # no protocol timer needs more than a day; also keeps sleep
 WG_PORT_BASE, ADMIN_PORT_BASE = 50000, 50500
 MAX_VERBOSITY = 2  # -vv: commands and drops
 STATIC_OPTION = "-s/--static"
+LINK_MODES = ("eager", "lazy")  # network.links; the first is the default
 
 _EXAMPLES = {  # how to fill in a missing field
     "network": "a 'network:' section with sharedKey and subnet",
@@ -78,6 +79,9 @@ class NetworkConfig:
     subnet: IPv4Network
     peers: tuple[StaticPeer, ...]
     timers: Timers
+    # "lazy": direct links only between nodes that exchange traffic (see
+    # docs/architecture.md, lazy links); "eager": every pair, always.
+    links: str = "eager"
     warnings: tuple[str, ...] = ()  # one line each ("<file>: <field>: ..."), for stderr or the log
 
 
@@ -525,6 +529,15 @@ def parse_static(text: str) -> StaticPeer:
     return StaticPeer(wg_ip, host, wg_port, admin_port)
 
 
+def _links(path: str, value: Any) -> str:
+    if value not in LINK_MODES:
+        raise ConfigError(
+            f"{path}: network.links: expected eager or lazy, got {_show(value)}; "
+            "lazy links only the nodes that talk"
+        )
+    return str(value)
+
+
 def _timers(path: str, value: Any) -> Timers:
     if value is None:
         return Timers()
@@ -563,7 +576,7 @@ def load_network(path: str, statics: tuple[StaticPeer, ...] = ()) -> NetworkConf
     else:
         _check_keys(path, "", top, ("network", "peers"), ("timers",))
     net = _mapping(path, "network", top["network"], "a mapping with sharedKey and subnet")
-    _check_keys(path, "network", net, ("sharedKey", "subnet"))
+    _check_keys(path, "network", net, ("sharedKey", "subnet"), ("links",))
     shared_key = _shared_key(path, net["sharedKey"])
     subnet, subnet_warning = _subnet(path, net["subnet"])
     return NetworkConfig(
@@ -572,6 +585,7 @@ def load_network(path: str, statics: tuple[StaticPeer, ...] = ()) -> NetworkConf
         subnet=subnet,
         peers=_peers(path, top.get("peers"), subnet, statics),
         timers=_timers(path, top.get("timers")),
+        links=_links(path, net.get("links", LINK_MODES[0])),
         warnings=(subnet_warning,) if subnet_warning else (),
     )
 

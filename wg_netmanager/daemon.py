@@ -55,6 +55,7 @@ from . import control, event_text, log_capture
 from .config import ConfigError, Settings
 from .core.events import PeerConnected
 from .core.node import Node, StaticTarget
+from .demand import DemandSensor, DemandSource
 from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
 from .keys import KeyPair
@@ -78,6 +79,9 @@ SETUP_RETRY_PAUSES = (0.1, 0.3, 1.0, 2.5)
 WAIT_FOR_EXISTING = 1.0  # -e: how often to look for a vanished interface
 MONITOR_RESTART_MAX = 30.0  # seconds between restarts of a failing link watch
 STATUS_CHECK_INTERVAL = 1.0  # seconds between looks at whether the service status changed
+# Lazy links: how often the traffic sensor is read. A new destination waits
+# at most this long (plus a handshake) before its direct link is asked for.
+DEMAND_INTERVAL = 0.25
 
 
 class StartupError(Exception):
@@ -111,6 +115,7 @@ async def build_node(
         timers=net.timers,
         now=trio.current_time(),
         rng=rng or Random(),
+        lazy=net.links == "lazy",
     )
     addresses = await read_local_addresses(host, settings.interface, fallback=[])
     node.set_local_addresses(addresses, trio.current_time())
@@ -130,8 +135,10 @@ class Daemon:
         notifier: Notifier | None = None,
         load_settings: Callable[[], Settings] | None = None,
         timeline: Timeline | None = None,
+        demand: DemandSource | None = None,
     ) -> None:
         self.settings = settings
+        self.demand = demand  # lazy links on a dynamic node: who we send to
         self.node = node
         self.keys = keys
         self.device = device
@@ -184,6 +191,8 @@ class Daemon:
                     nursery.start_soon(self._remember_peers)
                 if self.settings.hopping and not self.settings.is_static:
                     nursery.start_soon(self._hop_ports)
+                if self.demand is not None:
+                    nursery.start_soon(self._demand, self.demand)
                 nursery.start_soon(self._summaries)
                 status: StatusSource = DaemonStatus(self, trio.current_time())
                 path = control.socket_path(self.settings.interface)
@@ -272,6 +281,11 @@ class Daemon:
             await self.routes.apply(self.settings.interface, set(), actual)
         except CommandError as exc:
             log.debug("route cleanup: %s", exc)
+        if self.demand is not None:
+            try:
+                await self.demand.remove()
+            except CommandError as exc:
+                log.error("cleanup: %s", exc)
         try:
             await self.device.destroy()
         except CommandError as exc:
@@ -464,6 +478,35 @@ class Daemon:
             self._wg_wake.set()  # our interface is gone: the reconciler notices
         else:
             self._address_wake.set()
+
+    # --- lazy links: who we send to -------------------------------------------------
+
+    async def _demand(self, sensor: DemandSource) -> None:
+        """Tell the core which mesh addresses we talked with lately. The sensor's
+        table is (re)installed when missing: at start, and after someone
+        flushed the ruleset."""
+        node = self.node
+        subnet = self.settings.network.subnet
+        installed = False
+        backoff = RETRY_AFTER_FAILURE
+        while True:
+            try:
+                if not installed:
+                    await sensor.install()
+                    installed = True
+                destinations = {ip for ip in sensor.read() if ip in subnet}
+            except CommandError as exc:
+                log.warning("lazy links see no traffic (pairs stay relayed): %s", exc)
+                installed = False
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MONITOR_RESTART_MAX)
+                continue
+            backoff = RETRY_AFTER_FAILURE
+            destinations.discard(self.settings.wg_ip)
+            if destinations:
+                node.set_demand(destinations, trio.current_time())
+                await self._flush()
+            await trio.sleep(DEMAND_INTERVAL)
 
     # --- port hopping (-H) -----------------------------------------------------
 
@@ -730,12 +773,20 @@ async def serve(
                 notifier=notifier,
                 load_settings=load_settings,
                 timeline=timeline,
+                demand=_demand_sensor(settings),
             )
             if hangup_early:
                 daemon.request_reload()
             await daemon.run()
             nursery.cancel_scope.cancel()  # it ended by itself (startup failed, or q)
     return None if daemon is None else daemon.startup_error
+
+
+def _demand_sensor(settings: Settings) -> DemandSensor | None:
+    """Lazy links need to know who a dynamic node sends to; statics relay only."""
+    if settings.network.links != "lazy" or settings.is_static:
+        return None
+    return DemandSensor(settings.interface, settings.admin_port)
 
 
 async def _on_signals(

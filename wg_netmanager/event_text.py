@@ -69,6 +69,8 @@ def describe(event: ev.Event) -> str:
             return f"{label(peer)}: addresses changed, re-trying"
         case ev.PairUnanswered(peer):
             return f"{label(peer)} does not answer, dropped"
+        case ev.PairIdle(peer, seconds):
+            return f"{label(peer)}: no traffic for {seconds:g} s, direct link closed"
         case ev.LanAnswers(peer):
             return f"{label(peer)}: its LAN address answers again"
         case ev.PunchFailed(peer, reading):

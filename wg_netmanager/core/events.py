@@ -186,6 +186,14 @@ class PairUnanswered:
 
 
 @dataclass(frozen=True)
+class PairIdle:
+    """A lazy pair carried no traffic for ``idle_after``: its link is closed."""
+
+    peer: PeerRef
+    seconds: float
+
+
+@dataclass(frozen=True)
 class LanAnswers:
     """A lost LAN link answers again: the pair tries it at once."""
 
@@ -254,6 +262,7 @@ Event = (
     | PairAddressesChanged
     | PairUnanswered
     | LanAnswers
+    | PairIdle
     | PunchFailed
     | PathStateChanged
     | LocalAddressesChanged

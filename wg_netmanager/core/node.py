@@ -86,6 +86,7 @@ class Node:
         now: float,
         rng: Random | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        lazy: bool = False,
     ) -> None:
         if info.public_key != to_b64(public_key(private_key)):
             raise ValueError("info.public_key is not the key of private_key")  # our bug
@@ -124,7 +125,7 @@ class Node:
         self._gateways: dict[IPv4Address, IPv4Address] = {}
         self._fast_poll_until = 0.0
         self._watch_until = 0.0  # measure latency to every peer until then
-        self.pairs = Pairs(_Parts(self), timers)
+        self.pairs = Pairs(_Parts(self), timers, lazy=lazy)
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
         self._wg: dict[str, WgPeerReading] = {}
         self.visible_endpoint: Endpoint | None = None
@@ -235,6 +236,12 @@ class Node:
                 if not session.pinger:
                     session.next_ping = now
         self._watch_until = until
+
+    def set_demand(self, destinations: Iterable[IPv4Address], now: float) -> None:
+        """We exchanged traffic with these wg IPs lately, either way (lazy
+        links open for them and stay while it lasts)."""
+        if not self.is_static:
+            self.pairs.demand(destinations, now)
 
     def wg_applied(self, version: int, now: float) -> None:
         """The daemon applied desired state ``version`` to WireGuard and the kernel."""

@@ -129,6 +129,9 @@ class PairPath:
     unlisted: bool = False
     vouch_until: float | None = None
     vouch_seq: int = 0
+    # Lazy links: when the pair last exchanged traffic (Pairs.demand), or
+    # the session opened.
+    active_at: float = 0.0
 
     @property
     def checking_link(self) -> bool:

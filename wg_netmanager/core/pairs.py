@@ -30,6 +30,13 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
    static; a lost LAN link is re-probed by the lower wg IP.
 6. A pair session lives while a static lists that key; unlisted, a direct
    link keeps it only if the peer's daemon answers a ping over it.
+7. Eager (the default): the lower wg IP opens a pair session with every
+   dynamic node a static lists. Lazy (``links: lazy``): a node opens one only
+   towards a node it exchanges traffic with (``Node.set_demand``: the shell's
+   sensor sees packets to and from it, the daemons' own datagrams not
+   counted); either side may, and crossed handshakes settle (handshake.py
+   rule 7). A lazy pair without traffic for ``idle_after`` is closed: a Bye,
+   the session and its link gone, traffic via the gateway until asked again.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from .sessions import Session
 from .timers import Timers
 
 S, T = PathState, Trigger
+MAX_WANTED = 4096  # destinations with demand remembered (bounded, like every table)
 # Seconds; doubling up to MAX_PAIR_HELLO_RETRY. Short: the first hello often
 # goes out while the static does not yet have the peer's endpoint (its
 # handshake is a moment behind ours), and costs a few bytes through the tunnel.
@@ -113,11 +121,13 @@ class PairHost(Protocol):
 class Pairs:
     """Every pair path of one node (rules: the module docstring)."""
 
-    def __init__(self, host: PairHost, timers: Timers) -> None:
+    def __init__(self, host: PairHost, timers: Timers, lazy: bool = False) -> None:
         self._host = host
         self.timers = timers
+        self.lazy = lazy
         self.paths: dict[IPv4Address, PairPath] = {}
         self._hello_at: dict[IPv4Address, tuple[float, float]] = {}  # (due, backoff)
+        self._wanted: dict[IPv4Address, float] = {}  # lazy: destination -> last traffic
 
     # --- the node's view -----------------------------------------------------
 
@@ -167,8 +177,38 @@ class Pairs:
     def opened(self, wg_ip: IPv4Address, now: float) -> None:
         """A pair session was established (or replaced by a new boot)."""
         self._hello_at.pop(wg_ip, None)
-        self.paths[wg_ip] = PairPath()
+        self.paths[wg_ip] = PairPath(active_at=now)  # the opener has traffic for us
         self._start_attempt(wg_ip, now)
+
+    def demand(self, destinations: Iterable[IPv4Address], now: float) -> None:
+        """We exchanged traffic with these wg IPs lately (rule 7)."""
+        for wg_ip in destinations:
+            if len(self._wanted) >= MAX_WANTED and wg_ip not in self._wanted:
+                self._forget_wants(now)
+                if len(self._wanted) >= MAX_WANTED:
+                    break
+            self._wanted[wg_ip] = now
+            path = self.paths.get(wg_ip)
+            if path is not None:
+                path.active_at = now
+
+    def _forget_wants(self, now: float) -> None:
+        for wg_ip in [ip for ip, at in self._wanted.items() if now - at >= self.timers.idle_after]:
+            del self._wanted[wg_ip]
+
+    def _close_idle(self, wg_ip: IPv4Address, now: float) -> None:
+        """Rule 7: no traffic for ``idle_after``: Bye, session and link gone."""
+        host = self._host
+        session = host.sessions[wg_ip]
+        # Over the link and relayed (as a leaving notice, rule 5): once our end
+        # is gone, the peer's WireGuard drops what comes via the gateway.
+        host.send(wire.Bye(), (str(wg_ip), session.info.admin_port), wg_ip)
+        host.send_relayed(wire.Bye(), wg_ip)
+        host.emit(ev.PairIdle(host.ref(wg_ip), self.timers.idle_after))
+        del self.paths[wg_ip]
+        self._wanted.pop(wg_ip, None)
+        host.forget(wg_ip)
+        host.changed(now)
 
     def closed(self, wg_ip: IPv4Address) -> None:
         self.paths.pop(wg_ip, None)
@@ -339,6 +379,11 @@ class Pairs:
                 for endpoint in session.info.local_endpoints:
                     host.send(wire.Probe(path.probe_token), endpoint, wg_ip)
                 path.next_reprobe = now + self.timers.lan_reprobe_interval
+        if self.lazy:
+            for wg_ip, path in list(self.paths.items()):
+                if now >= path.active_at + self.timers.idle_after:
+                    self._close_idle(wg_ip, now)
+            self._forget_wants(now)
         for wg_ip, entry in self._hello_candidates():
             due, backoff = self._hello_at.get(wg_ip, (now, FIRST_PAIR_HELLO_RETRY))
             if now < due:
@@ -365,6 +410,8 @@ class Pairs:
                 deadlines.append(path.next_reprobe)
         for wg_ip, _entry in self._hello_candidates():
             deadlines.append(self._hello_at.get(wg_ip, (0.0, 0.0))[0])
+        if self.lazy:
+            deadlines += [p.active_at + self.timers.idle_after for p in self.paths.values()]
         return deadlines
 
     # --- transitions ------------------------------------------------------------
@@ -596,13 +643,18 @@ class Pairs:
         self._start_attempt(wg_ip, now)
 
     def _hello_candidates(self) -> list[tuple[IPv4Address, TableEntry]]:
-        """Dynamic nodes we should open a session with: the lower wg IP of two
-        dynamic nodes does, through the gateway tunnel, once the kernel has the
-        route there (before that, the datagram would leak to the underlay)."""
+        """Dynamic nodes we should open a session with (rule 7), through the
+        gateway tunnel, once the kernel has the route there (before that, the
+        datagram would leak to the underlay)."""
         out = []
         me = self._host.info.wg_ip
         for wg_ip in self._host.relayed_peers():
-            if wg_ip in self._host.sessions or wg_ip < me:
+            if wg_ip in self._host.sessions:
+                continue
+            if self.lazy:  # rule 7: whoever has traffic for the other
+                if wg_ip not in self._wanted:
+                    continue
+            elif wg_ip < me:
                 continue
             entry = self._host.listed(wg_ip)
             if entry is not None:

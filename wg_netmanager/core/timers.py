@@ -83,6 +83,11 @@ class Timers:
     local_addresses_interval: float = 5.0
     # Log a compact peer summary this often at -v in headless mode.
     summary_interval: float = 30.0
+    # Lazy links (network.yaml ``links: lazy``): a pair session and its direct
+    # link exist while the pair carries traffic; after this long without any,
+    # they are closed (peer removed, no keepalives) and traffic goes via the
+    # gateway again until it asks for a direct link anew.
+    idle_after: float = 180.0
     # WireGuard persistent keepalive towards static peers (seconds).
     keepalive: int = 25
 
