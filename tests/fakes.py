@@ -154,9 +154,9 @@ class FakeRoutes(_Recorder):
     async def apply(self, ifname: str, desired: set[Route], actual: set[Route]) -> None:
         self._enter("apply", ifname, set(desired), set(actual))
         self.commands += plan_route_changes(ifname, desired, actual)
-        desired_dests = {r.dest for r in desired}
+        desired_dests = {r.network for r in desired}
         # like ``ip route replace`` per desired route, then ``del`` of exactly
         # the actual routes whose destination is no longer desired
         current = self.tables.get(ifname, set())
-        untouched = {r for r in current if r.dest not in desired_dests and r not in actual}
+        untouched = {r for r in current if r.network not in desired_dests and r not in actual}
         self.tables[ifname] = untouched | set(desired)
