@@ -10,15 +10,21 @@ once, without flapping; only what the file lists is ever routed.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
+import trio
 
+from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings, mock_clock
 from tests.sim import NAMES, SimNet, working_example
+from tests.waits import wait_for
 from wg_netmanager.core import events as ev
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.routing import Move, SubnetRoutes, alive_nodes, subnet_placement
 from wg_netmanager.core.timers import Timers
+from wg_netmanager.forwarding import exit_table
 from wg_netmanager.model import DEFAULT_ROUTE, Gateway, Route
 
 LAN = IPv4Network("192.168.1.0/24")
@@ -392,3 +398,75 @@ def test_gateway_churn_keeps_allowed_ips_apart(seed: int) -> None:
     up = [n for n in NAMES if net.hosts[n].up]
     assert net.wait_for(lambda: all(net.reaches(n, "lamp") for n in up), 30) < 30
     assert all(a != b for a, b in itertools.pairwise(moves(net, "alpha")))
+
+
+# --- the daemon on fake machines ------------------------------------------------------------
+
+
+def gateway_machines(tmp_path: Path, *, exit_node: bool = False) -> tuple[Machine, Machine]:
+    """alice (static, 10.1.1.1, an exit node) and bob (10.1.1.2, the LAN's
+    gateway; with ``exit_node`` it uses alice's)."""
+    alice_settings, bob_settings = make_settings(tmp_path)
+    bob_ip = IPv4Address("10.1.1.2")
+    gateways = (Gateway(bob_ip, (LAN,)), Gateway(BETA, (DEFAULT_ROUTE,)))
+    network = replace(alice_settings.network, gateways=gateways)
+    net = FakeNet()
+    alice = Machine(replace(alice_settings, network=network), net.host(ALICE_IP))
+    bob = Machine(
+        replace(bob_settings, network=network, exit_node=BETA if exit_node else None),
+        net.host(BOB_IP),
+    )
+    return alice, bob
+
+
+def test_daemons_forward_relay_and_route_as_the_file_says(tmp_path: Path) -> None:
+    alice, bob = gateway_machines(tmp_path)
+    bob.host.networks = [LAN]  # bob lies on its LAN
+    lan_route = Route.to(LAN, IPv4Address("10.1.1.2"))
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start((await alice.daemon()).run)
+            await nursery.start((await bob.daemon()).run)
+            await wait_for(lambda: lan_route in alice.routes.tables.get("wg0", ()))
+            await wait_for(lambda: alice.forwarding.relay == {LAN})  # the exit is its own
+            # bob serves the LAN (masquerading), routes nothing for it, relays nothing
+            plan = bob.forwarding.plan
+            assert plan is not None and plan.routes == (LAN,) and not plan.relay
+            assert "masquerade" in bob.forwarding.ruleset
+            await wait_for(lambda: Route(BETA) in bob.routes.tables.get("wg0", ()))
+            assert all(r.prefixlen == 32 for r in bob.routes.tables["wg0"])
+            assert bob.forwarding.relay == frozenset()
+            # alice: static and exit node; nobody opted in: no marks anywhere
+            plan = alice.forwarding.plan
+            assert plan is not None and plan.relay and plan.relay_table
+            assert plan.routes == (DEFAULT_ROUTE,) and not plan.exit_client
+            assert alice.device.fwmark == bob.device.fwmark == 0
+            assert alice.host.socket_marks == bob.host.socket_marks == [0]
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert alice.forwarding.plan is None and bob.forwarding.plan is None  # released
+    assert alice.routes.tables["wg0"] == set()
+
+
+def test_an_exit_nodes_user_marks_its_underlay_and_its_default_route(tmp_path: Path) -> None:
+    alice, bob = gateway_machines(tmp_path, exit_node=True)
+    mark = exit_table("wg0")
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start((await alice.daemon()).run)
+            bob_daemon = await bob.daemon()
+            await nursery.start(bob_daemon.run)
+            assert bob.device.fwmark == mark and bob.host.socket_marks == [mark]
+            plan = bob.forwarding.plan
+            assert plan is not None and plan.exit_client and plan.routes == (LAN,)
+            await wait_for(
+                lambda: any(DEFAULT_ROUTE in p.allowed_ips for p in bob.device.peers.values())
+            )
+            status = {s.route: s for s in bob_daemon.node.statistics(trio.current_time()).subnets}
+            assert status[DEFAULT_ROUTE].role == "exit" and status[DEFAULT_ROUTE].serving == BETA
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())

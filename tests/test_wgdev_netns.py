@@ -51,6 +51,7 @@ AGENT = r"""
 import base64, json, logging, sys
 from ipaddress import IPv4Address, IPv4Network
 import trio
+from wg_netmanager.forwarding import HostForwarding, plan_for
 from wg_netmanager.model import Route, WgPeer
 from wg_netmanager.proc import CommandError, run
 from wg_netmanager.routes import RouteTable
@@ -80,8 +81,11 @@ async def handle(req):
         await dev.configure(base64.b64decode(req["key"]), req["port"])
     elif op == "set_address":
         await dev.set_address(IPv4Address(req["ip"]), req["prefixlen"])
-    elif op == "enable_forwarding":
-        await dev.enable_forwarding()
+    elif op == "enable_forwarding":  # as a static node (the restore file on the box's tmpfs)
+        forwarding = HostForwarding("/var/run/wireguard/wgnm/" + dev.name + ".restore")
+        subnet = IPv4Network(req.get("subnet", "10.77.1.0/24"))
+        plan = plan_for(dev.name, subnet, subnet[1], is_static=True, gateways=(), exit_node=None)
+        await forwarding.apply(plan)
     elif op == "apply_peers":
         desired = {p["key"]: peer(p) for p in req["peers"]}
         await dev.apply_peers(desired, await dev.read_peers())

@@ -1,0 +1,256 @@
+"""forwarding.py's plans: the nftables table, policy rules, our own route
+tables, sysctls and the restore file (the real thing: test_gateways_netns.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from wg_netmanager.forwarding import (
+    PREF_EXIT,
+    PREF_RELAY,
+    PREF_SUPPRESS,
+    ForwardPlan,
+    Rule,
+    TableRoute,
+    _read_restore,
+    _write_restore,
+    egress_interfaces,
+    exit_table,
+    nft_delete,
+    nft_ruleset,
+    nft_table,
+    our_rules,
+    parse_table,
+    plan_for,
+    plan_table,
+    relay_table,
+    wanted_rules,
+    wanted_sysctls,
+)
+from wg_netmanager.model import DEFAULT_ROUTE, Gateway
+
+MESH = IPv4Network("10.1.1.0/24")
+LAN = IPv4Network("192.168.1.0/24")
+ME = IPv4Address("10.1.1.3")
+CONF = "/proc/sys/net/ipv4/conf"
+
+
+def lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()]
+
+
+def test_plan_for_each_role() -> None:
+    gateways = (Gateway(ME, (LAN,)), Gateway(IPv4Address("10.1.1.1"), (DEFAULT_ROUTE,)))
+    dynamic = plan_for(
+        "wg0", MESH, IPv4Address("10.1.1.9"), is_static=False, gateways=gateways, exit_node=None
+    )
+    assert not dynamic.needs_table and not dynamic.forwards
+    gateway = plan_for("wg0", MESH, ME, is_static=False, gateways=gateways, exit_node=None)
+    assert gateway.routes == (LAN,) and gateway.forwards and not gateway.relay
+    static = plan_for(
+        "wg0", MESH, IPv4Address("10.1.1.1"), is_static=True, gateways=gateways, exit_node=None
+    )
+    assert static.relay and static.relay_table and static.routes == (DEFAULT_ROUTE,)
+    lone = plan_for(
+        "wg0", MESH, IPv4Address("10.1.1.1"), is_static=True, gateways=(), exit_node=None
+    )
+    assert lone.relay and not lone.relay_table  # no gateways: nothing to relay
+    user = plan_for(
+        "wg0",
+        MESH,
+        IPv4Address("10.1.1.9"),
+        is_static=False,
+        gateways=gateways,
+        exit_node=IPv4Address("10.1.1.1"),
+    )
+    assert user.exit_client and user.needs_table and not user.forwards
+
+
+def test_a_static_forwards_mesh_to_mesh_and_nothing_else() -> None:
+    text = nft_ruleset(ForwardPlan("wg0", MESH, relay=True))
+    assert lines(text)[:3] == [
+        f"table inet {nft_table('wg0')} {{}}",  # the delete never fails
+        f"delete table inet {nft_table('wg0')}",
+        f"table inet {nft_table('wg0')} {{",
+    ]
+    rules = [line for line in lines(text) if line.startswith(("iifname", "oifname"))]
+    assert rules == ['iifname "wg0" oifname "wg0" accept', 'iifname "wg0" counter drop']
+    assert "masquerade" not in text and "mark" not in text
+
+
+def test_a_gateway_forwards_into_its_networks_only_and_masquerades() -> None:
+    plan = ForwardPlan("wg0", MESH, served=(Gateway(ME, (LAN, DEFAULT_ROUTE)),))
+    text = nft_ruleset(plan, switched=["eth0"])
+    assert (
+        'iifname "wg0" oifname != "wg0" ip daddr != 10.1.1.0/24 '
+        "ip daddr { 192.168.1.0/24, 0.0.0.0/0 } accept"
+    ) in text
+    assert 'iifname "wg0" oifname "wg0" accept' not in text  # not a static: no relaying
+    assert 'iifname "wg0" counter drop' in text
+    # Its answers come back in where we switched forwarding on: only those.
+    assert 'iifname { "eth0" } oifname "wg0" ct state established,related accept' in text
+    assert 'iifname { "eth0" } counter drop' in text
+    assert "ip saddr" not in text  # masqueraded: the LAN never starts a connection in
+    assert "type nat hook postrouting priority srcnat" in text
+    assert text.count(" masquerade") == 1 and "ip daddr != 10.1.1.0/24" in text.split("nat {")[1]
+
+
+def test_without_masquerade_the_lan_may_reach_the_mesh() -> None:
+    plan = ForwardPlan("wg0", MESH, served=(Gateway(ME, (LAN,), masquerade=False),))
+    text = nft_ruleset(plan, switched=["eth0", "eth1"])
+    assert "masquerade" not in text
+    assert 'iifname { "eth0", "eth1" } oifname "wg0" ip saddr { 192.168.1.0/24 } accept' in text
+    assert "iifname" in nft_ruleset(plan) and "eth0" not in nft_ruleset(plan)
+
+
+def test_an_exit_nodes_user_keeps_wireguards_mark_on_answers() -> None:
+    text = nft_ruleset(ForwardPlan("wg0", MESH, exit_client=True))
+    mark = hex(exit_table("wg0"))
+    assert "meta l4proto udp meta mark set ct mark" in text
+    assert f"meta l4proto udp meta mark {mark} ct mark set meta mark" in text
+    assert 'iifname "wg0" counter drop' in text  # it forwards nothing
+
+
+def test_nft_delete_never_fails_on_a_missing_table() -> None:
+    table = nft_table("wg0")
+    assert nft_delete("wg0") == f"table inet {table} {{}}\ndelete table inet {table}\n"
+
+
+def test_numbers_are_per_interface_and_stable() -> None:
+    assert exit_table("wg0") == exit_table("wg0") != exit_table("wg1")
+    assert relay_table("wg0") != exit_table("wg0")
+    assert exit_table("wg0") >> 16 == 0x776E and relay_table("wg0") >> 16 == 0x7772
+    assert nft_table("wg.0").startswith("wgnm_wg_0_")
+
+
+def test_rules_wanted_and_found() -> None:
+    plan = ForwardPlan("wg0", MESH, relay=True, relay_table=True, exit_client=True)
+    mark, table, relay = hex(exit_table("wg0")), str(exit_table("wg0")), str(relay_table("wg0"))
+    want = wanted_rules(plan)
+    assert want == {
+        Rule(PREF_RELAY, ("iif", "wg0", "lookup", relay)),
+        Rule(
+            PREF_SUPPRESS, ("not", "fwmark", mark, "lookup", "main", "suppress_prefixlength", "0")
+        ),
+        Rule(PREF_EXIT, ("not", "fwmark", mark, "lookup", table)),
+    }
+    assert Rule(PREF_EXIT, ("lookup", "9")).argv("del") == [
+        "ip",
+        "-4",
+        "rule",
+        "del",
+        "lookup",
+        "9",
+        "pref",
+        str(PREF_EXIT),
+    ]
+    # As `ip -j -4 rule show` prints them (iproute2 6.1), among others' rules.
+    doc = json.loads(
+        '[{"priority":0,"src":"all","table":"local"},'
+        f'{{"priority":{PREF_RELAY},"src":"all","iif":"wg0","iif_detached":null,"table":"{relay}"}},'
+        f'{{"priority":{PREF_SUPPRESS},"not":null,"src":"all","fwmark":"{mark}","table":"main","suppress_prefixlen":0}},'
+        f'{{"priority":{PREF_EXIT},"not":null,"src":"all","fwmark":"{mark}","table":"{table}"}},'
+        '{"priority":100,"src":"all","fwmark":"0x1","table":"7"},'
+        f'{{"priority":200,"src":"all","table":"{exit_table("wg1")}"}},'
+        '{"priority":32766,"src":"all","table":"main"}]'
+    )
+    assert our_rules(doc, "wg0") == want
+    assert our_rules("garbage", "wg0") == set()
+
+
+def test_relay_table_plan() -> None:
+    text = (
+        "192.168.1.0/24 dev wg0 proto 57 scope link \n"
+        "throw 192.168.5.0/24 proto 57 \n"
+        "default dev wg0 proto 57 scope link \n"
+    )
+    actual = parse_table(text)
+    assert actual == {
+        TableRoute(LAN),
+        TableRoute(IPv4Network("192.168.5.0/24"), throw=True),
+        TableRoute(DEFAULT_ROUTE),
+    }
+    desired = {
+        TableRoute(LAN),
+        TableRoute(IPv4Network("192.168.5.0/24")),
+        TableRoute(IPv4Network("192.168.7.0/24"), throw=True),
+    }
+    assert plan_table("wg0", 9, desired, actual) == [
+        [
+            "ip",
+            "-4",
+            "route",
+            "replace",
+            "192.168.5.0/24",
+            "dev",
+            "wg0",
+            "table",
+            "9",
+            "proto",
+            "57",
+        ],
+        ["ip", "-4", "route", "replace", "throw", "192.168.7.0/24", "table", "9", "proto", "57"],
+        ["ip", "-4", "route", "del", "0.0.0.0/0", "table", "9"],
+    ]
+    assert plan_table("wg0", 9, actual, actual) == []
+
+
+def test_egress_interfaces() -> None:
+    text = (
+        "default via 192.168.1.1 dev eth0 \n"
+        "10.20.0.0/16 via 192.168.2.254 dev eth1 \n"
+        "10.20.5.0/24 dev eth2 proto kernel scope link src 10.20.5.1 \n"
+        "192.168.1.0/24 dev eth0 proto kernel scope link src 192.168.1.2 \n"
+        "192.168.2.0/24 dev eth1 proto kernel scope link src 192.168.2.2 \n"
+        "10.1.1.2 via 10.1.1.1 dev wg0 proto 57 onlink \n"
+        "unreachable 10.99.0.0/16 \n"
+    )
+    assert egress_interfaces(text, [LAN], ["wg0"]) == ["eth0"]
+    assert egress_interfaces(text, [IPv4Network("10.20.0.0/16")], ["wg0"]) == ["eth1", "eth2"]
+    assert egress_interfaces(text, [IPv4Network("172.16.0.0/12")], ["wg0"]) == ["eth0"]
+    assert egress_interfaces(text, [DEFAULT_ROUTE], ["wg0"]) == ["eth0", "eth1", "eth2"]
+    assert egress_interfaces("", [LAN], ["wg0"]) == []
+
+
+def test_sysctls_only_what_the_role_needs() -> None:
+    assert wanted_sysctls(ForwardPlan("wg0", MESH), []) == {}
+    assert wanted_sysctls(ForwardPlan("wg0", MESH, relay=True), []) == {
+        f"{CONF}/wg0/forwarding": "1",
+        f"{CONF}/wg0/send_redirects": "0",
+        f"{CONF}/all/send_redirects": "0",
+    }
+    gateway = ForwardPlan("wg0", MESH, served=(Gateway(ME, (LAN,)),))
+    assert wanted_sysctls(gateway, ["eth0"]) == {
+        f"{CONF}/wg0/forwarding": "1",
+        f"{CONF}/eth0/forwarding": "1",
+    }
+    assert wanted_sysctls(ForwardPlan("wg0", MESH, exit_client=True), []) == {
+        f"{CONF}/all/src_valid_mark": "1"
+    }
+
+
+def test_restore_file(tmp_path: Path) -> None:
+    directory = tmp_path / "run"
+    path = str(directory / "wg0.restore")
+    values = {f"{CONF}/eth0/forwarding": "0", f"{CONF}/all/send_redirects": "1"}
+    _write_restore(path, values)
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert _read_restore(path) == values
+    # Only what we would write is ever taken back.
+    Path(path).write_text(
+        json.dumps({"/etc/passwd": "0", f"{CONF}/../../x": "1", f"{CONF}/eth0/forwarding": "1; rm"})
+    )
+    assert _read_restore(path) == {}
+    Path(path).write_text("not json")
+    assert _read_restore(path) == {}
+    os.chmod(directory, 0o777)  # someone else could have written it
+    with pytest.raises(PermissionError):
+        _write_restore(path, values)
+    assert _read_restore(path) == {}
+    assert _read_restore(str(tmp_path / "missing" / "wg0.restore")) == {}
