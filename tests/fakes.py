@@ -166,12 +166,13 @@ class FakeRoutes(_Recorder):
 
 class FakeForwarding(_Recorder):
     """What the host forwards, as plain values: the plan applied (None:
-    nothing, or released), the relay table, and ``ruleset`` (the nftables
-    text the real one would load)."""
+    nothing, or released), the route and relay tables, and ``ruleset`` (the
+    nftables text the real one would load)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.plan: ForwardPlan | None = None
+        self.routes: set[Route] = set()
         self.relay: frozenset[IPv4Network] = frozenset()
         self.ruleset = ""
 
@@ -180,10 +181,10 @@ class FakeForwarding(_Recorder):
         self.plan = plan
         self.ruleset = nft_ruleset(plan) if plan.needs_table else ""
 
-    async def set_relay_routes(self, routes: frozenset[IPv4Network]) -> None:
-        self._enter("set_relay_routes", routes)
-        self.relay = routes
+    async def set_routes(self, routes: set[Route], relay: frozenset[IPv4Network]) -> None:
+        self._enter("set_routes", set(routes), relay)
+        self.routes, self.relay = set(routes), relay
 
     async def release(self) -> None:
         self._enter("release")
-        self.plan, self.relay, self.ruleset = None, frozenset(), ""
+        self.plan, self.routes, self.relay, self.ruleset = None, set(), frozenset(), ""

@@ -591,7 +591,7 @@ class SimNet:
                 return self._wg_hop(here, dst, origin.wg_ip)
         if on_lan:
             return device  # our own LAN (a connected route beats ours)
-        routes = [r for r in here.node.desired_routes() if dst in r.network]
+        routes = [r for r in here.node.desired_subnet_routes() if dst in r.network]
         if not routes:
             return None
         return self._wg_hop(here, dst, origin.wg_ip)

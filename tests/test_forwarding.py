@@ -12,6 +12,7 @@ import pytest
 
 from wg_netmanager.forwarding import (
     PREF_EXIT,
+    PREF_NETWORKS,
     PREF_RELAY,
     PREF_SUPPRESS,
     ForwardPlan,
@@ -20,7 +21,6 @@ from wg_netmanager.forwarding import (
     _read_restore,
     _write_restore,
     egress_interfaces,
-    exit_table,
     nft_delete,
     nft_ruleset,
     nft_table,
@@ -29,6 +29,7 @@ from wg_netmanager.forwarding import (
     plan_for,
     plan_table,
     relay_table,
+    route_table,
     wanted_rules,
     wanted_sysctls,
 )
@@ -44,31 +45,33 @@ def lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines()]
 
 
-def test_plan_for_each_role() -> None:
+def plan(me: str, *, static: bool = False, exit_node: str | None = None) -> ForwardPlan:
     gateways = (Gateway(ME, (LAN,)), Gateway(IPv4Address("10.1.1.1"), (DEFAULT_ROUTE,)))
-    dynamic = plan_for(
-        "wg0", MESH, IPv4Address("10.1.1.9"), is_static=False, gateways=gateways, exit_node=None
+    return plan_for(
+        "wg0",
+        MESH,
+        IPv4Address(me),
+        is_static=static,
+        gateways=gateways,
+        exit_node=None if exit_node is None else IPv4Address(exit_node),
     )
-    assert not dynamic.needs_table and not dynamic.forwards
-    gateway = plan_for("wg0", MESH, ME, is_static=False, gateways=gateways, exit_node=None)
+
+
+def test_plan_for_each_role() -> None:
+    node = plan("10.1.1.9")  # may route the LAN through charlie: its own table and marks
+    assert node.route_table and node.needs_table and not node.forwards and not node.exit_client
+    gateway = plan("10.1.1.3")  # serves the LAN; the exit node it does not use
     assert gateway.routes == (LAN,) and gateway.forwards and not gateway.relay
-    static = plan_for(
-        "wg0", MESH, IPv4Address("10.1.1.1"), is_static=True, gateways=gateways, exit_node=None
-    )
+    assert not gateway.route_table
+    static = plan("10.1.1.1", static=True)
     assert static.relay and static.relay_table and static.routes == (DEFAULT_ROUTE,)
+    assert static.route_table  # it routes the LAN too
     lone = plan_for(
         "wg0", MESH, IPv4Address("10.1.1.1"), is_static=True, gateways=(), exit_node=None
     )
-    assert lone.relay and not lone.relay_table  # no gateways: nothing to relay
-    user = plan_for(
-        "wg0",
-        MESH,
-        IPv4Address("10.1.1.9"),
-        is_static=False,
-        gateways=gateways,
-        exit_node=IPv4Address("10.1.1.1"),
-    )
-    assert user.exit_client and user.needs_table and not user.forwards
+    assert lone.relay and not lone.relay_table and not lone.route_table  # nothing to route
+    user = plan("10.1.1.3", exit_node="10.1.1.1")
+    assert user.exit_client and user.route_table and user.forwards
 
 
 def test_a_static_forwards_mesh_to_mesh_and_nothing_else() -> None:
@@ -109,8 +112,8 @@ def test_without_masquerade_the_lan_may_reach_the_mesh() -> None:
 
 
 def test_an_exit_nodes_user_keeps_wireguards_mark_on_answers() -> None:
-    text = nft_ruleset(ForwardPlan("wg0", MESH, exit_client=True))
-    mark = hex(exit_table("wg0"))
+    text = nft_ruleset(ForwardPlan("wg0", MESH, exit_client=True, route_table=True))
+    mark = hex(route_table("wg0"))
     assert "meta l4proto udp meta mark set ct mark" in text
     assert f"meta l4proto udp meta mark {mark} ct mark set meta mark" in text
     assert 'iifname "wg0" counter drop' in text  # it forwards nothing
@@ -122,18 +125,21 @@ def test_nft_delete_never_fails_on_a_missing_table() -> None:
 
 
 def test_numbers_are_per_interface_and_stable() -> None:
-    assert exit_table("wg0") == exit_table("wg0") != exit_table("wg1")
-    assert relay_table("wg0") != exit_table("wg0")
-    assert exit_table("wg0") >> 16 == 0x776E and relay_table("wg0") >> 16 == 0x7772
+    assert route_table("wg0") == route_table("wg0") != route_table("wg1")
+    assert relay_table("wg0") != route_table("wg0")
+    assert route_table("wg0") >> 16 == 0x776E and relay_table("wg0") >> 16 == 0x7772
     assert nft_table("wg.0").startswith("wgnm_wg_0_")
 
 
 def test_rules_wanted_and_found() -> None:
-    plan = ForwardPlan("wg0", MESH, relay=True, relay_table=True, exit_client=True)
-    mark, table, relay = hex(exit_table("wg0")), str(exit_table("wg0")), str(relay_table("wg0"))
+    plan = ForwardPlan(
+        "wg0", MESH, relay=True, relay_table=True, exit_client=True, route_table=True
+    )
+    mark, table, relay = hex(route_table("wg0")), str(route_table("wg0")), str(relay_table("wg0"))
     want = wanted_rules(plan)
     assert want == {
         Rule(PREF_RELAY, ("iif", "wg0", "lookup", relay)),
+        Rule(PREF_NETWORKS, ("not", "fwmark", mark, "lookup", table, "suppress_prefixlength", "0")),
         Rule(
             PREF_SUPPRESS, ("not", "fwmark", mark, "lookup", "main", "suppress_prefixlength", "0")
         ),
@@ -153,14 +159,30 @@ def test_rules_wanted_and_found() -> None:
     doc = json.loads(
         '[{"priority":0,"src":"all","table":"local"},'
         f'{{"priority":{PREF_RELAY},"src":"all","iif":"wg0","iif_detached":null,"table":"{relay}"}},'
+        f'{{"priority":{PREF_NETWORKS},"not":null,"src":"all","fwmark":"{mark}","table":"{table}","suppress_prefixlen":0}},'
         f'{{"priority":{PREF_SUPPRESS},"not":null,"src":"all","fwmark":"{mark}","table":"main","suppress_prefixlen":0}},'
         f'{{"priority":{PREF_EXIT},"not":null,"src":"all","fwmark":"{mark}","table":"{table}"}},'
         '{"priority":100,"src":"all","fwmark":"0x1","table":"7"},'
-        f'{{"priority":200,"src":"all","table":"{exit_table("wg1")}"}},'
+        f'{{"priority":200,"src":"all","table":"{route_table("wg1")}"}},'
         '{"priority":32766,"src":"all","table":"main"}]'
     )
     assert our_rules(doc, "wg0") == want
     assert our_rules("garbage", "wg0") == set()
+
+
+def test_route_table_plan() -> None:
+    via = IPv4Address("10.1.1.3")
+    text = (
+        "192.168.1.0/24 via 10.1.1.3 dev wg0 proto 57 onlink \n"
+        "default dev wg0 proto 57 scope link \n"
+    )
+    actual = parse_table(text)
+    assert actual == {TableRoute(LAN, via), TableRoute(DEFAULT_ROUTE)}
+    moved = {TableRoute(LAN, IPv4Address("10.1.1.1")), TableRoute(DEFAULT_ROUTE)}
+    replace = ["ip", "-4", "route", "replace", "192.168.1.0/24", "via", "10.1.1.1", "dev", "wg0"]
+    assert plan_table("wg0", 9, moved, actual) == [
+        [*replace, "table", "9", "proto", "57", "onlink"]
+    ]
 
 
 def test_relay_table_plan() -> None:
@@ -229,7 +251,7 @@ def test_sysctls_only_what_the_role_needs() -> None:
         f"{CONF}/wg0/forwarding": "1",
         f"{CONF}/eth0/forwarding": "1",
     }
-    assert wanted_sysctls(ForwardPlan("wg0", MESH, exit_client=True), []) == {
+    assert wanted_sysctls(ForwardPlan("wg0", MESH, route_table=True), []) == {
         f"{CONF}/all/src_valid_mark": "1"
     }
 

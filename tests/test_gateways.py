@@ -24,7 +24,7 @@ from wg_netmanager.core import events as ev
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.routing import Move, SubnetRoutes, alive_nodes, subnet_placement
 from wg_netmanager.core.timers import Timers
-from wg_netmanager.forwarding import exit_table
+from wg_netmanager.forwarding import route_table
 from wg_netmanager.model import DEFAULT_ROUTE, Gateway, Route
 
 LAN = IPv4Network("192.168.1.0/24")
@@ -90,14 +90,21 @@ def test_no_gateway_alive() -> None:
 
 def test_after_a_gap_the_one_alive_longer_serves_and_the_first_follows() -> None:
     routes = routes_of(ALPHA)
-    routes.update({DELTA}, now=0.0)
-    routes.update(set(), now=20.0)
-    # delta back first (and alive long enough again), charlie just now
+    routes.update({CHARLIE, DELTA}, now=0.0)
+    routes.update(set(), now=20.0)  # both seen down
     routes.update({DELTA}, now=21.0)
     assert routes.placed() == {LAN: DELTA}
-    routes.update({DELTA, CHARLIE}, now=40.0)
+    routes.update({DELTA, CHARLIE}, now=40.0)  # delta proven again, charlie just back
     assert routes.placed() == {LAN: DELTA} and routes.deadline() == 50.0
     assert routes.update({DELTA, CHARLIE}, now=50.0) == [Move(LAN, CHARLIE, DELTA, "return")]
+
+
+def test_a_cold_start_ends_with_the_first_listed_whatever_shows_up_first() -> None:
+    """Never seen down: an earlier-listed gateway that shows up serves at once."""
+    routes = routes_of(ALPHA)
+    assert routes.update({DELTA}, now=0.0) == [Move(LAN, DELTA, None, "up")]
+    assert routes.update({DELTA, CHARLIE}, now=0.3) == [Move(LAN, CHARLIE, DELTA, "preferred")]
+    assert routes.deadline() is None
 
 
 # --- roles (rules 7 and 9) -------------------------------------------------------------------
@@ -264,7 +271,7 @@ def test_every_node_reaches_the_lan_device(symmetric_alpha: bool) -> None:
     else:
         assert net.reaches("alpha", "lamp") == ["alpha", "charlie", "lamp", "alpha"]
     for name in ("charlie", "delta"):
-        assert all(r.prefixlen == 32 for r in net.hosts[name].node.desired_routes())
+        assert net.hosts[name].node.desired_subnet_routes() == set()
     assert_allowed_ips_never_overlap(net)
     assert moves(net, "alpha") == [("charlie", "up")]  # relayed or direct: never moved
 
@@ -341,7 +348,7 @@ def test_a_route_the_file_does_not_list_is_never_installed() -> None:
         node = net.hosts[name].node
         assert node is not None
         listed = {LAN} | {IPv4Network(h.wg_ip) for h in net.hosts.values()}
-        routed = {r.network for r in node.desired_routes()}
+        routed = {r.network for r in node.desired_routes() | node.desired_subnet_routes()}
         allowed = {n for p in node.desired_peers().values() for n in p.allowed_ips}
         assert routed <= listed and allowed <= listed, name
         assert not any(n.overlaps(evil) or n == OTHER for n in routed | allowed)
@@ -369,7 +376,7 @@ def test_an_exit_node_behind_a_static() -> None:
     assert DEFAULT_ROUTE in beta.desired_relay_routes()
     assert holder(charlie, DEFAULT_ROUTE) == set()
     for node in (alpha, beta, charlie):  # the default route itself is policy routing's
-        assert all(r.prefixlen > 0 for r in node.desired_routes())
+        assert all(r.prefixlen > 0 for r in node.desired_subnet_routes())
     status = {s.route: s for s in alpha.statistics(net.now).subnets}
     assert status[DEFAULT_ROUTE].role == "exit" and status[DEFAULT_ROUTE].serving == DELTA
     assert status[LAN].names == ("charlie", "delta")
@@ -428,7 +435,6 @@ def test_daemons_forward_relay_and_route_as_the_file_says(tmp_path: Path) -> Non
         async with trio.open_nursery() as nursery:
             await nursery.start((await alice.daemon()).run)
             await nursery.start((await bob.daemon()).run)
-            await wait_for(lambda: lan_route in alice.routes.tables.get("wg0", ()))
             await wait_for(lambda: alice.forwarding.relay == {LAN})  # the exit is its own
             # bob serves the LAN (masquerading), routes nothing for it, relays nothing
             plan = bob.forwarding.plan
@@ -437,12 +443,15 @@ def test_daemons_forward_relay_and_route_as_the_file_says(tmp_path: Path) -> Non
             await wait_for(lambda: Route(BETA) in bob.routes.tables.get("wg0", ()))
             assert all(r.prefixlen == 32 for r in bob.routes.tables["wg0"])
             assert bob.forwarding.relay == frozenset()
-            # alice: static and exit node; nobody opted in: no marks anywhere
+            # alice: static and exit node, routes bob's LAN in a table of its
+            # own (its underlay marked, kept out of it); bob routes nothing
             plan = alice.forwarding.plan
             assert plan is not None and plan.relay and plan.relay_table
             assert plan.routes == (DEFAULT_ROUTE,) and not plan.exit_client
-            assert alice.device.fwmark == bob.device.fwmark == 0
-            assert alice.host.socket_marks == bob.host.socket_marks == [0]
+            mark = route_table("wg0")
+            assert alice.device.fwmark == mark and alice.host.socket_marks == [mark]
+            assert bob.device.fwmark == 0 and bob.host.socket_marks == [0]
+            await wait_for(lambda: alice.forwarding.routes == {lan_route})
             nursery.cancel_scope.cancel()
 
     trio.run(scenario, clock=mock_clock())
@@ -452,7 +461,7 @@ def test_daemons_forward_relay_and_route_as_the_file_says(tmp_path: Path) -> Non
 
 def test_an_exit_nodes_user_marks_its_underlay_and_its_default_route(tmp_path: Path) -> None:
     alice, bob = gateway_machines(tmp_path, exit_node=True)
-    mark = exit_table("wg0")
+    mark = route_table("wg0")
 
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:

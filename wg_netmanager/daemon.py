@@ -55,7 +55,7 @@ import trio
 from . import control, event_text, log_capture
 from .config import ConfigError, Settings
 from .core.node import Node, StaticTarget
-from .forwarding import Forwarding, ForwardPlan, HostForwarding, exit_table, plan_for
+from .forwarding import Forwarding, ForwardPlan, HostForwarding, plan_for, route_table
 from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
 from .keys import KeyPair
@@ -216,9 +216,10 @@ class Daemon:
                 self.backend = await self.device.create()
                 await self.device.configure(self.keys.private, s.wg_port)
                 await self.device.set_address(s.wg_ip, s.network.subnet.prefixlen)
-                if s.exit_node is not None:
-                    await self.device.set_fwmark(exit_table(s.interface))
-                await self.forwarding.apply(forward_plan(s))
+                plan = forward_plan(s)
+                if plan.route_table:  # the underlay stays outside our routes
+                    await self.device.set_fwmark(route_table(s.interface))
+                await self.forwarding.apply(plan)
                 return
             except CommandError as exc:
                 if pause is None or exc.returncode == 127:  # out of attempts, or no such binary
@@ -232,7 +233,7 @@ class Daemon:
             await self._bring_up()
         except CommandError as exc:
             raise StartupError(f"cannot set up interface {s.interface}: {exc}") from None
-        mark = 0 if s.exit_node is None else exit_table(s.interface)
+        mark = route_table(s.interface) if forward_plan(s).route_table else 0
         try:
             sock = await self.host.open_datagram_socket(s.admin_port, mark)
         except OSError as exc:
@@ -355,7 +356,9 @@ class Daemon:
                 if version != self._applied_version or now >= next_full:
                     await self.device.apply_peers(desired, actual)
                     await self._apply_routes(ifname, node.desired_routes())
-                    await self.forwarding.set_relay_routes(node.desired_relay_routes())
+                    await self.forwarding.set_routes(
+                        node.desired_subnet_routes(), node.desired_relay_routes()
+                    )
                     self._applied_version = version
                     node.wg_applied(version, trio.current_time())
                     await self._flush()

@@ -107,6 +107,8 @@ def _subnet_move(
         return f"{route} now via {label(gateway)}: {label(previous)} is gone"
     if reason == "return" and previous is not None:
         return f"{route} back via {label(gateway)} (listed before {label(previous)})"
+    if reason == "preferred" and previous is not None:
+        return f"{route} via {label(gateway)} (listed before {label(previous)})"
     return f"{route} via {label(gateway)}"
 
 

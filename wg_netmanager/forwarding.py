@@ -19,15 +19,19 @@ what the file allows, and nothing else of ours exists:
   answers pass strict reverse-path filtering, as wg-quick does.
 
 Policy routing (``ip rule``, tables of our own numbered from the interface
-name, never shared with another interface):
+name, never shared with another interface), as wg-quick does it:
 
-- an exit node's user (``--exit-node``): WireGuard's socket and the admin
-  socket carry ``fwmark``; everything else looks up main without its
-  default route first (local networks, the mesh, gateways' networks), then
-  our table, whose default route goes into the mesh (wg-quick's
-  ``suppress_prefixlength 0``). The underlay (statics, direct peers' NAT
-  outsides, LANs) stays outside: the kill switch holds while the exit node
-  is away (its AllowedIPs go, the default route stays);
+- a node that routes networks behind gateways, or uses an exit node: those
+  routes live in our route table, which only unmarked traffic consults;
+  WireGuard's socket and the admin socket carry our ``fwmark``. So the
+  underlay never enters the tunnel, whatever the networks hold: not the
+  statics' endpoints, not a direct peer's NAT outside, and not the LAN
+  probes of pair discovery (through a gateway's route they would find a
+  "LAN" inside the tunnel). The networks come first (the file is the
+  authority), then main without its default route (local networks, the
+  mesh), then the table's default route into the mesh (exit node's users
+  only: ``suppress_prefixlength 0``). The kill switch holds while the exit
+  node is away: its AllowedIPs go, the default route stays;
 - a static's relay table: traffic that came in from the mesh and is for a
   network the static puts onto a peer (core ``desired_relay_routes``) goes
   back into the mesh, even one the static lies on itself; the networks it
@@ -54,15 +58,16 @@ from typing import Any, Protocol
 
 import trio
 
-from .model import DEFAULT_ROUTE, Gateway
+from .model import DEFAULT_ROUTE, Gateway, Route
 from .proc import CommandError, run
 
 log = logging.getLogger("wg_netmanager.forwarding")
 
 ROUTE_PROTO = "57"  # as routes.py: ours
 # Rule priorities: before main (32766); the relay rule first (forwarded
-# traffic), then the exit node's two (wg-quick's pair).
-PREF_RELAY, PREF_SUPPRESS, PREF_EXIT = 31000, 31001, 31002
+# traffic), then the networks behind gateways, then the exit node's two
+# (wg-quick's pair).
+PREF_RELAY, PREF_NETWORKS, PREF_SUPPRESS, PREF_EXIT = 31000, 31001, 31002, 31003
 _CONF = "/proc/sys/net/ipv4/conf"
 _RESTORE_MAX = 1 << 16
 
@@ -77,6 +82,7 @@ class ForwardPlan:
     served: tuple[Gateway, ...] = ()  # our own entry of gateways:, if any
     exit_client: bool = False  # our default route goes to an exit node
     relay_table: bool = False  # a static in a mesh with gateways: the relay table
+    route_table: bool = False  # we may route into the mesh: marks, rules, our route table
 
     @property
     def routes(self) -> tuple[IPv4Network, ...]:
@@ -88,7 +94,7 @@ class ForwardPlan:
 
     @property
     def needs_table(self) -> bool:
-        return self.forwards or self.exit_client
+        return self.forwards or self.route_table
 
 
 def plan_for(
@@ -100,6 +106,7 @@ def plan_for(
     gateways: Sequence[Gateway],
     exit_node: IPv4Address | None,
 ) -> ForwardPlan:
+    others = [r for g in gateways if g.wg_ip != me for r in g.routes if r != DEFAULT_ROUTE]
     return ForwardPlan(
         interface=interface,
         subnet=subnet,
@@ -107,6 +114,7 @@ def plan_for(
         served=tuple(g for g in gateways if g.wg_ip == me),
         exit_client=exit_node is not None,
         relay_table=is_static and bool(gateways),
+        route_table=exit_node is not None or bool(others),
     )
 
 
@@ -123,8 +131,9 @@ def nft_table(interface: str) -> str:
     return f"wgnm_{safe}_{_digest(interface, 3).hex()}"
 
 
-def exit_table(interface: str) -> int:
-    """The routing table (and WireGuard fwmark) of an exit node's user: "wn" + 16 bits."""
+def route_table(interface: str) -> int:
+    """Our route table (networks behind gateways, an exit node's default
+    route), and the fwmark of the underlay: "wn" + 16 bits."""
     return 0x776E0000 | int.from_bytes(_digest(interface, 2), "big")
 
 
@@ -166,8 +175,8 @@ def nft_ruleset(plan: ForwardPlan, switched: Sequence[str] = ()) -> str:
     if masqueraded:
         rule = f"iifname {wg} oifname != {wg} ip daddr != {mesh} ip daddr {_set(masqueraded)}"
         chains.append(_chain("nat", "nat hook postrouting priority srcnat", [rule + " masquerade"]))
-    if plan.exit_client:
-        mark = hex(exit_table(plan.interface))
+    if plan.route_table:
+        mark = hex(route_table(plan.interface))
         # WireGuard's connections keep their mark on the way in (strict rp_filter).
         chains.append(
             _chain(
@@ -215,23 +224,24 @@ class Rule:
 def wanted_rules(plan: ForwardPlan) -> set[Rule]:
     rules = set()
     if plan.relay_table:
-        rules.add(
-            Rule(PREF_RELAY, ("iif", plan.interface, "lookup", str(relay_table(plan.interface))))
-        )
+        relay = str(relay_table(plan.interface))
+        rules.add(Rule(PREF_RELAY, ("iif", plan.interface, "lookup", relay)))
+    table = str(route_table(plan.interface))
+    not_marked = ("not", "fwmark", hex(route_table(plan.interface)))
+    if plan.route_table:
+        suppress = ("suppress_prefixlength", "0")
+        rules.add(Rule(PREF_NETWORKS, (*not_marked, "lookup", table, *suppress)))
     if plan.exit_client:
-        table = exit_table(plan.interface)
-        not_marked = ("not", "fwmark", hex(table))
-        rules.add(
-            Rule(PREF_SUPPRESS, (*not_marked, "lookup", "main", "suppress_prefixlength", "0"))
-        )
-        rules.add(Rule(PREF_EXIT, (*not_marked, "lookup", str(table))))
+        suppress = ("suppress_prefixlength", "0")
+        rules.add(Rule(PREF_SUPPRESS, (*not_marked, "lookup", "main", *suppress)))
+        rules.add(Rule(PREF_EXIT, (*not_marked, "lookup", table)))
     return rules
 
 
 def our_rules(doc: Any, interface: str) -> set[Rule]:
     """Our rules in ``ip -j -4 rule show`` output (by their table and mark numbers)."""
-    ours = {str(relay_table(interface)), str(exit_table(interface))}
-    mark = hex(exit_table(interface))
+    ours = {str(relay_table(interface)), str(route_table(interface))}
+    mark = hex(route_table(interface))
     found = set()
     for entry in doc if isinstance(doc, list) else []:
         if not isinstance(entry, dict):
@@ -255,9 +265,11 @@ def our_rules(doc: Any, interface: str) -> set[Rule]:
 
 @dataclass(frozen=True)
 class TableRoute:
-    """A route in one of our own tables: ``throw`` or ``dev <if>``."""
+    """A route in one of our own tables: ``throw``, or into the mesh (``via``
+    the peer that carries it, for people reading ``ip route``)."""
 
     network: IPv4Network
+    via: IPv4Address | None = None
     throw: bool = False
 
 
@@ -270,10 +282,13 @@ def parse_table(text: str) -> set[TableRoute]:
             continue
         throw = fields[0] == "throw"
         token = fields[1] if throw and len(fields) > 1 else fields[0]
+        via = None
+        if "via" in fields[:-1]:
+            with contextlib.suppress(ValueError):
+                via = IPv4Address(fields[fields.index("via") + 1])
         with contextlib.suppress(ValueError):
-            found.add(
-                TableRoute(DEFAULT_ROUTE if token == "default" else IPv4Network(token), throw)
-            )
+            network = DEFAULT_ROUTE if token == "default" else IPv4Network(token)
+            found.add(TableRoute(network, via, throw))
     return found
 
 
@@ -282,16 +297,22 @@ def plan_table(
 ) -> list[list[str]]:
     """``ip route`` commands: replace what is missing or changed, then delete the rest."""
     cmds = []
-    want = {r.network: r for r in desired}
+    where = ["table", str(table), "proto", ROUTE_PROTO]
     for route in sorted(desired - actual, key=lambda r: r.network):
-        what = (
-            ["throw", str(route.network)] if route.throw else [str(route.network), "dev", interface]
-        )
-        cmds.append(
-            ["ip", "-4", "route", "replace", *what, "table", str(table), "proto", ROUTE_PROTO]
-        )
+        if route.throw:
+            cmds.append(["ip", "-4", "route", "replace", "throw", str(route.network), *where])
+        elif route.via is None:
+            cmds.append(
+                ["ip", "-4", "route", "replace", str(route.network), "dev", interface, *where]
+            )
+        else:
+            via = ["via", str(route.via), "dev", interface]
+            cmds.append(
+                ["ip", "-4", "route", "replace", str(route.network), *via, *where, "onlink"]
+            )
+    wanted = {r.network for r in desired}
     for route in sorted(actual - desired, key=lambda r: r.network):
-        if route.network in want:
+        if route.network in wanted:
             continue  # replaced above
         what = ["throw", str(route.network)] if route.throw else [str(route.network)]
         cmds.append(["ip", "-4", "route", "del", *what, "table", str(table)])
@@ -335,7 +356,7 @@ def wanted_sysctls(plan: ForwardPlan, switched: Sequence[str]) -> dict[str, str]
         values[f"{_CONF}/all/send_redirects"] = "0"
     for name in switched:
         values[f"{_CONF}/{name}/forwarding"] = "1"
-    if plan.exit_client:
+    if plan.route_table:
         values[f"{_CONF}/all/src_valid_mark"] = "1"  # the rp_filter sees the fwmark
     return values
 
@@ -355,8 +376,10 @@ class Forwarding(Protocol):
         first call also undoes what a crashed run left). CommandError."""
         ...
 
-    async def set_relay_routes(self, routes: frozenset[IPv4Network]) -> None:
-        """A static's relay table (after ``apply``). CommandError."""
+    async def set_routes(self, routes: set[Route], relay: frozenset[IPv4Network]) -> None:
+        """Our route table (``routes``: the networks behind gateways; an exit
+        node's user's default route added) and a static's relay table, after
+        ``apply``. CommandError."""
         ...
 
     async def release(self) -> None:
@@ -391,20 +414,25 @@ class HostForwarding:
         await run(["nft", "-f", "-"], stdin=nft_ruleset(plan, switched).encode())
         await self._write_sysctls(wanted_sysctls(plan, switched))
         await self._apply_rules(plan)
-        if plan.exit_client:
-            where = ["table", str(exit_table(plan.interface)), "proto", ROUTE_PROTO]
-            await run(["ip", "-4", "route", "replace", "default", "dev", plan.interface, *where])
 
-    async def set_relay_routes(self, routes: frozenset[IPv4Network]) -> None:
+    async def set_routes(self, routes: set[Route], relay: frozenset[IPv4Network]) -> None:
         plan = self._plan
-        if plan is None or not plan.relay_table:
+        if plan is None:
             return
-        table = relay_table(plan.interface)
-        desired = {TableRoute(r) for r in routes}
-        desired |= {TableRoute(r, throw=True) for r in plan.routes if r not in routes}
-        actual = parse_table(await _show_table(table))
-        for argv in plan_table(plan.interface, table, desired, actual):
-            await run(argv)
+        tables = []
+        if plan.route_table:
+            own = {TableRoute(r.network, r.via) for r in routes}
+            if plan.exit_client:
+                own.add(TableRoute(DEFAULT_ROUTE))  # stays while the exit node is away
+            tables.append((route_table(plan.interface), own))
+        if plan.relay_table:
+            forwarded = {TableRoute(r) for r in relay}
+            forwarded |= {TableRoute(r, throw=True) for r in plan.routes if r not in relay}
+            tables.append((relay_table(plan.interface), forwarded))
+        for table, desired in tables:
+            actual = parse_table(await _show_table(table))
+            for argv in plan_table(plan.interface, table, desired, actual):
+                await run(argv)
 
     async def release(self) -> None:
         plan, self._plan = self._plan, None
@@ -441,7 +469,7 @@ class HostForwarding:
     async def _remove_rules_and_tables(self, interface: str) -> None:
         for rule in sorted(our_rules(await _rules(), interface), key=lambda r: r.pref):
             await run(rule.argv("del"))
-        for table in (relay_table(interface), exit_table(interface)):
+        for table in (relay_table(interface), route_table(interface)):
             if (await _show_table(table)).strip():
                 await run(["ip", "-4", "route", "flush", "table", str(table)])
 

@@ -215,8 +215,10 @@ class SubnetGatewayChanged:
     """The gateway this node uses for a network of ``gateways:`` changed.
 
     ``reason``: "up" (the first one), "failover" (``previous`` is gone),
-    "return" (an earlier-listed one is back for good), "down" (none alive),
-    "local" (we lie on that network now), "own" (we serve it ourselves).
+    "preferred" (an earlier-listed one showed up), "return" (an
+    earlier-listed one is back for good), "down" (none alive), "local" (we
+    lie on that network now), "own" (we serve it ourselves), "underlay" (it
+    holds a static peer's address).
     """
 
     route: IPv4Network

@@ -147,6 +147,7 @@ class Node:
             hold=timers.gateway_return,
             fast_ping=timers.gateway_ping,
         )
+        self._subnet_routes: set[Route] = set()
         self._relay: frozenset[IPv4Network] = frozenset()
         self._recompute(now)
 
@@ -260,7 +261,7 @@ class Node:
     def wg_applied(self, version: int, now: float) -> None:
         """The daemon applied desired state ``version`` to WireGuard and the kernel."""
         if version == self.state_version:
-            self._routable = {r.dest for r in self._desired[1] if r.prefixlen == 32}
+            self._routable = {route.dest for route in self._desired[1]}
             if not self.is_static:
                 self.pairs.handle_timer(now)
 
@@ -389,6 +390,11 @@ class Node:
 
     def desired_routes(self) -> set[Route]:
         return self._desired[1]
+
+    def desired_subnet_routes(self) -> set[Route]:
+        """Our routes to the networks behind gateways (core/routing.py rule 8);
+        the shell keeps them apart from the underlay (forwarding.py)."""
+        return self._subnet_routes
 
     def desired_relay_routes(self) -> frozenset[IPv4Network]:
         """A static's networks behind gateways that it forwards back into the
@@ -777,10 +783,10 @@ class Node:
             direct, gateways, self.statics, self.pairs.paths, self.timers.keepalive, allowed
         )
         peers.update(self.pairs.trial_peers())
-        desired = (peers, routes | subnet_routes)
+        desired = (peers, routes)
         relay = subnets.relay_routes()
-        if desired != self._desired or relay != self._relay:
-            self._desired, self._relay = desired, relay
+        if (desired, subnet_routes, relay) != (self._desired, self._subnet_routes, self._relay):
+            self._desired, self._subnet_routes, self._relay = desired, subnet_routes, relay
             self.state_version += 1
 
     # --- sessions ------------------------------------------------------------------

@@ -25,8 +25,9 @@ daemon, 0.0.0.0/0 for an exit node), ``SubnetRoutes``:
 6. A network's gateway is the first one listed for it that is alive from
    this node's view: a static we have a ready session with, a node listed
    by a static we reach, or (while no static is reached) a direct link. The
-   one in use is kept while it is alive; an earlier-listed one that comes
-   back takes over once it has been alive for ``gateway_return``, so a
+   one in use is kept while it is alive; an earlier-listed one takes over
+   when it first shows up (a cold start finds them in any order), but once
+   it has been seen down, only after ``gateway_return`` alive again, so a
    flapping gateway does not move the traffic back and forth.
 7. A node installs nothing for a network it serves itself or lies on (a
    prefix of its own addresses covers it), nor for one that holds a static
@@ -137,8 +138,9 @@ class Move:
     route: IPv4Network
     gateway: IPv4Address | None
     previous: IPv4Address | None
-    # "up" (first one), "failover" (previous gone), "return" (an earlier
-    # listed one is back), "down" (none alive), "local", "own" (nothing to route)
+    # "up" (first one), "failover" (previous gone), "preferred" (an earlier
+    # listed one showed up), "return" (an earlier listed one is back for
+    # good), "down" (none alive), "local", "own", "underlay" (nothing to route)
     reason: str
 
 
@@ -187,6 +189,7 @@ class SubnetRoutes:
         self._underlay: frozenset[IPv4Address] = frozenset()
         self._current: dict[IPv4Network, IPv4Address] = {}
         self._since: dict[IPv4Address, float] = {}  # gateway -> alive since
+        self._seen_down: set[IPv4Address] = set()  # gateways that were alive and went
         self._pinged: dict[IPv4Address, tuple[float, bool]] = {}  # gateway -> (last ping, fast?)
         self._deadline: float | None = None
 
@@ -211,6 +214,7 @@ class SubnetRoutes:
             self._since[ip] = now
         for ip in self._since.keys() - up:
             del self._since[ip]
+            self._seen_down.add(ip)
         moves: list[Move] = []
         deadline: float | None = None
         for route in self._candidates:
@@ -228,10 +232,10 @@ class SubnetRoutes:
                 self._current[route] = chosen
                 if previous is None:
                     reason = "up"
-                elif previous in self._since:
-                    reason = "return"
-                else:
+                elif previous not in self._since:
                     reason = "failover"
+                else:
+                    reason = "return" if chosen in self._seen_down else "preferred"
             moves.append(Move(route, chosen, previous, reason))
         self._deadline = deadline
         return moves
@@ -326,7 +330,10 @@ class SubnetRoutes:
         alive = [ip for ip in candidates if ip in self._since]
         if not alive:
             return None, None
-        ready = [ip for ip in alive if self._since[ip] + self.hold <= now]  # the deadline's sum
+        # Proven: never seen down, or alive for gateway_return (the deadline's sum).
+        ready = [
+            ip for ip in alive if ip not in self._seen_down or self._since[ip] + self.hold <= now
+        ]
         # The one in use, else the first one alive long enough, else the first one alive.
         chosen = current if current in alive else ready[0] if ready else alive[0]
         for ip in alive[: alive.index(chosen)]:
