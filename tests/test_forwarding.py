@@ -9,13 +9,17 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
+import trio
 
+from wg_netmanager import forwarding
 from wg_netmanager.forwarding import (
     PREF_EXIT,
     PREF_NETWORKS,
     PREF_RELAY,
     PREF_SUPPRESS,
+    Changes,
     ForwardPlan,
+    HostForwarding,
     Rule,
     TableRoute,
     _read_restore,
@@ -33,7 +37,8 @@ from wg_netmanager.forwarding import (
     wanted_rules,
     wanted_sysctls,
 )
-from wg_netmanager.model import DEFAULT_ROUTE, Gateway
+from wg_netmanager.model import DEFAULT_ROUTE, Gateway, Route
+from wg_netmanager.proc import CommandError
 
 MESH = IPv4Network("10.1.1.0/24")
 LAN = IPv4Network("192.168.1.0/24")
@@ -59,7 +64,8 @@ def plan(me: str, *, static: bool = False, exit_node: str | None = None) -> Forw
 
 def test_plan_for_each_role() -> None:
     node = plan("10.1.1.9")  # may route the LAN through charlie: its own table and marks
-    assert node.route_table and node.needs_table and not node.forwards and not node.exit_client
+    assert node.route_table and not node.forwards and not node.exit_client
+    assert not node.needs_table  # no nftables for that
     gateway = plan("10.1.1.3")  # serves the LAN; the exit node it does not use
     assert gateway.routes == (LAN,) and gateway.forwards and not gateway.relay
     assert not gateway.route_table
@@ -113,6 +119,7 @@ def test_without_masquerade_the_lan_may_reach_the_mesh() -> None:
 
 def test_an_exit_nodes_user_keeps_wireguards_mark_on_answers() -> None:
     text = nft_ruleset(ForwardPlan("wg0", MESH, exit_client=True, route_table=True))
+    assert "mark" not in nft_ruleset(ForwardPlan("wg0", MESH, relay=True, route_table=True))
     mark = hex(route_table("wg0"))
     assert "meta l4proto udp meta mark set ct mark" in text
     assert f"meta l4proto udp meta mark {mark} ct mark set meta mark" in text
@@ -251,7 +258,8 @@ def test_sysctls_only_what_the_role_needs() -> None:
         f"{CONF}/wg0/forwarding": "1",
         f"{CONF}/eth0/forwarding": "1",
     }
-    assert wanted_sysctls(ForwardPlan("wg0", MESH, route_table=True), []) == {
+    assert wanted_sysctls(ForwardPlan("wg0", MESH, route_table=True), []) == {}
+    assert wanted_sysctls(ForwardPlan("wg0", MESH, exit_client=True, route_table=True), []) == {
         f"{CONF}/all/src_valid_mark": "1"
     }
 
@@ -259,20 +267,159 @@ def test_sysctls_only_what_the_role_needs() -> None:
 def test_restore_file(tmp_path: Path) -> None:
     directory = tmp_path / "run"
     path = str(directory / "wg0.restore")
-    values = {f"{CONF}/eth0/forwarding": "0", f"{CONF}/all/send_redirects": "1"}
-    _write_restore(path, values)
+    changes = Changes({f"{CONF}/eth0/forwarding": "0", f"{CONF}/all/send_redirects": "1"}, True)
+    _write_restore(path, changes)
     assert os.stat(directory).st_mode & 0o777 == 0o700
     assert os.stat(path).st_mode & 0o777 == 0o600
-    assert _read_restore(path) == values
+    assert _read_restore(path) == changes
     # Only what we would write is ever taken back.
-    Path(path).write_text(
-        json.dumps({"/etc/passwd": "0", f"{CONF}/../../x": "1", f"{CONF}/eth0/forwarding": "1; rm"})
-    )
-    assert _read_restore(path) == {}
+    sysctls = {"/etc/passwd": "0", f"{CONF}/../../x": "1", f"{CONF}/eth0/forwarding": "1; rm"}
+    Path(path).write_text(json.dumps({"sysctls": sysctls, "nft": "yes", "policy": 1}))
+    assert _read_restore(path) == Changes()
     Path(path).write_text("not json")
-    assert _read_restore(path) == {}
+    assert not _read_restore(path)
     os.chmod(directory, 0o777)  # someone else could have written it
     with pytest.raises(PermissionError):
-        _write_restore(path, values)
-    assert _read_restore(path) == {}
-    assert _read_restore(str(tmp_path / "missing" / "wg0.restore")) == {}
+        _write_restore(path, changes)
+    assert not _read_restore(path)
+    assert not _read_restore(str(tmp_path / "missing" / "wg0.restore"))
+
+
+class FakeSystem:
+    """``ip``, ``nft`` and /proc/sys of one machine, as HostForwarding uses them."""
+
+    def __init__(self) -> None:
+        self.sysctls = {
+            f"{CONF}/{name}": value
+            for name, value in (
+                ("eth0/forwarding", "0"),
+                ("wg0/forwarding", "0"),
+                ("wg0/send_redirects", "1"),
+                ("all/send_redirects", "1"),
+                ("all/src_valid_mark", "0"),
+            )
+        }
+        self.rules: list[dict[str, object]] = [{"priority": 0, "table": "local"}]
+        self.tables: dict[str, set[str]] = {}
+        self.nft: set[str] = set()
+        self.commands: list[str] = []
+
+    async def run(self, argv: list[str], stdin: bytes | None = None, **_: object) -> str:
+        self.commands.append(" ".join(argv))
+        if argv[:2] == ["nft", "-f"]:
+            text = (stdin or b"").decode()
+            name = text.split()[2]
+            self.nft.discard(name)
+            if text.count(f"table inet {name} {{") > 1:  # created anew after the delete
+                self.nft.add(name)
+            return ""
+        words = argv[2:]
+        if words[:2] == ["rule", "show"] or argv[1:4] == ["-j", "-4", "rule"]:
+            return json.dumps(self.rules)
+        if words[:2] in (["rule", "add"], ["rule", "del"]):
+            entry = self._rule(words[2:])
+            if words[1] == "add":
+                self.rules.append(entry)
+            else:
+                self.rules.remove(entry)
+            return ""
+        if words[:2] == ["route", "show"]:
+            table = words[words.index("table") + 1]
+            if table == "main":
+                return "default via 192.168.1.1 dev eth0\n192.168.1.0/24 dev eth0 scope link\n"
+            if table not in self.tables:
+                raise CommandError(argv, 2, "Error: ipv4: FIB table does not exist.")
+            return "".join(line + "\n" for line in sorted(self.tables[table]))
+        if words[:2] == ["route", "flush"]:
+            self.tables.pop(words[-1], None)
+            return ""
+        if words[:2] == ["route", "replace"]:
+            table = words[words.index("table") + 1]
+            self.tables.setdefault(table, set()).add(" ".join(words[2 : words.index("table")]))
+            return ""
+        raise AssertionError(f"unexpected command {argv}")
+
+    @staticmethod
+    def _rule(words: list[str]) -> dict[str, object]:
+        entry: dict[str, object] = {"priority": int(words[words.index("pref") + 1])}
+        if "not" in words:
+            entry["not"] = None
+        for key, name in (("fwmark", "fwmark"), ("iif", "iif"), ("lookup", "table")):
+            if key in words:
+                entry[name] = words[words.index(key) + 1]
+        if "suppress_prefixlength" in words:
+            entry["suppress_prefixlen"] = int(words[words.index("suppress_prefixlength") + 1])
+        return entry
+
+    async def read(self, path: str) -> str:
+        return self.sysctls[path]
+
+    async def write(self, path: str, value: str) -> None:
+        if path not in self.sysctls:
+            raise CommandError(["write", path, value], 2, "No such file or directory")
+        self.sysctls[path] = value
+
+
+@pytest.fixture
+def system(monkeypatch: pytest.MonkeyPatch) -> FakeSystem:
+    fake = FakeSystem()
+    monkeypatch.setattr(forwarding, "run", fake.run)
+    monkeypatch.setattr(forwarding, "_read_sysctl", fake.read)
+    monkeypatch.setattr(forwarding, "_write_sysctl", fake.write)
+    return fake
+
+
+def test_a_gateway_exit_user_and_static_changes_and_undoes_everything(
+    system: FakeSystem, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "run" / "wg0.restore")
+    clean = (dict(system.sysctls), list(system.rules))
+    gateways = (Gateway(IPv4Address("10.1.1.1"), (LAN,)), Gateway(ME, (DEFAULT_ROUTE,)))
+    plan = plan_for(
+        "wg0", MESH, IPv4Address("10.1.1.1"), is_static=True, gateways=gateways, exit_node=ME
+    )
+    lan_route = Route.to(IPv4Network("192.168.7.0/24"), ME)
+
+    async def run_and_crash() -> None:
+        host = HostForwarding(path)
+        await host.apply(plan)
+        await host.set_routes({lan_route}, frozenset({DEFAULT_ROUTE}))
+
+    trio.run(run_and_crash)  # and never released: a crash
+    assert system.sysctls[f"{CONF}/eth0/forwarding"] == "1"  # the LAN's answers come back there
+    assert system.sysctls[f"{CONF}/all/src_valid_mark"] == "1"
+    assert len(system.rules) == 5 and system.nft == {nft_table("wg0")}
+    assert system.tables[str(route_table("wg0"))] == {
+        "192.168.7.0/24 via 10.1.1.3 dev wg0",
+        "0.0.0.0/0 dev wg0",
+    }
+    assert system.tables[str(relay_table("wg0"))] == {"0.0.0.0/0 dev wg0", "throw 192.168.1.0/24"}
+    assert _read_restore(path).sysctls[f"{CONF}/eth0/forwarding"] == "0"
+
+    async def next_start_then_stop() -> None:
+        host = HostForwarding(path)
+        await host.apply(plan)  # undoes the crash's leftovers first, then sets up
+        assert len(system.rules) == 5 and system.nft == {nft_table("wg0")}
+        assert _read_restore(path).sysctls[f"{CONF}/eth0/forwarding"] == "0"  # not the "1" left
+        await host.release()
+        await host.release()  # twice: nothing more
+
+    trio.run(next_start_then_stop)
+    assert (system.sysctls, system.rules) == clean
+    assert system.nft == set() and system.tables == {}
+    assert not os.path.exists(path)
+
+
+def test_a_plain_node_touches_nothing(system: FakeSystem, tmp_path: Path) -> None:
+    plan = plan_for(
+        "wg0", MESH, IPv4Address("10.1.1.9"), is_static=False, gateways=(), exit_node=None
+    )
+
+    async def run() -> None:
+        host = HostForwarding(str(tmp_path / "run" / "wg0.restore"))
+        await host.apply(plan)
+        await host.set_routes(set(), frozenset())
+        await host.release()
+
+    trio.run(run)
+    assert system.commands == []  # not even a look for leftovers: no restore file

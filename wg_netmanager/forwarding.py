@@ -16,7 +16,8 @@ what the file allows, and nothing else of ours exists:
   mesh, and only answers (or, without masquerade, the gateway's own
   networks' traffic);
 - an exit node's user marks WireGuard's connections (ct mark) so that their
-  answers pass strict reverse-path filtering, as wg-quick does.
+  answers pass strict reverse-path filtering, as wg-quick does (every
+  underlay address is behind its default route in our table).
 
 Policy routing (``ip rule``, tables of our own numbered from the interface
 name, never shared with another interface), as wg-quick does it:
@@ -52,7 +53,7 @@ import logging
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Protocol
 
@@ -94,7 +95,9 @@ class ForwardPlan:
 
     @property
     def needs_table(self) -> bool:
-        return self.forwards or self.route_table
+        """Our nftables table: a node that forwards, or an exit node's user
+        (a node that only routes networks behind gateways needs ``ip`` alone)."""
+        return self.forwards or self.exit_client
 
 
 def plan_for(
@@ -175,7 +178,7 @@ def nft_ruleset(plan: ForwardPlan, switched: Sequence[str] = ()) -> str:
     if masqueraded:
         rule = f"iifname {wg} oifname != {wg} ip daddr != {mesh} ip daddr {_set(masqueraded)}"
         chains.append(_chain("nat", "nat hook postrouting priority srcnat", [rule + " masquerade"]))
-    if plan.route_table:
+    if plan.exit_client:
         mark = hex(route_table(plan.interface))
         # WireGuard's connections keep their mark on the way in (strict rp_filter).
         chains.append(
@@ -356,7 +359,7 @@ def wanted_sysctls(plan: ForwardPlan, switched: Sequence[str]) -> dict[str, str]
         values[f"{_CONF}/all/send_redirects"] = "0"
     for name in switched:
         values[f"{_CONF}/{name}/forwarding"] = "1"
-    if plan.route_table:
+    if plan.exit_client:
         values[f"{_CONF}/all/src_valid_mark"] = "1"  # the rp_filter sees the fwmark
     return values
 
@@ -387,32 +390,55 @@ class Forwarding(Protocol):
         ...
 
 
+@dataclass
+class Changes:
+    """What a run changed on the host, written down before it changes it (the
+    restore file): the sysctls' old values, whether our nftables table and
+    our rules and tables exist."""
+
+    sysctls: dict[str, str] = field(default_factory=dict)
+    nft: bool = False
+    policy: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.sysctls) or self.nft or self.policy
+
+
 class HostForwarding:
-    """:class:`Forwarding` on this machine: ``nft``, ``ip rule``, ``ip route``, /proc/sys."""
+    """:class:`Forwarding` on this machine: ``nft``, ``ip rule``, ``ip route``, /proc/sys.
+
+    A node in a mesh without gateways that is not static changes nothing and
+    runs no command here (not even to look for leftovers: a run that changes
+    something writes the restore file first, and only that file makes the
+    next start look).
+    """
 
     def __init__(self, restore_path: str) -> None:
         self._restore_path = restore_path
         self._plan: ForwardPlan | None = None
         self._recovered = False
-        self._saved: dict[str, str] = {}  # sysctl -> its value before us
+        self._changes = Changes()
 
     async def apply(self, plan: ForwardPlan) -> None:
         if not self._recovered:
             await self._recover(plan.interface)
             self._recovered = True
         self._plan = plan
-        if not plan.needs_table:
+        policy = plan.route_table or plan.relay_table
+        if not (plan.needs_table or policy):
             return
-        switched: list[str] = []
-        if plan.routes:
-            text = await run(["ip", "-4", "route", "show", "table", "main"])
-            for name in egress_interfaces(text, plan.routes, [plan.interface]):
-                path = f"{_CONF}/{name}/forwarding"
-                # Switched on by us (now or earlier in this run): ours to police.
-                if path in self._saved or await _read_sysctl(path) != "1":
-                    switched.append(name)
-        await run(["nft", "-f", "-"], stdin=nft_ruleset(plan, switched).encode())
-        await self._write_sysctls(wanted_sysctls(plan, switched))
+        await self._note(nft=plan.needs_table, policy=policy)
+        if plan.needs_table:
+            switched: list[str] = []
+            if plan.routes:
+                text = await run(["ip", "-4", "route", "show", "table", "main"])
+                for name in egress_interfaces(text, plan.routes, [plan.interface]):
+                    path = f"{_CONF}/{name}/forwarding"
+                    # Switched on by us (now or earlier in this run): ours to police.
+                    if path in self._changes.sysctls or await _read_sysctl(path) != "1":
+                        switched.append(name)
+            await run(["nft", "-f", "-"], stdin=nft_ruleset(plan, switched).encode())
+            await self._write_sysctls(wanted_sysctls(plan, switched))
         await self._apply_rules(plan)
 
     async def set_routes(self, routes: set[Route], relay: frozenset[IPv4Network]) -> None:
@@ -436,32 +462,58 @@ class HostForwarding:
 
     async def release(self) -> None:
         plan, self._plan = self._plan, None
-        if plan is None:
-            return
-        errors: list[CommandError] = []
-        for step in (self._remove_rules_and_tables, self._remove_nft):
-            try:
-                await step(plan.interface)
-            except CommandError as exc:
-                errors.append(exc)
-        await self._restore()
-        if errors:
-            raise errors[0]
+        if plan is not None:
+            await self._undo(plan.interface, self._changes)
+        self._changes = Changes()
 
     # --- parts ---------------------------------------------------------------------
 
     async def _recover(self, interface: str) -> None:
-        """What a run that did not clean up (a crash) left: old sysctl values
-        back, our rules and tables gone, our nftables table gone."""
+        """What a run that did not clean up (a crash) left, undone."""
         left = _read_restore(self._restore_path)
-        if left:
-            log.warning(
-                "restoring %d settings a previous run changed: %s", len(left), ", ".join(left)
-            )
-            self._saved = left
-            await self._restore()
-        await self._remove_rules_and_tables(interface)
-        await self._remove_nft(interface)
+        if not left:
+            return
+        what = ", ".join([*left.sysctls, *(["nftables"] if left.nft else [])])
+        log.warning("undoing what a previous run left: %s", what or "routing rules")
+        await self._undo(interface, left)
+
+    async def _undo(self, interface: str, changes: Changes) -> None:
+        """Our rules, tables and nftables table gone, sysctls as they were,
+        the restore file removed; the first failure is raised at the end."""
+        errors: list[CommandError] = []
+        steps = []
+        if changes.policy:
+            steps.append(self._remove_rules_and_tables)
+        if changes.nft:
+            steps.append(self._remove_nft)
+        for step in steps:
+            try:
+                await step(interface)
+            except CommandError as exc:
+                errors.append(exc)
+        for path, value in changes.sysctls.items():
+            try:
+                await _write_sysctl(path, value)
+            except CommandError as exc:  # an interface that is gone took its settings along
+                log.debug("restore: %s", exc)
+        with contextlib.suppress(OSError):
+            os.unlink(self._restore_path)
+        if errors:
+            raise errors[0]
+
+    async def _note(
+        self, *, nft: bool = False, policy: bool = False, sysctls: Mapping[str, str] | None = None
+    ) -> None:
+        """Write down what is about to change, before it does."""
+        changes = self._changes
+        old = {**changes.sysctls, **(sysctls or {})}
+        new = Changes(old, changes.nft or nft, changes.policy or policy)
+        if new != changes:
+            try:
+                await trio.to_thread.run_sync(_write_restore, self._restore_path, new)
+            except OSError as exc:
+                raise CommandError(["write", self._restore_path], exc.errno or 1, str(exc)) from exc
+            self._changes = new
 
     async def _remove_nft(self, interface: str) -> None:
         await run(["nft", "-f", "-"], stdin=nft_delete(interface).encode())
@@ -481,26 +533,15 @@ class HostForwarding:
             await run(rule.argv("add"))
 
     async def _write_sysctls(self, values: Mapping[str, str]) -> None:
-        new = {}
+        old = {}
         for path in values:
-            if path not in self._saved:
+            if path not in self._changes.sysctls:
                 with contextlib.suppress(CommandError):  # e.g. not there: nothing to restore
-                    new[path] = await _read_sysctl(path)
-        if new:
-            self._saved.update(new)
-            await trio.to_thread.run_sync(_write_restore, self._restore_path, dict(self._saved))
+                    old[path] = await _read_sysctl(path)
+        if old:
+            await self._note(sysctls=old)
         for path, value in values.items():
             await _write_sysctl(path, value)
-
-    async def _restore(self) -> None:
-        saved, self._saved = self._saved, {}
-        for path, value in saved.items():
-            try:
-                await _write_sysctl(path, value)
-            except CommandError as exc:  # an interface that is gone took its settings along
-                log.debug("restore: %s", exc)
-        with contextlib.suppress(OSError):
-            os.unlink(self._restore_path)
 
 
 async def _rules() -> Any:
@@ -543,7 +584,7 @@ def _private_dir(directory: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
-def _write_restore(path: str, values: Mapping[str, str]) -> None:
+def _write_restore(path: str, changes: Changes) -> None:
     """Atomically, root only, never through a link."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -554,30 +595,36 @@ def _write_restore(path: str, values: Mapping[str, str]) -> None:
         os.unlink(tmp)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(dict(values), f)
+        json.dump({"sysctls": changes.sysctls, "nft": changes.nft, "policy": changes.policy}, f)
     os.replace(tmp, path)
 
 
-def _read_restore(path: str) -> dict[str, str]:
-    """What ``_write_restore`` wrote; only /proc/sys/net/ipv4/conf paths are taken."""
+def _read_restore(path: str) -> Changes:
+    """What ``_write_restore`` wrote (empty on any problem); only
+    /proc/sys/net/ipv4/conf paths with numbers are taken."""
     try:
         if not _private_dir(os.path.dirname(path)):
-            return {}
+            return Changes()
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd) as f:
             if os.fstat(f.fileno()).st_uid != os.geteuid():
-                return {}
+                return Changes()
             doc = json.loads(f.read(_RESTORE_MAX))
     except (OSError, ValueError):
-        return {}
+        return Changes()
     if not isinstance(doc, dict):
-        return {}
-    return {
-        k: v
-        for k, v in doc.items()
-        if isinstance(k, str)
-        and isinstance(v, str)
-        and k.startswith(_CONF + "/")
-        and ".." not in k
-        and v.isdigit()
-    }
+        return Changes()
+    sysctls = doc.get("sysctls")
+    return Changes(
+        sysctls={
+            k: v
+            for k, v in (sysctls.items() if isinstance(sysctls, dict) else ())
+            if isinstance(k, str)
+            and isinstance(v, str)
+            and k.startswith(_CONF + "/")
+            and ".." not in k
+            and v.isdigit()
+        },
+        nft=doc.get("nft") is True,
+        policy=doc.get("policy") is True,
+    )

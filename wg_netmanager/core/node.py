@@ -320,7 +320,7 @@ class Node:
         if (len(new) < len(given)) != self.is_static:
             raise ValueError("reconfigure cannot change whether this node is static")
         self.timers = self.handshake.timers = self.pairs.timers = timers
-        self.subnets.hold = timers.gateway_return
+        self.subnets.hold, self.subnets.fast_ping = timers.gateway_return, timers.gateway_ping
         for wg_ip in sorted(self.statics.keys() - new.keys()):
             session = self.sessions.get(wg_ip)
             if session is not None:

@@ -167,7 +167,7 @@ class SubnetRoutes:
     ) -> None:
         self.me = me
         self.hold = hold
-        self._fast_ping = fast_ping
+        self.fast_ping = fast_ping
         self._is_static = is_static
         self._exit_node = exit_node
         order: dict[IPv4Network, list[IPv4Address]] = {}
@@ -246,7 +246,7 @@ class SubnetRoutes:
         if wg_ip not in self.gateway_ips:
             return
         last = self._pinged.get(wg_ip)
-        fast = last is not None and now - last[0] <= 2.5 * self._fast_ping
+        fast = last is not None and now - last[0] <= 2.5 * self.fast_ping
         self._pinged[wg_ip] = (now, fast)
 
     # --- outputs ------------------------------------------------------------------
