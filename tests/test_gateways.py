@@ -161,15 +161,6 @@ def test_the_default_route_only_for_a_node_that_opted_in() -> None:
     assert DEFAULT_ROUTE in beta.relay_routes()
 
 
-def test_a_network_that_holds_a_static_is_not_routed() -> None:
-    wide = IPv4Network("198.51.100.0/24")
-    alpha = routes_of(ALPHA, (Gateway(CHARLIE, (wide, LAN)),))
-    alpha.set_underlay([IPv4Address("198.51.100.1")])
-    alpha.update({CHARLIE}, now=0.0)
-    assert alpha.placed() == {LAN: CHARLIE}
-    assert {s.route: s.role for s in alpha.status({})}[wide] == "underlay"
-
-
 def test_only_the_files_networks_through_the_files_gateways() -> None:
     """Rule 5: the choice never leaves the file (whoever else is alive)."""
     routes = routes_of(ALPHA, (Gateway(CHARLIE, (LAN,)), Gateway(BETA, (OTHER,))))

@@ -591,9 +591,7 @@ def _route(path: str, where: str, value: Any, subnet: IPv4Network) -> IPv4Networ
     return network
 
 
-def _gateways(
-    path: str, value: Any, subnet: IPv4Network, statics: tuple[StaticPeer, ...]
-) -> tuple[Gateway, ...]:
+def _gateways(path: str, value: Any, subnet: IPv4Network) -> tuple[Gateway, ...]:
     """``gateways:``: each node once, each with at least one route."""
     if value is None:
         return ()
@@ -627,7 +625,6 @@ def _gateways(
             route = _route(path, route_where, route_value, subnet)
             if route in routes:
                 raise ConfigError(f"{path}: {route_where}: {route} is listed twice; drop one")
-            _check_underlay(path, route_where, route, statics)
             routes.append(route)
         masquerade = entry.get("masquerade", True)
         if not isinstance(masquerade, bool):
@@ -636,27 +633,6 @@ def _gateways(
             )
         gateways.append(Gateway(wg_ip, tuple(routes), masquerade))
     return tuple(gateways)
-
-
-def _check_underlay(
-    path: str, where: str, route: IPv4Network, statics: tuple[StaticPeer, ...]
-) -> None:
-    """A route that holds a static peer's address would send the mesh's own
-    WireGuard traffic into the mesh (the default route is kept apart, see
-    the exit node's policy routing)."""
-    if route == DEFAULT_ROUTE:
-        return
-    for peer in statics:
-        try:
-            address = IPv4Address(peer.host)
-        except ValueError:
-            continue  # a host name: checked once it resolves
-        if address in route:
-            raise ConfigError(
-                f"{path}: {where}: {route} holds {address}, the endPoint of static peer "
-                f"{peer.wg_ip}; its WireGuard traffic would loop into the mesh: list a "
-                "narrower network"
-            )
 
 
 def exit_node_of(
@@ -732,7 +708,7 @@ def load_network(path: str, statics: tuple[StaticPeer, ...] = ()) -> NetworkConf
         peers=peers,
         timers=_timers(path, top.get("timers")),
         warnings=(subnet_warning,) if subnet_warning else (),
-        gateways=_gateways(path, top.get("gateways"), subnet, peers),
+        gateways=_gateways(path, top.get("gateways"), subnet),
     )
 
 

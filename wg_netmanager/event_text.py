@@ -100,8 +100,6 @@ def _subnet_move(
             return f"{route} is on our own network now{was}"
         if reason == "own":
             return f"{route} is served by this node{was}"
-        if reason == "underlay":
-            return f"{route} holds a static peer's address: not routed through the mesh{was}"
         return f"{route}: no gateway alive{was}"
     if reason == "failover" and previous is not None:
         return f"{route} now via {label(gateway)}: {label(previous)} is gone"

@@ -439,7 +439,8 @@ class HostForwarding:
                         switched.append(name)
             await run(["nft", "-f", "-"], stdin=nft_ruleset(plan, switched).encode())
             await self._write_sysctls(wanted_sysctls(plan, switched))
-        await self._apply_rules(plan)
+        if policy:
+            await self._apply_rules(plan)
 
     async def set_routes(self, routes: set[Route], relay: frozenset[IPv4Network]) -> None:
         plan = self._plan

@@ -328,7 +328,6 @@ def gateway_lines(doc: Mapping[str, Any]) -> list[str]:
 _SUBNET_NOTES = {
     "own": "served by this node",
     "local": "on our own network: reached directly",
-    "underlay": "holds a static peer's address: not routed",
     "unused": "not used (this node has no --exit-node)",
     "relay": "forwarded for the nodes that use it",
 }
@@ -346,7 +345,7 @@ def subnet_lines(doc: Mapping[str, Any]) -> list[str]:
         for index, ip in enumerate(subnet.get("gateways") or ()):
             name = names[index] if index < len(names) else ""
             state = "up" if ip in alive else "down"
-            if ip == serving and role in ("routed", "exit", "relay", "local", "underlay"):
+            if ip == serving and role in ("routed", "exit", "relay", "local"):
                 state += ", used" if role in ("routed", "exit") else ", forwarded to"
             parts.append(f"{name + ' ' if name else ''}{ip} ({state})")
         label = f"{route} (exit)" if route == "0.0.0.0/0" else route

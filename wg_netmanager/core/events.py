@@ -217,8 +217,7 @@ class SubnetGatewayChanged:
     ``reason``: "up" (the first one), "failover" (``previous`` is gone),
     "preferred" (an earlier-listed one showed up), "return" (an
     earlier-listed one is back for good), "down" (none alive), "local" (we
-    lie on that network now), "own" (we serve it ourselves), "underlay" (it
-    holds a static peer's address).
+    lie on that network now), "own" (we serve it ourselves).
     """
 
     route: IPv4Network

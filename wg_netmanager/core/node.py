@@ -763,9 +763,6 @@ class Node:
             self._emit(ev.PeerGone(ip))
         self._gateways = gateways
         subnets = self.subnets
-        subnets.set_underlay(
-            IPv4Address(t.address) for t in self.statics.values() if t.address is not None
-        )
         alive = alive_nodes(direct, gateways, self.statics, self.listings.tables, self.is_static)
         for move in subnets.update(alive, now):
             self._emit(

@@ -30,10 +30,7 @@ daemon, 0.0.0.0/0 for an exit node), ``SubnetRoutes``:
    it has been seen down, only after ``gateway_return`` alive again, so a
    flapping gateway does not move the traffic back and forth.
 7. A node installs nothing for a network it serves itself or lies on (a
-   prefix of its own addresses covers it), nor for one that holds a static
-   peer's address (its WireGuard traffic would loop into the mesh; the file
-   check catches literal addresses, this the resolved host names). 0.0.0.0/0
-   is used only by a node
+   prefix of its own addresses covers it). 0.0.0.0/0 is used only by a node
    that opted in, and only through the exit node it named; it goes into
    AllowedIPs, the default route is the shell's policy routing.
 8. A network goes onto the WireGuard peer that carries its gateway's /32
@@ -140,7 +137,7 @@ class Move:
     previous: IPv4Address | None
     # "up" (first one), "failover" (previous gone), "preferred" (an earlier
     # listed one showed up), "return" (an earlier listed one is back for
-    # good), "down" (none alive), "local", "own", "underlay" (nothing to route)
+    # good), "down" (none alive), "local", "own" (nothing to route)
     reason: str
 
 
@@ -186,7 +183,6 @@ class SubnetRoutes:
             if ip != me
         )
         self._local: tuple[IPv4Network, ...] = ()
-        self._underlay: frozenset[IPv4Address] = frozenset()
         self._current: dict[IPv4Network, IPv4Address] = {}
         self._since: dict[IPv4Address, float] = {}  # gateway -> alive since
         self._seen_down: set[IPv4Address] = set()  # gateways that were alive and went
@@ -202,10 +198,6 @@ class SubnetRoutes:
             return False
         self._local = local
         return True
-
-    def set_underlay(self, addresses: Iterable[IPv4Address]) -> None:
-        """The static peers' underlay addresses (rule 7)."""
-        self._underlay = frozenset(addresses)
 
     def update(self, alive: Collection[IPv4Address], now: float) -> list[Move]:
         """Choose again with the nodes ``alive`` now (rule 6)."""
@@ -227,7 +219,7 @@ class SubnetRoutes:
                 continue
             if chosen is None:
                 del self._current[route]
-                reason = role if role in ("local", "own", "underlay") else "down"
+                reason = role if role in ("local", "own") else "down"
             else:
                 self._current[route] = chosen
                 if previous is None:
@@ -307,8 +299,7 @@ class SubnetRoutes:
 
     def _role(self, route: IPv4Network) -> tuple[str, tuple[IPv4Address, ...]]:
         """What ``route`` is to us, and the gateways to choose from (rules 7, 9):
-        own, routed, local, underlay (holds a static's address), exit (opted
-        in), relay (a static's 0/0 for others), unused."""
+        own, routed, local, exit (opted in), relay (a static's 0/0 for others), unused."""
         candidates = self._candidates[route]
         if self.me in candidates:
             return "own", ()
@@ -318,8 +309,6 @@ class SubnetRoutes:
             return ("relay", candidates) if self._is_static else ("unused", ())
         if any(route.subnet_of(network) for network in self._local):
             return "local", candidates if self._is_static else ()
-        if any(address in route for address in self._underlay):
-            return "underlay", candidates if self._is_static else ()
         return "routed", candidates
 
     def _choose(

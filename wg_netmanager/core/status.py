@@ -44,9 +44,8 @@ class SubnetStatus:
     alive: tuple[IPv4Address, ...]  # those alive from our view
     serving: IPv4Address | None  # the one this node uses now
     # "routed" (through ``serving``), "exit" (our exit node), "own" (we serve
-    # it), "local" (we lie on it), "underlay" (it holds a static's address:
-    # not routed), "relay" (a static forwarding others' default route),
-    # "unused" (an exit node we did not opt in to)
+    # it), "local" (we lie on it), "relay" (a static forwarding others'
+    # default route), "unused" (an exit node we did not opt in to)
     role: str
 
 
