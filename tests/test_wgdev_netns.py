@@ -86,6 +86,8 @@ async def handle(req):
         subnet = IPv4Network(req.get("subnet", "10.77.1.0/24"))
         plan = plan_for(dev.name, subnet, subnet[1], is_static=True, gateways=(), exit_node=None)
         await forwarding.apply(plan)
+    elif op == "set_fwmark":
+        await dev.set_fwmark(req["mark"])
     elif op == "apply_peers":
         desired = {p["key"]: peer(p) for p in req["peers"]}
         await dev.apply_peers(desired, await dev.read_peers())
@@ -405,8 +407,11 @@ def test_existing_interface_and_refusals(veth_lab: VethLab) -> None:
     a.call("set_address", ip="10.9.0.5", prefixlen=24)
     a.call("apply_peers", peers=[{"key": other_pub, "ips": ["10.9.0.2/32"]}])
     a.call("apply_routes", routes=[["10.9.0.2", None]])
+    a.call("set_fwmark", mark=0x776E1234)
+    assert a.call("run", argv=["wg", "show", "wgx", "fwmark"]).strip() == "0x776e1234"
     a.call("destroy")
     assert a.call("exists") is True  # not ours to delete
+    assert a.call("run", argv=["wg", "show", "wgx", "fwmark"]).strip() == "off"
     assert a.call("read_peers") == {}
     assert a.call("read_routes") == []
     assert "inet " not in a.call("run", argv=["ip", "-4", "addr", "show", "dev", "wgx"])

@@ -242,6 +242,7 @@ class WgInterface:
         self.existing = existing
         self.backend: str | None = None  # set by a successful create()
         self._touched = False  # create() got far enough to change something
+        self._fwmark = 0  # set by us (an existing interface gets it off again)
 
     def __repr__(self) -> str:
         return f"WgInterface({self.name!r}, existing={self.existing}, backend={self.backend!r})"
@@ -373,6 +374,8 @@ class WgInterface:
         await self._remove_peers(await self.read_peers())
         await flush_routes(self.name)
         await run(["ip", "addr", "flush", "dev", self.name])
+        if self._fwmark:  # the administrator's interface, as we found it
+            await self.set_fwmark(0)
         log.info("cleaned up existing WireGuard interface %s", self.name)
 
     # -- configuration ------------------------------------------------------
@@ -416,6 +419,7 @@ class WgInterface:
 
     async def set_fwmark(self, mark: int) -> None:
         await run(["wg", "set", self.name, "fwmark", hex(mark) if mark else "off"])
+        self._fwmark = mark
 
     # -- peers --------------------------------------------------------------
 
