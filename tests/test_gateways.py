@@ -470,3 +470,33 @@ def test_an_exit_nodes_user_marks_its_underlay_and_its_default_route(tmp_path: P
             nursery.cancel_scope.cancel()
 
     trio.run(scenario, clock=mock_clock())
+
+
+def test_a_node_that_comes_home_stops_routing_its_lan(tmp_path: Path) -> None:
+    """bob's address change (the link watch) brings a prefix that covers the
+    LAN of the third node, its gateway: bob's route to it goes."""
+    alice, bob = gateway_machines(tmp_path)
+    carol_ip = IPv4Address("10.1.1.3")
+    network = replace(alice.settings.network, gateways=(Gateway(carol_ip, (LAN,)),))
+    alice.settings = replace(alice.settings, network=network)
+    bob.settings = replace(bob.settings, network=network)
+    carol = Machine(
+        replace(bob.settings, wg_ip=carol_ip, name="carol", admin_port=50503, wg_port=50003),
+        alice.host.net.host("192.0.2.3"),
+    )
+
+    def lan_routes() -> set[IPv4Network]:
+        return {r.network for r in bob.forwarding.routes}
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            for machine in (alice, carol, bob):
+                await nursery.start((await machine.daemon()).run)
+            await wait_for(lambda: lan_routes() == {LAN}, 10)  # through alice or carol
+            bob.host.addresses = [BOB_IP, "192.168.1.20"]
+            bob.host.networks = [IPv4Network("192.0.2.0/24"), LAN]
+            bob.host.link_changed()
+            await wait_for(lambda: lan_routes() == set(), 10)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
