@@ -46,12 +46,15 @@
 #   ns/working_example.sh up   [PREFIX]           # PREFIX defaults to "wgnm"
 #   ns/working_example.sh down [PREFIX]           # idempotent
 #   ns/working_example.sh exec PREFIX BOX CMD...  # BOX: beta fw alpha router
-#                                                 #   charlie delta inet (cafe)
+#                                                 #   charlie delta inet (cafe evil
+#                                                 #   lamp web)
 #   ns/working_example.sh list [PREFIX]
 #   ns/working_example.sh roam PREFIX
 #   ns/working_example.sh lan-cut PREFIX | lan-heal PREFIX
 #   ns/working_example.sh partition PREFIX | heal PREFIX
 #   ns/working_example.sh attacker PREFIX
+#   ns/working_example.sh lan-device PREFIX
+#   ns/working_example.sh exit-net PREFIX
 #   ns/working_example.sh readdress PREFIX
 #   ns/working_example.sh move-beta PREFIX NEWADDR   # e.g. 198.51.100.11
 #   ns/working_example.sh hosts PREFIX BOX [LINE...] # e.g. "198.51.100.1 beta.test"
@@ -82,6 +85,19 @@
 # `attacker`: a box "evil" on the internet, 198.51.100.66/24 on eth0 into
 # br0, default route via 198.51.100.254, no NAT.  Nothing happens if it is
 # there already.  `down` removes it like every box.
+#
+# `lan-device`: a box "lamp" that runs no daemon (a printer, an IoT box) on
+# the home LAN of charlie and delta: 192.168.1.10/24 on eth0 into the
+# router's LAN bridge, default route via 192.168.1.1. The mesh reaches it
+# only through a gateway (network.yaml gateways:). Nothing happens if it is
+# there already.
+#
+# `exit-net`: a box "web" (203.0.113.80/24) behind beta, on a cable of its
+# own (beta's eth1, 203.0.113.1/24; web's default route via beta): a host
+# of "the internet" that only beta reaches (beta does not forward; the
+# internet bridge knows nothing of 203.0.113.0/24), so only traffic that
+# leaves through beta as an exit node gets there. Nothing happens if it is
+# there already.
 #
 # `readdress`: delta's home LAN address changes as after a DHCP renewal
 # with a new lease: 192.168.1.3/24 -> 192.168.1.33/24 on eth0 (the old
@@ -155,6 +171,9 @@ WE_CHARLIE=192.168.1.2
 WE_DELTA=192.168.1.3
 WE_DELTA_NEW=192.168.1.33
 WE_EVIL=198.51.100.66
+WE_LAMP=192.168.1.10
+WE_WEB=203.0.113.80
+WE_BETA_EXIT=203.0.113.1
 
 working_example_lan_cut() {
     local router
@@ -204,6 +223,43 @@ working_example_attacker() {
     tb_log "attacker evil is on the internet ($WE_EVIL, no NAT)"
 }
 
+working_example_lan_device() {
+    local p=$1 router lamp
+    router=$(tb_ns "$p" router)
+    lamp=$(tb_ns "$p" lamp)
+    tb_need_ns "$router"
+    if tb_ns_exists "$lamp"; then
+        tb_has_addr "$lamp" eth0 "$WE_LAMP/24" ||
+            tb_die "$lamp exists but has no $WE_LAMP/24 on eth0 (run down and up)"
+        tb_log "lan device lamp is there already ($WE_LAMP)"
+        return 0
+    fi
+    tb_ns_add "$p" lamp
+    tb_plug "$router" lan lamp "$lamp" eth0 "$WE_LAMP/24" 192.168.1.1
+    tb_log "lan device lamp is on the home LAN ($WE_LAMP, no daemon)"
+}
+
+working_example_exit_net() {
+    local p=$1 beta web
+    beta=$(tb_ns "$p" beta)
+    web=$(tb_ns "$p" web)
+    tb_need_ns "$beta"
+    if tb_ns_exists "$web"; then
+        tb_has_addr "$web" eth0 "$WE_WEB/24" ||
+            tb_die "$web exists but has no $WE_WEB/24 on eth0 (run down and up)"
+        tb_log "exit net web is there already ($WE_WEB behind beta)"
+        return 0
+    fi
+    tb_ns_add "$p" web
+    ip link add name eth1 netns "$beta" type veth peer name eth0 netns "$web"
+    ip -n "$beta" addr add "$WE_BETA_EXIT/24" dev eth1
+    ip -n "$beta" link set eth1 up
+    ip -n "$web" addr add "$WE_WEB/24" dev eth0
+    ip -n "$web" link set eth0 up
+    ip -n "$web" route add default via "$WE_BETA_EXIT"
+    tb_log "exit net: web ($WE_WEB) behind beta's eth1 ($WE_BETA_EXIT)"
+}
+
 working_example_readdress() {
     local p=$1 delta
     delta=$(tb_ns "$p" delta)
@@ -248,11 +304,12 @@ working_example_hosts() {
 }
 
 TB_USAGE_EXTRA="roam PREFIX | lan-cut PREFIX | lan-heal PREFIX | partition PREFIX | heal PREFIX"
-TB_USAGE_EXTRA+=" | attacker PREFIX | readdress PREFIX | move-beta PREFIX NEWADDR"
+TB_USAGE_EXTRA+=" | attacker PREFIX | lan-device PREFIX | exit-net PREFIX"
+TB_USAGE_EXTRA+=" | readdress PREFIX | move-beta PREFIX NEWADDR"
 TB_USAGE_EXTRA+=" | hosts PREFIX BOX [LINE...]"
 
 case "${1:-}" in
-    roam | lan-cut | lan-heal | partition | heal | attacker | readdress)
+    roam | lan-cut | lan-heal | partition | heal | attacker | lan-device | exit-net | readdress)
         [ "$#" -eq 2 ] || tb_die "usage: $(basename "$0") $1 PREFIX"
         tb_check_prefix "$2"
         tb_require_root

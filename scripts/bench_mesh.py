@@ -228,7 +228,14 @@ class NebulaMesh(FaultMesh):
             (pki / f"{box}.yml").write_text(nebula_config(box, pki))
         self.pki = pki
 
-    def start(self, box: str, *prefix: str, options: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        box: str,
+        *prefix: str,
+        options: Sequence[str] = (),
+        config: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        assert config is None, "Nebula's boxes each have their own config"
         argv = [*prefix, "nebula", "-config", str(self.pki / f"{box}.yml"), *options]
         proc = self.tb.spawn(box, argv, self.tmp / f"{box}-0.log")
         self.procs[box] = proc

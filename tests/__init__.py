@@ -18,6 +18,8 @@ Scripts use it too: run them from the repository root as
   (real daemons in its boxes).
 - ``faults``: ``FaultMesh``, the working example's daemons with probers and
   fault commands.
+- ``gateways``: ``GatewayMesh``, the working example with a LAN device and an
+  exit node's network, gateways in network.yaml; ``PingLog``, ``host_state``.
 - ``prober``: the reachability prober, a program run inside the boxes.
 - ``procfs``: what ``/proc`` says about a process.
 - ``services``: an installed service read back (the command line its unit

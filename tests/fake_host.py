@@ -17,13 +17,13 @@ import errno
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import trio
 import trio.testing
 
-from tests.fakes import FakeRoutes, FakeWgDevice
+from tests.fakes import FakeForwarding, FakeRoutes, FakeWgDevice
 from tests.helpers import SHARED_KEY_B64
 from wg_netmanager.config import Settings, load_network
 from wg_netmanager.daemon import Daemon, build_node
@@ -87,6 +87,8 @@ class FakeHost:
         self.net = net
         self.ip = ip
         self.addresses = addresses
+        # Its prefixes (connected routes); None: each address as a /24.
+        self.networks: list[IPv4Network] | None = None
         self.fail_addresses = 0  # this many reads of the addresses fail
         self.address_reads = 0
         self.names: dict[str, str | None] = {}  # DNS; a name not in here does not resolve
@@ -94,6 +96,7 @@ class FakeHost:
         self.files: dict[str, dict[IPv4Address, Endpoint]] = {}
         self.file_writes = 0
         self.watch_error: OSError | None = None  # the link watch cannot start
+        self.socket_marks: list[int] = []  # SO_MARK of each admin socket opened
         self._watchers: list[Callable[[str | None], None]] = []
 
     # --- host.Host ---------------------------------------------------------------
@@ -108,6 +111,12 @@ class FakeHost:
             self.fail_addresses -= 1
             raise CommandError(["ip", "-4", "-o", "addr", "show"], 1, "Cannot talk to netlink")
         return list(self.addresses)
+
+    async def local_networks(self, exclude: str) -> list[IPv4Network]:
+        await trio.lowlevel.checkpoint()
+        if self.networks is not None:
+            return list(self.networks)
+        return sorted({IPv4Network(f"{a}/24", strict=False) for a in self.addresses})
 
     async def watch_links(
         self,
@@ -129,8 +138,9 @@ class FakeHost:
         self.lookups.append(name)
         return self.names.get(name)
 
-    async def open_datagram_socket(self, port: int) -> FakeSocket:
+    async def open_datagram_socket(self, port: int, mark: int = 0) -> FakeSocket:
         await trio.lowlevel.checkpoint()
+        self.socket_marks.append(mark)
         endpoint = (self.ip, port)
         if endpoint in self.net.sockets:
             raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
@@ -211,6 +221,7 @@ class Machine:
     host: FakeHost
     device: FakeWgDevice = field(default_factory=FakeWgDevice)
     routes: FakeRoutes = field(default_factory=FakeRoutes)
+    forwarding: FakeForwarding = field(default_factory=FakeForwarding)
 
     async def daemon(
         self,
@@ -227,6 +238,7 @@ class Machine:
             keys,
             device=self.device,
             routes=self.routes,
+            forwarding=self.forwarding,
             host=self.host,
             notifier=notifier,
             load_settings=load_settings,

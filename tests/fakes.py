@@ -1,7 +1,8 @@
 """Recording fakes of the I/O adapters, for daemon tests without root.
 
-:class:`FakeWgDevice` implements :class:`~wg_netmanager.wgdev.WgDevice` and
-:class:`FakeRoutes` implements :class:`~wg_netmanager.routes.Routes`.
+:class:`FakeWgDevice` implements :class:`~wg_netmanager.wgdev.WgDevice`,
+:class:`FakeRoutes` :class:`~wg_netmanager.routes.Routes` and
+:class:`FakeForwarding` :class:`~wg_netmanager.forwarding.Forwarding`.
 Both keep their state in plain attributes, record every call in ``calls``
 (method name and arguments, never the private key) and the commands the real
 adapter would have run in ``commands``, and raise a queued
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from wg_netmanager.forwarding import ForwardPlan, nft_ruleset
 from wg_netmanager.model import Route, WgPeer, WgPeerReading
 from wg_netmanager.proc import CommandError
 from wg_netmanager.routes import plan_route_changes
@@ -50,7 +52,7 @@ class FakeWgDevice(_Recorder):
         self.private_key: bytes | None = None
         self.listen_port: int | None = None
         self.address: tuple[IPv4Address, int] | None = None
-        self.forwarding = False
+        self.fwmark = 0
         self.peers: dict[str, WgPeerReading] = {}
 
     def _require(self, argv: list[str]) -> None:
@@ -85,10 +87,10 @@ class FakeWgDevice(_Recorder):
         self._require(["ip", "addr", "replace"])
         self.address = (wg_ip, prefixlen)
 
-    async def enable_forwarding(self) -> None:
-        self._enter("enable_forwarding")
-        self._require(["write", f"/proc/sys/net/ipv4/conf/{self.name}/forwarding", "1"])
-        self.forwarding = True
+    async def set_fwmark(self, mark: int) -> None:
+        self._enter("set_fwmark", mark)
+        self._require(["wg", "set", self.name, "fwmark"])
+        self.fwmark = mark
 
     async def rebind(self, peers: Mapping[str, WgPeer]) -> None:
         self._enter("rebind", dict(peers))
@@ -133,7 +135,7 @@ class FakeWgDevice(_Recorder):
         self.created = False
         self.peers = {}
         self.address = None
-        self.forwarding = False
+        self.fwmark = 0
 
     def set_endpoint(self, public_key: str, endpoint: tuple[str, int] | None) -> None:
         """Pretend WireGuard learned (roamed to) an endpoint."""
@@ -154,9 +156,35 @@ class FakeRoutes(_Recorder):
     async def apply(self, ifname: str, desired: set[Route], actual: set[Route]) -> None:
         self._enter("apply", ifname, set(desired), set(actual))
         self.commands += plan_route_changes(ifname, desired, actual)
-        desired_dests = {r.dest for r in desired}
+        desired_dests = {r.network for r in desired}
         # like ``ip route replace`` per desired route, then ``del`` of exactly
         # the actual routes whose destination is no longer desired
         current = self.tables.get(ifname, set())
-        untouched = {r for r in current if r.dest not in desired_dests and r not in actual}
+        untouched = {r for r in current if r.network not in desired_dests and r not in actual}
         self.tables[ifname] = untouched | set(desired)
+
+
+class FakeForwarding(_Recorder):
+    """What the host forwards, as plain values: the plan applied (None:
+    nothing, or released), the route and relay tables, and ``ruleset`` (the
+    nftables text the real one would load)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plan: ForwardPlan | None = None
+        self.routes: set[Route] = set()
+        self.relay: frozenset[IPv4Network] = frozenset()
+        self.ruleset = ""
+
+    async def apply(self, plan: ForwardPlan) -> None:
+        self._enter("apply", plan)
+        self.plan = plan
+        self.ruleset = nft_ruleset(plan) if plan.needs_table else ""
+
+    async def set_routes(self, routes: set[Route], relay: frozenset[IPv4Network]) -> None:
+        self._enter("set_routes", set(routes), relay)
+        self.routes, self.relay = set(routes), relay
+
+    async def release(self) -> None:
+        self._enter("release")
+        self.plan, self.routes, self.relay, self.ruleset = None, set(), frozenset(), ""

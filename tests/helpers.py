@@ -20,6 +20,7 @@ from wg_netmanager.core.node import Node
 from wg_netmanager.core.sessions import StaticTarget
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import KeyPair, to_b64
+from wg_netmanager.model import Gateway
 from wg_netmanager.noise import public_key
 from wg_netmanager.wire import NodeInfo
 
@@ -77,6 +78,8 @@ def make_node(
     local_addresses: Sequence[str] | None = None,
     private_key: bytes | None = None,
     lazy: bool = False,
+    gateways: Sequence[Gateway] = (),
+    exit_node: IPv4Address | None = None,
 ) -> Node:
     """A core keyed with :data:`SHARED_KEY`, as the daemon builds one.
 
@@ -86,6 +89,8 @@ def make_node(
     and admin sessions); by default a new one, and ``info.public_key`` is
     replaced by its public half. ``local_addresses``, if given, are set at
     ``now`` (a LAN address makes dynamic pairs probe each other).
+    ``gateways`` and ``exit_node`` are network.yaml's ``gateways:`` and this
+    node's choice of exit node.
     """
     if private_key is None:
         private_key = os.urandom(32) if rng is None else rng.randbytes(32)
@@ -101,6 +106,8 @@ def make_node(
         rng=None if rng is None else Random(rng.random()),
         random_bytes=os.urandom if rng is None else rng.randbytes,
         lazy=lazy,
+        gateways=gateways,
+        exit_node=exit_node,
     )
     if local_addresses is not None:
         node.set_local_addresses(list(local_addresses), now)

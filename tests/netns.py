@@ -345,11 +345,19 @@ class Daemons:
 
     # -- the daemons ------------------------------------------------------
 
-    def start(self, box: str, *prefix: str, options: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        box: str,
+        *prefix: str,
+        options: Sequence[str] = (),
+        config: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
         """Start the daemon in ``box``; ``prefix`` wraps the command, ``options``
-        are added to the daemon's own (e.g. ``-e``)."""
+        are added to the daemon's own (e.g. ``-e``); ``config``: a network.yaml
+        of its own instead of everyone's."""
+        network = self.config if config is None else config
         program = self.program or [sys.executable, "-m", "wg_netmanager"]
-        argv = [*prefix, *program, "-c", str(self.config)]
+        argv = [*prefix, *program, "-c", str(network)]
         argv += ["--no-tui", *(["-vv"] if self.verbose else []), *options]
         argv += ["wg0", self.nodes[box], box]
         count = self._starts.get(box, 0)

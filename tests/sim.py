@@ -7,6 +7,11 @@ Everything is driven by one seeded ``random.Random``, so a failing run can be
 replayed exactly. No sockets, no threads: minutes of protocol time run in
 milliseconds.
 
+Plain devices that run no daemon (``add_device``) sit on a host's LAN:
+``reaches`` follows a packet to one through the cores' routes, AllowedIPs
+and gateways (``gateways:`` of network.yaml, ``SimNet(gateways=...)``) and
+its answer back, with WireGuard's source check at every hop.
+
 The WireGuard model keeps what ``wg show`` reports: per peer the bytes sent
 and received (persistent keepalives, admin datagrams through the tunnel, and
 user traffic ``flows`` between hosts, counted on the first hop, which is the
@@ -19,17 +24,18 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from random import Random
 
 from tests.helpers import SUBNET, make_node
+from wg_netmanager.core import events as ev
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.sessions import StaticTarget
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import KeyPair
-from wg_netmanager.model import Endpoint, WgPeerReading
+from wg_netmanager.model import DEFAULT_ROUTE, Endpoint, Gateway, WgPeerReading
 from wg_netmanager.wire import NodeInfo
 
 WG_TICK = 0.02  # seconds between two readings of "wg show", by default
@@ -83,6 +89,24 @@ class Host:
     # ``now``) and subtracted from its timer deadlines: machines whose clocks
     # differ by hours, or a clock set back between restarts.
     clock_offset: float = 0.0
+    # Its own network.yaml ``gateways:`` if it differs from everyone's (None:
+    # the SimNet's), and the exit node it opted in to.
+    gateways: tuple[Gateway, ...] | None = None
+    exit_node: IPv4Address | None = None
+
+    @property
+    def network(self) -> IPv4Network:
+        """The prefix of its underlay address (its connected route)."""
+        return IPv4Network(f"{self.address}/24", strict=False)
+
+
+@dataclass
+class Device:
+    """A machine that runs no daemon (a printer, a lamp) on a host's LAN."""
+
+    name: str
+    address: str
+    lan: str
 
 
 class SimNet:
@@ -94,9 +118,15 @@ class SimNet:
         loss: float = 0.0,
         wg_period: float | None = None,
         lazy: bool = False,
+        gateways: Sequence[Gateway] = (),
     ) -> None:
         self.lazy = lazy  # lazy direct links (network.yaml links: lazy)
         self.rng = Random(seed)
+        self.gateways = tuple(gateways)
+        self.devices: dict[str, Device] = {}
+        # Every event of every core, with the simulation time, while recording.
+        self.record_events = False
+        self.events: list[tuple[float, str, ev.Event]] = []
         self.timers = timers or Timers()
         self.latency = latency
         self.loss = loss
@@ -140,6 +170,11 @@ class SimNet:
             self.statics.append((address, host.wg_ip, host.wg_port, host.admin_port))
         return host
 
+    def add_device(self, name: str, address: str, lan: str) -> Device:
+        device = Device(name, address, lan)
+        self.devices[name] = device
+        return device
+
     def start(self, name: str) -> None:
         host = self.hosts[name]
         host.keys = KeyPair.generate()
@@ -163,7 +198,10 @@ class SimNet:
             local_addresses=[host.address],
             private_key=host.keys.private,
             lazy=self.lazy,
+            gateways=self.gateways if host.gateways is None else host.gateways,
+            exit_node=host.exit_node,
         )
+        host.node.set_local_networks([host.network], self.clock(host))
         host.up = True
         self._after(host)
 
@@ -259,7 +297,9 @@ class SimNet:
     def _flush(self, host: Host) -> None:
         if host.node is None:
             return
-        host.node.events()
+        happened = host.node.events()
+        if self.record_events:
+            self.events += [(self.now, host.name, event) for event in happened]
         host.node.take_resolve_requests()
         for data, dest in host.node.datagrams_to_send():
             self.sent_bytes[host.name] = self.sent_bytes.get(host.name, 0) + len(data) + 28
@@ -520,6 +560,96 @@ class SimNet:
                 return hops
             here = nxt
         return None  # a loop
+
+    # --- devices behind gateways ----------------------------------------------------
+
+    def _serves(self, host: Host, address: IPv4Address) -> bool:
+        """Does ``host``'s own file make it a gateway for ``address``?"""
+        gateways = self.gateways if host.gateways is None else host.gateways
+        return any(
+            g.wg_ip == host.wg_ip and any(address in r and r != DEFAULT_ROUTE for r in g.routes)
+            for g in gateways
+        )
+
+    def _wg_hop(self, here: Host, dst: IPv4Address, origin: IPv4Address) -> Host | None:
+        """The peer WireGuard sends a packet for ``dst`` to (longest AllowedIPs
+        match), if the link is up and that peer accepts ``origin`` from us."""
+        assert here.node is not None
+        best: tuple[int, str] | None = None
+        for key, peer in here.node.desired_peers().items():
+            for net in peer.allowed_ips:
+                if dst in net and (best is None or net.prefixlen > best[0]):
+                    best = (net.prefixlen, key)
+        if best is None:
+            return None
+        nxt = self._by_key(best[1])
+        if nxt is None or nxt.node is None or not self.wg_link_up(here, nxt):
+            return None
+        back = nxt.node.desired_peers().get(here.node.info.public_key)
+        if back is None or not any(origin in n for n in back.allowed_ips):
+            return None  # WireGuard drops packets whose source the peer may not send
+        return nxt
+
+    def _toward_device(self, here: Host, device: Device, origin: Host) -> Host | Device | None:
+        """One hop of a packet from ``origin``'s wg IP at ``here`` to ``device``."""
+        assert here.node is not None
+        dst = IPv4Address(device.address)
+        on_lan = here.lan == device.lan and dst in here.network
+        if here is not origin and dst in here.network:
+            # Forwarded: only a gateway the file names lets it out of the mesh.
+            return device if on_lan and self._serves(here, dst) else None
+        if here.node.is_static and here is not origin:
+            relay = [n for n in here.node.desired_relay_routes() if dst in n]
+            if relay:
+                return self._wg_hop(here, dst, origin.wg_ip)
+        if on_lan:
+            return device  # our own LAN (a connected route beats ours)
+        routes = [r for r in here.node.desired_subnet_routes() if dst in r.network]
+        if not routes:
+            return None
+        return self._wg_hop(here, dst, origin.wg_ip)
+
+    def reaches(self, a: str, device_name: str) -> list[str] | None:
+        """Host names a ping from ``a`` to the device crosses there and back
+        (the gateway masquerades: the answer returns through it), or None."""
+        device = self.devices[device_name]
+        src = self.hosts[a]
+        if src.node is None:
+            return None
+        hops, here = [a], src
+        for _ in range(8):
+            nxt = self._toward_device(here, device, src)
+            if nxt is None:
+                return None
+            if isinstance(nxt, Device):
+                hops.append(device.name)
+                break
+            hops.append(nxt.name)
+            here = nxt
+        else:
+            return None
+        if here is src:
+            return hops
+        # The answer: from the gateway back to a, with the device's source address.
+        origin, at = IPv4Address(device.address), here
+        for _ in range(8):
+            if at is src:
+                return hops
+            assert at.node is not None
+            nxt = self._wg_hop(at, src.wg_ip, origin)
+            if nxt is None:
+                return None
+            hops.append(nxt.name)
+            at = nxt
+        return None
+
+    def gateway_used(self, a: str, device_name: str) -> str | None:
+        """The host that let ``a``'s ping out to the device (None: not reached,
+        or ``a`` is on the device's LAN itself)."""
+        hops = self.reaches(a, device_name)
+        if hops is None or len(hops) < 3:
+            return None
+        return hops[hops.index(device_name) - 1]
 
     def pings(self, a: str, b: str) -> bool:
         return self.path(a, b) is not None and self.path(b, a) is not None

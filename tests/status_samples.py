@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from wg_netmanager import status_text
-from wg_netmanager.core.status import NodeStatus, PeerStatus
+from wg_netmanager.core.status import NodeStatus, PeerStatus, SubnetStatus
 
 ALICE_KEY = "QUxJQ0VrZXlBTElDRWtleUFMSUNFa2V5QUxJQ0VrZXk="
 BOB_KEY = "Qk9Ca2V5Qk9Ca2V5Qk9Ca2V5Qk9Ca2V5Qk9Ca2V5MA="
@@ -43,7 +43,21 @@ def peer(ip: str, name: str, path: str, kind: str, **more: Any) -> PeerStatus:
     return result
 
 
-def sample_status(peers: tuple[PeerStatus, ...] | None = None) -> NodeStatus:
+def sample_subnets() -> tuple[SubnetStatus, ...]:
+    """The lamp's LAN behind charlie (down) and dave (used), and an exit node not used."""
+    charlie, dave, alice = (IPv4Address(f"10.1.1.{n}") for n in (3, 4, 1))
+    return (
+        SubnetStatus(
+            IPv4Network("192.168.1.0/24"), (charlie, dave), ("charlie", "dave"), (dave,), dave,
+            "routed",
+        ),
+        SubnetStatus(IPv4Network("0.0.0.0/0"), (alice,), ("alice",), (alice,), None, "unused"),
+    )  # fmt: skip
+
+
+def sample_status(
+    peers: tuple[PeerStatus, ...] | None = None, subnets: tuple[SubnetStatus, ...] = ()
+) -> NodeStatus:
     if peers is None:
         peers = (
             peer(
@@ -77,6 +91,7 @@ def sample_status(peers: tuple[PeerStatus, ...] | None = None) -> NodeStatus:
         statics_total=1,
         drops={"bad seal": 2},
         table_version=0,
+        subnets=subnets,
     )
     return status
 

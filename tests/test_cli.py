@@ -228,6 +228,76 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.strip() == cli.__version__
 
 
+GATEWAYS = """\
+gateways:
+  - wgIp: 10.1.1.3
+    routes: [192.168.1.0/24]
+  - wgIp: 10.1.1.1
+    routes: [0.0.0.0/0, 192.168.9.0/24]
+    masquerade: false
+"""
+
+
+def test_exit_node_from_option_or_peer_yaml(files: dict[str, str]) -> None:
+    Path(files["net"]).write_text(NETWORK + GATEWAYS)
+    node = ["wg0", "10.1.1.9", "bob"]
+    assert settings_for(files, *node).exit_node is None
+    assert settings_for(files, "--exit-node", "10.1.1.1", *node).exit_node == IPv4Address(
+        "10.1.1.1"
+    )
+    write_peer(files, "exitNode: 10.1.1.1\n")
+    assert settings_for(files, *node).exit_node == IPv4Address("10.1.1.1")
+
+
+@pytest.mark.parametrize(
+    ("argv", "peer", "fragments"),
+    [
+        (["--exit-node", "10.1.1.3"], "", ["--exit-node", "10.1.1.3 is no exit node", "10.1.1.1"]),
+        (["--exit-node", "10.1.1.9"], "", ["--exit-node", "this node itself"]),
+        (["--exit-node", "10.1.1.x"], "", ["--exit-node", "not an IPv4 address"]),
+        ([], "exitNode: 10.1.1.7\n", ["peer.yaml: exitNode", "10.1.1.7 is no exit node"]),
+    ],
+)
+def test_bad_exit_node(
+    files: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    peer: str,
+    fragments: list[str],
+) -> None:
+    Path(files["net"]).write_text(NETWORK + GATEWAYS)
+    write_peer(files, peer or "# nothing\n")
+    code, out, err = run(
+        capsys, "-c", files["net"], "-p", files["peer"], "check", *argv, "wg0", "10.1.1.9", "bob"
+    )
+    assert_one_line_error(code, err, *fragments)
+    assert out == ""
+
+
+def test_an_exit_node_uses_no_other(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    two_exits = GATEWAYS + "  - wgIp: 10.1.1.2\n    routes: [0.0.0.0/0]\n"
+    Path(files["net"]).write_text(NETWORK + two_exits)
+    code, _, err = run(
+        capsys, "-c", files["net"], "check", "--exit-node", "10.1.1.1", "wg0", "10.1.1.2", "eve"
+    )
+    assert_one_line_error(code, err, "--exit-node", "an exit node itself", "cannot use another")
+
+
+def test_check_shows_gateways_and_exit_node(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path(files["net"]).write_text(NETWORK + GATEWAYS)
+    code, out, err = run(
+        capsys, "-c", files["net"], "check", "--exit-node", "10.1.1.1", "wg0", "10.1.1.3", "carl"
+    )
+    assert code == 0, err
+    assert "10.1.1.3        192.168.1.0/24  (this node)" in out
+    assert "10.1.1.1        0.0.0.0/0, 192.168.9.0/24  (no masquerade)" in out
+    assert "exit node:  10.1.1.1" in out
+
+
 # ---------------------------------------------------------------- commands
 
 

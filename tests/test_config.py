@@ -29,6 +29,7 @@ from wg_netmanager.config import (
     warn_if_world_readable,
 )
 from wg_netmanager.core.timers import Timers, timer_names
+from wg_netmanager.model import Gateway
 
 KEY = SHARED_KEY_B64
 NETWORK: dict[str, Any] = {
@@ -345,6 +346,49 @@ FIELD_ERRORS = [
 ]
 
 
+G0 = "gateways[0]"
+LAN = {"wgIp": "10.1.1.3", "routes": ["192.168.1.0/24"]}
+
+
+def _gateways(*entries: Any) -> Callable[[dict[str, Any]], None]:
+    return _set("gateways", value=list(entries))
+
+
+def _routes(*routes: Any) -> Callable[[dict[str, Any]], None]:
+    return _gateways({"wgIp": "10.1.1.3", "routes": list(routes)})
+
+
+FIELD_ERRORS += [
+    (_set("gateways", value="10.1.1.3"), ["gateways: expected a list", "wgIp/routes"]),
+    (_gateways("10.1.1.3"), [f"{G0}: expected a mapping", "wgIp and routes"]),
+    (_gateways({"routes": ["192.168.1.0/24"]}), [f"{G0}.wgIp: missing", "10.1.1.1"]),
+    (_gateways({"wgIp": "10.1.1.3"}), [f"{G0}.routes: missing", "192.168.1.0/24"]),
+    (_gateways({**LAN, "route": []}), [f"{G0}.route: unknown key", "wgIp, routes, masquerade"]),
+    (_gateways({**LAN, "wgIp": "10.2.0.3"}), [f"{G0}.wgIp", "outside subnet 10.1.1.0/24"]),
+    (_gateways({**LAN, "wgIp": "10.1.1.255"}), [f"{G0}.wgIp", "broadcast address"]),
+    (_gateways({**LAN, "wgIp": "charlie"}), [f"{G0}.wgIp", "not an IPv4 address"]),
+    (_gateways(LAN, LAN), ["gateways[1].wgIp", "already gateways[0]", "one entry"]),
+    (_gateways({**LAN, "routes": "192.168.1.0/24"}), [f"{G0}.routes: expected a list"]),
+    (_gateways({**LAN, "routes": []}), [f"{G0}.routes: expected a list", "got a list"]),
+    (_gateways({**LAN, "masquerade": "no"}), [f"{G0}.masquerade", "true or false", "'no'"]),
+    (_routes("192.168.1.0"), [f"{G0}.routes[0]", "no prefix length", "/24", "/32"]),
+    (_routes("192.168.1.1/24"), [f"{G0}.routes[0]", "host bits set", "write 192.168.1.0/24"]),
+    (_routes("192.168.1.0/33"), [f"{G0}.routes[0]", "not an IPv4 network"]),
+    (_routes("192.168.01.0/24"), [f"{G0}.routes[0]", "not an IPv4 network"]),
+    (_routes("192.168.1.0/255.255.255.0"), [f"{G0}.routes[0]", "prefix length as a number"]),
+    (_routes("lan"), [f"{G0}.routes[0]", "no prefix length"]),
+    (_routes(24), [f"{G0}.routes[0]: expected text", "192.168.1.0/24"]),
+    (_routes("fd00::/64"), [f"{G0}.routes[0]", "IPv6 is not supported"]),
+    (_routes("10.1.1.128/25"), [f"{G0}.routes[0]", "overlaps the mesh subnet 10.1.1.0/24"]),
+    (_routes("10.0.0.0/8"), [f"{G0}.routes[0]", "overlaps the mesh subnet", "0.0.0.0/0"]),
+    (_routes("10.1.1.7/32"), [f"{G0}.routes[0]", "overlaps the mesh subnet"]),
+    (_routes("127.0.0.0/8"), [f"{G0}.routes[0]", "never forwarded"]),
+    (_routes("224.0.0.0/3"), [f"{G0}.routes[0]", "never forwarded"]),
+    (_routes("192.0.0.0/2"), [f"{G0}.routes[0]", "overlaps 224.0.0.0/4"]),
+    (_routes("192.168.1.0/24", "192.168.1.0/24"), [f"{G0}.routes[1]", "listed twice"]),
+]
+
+
 @pytest.mark.parametrize(("change", "fragments"), FIELD_ERRORS)
 def test_field_errors(tmp_path: Path, change: Any, fragments: list[str]) -> None:
     assert_network_error(network_file(tmp_path, change), *fragments)
@@ -363,6 +407,32 @@ def test_long_values_are_shortened(tmp_path: Path) -> None:
         network_file(tmp_path, _set("peers", 0, "wgIp", value="x" * 500))
     )
     assert len(message) < 300
+
+
+def test_gateways(tmp_path: Path) -> None:
+    entries = [
+        {"wgIp": "10.1.1.3", "routes": ["192.168.1.0/24", "192.168.7.5/32"]},
+        {"wgIp": " 10.1.1.4", "routes": ["192.168.1.0/24"], "masquerade": False},
+        {"wgIp": "10.1.1.1", "routes": ["0.0.0.0/0"]},
+    ]
+    net = load_network(network_file(tmp_path, _gateways(*entries)))
+    lan = IPv4Network("192.168.1.0/24")
+    assert net.gateways == (
+        Gateway(IPv4Address("10.1.1.3"), (lan, IPv4Network("192.168.7.5/32")), True),
+        Gateway(IPv4Address("10.1.1.4"), (lan,), False),
+        Gateway(IPv4Address("10.1.1.1"), (IPv4Network("0.0.0.0/0"),), True),
+    )
+    assert net.exit_nodes() == (IPv4Address("10.1.1.1"),)
+    assert net.gateway(IPv4Address("10.1.1.4")) == net.gateways[1]
+    assert net.gateway(IPv4Address("10.1.1.9")) is None
+    assert load_network(network_file(tmp_path)).gateways == ()  # optional
+
+
+def test_a_route_may_hold_a_statics_address(tmp_path: Path) -> None:
+    """The mesh's own traffic never takes a gateway's route (forwarding.py:
+    it is marked), so a network may hold a static's endpoint (192.0.2.7)."""
+    path = network_file(tmp_path, _routes("192.0.2.0/24"))
+    assert load_network(path).gateways[0].routes == (IPv4Network("192.0.2.0/24"),)
 
 
 # ---------------------------------------------------------------- peer.yaml
@@ -404,6 +474,8 @@ def test_peer_other_read_errors_even_when_optional(tmp_path: Path) -> None:
         ("wgInterface: wg/0\n", ["wgInterface:", "'/'"]),
         ("existingInterface: 'yes'\n", ["existingInterface:", "true or false"]),
         ("wgip: 10.1.1.1\n", ["wgip: unknown key", "wgIp"]),
+        ("exitNode: 10.1.1\n", ["exitNode:", "not an IPv4"]),
+        ("exitNode: [10.1.1.1]\n", ["exitNode: expected text", "10.1.1.1"]),
         ("- name\n", ["top level", "mapping"]),
     ],
 )

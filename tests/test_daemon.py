@@ -75,14 +75,15 @@ def test_two_daemons_mesh_retry_and_clean_up(
             alice_daemon, bob_daemon = await alice.daemon(), await bob.daemon()
             keys.extend([alice_daemon.keys, bob_daemon.keys])
             await nursery.start(alice_daemon.run)
-            # Set up in order: interface, key and port, address, forwarding (static).
-            names = alice.device.call_names()
-            assert names[:4] == ["create", "configure", "set_address", "enable_forwarding"]
+            # Set up in order: interface, key and port, address, then forwarding.
+            assert alice.device.call_names()[:3] == ["create", "configure", "set_address"]
+            assert alice.forwarding.call_names()[0] == "apply"
             await nursery.start(bob_daemon.run)
             await wait_for(lambda: bob_daemon.keys.public_b64 in alice.device.peers)
             await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
             await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))
-            assert alice.device.forwarding and not bob.device.forwarding
+            assert alice.forwarding.plan is not None and alice.forwarding.plan.relay
+            assert bob.forwarding.plan is not None and not bob.forwarding.plan.needs_table
             assert bob.device.peers[alice_daemon.keys.public_b64].endpoint == (ALICE_IP, 50001)
             nursery.cancel_scope.cancel()
 
@@ -92,6 +93,7 @@ def test_two_daemons_mesh_retry_and_clean_up(
     assert not alice.device.created and not bob.device.created
     assert bob.routes.tables["wg0"] == set()
     assert "destroy" in alice.device.call_names()
+    assert alice.forwarding.plan is None and "release" in alice.forwarding.call_names()
     assert not alice.host.net.sockets
     # Secrets never reach the log.
     for pair in keys:
@@ -250,7 +252,8 @@ def test_transient_setup_failures_are_logged_and_retried(
         async with trio.open_nursery() as nursery:
             daemon = await alice.daemon()
             await nursery.start(daemon.run)
-            assert dev.created and dev.listen_port == 50001 and dev.forwarding
+            assert dev.created and dev.listen_port == 50001
+            assert alice.forwarding.plan is not None and alice.forwarding.plan.relay
             errors.append(daemon.startup_error)
             nursery.cancel_scope.cancel()
 

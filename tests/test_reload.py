@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 from dataclasses import replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from tests.waits import wait_for
 from wg_netmanager import cli
 from wg_netmanager import daemon as daemon_module
 from wg_netmanager.config import Settings, load_network
+from wg_netmanager.model import Gateway
 from wg_netmanager.proc import CommandError
 from wg_netmanager.reload import plan_reload
 
@@ -295,7 +296,8 @@ def test_sighup_reloads_and_sigterm_stops_and_a_terminal_hangup_stops() -> None:
 
 
 def settings_with(base: Settings, **changes: object) -> Settings:
-    network = {k: v for k, v in changes.items() if k in ("peers", "timers", "shared_key", "links")}
+    fields = ("peers", "timers", "shared_key", "gateways", "links")
+    network = {k: v for k, v in changes.items() if k in fields}
     rest = {k: v for k, v in changes.items() if k not in network}
     return replace(base, network=replace(base.network, **network), **rest)  # type: ignore[arg-type]
 
@@ -326,6 +328,18 @@ def test_the_plan_of_a_reload(tmp_path: Path) -> None:
         f"{alice.network.path}: peers: this node's entry 192.0.2.1:50001 admin 50501 -> "
         "(none: dynamic) needs a restart"
     )
+
+
+def test_gateways_and_the_exit_node_need_a_restart(tmp_path: Path) -> None:
+    """Whether a node pings fast and forwards is fixed for its run."""
+    _alice, bob = make_settings(tmp_path)
+    lamp = (Gateway(IPv4Address("10.1.1.1"), (IPv4Network("192.168.1.0/24"),)),)
+    changed = plan_reload(bob, settings_with(bob, gateways=lamp, exit_node=IPv4Address("10.1.1.1")))
+    assert changed.needs_restart == (
+        f"{bob.network.path}: gateways changed; that needs a restart",
+        "exit node None -> 10.1.1.1 needs a restart; still None",
+    )
+    assert changed.settings.network.gateways == () and changed.settings.exit_node is None
 
 
 # --- log lines under journald --------------------------------------------------------------

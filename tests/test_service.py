@@ -65,6 +65,20 @@ def install(
     return run(capsys, "install", "--root", str(root), "--init", init, *argv)
 
 
+def test_install_keeps_the_exit_node_in_peer_yaml(
+    net: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    net.write_text(NETWORK + "gateways:\n  - wgIp: 10.1.1.1\n    routes: [0.0.0.0/0]\n")
+    root = tmp_path / "root"
+    argv = ["-c", str(net), "--exit-node", "10.1.1.1", "wg7", "10.1.1.5", "eve"]
+    code, _, err = install(capsys, root, "systemd", *argv)
+    assert code == 0, err
+    assert "exitNode: 10.1.1.1\n" in (root / "etc/wg_netmanager/wg7/peer.yaml").read_text()
+    assert services.options_of(root, "wg7") == []
+    settings = cli.build_settings(cli.docopt(cli.USAGE, services.systemd_argv(root, "wg7")[1:]))
+    assert settings.exit_node == IPv4Address("10.1.1.1")
+
+
 # --- systemd ---------------------------------------------------------------------------
 
 

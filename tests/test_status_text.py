@@ -1,10 +1,12 @@
-"""The status header as a person reads it, for a dynamic node and for a static one."""
+"""The status header as a person reads it, for a dynamic node and for a
+static one; the networks behind gateways."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from wg_netmanager.status_text import header_lines
+from tests.status_samples import sample_doc, sample_subnets
+from wg_netmanager.status_text import header_lines, render_text, subnet_lines
 
 
 def doc(**changes: Any) -> dict[str, Any]:
@@ -46,3 +48,33 @@ def test_a_dynamic_node_shows_its_outside_and_its_statics() -> None:
             statics_total=1)
     )  # fmt: skip
     assert "visible as 198.51.100.3:50003" in second and "statics 1/1" in second
+
+
+def test_networks_behind_gateways_who_serves_whether_up_which_one_used() -> None:
+    doc = sample_doc(subnets=sample_subnets())
+    assert subnet_lines(doc) == [
+        "192.168.1.0/24: charlie 10.1.1.3 (down)  dave 10.1.1.4 (up, used)",
+        "0.0.0.0/0 (exit): alice 10.1.1.1 (up)  - not used (this node has no --exit-node)",
+    ]
+    text = render_text(doc)
+    assert text.endswith("networks behind gateways:\n" + "\n".join(subnet_lines(doc)))
+    assert doc["subnets"][0]["serving"] == "10.1.1.4"  # --json: addresses as text
+    assert "networks behind" not in render_text(sample_doc())  # none in the file: no section
+
+
+def test_a_network_without_a_gateway_alive_says_so() -> None:
+    subnet = {
+        "route": "192.168.1.0/24",
+        "gateways": ["10.1.1.3"],
+        "names": [""],
+        "alive": [],
+        "serving": None,
+        "role": "routed",
+    }
+    assert subnet_lines({"subnets": [subnet]}) == [
+        "192.168.1.0/24: 10.1.1.3 (down)  - no gateway alive: unreachable"
+    ]
+    own = dict(subnet, role="own", alive=["10.1.1.3"])
+    assert subnet_lines({"subnets": [own]}) == [
+        "192.168.1.0/24: 10.1.1.3 (up)  - served by this node"
+    ]

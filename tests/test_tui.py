@@ -29,7 +29,7 @@ import urwid
 
 from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings
 from tests.sim import NAMES, Nat, SimNet, working_example
-from tests.status_samples import BOB_KEY, CHARLIE_KEY, peer, sample_doc, table
+from tests.status_samples import BOB_KEY, CHARLIE_KEY, peer, sample_doc, sample_subnets, table
 from wg_netmanager import control, panes, status_text, tui
 
 
@@ -92,6 +92,13 @@ def test_header_and_peer_table_read_like_a_person_expects() -> None:
     assert rows["dave"]["PATH"] == "direct LAN" and rows["dave"]["LATENCY"] == "30.4 ms"
     assert "alice 10.1.1.1 forwards for 1: charlie 10.1.1.3" in text
     assert "q quit" in lines[-1] and "? help" in lines[-1]
+
+
+def test_the_gateway_pane_shows_the_networks_behind_gateways() -> None:
+    text = "\n".join(screen(make_app(sample_doc(subnets=sample_subnets()))))
+    assert "networks behind gateways:" in text
+    assert "192.168.1.0/24: charlie 10.1.1.3 (down)  dave 10.1.1.4 (up, used)" in text
+    assert "networks behind" not in "\n".join(screen(make_app()))
 
 
 def test_a_conflict_is_shown_loudly_under_the_header() -> None:

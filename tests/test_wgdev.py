@@ -184,6 +184,9 @@ def test_uapi_sets_what_the_planned_wg_set_commands_say() -> None:
     ]
     assert uapi.set_lines(grow) == [f"public_key={hx(K3)}", "replace_allowed_ips=true"]
     assert uapi.set_lines(["wg", "set", "wg0", "listen-port", "51820"]) == ["listen_port=51820"]
+    # set_fwmark's hex, and "off" (UAPI takes the mark in decimal, 0 for none)
+    assert uapi.set_lines(["wg", "set", "wg0", "fwmark", "0x51d0"]) == ["fwmark=20944"]
+    assert uapi.set_lines(["wg", "set", "wg0", "fwmark", "off"]) == ["fwmark=0"]
     for bad in (
         ["wg", "show", "wg0"],
         ["wg", "set", "wg0", "private-key", "/dev/stdin"],
@@ -434,6 +437,8 @@ def test_parse_routes() -> None:
         "default via 10.1.1.1\n"
         "unreachable 10.1.1.9\n"
         "10.1.1.6 via inet6 fe80::1\n"
+        "192.168.1.0/24 via 10.1.1.3 proto 57 onlink \n"
+        "192.168.1.7/24 via 10.1.1.3\n"
         "garbage here\n"
         "\n"
     )
@@ -442,6 +447,10 @@ def test_parse_routes() -> None:
         Route(IPv4Address("10.1.1.2")),
         Route(IPv4Address("10.1.1.4")),
         Route(IPv4Address("10.1.1.5"), IPv4Address("10.1.1.2")),
+        # networks count too (what `ip route` shows is filtered by our proto 57)
+        Route(IPv4Address("10.1.1.0"), None, 24),
+        Route(IPv4Address("0.0.0.0"), IPv4Address("10.1.1.1"), 0),
+        Route(IPv4Address("192.168.1.0"), IPv4Address("10.1.1.3"), 24),
     }
 
 
@@ -472,6 +481,27 @@ def test_plan_routes_order() -> None:
         ["ip", "-4", "route", "del", "10.1.1.2/32", "dev", "wg0", *p],
     ]
     assert plan_route_changes("wg0", desired, desired) == []
+
+
+def test_plan_routes_networks_by_destination_network() -> None:
+    """A network is one destination: its gateway changes by replace; a /32
+    and a /24 with the same address are two destinations."""
+    lan = IPv4Network("192.168.1.0/24")
+    actual = {Route.to(lan, IPv4Address("10.1.1.3")), R("192.168.1.0"), R("10.1.1.3")}
+    desired = {Route.to(lan, IPv4Address("10.1.1.1")), R("10.1.1.3")}
+    p = ["proto", ROUTE_PROTO]
+    via = ["via", "10.1.1.1", "dev", "wg0", *p, "onlink"]
+    assert plan_route_changes("wg0", desired, actual) == [
+        ["ip", "-4", "route", "replace", "192.168.1.0/24", *via],
+        ["ip", "-4", "route", "del", "192.168.1.0/32", "dev", "wg0", *p],
+    ]
+    routes = {Route.to(lan, IPv4Address("10.1.1.1"))}
+    text = "192.168.1.0/24 via 10.1.1.1 proto 57 onlink \n"
+    assert parse_routes(text) == routes  # read back as it was written: nothing to do
+    assert plan_route_changes("wg0", routes, parse_routes(text)) == []
+    assert plan_route_changes("wg0", set(), routes) == [
+        ["ip", "-4", "route", "del", "192.168.1.0/24", "via", "10.1.1.1", "dev", "wg0", *p]
+    ]
 
 
 def test_plan_routes_duplicate_dest_does_not_crash() -> None:

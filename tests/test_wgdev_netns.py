@@ -51,6 +51,7 @@ AGENT = r"""
 import base64, json, logging, sys
 from ipaddress import IPv4Address, IPv4Network
 import trio
+from wg_netmanager.forwarding import HostForwarding, plan_for
 from wg_netmanager.model import Route, WgPeer
 from wg_netmanager.proc import CommandError, run
 from wg_netmanager.routes import RouteTable
@@ -80,8 +81,13 @@ async def handle(req):
         await dev.configure(base64.b64decode(req["key"]), req["port"])
     elif op == "set_address":
         await dev.set_address(IPv4Address(req["ip"]), req["prefixlen"])
-    elif op == "enable_forwarding":
-        await dev.enable_forwarding()
+    elif op == "enable_forwarding":  # as a static node (the restore file on the box's tmpfs)
+        forwarding = HostForwarding("/var/run/wireguard/wgnm/" + dev.name + ".restore")
+        subnet = IPv4Network(req.get("subnet", "10.77.1.0/24"))
+        plan = plan_for(dev.name, subnet, subnet[1], is_static=True, gateways=(), exit_node=None)
+        await forwarding.apply(plan)
+    elif op == "set_fwmark":
+        await dev.set_fwmark(req["mark"])
     elif op == "apply_peers":
         desired = {p["key"]: peer(p) for p in req["peers"]}
         await dev.apply_peers(desired, await dev.read_peers())
@@ -404,8 +410,11 @@ def test_existing_interface_and_refusals(veth_lab: VethLab) -> None:
     a.call("set_address", ip="10.9.0.5", prefixlen=24)
     a.call("apply_peers", peers=[{"key": other_pub, "ips": ["10.9.0.2/32"]}])
     a.call("apply_routes", routes=[["10.9.0.2", None]])
+    a.call("set_fwmark", mark=0x776E1234)
+    assert a.call("run", argv=["wg", "show", "wgx", "fwmark"]).strip() == "0x776e1234"
     a.call("destroy")
     assert a.call("exists") is True  # not ours to delete
+    assert a.call("run", argv=["wg", "show", "wgx", "fwmark"]).strip() == "off"
     assert a.call("read_peers") == {}
     assert a.call("read_routes") == []
     assert "inet " not in a.call("run", argv=["ip", "-4", "addr", "show", "dev", "wgx"])

@@ -15,6 +15,8 @@ Where each setting comes from, first match wins:
 * verbosity: ``-v``/``-vv``, else ``verbosity`` in peer.yaml, else 0.
 * static peers: network.yaml ``peers:`` plus every ``-s/--static``; with
   ``-s`` the file may have no ``peers:``.
+* exit node: ``--exit-node``, else ``exitNode`` in peer.yaml, else none (the
+  default route stays as it is).
 
 network.yaml (``-c``/``--network_config``) must exist. peer.yaml
 (``-p``/``--peer_config``) may be missing when it is the default path, but not
@@ -43,6 +45,7 @@ from wg_netmanager.config import (
     check_interface,
     check_name,
     check_wg_ip,
+    exit_node_of,
     generate_shared_key,
     load_network,
     load_peer,
@@ -109,6 +112,8 @@ Options:
   -s SPEC, --static SPEC            a static peer WGIP@HOST:WGPORT[,ADMINPORT] besides the
                                     file's peers (repeatable; ADMINPORT default 50500 +
                                     last octet of WGIP)
+  --exit-node WGIP                  send the default route through this exit node (a
+                                    gateway of network.yaml with the route 0.0.0.0/0)
   --init SYSTEM                     install: systemd or openrc (default: the running one)
   --root DIR                        install: below DIR instead of / (packaging, tests)
   --json                            status as JSON
@@ -217,6 +222,12 @@ def build_settings(args: dict[str, Any]) -> Settings:
             "command line: -t: standard output is not a terminal, so there is no screen "
             "for the TUI; run it in a terminal, or leave out -t to run headless"
         )
+    if args["--exit-node"] is not None:
+        where = "command line: --exit-node"
+        chosen: IPv4Address | None = parse_ipv4(args["--exit-node"].strip(), where)
+    else:
+        where, chosen = f"{peer_file}: exitNode", peer.exit_node
+    exit_node = exit_node_of(network, wg_ip, chosen, where)
     private_key = None
     if static is not None and static.public_key is not None:
         key_path = peer.private_key_file or os.path.join(CONFIG_DIR, f"{interface}.key")
@@ -235,6 +246,7 @@ def build_settings(args: dict[str, Any]) -> Settings:
         tui=not args["--no-tui"] and terminal,
         hopping=args["--wireguard-hopping"],
         private_key=private_key,
+        exit_node=exit_node,
     )
 
 
@@ -267,6 +279,16 @@ def describe(settings: Settings) -> list[str]:
         if value != default:
             changed.append(f"{camel}={value:g} (default {default:g})")
     lines.append("timers:     " + (", ".join(changed) if changed else "defaults"))
+    if network.gateways:
+        lines.append("gateways:")
+    for gateway in network.gateways:
+        routes = ", ".join(str(r) for r in gateway.routes)
+        notes = "" if gateway.masquerade else "  (no masquerade)"
+        if gateway.wg_ip == settings.wg_ip:
+            notes += "  (this node)"
+        lines.append(f"  {gateway.wg_ip!s:15} {routes}{notes}")
+    if settings.exit_node is not None:
+        lines.append(f"exit node:  {settings.exit_node} (the default route goes through it)")
     return lines
 
 

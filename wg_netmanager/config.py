@@ -24,6 +24,7 @@ import yaml
 
 from wg_netmanager.core.timers import Timers, timer_names
 from wg_netmanager.keys import from_b64
+from wg_netmanager.model import DEFAULT_ROUTE, Gateway
 from wg_netmanager.noise import public_key
 
 MAX_FILE_SIZE = 1 << 20  # a real config is a few hundred bytes; refuse before parsing
@@ -44,6 +45,7 @@ _EXAMPLES = {  # how to fill in a missing field
     "endPoint": "e.g. 'endPoint: vps.example.org:50001'",
     "adminPort": "e.g. 'adminPort: 50000'",
     "wgIp": "e.g. 'wgIp: 10.1.1.1'",
+    "routes": "e.g. 'routes: [192.168.1.0/24]'",
 }
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
@@ -83,6 +85,17 @@ class NetworkConfig:
     # docs/architecture.md, lazy links); "eager": every pair, always.
     links: str = "eager"
     warnings: tuple[str, ...] = ()  # one line each ("<file>: <field>: ..."), for stderr or the log
+    # Nodes that forward from the mesh into networks of devices without the
+    # daemon (or to the internet: an exit node), in order of preference.
+    gateways: tuple[Gateway, ...] = ()
+
+    def gateway(self, wg_ip: IPv4Address) -> Gateway | None:
+        """The entry of ``gateways:`` for ``wg_ip``, if there is one."""
+        return next((g for g in self.gateways if g.wg_ip == wg_ip), None)
+
+    def exit_nodes(self) -> tuple[IPv4Address, ...]:
+        """The gateways whose routes include 0.0.0.0/0, in the file's order."""
+        return tuple(g.wg_ip for g in self.gateways if DEFAULT_ROUTE in g.routes)
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ class PeerConfig:
     existing_interface: bool | None = None
     private_key_file: str | None = None
     verbosity: int | None = None  # as many -v; a reload applies it
+    exit_node: IPv4Address | None = None  # send the default route through this gateway
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,9 @@ class Settings:
     # A pinned static's own key (its publicKey is in network.yaml); None: a
     # fresh key pair at every start.
     private_key: bytes | None = field(default=None, repr=False)
+    # The exit node this node sends its default route through (opt-in); it is
+    # a gateway of network.yaml with the route 0.0.0.0/0.
+    exit_node: IPv4Address | None = None
 
     @property
     def static(self) -> StaticPeer | None:
@@ -538,6 +555,123 @@ def _links(path: str, value: Any) -> str:
     return str(value)
 
 
+# Networks a gateway route must not touch: they are never forwarded.
+_UNROUTABLE = tuple(
+    IPv4Network(n)
+    for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32")
+)
+
+
+def _route(path: str, where: str, value: Any, subnet: IPv4Network) -> IPv4Network:
+    """One network of a gateway's ``routes``: strict CIDR, outside the mesh."""
+    text = _text(path, where, value, "192.168.1.0/24").strip()
+    where = f"{path}: {where}"
+    if ":" in text:
+        raise ConfigError(
+            f"{where}: IPv6 is not supported; use an IPv4 network like 192.168.1.0/24"
+        )
+    address, slash, length = text.partition("/")
+    if not slash:
+        raise ConfigError(
+            f"{where}: {_show(text)} has no prefix length; write it like 192.168.1.0/24 "
+            f"(or {address}/32 for one host)"
+        )
+    if not re.fullmatch(r"[0-9]{1,2}", length):
+        raise ConfigError(f"{where}: {_show(text)}: write the prefix length as a number, e.g. /24")
+    try:
+        network = IPv4Network(text)
+    except ValueError:
+        try:
+            loose = IPv4Network(text, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: {_show(text)} is not an IPv4 network; write it like 192.168.1.0/24"
+            ) from None
+        raise ConfigError(f"{where}: {text} has host bits set; write {loose}") from None
+    if network == DEFAULT_ROUTE:
+        return network  # an exit node: the mesh's own routes are more specific
+    if network.overlaps(subnet):
+        raise ConfigError(
+            f"{where}: {network} overlaps the mesh subnet {subnet}; a gateway's routes lie "
+            "outside it (only an exit node's 0.0.0.0/0 may contain it)"
+        )
+    for bad in _UNROUTABLE:
+        if network.overlaps(bad):
+            raise ConfigError(
+                f"{where}: {network} overlaps {bad}, which is never forwarded; "
+                "list the devices' own network"
+            )
+    return network
+
+
+def _gateways(path: str, value: Any, subnet: IPv4Network) -> tuple[Gateway, ...]:
+    """``gateways:``: each node once, each with at least one route."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"{path}: gateways: expected a list of gateways (- wgIp/routes), got {_show(value)}"
+        )
+    gateways: list[Gateway] = []
+    for index, item in enumerate(value):
+        where = f"gateways[{index}]"
+        entry = _mapping(path, where, item, "a mapping with wgIp and routes")
+        _check_keys(path, where, entry, ("wgIp", "routes"), ("masquerade",))
+        ip_text = _text(path, f"{where}.wgIp", entry["wgIp"], "10.1.1.3")
+        wg_ip = parse_ipv4(ip_text.strip(), f"{path}: {where}.wgIp")
+        check_wg_ip(wg_ip, subnet, f"{path}: {where}.wgIp", path)
+        for other_index, other in enumerate(gateways):
+            if other.wg_ip == wg_ip:
+                raise ConfigError(
+                    f"{path}: {where}.wgIp: {wg_ip} is already gateways[{other_index}]; "
+                    "list all its routes in one entry"
+                )
+        items = entry["routes"]
+        if not isinstance(items, list) or not items:
+            raise ConfigError(
+                f"{path}: {where}.routes: expected a list of networks like "
+                f"[192.168.1.0/24], got {_show(items)}"
+            )
+        routes: list[IPv4Network] = []
+        for route_index, route_value in enumerate(items):
+            route_where = f"{where}.routes[{route_index}]"
+            route = _route(path, route_where, route_value, subnet)
+            if route in routes:
+                raise ConfigError(f"{path}: {route_where}: {route} is listed twice; drop one")
+            routes.append(route)
+        masquerade = entry.get("masquerade", True)
+        if not isinstance(masquerade, bool):
+            raise ConfigError(
+                f"{path}: {where}.masquerade: expected true or false, got {_show(masquerade)}"
+            )
+        gateways.append(Gateway(wg_ip, tuple(routes), masquerade))
+    return tuple(gateways)
+
+
+def exit_node_of(
+    network: NetworkConfig, wg_ip: IPv4Address, exit_node: IPv4Address | None, where: str
+) -> IPv4Address | None:
+    """Check this node's choice of exit node (``where``: the option or file that made it)."""
+    if exit_node is None:
+        return None
+    exits = network.exit_nodes()
+    listed = ", ".join(str(ip) for ip in exits) or "none is listed"
+    if exit_node == wg_ip:
+        raise ConfigError(f"{where}: {exit_node} is this node itself; pick another exit node")
+    if exit_node not in exits:
+        raise ConfigError(
+            f"{where}: {exit_node} is no exit node of {network.path}: no gateways entry with "
+            f"wgIp {exit_node} routes 0.0.0.0/0 (exit nodes: {listed})"
+        )
+    own = network.gateway(wg_ip)
+    if own is not None and DEFAULT_ROUTE in own.routes:
+        raise ConfigError(
+            f"{where}: this node is an exit node itself ({network.path} routes 0.0.0.0/0 "
+            "through it); it cannot use another"
+        )
+    return exit_node
+
+
 def _timers(path: str, value: Any) -> Timers:
     if value is None:
         return Timers()
@@ -572,21 +706,23 @@ def load_network(path: str, statics: tuple[StaticPeer, ...] = ()) -> NetworkConf
         raise ConfigError(f"{path}: file is empty; it needs a 'network:' and a 'peers:' section")
     top = _mapping(path, "top level", doc, "a mapping with network, peers and timers")
     if statics:
-        _check_keys(path, "", top, ("network",), ("peers", "timers"))
+        _check_keys(path, "", top, ("network",), ("peers", "timers", "gateways"))
     else:
-        _check_keys(path, "", top, ("network", "peers"), ("timers",))
+        _check_keys(path, "", top, ("network", "peers"), ("timers", "gateways"))
     net = _mapping(path, "network", top["network"], "a mapping with sharedKey and subnet")
     _check_keys(path, "network", net, ("sharedKey", "subnet"), ("links",))
     shared_key = _shared_key(path, net["sharedKey"])
     subnet, subnet_warning = _subnet(path, net["subnet"])
+    peers = _peers(path, top.get("peers"), subnet, statics)
     return NetworkConfig(
         path=path,
         shared_key=shared_key,
         subnet=subnet,
-        peers=_peers(path, top.get("peers"), subnet, statics),
+        peers=peers,
         timers=_timers(path, top.get("timers")),
         links=_links(path, net.get("links", LINK_MODES[0])),
         warnings=(subnet_warning,) if subnet_warning else (),
+        gateways=_gateways(path, top.get("gateways"), subnet),
     )
 
 
@@ -596,9 +732,17 @@ def load_peer(path: str, required: bool) -> PeerConfig:
     if doc is None:  # missing (and optional) or empty: nothing is set
         return PeerConfig()
     top = _mapping(path, "top level", doc, "a mapping with name, wgIp, wgInterface")
-    keys = ("name", "wgIp", "wgInterface", "existingInterface", "verbosity", "privateKeyFile")
+    keys = (
+        "name",
+        "wgIp",
+        "wgInterface",
+        "existingInterface",
+        "verbosity",
+        "privateKeyFile",
+        "exitNode",
+    )
     _check_keys(path, "", top, (), keys)
-    name = wg_ip = interface = existing = verbosity = key_file = None
+    name = wg_ip = interface = existing = verbosity = key_file = exit_node = None
     if top.get("name") is not None:
         name = check_name(_text(path, "name", top["name"], "alice"), f"{path}: name")
     if top.get("wgIp") is not None:
@@ -625,6 +769,9 @@ def load_peer(path: str, required: bool) -> PeerConfig:
     if top.get("privateKeyFile") is not None:
         example = "/etc/wg_netmanager/wg0.key"
         key_file = _text(path, "privateKeyFile", top["privateKeyFile"], example)
+    if top.get("exitNode") is not None:
+        text = _text(path, "exitNode", top["exitNode"], "10.1.1.1")
+        exit_node = parse_ipv4(text.strip(), f"{path}: exitNode")
     return PeerConfig(
         name=name,
         wg_ip=wg_ip,
@@ -632,6 +779,7 @@ def load_peer(path: str, required: bool) -> PeerConfig:
         existing_interface=existing,
         verbosity=verbosity,
         private_key_file=key_file,
+        exit_node=exit_node,
     )
 
 

@@ -3,15 +3,17 @@
 The core is built first (``build_node``: static peers resolved, local
 addresses read) and handed to :class:`Daemon` together with its
 collaborators: the WireGuard device (``wgdev.WgDevice``), the route table
-(``routes.Routes``) and the machine (``host.Host``: wall clock, local
-addresses and their changes, DNS, the admin socket, a static's call-back
-file). One nursery, small tasks, one owner of shutdown:
+(``routes.Routes``), what the host forwards and how an exit node's user
+routes (``forwarding.Forwarding``) and the machine (``host.Host``: wall
+clock, local addresses and their changes, DNS, the admin socket, a static's
+call-back file). One nursery, small tasks, one owner of shutdown:
 
 - ``_receive``: admin UDP socket -> ``node.receive_datagram``
 - ``_drive``: sleeps until ``node.get_timer()`` (or a kick) -> ``handle_timer``
 - ``_wireguard``: reads ``wg show`` (fast while a handshake is awaited),
   feeds it to the core and reconciles WireGuard peers and kernel routes by
   difference whenever the desired state changed or every reconcile_interval
+  (and a static's relay table, see forwarding.py)
 - ``_resolve``: static peers' host names, periodically and when the core
   asks (dynamic DNS)
 - ``_local_addresses`` with ``_watch_links``: the host reports address
@@ -46,7 +48,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from random import Random
 
 import trio
@@ -56,6 +58,7 @@ from .config import ConfigError, Settings
 from .core.events import PeerConnected
 from .core.node import Node, StaticTarget
 from .demand import DemandSensor, DemandSource
+from .forwarding import Forwarding, ForwardPlan, HostForwarding, plan_for, route_table
 from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
 from .keys import KeyPair
@@ -116,10 +119,27 @@ async def build_node(
         now=trio.current_time(),
         rng=rng or Random(),
         lazy=net.links == "lazy",
+        gateways=net.gateways,
+        exit_node=settings.exit_node,
     )
     addresses = await read_local_addresses(host, settings.interface, fallback=[])
     node.set_local_addresses(addresses, trio.current_time())
+    if net.gateways:
+        networks = await read_local_networks(host, settings.interface, fallback=None)
+        node.set_local_networks(networks or [], trio.current_time())
     return node
+
+
+def forward_plan(settings: Settings) -> ForwardPlan:
+    """What the node of ``settings`` forwards, and whether it uses an exit node."""
+    return plan_for(
+        settings.interface,
+        settings.network.subnet,
+        settings.wg_ip,
+        is_static=settings.is_static,
+        gateways=settings.network.gateways,
+        exit_node=settings.exit_node,
+    )
 
 
 class Daemon:
@@ -131,6 +151,7 @@ class Daemon:
         *,
         device: WgDevice,
         routes: Routes,
+        forwarding: Forwarding,
         host: Host,
         notifier: Notifier | None = None,
         load_settings: Callable[[], Settings] | None = None,
@@ -143,6 +164,7 @@ class Daemon:
         self.keys = keys
         self.device = device
         self.routes = routes
+        self.forwarding = forwarding
         self.host = host
         self._sock: DatagramSocket | None = None  # bound in _setup
         self._kick = trio.Event()
@@ -222,8 +244,10 @@ class Daemon:
                 self.timeline.mark("device created")
                 await self.device.configure(self.keys.private, s.wg_port)
                 await self.device.set_address(s.wg_ip, s.network.subnet.prefixlen)
-                if s.is_static:
-                    await self.device.enable_forwarding()
+                plan = forward_plan(s)
+                if plan.route_table:  # the underlay stays outside our routes
+                    await self.device.set_fwmark(route_table(s.interface))
+                await self.forwarding.apply(plan)
                 self.timeline.mark("device up")
                 return
             except CommandError as exc:
@@ -233,9 +257,12 @@ class Daemon:
                 await trio.sleep(pause)
 
     async def _open_socket(self) -> DatagramSocket:
-        port = self.settings.admin_port
+        s = self.settings
+        port = s.admin_port
+        # Marked like WireGuard's own datagrams: the underlay never enters our routes.
+        mark = route_table(s.interface) if forward_plan(s).route_table else 0
         try:
-            sock = await self.host.open_datagram_socket(port)
+            sock = await self.host.open_datagram_socket(port, mark)
         except OSError as exc:
             raise StartupError(f"cannot use admin port {port}: {exc.strerror}") from None
         self._sock = sock
@@ -276,6 +303,10 @@ class Daemon:
             self.node.shutdown(trio.current_time())
             await self._flush()
             sock.close()
+        try:
+            await self.forwarding.release()
+        except CommandError as exc:
+            log.error("cleanup: %s", exc)
         try:
             actual = await self.routes.read(self.settings.interface)
             await self.routes.apply(self.settings.interface, set(), actual)
@@ -381,6 +412,9 @@ class Daemon:
                     if desired:
                         self.timeline.mark("first peer set")
                     await self._apply_routes(ifname, node.desired_routes())
+                    await self.forwarding.set_routes(
+                        node.desired_subnet_routes(), node.desired_relay_routes()
+                    )
                     self._applied_version = version
                     node.wg_applied(version, trio.current_time())
                     await self._flush()
@@ -454,7 +488,24 @@ class Daemon:
                     await self.device.rebind(node.desired_peers())
                 except CommandError as exc:
                     log.warning("%s", exc)
+                await self._addresses_moved()
             await self._flush()
+
+    async def _addresses_moved(self) -> None:
+        """Our addresses changed: a network of a gateway may now be local (or no
+        longer), and a gateway's networks may leave through other interfaces."""
+        s = self.settings
+        if not s.network.gateways:
+            return
+        networks = await read_local_networks(self.host, s.interface, fallback=None)
+        if networks is not None:
+            self.node.set_local_networks(networks, trio.current_time())
+        plan = forward_plan(s)
+        if plan.routes:
+            try:
+                await self.forwarding.apply(plan)
+            except CommandError as exc:
+                log.warning("%s (retrying at the next change)", exc)
 
     async def _watch_links(self) -> None:
         """Keep the host's link watch running (restarted with backoff if it
@@ -720,6 +771,17 @@ async def read_local_addresses(host: Host, interface: str, fallback: list[str]) 
         return fallback
 
 
+async def read_local_networks(
+    host: Host, interface: str, fallback: list[IPv4Network] | None
+) -> list[IPv4Network] | None:
+    """The host's prefixes except on our interface; ``fallback`` (logged) if ``ip`` fails."""
+    try:
+        return await host.local_networks(exclude=interface)
+    except CommandError as exc:
+        log.warning("%s (retrying)", exc)
+        return fallback
+
+
 async def _sendto(sock: DatagramSocket, data: bytes, addr: Endpoint) -> None:
     try:
         await sock.sendto(data, addr)
@@ -763,12 +825,14 @@ async def serve(
             node = await build_node(settings, keys, host)
             timeline.mark("node built")
             device = WgInterface(settings.interface, existing=settings.existing_interface)
+            restore = control.runtime_path(settings.interface, "restore")
             daemon = Daemon(
                 settings,
                 node,
                 keys,
                 device=device,
                 routes=RouteTable(),
+                forwarding=HostForwarding(restore),
                 host=host,
                 notifier=notifier,
                 load_settings=load_settings,

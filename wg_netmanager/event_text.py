@@ -7,7 +7,7 @@ shows them in its log pane, ``status`` shows conflicts with them.
 from __future__ import annotations
 
 import logging
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 from .core import events as ev
 from .keys import short
@@ -77,6 +77,8 @@ def describe(event: ev.Event) -> str:
             return f"{label(peer)}: punch failed, wg has {reading}"
         case ev.PathStateChanged(peer, old, new, trigger):
             return f"{label(peer)}: path {old} -> {new} ({trigger})"
+        case ev.SubnetGatewayChanged(route, gateway, previous, reason):
+            return _subnet_move(route, gateway, previous, reason)
         case ev.LocalAddressesChanged(addresses):
             return f"local addresses now {', '.join(addresses) or 'none'}"
         case ev.StaticResolved(host, address):
@@ -91,6 +93,25 @@ def describe(event: ev.Event) -> str:
     raise TypeError(f"not an event: {event!r}")  # our own bug
 
 
+def _subnet_move(
+    route: IPv4Network, gateway: ev.PeerRef | None, previous: ev.PeerRef | None, reason: str
+) -> str:
+    was = f" (was {label(previous)})" if previous is not None else ""
+    if gateway is None:
+        if reason == "local":
+            return f"{route} is on our own network now{was}"
+        if reason == "own":
+            return f"{route} is served by this node{was}"
+        return f"{route}: no gateway alive{was}"
+    if reason == "failover" and previous is not None:
+        return f"{route} now via {label(gateway)}: {label(previous)} is gone"
+    if reason == "return" and previous is not None:
+        return f"{route} back via {label(gateway)} (listed before {label(previous)})"
+    if reason == "preferred" and previous is not None:
+        return f"{route} via {label(gateway)} (listed before {label(previous)})"
+    return f"{route} via {label(gateway)}"
+
+
 _DEBUG = (ev.HolderAsked, ev.PunchFailed, ev.PathStateChanged, ev.ResolveRequested)
 
 
@@ -101,6 +122,8 @@ def level(event: ev.Event) -> int:
     if isinstance(event, ev.PeerSilent | ev.OldVersion) or (
         isinstance(event, ev.DirectLinkFailed) and event.lost
     ):
+        return logging.WARNING
+    if isinstance(event, ev.SubnetGatewayChanged) and event.reason in ("down", "failover"):
         return logging.WARNING
     if isinstance(event, _DEBUG):
         return logging.DEBUG

@@ -19,7 +19,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, Protocol
 
 import trio
@@ -57,6 +57,11 @@ class Host(Protocol):
         raises :class:`~wg_netmanager.proc.CommandError`."""
         ...
 
+    async def local_networks(self, exclude: str) -> list[IPv4Network]:
+        """The prefixes of those addresses (this machine's connected routes);
+        raises :class:`~wg_netmanager.proc.CommandError`."""
+        ...
+
     async def watch_links(
         self,
         on_change: Callable[[str | None], None],
@@ -72,8 +77,9 @@ class Host(Protocol):
         """The IPv4 address of host ``name``; None (logged) if it does not resolve."""
         ...
 
-    async def open_datagram_socket(self, port: int) -> DatagramSocket:
-        """A UDP socket bound to ``port`` on every address; OSError if it cannot be."""
+    async def open_datagram_socket(self, port: int, mark: int = 0) -> DatagramSocket:
+        """A UDP socket bound to ``port`` on every address, its packets carrying
+        ``mark`` (SO_MARK; 0: none); OSError if it cannot be."""
         ...
 
     def read_peers_file(self, path: str) -> dict[IPv4Address, Endpoint]:
@@ -103,6 +109,10 @@ class SystemHost:
     async def local_addresses(self, exclude: str) -> list[str]:
         out = await run(["ip", "-4", "-o", "addr", "show", "scope", "global"])
         return parse_local_addresses(out, exclude)
+
+    async def local_networks(self, exclude: str) -> list[IPv4Network]:
+        out = await run(["ip", "-4", "-o", "addr", "show", "scope", "global"])
+        return parse_local_networks(out, exclude)
 
     async def watch_links(
         self,
@@ -142,14 +152,18 @@ class SystemHost:
             log.warning("cannot resolve %s: %s", name, exc)
         return None
 
-    async def open_datagram_socket(self, port: int) -> DatagramSocket:
+    async def open_datagram_socket(self, port: int, mark: int = 0) -> DatagramSocket:
         bound, self._admin_socket = self._admin_socket, None
         if bound is not None:
             if bound.getsockname()[1] == port:
+                if mark:  # the underlay, not an exit node's default route (see forwarding.py)
+                    bound.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
                 return trio.socket.from_stdlib_socket(bound)
             bound.close()
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         try:
+            if mark:  # the underlay, not an exit node's default route (see forwarding.py)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
             await sock.bind(("0.0.0.0", port))
         except OSError:
             sock.close()
@@ -183,6 +197,21 @@ def parse_local_addresses(text: str, exclude: str) -> list[str]:
             continue
         addresses.append(address)
     return sorted(set(addresses))
+
+
+def parse_local_networks(text: str, exclude: str) -> list[IPv4Network]:
+    """The prefixes of ``ip -4 -o addr show scope global`` (``noprefixroute``
+    addresses have no connected route: left out), except on ``exclude``."""
+    networks = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[2] != "inet" or "noprefixroute" in fields:
+            continue
+        if fields[1].partition("@")[0] in (exclude, "lo"):
+            continue
+        with contextlib.suppress(ValueError):
+            networks.add(IPv4Interface(fields[3]).network)
+    return sorted(networks)
 
 
 def deleted_link(line: str) -> str | None:

@@ -58,12 +58,41 @@ class WgPeerReading:
 
 @dataclass(frozen=True, order=True)
 class Route:
-    """A kernel route on the WireGuard interface: ``dest/32 [via gateway] dev <if>``."""
+    """A kernel route on the WireGuard interface: ``dest/prefixlen [via gateway] dev <if>``.
 
-    dest: IPv4Address
+    A node's route (``prefixlen`` 32, the default) or a network behind a
+    gateway (a LAN, ``gateways:`` in network.yaml). ``via`` is the WireGuard
+    peer the traffic goes to (the node itself, or the static that relays it).
+    """
+
+    dest: IPv4Address  # the network address
     via: IPv4Address | None = None
+    prefixlen: int = 32
+
+    @property
+    def network(self) -> IPv4Network:
+        return IPv4Network((self.dest, self.prefixlen))
+
+    @classmethod
+    def to(cls, network: IPv4Network, via: IPv4Address | None = None) -> Route:
+        return cls(network.network_address, via, network.prefixlen)
 
     def __str__(self) -> str:
         if self.via is None:
-            return f"{self.dest}/32"
-        return f"{self.dest}/32 via {self.via}"
+            return f"{self.dest}/{self.prefixlen}"
+        return f"{self.dest}/{self.prefixlen} via {self.via}"
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """An entry of network.yaml ``gateways:``: the node ``wg_ip`` forwards
+    from the mesh into ``routes`` (networks of devices that run no daemon,
+    or 0.0.0.0/0 for an exit node), masquerading unless told not to."""
+
+    wg_ip: IPv4Address
+    routes: tuple[IPv4Network, ...]
+    masquerade: bool = True
+
+
+DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
+"""An exit node's route: used only by the nodes that opt in to it."""

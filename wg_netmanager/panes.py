@@ -34,6 +34,7 @@ from .status_text import (
     path_label,
     peer_cells,
     sort_peers,
+    subnet_lines,
 )
 
 TICK = 1.0  # s: ages, rates and uptime move even when nothing happens
@@ -241,7 +242,7 @@ class PeerTable(Pane):
 
 
 class GatewayList(Pane):
-    """Who forwards for whom."""
+    """Who forwards for whom, and the networks behind gateways."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -251,6 +252,9 @@ class GatewayList(Pane):
         lines = gateway_lines(doc)
         if doc.get("is_static"):
             lines.append("this node is static: it forwards for nodes without a direct link")
+        subnets = subnet_lines(doc)
+        if subnets:
+            lines += ["networks behind gateways:", *subnets]
         focus = self.walker.focus if len(self.walker) else 0
         self.walker[:] = [urwid.AttrMap(Row(" " + line), None, "selected") for line in lines]
         self.walker.set_focus(min(focus or 0, len(lines) - 1))

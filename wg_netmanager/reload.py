@@ -6,8 +6,9 @@ runs from now on. Applied while running: the timers, the other static peers
 (added, removed, moved), the verbosity. Kept until a restart, each with one
 warning line: this node's identity (name, wgIp, interface, existing
 interface), its ports and its own entry under ``peers`` (whether it is a
-static), the shared key, the subnet and the link mode. The daemon applies the result
-(``Daemon.reload``); a file that no longer validates never gets here.
+static), the shared key, the subnet, the link mode, the ``gateways`` and the
+exit node. The daemon applies the result (``Daemon.reload``); a file that no
+longer validates never gets here.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ def _kept_back(running: Settings, loaded: Settings) -> list[str]:
         lines.append(line(f"{new_net.path}: network.subnet", old_net.subnet, new_net.subnet))
     if new_net.links != old_net.links:
         lines.append(line(f"{new_net.path}: network.links", old_net.links, new_net.links))
+    if new_net.gateways != old_net.gateways:
+        lines.append(f"{new_net.path}: gateways changed; that needs a restart")
+    if loaded.exit_node != running.exit_node:
+        lines.append(line("exit node", running.exit_node, loaded.exit_node))
     if running.wg_ip == loaded.wg_ip and running.static != _own(loaded, running.wg_ip):
         before, after = _role(running.static), _role(_own(loaded, running.wg_ip))
         lines.append(line(f"{new_net.path}: peers: this node's entry", before, after))

@@ -1,8 +1,9 @@
-"""Kernel host routes on the WireGuard interface.
+"""Kernel routes on the WireGuard interface (main table).
 
 The core computes the desired set of :class:`~wg_netmanager.model.Route`
-(``dest/32 [via gateway] dev <if>``); this module reads the actual set and
-applies the difference with ``ip route``.
+(``dest/32 [via gateway] dev <if>`` for nodes, ``net/len via peer dev <if>``
+for the networks behind gateways); this module reads the actual set and
+applies the difference with ``ip route``, one destination network at a time.
 
 Every route we install carries ``proto 57`` (see :data:`ROUTE_PROTO`), and we
 only ever read back and delete routes with that protocol, so routes that an
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
 from .model import Route
@@ -42,22 +43,22 @@ class Routes(Protocol):
     async def apply(self, ifname: str, desired: set[Route], actual: set[Route]) -> None: ...
 
 
-def _parse_dest(token: str) -> IPv4Address | None:
-    addr, slash, plen = token.partition("/")
-    if slash and plen != "32":
-        return None
+def _parse_dest(token: str) -> IPv4Network | None:
+    if token == "default":
+        return IPv4Network("0.0.0.0/0")
     try:
-        return IPv4Address(addr)
+        return IPv4Network(token)  # a bare address is a /32; host bits set: not a route
     except ValueError:
         return None
 
 
 def parse_routes(text: str) -> set[Route]:
-    """Parse ``ip -4 route show dev X [proto P]`` output into host routes.
+    """Parse ``ip -4 route show dev X [proto P]`` output into routes.
 
-    Lines look like ``10.1.1.3 via 10.1.1.1 proto 57 onlink`` or
-    ``10.1.1.2/32 scope link``.  Only unicast /32 routes count; everything
-    else (prefix routes, ``unreachable ...``, ``default ...``) is ignored.
+    Lines look like ``10.1.1.3 via 10.1.1.1 proto 57 onlink``,
+    ``10.1.1.2/32 scope link`` or ``192.168.1.0/24 via 10.1.1.3 proto 57
+    onlink``.  Only unicast routes count; other types (``unreachable ...``,
+    ``broadcast ...``) are ignored.
     """
     routes: set[Route] = set()
     for line in text.splitlines():
@@ -76,20 +77,20 @@ def parse_routes(text: str) -> set[Route]:
                 via = IPv4Address(fields[i + 1])
             except ValueError:  # e.g. ``via inet6 ...``
                 continue
-        routes.add(Route(dest, via))
+        routes.add(Route.to(dest, via))
     return routes
 
 
 async def read_routes(ifname: str) -> set[Route]:
-    """The /32 routes with our protocol on ``ifname``."""
+    """The routes with our protocol on ``ifname``."""
     out = await run(["ip", "-4", "route", "show", "dev", ifname, "proto", ROUTE_PROTO])
     return parse_routes(out)
 
 
-def _route_key(route: Route) -> tuple[bool, IPv4Address, IPv4Address]:
+def _route_key(route: Route) -> tuple[bool, IPv4Address, int, IPv4Address]:
     # Route's own ordering compares ``via`` None with an address (TypeError)
     # when two routes share a destination; this key never does.
-    return (route.via is not None, route.dest, route.via or IPv4Address(0))
+    return (route.via is not None, route.dest, route.prefixlen, route.via or IPv4Address(0))
 
 
 def plan_route_changes(
@@ -103,17 +104,17 @@ def plan_route_changes(
     destinations that are no longer desired.  A destination that merely
     changes its gateway is handled by the ``replace`` alone.
     """
-    desired_by_dest: dict[IPv4Address, Route] = {}
+    desired_by_dest: dict[IPv4Network, Route] = {}
     for route in sorted(desired, key=_route_key):
-        if route.dest in desired_by_dest:
-            log.warning("two desired routes for %s, using %s", route.dest, route)
-        desired_by_dest[route.dest] = route
+        if route.network in desired_by_dest:
+            log.warning("two desired routes for %s, using %s", route.network, route)
+        desired_by_dest[route.network] = route
     actual_set = set(actual)
     cmds: list[list[str]] = []
     to_add = [r for r in desired_by_dest.values() if r not in actual_set]
     to_add.sort(key=_route_key)  # direct routes first
     for route in to_add:
-        cmd = ["ip", "-4", "route", "replace", f"{route.dest}/32"]
+        cmd = ["ip", "-4", "route", "replace", str(route.network)]
         if route.via is not None:
             # onlink: the gateway is reachable over the tunnel whether or not
             # the kernel already has a route to it; WireGuard itself picks the
@@ -124,9 +125,9 @@ def plan_route_changes(
             cmd.append("onlink")
         cmds.append(cmd)
     for route in sorted(actual_set, key=_route_key):
-        if route.dest in desired_by_dest:
+        if route.network in desired_by_dest:
             continue
-        cmd = ["ip", "-4", "route", "del", f"{route.dest}/32"]
+        cmd = ["ip", "-4", "route", "del", str(route.network)]
         if route.via is not None:
             cmd += ["via", str(route.via)]
         cmd += ["dev", ifname, "proto", ROUTE_PROTO]

@@ -135,6 +135,8 @@ def peer_text(settings: Settings) -> str:
         lines.append("existingInterface: true")
     if settings.verbosity:
         lines.append(f"verbosity: {settings.verbosity}")
+    if settings.exit_node is not None:
+        lines.append(f"exitNode: {settings.exit_node}")
     return "\n".join(lines) + "\n"
 
 

@@ -325,8 +325,39 @@ def gateway_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+_SUBNET_NOTES = {
+    "own": "served by this node",
+    "local": "on our own network: reached directly",
+    "unused": "not used (this node has no --exit-node)",
+    "relay": "forwarded for the nodes that use it",
+}
+
+
+def subnet_lines(doc: Mapping[str, Any]) -> list[str]:
+    """The networks behind gateways: each one's gateways in order, whether
+    each is up, and which one this node uses (``used``)."""
+    lines = []
+    for subnet in doc.get("subnets") or []:
+        route, role = str(subnet.get("route")), subnet.get("role")
+        serving, alive = subnet.get("serving"), set(subnet.get("alive") or ())
+        parts = []
+        names = subnet.get("names") or ()
+        for index, ip in enumerate(subnet.get("gateways") or ()):
+            name = names[index] if index < len(names) else ""
+            state = "up" if ip in alive else "down"
+            if ip == serving and role in ("routed", "exit", "relay", "local"):
+                state += ", used" if role in ("routed", "exit") else ", forwarded to"
+            parts.append(f"{name + ' ' if name else ''}{ip} ({state})")
+        label = f"{route} (exit)" if route == "0.0.0.0/0" else route
+        note = _SUBNET_NOTES.get(str(role), "")
+        if role in ("routed", "exit") and serving is None:
+            note = "no gateway alive: unreachable"
+        lines.append(f"{label}: {'  '.join(parts)}" + (f"  - {note}" if note else ""))
+    return lines
+
+
 def render_text(doc: Mapping[str, Any], sort_key: str = "wg IP") -> str:
-    """The ``status`` output: header, peer table, gateways."""
+    """The ``status`` output: header, peer table, gateways, networks behind gateways."""
     peers = sort_peers(doc.get("peers", []), sort_key)
     headers = [h for h, _ in COLUMNS]
     right = [r for _, r in COLUMNS]
@@ -338,6 +369,9 @@ def render_text(doc: Mapping[str, Any], sort_key: str = "wg IP") -> str:
     if not rows:
         lines.append("(no other node known yet)")
     lines += ["", *gateway_lines(doc)]
+    subnets = subnet_lines(doc)
+    if subnets:
+        lines += ["", "networks behind gateways:", *subnets]
     return "\n".join(lines)
 
 

@@ -100,8 +100,8 @@ def set_lines(argv: Sequence[str]) -> list[str]:
     """The ``set=1`` lines that do what ``wg set <if> ...`` (``argv``) does.
 
     Understands what the adapters plan: ``listen-port``, ``peer KEY`` with
-    ``remove``, ``allowed-ips`` (the whole list: replaced), ``endpoint`` and
-    ``persistent-keepalive``. ``private-key`` is refused: it goes in with
+    ``remove``, ``allowed-ips`` (the whole list: replaced), ``endpoint``,
+    ``persistent-keepalive`` and ``fwmark``. ``private-key`` is refused: it goes in with
     :func:`configure_lines`, never through an argv.
     """
     if list(argv[:2]) != ["wg", "set"] or len(argv) < 3:
@@ -128,6 +128,8 @@ def set_lines(argv: Sequence[str]) -> list[str]:
             lines += [f"allowed_ip={net}" for net in value.split(",") if net]
         elif word == "endpoint":
             lines.append(f"endpoint={value}")
+        elif word == "fwmark":
+            lines.append(f"fwmark={0 if value == 'off' else int(value, 0)}")
         elif word == "persistent-keepalive":
             interval = 0 if value == "off" else int(value)
             lines.append(f"persistent_keepalive_interval={interval}")

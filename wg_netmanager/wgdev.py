@@ -36,7 +36,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import logging
 import os
 import socket
@@ -84,7 +83,9 @@ class WgDevice(Protocol):
 
     async def set_address(self, wg_ip: IPv4Address, prefixlen: int) -> None: ...
 
-    async def enable_forwarding(self) -> None: ...
+    async def set_fwmark(self, mark: int) -> None:
+        """Mark WireGuard's own packets (an exit node's user routes them outside)."""
+        ...
 
     async def read_peers(self) -> dict[str, WgPeerReading]: ...
 
@@ -245,11 +246,10 @@ class WgInterface:
         self.existing = existing
         self.backend: str | None = None  # set by a successful create()
         self._touched = False  # create() got far enough to change something
-        self._redirects: str | None = None  # conf/all/send_redirects before we set it
-        self._contained = False  # our nftables table is in place
         self._bare = False  # create() left it without IPv4 addresses
         # A userspace daemon's UAPI socket: spoken to directly instead of running `wg`.
         self._uapi: str | None = None
+        self._fwmark = 0  # set by us (an existing interface gets it off again)
 
     def __repr__(self) -> str:
         return f"WgInterface({self.name!r}, existing={self.existing}, backend={self.backend!r})"
@@ -404,10 +404,6 @@ class WgInterface:
         """
         if not self._touched:
             return
-        try:
-            await self._release_forwarding()
-        except CommandError as exc:  # the interface still goes
-            log.warning("cleanup: %s", exc)
         if not self.existing:
             if await self.exists():
                 await self._delete_link()
@@ -418,6 +414,8 @@ class WgInterface:
         await self._remove_peers(await self.read_peers())
         await flush_routes(self.name)
         await run(["ip", "addr", "flush", "dev", self.name])
+        if self._fwmark:  # the administrator's interface, as we found it
+            await self.set_fwmark(0)
         log.info("cleaned up existing WireGuard interface %s", self.name)
 
     # -- configuration ------------------------------------------------------
@@ -466,62 +464,9 @@ class WgInterface:
         await run_batch(cmds)  # one process; stops at the first failure
         self._bare = False
 
-    async def enable_forwarding(self) -> None:
-        """Let this node forward packets between peers, and only between peers.
-
-        Linux decides by the *incoming* interface's ``forwarding`` flag, and
-        once it is set a packet from X may leave through *any* interface (one
-        way even with ``ip_forward`` 0; both ways where it is 1, as on every
-        Docker host): a member could reach the static's other networks. So a
-        table of our own in nftables (``inet wgnm_X``, hook forward) drops
-        everything that comes in on X and would leave elsewhere.
-
-        ICMP redirects: the kernel would tell a peer "send to C directly"
-        whenever it forwards out of the interface the packet came in on.
-        ``send_redirects`` is OR-ed with ``conf/all/send_redirects`` (default
-        1), so the per-interface 0 alone does not stop them; we also set
-        ``conf/all/send_redirects`` to 0, and put the old value back on exit.
-        """
-        await self._contain()
-        base = "/proc/sys/net/ipv4/conf"
-        if self._redirects is None:
-            self._redirects = await _read_sysctl(f"{base}/all/send_redirects")
-        await _write_sysctls(
-            {
-                f"{base}/{self.name}/forwarding": "1",
-                f"{base}/{self.name}/send_redirects": "0",
-                f"{base}/all/send_redirects": "0",
-            }
-        )
-
-    async def _contain(self) -> None:
-        """Our nftables table, anew (a crashed predecessor's goes first)."""
-        table = nft_table(self.name)
-        ruleset = (
-            f"table inet {table} {{}}\n"  # so that the delete never fails
-            f"delete table inet {table}\n"
-            f"table inet {table} {{\n"
-            "  chain forward {\n"
-            "    type filter hook forward priority filter; policy accept;\n"
-            f'    iifname "{self.name}" oifname != "{self.name}" counter drop\n'
-            "  }\n"
-            "}\n"
-        )
-        await run(["nft", "-f", "-"], stdin=ruleset.encode())
-        self._contained = True
-
-    async def _release_forwarding(self) -> None:
-        """Undo ``enable_forwarding``'s changes outside the interface itself."""
-        if self._contained:
-            table = nft_table(self.name)
-            await run(
-                ["nft", "-f", "-"],
-                stdin=f"table inet {table} {{}}\ndelete table inet {table}\n".encode(),
-            )
-            self._contained = False
-        if self._redirects is not None:
-            await _write_sysctl("/proc/sys/net/ipv4/conf/all/send_redirects", self._redirects)
-            self._redirects = None
+    async def set_fwmark(self, mark: int) -> None:
+        await self._wg_set(["wg", "set", self.name, "fwmark", hex(mark) if mark else "off"])
+        self._fwmark = mark
 
     # -- peers --------------------------------------------------------------
 
@@ -550,39 +495,3 @@ class WgInterface:
                 argv += ["peer", key, "endpoint", f"{peer.endpoint[0]}:{peer.endpoint[1]}"]
         if len(argv) > 3:
             await self._wg_set(argv)
-
-
-def nft_table(interface: str) -> str:
-    """Our nftables table for ``interface`` (names there: letters, digits, _)."""
-    safe = "".join(c if c.isalnum() else "_" for c in interface)
-    return f"wgnm_{safe}_{hashlib.blake2b(interface.encode(), digest_size=3).hexdigest()}"
-
-
-async def _read_sysctl(path: str) -> str:
-    try:
-        return (await trio.Path(path).read_text()).strip()
-    except OSError as exc:
-        raise CommandError(["read", path], exc.errno or 1, str(exc)) from exc
-
-
-async def _write_sysctl(path: str, value: str) -> None:
-    log.debug("write %s = %s", path, value)
-    try:
-        await trio.Path(path).write_text(value + "\n")
-    except OSError as exc:
-        raise CommandError(["write", path, value], exc.errno or 1, str(exc)) from exc
-
-
-async def _write_sysctls(values: Mapping[str, str]) -> None:
-    """Write /proc/sys files in order, in one worker thread (one hop, not one each)."""
-
-    def write_all() -> None:
-        for path, value in values.items():
-            log.debug("write %s = %s", path, value)
-            try:
-                with open(path, "w") as f:
-                    f.write(value + "\n")
-            except OSError as exc:
-                raise CommandError(["write", path, value], exc.errno or 1, str(exc)) from exc
-
-    await trio.to_thread.run_sync(write_all)

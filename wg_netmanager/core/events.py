@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 from ..model import Endpoint, WgPeerReading
 
@@ -218,6 +218,22 @@ class PathStateChanged:
     trigger: str
 
 
+@dataclass(frozen=True)
+class SubnetGatewayChanged:
+    """The gateway this node uses for a network of ``gateways:`` changed.
+
+    ``reason``: "up" (the first one), "failover" (``previous`` is gone),
+    "preferred" (an earlier-listed one showed up), "return" (an
+    earlier-listed one is back for good), "down" (none alive), "local" (we
+    lie on that network now), "own" (we serve it ourselves).
+    """
+
+    route: IPv4Network
+    gateway: PeerRef | None
+    previous: PeerRef | None
+    reason: str
+
+
 # --- this node ----------------------------------------------------------------------
 
 
@@ -265,6 +281,7 @@ Event = (
     | PairIdle
     | PunchFailed
     | PathStateChanged
+    | SubnetGatewayChanged
     | LocalAddressesChanged
     | StaticResolved
     | ResolveRequested

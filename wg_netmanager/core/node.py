@@ -12,7 +12,8 @@ docs/architecture.md):
 
 - ``handshake``: first contact and identity (challenges, restarts, conflicts)
 - ``tables``: the table a static publishes, the tables a node holds
-- ``routing``: desired peers and routes, a pure function of the tables
+- ``routing``: desired peers and routes, a pure function of the tables;
+  ``SubnetRoutes`` there chooses the gateway of each network behind one
 - ``pairs``: direct links between dynamic nodes (sees the node through
   ``PairHost``, implemented here by ``_PairSide``)
 
@@ -28,14 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
 
 from .. import wire
 from ..keys import to_b64
-from ..model import Endpoint, Route, WgPeer, WgPeerReading
+from ..model import Endpoint, Gateway, Route, WgPeer, WgPeerReading
 from ..noise import NoiseError, decrypt, encrypt, public_key
 from ..wire import Drop, Message, NodeInfo, Ping, Pong, Table, TableEntry
 from . import events as ev
@@ -43,7 +44,13 @@ from .events import DropReason
 from .handshake import Handshake
 from .limits import MAX_SOURCES, TokenBuckets
 from .pairs import Pairs
-from .routing import choose_gateways, desired_peers_and_routes
+from .routing import (
+    SubnetRoutes,
+    alive_nodes,
+    choose_gateways,
+    desired_peers_and_routes,
+    subnet_placement,
+)
 from .sessions import Keys, Session, StaticTarget
 from .status import NodeStatus, snapshot
 from .tables import Listings, OwnTable
@@ -87,6 +94,8 @@ class Node:
         rng: Random | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         lazy: bool = False,
+        gateways: Sequence[Gateway] = (),
+        exit_node: IPv4Address | None = None,
     ) -> None:
         if info.public_key != to_b64(public_key(private_key)):
             raise ValueError("info.public_key is not the key of private_key")  # our bug
@@ -131,6 +140,16 @@ class Node:
         self.visible_endpoint: Endpoint | None = None
         self.state_version = 0  # bumped whenever desired peers/routes may have changed
         self._desired: tuple[dict[str, WgPeer], set[Route]] = ({}, set())
+        self.subnets = SubnetRoutes(
+            info.wg_ip,
+            gateways,
+            exit_node=exit_node,
+            is_static=self.is_static,
+            hold=timers.gateway_return,
+            fast_ping=timers.gateway_ping,
+        )
+        self._subnet_routes: set[Route] = set()
+        self._relay: frozenset[IPv4Network] = frozenset()
         self._recompute(now)
 
     @property
@@ -160,10 +179,13 @@ class Node:
 
     def handle_timer(self, now: float) -> None:
         self.handshake.handle_timer(now)
+        due = self.subnets.deadline()
+        if due is not None and now >= due:
+            self._recompute(now)  # a preferred gateway has been back long enough
         for wg_ip, session in list(self.sessions.items()):
             if self._is_pair(wg_ip):
                 continue  # alive while a static lists it (see Pairs.prune)
-            if now >= session.last_heard + self.timers.dead_after:  # same sum as get_timer
+            if now >= session.last_heard + self._dead_after(session):  # same sum as get_timer
                 self._emit(ev.PeerSilent(self._ref(wg_ip)))
                 self._drop_session(wg_ip, now)
         for target in self.statics.values():
@@ -265,6 +287,12 @@ class Node:
         self._recompute(now)
         return True
 
+    def set_local_networks(self, networks: Iterable[IPv4Network], now: float) -> None:
+        """This machine's own prefixes (its connected routes): a gateway's
+        network that one of them covers is reached directly, not through the mesh."""
+        if self.subnets.set_local_networks(networks):
+            self._recompute(now)
+
     def set_static_address(self, wg_ip: IPv4Address, address: str | None, now: float) -> None:
         """DNS answer for a static peer's host (None: did not resolve)."""
         target = self.statics.get(wg_ip)
@@ -299,6 +327,7 @@ class Node:
         if (len(new) < len(given)) != self.is_static:
             raise ValueError("reconfigure cannot change whether this node is static")
         self.timers = self.handshake.timers = self.pairs.timers = timers
+        self.subnets.hold, self.subnets.fast_ping = timers.gateway_return, timers.gateway_ping
         for wg_ip in sorted(self.statics.keys() - new.keys()):
             session = self.sessions.get(wg_ip)
             if session is not None:
@@ -343,10 +372,13 @@ class Node:
 
     def get_timer(self) -> float | None:
         deadlines = [
-            s.last_heard + self.timers.dead_after
+            s.last_heard + self._dead_after(s)
             for ip, s in self.sessions.items()
             if not self._is_pair(ip)
         ]
+        due = self.subnets.deadline()
+        if due is not None:
+            deadlines.append(due)
         deadlines += [s.next_ping for s in self.sessions.values() if self._pings(s)]
         deadlines += self.handshake.deadlines()
         for target in self.statics.values():
@@ -365,6 +397,16 @@ class Node:
 
     def desired_routes(self) -> set[Route]:
         return self._desired[1]
+
+    def desired_subnet_routes(self) -> set[Route]:
+        """Our routes to the networks behind gateways (core/routing.py rule 8);
+        the shell keeps them apart from the underlay (forwarding.py)."""
+        return self._subnet_routes
+
+    def desired_relay_routes(self) -> frozenset[IPv4Network]:
+        """A static's networks behind gateways that it forwards back into the
+        mesh (core/routing.py rule 9); the shell's relay table."""
+        return self._relay
 
     def wg_poll_interval(self, now: float) -> float:
         """How soon the daemon should read ``wg show`` again."""
@@ -404,6 +446,9 @@ class Node:
             table_version=self.table.version,
             conflicts=self.handshake.conflicts,
             now=now,
+            subnets=self.subnets.status(
+                {ip: name for ip in self.subnets.gateway_ips if (name := self._ref(ip).name)}
+            ),
         )
 
     # --- dispatch -------------------------------------------------------------
@@ -517,6 +562,7 @@ class Node:
     def _on_message(self, session: Session, message: Message, addr: Endpoint, now: float) -> None:
         match message:
             case Ping():
+                self.subnets.heard_ping(session.info.wg_ip, now)
                 self._send(
                     wire.Pong(message.seq, self.table.published),
                     self._addr_of(session),
@@ -569,7 +615,7 @@ class Node:
         sent = session.record_pong(pong.seq, now)
         if sent is not None and session.pinger and not self._is_pair(session.info.wg_ip):
             # Answered: back to the normal interval (see _ping).
-            session.next_ping = sent + self._jitter(self.timers.ping_interval)
+            session.next_ping = sent + self._jitter(self._ping_interval(session))
         self.pairs.on_pong(session, pong.seq)
         self.handshake.on_pong(session, pong.seq, now)
         self._check_table_version(session, pong.table_version)
@@ -659,13 +705,24 @@ class Node:
         a pair)."""
         return session.pinger or session.next_ping < self._watch_until
 
+    def _ping_interval(self, session: Session) -> float:
+        """A pinger's interval: short between a gateway and whoever watches it."""
+        if self.subnets.pings_fast(session.info.wg_ip):
+            return min(self.timers.gateway_ping, self.timers.ping_interval)
+        return self.timers.ping_interval
+
+    def _dead_after(self, session: Session) -> float:
+        if self.subnets.dies_fast(session.info.wg_ip, session.pinger):
+            return min(self.timers.gateway_dead_after, self.timers.dead_after)
+        return self.timers.dead_after
+
     def _ping(self, session: Session, now: float) -> None:
         self._send(
             wire.Ping(session.record_ping(now), self.table.published),
             self._addr_of(session),
             session.info.wg_ip,
         )
-        interval = self.timers.ping_interval
+        interval = self._ping_interval(session)
         if not session.pinger:
             interval = self.timers.latency_interval
         elif session.pinger:
@@ -712,13 +769,28 @@ class Node:
         for ip in self._gateways.keys() - gateways.keys() - direct.keys():
             self._emit(ev.PeerGone(ip))
         self._gateways = gateways
+        subnets = self.subnets
+        alive = alive_nodes(direct, gateways, self.statics, self.listings.tables, self.is_static)
+        for move in subnets.update(alive, now):
+            self._emit(
+                ev.SubnetGatewayChanged(
+                    move.route,
+                    None if move.gateway is None else self._ref(move.gateway),
+                    None if move.previous is None else self._ref(move.previous),
+                    move.reason,
+                )
+            )
+        allowed, subnet_routes = subnet_placement(
+            subnets.placed(), subnets.main_routes(), direct, gateways
+        )
         peers, routes = desired_peers_and_routes(
-            direct, gateways, self.statics, self.pairs.paths, self.timers.keepalive
+            direct, gateways, self.statics, self.pairs.paths, self.timers.keepalive, allowed
         )
         peers.update(self.pairs.trial_peers())
         desired = (peers, routes)
-        if desired != self._desired:
-            self._desired = desired
+        relay = subnets.relay_routes()
+        if (desired, subnet_routes, relay) != (self._desired, self._subnet_routes, self._relay):
+            self._desired, self._subnet_routes, self._relay = desired, subnet_routes, relay
             self.state_version += 1
 
     # --- sessions ------------------------------------------------------------------

@@ -15,16 +15,43 @@ Rules:
    node keeps the NAT mapping open); pair peers get a keepalive and no
    endpoint (WireGuard keeps the one the handshake used); a static node's
    dynamic peers get neither.
+
+Gateways (network.yaml ``gateways:``: networks of devices that run no
+daemon, 0.0.0.0/0 for an exit node), ``SubnetRoutes``:
+
+5. Only what the file lists is routed, and only through the nodes it names
+   for it: nothing a peer says adds a route (the seed's 8.8.8.8 attack stays
+   impossible).
+6. A network's gateway is the first one listed for it that is alive from
+   this node's view: a static we have a ready session with, a node listed
+   by a static we reach, or (while no static is reached) a direct link. The
+   one in use is kept while it is alive; an earlier-listed one takes over
+   when it first shows up (a cold start finds them in any order), but once
+   it has been seen down, only after ``gateway_return`` alive again, so a
+   flapping gateway does not move the traffic back and forth.
+7. A node installs nothing for a network it serves itself or lies on (a
+   prefix of its own addresses covers it). 0.0.0.0/0 is used only by a node
+   that opted in, and only through the exit node it named; it goes into
+   AllowedIPs, the default route is the shell's policy routing.
+8. A network goes onto the WireGuard peer that carries its gateway's /32
+   (the gateway when direct, else the static relaying it), with a kernel
+   route via that peer (rule 3 holds: one peer per network).
+9. A static relays: every listed network it does not serve goes onto its
+   gateway's peer (even one the static lies on), and 0.0.0.0/0 onto the
+   first exit node alive (or its own choice): its *relay routes*, for the
+   traffic it forwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from ..model import Route, WgPeer
+from ..model import DEFAULT_ROUTE, Gateway, Route, WgPeer
 from ..wire import TableEntry
 from .sessions import Session, StaticTarget
+from .status import SubnetStatus
 
 
 def choose_gateways(
@@ -50,17 +77,20 @@ def desired_peers_and_routes(
     statics: Mapping[IPv4Address, StaticTarget],
     pairs: Collection[IPv4Address],
     keepalive: int,
+    subnets: Mapping[IPv4Address, Sequence[IPv4Network]] | None = None,
 ) -> tuple[dict[str, WgPeer], set[Route]]:
-    """Rules 1, 3 and 4 for the direct sessions, plus the routes of rule 2."""
+    """Rules 1, 3 and 4 for the direct sessions, plus the routes of rule 2;
+    ``subnets`` (rule 8) adds networks to the AllowedIPs of direct peers."""
     peers: dict[str, WgPeer] = {}
     routes: set[Route] = set()
-    via: dict[IPv4Address, list[IPv4Address]] = {}
+    via: dict[IPv4Address, list[IPv4Network]] = {}
     for ip, gateway in gateways.items():
-        via.setdefault(gateway, []).append(ip)
+        via.setdefault(gateway, []).append(IPv4Network(ip))
         routes.add(Route(ip, gateway))
     for ip, session in direct.items():
         target = statics.get(ip)
-        allowed = sorted([ip, *via.get(ip, [])])
+        extra = subnets.get(ip, ()) if subnets else ()
+        allowed = sorted([IPv4Network(ip), *via.get(ip, []), *extra])
         if ip in pairs:
             endpoint, alive = None, keepalive
         else:
@@ -68,9 +98,256 @@ def desired_peers_and_routes(
             alive = keepalive if target else 0
         peers[session.info.public_key] = WgPeer(
             public_key=session.info.public_key,
-            allowed_ips=tuple(IPv4Network(a) for a in allowed),
+            allowed_ips=tuple(allowed),
             endpoint=endpoint,
             persistent_keepalive=alive,
         )
         routes.add(Route(ip))
     return peers, routes
+
+
+def alive_nodes(
+    direct: Collection[IPv4Address],
+    relayed: Collection[IPv4Address],
+    statics: Collection[IPv4Address],
+    tables: Mapping[IPv4Address, Mapping[IPv4Address, TableEntry]],
+    is_static: bool,
+) -> set[IPv4Address]:
+    """The nodes alive from our view (rule 6): ``direct`` (ready sessions) and
+    ``relayed`` (listed by a static we reach, see ``choose_gateways``).
+
+    A dynamic node that reaches a static counts a direct link only while a
+    static lists its peer: the statics see every node's liveness within
+    ``gateway_dead_after``, so every node leaves a dead gateway at once,
+    whatever its own links still believe.
+    """
+    reached = [ip for ip in statics if ip in direct]
+    if is_static or not reached:
+        return set(direct) | set(relayed)
+    listed = {ip for static in reached for ip in tables.get(static, {})}
+    return {ip for ip in direct if ip in statics or ip in listed} | set(relayed)
+
+
+@dataclass(frozen=True)
+class Move:
+    """The gateway this node uses for ``route`` changed (rule 6)."""
+
+    route: IPv4Network
+    gateway: IPv4Address | None
+    previous: IPv4Address | None
+    # "up" (first one), "failover" (previous gone), "preferred" (an earlier
+    # listed one showed up), "return" (an earlier listed one is back for
+    # good), "down" (none alive), "local", "own" (nothing to route)
+    reason: str
+
+
+class SubnetRoutes:
+    """Which gateway serves each network of ``gateways:`` for this node
+    (rules 5 to 9), with the hysteresis of rule 6 as its only state.
+
+    ``update`` takes the nodes alive now and returns the moves;
+    ``placed`` is network -> gateway for AllowedIPs, ``main_routes`` the
+    networks with a kernel route of our own, ``relay_routes`` (a static)
+    those it forwards into the mesh. ``deadline`` is when an earlier-listed
+    gateway's ``gateway_return`` is up (the node recomputes then).
+    """
+
+    def __init__(
+        self,
+        me: IPv4Address,
+        gateways: Sequence[Gateway],
+        *,
+        exit_node: IPv4Address | None,
+        is_static: bool,
+        hold: float,
+        fast_ping: float,
+    ) -> None:
+        self.me = me
+        self.hold = hold
+        self.fast_ping = fast_ping
+        self._is_static = is_static
+        self._exit_node = exit_node
+        order: dict[IPv4Network, list[IPv4Address]] = {}
+        for gateway in gateways:
+            for route in gateway.routes:
+                order.setdefault(route, []).append(gateway.wg_ip)
+        self._candidates = {route: tuple(ips) for route, ips in order.items()}
+        self.gateway_ips = frozenset(g.wg_ip for g in gateways)
+        self.is_gateway = me in self.gateway_ips
+        # Gateways whose death this node must notice within seconds: a static
+        # watches them all; any node the ones it may route through.
+        self.watched = frozenset(
+            ip
+            for route in self._candidates
+            for ip in (self._candidates[route] if is_static else self._usable(route))
+            if ip != me
+        )
+        self._local: tuple[IPv4Network, ...] = ()
+        self._current: dict[IPv4Network, IPv4Address] = {}
+        self._since: dict[IPv4Address, float] = {}  # gateway -> alive since
+        self._seen_down: set[IPv4Address] = set()  # gateways that were alive and went
+        self._pinged: dict[IPv4Address, tuple[float, bool]] = {}  # gateway -> (last ping, fast?)
+        self._deadline: float | None = None
+
+    # --- inputs -------------------------------------------------------------------
+
+    def set_local_networks(self, networks: Iterable[IPv4Network]) -> bool:
+        """This machine's own prefixes (connected routes); whether they changed."""
+        local = tuple(sorted(set(networks)))
+        if local == self._local:
+            return False
+        self._local = local
+        return True
+
+    def update(self, alive: Collection[IPv4Address], now: float) -> list[Move]:
+        """Choose again with the nodes ``alive`` now (rule 6)."""
+        up = {ip for ip in alive if ip in self.gateway_ips}
+        for ip in up - self._since.keys():
+            self._since[ip] = now
+        for ip in self._since.keys() - up:
+            del self._since[ip]
+            self._seen_down.add(ip)
+        moves: list[Move] = []
+        deadline: float | None = None
+        for route in self._candidates:
+            role, candidates = self._role(route)
+            previous = self._current.get(route)
+            chosen, due = self._choose(candidates, previous, now)
+            if due is not None:
+                deadline = due if deadline is None else min(deadline, due)
+            if chosen == previous:
+                continue
+            if chosen is None:
+                del self._current[route]
+                reason = role if role in ("local", "own") else "down"
+            else:
+                self._current[route] = chosen
+                if previous is None:
+                    reason = "up"
+                elif previous not in self._since:
+                    reason = "failover"
+                else:
+                    reason = "return" if chosen in self._seen_down else "preferred"
+            moves.append(Move(route, chosen, previous, reason))
+        self._deadline = deadline
+        return moves
+
+    def heard_ping(self, wg_ip: IPv4Address, now: float) -> None:
+        """A gateway pinged us: it dies fast only if it pings fast (a file that
+        differs on who is a gateway must not end its session every few seconds)."""
+        if wg_ip not in self.gateway_ips:
+            return
+        last = self._pinged.get(wg_ip)
+        fast = last is not None and now - last[0] <= 2.5 * self.fast_ping
+        self._pinged[wg_ip] = (now, fast)
+
+    # --- outputs ------------------------------------------------------------------
+
+    def deadline(self) -> float | None:
+        return self._deadline
+
+    def placed(self) -> dict[IPv4Network, IPv4Address]:
+        """network -> its gateway, for every network on a peer's AllowedIPs (rules 7, 9)."""
+        return dict(self._current)
+
+    def main_routes(self) -> set[IPv4Network]:
+        """The networks this node routes itself (rule 7: not its own, not local, not 0/0)."""
+        return {r for r in self._current if self._role(r)[0] == "routed"}
+
+    def relay_routes(self) -> frozenset[IPv4Network]:
+        """A static's networks forwarded into the mesh (rule 9); empty elsewhere."""
+        return frozenset(self._current) if self._is_static else frozenset()
+
+    def pings_fast(self, peer: IPv4Address) -> bool:
+        """We ping ``peer`` every ``gateway_ping``: we are a gateway, or watch it."""
+        return self.is_gateway or peer in self.watched
+
+    def dies_fast(self, peer: IPv4Address, pinger: bool) -> bool:
+        """Is a session with ``peer`` dropped after ``gateway_dead_after``?
+        When we ping it fast; else when it is a gateway that pings us fast."""
+        if pinger:
+            return self.pings_fast(peer)
+        heard = self._pinged.get(peer)
+        return heard is not None and heard[1]
+
+    def status(self, names: Mapping[IPv4Address, str]) -> tuple[SubnetStatus, ...]:
+        out = []
+        for route, candidates in self._candidates.items():
+            role, _ = self._role(route)
+            out.append(
+                SubnetStatus(
+                    route=route,
+                    gateways=candidates,
+                    names=tuple(names.get(ip, "") for ip in candidates),
+                    alive=tuple(ip for ip in candidates if ip in self._since or ip == self.me),
+                    serving=self._current.get(route),
+                    role=role,
+                )
+            )
+        return tuple(out)
+
+    # --- rules ------------------------------------------------------------------------
+
+    def _usable(self, route: IPv4Network) -> tuple[IPv4Address, ...]:
+        """The gateways this node may ever route ``route`` through (rules 5, 7)."""
+        candidates = self._candidates[route]
+        if self.me in candidates:
+            return ()
+        if route == DEFAULT_ROUTE and not self._is_static:
+            return (self._exit_node,) if self._exit_node in candidates else ()
+        return candidates
+
+    def _role(self, route: IPv4Network) -> tuple[str, tuple[IPv4Address, ...]]:
+        """What ``route`` is to us, and the gateways to choose from (rules 7, 9):
+        own, routed, local, exit (opted in), relay (a static's 0/0 for others), unused."""
+        candidates = self._candidates[route]
+        if self.me in candidates:
+            return "own", ()
+        if route == DEFAULT_ROUTE:
+            if self._exit_node is not None:
+                return "exit", (self._exit_node,)
+            return ("relay", candidates) if self._is_static else ("unused", ())
+        if any(route.subnet_of(network) for network in self._local):
+            return "local", candidates if self._is_static else ()
+        return "routed", candidates
+
+    def _choose(
+        self, candidates: Sequence[IPv4Address], current: IPv4Address | None, now: float
+    ) -> tuple[IPv4Address | None, float | None]:
+        """Rule 6: the gateway to use, and when to look again (a better one
+        not alive long enough yet)."""
+        alive = [ip for ip in candidates if ip in self._since]
+        if not alive:
+            return None, None
+        # Proven: never seen down, or alive for gateway_return (the deadline's sum).
+        ready = [
+            ip for ip in alive if ip not in self._seen_down or self._since[ip] + self.hold <= now
+        ]
+        # The one in use, else the first one alive long enough, else the first one alive.
+        chosen = current if current in alive else ready[0] if ready else alive[0]
+        for ip in alive[: alive.index(chosen)]:
+            if ip in ready:  # an earlier-listed one is back for good: it serves
+                chosen = ip
+                break
+        earlier = alive[: alive.index(chosen)]  # back, but not for long enough yet
+        return chosen, min((self._since[ip] + self.hold for ip in earlier), default=None)
+
+
+def subnet_placement(
+    placed: Mapping[IPv4Network, IPv4Address],
+    main: Collection[IPv4Network],
+    direct: Collection[IPv4Address],
+    gateways: Mapping[IPv4Address, IPv4Address],
+) -> tuple[dict[IPv4Address, list[IPv4Network]], set[Route]]:
+    """Rule 8: each placed network onto the peer carrying its gateway's /32
+    (peer -> networks), and the kernel routes of the ``main`` ones."""
+    allowed: dict[IPv4Address, list[IPv4Network]] = {}
+    routes: set[Route] = set()
+    for route, gateway in placed.items():
+        carrier = gateway if gateway in direct else gateways.get(gateway)
+        if carrier is None:
+            continue  # alive means one of the two; a table change in between
+        allowed.setdefault(carrier, []).append(route)
+        if route in main:
+            routes.add(Route.to(route, carrier))
+    return allowed, routes

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 from ..model import Endpoint, WgPeerReading
 from ..wire import NodeInfo, TableEntry
@@ -35,6 +35,21 @@ class PeerStatus:
 
 
 @dataclass(frozen=True)
+class SubnetStatus:
+    """A network of ``gateways:`` as this node sees it (see core/routing.py)."""
+
+    route: IPv4Network
+    gateways: tuple[IPv4Address, ...]  # the file's, in order of preference
+    names: tuple[str, ...]  # theirs, "" while unknown
+    alive: tuple[IPv4Address, ...]  # those alive from our view
+    serving: IPv4Address | None  # the one this node uses now
+    # "routed" (through ``serving``), "exit" (our exit node), "own" (we serve
+    # it), "local" (we lie on it), "relay" (a static forwarding others'
+    # default route), "unused" (an exit node we did not opt in to)
+    role: str
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     name: str
     wg_ip: IPv4Address
@@ -49,6 +64,7 @@ class NodeStatus:
     drops: Mapping[DropReason, int]
     table_version: int
     conflicts: tuple[Conflict | RefusedByPeer, ...] = ()  # recent ones, oldest first
+    subnets: tuple[SubnetStatus, ...] = ()  # the networks behind gateways
 
 
 def snapshot(
@@ -66,6 +82,7 @@ def snapshot(
     table_version: int,
     conflicts: Iterable[Conflict | RefusedByPeer],
     now: float,
+    subnets: tuple[SubnetStatus, ...] = (),
 ) -> NodeStatus:
     """Direct peers from the sessions, relayed ones from the statics' tables."""
     peers = []
@@ -138,4 +155,5 @@ def snapshot(
         drops=dict(drops),
         table_version=table_version,
         conflicts=tuple(conflicts),
+        subnets=subnets,
     )

@@ -88,6 +88,15 @@ class Timers:
     # they are closed (peer removed, no keepalives) and traffic goes via the
     # gateway again until it asks for a direct link anew.
     idle_after: float = 180.0
+    # Gateways (network.yaml gateways:): a gateway pings its static peers this
+    # often, and the sessions between a gateway and the nodes that watch it
+    # (statics, its users) end after gateway_dead_after of silence, so that
+    # its networks move to the next gateway within seconds. A preferred
+    # gateway that comes back serves again once alive for gateway_return
+    # (no flapping).
+    gateway_ping: float = 1.0
+    gateway_dead_after: float = 3.0
+    gateway_return: float = 10.0
     # WireGuard persistent keepalive towards static peers (seconds).
     keepalive: int = 25
 
