@@ -93,6 +93,9 @@ class PeerConfig:
     verbosity: int | None = None  # as many -v; a reload applies it
 
 
+DEFAULT_API = ("127.0.0.1", 50080)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the daemon needs, after command line > peer.yaml > defaults."""
@@ -111,6 +114,9 @@ class Settings:
     # A pinned static's own key (its publicKey is in network.yaml); None: a
     # fresh key pair at every start.
     private_key: bytes | None = field(default=None, repr=False)
+    # Where the HTTP API listens (--api; the command line's default is
+    # DEFAULT_API); None: off.
+    api: tuple[str, int] | None = None
 
     @property
     def static(self) -> StaticPeer | None:

@@ -44,14 +44,16 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
 from ipaddress import IPv4Address
 from random import Random
 
 import trio
 
-from . import control, event_text, log_capture
+from . import api_token, control, event_text, log_capture, mesh_text
 from .config import ConfigError, Settings
+from .core import events as ev
 from .core.node import Node, StaticTarget
 from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
@@ -61,7 +63,7 @@ from .notify import Notifier, to_journal
 from .proc import CommandError
 from .reload import Reload, plan_reload
 from .routes import Routes, RouteTable
-from .status_text import Doc, StatusSource, service_status, status_document
+from .status_text import Doc, service_status, status_document
 from .wgdev import WgDevice, WgInterface
 from .wire import MAX_DATAGRAM, NodeInfo
 
@@ -75,6 +77,7 @@ SETUP_RETRY_PAUSES = (0.1, 0.3, 1.0, 2.5)
 WAIT_FOR_EXISTING = 1.0  # -e: how often to look for a vanished interface
 MONITOR_RESTART_MAX = 30.0  # seconds between restarts of a failing link watch
 STATUS_CHECK_INTERVAL = 1.0  # seconds between looks at whether the service status changed
+MESH_WATCH = 60.0  # seconds one look at the mesh map keeps it coming from the static
 
 
 class StartupError(Exception):
@@ -149,6 +152,9 @@ class Daemon:
         self._load_settings = load_settings  # what a reload reads (None: nothing to re-read)
         self._reload_wake = trio.Event()
         self._status_sent: str | None = None
+        self.counters: Counter[str] = Counter()  # path switches, conflicts (metrics)
+        self.listeners: list[Callable[[ev.Event], None]] = []  # the core's events (API)
+        self.api: object | None = None  # the running API, once it serves
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -167,7 +173,7 @@ class Daemon:
                 if self.settings.hopping and not self.settings.is_static:
                     nursery.start_soon(self._hop_ports)
                 nursery.start_soon(self._summaries)
-                status: StatusSource = DaemonStatus(self, trio.current_time())
+                status = DaemonStatus(self, trio.current_time())
                 path = control.socket_path(self.settings.interface)
                 await nursery.start(control.serve, path, status.snapshot)
                 if self.settings.tui:
@@ -176,6 +182,9 @@ class Daemon:
 
                     await nursery.start(tui.run, status, nursery.cancel_scope)  # q cancels
                 self._serve_manager(nursery)
+                if self.settings.api is not None:
+                    # After READY=1: the web stack's imports do not delay start-up.
+                    nursery.start_soon(self._serve_api, status)
                 task_status.started()
         except StartupError as exc:
             self.startup_error = exc
@@ -301,11 +310,32 @@ class Daemon:
         self._kick.set()
 
     def _log_events(self) -> None:
-        """The core's events, as log lines (worded by ``event_text``)."""
+        """The core's events, as log lines (worded by ``event_text``), counted
+        and handed to the listeners (the API's event stream)."""
         for event in self.node.events():
             level = event_text.level(event)
             if log.isEnabledFor(level):
                 log.log(level, "%s", event_text.describe(event))
+            self._count(event)
+            for listener in list(self.listeners):
+                listener(event)
+
+    def _count(self, event: ev.Event) -> None:
+        match event:
+            case ev.DirectLink():
+                self.counters["switch_direct"] += 1
+            case ev.DirectLinkFailed(lost=True) | ev.PeerLeftLink():
+                self.counters["switch_relayed"] += 1
+            case ev.Conflict() | ev.RefusedByPeer():
+                self.counters["conflicts"] += 1
+
+    async def _serve_api(self, status: DaemonStatus) -> None:
+        assert self.settings.api is not None
+        # Imported here: hypercorn costs about 0.2 s, and nothing before READY=1 waits for it.
+        from . import api
+
+        token_file = api_token.token_path(self.settings.network.path)
+        await api.serve(status, self.settings.api, token_file)
 
     # --- WireGuard and routes -------------------------------------------------
 
@@ -617,6 +647,64 @@ class DaemonStatus:
         """Changes whenever the snapshot may have changed beyond ages and counters."""
         node = self._daemon.node
         return (node.state_version, node.table_version, len(node.sessions))
+
+    # --- what the HTTP API (api.ApiSource) and the TUI's map add ---------------------
+
+    def mesh(self) -> Doc:
+        """The mesh map document (``mesh_text``). Someone is looking: a dynamic
+        node keeps its static's map coming for a while (``MESH_WATCH``)."""
+        node = self._daemon.node
+        now = trio.current_time()
+        node.watch_mesh(now + MESH_WATCH, now)
+        return mesh_text.mesh_document(
+            node.mesh_picture(now), me=node.info.wg_ip, source=node.mesh.source
+        )
+
+    def mesh_token(self) -> object:
+        return self._daemon.node.mesh.token()
+
+    def routes(self) -> Doc:
+        node = self._daemon.node
+        routes = sorted(node.desired_routes(), key=lambda r: r.dest)
+        peers = sorted(node.desired_peers().values(), key=lambda p: p.public_key)
+        return {
+            "interface": self._daemon.settings.interface,
+            "routes": [
+                {"dest": f"{r.dest}/32", "via": None if r.via is None else str(r.via)}
+                for r in routes
+            ],
+            "wireguard_peers": [
+                {
+                    "public_key": p.public_key,
+                    "allowed_ips": [str(ip) for ip in p.allowed_ips],
+                    "endpoint": None if p.endpoint is None else f"{p.endpoint[0]}:{p.endpoint[1]}",
+                    "persistent_keepalive": p.persistent_keepalive,
+                }
+                for p in peers
+            ],
+        }
+
+    def counters(self) -> Mapping[str, int]:
+        return self._daemon.counters
+
+    def reprobe(self, wg_ip: IPv4Address) -> bool:
+        daemon = self._daemon
+        if daemon.node.reprobe(wg_ip, trio.current_time()) is None:
+            return False
+        daemon._kick.set()  # a retry due now: the core's timer runs at once
+        return True
+
+    def request_reload(self) -> None:
+        self._daemon.request_reload()
+
+    def set_log_level(self, level: int) -> None:
+        """Until the next reload, which sets the configured verbosity again."""
+        logging.getLogger().setLevel(level)
+
+    def add_listener(self, listener: Callable[[ev.Event], None]) -> Callable[[], None]:
+        listeners = self._daemon.listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
 
 
 async def resolve_host(host: Host, name: str) -> str | None:
