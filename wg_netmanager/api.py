@@ -33,6 +33,7 @@ import ipaddress
 import json
 import logging
 import math
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -132,15 +133,18 @@ class Request:
     path: str
     query: dict[str, str]
     headers: dict[str, str]  # lower-case names; a repeated header keeps its first value
+    header_bytes: int
 
     @classmethod
     def from_scope(cls, scope: Scope) -> Request:
         headers: dict[str, str] = {}
+        size = 0
         for raw_name, raw_value in scope.get("headers", []):
             name = raw_name.decode("latin-1").lower()
             headers.setdefault(name, raw_value.decode("latin-1"))
+            size += len(raw_name) + len(raw_value) + 4
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        return cls(scope["method"], scope["path"], query, headers)
+        return cls(scope["method"], scope["path"], query, headers, size)
 
     def credential(self) -> str | None:
         auth = self.headers.get("authorization", "")
@@ -303,6 +307,7 @@ class Api:
         self.loopback = loopback
         self.token = token
         self.feed = Feed(source)
+        self.address: tuple[str, int] | None = None  # where it listens, once it does
         self._static: dict[str, bytes] = {}
         self._metrics: Callable[[], bytes] | None = None
         self._routes: dict[tuple[str, str], Callable[[Request, bytes], Response]] = {
@@ -342,8 +347,10 @@ class Api:
         if request.method in ("GET", "HEAD") and path in STATIC:
             return self._static_file(path)
         write = request.method == "POST"
-        if path.startswith("/api/") or path == "/metrics":
-            self._check_access(request, write=write and path != "/api/v1/login")
+        if path in ("/api/v1/login", "/api/v1/logout"):
+            self._check_origin(request)
+        elif path.startswith("/api/") or path == "/metrics":
+            self._check_access(request, write=write)
         if request.method == "GET" and path == "/api/v1/events":
             await self._events(receive, send)
             return None
@@ -361,6 +368,8 @@ class Api:
     # --- access ---------------------------------------------------------------
 
     def _check_host(self, request: Request) -> None:
+        if request.header_bytes > MAX_HEADERS:
+            raise HttpError(431, f"at most {MAX_HEADERS} bytes of headers")
         if not self.loopback:
             return  # the token guards everything there
         host = request.headers.get("host", "")
@@ -368,11 +377,14 @@ class Api:
         if not is_loopback(name):
             raise HttpError(403, "this API answers to loopback addresses only")
 
+    def _check_origin(self, request: Request) -> None:
+        origin = request.headers.get("origin")
+        if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+            raise HttpError(403, "a write from another origin")
+
     def _check_access(self, request: Request, *, write: bool) -> None:
         if write:
-            origin = request.headers.get("origin")
-            if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
-                raise HttpError(403, "a write from another origin")
+            self._check_origin(request)
         if not write and self.loopback:
             return
         if self.token is None:
@@ -622,14 +634,13 @@ async def serve(
 ) -> None:
     """Serve the API on ``address`` until cancelled. Never ends the daemon: an
     address that cannot be bound is logged and the API is off (``started(None)``)."""
-    from hypercorn.config import Config
+    from hypercorn.config import Config, Sockets
     from hypercorn.trio.run import worker_serve
     from hypercorn.utils import wrap_app
 
     host, port = address
     loopback = is_loopback(host)
     config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.errorlog = log
     config.accesslog = None
     config.keep_alive_timeout = IDLE_TIMEOUT
@@ -638,7 +649,7 @@ async def serve(
     config.graceful_timeout = 0.5
     config.include_server_header = False
     try:
-        sockets = config.create_sockets()
+        listener = _listen(host, port, config.backlog)
     except OSError as exc:
         log.warning(
             "API %s:%d: %s; the API is off (--api ADDR:PORT, or --api off)",
@@ -648,9 +659,10 @@ async def serve(
         )
         task_status.started(None)
         return
-    for sock in sockets.insecure_sockets:
-        sock.listen(config.backlog)
+    sockets = Sockets([], [listener], [])
     app = Api(source, loopback=loopback, token=load_token(token_file))
+    bound = listener.getsockname()
+    app.address = (bound[0], bound[1])
     handler = FeedLogHandler(app.feed)
     root = logging.getLogger()
     remove_listener = source.add_listener(app.feed.on_event)
@@ -667,5 +679,18 @@ async def serve(
     finally:
         root.removeHandler(handler)
         remove_listener()
-        for sock in sockets.insecure_sockets:
-            sock.close()
+        listener.close()
+
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

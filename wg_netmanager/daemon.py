@@ -653,9 +653,10 @@ class DaemonStatus:
     def mesh(self) -> Doc:
         """The mesh map document (``mesh_text``). Someone is looking: a dynamic
         node keeps its static's map coming for a while (``MESH_WATCH``)."""
-        node = self._daemon.node
+        daemon, node = self._daemon, self._daemon.node
         now = trio.current_time()
         node.watch_mesh(now + MESH_WATCH, now)
+        daemon._kick.set()  # a request to the static may be due now
         return mesh_text.mesh_document(
             node.mesh_picture(now), me=node.info.wg_ip, source=node.mesh.source
         )
