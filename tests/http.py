@@ -18,6 +18,8 @@ import trio
 
 from wg_netmanager.core import events as ev
 
+HTTP_WAIT = 10.0  # seconds a raw request may take, answer included
+
 
 @dataclass
 class Answer:
@@ -86,7 +88,8 @@ async def asgi_request(
     headers_out: dict[str, str] = {}
     for k, v in start.get("headers", []):
         name = k.decode().lower()
-        headers_out[name] = f"{headers_out[name]}, {v.decode()}" if name in headers_out else v.decode()
+        value = v.decode()
+        headers_out[name] = f"{headers_out[name]}, {value}" if name in headers_out else value
     return Answer(start["status"], headers_out, b"".join(parts))
 
 
@@ -139,15 +142,14 @@ class EventStream:
             self._arrived = trio.Event()
 
 
-async def http_request(
-    address: tuple[str, int], raw: bytes, *, timeout: float = 10.0
-) -> tuple[bytes, float]:
-    """Send ``raw`` to ``address`` and read until the server closes: (answer, seconds)."""
+async def http_request(address: tuple[str, int], raw: bytes) -> tuple[bytes, float]:
+    """Send ``raw`` to ``address`` and read until the server closes (at most
+    ``HTTP_WAIT`` seconds): (answer, seconds)."""
     started = trio.current_time()
     stream = await trio.open_tcp_stream(*address)
     answer = b""
     async with stream:
-        with trio.fail_after(timeout):
+        with trio.fail_after(HTTP_WAIT):
             await stream.send_all(raw)
             while True:
                 try:

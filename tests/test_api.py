@@ -152,7 +152,8 @@ def test_writes_need_the_token_reads_on_loopback_do_not(tmp_path: Path) -> None:
         assert (await asgi_request(app, "GET", "/api/v1/reload")).status == 405
         # Without a token file, writes are refused even on loopback.
         tokenless = app_of(bob, token=None)
-        assert (await asgi_request(tokenless, "POST", "/api/v1/reload", headers=bearer)).status == 403
+        refused = await asgi_request(tokenless, "POST", "/api/v1/reload", headers=bearer)
+        assert refused.status == 403
 
     logging.getLogger().setLevel(logging.WARNING)
     run_meshed(tmp_path, scenario)
@@ -216,8 +217,10 @@ def test_static_files_are_a_fixed_list_no_path_reaches_the_file_system() -> None
         page = await asgi_request(app, "GET", "/")
         assert page.status == 200 and b'src="app.js"' in page.body
         assert "default-src 'self'" in page.headers["content-security-policy"]
-        assert (await asgi_request(app, "GET", "/app.js")).headers["content-type"].startswith(
-            "text/javascript"
+        assert (
+            (await asgi_request(app, "GET", "/app.js"))
+            .headers["content-type"]
+            .startswith("text/javascript")
         )
         for path in (
             "/../api_token.py",
@@ -300,9 +303,7 @@ def test_event_stream_sends_status_mesh_and_log_then_changes_as_they_happen(
 
             def bob_down(events: list[tuple[str, Any]]) -> bool:
                 meshes = [d for k, d in events if k == "mesh"]
-                return any(
-                    n["name"] == "bob" and not n["up"] for m in meshes for n in m["nodes"]
-                )
+                return any(n["name"] == "bob" and not n["up"] for m in meshes for n in m["nodes"])
 
             await stream.wait_for(bob_down)
             assert trio.current_time() - started < 0.5
