@@ -414,7 +414,7 @@ class MapDialog(urwid.WidgetWrap[urwid.AttrMap]):
         end = len(header)
         rows = []
         for index, line in enumerate(lines):
-            if 0 < index and line[:1] in (" ", "*") and len(line) >= end:
+            if index > 0 and line[:1] in (" ", "*") and len(line) >= end:
                 rows.append(Row([" " + line[:start], *self._cells(line[start:end]), line[end:]]))
             else:
                 rows.append(Row(" " + line))

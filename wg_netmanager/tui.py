@@ -34,6 +34,7 @@ import trio
 import urwid
 
 from .log_capture import LogBuffer, capture_logging, release_logging
+from .mesh_text import matrix_lines
 from .panes import (
     HELP,
     PALETTE,
@@ -44,14 +45,13 @@ from .panes import (
     GatewayList,
     Header,
     HelpDialog,
-    MapDialog,
     LogPane,
+    MapDialog,
     PeerTable,
     Size,
     detail_lines,
     dialog_size,
 )
-from .mesh_text import matrix_lines
 from .status_text import Doc, StatusSource
 
 log = logging.getLogger("wg_netmanager")
