@@ -198,6 +198,7 @@ class Feed:
         if len(self._streams) >= MAX_STREAMS:
             raise HttpError(503, f"at most {MAX_STREAMS} event streams")
         send, receive = trio.open_memory_channel[bytes](STREAM_QUEUE)
+        self._wake.set()  # run() waits for a first stream
         self._refresh(force=True)
         for chunk in (self._status, self._mesh, *self._log):
             if chunk is not None:
@@ -641,7 +642,10 @@ async def serve(
     host, port = address
     loopback = is_loopback(host)
     config = Config()
-    config.errorlog = log
+    # hypercorn's own lines: its errors only ("Running on ... CTRL + C" is not ours to say).
+    http_log = logging.getLogger("wg_netmanager.api.http")
+    http_log.setLevel(logging.WARNING)
+    config.errorlog = http_log
     config.accesslog = None
     config.keep_alive_timeout = IDLE_TIMEOUT
     config.h11_max_incomplete_size = MAX_HEADERS
@@ -674,6 +678,9 @@ async def serve(
             await nursery.start(serve_app)
             root.addHandler(handler)
             nursery.start_soon(app.feed.run)
+            where = f"[{host}]:{app.address[1]}" if ":" in host else f"{host}:{app.address[1]}"
+            token_note = "reads open, writes with the token" if loopback else "with the token"
+            log.info("API and web UI at http://%s/ (%s)", where, token_note)
             task_status.started(app)
             await trio.sleep(math.inf)
     finally:

@@ -168,9 +168,9 @@ function renderMesh(doc) {
     const g = el("g", { class: classes.join(" "), transform: `translate(${x},${y})`,
       "data-wg-ip": n.wg_ip, "data-up": String(n.up), "data-name": n.name }, null, SVGNS);
     g.appendChild(el(n.is_static ? "rect" : "circle",
-      n.is_static ? { x: -16, y: -16, width: 32, height: 32, rx: 6 } : { r: 16 }, null, SVGNS));
-    g.appendChild(el("text", { y: 32, class: "name" }, n.name, SVGNS));
-    g.appendChild(el("text", { y: 46, class: "ip" }, n.wg_ip + (n.up ? "" : " (down)"), SVGNS));
+      n.is_static ? { x: -18, y: -18, width: 36, height: 36, rx: 6 } : { r: 18 }, null, SVGNS));
+    g.appendChild(el("text", { y: 38, class: "name" }, n.name, SVGNS));
+    g.appendChild(el("text", { y: 53, class: "ip" }, n.wg_ip + (n.up ? "" : " (down)"), SVGNS));
     g.addEventListener("click", () => select(n.wg_ip));
     parts.push(g);
   }
