@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -211,6 +212,7 @@ class Feed:
 
     def on_event(self, event: ev.Event) -> None:
         doc = {
+            "time": time.time(),  # wall clock, as the log lines' times
             "type": type(event).__name__,
             "level": logging.getLevelName(event_text.level(event)),
             "text": event_text.describe(event),
