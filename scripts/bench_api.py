@@ -294,7 +294,7 @@ def bench_sizes(nodes: int) -> None:
     print(f"  the merged map (MapPart)       {len(map_bytes)} datagrams, {sum(map_bytes)} B")
     idle = sum(b - a for a, b in zip(seqs_before, seqs_after, strict=True))
     print(f"  reports in 60 s idle           {idle} (all nodes)")
-    print(f"  /api/v1/mesh                   {len(doc)} B (relayed pairs listed: {len(explicit)} B)")
+    print(f"  /api/v1/mesh                   {len(doc)} B (relayed listed: {len(explicit)} B)")
     print(f"  /api/v1/status at the static   {_json_size(static_status)} B")
     print(f"  /api/v1/status at a node       {_json_size(node_status)} B")
     print(f"  /metrics at the static         {len(metrics_text)} B")
