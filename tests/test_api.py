@@ -20,7 +20,7 @@ import trio
 from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings, mock_clock
 from tests.http import EventStream, StubSource, asgi_request, get, http_request
 from tests.waits import wait_for
-from wg_netmanager import api
+from wg_netmanager import api, cli
 from wg_netmanager.api import Api
 from wg_netmanager.api_token import TokenError, ensure_token, read_token
 from wg_netmanager.daemon import Daemon, DaemonStatus
@@ -377,3 +377,47 @@ def test_a_port_in_use_leaves_the_api_off_and_the_daemon_running(
 
     trio.run(main)
     assert "the API is off" in caplog.text
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, ("127.0.0.1", 50080)),
+        ("off", None),
+        ("10.1.1.1:8080", ("10.1.1.1", 8080)),
+        ("[::1]:50080", ("::1", 50080)),
+    ],
+)
+def test_api_option(given: str | None, expected: tuple[str, int] | None) -> None:
+    assert cli.parse_api(given) == expected
+
+
+@pytest.mark.parametrize(
+    "given", ["localhost:80", "10.1.1.1", "10.1.1.1:0", "10.1.1.1:http", ":80"]
+)
+def test_a_bad_api_option_is_one_line_naming_the_option_and_the_fix(
+    given: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice, _ = make_settings(tmp_path)
+    monkeypatch.setattr(cli, "DEFAULT_PEER_PATH", str(tmp_path / "no-peer.yaml"))
+    argv = ["check", "-c", alice.network.path, "--api", given, "wg0", "10.1.1.2", "bob"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--api" in err and "or off" in err, err
+
+
+def test_check_says_where_the_api_listens_and_where_its_token_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice, _ = make_settings(tmp_path)
+    monkeypatch.setattr(cli, "DEFAULT_PEER_PATH", str(tmp_path / "no-peer.yaml"))
+    assert cli.main(["check", "-c", alice.network.path, "wg0", "10.1.1.2", "bob"]) == 0
+    out = capsys.readouterr().out
+    assert f"api:        http://127.0.0.1:50080/ (token {tmp_path}/api-token)" in out
+    assert not (tmp_path / "api-token").exists()  # check makes nothing
+    argv = ["check", "-c", alice.network.path, "--api", "off", "wg0", "10.1.1.2", "bob"]
+    assert cli.main(argv) == 0
+    assert "api:        off" in capsys.readouterr().out

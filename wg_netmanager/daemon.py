@@ -154,7 +154,6 @@ class Daemon:
         self._status_sent: str | None = None
         self.counters: Counter[str] = Counter()  # path switches, conflicts (metrics)
         self.listeners: list[Callable[[ev.Event], None]] = []  # the core's events (API)
-        self.api: object | None = None  # the running API, once it serves
 
     # --- lifecycle ----------------------------------------------------------
 

@@ -16,7 +16,7 @@ the TUI derive them. Pure formatting: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -154,7 +154,3 @@ def _column(index: int) -> str:
     """A one-character column name: 0-9, then a-z, then A-Z."""
     digits = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
     return digits[index] if index < len(digits) else "?"
-
-
-def node_names(doc: Mapping[str, Any]) -> Sequence[str]:
-    return [n["name"] for n in doc.get("nodes", [])]
