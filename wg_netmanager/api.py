@@ -189,26 +189,20 @@ class Feed:
         self._status: bytes | None = None
         self._mesh: bytes | None = None
         self._tokens: tuple[object, object] | None = None
-        self.sent = 0  # bytes queued for streams (a figure for the benchmark)
-
-    @property
-    def streams(self) -> int:
-        return len(self._streams)
 
     def open_stream(self) -> trio.MemoryReceiveChannel[bytes]:
+        """A new stream: the current status and map, the recent log lines, then what comes."""
         if len(self._streams) >= MAX_STREAMS:
             raise HttpError(503, f"at most {MAX_STREAMS} event streams")
         send, receive = trio.open_memory_channel[bytes](STREAM_QUEUE)
         self._wake.set()  # run() waits for a first stream
-        self._refresh(force=True)
+        self._tokens = None  # fresh documents (the other streams get them too)
+        self._refresh()
         for chunk in (self._status, self._mesh, *self._log):
             if chunk is not None:
                 send.send_nowait(chunk)
         self._streams.add(send)
         return receive
-
-    def close_stream(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
-        receive.close()
 
     def on_event(self, event: ev.Event) -> None:
         doc = {
@@ -230,28 +224,27 @@ class Feed:
         for stream in list(self._streams):
             try:
                 stream.send_nowait(chunk)
-                self.sent += len(chunk)
             except trio.WouldBlock:  # a reader that cannot keep up starts afresh
                 stream.close()
                 self._streams.discard(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._streams.discard(stream)
 
-    def _refresh(self, force: bool = False) -> None:
+    def _refresh(self) -> None:
+        """New documents if the tokens moved (or were reset); each sent if it changed."""
         source = self._source
         tokens = (source.token(), source.mesh_token())
-        if force or tokens != self._tokens or self._status is None:
-            self._tokens = tokens
-            status = _sse("status", source.snapshot())
-            if status != self._status or force:
-                self._status = status
-                if not force:
-                    self._publish(status)
-            mesh = _sse("mesh", source.mesh())
-            if mesh != self._mesh:
-                self._mesh = mesh
-                if not force:
-                    self._publish(mesh)
+        if tokens == self._tokens:
+            return
+        self._tokens = tokens
+        status = _sse("status", source.snapshot())
+        if status != self._status:
+            self._status = status
+            self._publish(status)
+        mesh = _sse("mesh", source.mesh())
+        if mesh != self._mesh:
+            self._mesh = mesh
+            self._publish(mesh)
 
     async def run(self) -> None:
         """While streams are open: look for changes every LOOK (at once after
