@@ -76,9 +76,12 @@ def test_the_ui_shows_every_node_and_link_and_a_link_change_live(
         chromium.wait_js(LINKS_JS, lambda links: set(links) == expected, timeout=20)
         before = chromium.screenshot(tmp_path / "web-ui.png")
         print(f"\nscreenshot: {before}")
-        # The LAN breaks: the link leaves the map and the table, live.
+        # The LAN breaks while charlie and delta talk: the link leaves the map
+        # and the table, live.
+        mesh.start_probers({"charlie": ["delta"], "delta": ["charlie"]})
+        time.sleep(1.0)
         cut = mesh.fault("lan-cut")
-        chromium.wait_js(LINKS_JS, lambda links: f"{CHARLIE_DELTA}:lan" not in links, timeout=30)
+        chromium.wait_js(LINKS_JS, lambda links: f"{CHARLIE_DELTA}:lan" not in links, timeout=40)
         shown = time.monotonic() - cut
         rows = chromium.wait_js(TABLE, lambda rows: "10.1.1.4 lan" not in rows, timeout=10)
         after = chromium.screenshot(tmp_path / "web-ui-lan-cut.png")
