@@ -143,6 +143,10 @@ def test_a_report_counts_only_as_the_senders_own_and_only_at_a_static() -> None:
     forged = NodeLinks(IP["delta"], "delta", False, True, None, ())
     beta.mesh.on_report(IP["alpha"], LinkReport(99, 0, 1, forged), net.now)
     assert beta.drops[DropReason.BAD_MAP] == 1
+    # A report too large to keep for assembly.
+    own = NodeLinks(IP["alpha"], "alpha", False, True, None, ())
+    beta.mesh.on_report(IP["alpha"], LinkReport(99, 0, mesh_map.MAX_REPORT_PARTS + 1, own), net.now)
+    assert beta.drops[DropReason.BAD_MAP] == 2 and IP["alpha"] not in beta.mesh._report_parts
     charlie.mesh.on_report(IP["delta"], LinkReport(1, 0, 1, forged), net.now)
     charlie.mesh.on_request(IP["delta"], MapRequest(0, 30.0), net.now)
     assert charlie.drops[DropReason.NOT_A_STATIC] == 2

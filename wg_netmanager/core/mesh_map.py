@@ -57,6 +57,7 @@ MAX_WATCH = 60.0  # seconds a static pushes changes to one request
 WATCH_ASK = 30.0  # what a watching node asks for; renewed at half of it
 REQUEST_BURST, REQUEST_RATE = 4.0, 0.5  # map requests per session
 REPORT_PART_BURST, REPORT_PART_RATE = 64.0, 16.0  # report parts per session
+MAX_REPORT_PARTS = 32  # about 1,000 links: what one report may hold (memory at the static)
 
 _MAX_COUNT = 2**62
 
@@ -214,8 +215,8 @@ class MeshMap:
         if not everyone:
             targets = [ip for ip in targets if ip in self._resend]
         self._resend.clear()
-        if host.is_static:
-            self.changed(now)  # our own record is part of our merged map
+        if host.is_static and self._merge_at is None:
+            self._merge_at = now + MERGE_DELAY  # our own record is part of our merged map
         if not targets:
             return
         self._seq += 1
@@ -236,7 +237,7 @@ class MeshMap:
         if not host.is_static:
             host.drop(DropReason.NOT_A_STATIC)
             return
-        if report.record.wg_ip != sender:
+        if report.record.wg_ip != sender or report.parts > MAX_REPORT_PARTS:
             host.drop(DropReason.BAD_MAP)  # a node reports only its own links
             return
         if not self._parts_allowed.allow(sender, now):
