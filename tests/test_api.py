@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -421,3 +424,39 @@ def test_check_says_where_the_api_listens_and_where_its_token_is(
     argv = ["check", "-c", alice.network.path, "--api", "off", "wg0", "10.1.1.2", "bob"]
     assert cli.main(argv) == 0
     assert "api:        off" in capsys.readouterr().out
+
+
+# --- in the daemon -----------------------------------------------------------------------------
+
+
+def test_the_daemon_serves_the_api_after_start_up_with_a_token_next_to_its_config(
+    tmp_path: Path,
+) -> None:
+    alice_settings, _ = make_settings(tmp_path)
+    machine = Machine(replace(alice_settings, api=("127.0.0.1", 0)), FakeNet().host(ALICE_IP))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            daemon = await machine.daemon()
+            await nursery.start(daemon.run)
+            await wait_for(lambda: daemon.api_address is not None, seconds=20)
+            assert daemon.api_address is not None
+            answer, _ = await http_request(daemon.api_address, get("/api/v1/status"))
+            assert answer.startswith(b"HTTP/1.1 200")
+            doc = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+            assert (doc["name"], doc["is_static"]) == ("alice", True)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    token = tmp_path / "api-token"
+    assert token.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_headless_daemon_loads_no_web_stack_until_it_serves() -> None:
+    code = (
+        "import sys, wg_netmanager.daemon, wg_netmanager.cli\n"
+        "web = ('hypercorn', 'h11', 'h2', 'prometheus_client')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in web or m.endswith('.api')))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"

@@ -155,6 +155,7 @@ class Daemon:
         self._status_sent: str | None = None
         self.counters: Counter[str] = Counter()  # path switches, conflicts (metrics)
         self.listeners: list[Callable[[ev.Event], None]] = []  # the core's events (API)
+        self.api_address: tuple[str, int] | None = None  # where the API listens, once it does
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -337,7 +338,9 @@ class Daemon:
         from . import api
 
         token_file = api_token.token_path(self.settings.network.path)
-        await api.serve(status, self.settings.api, token_file)
+        async with trio.open_nursery() as nursery:
+            app = await nursery.start(api.serve, status, self.settings.api, token_file)
+            self.api_address = None if app is None else app.address
 
     # --- WireGuard and routes -------------------------------------------------
 
