@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from ipaddress import IPv4Address
@@ -100,18 +101,17 @@ def bench_cpu(runs: int, window: float) -> None:
         mesh.start_all()
         mesh.wait(mesh.all_direct, 60)
         time.sleep(5.0)
-        idle, watched = [], []
+        # Nobody watching first: a look keeps latency measured for a minute after.
+        idle = [cpu_percent(mesh, "charlie", window) for _ in range(runs)]
         with browser.Browser(mesh.tb.box_cmd, "charlie", Path(tmp)) as chromium:
-            for _ in range(runs):
-                idle.append(cpu_percent(mesh, "charlie", window))
-                chromium.get(URL)
-                chromium.wait_js(
-                    "return document.querySelectorAll('#map g.node').length",
-                    lambda n: n == 4,
-                    timeout=20,
-                )
-                watched.append(cpu_percent(mesh, "charlie", window))
-                chromium.get("about:blank")
+            chromium.get(URL)
+            chromium.wait_js(
+                "return document.querySelectorAll('#map g.node').length",
+                lambda n: n == 4,
+                timeout=20,
+            )
+            time.sleep(2.0)
+            watched = [cpu_percent(mesh, "charlie", window) for _ in range(runs)]
         print(f"cpu: charlie's daemon, {window:g} s windows, {runs} runs each")
         print(f"  nobody watching      {median(idle):6.2f} %  ({fmt(idle)})")
         print(f"  one browser watching {median(watched):6.2f} %  ({fmt(watched)})")
@@ -127,32 +127,31 @@ def fmt(values: list[float]) -> str:
 
 
 class Reader:
-    """The event stream of the daemon in ``box``, read by a program in that box."""
+    """The event stream of the daemon in ``box``, read by a program in that box;
+    its lines collected by a thread as they come (a reader that falls behind
+    is dropped by the daemon)."""
 
     def __init__(self, mesh: FaultMesh, box: str) -> None:
         argv = mesh.tb.box_cmd(box, sys.executable, "-c", READER)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         self.lines: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
 
-    def drain(self, seconds: float) -> None:
-        """Read what arrives for ``seconds``."""
-        import selectors
-
+    def _read(self) -> None:
         assert self.proc.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if selector.select(left):
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                self.lines.append(json.loads(line))
-        selector.close()
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))  # list.append is atomic
+
+    def taken(self) -> list[dict[str, Any]]:
+        """The lines so far, and a fresh start."""
+        lines, self.lines = self.lines, []
+        return lines
 
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=5)
+        self._thread.join(timeout=5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
@@ -168,6 +167,7 @@ def bench_latency(cycles: int) -> None:
         tempfile.TemporaryDirectory() as tmp,
         fault_mesh(Path(tmp), pingInterval=2, deadAfter=6, linkTimeout=1) as mesh,
     ):
+        mesh.verbose = False
         mesh.start_all()
         mesh.wait(mesh.all_direct, 60)
         local, remote = Reader(mesh, "charlie"), Reader(mesh, "alpha")
@@ -185,9 +185,8 @@ def bench_latency(cycles: int) -> None:
                     else (lambda: mesh.direct("charlie", "delta")),
                     40,
                 )
-                local.drain(3.0)
-                remote.drain(0.5)
-                lines = local.lines
+                time.sleep(3.0)
+                lines, far_lines = local.taken(), remote.taken()
                 events = [
                     x
                     for x in lines
@@ -208,17 +207,15 @@ def bench_latency(cycles: int) -> None:
                     lan = f"{pair}:lan" in x["links"]
                     return (not lan) if w == "relayed" else lan
 
-                status = first_after(lines, moved - 1, "status", shows)
-                doc = first_after(lines, moved - 1, "mesh", has_link)
-                far = first_after(remote.lines, moved - 1, "mesh", has_link)
+                status = first_after(lines, moved - 0.05, "status", shows)
+                doc = first_after(lines, moved - 0.05, "mesh", has_link)
+                far = first_after(far_lines, moved - 0.05, "mesh", has_link)
                 if status:
                     status_lat.append(max(0.0, status["t"] - moved))
                 if doc:
                     mesh_lat.append(max(0.0, doc["t"] - moved))
                 if far:
                     remote_lat.append(max(0.0, far["t"] - moved))
-                local.lines.clear()
-                remote.lines.clear()
         local.close()
         remote.close()
         mesh.stop_probers()
