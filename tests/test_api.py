@@ -333,6 +333,32 @@ def test_at_most_max_streams_at_once() -> None:
     trio.run(main)
 
 
+def test_a_stream_that_cannot_keep_up_is_closed_and_the_others_go_on() -> None:
+    async def main() -> None:
+        feed = Api(StubSource(), loopback=True, token=TOKEN).feed
+        slow, fast = feed.open_stream(), feed.open_stream()
+        while True:  # the fast reader takes what it was given at once
+            try:
+                fast.receive_nowait()
+            except trio.WouldBlock:
+                break
+        record = logging.LogRecord("x", logging.INFO, "", 0, "line", (), None)
+        got = []
+        for _ in range(api.STREAM_QUEUE + 10):
+            feed.on_log(record, "line")
+            got.append(fast.receive_nowait())
+        chunks = []
+        with pytest.raises(trio.EndOfChannel):
+            while True:
+                chunks.append(slow.receive_nowait())
+        assert len(chunks) == api.STREAM_QUEUE
+        assert got[-1].startswith(b"event: log")
+        feed.on_log(record, "after")
+        assert b"after" in fast.receive_nowait()
+
+    trio.run(main)
+
+
 # --- over a real socket ---------------------------------------------------------------------
 
 
