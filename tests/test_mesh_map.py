@@ -215,3 +215,18 @@ def test_bad_map_messages_are_malformed(body: bytes) -> None:
     with pytest.raises(Drop) as caught:
         wire.decode_message(body)
     assert caught.value.reason is DropReason.MALFORMED
+
+
+def test_a_nodes_own_links_win_over_an_older_report_of_its_peer() -> None:
+    net = converged(symmetric_alpha=False)
+    charlie = node(net, "charlie")
+    charlie.watch_mesh(net.now + 60.0, net.now)
+    net._after(net.hosts["charlie"])
+    net.wait_for(lambda: charlie.mesh.source == IP["beta"], limit=2.0)
+    net.flows[("charlie", "delta")] = net.flows[("delta", "charlie")] = 1000.0
+    net.run_for(3.0)
+    net.partitioned.add(frozenset(("charlie", "delta")))
+    # The moment charlie's own path to delta changes, its map says so, even
+    # before delta's report has gone through beta.
+    net.wait_for(lambda: charlie.pairs.paths[IP["delta"]].state.value != "direct", limit=10.0)
+    assert ("10.1.1.3", "10.1.1.4", "lan") not in links(picture(net, "charlie"))

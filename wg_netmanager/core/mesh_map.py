@@ -283,7 +283,7 @@ class MeshMap:
         for ip, name in host.listed_names().items():
             if ip not in records:  # reached through another static only
                 records[ip] = _bare(ip, name, is_static=ip in statics)
-        self._set_merged(records, now)
+        self._set_merged(_own_links_win(records, records[me]), now)
 
     def _set_merged(self, records: dict[IPv4Address, NodeLinks], now: float) -> None:
         # Nodes that were on the map and are no longer reached stay, down.
@@ -407,6 +407,7 @@ class MeshMap:
         own = replace(own_record(status), up=True)
         records = {r.wg_ip: r for r in self._remote}
         records[own.wg_ip] = own
+        records = _own_links_win(records, own)
         for peer in status.peers:
             if peer.wg_ip not in records:
                 records[peer.wg_ip] = _bare(peer.wg_ip, peer.name, is_static=peer.is_static)
@@ -449,6 +450,22 @@ def own_record(status: NodeStatus) -> NodeLinks:
         links=tuple(links),
         exceptions=tuple(sorted((ip, gw) for ip, gw in via.items() if gw != gateway)),
     )
+
+
+def _own_links_win(
+    records: dict[IPv4Address, NodeLinks], own: NodeLinks
+) -> dict[IPv4Address, NodeLinks]:
+    """Our own links are known here first: another node's report of a link
+    with us that we no longer have (it has not reported yet) is left out."""
+    mine = {link.peer for link in own.links}
+    out = {}
+    for ip, record in records.items():
+        if ip != own.wg_ip and ip not in mine:
+            kept = tuple(link for link in record.links if link.peer != own.wg_ip)
+            if len(kept) != len(record.links):
+                record = replace(record, links=kept)
+        out[ip] = record
+    return out
 
 
 def _rtt_moved(old: float | None, new: float | None) -> bool:
