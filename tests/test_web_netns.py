@@ -88,3 +88,8 @@ def test_the_ui_shows_every_node_and_link_and_a_link_change_live(
         print(f"screenshot after lan-cut: {after} (map changed {shown:.1f} s after the cut)")
         log = chromium.js("return document.getElementById('log').textContent")
         assert "delta" in log
+        # SIGTERM with the browser's event stream open: every daemon exits cleanly.
+        mesh.stop_probers()
+        started = time.monotonic()
+        assert set(mesh.stop_all().values()) == {0}, mesh.logs()
+        print(f"all four stopped {time.monotonic() - started:.1f} s after SIGTERM")
