@@ -86,12 +86,48 @@ def test_a_dynamic_node_shows_the_statics_map_once_someone_watches() -> None:
     seen = picture(net, "charlie")
     assert links(seen) == links(picture(net, "beta"))
     # A change elsewhere is pushed while the watch lasts: alpha goes away.
+    net.run_for(2.0)
     net.stop("alpha")
     took = net.wait_for(lambda: not picture(net, "charlie")[IP["alpha"]].up, limit=5.0)
     assert took < 0.5
     # The watch is renewed while it lasts and ends when nobody looks any more.
     net.run_for(120.0)
     assert charlie.mesh._request_at is None and not charlie.mesh._watching(net.now)
+
+
+def test_a_watcher_gets_changes_not_the_whole_map_and_asks_again_when_it_lost_one() -> None:
+    net = converged()
+    beta, charlie = node(net, "beta"), node(net, "charlie")
+    sent: list[wire.MapPart] = []
+    send = beta.mesh._host.send_encoded
+
+    def spy(body: bytes, to: IPv4Address) -> None:
+        message = wire.decode_message(body)
+        if isinstance(message, wire.MapPart) and to == IP["charlie"]:
+            sent.append(message)
+        send(body, to)
+
+    beta.mesh._host.send_encoded = spy  # type: ignore[method-assign]
+    charlie.watch_mesh(net.now + 120.0, net.now)
+    net._after(net.hosts["charlie"])
+    net.wait_for(lambda: charlie.mesh.source == IP["beta"], limit=2.0)
+    assert sent and all(part.base == 0 for part in sent)  # the first map is whole
+    whole = sum(len(part.records) for part in sent)
+    sent.clear()
+    net.run_for(2.0)
+    net.stop("delta")  # delta's record changes (down); charlie's and beta's links too
+    net.wait_for(lambda: not picture(net, "charlie")[IP["delta"]].up, limit=5.0)
+    assert sent and all(part.base for part in sent)
+    assert sum(len(part.records) for part in sent) < whole
+    assert picture(net, "charlie").keys() == picture(net, "beta").keys()
+    assert links(picture(net, "charlie")) == links(picture(net, "beta"))
+    # A change on top of a version charlie lacks: it asks for the whole map again.
+    sent.clear()
+    charlie.mesh._remote_version -= 1
+    net.start("delta")
+    net.wait_for(lambda: any(part.base == 0 for part in sent), limit=10.0)
+    net.run_for(5.0)
+    assert links(picture(net, "charlie")) == links(picture(net, "beta"))
 
 
 def test_reports_only_on_change_and_at_most_one_a_second() -> None:
@@ -189,6 +225,8 @@ def test_records_split_into_datagrams_and_join_again() -> None:
     for index, chunk in enumerate(chunks):
         report = LinkReport(2**62, index, len(chunks), chunk)
         assert wire.encoded_size(report) <= wire.MAX_DATAGRAM
+    change = MapPart(9, 0, 1, (chunks[0],), base=7, removed=(IPv4Address("10.1.0.9"),))
+    assert wire.decode_message(wire.encode_message(change)) == change
     (joined,) = _join({i: (c,) for i, c in enumerate(chunks)})
     # Round trips travel in microseconds.
     assert joined == record
@@ -209,6 +247,8 @@ def test_records_split_into_datagrams_and_join_again() -> None:
         b'{"t":"mreq","v":-1,"w":1}',
         b'{"t":"map","v":1,"p":0,"n":0,"r":[]}',
         b'{"t":"map","v":1,"p":0,"n":1,"r":{}}',
+        b'{"t":"map","v":3,"p":0,"n":1,"r":[],"b":3,"x":[]}',
+        b'{"t":"map","v":3,"p":0,"n":1,"r":[],"b":2}',
     ],
 )
 def test_bad_map_messages_are_malformed(body: bytes) -> None:

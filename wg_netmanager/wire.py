@@ -491,12 +491,18 @@ class MapRequest:
 @dataclass(frozen=True)
 class MapPart:
     """From a static node: part ``part`` of ``parts`` of its merged map at
-    ``version``. A record with many links comes in chunks (same wg IP)."""
+    ``version``. A record with many links comes in chunks (same wg IP).
+
+    ``base`` 0: the whole map. Otherwise a change from version ``base``:
+    ``records`` new or changed, ``removed`` gone (as ``Table``).
+    """
 
     version: int
     part: int
     parts: int
     records: tuple[NodeLinks, ...]
+    base: int = 0
+    removed: tuple[IPv4Address, ...] = ()
 
 
 Message = (
@@ -602,13 +608,17 @@ def _body(message: Message) -> dict[str, Any]:
         case MapRequest():
             return {"t": "mreq", "v": message.have, "w": round(message.watch, 1)}
         case MapPart():
-            return {
+            body = {
                 "t": "map",
                 "v": message.version,
                 "p": message.part,
                 "n": message.parts,
                 "r": [encode_record(r) for r in message.records],
             }
+            if message.base:
+                body["b"] = message.base
+                body["x"] = [str(ip) for ip in message.removed]
+            return body
     raise TypeError(f"not a message: {message!r}")  # our own bug
 
 
@@ -834,8 +844,16 @@ def _parts(obj: dict[str, Any]) -> tuple[int, int]:
 
 def _decode_map(obj: dict[str, Any]) -> MapPart:
     part, parts = _parts(obj)
-    records = _get(obj, "r", list)
-    return MapPart(_count(obj, "v"), part, parts, tuple(decode_record(r) for r in records))
+    records = tuple(decode_record(r) for r in _get(obj, "r", list))
+    version = _count(obj, "v")
+    base, removed = 0, tuple[IPv4Address, ...]()
+    if "b" in obj:
+        base = _count(obj, "b")
+        removed_list = _get(obj, "x", list)
+        if not 0 < base < version or len(removed_list) > MAX_LINKS:
+            raise _malformed("map base")
+        removed = tuple(_ip(ip) for ip in removed_list)
+    return MapPart(version, part, parts, records, base, removed)
 
 
 def decode_message(data: bytes) -> Message:

@@ -19,12 +19,17 @@ Rules (the story is in docs/architecture.md, "The mesh map"):
    A node that is no longer reached (not in a session, not in a table we
    hold) stays on the map, down, for ``DOWN_KEEP``.
 3. *Serving* (a static). A ``MapRequest`` (rate limited per session) gets
-   the whole map when it is newer than the asker's, and every later version
-   is pushed to it (``MERGE_DELAY`` after the change) while its watch lasts
-   (at most ``MAX_WATCH``). Each version is encoded once.
+   the map when it is newer than the asker's, and every later version is
+   pushed to it while its watch lasts (at most ``MAX_WATCH``), at most one
+   every ``PUSH_INTERVAL`` (versions in between go together). What is sent
+   is the change since the version the watcher has (records new or changed,
+   wg IPs gone), or the whole map for a watcher that has none; each is
+   encoded once per version.
 4. *Watching* (a dynamic node). While someone watches (``watch``), the node
    asks the lowest static it has a session with, renewing the watch before
-   it ends; its own record is always its current links.
+   it ends; a change on top of a version it lacks makes it ask for the whole
+   map. Its own record is always its current links, and they win over an
+   older report of a peer about a link with it.
 
 Reports and maps are sealed in the session like every message; a report
 counts only as the sender's own, a map only from a static's session.
@@ -54,6 +59,8 @@ RTT_MOVE_ABS = 0.002  # ... and by 2 ms: jitter on a LAN is no news
 MERGE_DELAY = 0.05  # reports arriving together make one version
 DOWN_KEEP = 600.0  # a node that went away stays on the map (greyed) this long
 MAX_WATCH = 60.0  # seconds a static pushes changes to one request
+PUSH_INTERVAL = 0.5  # seconds between two maps pushed to one watcher, at least
+MAX_ENCODED = 16  # encoded changes kept (one per base a watcher has)
 WATCH_ASK = 30.0  # what a watching node asks for; renewed at half of it
 REQUEST_BURST, REQUEST_RATE = 4.0, 0.5  # map requests per session
 REPORT_PART_BURST, REPORT_PART_RATE = 64.0, 16.0  # report parts per session
@@ -97,12 +104,23 @@ class MeshHost(Protocol):
 
 
 @dataclass
+class _Watcher:
+    """A session that asked for the map: until when, which version it has."""
+
+    until: float
+    have: int
+    next_push: float  # not before then (PUSH_INTERVAL)
+
+
+@dataclass
 class _Assembly:
     """Parts of one report (or map version) from one session."""
 
     number: int  # report seq or map version
     parts: int
     received: dict[int, tuple[NodeLinks, ...]]
+    base: int = 0  # a map: the version it changes (0: whole)
+    removed: tuple[IPv4Address, ...] = ()
 
 
 class MeshMap:
@@ -123,8 +141,12 @@ class MeshMap:
         self._merged: tuple[NodeLinks, ...] = ()
         self.version = 0
         self._merge_at: float | None = None
-        self._encoded: tuple[int, list[bytes]] = (-1, [])
-        self._watchers: dict[IPv4Address, tuple[float, int]] = {}  # until, version it has
+        self._changed_at: dict[IPv4Address, int] = {}  # the version a record last changed
+        self._removed_at: dict[IPv4Address, int] = {}  # the version a record left the map
+        self._full_before = 0  # a watcher with an older version gets the whole map
+        self._encoded: dict[int, tuple[int, list[bytes]]] = {}  # base -> (version, parts)
+        self._watchers: dict[IPv4Address, _Watcher] = {}
+        self._push_at: float | None = None
         self._requests = TokenBuckets(REQUEST_BURST, REQUEST_RATE, MAX_SOURCES)
         self._parts_allowed = TokenBuckets(REPORT_PART_BURST, REPORT_PART_RATE, MAX_SOURCES)
         # Rule 4: the map a dynamic node got from a static.
@@ -166,7 +188,8 @@ class MeshMap:
         self._watch_until = max(self._watch_until, until)
 
     def deadlines(self) -> list[float]:
-        out = [t for t in (self._check_at, self._merge_at, self._request_at) if t is not None]
+        times = (self._check_at, self._merge_at, self._request_at, self._push_at)
+        out = [t for t in times if t is not None]
         if self._reported is not None:
             out.append(self._last_report + REPORT_REFRESH)
         if self._down_since:
@@ -189,6 +212,8 @@ class MeshMap:
         ):
             self._merge_at = None
             self._merge(now)
+        if self._push_at is not None and now >= self._push_at:
+            self._push(now)
         if self._request_at is not None and now >= self._request_at:
             self._ask(now)
 
@@ -302,8 +327,18 @@ class MeshMap:
         merged = tuple(records[ip] for ip in sorted(records))
         if merged == self._merged:
             return
-        self._merged = merged
-        self.version += 1
+        version = self.version + 1
+        before = {r.wg_ip: r for r in self._merged}
+        for record in merged:
+            if before.get(record.wg_ip) != record:
+                self._changed_at[record.wg_ip] = version
+        for ip in before.keys() - records.keys():
+            self._changed_at.pop(ip, None)
+            self._removed_at[ip] = version
+        if len(self._removed_at) > MAX_SOURCES:  # changes from before then come whole
+            self._full_before = max(self._removed_at.values())
+            self._removed_at.clear()
+        self._merged, self.version = merged, version
         self._push(now)
 
     # --- rule 3: a static serves ---------------------------------------------------------
@@ -316,32 +351,50 @@ class MeshMap:
         if not self._requests.allow(sender, now):
             host.drop(DropReason.RATE_LIMITED)
             return
-        until = now + min(request.watch, MAX_WATCH)
-        self._watchers[sender] = (until, request.have)
+        watcher = _Watcher(now + min(request.watch, MAX_WATCH), request.have, now)
+        self._watchers[sender] = watcher
         if request.have != self.version:
-            self._send_map(sender, until)
+            self._send_map(sender, watcher, now)
 
     def _push(self, now: float) -> None:
-        for ip, (until, have) in list(self._watchers.items()):
-            if until <= now or ip not in self._host.sessions:
+        """The new version to every watcher that lacks it, at most one map per
+        PUSH_INTERVAL each (later changes wait and go together)."""
+        self._push_at = None
+        for ip, watcher in list(self._watchers.items()):
+            if watcher.until <= now or ip not in self._host.sessions:
                 del self._watchers[ip]
-            elif have != self.version:
-                self._send_map(ip, until)
+            elif watcher.have != self.version:
+                if now >= watcher.next_push:
+                    self._send_map(ip, watcher, now)
+                else:
+                    self._push_at = min(self._push_at or math.inf, watcher.next_push)
 
-    def _send_map(self, to: IPv4Address, until: float) -> None:
-        if self._encoded[0] != self.version:
-            chunks = [chunk for record in self._merged for chunk in _chunks(record)]
-            groups = _groups(chunks)
-            self._encoded = (
-                self.version,
-                [
-                    wire.encode_message(MapPart(self.version, index, len(groups), group))
-                    for index, group in enumerate(groups)
-                ],
-            )
-        for body in self._encoded[1]:
+    def _send_map(self, to: IPv4Address, watcher: _Watcher, now: float) -> None:
+        for body in self._encode(watcher.have):
             self._host.send_encoded(body, to)
-        self._watchers[to] = (until, self.version)
+        watcher.have, watcher.next_push = self.version, now + PUSH_INTERVAL
+
+    def _encode(self, have: int) -> list[bytes]:
+        """The map as parts: the change since ``have`` if we can say it, else
+        whole; each encoded once per (version, base)."""
+        base = have if 0 < have < self.version and have >= self._full_before else 0
+        cached = self._encoded.get(base)
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        if base:
+            records = [r for r in self._merged if self._changed_at.get(r.wg_ip, 0) > base]
+            removed = tuple(sorted(ip for ip, v in self._removed_at.items() if v > base))
+        else:
+            records, removed = list(self._merged), ()
+        groups = _groups([chunk for record in records for chunk in _chunks(record)])
+        bodies = [
+            wire.encode_message(MapPart(self.version, index, len(groups), group, base, removed))
+            for index, group in enumerate(groups)
+        ]
+        if len(self._encoded) > MAX_ENCODED:
+            self._encoded.clear()
+        self._encoded[base] = (self.version, bodies)
+        return bodies
 
     # --- rule 4: a dynamic node watches ---------------------------------------------------
 
@@ -374,13 +427,20 @@ class MeshMap:
             return
         if sender != self._server():
             return  # an answer from the static we asked before
+        ours = sender == self._remote_from
+        if part.base and (not ours or part.base != self._remote_version):
+            # A change on top of a version we do not have: ask for the whole map.
+            if ours:
+                self._remote_version = 0
+            self._request_at = now
+            return
         pending = self._remote_parts
-        if pending is None or part.version != pending.number:
-            if sender == self._remote_from and part.version == self._remote_version:
+        if pending is None or (part.version, part.base) != (pending.number, pending.base):
+            if ours and part.version == self._remote_version:
                 return  # a copy of what we have
-            pending = _Assembly(part.version, part.parts, {})
+            pending = _Assembly(part.version, part.parts, {}, part.base, part.removed)
             self._remote_parts = pending
-        if part.parts != pending.parts:
+        if part.parts != pending.parts or part.removed != pending.removed:
             host.drop(DropReason.BAD_MAP)
             self._remote_parts = None
             return
@@ -388,7 +448,11 @@ class MeshMap:
         if len(pending.received) < pending.parts:
             return
         self._remote_parts = None
-        self._remote = _join(pending.received)
+        records = {r.wg_ip: r for r in self._remote} if pending.base else {}
+        for ip in pending.removed:
+            records.pop(ip, None)
+        records.update((r.wg_ip, r) for r in _join(pending.received))
+        self._remote = tuple(records[ip] for ip in sorted(records))
         self._remote_from, self._remote_version = sender, part.version
         self.received += 1
 
