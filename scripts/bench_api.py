@@ -282,6 +282,18 @@ def bench_sizes(nodes: int) -> None:
     seqs_before = [n.mesh._seq for n in dynamic]
     net.run_for(60.0)
     seqs_after = [n.mesh._seq for n in dynamic]
+    # One link breaks: two nodes of a home LAN lose their LAN while they talk.
+    a, b = [name for name, h in net.hosts.items() if h.lan == "h0"][:2]
+    net.flows[(a, b)] = net.flows[(b, a)] = 1000.0
+    net.run_for(3.0)
+    version = s1.mesh.version
+    net.partitioned.add(frozenset((a, b)))
+    net.run_for(8.0)
+    link_change = [len(body) + wire.TRANSPORT_OVERHEAD for body in s1.mesh._encode(version)]
+    version = s1.mesh.version
+    net.stop(next(name for name in net.hosts if name.startswith("n")))  # one node leaves
+    net.run_for(2.0)
+    change = [len(body) + wire.TRANSPORT_OVERHEAD for body in s1.mesh._encode(version)]
     from wg_netmanager import metrics
 
     metrics_text = metrics.exposition(StubSource(status=static_status))()
@@ -290,6 +302,8 @@ def bench_sizes(nodes: int) -> None:
     print(f"  relayed pairs (implied)        {len(relayed_pairs(picture))}")
     print(f"  one node's report              median {median(reports):.0f} B, max {max(reports)} B")
     print(f"  the merged map (MapPart)       {len(map_bytes)} datagrams, {sum(map_bytes)} B")
+    print(f"  a change: a LAN link breaks    {len(link_change)} datagrams, {sum(link_change)} B")
+    print(f"  a change: one node leaves      {len(change)} datagrams, {sum(change)} B")
     idle = sum(b - a for a, b in zip(seqs_before, seqs_after, strict=True))
     print(f"  reports in 60 s idle           {idle} (all nodes)")
     print(f"  /api/v1/mesh                   {len(doc)} B (relayed listed: {len(explicit)} B)")
