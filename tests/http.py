@@ -206,8 +206,8 @@ class StubSource:
     def counters(self) -> dict[str, int]:
         return {}
 
-    def reprobe(self, wg_ip: IPv4Address) -> bool:
-        return False
+    def reprobe(self, wg_ip: IPv4Address) -> str | None:
+        return None
 
     def request_reload(self) -> None:
         self.reloads += 1

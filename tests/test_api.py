@@ -22,6 +22,7 @@ import trio
 
 from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings, mock_clock
 from tests.http import EventStream, StubSource, asgi_request, get, http_request
+from tests.sim import NAMES, working_example
 from tests.waits import wait_for
 from wg_netmanager import api, cli
 from wg_netmanager.api import Api
@@ -122,6 +123,28 @@ def test_metrics_in_the_prometheus_format(tmp_path: Path) -> None:
         assert "wgnm_build_info{backend=" in text and 'node="bob"' in text
 
     run_meshed(tmp_path, scenario)
+
+
+def test_reprobe_tries_a_failed_direct_path_again_at_once() -> None:
+    net = working_example(symmetric_alpha=True)
+    for name in NAMES:
+        net.start(name)
+    net.run_for(10.0)
+    alpha = net.hosts["alpha"].node
+    assert alpha is not None
+    charlie = net.hosts["charlie"].wg_ip
+    path = alpha.pairs.paths[charlie]
+    # Its NAT maps per destination: attempts fail, and the next waits its backoff.
+    net.wait_for(lambda: path.state.value == "failed" and path.retry_at > net.now + 1.0, 60.0)
+    attempt = path.attempt
+    assert alpha.reprobe(charlie, net.now) == "retrying"
+    net._after(net.hosts["alpha"])
+    net.run_for(0.05)
+    assert path.attempt == attempt + 1  # not after the backoff: now
+    delta = net.hosts["delta"].node
+    assert delta is not None and delta.reprobe(net.hosts["charlie"].wg_ip, net.now) == "direct"
+    beta = net.hosts["beta"].node
+    assert beta is not None and beta.reprobe(charlie, net.now) is None  # a static has no pairs
 
 
 # --- access ----------------------------------------------------------------------------

@@ -95,8 +95,9 @@ class ApiSource(Protocol):
         """Path switches, conflicts, ... since start (``daemon.Daemon.counters``)."""
         ...
 
-    def reprobe(self, wg_ip: IPv4Address) -> bool:
-        """Try the direct path to a dynamic peer again now; False: no such pair."""
+    def reprobe(self, wg_ip: IPv4Address) -> str | None:
+        """A failed direct path to a dynamic peer is tried again now; the pair's
+        state ("retrying", or as it was: "direct", "probing", ...), None: no such pair."""
         ...
 
     def request_reload(self) -> None: ...
@@ -445,10 +446,12 @@ class Api:
             wg_ip = IPv4Address(text)
         except ValueError:
             raise HttpError(404, "not a wg IP") from None
-        if not self.source.reprobe(wg_ip):
+        state = self.source.reprobe(wg_ip)
+        if state is None:
             raise HttpError(404, f"{wg_ip} is no dynamic peer with a session")
-        log.info("API: direct path to %s tried again", wg_ip)
-        return json_response({"reprobed": str(wg_ip)}, 202)
+        if state == "retrying":
+            log.info("API: the direct path to %s is tried again", wg_ip)
+        return json_response({"wg_ip": str(wg_ip), "state": state}, 202)
 
     def _reload(self, request: Request, body: bytes) -> Response:
         log.info("API: reload requested")
@@ -554,7 +557,7 @@ ENDPOINTS = (
     ("get", "/api/v1/mesh", "The map of the whole mesh: nodes, direct links, gateways", False),
     ("get", "/api/v1/events", "Server-Sent Events: status, mesh, event, log", False),
     ("get", "/metrics", "Prometheus metrics", False),
-    ("post", "/api/v1/peers/{wg_ip}/reprobe", "Try the direct path to a peer again now", True),
+    ("post", "/api/v1/peers/{wg_ip}/reprobe", "A failed direct path is tried again now", True),
     ("post", "/api/v1/reload", "Re-read network.yaml and peer.yaml (as SIGHUP)", True),
     ("post", "/api/v1/log-level", 'Set the log level: {"level": "debug|info|warning"}', True),
     ("post", "/api/v1/login", 'Trade {"token": ...} for an HttpOnly cookie', False),

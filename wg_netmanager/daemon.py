@@ -693,12 +693,11 @@ class DaemonStatus:
     def counters(self) -> Mapping[str, int]:
         return self._daemon.counters
 
-    def reprobe(self, wg_ip: IPv4Address) -> bool:
+    def reprobe(self, wg_ip: IPv4Address) -> str | None:
         daemon = self._daemon
-        if daemon.node.reprobe(wg_ip, trio.current_time()) is None:
-            return False
+        state = daemon.node.reprobe(wg_ip, trio.current_time())
         daemon._kick.set()  # a retry due now: the core's timer runs at once
-        return True
+        return state
 
     def request_reload(self) -> None:
         self._daemon.request_reload()
