@@ -23,8 +23,9 @@ die() {
 }
 
 # systemd: its systemd-analyze verifies the shipped unit (nothing is started).
+# chromium, chromium-driver: the web UI's test in a real (headless) browser.
 PACKAGES=(wireguard-tools wireguard-go iproute2 nftables iputils-ping tmux faketime python3-venv
-    systemd)
+    systemd chromium chromium-driver)
 for arg in "$@"; do
     case "$arg" in
         --nebula) PACKAGES+=(nebula) ;;

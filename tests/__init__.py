@@ -24,4 +24,8 @@ Scripts use it too: run them from the repository root as
 - ``procfs``: what ``/proc`` says about a process.
 - ``services``: an installed service read back (the command line its unit
   or OpenRC script runs), a service manager's notify socket, counted pings.
+- ``http``: an in-memory ASGI client, a raw HTTP client, a stand-in daemon
+  for the API.
+- ``browser``: headless chromium in a testbed box, driven by selenium
+  through a worker program in that box.
 """

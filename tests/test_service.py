@@ -140,8 +140,10 @@ def test_install_writes_the_layout_and_is_idempotent(
         "network.yaml": "0o600",  # it holds the shared key
         "peer.yaml": "0o600",
         "options": "0o600",
+        "api-token": "0o600",  # made here: the service's /etc is read-only
     }
     assert (conf / "network.yaml").read_text() == NETWORK
+    token = (conf / "api-token").read_text()
     # -e and -v in peer.yaml (a reload applies the verbosity); the rest in OPTIONS.
     assert "existingInterface: true\nverbosity: 2\n" in (conf / "peer.yaml").read_text()
     assert services.options_of(root, "wg7") == [
@@ -169,7 +171,8 @@ def test_install_writes_the_layout_and_is_idempotent(
             "10.1.1.5",
             "eve",
         )
-        assert [line.split()[0] for line in out.splitlines()[:4]] == ["unchanged"] * 4
+        assert [line.split()[0] for line in out.splitlines()[:5]] == ["unchanged"] * 5
+        assert (conf / "api-token").read_text() == token
     net.write_text(NETWORK.replace("vps.example.org", "vps2.example.org"))
     (conf / "options").chmod(0o644)
     code, out, _ = install(capsys, root, "systemd", *argv, "wg7", "10.1.1.5", "eve")

@@ -585,3 +585,75 @@ def test_daemon_with_tui_quits_cleanly_on_q(
     assert "destroy" in bob.device.call_names()
     assert termios.tcgetattr(pty.slave)[3] & termios.ICANON
     assert not (tmp_path / "run" / "wg0.sock").exists()
+
+
+# --- the mesh map ------------------------------------------------------------------
+
+
+def mesh_sample() -> dict[str, Any]:
+    """The working example's map: charlie and delta on a LAN, alpha relayed, a
+    fifth node down."""
+
+    def node(ip: str, name: str, gateway: str | None = "10.1.1.1", **more: Any) -> dict[str, Any]:
+        return {"wg_ip": ip, "name": name, "is_static": False, "up": True, "gateway": gateway,
+                "exceptions": [], **more}  # fmt: skip
+
+    return {
+        "me": "10.1.1.3",
+        "source": "10.1.1.1",
+        "nodes": [
+            node("10.1.1.1", "beta", None, is_static=True),
+            node("10.1.1.2", "alpha"),
+            node("10.1.1.3", "charlie"),
+            node("10.1.1.4", "delta"),
+            node("10.1.1.5", "echo", up=False),
+        ],
+        "links": [
+            {"a": "10.1.1.1", "b": "10.1.1.2", "kind": "static", "rtt": 0.0123},
+            {"a": "10.1.1.1", "b": "10.1.1.3", "kind": "static", "rtt": 0.011},
+            {"a": "10.1.1.1", "b": "10.1.1.4", "kind": "static", "rtt": None},
+            {"a": "10.1.1.3", "b": "10.1.1.4", "kind": "lan", "rtt": 0.0004},
+        ],
+    }
+
+
+def test_m_opens_the_mesh_map_every_node_every_pair_and_esc_closes_it() -> None:
+    app = tui.App(tui.StaticSource(sample_doc(), mesh_sample()), clock=lambda: 0.0)
+    app.refresh(0.0)
+    press(app, "m")
+    text = "\n".join(screen(app))
+    assert "mesh map, merged by beta" in text
+    rows = {line.split("│")[1].split()[0].lstrip("*"): line for line in screen(app)
+            if "│" in line and re.search(r"10\.1\.1\.\d\s", line)}  # fmt: skip
+    assert set(rows) == {"beta", "alpha", "charlie", "delta", "echo"}
+    # Row charlie: S to beta, relayed to alpha, itself, LAN to delta, blank to echo (down).
+    cells = rows["charlie"].split("10.1.1.3", 1)[1].split()
+    assert cells[:4] == ["S", "·", "\\", "L"]
+    assert "charlie - delta  lan  0.40 ms" in text
+    assert "via beta: alpha-charlie, alpha-delta" in text
+    assert "down: echo" in text
+    # The cells are coloured by path (the LAN cell with the LAN colour).
+    canvas = app.top.render((140, 40), focus=True)
+    bar = "│".encode()
+    charlie_row = next(
+        i for i, line in enumerate(canvas.text) if b"charlie 10.1.1.3" in line and bar in line
+    )
+    attrs = [str(a) for a, _cs, _n in list(canvas.content())[charlie_row] if a is not None]
+    attrs = [a.split("'")[1] if a.startswith("LayeredAttr") else a for a in attrs]
+    assert "lan" in attrs and "via" in attrs and "static" in attrs
+    press(app, "esc")
+    assert not any("merged by" in line for line in screen(app))
+
+
+def test_the_map_of_a_source_without_one_says_so() -> None:
+    class Plain:
+        def snapshot(self) -> dict[str, Any]:
+            return sample_doc()
+
+        def token(self) -> object:
+            return 0
+
+    app = tui.App(Plain(), clock=lambda: 0.0)
+    app.refresh(0.0)
+    press(app, "m")
+    assert any("no mesh map here" in line for line in screen(app))

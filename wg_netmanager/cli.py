@@ -30,14 +30,16 @@ import os
 import re
 import socket
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 from docopt import DocoptExit, docopt
 
 from wg_netmanager import __version__, service
+from wg_netmanager.api_token import FILE_NAME, TokenError, ensure_token, token_path
 from wg_netmanager.config import (
     ADMIN_PORT_BASE,
+    DEFAULT_API,
     WG_PORT_BASE,
     ConfigError,
     PeerConfig,
@@ -109,6 +111,8 @@ Options:
   -l                                also write the log to <name>.log in the current directory
   --logfile FILE                    also write the log to FILE
   -O                                print the resulting configuration and exit (as check)
+  --api ADDR:PORT                   the HTTP API, metrics and web UI (default 127.0.0.1:50080;
+                                    off: --api off; elsewhere than loopback it needs the token)
   -s SPEC, --static SPEC            a static peer WGIP@HOST:WGPORT[,ADMINPORT] besides the
                                     file's peers (repeatable; ADMINPORT default 50500 +
                                     last octet of WGIP)
@@ -133,6 +137,23 @@ def _cli_port(text: str | None, option: str) -> int | None:
     if not re.fullmatch(r"[0-9]{1,5}", text) or not 1 <= int(text) <= 65535:
         raise ConfigError(f"command line: {option}: {text!r} is not a port; use 1..65535")
     return int(text)
+
+
+def parse_api(text: str | None) -> tuple[str, int] | None:
+    """``--api``: ``ADDR:PORT`` (IPv4, or IPv6 in brackets), ``off``, or (None) the default."""
+    if text is None:
+        return DEFAULT_API
+    if text == "off":
+        return None
+    host, sep, port = text.rpartition(":")
+    fix = "give ADDR:PORT such as 127.0.0.1:50080 or the wg IP, or off"
+    try:
+        address = ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    except ValueError:
+        raise ConfigError(f"command line: --api {text!r}: no IP address; {fix}") from None
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"command line: --api {text!r}: no port; {fix}")
+    return str(address), int(port)
 
 
 def _file_option(args: dict[str, Any], short: str, long: str, default: str) -> str:
@@ -247,6 +268,7 @@ def build_settings(args: dict[str, Any]) -> Settings:
         hopping=args["--wireguard-hopping"],
         private_key=private_key,
         exit_node=exit_node,
+        api=parse_api(args["--api"]),
     )
 
 
@@ -263,6 +285,12 @@ def describe(settings: Settings) -> list[str]:
         f"mode:       {'TUI' if settings.tui else 'headless'}, verbosity {settings.verbosity}"
         + (", port hopping" if settings.hopping else "")
         + (f", log file {settings.logfile}" if settings.logfile else ""),
+        "api:        "
+        + (
+            "off"
+            if settings.api is None
+            else f"http://{_host_port(settings.api)}/ (token {token_path(network.path)})"
+        ),
         "static peers:",
     ]
     for peer in network.peers:
@@ -307,6 +335,8 @@ def service_options(args: dict[str, Any], settings: Settings) -> tuple[list[str]
         words += ["-u", str(settings.admin_port)]
     if settings.hopping:
         words.append("-H")
+    if args["--api"] is not None:
+        words += ["--api", "off" if settings.api is None else _host_port(settings.api)]
     for spec in args["--static"]:
         peer = parse_static(spec)
         words += ["-s", f"{peer.wg_ip}@{peer.endpoint_text},{peer.admin_port}"]
@@ -317,6 +347,11 @@ def service_options(args: dict[str, Any], settings: Settings) -> tuple[list[str]
             "or with OpenRC to /var/log/wg_netmanager.<interface>.log)"
         )
     return words, notes
+
+
+def _host_port(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _install(args: dict[str, Any], settings: Settings) -> int:
@@ -341,6 +376,9 @@ def _install(args: dict[str, Any], settings: Settings) -> int:
         raise ConfigError(
             f"install: {exc.filename}: {exc.strerror}; run as root (or give --root DIR)"
         ) from None
+    if settings.api is not None:
+        # The service's /etc is read-only: its API token is made now.
+        report.append(_install_token(root, settings.interface))
     for state, path in report:
         print(f"{state:9} {path}")
     for note in notes:
@@ -353,6 +391,18 @@ def _install(args: dict[str, Any], settings: Settings) -> int:
     for step in service.next_steps(init, settings.interface):
         print(f"next: {step}")
     return 0
+
+
+def _install_token(root: str, interface: str) -> tuple[str, str]:
+    """The API token next to the installed network.yaml, made unless it exists."""
+    conf = f"{service.CONFIG_DIR}/{interface}".lstrip("/")
+    path = os.path.join(root, conf, FILE_NAME)
+    try:
+        _, made = ensure_token(path)
+    except (OSError, TokenError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"install: {path}: {reason}") from None
+    return ("written" if made else "unchanged", path)
 
 
 def _status(args: dict[str, Any]) -> int:

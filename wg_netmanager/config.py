@@ -111,6 +111,9 @@ class PeerConfig:
     exit_node: IPv4Address | None = None  # send the default route through this gateway
 
 
+DEFAULT_API = ("127.0.0.1", 50080)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the daemon needs, after command line > peer.yaml > defaults."""
@@ -132,6 +135,9 @@ class Settings:
     # The exit node this node sends its default route through (opt-in); it is
     # a gateway of network.yaml with the route 0.0.0.0/0.
     exit_node: IPv4Address | None = None
+    # Where the HTTP API listens (--api; the command line's default is
+    # DEFAULT_API); None: off.
+    api: tuple[str, int] | None = None
 
     @property
     def static(self) -> StaticPeer | None:

@@ -42,20 +42,22 @@ signal.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
 
 import trio
 
-from . import control, event_text, log_capture
+from . import api_token, control, event_text, log_capture, mesh_text
 from .config import ConfigError, Settings
-from .core.events import PeerConnected
+from .core import events as ev
 from .core.node import Node, StaticTarget
 from .demand import DemandSensor, DemandSource
 from .forwarding import Forwarding, ForwardPlan, HostForwarding, plan_for, route_table
@@ -67,7 +69,7 @@ from .notify import Notifier, to_journal
 from .proc import CommandError
 from .reload import Reload, plan_reload
 from .routes import Routes, RouteTable
-from .status_text import Doc, StatusSource, service_status, status_document
+from .status_text import Doc, service_status, status_document
 from .timeline import Timeline
 from .wgdev import WgDevice, WgInterface
 from .wire import MAX_DATAGRAM, NodeInfo
@@ -85,6 +87,7 @@ STATUS_CHECK_INTERVAL = 1.0  # seconds between looks at whether the service stat
 # Lazy links: how often the traffic sensor is read. A new destination waits
 # at most this long (plus a handshake) before its direct link is asked for.
 DEMAND_INTERVAL = 0.25
+MESH_WATCH = 60.0  # seconds one look at the mesh map keeps it coming from the static
 
 
 class StartupError(Exception):
@@ -184,6 +187,9 @@ class Daemon:
         self._reload_wake = trio.Event()
         self._status_sent: str | None = None
         self.timeline = timeline or Timeline()
+        self.counters: Counter[str] = Counter()  # path switches, conflicts (metrics)
+        self.listeners: list[Callable[[ev.Event], None]] = []  # the core's events (API)
+        self.api_address: tuple[str, int] | None = None  # where the API listens, once it does
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -216,7 +222,7 @@ class Daemon:
                 if self.demand is not None:
                     nursery.start_soon(self._demand, self.demand)
                 nursery.start_soon(self._summaries)
-                status: StatusSource = DaemonStatus(self, trio.current_time())
+                status = DaemonStatus(self, trio.current_time())
                 path = control.socket_path(self.settings.interface)
                 await nursery.start(control.serve, path, status.snapshot)
                 if self.settings.tui:
@@ -225,6 +231,9 @@ class Daemon:
 
                     await nursery.start(tui.run, status, nursery.cancel_scope)  # q cancels
                 self._serve_manager(nursery)
+                if self.settings.api is not None:
+                    # After READY=1: the web stack's imports do not delay start-up.
+                    nursery.start_soon(self._serve_api, status)
                 task_status.started()
         except StartupError as exc:
             self.startup_error = exc
@@ -373,13 +382,38 @@ class Daemon:
         self._kick.set()
 
     def _log_events(self) -> None:
-        """The core's events, as log lines (worded by ``event_text``)."""
+        """The core's events, as log lines (worded by ``event_text``), counted
+        and handed to the listeners (the API's event stream)."""
         for event in self.node.events():
-            if isinstance(event, PeerConnected):
+            if isinstance(event, ev.PeerConnected):
                 self.timeline.mark("first session")
             level = event_text.level(event)
             if log.isEnabledFor(level):
                 log.log(level, "%s", event_text.describe(event))
+            self._count(event)
+            for listener in list(self.listeners):
+                listener(event)
+
+    def _count(self, event: ev.Event) -> None:
+        match event:
+            case ev.DirectLink():
+                self.counters["switch_direct"] += 1
+            case ev.DirectLinkFailed(lost=True) | ev.PeerLeftLink():
+                self.counters["switch_relayed"] += 1
+            case ev.Conflict() | ev.RefusedByPeer():
+                self.counters["conflicts"] += 1
+
+    async def _serve_api(self, status: DaemonStatus) -> None:
+        assert self.settings.api is not None
+        # Imported here, after READY=1, and in a thread: the web stack's 0.25 s
+        # of imports delays neither start-up nor the first handshakes.
+        await trio.to_thread.run_sync(importlib.import_module, "hypercorn.trio.run")
+        from . import api
+
+        token_file = api_token.token_path(self.settings.network.path)
+        async with trio.open_nursery() as nursery:
+            app = await nursery.start(api.serve, status, self.settings.api, token_file)
+            self.api_address = None if app is None else app.address
 
     # --- WireGuard and routes -------------------------------------------------
 
@@ -752,6 +786,64 @@ class DaemonStatus:
         """Changes whenever the snapshot may have changed beyond ages and counters."""
         node = self._daemon.node
         return (node.state_version, node.table_version, len(node.sessions))
+
+    # --- what the HTTP API (api.ApiSource) and the TUI's map add ---------------------
+
+    def mesh(self) -> Doc:
+        """The mesh map document (``mesh_text``). Someone is looking: a dynamic
+        node keeps its static's map coming for a while (``MESH_WATCH``)."""
+        daemon, node = self._daemon, self._daemon.node
+        now = trio.current_time()
+        node.watch_mesh(now + MESH_WATCH, now)
+        daemon._kick.set()  # a request to the static may be due now
+        return mesh_text.mesh_document(
+            node.mesh_picture(now), me=node.info.wg_ip, source=node.mesh.source
+        )
+
+    def mesh_token(self) -> object:
+        return self._daemon.node.mesh.token()
+
+    def routes(self) -> Doc:
+        node = self._daemon.node
+        routes = sorted(node.desired_routes(), key=lambda r: r.dest)
+        peers = sorted(node.desired_peers().values(), key=lambda p: p.public_key)
+        return {
+            "interface": self._daemon.settings.interface,
+            "routes": [
+                {"dest": f"{r.dest}/32", "via": None if r.via is None else str(r.via)}
+                for r in routes
+            ],
+            "wireguard_peers": [
+                {
+                    "public_key": p.public_key,
+                    "allowed_ips": [str(ip) for ip in p.allowed_ips],
+                    "endpoint": None if p.endpoint is None else f"{p.endpoint[0]}:{p.endpoint[1]}",
+                    "persistent_keepalive": p.persistent_keepalive,
+                }
+                for p in peers
+            ],
+        }
+
+    def counters(self) -> Mapping[str, int]:
+        return self._daemon.counters
+
+    def reprobe(self, wg_ip: IPv4Address) -> str | None:
+        daemon = self._daemon
+        state = daemon.node.reprobe(wg_ip, trio.current_time())
+        daemon._kick.set()  # a retry due now: the core's timer runs at once
+        return state
+
+    def request_reload(self) -> None:
+        self._daemon.request_reload()
+
+    def set_log_level(self, level: int) -> None:
+        """Until the next reload, which sets the configured verbosity again."""
+        logging.getLogger().setLevel(level)
+
+    def add_listener(self, listener: Callable[[ev.Event], None]) -> Callable[[], None]:
+        listeners = self._daemon.listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
 
 
 async def resolve_host(host: Host, name: str) -> str | None:

@@ -1,4 +1,4 @@
-"""The TUI's widgets: the header, three panes and two dialogs.
+"""The TUI's widgets: the header, three panes and three dialogs.
 
 Each pane is a ``urwid.WidgetWrap`` that owns its state and is fed the
 status document (``update``); ``tui.App`` composes them in a frame and
@@ -73,6 +73,7 @@ Keys
   PgUp PgDn    page up / down, Home End: first / last
   Tab          next pane (peers, gateways, log), Shift-Tab previous
   Enter        details of the selected node; Esc or Enter closes them
+  m            the mesh map: every node and link of the whole mesh; Esc or m closes it
   s            sort the peers by wg IP, name, path, latency
   f            log level filter: DEBUG, INFO, WARNING
   ?            this help; any key closes it
@@ -391,6 +392,46 @@ class DetailDialog(urwid.WidgetWrap[urwid.AttrMap]):
 
     def keypress(self, size: Size, key: str) -> str | None:
         if key in ("esc", "enter"):
+            self._emit("close")
+            return None
+        return super().keypress(size, {"j": "down", "k": "up"}.get(key, key))
+
+
+class MapDialog(urwid.WidgetWrap[urwid.AttrMap]):
+    """The mesh map as a matrix (``mesh_text.matrix_lines``), cells coloured by
+    path; Esc, Enter or m closes it (``close``)."""
+
+    signals = ["close"]
+    CELL_ATTRS = {"L": "lan", "N": "nat", "S": "static", "D": "direct", "·": "via"}
+
+    def __init__(self) -> None:
+        self._walker: urwid.SimpleFocusListWalker[Any] = urwid.SimpleFocusListWalker([])
+        self._box = urwid.LineBox(urwid.ListBox(self._walker), title="mesh map")
+        super().__init__(urwid.AttrMap(self._box, "dialog"))
+
+    def show(self, lines: list[str], title: str = "mesh map") -> None:
+        """New content (the matrix first: its rows' cells are coloured)."""
+        self._box.set_title(title)
+        focus = self._walker.focus if len(self._walker) else 0
+        header = lines[0] if lines else ""
+        start = len(header) - len(header.lstrip(" "))
+        end = len(header)
+        rows = []
+        for index, line in enumerate(lines):
+            if index > 0 and line[:1] in (" ", "*") and len(line) >= end:
+                rows.append(Row([" " + line[:start], *self._cells(line[start:end]), line[end:]]))
+            else:
+                rows.append(Row(" " + line))
+            if not line:  # the matrix ends at the first empty line
+                start = end = 10**9
+        self._walker[:] = rows
+        self._walker.set_focus(min(focus or 0, max(0, len(rows) - 1)))
+
+    def _cells(self, text: str) -> list[tuple[str, str] | str]:
+        return [(self.CELL_ATTRS[c], c) if c in self.CELL_ATTRS else c for c in text]
+
+    def keypress(self, size: Size, key: str) -> str | None:
+        if key in ("esc", "enter", "m"):
             self._emit("close")
             return None
         return super().keypress(size, {"j": "down", "k": "up"}.get(key, key))

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import shlex
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import trio
@@ -29,6 +31,9 @@ a stuck userspace daemon must not freeze the caller's loop forever."""
 
 _MAX_STDERR = 2000
 
+failures: Counter[str] = Counter()
+"""Failed commands of this process by program (``ip``, ``wg``): the metrics show them."""
+
 
 class CommandError(Exception):
     """An external command failed.
@@ -39,6 +44,7 @@ class CommandError(Exception):
 
     def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
         super().__init__(list(argv), returncode, stderr)
+        failures[os.path.basename(argv[0]) if argv else "?"] += 1
         self.argv: list[str] = list(argv)
         self.returncode = returncode
         self.stderr = stderr

@@ -34,6 +34,7 @@ import trio
 import urwid
 
 from .log_capture import LogBuffer, capture_logging, release_logging
+from .mesh_text import matrix_lines
 from .panes import (
     HELP,
     PALETTE,
@@ -45,6 +46,7 @@ from .panes import (
     Header,
     HelpDialog,
     LogPane,
+    MapDialog,
     PeerTable,
     Size,
     detail_lines,
@@ -56,7 +58,7 @@ log = logging.getLogger("wg_netmanager")
 
 MIN_INTERVAL = 0.25  # s between two refreshes: at most 4 redraws a second
 POLL = 0.25  # s between checks whether the source's state changed
-FOOTER = " q quit  ↑↓/jk select  Enter details  Tab pane  s sort  f log filter  ? help"
+FOOTER = " q quit  ↑↓/jk select  Enter details  m mesh map  Tab pane  s sort  f log filter  ? help"
 
 
 # --- data sources --------------------------------------------------------------
@@ -65,11 +67,15 @@ FOOTER = " q quit  ↑↓/jk select  Enter details  Tab pane  s sort  f log filt
 class StaticSource:
     """A fixed document (tests, demos)."""
 
-    def __init__(self, doc: Doc) -> None:
+    def __init__(self, doc: Doc, mesh: Doc | None = None) -> None:
         self.doc = doc
+        self.mesh_doc = mesh
 
     def snapshot(self) -> Doc:
         return self.doc
+
+    def mesh(self) -> Doc:
+        return self.mesh_doc or {"nodes": [], "links": []}
 
     def token(self) -> object:
         return id(self.doc)
@@ -110,8 +116,9 @@ class App:
         self.clock = clock
         self.doc: Doc = {}
         self.pane = 0  # 0 peers, 1 gateways, 2 log
-        self.overlay: str | None = None  # "detail" | "help"
+        self.overlay: str | None = None  # "detail" | "help" | "map"
         self.detail_ip: str | None = None
+        self._map_title = "mesh map"
         self.quit_requested = False
 
         self.header = Header()
@@ -127,7 +134,8 @@ class App:
         )
         self.detail = DetailDialog()
         self.help = HelpDialog()
-        for dialog in (self.detail, self.help):
+        self.map = MapDialog()
+        for dialog in (self.detail, self.help, self.map):
             urwid.connect_signal(dialog, "close", self._close)
         self.top = _Top(self)
         self._focus_pane(0)
@@ -169,6 +177,8 @@ class App:
             self.peers.cycle_sort(self.clock())
         elif key == "f":
             self.log.cycle_level()
+        elif key == "m":
+            self._open("map", self._map_lines())
         elif key == "enter":
             ip = self.selected_ip()
             if ip is not None:
@@ -191,18 +201,39 @@ class App:
     def _detail_lines(self, ip: str) -> list[str]:
         return detail_lines(self.doc, ip, self.peers.rates(ip))
 
+    def _map_lines(self) -> list[str]:
+        """The mesh map, if the source has one (the daemon's does)."""
+        mesh = getattr(self.source, "mesh", None)
+        if mesh is None:
+            return ["no mesh map here"]
+        doc = mesh()
+        names = {n["wg_ip"]: n["name"] for n in doc.get("nodes", [])}
+        source = doc.get("source")
+        self._map_title = (
+            "mesh map: this node's own view (no static's map yet)"
+            if source is None
+            else f"mesh map, merged by {names.get(source, source)}"
+        )
+        return [*matrix_lines(doc), "", "Esc or m closes"]
+
     def _open(self, overlay: str, lines: list[str]) -> None:
         self.overlay = overlay
-        box = self.detail if overlay == "detail" else self.help
+        box = {"detail": self.detail, "map": self.map}.get(overlay, self.help)
         if overlay == "detail":
             self.detail.show(lines)
+        elif overlay == "map":
+            self.map.show(lines, self._map_title)
         self.top.original_widget = Dialog(box, self.frame, dialog_size(lines))
 
     def _update_detail(self) -> None:
-        if self.overlay != "detail" or self.detail_ip is None:
+        if self.overlay == "map":
+            lines = self._map_lines()
+            self.map.show(lines, self._map_title)
+        elif self.overlay == "detail" and self.detail_ip is not None:
+            lines = self._detail_lines(self.detail_ip)
+            self.detail.show(lines)
+        else:
             return
-        lines = self._detail_lines(self.detail_ip)
-        self.detail.show(lines)
         dialog = self.top.original_widget
         if isinstance(dialog, Dialog):
             dialog.wanted = dialog_size(lines)

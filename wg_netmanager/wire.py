@@ -429,6 +429,82 @@ class Relay:
 
 MAX_RELAYED = 512  # bytes of a relayed datagram (a Ready is about 130)
 
+
+# --- the mesh map (core/mesh_map.py) ------------------------------------------------
+
+LINK_KINDS = ("static", "lan", "nat", "direct")
+MAX_LINKS = 4096  # links (or exceptions) of one node record, all its chunks together
+MAX_MAP_PARTS = 4096
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """A direct WireGuard link of a node: to ``peer``, of ``kind`` (one of
+    ``LINK_KINDS``: a static's link, a LAN or NAT-traversed pair, or direct
+    otherwise), with the round trip its admin pings measured (None: unknown)."""
+
+    peer: IPv4Address
+    kind: str
+    rtt: float | None
+
+
+@dataclass(frozen=True)
+class NodeLinks:
+    """One node's links as the mesh map holds them.
+
+    Relayed pairs are not listed one by one (they would make the map grow with
+    the square of the nodes): every node the record's node knows and has no
+    direct link with is reached via ``gateway``, except those in
+    ``exceptions`` (another gateway, or None: no path). ``up`` is the
+    static's view (a node that went away stays on the map, down, a while).
+    """
+
+    wg_ip: IPv4Address
+    name: str
+    is_static: bool
+    up: bool
+    gateway: IPv4Address | None
+    links: tuple[LinkState, ...]
+    exceptions: tuple[tuple[IPv4Address, IPv4Address | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    """To a static node: the sender's own links (``record.wg_ip`` is the
+    sender), part ``part`` of ``parts`` of report ``seq``. Sent on change only."""
+
+    seq: int
+    part: int
+    parts: int
+    record: NodeLinks
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """To a static node: send me your merged map if it is newer than
+    ``have``, and push its changes for ``watch`` seconds."""
+
+    have: int
+    watch: float
+
+
+@dataclass(frozen=True)
+class MapPart:
+    """From a static node: part ``part`` of ``parts`` of its merged map at
+    ``version``. A record with many links comes in chunks (same wg IP).
+
+    ``base`` 0: the whole map. Otherwise a change from version ``base``:
+    ``records`` new or changed, ``removed`` gone (as ``Table``).
+    """
+
+    version: int
+    part: int
+    parts: int
+    records: tuple[NodeLinks, ...]
+    base: int = 0
+    removed: tuple[IPv4Address, ...] = ()
+
+
 Message = (
     Ping
     | Pong
@@ -443,6 +519,9 @@ Message = (
     | Ready
     | Refused
     | Relay
+    | LinkReport
+    | MapRequest
+    | MapPart
 )
 
 
@@ -518,7 +597,46 @@ def _body(message: Message) -> dict[str, Any]:
                 "to": str(message.to),
                 "d": base64.b64encode(message.datagram).decode(),
             }
+        case LinkReport():
+            return {
+                "t": "links",
+                "s": message.seq,
+                "p": message.part,
+                "n": message.parts,
+                "r": encode_record(message.record),
+            }
+        case MapRequest():
+            return {"t": "mreq", "v": message.have, "w": round(message.watch, 1)}
+        case MapPart():
+            body = {
+                "t": "map",
+                "v": message.version,
+                "p": message.part,
+                "n": message.parts,
+                "r": [encode_record(r) for r in message.records],
+            }
+            if message.base:
+                body["b"] = message.base
+                body["x"] = [str(ip) for ip in message.removed]
+            return body
     raise TypeError(f"not a message: {message!r}")  # our own bug
+
+
+def _rtt_us(rtt: float | None) -> int | None:
+    return None if rtt is None else max(0, round(rtt * 1e6))
+
+
+def encode_record(record: NodeLinks) -> list[Any]:
+    """A node record as compact JSON: ``[ip, name, flags, gateway, links, exceptions]``
+    (flags: 1 static, 2 up; a link ``[peer, kind, rtt in µs]``)."""
+    return [
+        str(record.wg_ip),
+        record.name,
+        int(record.is_static) | int(record.up) << 1,
+        None if record.gateway is None else str(record.gateway),
+        [[str(link.peer), link.kind, _rtt_us(link.rtt)] for link in record.links],
+        [[str(ip), None if gw is None else str(gw)] for ip, gw in record.exceptions],
+    ]
 
 
 def _json(obj: dict[str, Any]) -> bytes:
@@ -677,6 +795,67 @@ def _decode_table(obj: dict[str, Any]) -> Table:
     return Table(version, part, parts, entries, base, removed)
 
 
+def _decode_link(obj: Any) -> LinkState:
+    if not isinstance(obj, list) or len(obj) != 3 or obj[1] not in LINK_KINDS:
+        raise _malformed("link")
+    rtt = obj[2]
+    if rtt is not None and (
+        not isinstance(rtt, int) or isinstance(rtt, bool) or not 0 <= rtt < 10**9
+    ):
+        raise _malformed("rtt")
+    return LinkState(_ip(obj[0]), obj[1], None if rtt is None else rtt / 1e6)
+
+
+def _decode_exception(obj: Any) -> tuple[IPv4Address, IPv4Address | None]:
+    if not isinstance(obj, list) or len(obj) != 2:
+        raise _malformed("exception")
+    return _ip(obj[0]), None if obj[1] is None else _ip(obj[1])
+
+
+def decode_record(obj: Any) -> NodeLinks:
+    if not isinstance(obj, list) or len(obj) != 6:
+        raise _malformed("record")
+    ip, name, flags, gateway, links, exceptions = obj
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise _malformed("name")
+    if not isinstance(flags, int) or isinstance(flags, bool) or not 0 <= flags <= 3:
+        raise _malformed("flags")
+    if not isinstance(links, list) or not isinstance(exceptions, list):
+        raise _malformed("record")
+    if len(links) > MAX_LINKS or len(exceptions) > MAX_LINKS:
+        raise _malformed("too many links")
+    return NodeLinks(
+        wg_ip=_ip(ip),
+        name=name,
+        is_static=bool(flags & 1),
+        up=bool(flags & 2),
+        gateway=None if gateway is None else _ip(gateway),
+        links=tuple(_decode_link(link) for link in links),
+        exceptions=tuple(_decode_exception(e) for e in exceptions),
+    )
+
+
+def _parts(obj: dict[str, Any]) -> tuple[int, int]:
+    parts, part = _count(obj, "n"), _count(obj, "p")
+    if not 0 <= part < parts <= MAX_MAP_PARTS:
+        raise _malformed("part")
+    return part, parts
+
+
+def _decode_map(obj: dict[str, Any]) -> MapPart:
+    part, parts = _parts(obj)
+    records = tuple(decode_record(r) for r in _get(obj, "r", list))
+    version = _count(obj, "v")
+    base, removed = 0, tuple[IPv4Address, ...]()
+    if "b" in obj:
+        base = _count(obj, "b")
+        removed_list = _get(obj, "x", list)
+        if not 0 < base < version or len(removed_list) > MAX_LINKS:
+            raise _malformed("map base")
+        removed = tuple(_ip(ip) for ip in removed_list)
+    return MapPart(version, part, parts, records, base, removed)
+
+
 def decode_message(data: bytes) -> Message:
     obj = _json_object(data)
     kind = obj.get("t")
@@ -709,6 +888,16 @@ def decode_message(data: bytes) -> Message:
         return Refused(_decode_info(obj.get("i")))
     if kind == "relay":
         return Relay(_ip(obj.get("to")), _b64(obj.get("d"), MAX_RELAYED))
+    if kind == "links":
+        part, parts = _parts(obj)
+        return LinkReport(_count(obj, "s"), part, parts, decode_record(obj.get("r")))
+    if kind == "mreq":
+        watch = _get(obj, "w", (int, float))
+        if not 0 <= watch <= 3600:
+            raise _malformed("watch")
+        return MapRequest(_count(obj, "v"), float(watch))
+    if kind == "map":
+        return _decode_map(obj)
     raise _malformed("unknown message type")
 
 

@@ -40,6 +40,8 @@ class DropReason(StrEnum):
     STALE_REFUSAL = "stale refusal"
     TABLE_FROM_NON_STATIC = "table from non-static"
     BAD_RELAY = "bad relay"
+    NOT_A_STATIC = "not a static"  # a mesh map report or request to a dynamic node
+    BAD_MAP = "bad map"  # a report not of the sender's own links, a map not from a static
     NO_ROUTE_YET = "no route yet"  # a send, not a receive: it would leak to the underlay
     # Sessions (core/handshake.py).
     OLD_VERSION = "old protocol version"

@@ -15,7 +15,9 @@ docs/architecture.md):
 - ``routing``: desired peers and routes, a pure function of the tables;
   ``SubnetRoutes`` there chooses the gateway of each network behind one
 - ``pairs``: direct links between dynamic nodes (sees the node through
-  ``PairHost``, implemented here by ``_PairSide``)
+  ``PairHost``, implemented here by ``_Parts``)
+- ``mesh_map``: link reports to the statics, their merged map, watching it
+  (through ``MeshHost``, also ``_Parts``)
 
 What stays here: the face (every call the shell makes), dispatch of
 authenticated messages, liveness (pings, ``dead_after``), static targets and
@@ -43,6 +45,7 @@ from . import events as ev
 from .events import DropReason
 from .handshake import Handshake
 from .limits import MAX_SOURCES, TokenBuckets
+from .mesh_map import MeshMap
 from .pairs import Pairs
 from .routing import (
     SubnetRoutes,
@@ -135,6 +138,7 @@ class Node:
         self._fast_poll_until = 0.0
         self._watch_until = 0.0  # measure latency to every peer until then
         self.pairs = Pairs(_Parts(self), timers, lazy=lazy)
+        self.mesh = MeshMap(_Parts(self))
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
         self._wg: dict[str, WgPeerReading] = {}
         self.visible_endpoint: Endpoint | None = None
@@ -206,6 +210,7 @@ class Node:
             self._push_table(now)
         if not self.is_static:
             self.pairs.handle_timer(now)
+        self.mesh.handle_timer(now)
         self.handshake.expire(now)
 
     def update_wg(self, readings: Mapping[str, WgPeerReading], now: float) -> None:
@@ -264,6 +269,19 @@ class Node:
         links open for them and stay while it lasts)."""
         if not self.is_static:
             self.pairs.demand(destinations, now)
+
+    def watch_mesh(self, until: float, now: float) -> None:
+        """Someone looks at the mesh map (web UI, TUI): keep it fresh until ``until``."""
+        self.mesh.watch(until, now)
+
+    def mesh_picture(self, now: float) -> tuple[wire.NodeLinks, ...]:
+        """Every node of the mesh with its links, as far as we know (``core/mesh_map.py``)."""
+        return self.mesh.picture(now)
+
+    def reprobe(self, wg_ip: IPv4Address, now: float) -> str | None:
+        """Try the direct path to a dynamic peer again now if its last attempt
+        failed; the pair's state, or None if there is no such pair."""
+        return None if self.is_static else self.pairs.retry_now(wg_ip, now)
 
     def wg_applied(self, version: int, now: float) -> None:
         """The daemon applied desired state ``version`` to WireGuard and the kernel."""
@@ -390,6 +408,7 @@ class Node:
             deadlines.append(self.table.push_at)
         if not self.is_static:
             deadlines += self.pairs.deadlines()
+        deadlines += self.mesh.deadlines()
         return min(deadlines, default=None)
 
     def desired_peers(self) -> dict[str, WgPeer]:
@@ -593,6 +612,12 @@ class Node:
                     self.pairs.on_ready(session, message.attempt, message.direct, now)
             case wire.Relay():
                 self._on_relay(session, message, now)
+            case wire.LinkReport():
+                self.mesh.on_report(session.info.wg_ip, message, now)
+            case wire.MapRequest():
+                self.mesh.on_request(session.info.wg_ip, message, now)
+            case wire.MapPart():
+                self.mesh.on_map(session.info.wg_ip, message, now)
             case wire.Info():
                 self._on_info(session, message.info, now)
             case wire.PathChallenge():
@@ -617,6 +642,7 @@ class Node:
             # Answered: back to the normal interval (see _ping).
             session.next_ping = sent + self._jitter(self._ping_interval(session))
         self.pairs.on_pong(session, pong.seq)
+        self.mesh.changed(now)  # a new round trip
         self.handshake.on_pong(session, pong.seq, now)
         self._check_table_version(session, pong.table_version)
 
@@ -741,6 +767,7 @@ class Node:
                 self._by_index.pop(keys.local_index, None)
         self._sources = None
         self.pairs.closed(wg_ip)
+        self.mesh.session_closed(wg_ip)
         self.listings.forget(wg_ip)
 
     def _drop_session(self, wg_ip: IPv4Address, now: float) -> None:
@@ -792,6 +819,7 @@ class Node:
         if (desired, subnet_routes, relay) != (self._desired, self._subnet_routes, self._relay):
             self._desired, self._subnet_routes, self._relay = desired, subnet_routes, relay
             self.state_version += 1
+        self.mesh.changed(now)
 
     # --- sessions ------------------------------------------------------------------
 
@@ -828,6 +856,7 @@ class Node:
         self._sources = None
         if self._is_pair(wg_ip):
             self.pairs.opened(wg_ip, now)
+        self.mesh.session_opened(wg_ip, now)
         self.listings.forget(wg_ip)  # a restarted static numbers its versions afresh
         self._mark_table_dirty(now)
         self._recompute(now)
@@ -987,6 +1016,30 @@ class _Parts:
     @property
     def visible_endpoint(self) -> Endpoint | None:
         return self._node.visible_endpoint
+
+    @property
+    def is_static(self) -> bool:
+        return self._node.is_static
+
+    @property
+    def statics(self) -> Iterable[IPv4Address]:
+        return self._node.statics.keys()
+
+    def statistics(self, now: float) -> NodeStatus:
+        return self._node.statistics(now)
+
+    def listed_names(self) -> Mapping[IPv4Address, str]:
+        me = self._node.info.wg_ip
+        return {
+            ip: entry.info.name
+            for table in self._node.listings.tables.values()
+            for ip, entry in table.items()
+            if ip != me
+        }
+
+    def send_encoded(self, body: bytes, to: IPv4Address) -> None:
+        node = self._node
+        node._send_encoded(body, node._addr_of(node.sessions[to]), to)
 
     @property
     def sessions(self) -> Mapping[IPv4Address, Session]:

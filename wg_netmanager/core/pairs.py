@@ -167,6 +167,17 @@ class Pairs:
                 )
         return peers
 
+    def retry_now(self, wg_ip: IPv4Address, now: float) -> str | None:
+        """A failed attempt is tried again at once instead of after its backoff
+        (someone asked). The path's state, or None: no such pair."""
+        path = self.paths.get(wg_ip)
+        if path is None:
+            return None
+        if path.state is S.FAILED:
+            path.retry_at = now
+            return "retrying"
+        return path.state.value
+
     def status(self, wg_ip: IPv4Address) -> tuple[str, str] | None:
         """(kind, reason) for the status snapshot."""
         path = self.paths.get(wg_ip)

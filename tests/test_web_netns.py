@@ -1,0 +1,95 @@
+"""The web UI in a real browser, from a real daemon, in the working example.
+
+Four daemons (beta static; alpha behind its own NAT; charlie and delta on a
+home LAN) serve their API on each box's loopback (the default). Headless
+chromium runs inside charlie's namespace (``tests.browser``), loads
+charlie's UI and checks that the peer table and the map show every node and
+every link of the whole mesh (links charlie cannot see itself come from the
+map beta merged), then that a link change appears live: the LAN between
+charlie and delta is cut. Screenshots are kept in the test's tmp dir (their
+paths are printed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import browser
+from tests.faults import FaultMesh, fault_mesh
+
+pytestmark = pytest.mark.netns
+
+URL = "http://127.0.0.1:50080/"
+TABLE = (
+    "return [...document.querySelectorAll('#peers tbody tr')]"
+    ".map(r => r.dataset.wgIp + ' ' + r.dataset.pathKind)"
+)
+NODES_JS = (
+    "return [...document.querySelectorAll('#map g.node')]"
+    ".map(g => g.dataset.name + ':' + g.dataset.up)"
+)
+LINKS_JS = (
+    "return [...document.querySelectorAll('#map g.link')]"
+    ".map(g => g.dataset.a + '-' + g.dataset.b + ':' + g.dataset.kind)"
+)
+SOURCE_JS = "return document.getElementById('map-source').textContent"
+CHARLIE_DELTA = "10.1.1.3-10.1.1.4"
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[FaultMesh]:
+    missing = browser.available()
+    if missing:
+        pytest.fail(f"the browser test needs {missing}; run scripts/install.sh")
+    with fault_mesh(tmp_path, pingInterval=2, deadAfter=6, linkTimeout=1) as mesh:
+        mesh.start_all()
+        mesh.wait(mesh.all_direct, timeout=60)
+        yield mesh
+        mesh.stop_all()
+
+
+def test_the_ui_shows_every_node_and_link_and_a_link_change_live(
+    mesh: FaultMesh, tmp_path: Path
+) -> None:
+    # The token was made on first use next to network.yaml, root only.
+    assert (tmp_path / "api-token").stat().st_mode & 0o777 == 0o600
+    with browser.Browser(mesh.tb.box_cmd, "charlie", tmp_path) as chromium:
+        chromium.get(URL)
+        rows = chromium.wait_js(TABLE, lambda rows: len(rows) == 3, timeout=20)
+        assert sorted(rows) == ["10.1.1.1 static", "10.1.1.2 nat", "10.1.1.4 lan"]
+        # The map: every node up, every link of the whole mesh, merged by beta.
+        chromium.wait_js(SOURCE_JS, lambda text: "merged by beta" in text, timeout=20)
+        nodes = chromium.wait_js(NODES_JS, lambda nodes: len(nodes) == 4, timeout=10)
+        assert sorted(nodes) == ["alpha:true", "beta:true", "charlie:true", "delta:true"]
+        expected = {
+            "10.1.1.1-10.1.1.2:static",
+            "10.1.1.1-10.1.1.3:static",
+            "10.1.1.1-10.1.1.4:static",
+            "10.1.1.2-10.1.1.3:nat",
+            "10.1.1.2-10.1.1.4:nat",  # alpha-delta: only beta's map knows it
+            f"{CHARLIE_DELTA}:lan",
+        }
+        chromium.wait_js(LINKS_JS, lambda links: set(links) == expected, timeout=20)
+        before = chromium.screenshot(tmp_path / "web-ui.png")
+        print(f"\nscreenshot: {before}")
+        # The LAN breaks while charlie and delta talk: the link leaves the map
+        # and the table, live.
+        mesh.start_probers({"charlie": ["delta"], "delta": ["charlie"]})
+        time.sleep(1.0)
+        cut = mesh.fault("lan-cut")
+        chromium.wait_js(LINKS_JS, lambda links: f"{CHARLIE_DELTA}:lan" not in links, timeout=40)
+        shown = time.monotonic() - cut
+        rows = chromium.wait_js(TABLE, lambda rows: "10.1.1.4 lan" not in rows, timeout=10)
+        after = chromium.screenshot(tmp_path / "web-ui-lan-cut.png")
+        print(f"screenshot after lan-cut: {after} (map changed {shown:.1f} s after the cut)")
+        log = chromium.js("return document.getElementById('log').textContent")
+        assert "delta" in log
+        # SIGTERM with the browser's event stream open: every daemon exits cleanly.
+        mesh.stop_probers()
+        started = time.monotonic()
+        assert set(mesh.stop_all().values()) == {0}, mesh.logs()
+        print(f"all four stopped {time.monotonic() - started:.1f} s after SIGTERM")
