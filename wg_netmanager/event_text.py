@@ -77,6 +77,10 @@ def describe(event: ev.Event) -> str:
             return f"{label(peer)}: punch failed, wg has {reading}"
         case ev.PathStateChanged(peer, old, new, trigger):
             return f"{label(peer)}: path {old} -> {new} ({trigger})"
+        case ev.GatewayUnanswered(peer):
+            return f"{label(peer)} does not answer over WireGuard; trying another static"
+        case ev.StaticDeclined(peer):
+            return f"{label(peer)}: a mobile node keeps one static; said bye"
         case ev.LocalAddressesChanged(addresses):
             return f"local addresses now {', '.join(addresses) or 'none'}"
         case ev.StaticResolved(host, address):
@@ -91,14 +95,20 @@ def describe(event: ev.Event) -> str:
     raise TypeError(f"not an event: {event!r}")  # our own bug
 
 
-_DEBUG = (ev.HolderAsked, ev.PunchFailed, ev.PathStateChanged, ev.ResolveRequested)
+_DEBUG = (
+    ev.HolderAsked,
+    ev.PunchFailed,
+    ev.PathStateChanged,
+    ev.ResolveRequested,
+    ev.StaticDeclined,
+)
 
 
 def level(event: ev.Event) -> int:
     """The logging level of ``event``."""
     if isinstance(event, ev.Conflict | ev.RefusedByPeer):
         return logging.ERROR
-    if isinstance(event, ev.PeerSilent | ev.OldVersion) or (
+    if isinstance(event, ev.PeerSilent | ev.OldVersion | ev.GatewayUnanswered) or (
         isinstance(event, ev.DirectLinkFailed) and event.lost
     ):
         return logging.WARNING

@@ -218,6 +218,24 @@ class PathStateChanged:
     trigger: str
 
 
+# --- a mobile node's one static (core/mobile.py) -------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewayUnanswered:
+    """Traffic left for our static over WireGuard, nothing came back, and it
+    did not answer a ping either: another static is tried."""
+
+    peer: PeerRef
+
+
+@dataclass(frozen=True)
+class StaticDeclined:
+    """A mobile already has its static: a second session got a Bye at once."""
+
+    peer: PeerRef
+
+
 # --- this node ----------------------------------------------------------------------
 
 
@@ -265,6 +283,8 @@ Event = (
     | PairIdle
     | PunchFailed
     | PathStateChanged
+    | GatewayUnanswered
+    | StaticDeclined
     | LocalAddressesChanged
     | StaticResolved
     | ResolveRequested

@@ -32,6 +32,7 @@ class PeerStatus:
     session_age: float | None
     is_static: bool
     local_endpoints: tuple[Endpoint, ...] = ()  # the underlay addresses it announced
+    mobile: bool = False  # a metered roaming node (see core/mobile.py)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class NodeStatus:
     drops: Mapping[DropReason, int]
     table_version: int
     conflicts: tuple[Conflict | RefusedByPeer, ...] = ()  # recent ones, oldest first
+    mobile: bool = False  # this node (--mobile)
 
 
 def snapshot(
@@ -97,6 +99,7 @@ def snapshot(
                 session_age=now - session.established,
                 is_static=ip in statics,
                 local_endpoints=session.info.local_endpoints,
+                mobile=session.info.mobile,
             )
         )
     for ip, gateway in sorted(gateways.items()):
@@ -121,6 +124,7 @@ def snapshot(
                 session_age=now - pair.established if pair else None,
                 is_static=ip in statics,
                 local_endpoints=entry.info.local_endpoints,
+                mobile=entry.info.mobile,
             )
         )
     peers.sort(key=lambda p: p.wg_ip)
@@ -138,4 +142,5 @@ def snapshot(
         drops=dict(drops),
         table_version=table_version,
         conflicts=tuple(conflicts),
+        mobile=info.mobile,
     )
