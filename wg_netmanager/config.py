@@ -95,6 +95,7 @@ class PeerConfig:
     existing_interface: bool | None = None
     private_key_file: str | None = None
     verbosity: int | None = None  # as many -v; a reload applies it
+    mobile: bool | None = None  # a metered roaming node (see docs/architecture.md)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ class Settings:
     # A pinned static's own key (its publicKey is in network.yaml); None: a
     # fresh key pair at every start.
     private_key: bytes | None = field(default=None, repr=False)
+    # --mobile / peer.yaml mobile: one static link, no pings, lazy links
+    # (docs/architecture.md, "Mobile nodes"); never a static.
+    mobile: bool = False
 
     @property
     def static(self) -> StaticPeer | None:
@@ -596,9 +600,17 @@ def load_peer(path: str, required: bool) -> PeerConfig:
     if doc is None:  # missing (and optional) or empty: nothing is set
         return PeerConfig()
     top = _mapping(path, "top level", doc, "a mapping with name, wgIp, wgInterface")
-    keys = ("name", "wgIp", "wgInterface", "existingInterface", "verbosity", "privateKeyFile")
+    keys = (
+        "name",
+        "wgIp",
+        "wgInterface",
+        "existingInterface",
+        "verbosity",
+        "privateKeyFile",
+        "mobile",
+    )
     _check_keys(path, "", top, (), keys)
-    name = wg_ip = interface = existing = verbosity = key_file = None
+    name = wg_ip = interface = existing = verbosity = key_file = mobile = None
     if top.get("name") is not None:
         name = check_name(_text(path, "name", top["name"], "alice"), f"{path}: name")
     if top.get("wgIp") is not None:
@@ -622,6 +634,10 @@ def load_peer(path: str, required: bool) -> PeerConfig:
             raise ConfigError(
                 f"{path}: verbosity: expected 0, 1 or 2 (as many -v), got {_show(verbosity)}"
             )
+    if top.get("mobile") is not None:
+        mobile = top["mobile"]
+        if not isinstance(mobile, bool):
+            raise ConfigError(f"{path}: mobile: expected true or false, got {_show(mobile)}")
     if top.get("privateKeyFile") is not None:
         example = "/etc/wg_netmanager/wg0.key"
         key_file = _text(path, "privateKeyFile", top["privateKeyFile"], example)
@@ -632,6 +648,7 @@ def load_peer(path: str, required: bool) -> PeerConfig:
         existing_interface=existing,
         verbosity=verbosity,
         private_key_file=key_file,
+        mobile=mobile,
     )
 
 
