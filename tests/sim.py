@@ -509,14 +509,16 @@ class SimNet:
         """One hop of a packet from ``origin`` at ``src`` towards ``dst_ip``."""
         assert src.node is not None
         route = next((r for r in src.node.desired_routes() if r.dest == dst_ip), None)
-        if route is None:
+        if route is None and dst_ip not in SUBNET:
             return None
-        next_ip = route.via or route.dest
+        # No /32 route: the interface's own subnet route still sends it into
+        # WireGuard, which picks the peer by AllowedIPs (a mobile's gateway).
+        next_ip = None if route is None else route.via or route.dest
         peer = peer_for(src.node, dst_ip)
         if peer is None:
             return None
         nxt = self._by_key(peer.public_key)
-        if nxt is None or nxt.wg_ip != next_ip or not self.wg_link_up(src, nxt):
+        if nxt is None or next_ip not in (None, nxt.wg_ip) or not self.wg_link_up(src, nxt):
             return None
         assert nxt.node is not None
         back = nxt.node.desired_peers().get(src.node.info.public_key)

@@ -79,6 +79,8 @@ def describe(event: ev.Event) -> str:
             return f"{label(peer)}: path {old} -> {new} ({trigger})"
         case ev.GatewayUnanswered(peer):
             return f"{label(peer)} does not answer over WireGuard; trying another static"
+        case ev.MobileMoved(peer, to):
+            return f"{label(peer)} (mobile) moved to {label(to)}; dropped here"
         case ev.StaticDeclined(peer):
             return f"{label(peer)}: a mobile node keeps one static; said bye"
         case ev.LocalAddressesChanged(addresses):

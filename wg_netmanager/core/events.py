@@ -230,6 +230,14 @@ class GatewayUnanswered:
 
 
 @dataclass(frozen=True)
+class MobileMoved:
+    """A static lets a mobile go: another static heard from it since (it moved)."""
+
+    peer: PeerRef
+    to: PeerRef
+
+
+@dataclass(frozen=True)
 class StaticDeclined:
     """A mobile already has its static: a second session got a Bye at once."""
 
@@ -284,6 +292,7 @@ Event = (
     | PunchFailed
     | PathStateChanged
     | GatewayUnanswered
+    | MobileMoved
     | StaticDeclined
     | LocalAddressesChanged
     | StaticResolved

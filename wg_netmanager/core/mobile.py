@@ -23,12 +23,16 @@ Rules (the story is in docs/architecture.md, "Mobile nodes"):
    /32s): whatever the static forwards reaches the mobile, also from a node
    that joined in a table change the mobile missed (it does not ping, so it
    does not learn the static's table version). Traffic with a node its
-   table lacks makes it ask for the whole table, at most every
+   table lacks makes it ask for the whole table: once per table version it
+   holds (the node may be another static's mobile), at most every
    ``TABLE_REQUEST_EVERY``.
 5. On a static: a mobile's session is alive while the mobile's WireGuard
    peer shows signs (its keepalives every ``mobile_keepalive``, handshakes)
-   and goes after ``mobile_dead_after`` without. Statics set no keepalive
-   towards any dynamic node, and nobody measures latency to a mobile.
+   and goes after ``mobile_dead_after`` without, or at once when another
+   static's table change lists it as heard there later than here by more
+   than ``link_timeout`` (it failed over: a stale listing here would draw
+   traffic for it). Statics set no keepalive towards any dynamic node, and
+   nobody measures latency to a mobile.
 6. Nobody opens a pair session towards a mobile (pairs.py rule 7): the
    mobile opens its own, lazily, when its sensor sees traffic either way.
 """

@@ -134,7 +134,8 @@ class Node:
         self.pairs = Pairs(_Parts(self), timers, lazy=lazy or self.mobile)
         self._gateway_watch = GatewayWatch()  # a mobile's static link (mobile.py rule 3)
         self._mobiles: set[IPv4Address] = set()  # sessions with mobile nodes (rule 5)
-        self._table_asked = -TABLE_REQUEST_EVERY  # a mobile's last whole-table request
+        # A mobile's last whole-table request: when, and the table version it had then.
+        self._table_asked: tuple[float, int | None] = (-TABLE_REQUEST_EVERY, None)
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
         self._wg: dict[str, WgPeerReading] = {}
         self.visible_endpoint: Endpoint | None = None
@@ -374,7 +375,7 @@ class Node:
             deadlines.append(target.next_resolve_request)
             if target.address is not None:
                 deadlines.append(target.next_hello)
-        if self.mobile:
+        if self._gateway() is not None:
             deadlines += self._gateway_watch.deadlines(self.timers)
         if self.table.push_at is not None:
             deadlines.append(self.table.push_at)
@@ -613,6 +614,8 @@ class Node:
         if ip not in self.statics:
             self._drop(DropReason.TABLE_FROM_NON_STATIC)
             return
+        if self._mobiles and table.base:
+            self._mobiles_moved(session, table, now)
         me = (self.info.wg_ip, self.info.public_key)
         try:
             received = self.listings.receive(ip, table, me, self._valid_member)
@@ -630,6 +633,19 @@ class Node:
             self.visible_endpoint = received.ours.wg_endpoint
             session.peer_ready = True
         self._recompute(now)
+
+    def _mobiles_moved(self, static: Session, change: Table, now: float) -> None:
+        """mobile.py rule 5: another static's change lists a mobile we hold, heard
+        there later than here by more than ``link_timeout``: it moved on."""
+        for entry in change.entries:
+            wg_ip = entry.info.wg_ip
+            session = self.sessions.get(wg_ip)
+            if wg_ip not in self._mobiles or session is None:
+                continue
+            same = entry.info.public_key == session.info.public_key
+            if same and now - session.last_heard > entry.age + self.timers.link_timeout:
+                self._emit(ev.MobileMoved(self._ref(wg_ip), self._ref(static.info.wg_ip)))
+                self._drop_session(wg_ip, now)
 
     def _send_table(self, session: Session, now: float) -> None:
         """The whole table (a new session, or one that asked)."""
@@ -728,14 +744,19 @@ class Node:
     def _ask_for_unknown(self, destinations: Iterable[IPv4Address], now: float) -> None:
         """mobile.py rule 4: traffic with a node our gateway's table lacks."""
         gateway = self._gateway()
-        if gateway is None or now < self._table_asked + TABLE_REQUEST_EVERY:
+        if gateway is None:
             return
-        listing = self.listings.tables.get(gateway.info.wg_ip, {})
+        static = gateway.info.wg_ip
+        version = self.listings.versions.get(static)
+        when, asked = self._table_asked
+        if now < when + TABLE_REQUEST_EVERY or version == asked:
+            return  # once per version: the node may simply not be the static's
+        listing = self.listings.tables.get(static, {})
         for wg_ip in destinations:
             unknown = wg_ip not in listing and wg_ip not in self.statics
             if unknown and wg_ip != self.info.wg_ip and self._valid_member(wg_ip):
-                self._send(wire.TableRequest(), self._addr_of(gateway), gateway.info.wg_ip)
-                self._table_asked = now
+                self._send(wire.TableRequest(), self._addr_of(gateway), static)
+                self._table_asked = (now, version)
                 return
 
     def _ping(self, session: Session, now: float) -> None:
@@ -758,6 +779,8 @@ class Node:
         """Everything that hangs on a session, gone with it."""
         session = self.sessions.pop(wg_ip)
         self._mobiles.discard(wg_ip)
+        if self.mobile and wg_ip in self.statics:
+            self._gateway_watch = GatewayWatch()  # the next gateway starts afresh
         contender = session.contender.keys if session.contender is not None else None
         for keys in (session.keys, session.previous, contender):
             if keys is not None:
@@ -855,8 +878,6 @@ class Node:
         self._sources = None
         if info.mobile and not self._is_pair(wg_ip):
             self._mobiles.add(wg_ip)
-        if self.mobile and wg_ip in self.statics:
-            self._gateway_watch = GatewayWatch()
         if self._is_pair(wg_ip):
             self.pairs.opened(wg_ip, now)
         self.listings.forget(wg_ip)  # a restarted static numbers its versions afresh
