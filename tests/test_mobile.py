@@ -281,6 +281,36 @@ def test_a_static_lets_a_mobile_go_that_another_static_heard_since() -> None:
     assert moved and moved[0].to.wg_ip == lab.boxes[other].wg_ip
 
 
+def test_a_static_calling_back_a_mobile_that_moved_on_does_not_take_it_away() -> None:
+    """A static restarted after a crash calls back the nodes of its peers
+    file; the mobile declines (a Bye), but that static may list it for a
+    moment. Its gateway must not take that for a move."""
+    wg = mobile_lab("s1", "s2")
+    lab, m = wg.lab, wg.mobile
+    (first,) = [ip for ip in (S1, S2) if ip in m.sessions]
+    name, other = ("s1", "s2") if first == S1 else ("s2", "s1")
+    gateway = lab.boxes[name].node
+    wg.run(lab.now + 30.0)
+    assert lab.now - gateway.sessions[M].last_heard > 10.0  # idle: quiet there a while
+    restarted = lab.start(other)
+    for _ in range(3):  # it meets the other static, and they swap tables
+        lab.run_until(lab.now + 0.5)
+        wg.feed()
+    assert lab.boxes[name].wg_ip in restarted.sessions and restarted.table.version
+    restarted.call_back({M: lab.boxes["m"].admin}, lab.now)
+    lab.step()  # INIT -> the mobile, which answers
+    lab.step()  # RESPONSE -> the static: a session (its FINISH and the mobile's Bye follow)
+    assert M in restarted.sessions
+    key = wg.key("m")
+    readings = dict(restarted._wg)
+    readings[key] = WgPeerReading(key, None, (), None, 0, 0)  # in its WireGuard, never heard
+    restarted.update_wg(readings, lab.now)
+    restarted.handle_timer(lab.now + TIMERS.table_push_delay)  # lists the mobile, for a moment
+    lab.settle()
+    assert M not in restarted.sessions and first in m.sessions
+    assert M in gateway.sessions
+
+
 # --- the mesh: budget, cold start, failover (simulator) -----------------------------------
 
 PING = 200.0  # bytes per second each way

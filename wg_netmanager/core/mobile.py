@@ -29,10 +29,12 @@ Rules (the story is in docs/architecture.md, "Mobile nodes"):
 5. On a static: a mobile's session is alive while the mobile's WireGuard
    peer shows signs (its keepalives every ``mobile_keepalive``, handshakes)
    and goes after ``mobile_dead_after`` without, or at once when another
-   static's table change lists it as heard there later than here by more
-   than ``link_timeout`` (it failed over: a stale listing here would draw
-   traffic for it). Statics set no keepalive towards any dynamic node, and
-   nobody measures latency to a mobile.
+   static's table change lists it with a WireGuard endpoint (the mobile
+   uses that static's WireGuard, so it is not a session it declines) and as
+   heard there later than here by more than ``link_timeout`` (it failed
+   over: a stale listing here would draw traffic for it). Statics set no
+   keepalive towards any dynamic node, and nobody measures latency to a
+   mobile.
 6. Nobody opens a pair session towards a mobile (pairs.py rule 7): the
    mobile opens its own, lazily, when its sensor sees traffic either way.
 """

@@ -635,13 +635,14 @@ class Node:
         self._recompute(now)
 
     def _mobiles_moved(self, static: Session, change: Table, now: float) -> None:
-        """mobile.py rule 5: another static's change lists a mobile we hold, heard
-        there later than here by more than ``link_timeout``: it moved on."""
+        """mobile.py rule 5: another static's change lists a mobile we hold, its
+        WireGuard there in use, heard there later than here by more than
+        ``link_timeout``: it moved on."""
         for entry in change.entries:
             wg_ip = entry.info.wg_ip
             session = self.sessions.get(wg_ip)
-            if wg_ip not in self._mobiles or session is None:
-                continue
+            if wg_ip not in self._mobiles or session is None or entry.wg_endpoint is None:
+                continue  # (no endpoint: a session it declines, e.g. a call-back)
             same = entry.info.public_key == session.info.public_key
             if same and now - session.last_heard > entry.age + self.timers.link_timeout:
                 self._emit(ev.MobileMoved(self._ref(wg_ip), self._ref(static.info.wg_ip)))
