@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wg_netmanager.status_text import header_lines
+from wg_netmanager.status_text import header_lines, path_label, summary_line
 
 
 def doc(**changes: Any) -> dict[str, Any]:
@@ -46,3 +46,17 @@ def test_a_dynamic_node_shows_its_outside_and_its_statics() -> None:
             statics_total=1)
     )  # fmt: skip
     assert "visible as 198.51.100.3:50003" in second and "statics 1/1" in second
+
+
+def test_a_mobile_node_and_a_mobile_peer_say_so() -> None:
+    alpha = {"name": "alpha", "wg_ip": "10.1.1.2", "path": "via", "gateway_name": "beta"}
+    mobile = doc(
+        is_static=False,
+        mobile=True,
+        peers=[{**alpha, "mobile": True}, {**alpha, "name": "delta", "wg_ip": "10.1.1.4"}],
+    )
+    assert ", mobile" in header_lines(mobile)[0]
+    assert ", mobile" not in header_lines(doc(is_static=False))[0]
+    assert path_label(mobile["peers"][0]) == "via beta, mobile"
+    assert path_label(mobile["peers"][1]) == "via beta"
+    assert "alpha:via-beta,mobile delta:via-beta" in summary_line(mobile)

@@ -351,7 +351,7 @@ def summary_line(doc: Mapping[str, Any]) -> str:
     """One log line for the headless ``-v`` summary: ``name:path:latency`` per peer."""
     parts = []
     for peer in sort_peers(doc.get("peers", [])):
-        part = f"{peer.get('name')}:{path_label(peer).replace(' ', '-')}"
+        part = f"{peer.get('name')}:{path_label(peer).replace(', ', ',').replace(' ', '-')}"
         if peer.get("rtt") is not None:
             part += ":" + fmt_ms(peer["rtt"]).replace(" ", "")
         parts.append(part)
