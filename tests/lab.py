@@ -10,7 +10,8 @@ clock can be offset: the protocol must never depend on the absolute value of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
 
@@ -118,11 +119,12 @@ class Lab:
         *,
         address_octet: int | None = None,
         clock_offset: float = 0.0,
+        mobile: bool = False,
     ) -> Node:
         octet = self.static_config[name] if octet is None else octet
         address = f"198.51.100.{octet if address_octet is None else address_octet}"
         node = make_node(
-            node_info(name, octet),
+            replace(node_info(name, octet), mobile=mobile),
             statics=[static_target(other) for other in self.static_config.values()],
             timers=self.timers,
             now=self.now + clock_offset,
@@ -190,7 +192,7 @@ class Lab:
                 for box in self.boxes.values()
                 if (due := box.node.get_timer()) is not None
             ]
-            upcoming = min(dues, default=t)
+            upcoming = min(dues, default=math.inf)  # (no timer at all: nothing to run)
             if upcoming > t:
                 break
             self.now = max(self.now, upcoming)

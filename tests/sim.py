@@ -17,7 +17,14 @@ and received (persistent keepalives, admin datagrams through the tunnel, and
 user traffic ``flows`` between hosts, counted on the first hop, which is the
 hop a direct link is), and the age of the latest handshake, which keeps
 growing while a link is down (WireGuard re-handshakes every two minutes
-while a link works).
+while a link works). A packet goes to the peer with the longest AllowedIPs
+prefix that holds its address, as in WireGuard.
+
+``underlay`` counts every host's bytes on the underlay, both ways, IP and
+UDP headers included (28 bytes a packet): admin datagrams, WireGuard
+keepalives (32 + 28), handshakes (initiation 148, response 92 and the
+initiator's confirming keepalive, each + 28, at each end every two minutes),
+tunnelled admin datagrams and flows on their first hop.
 """
 
 from __future__ import annotations
@@ -35,10 +42,13 @@ from wg_netmanager.core.node import Node
 from wg_netmanager.core.sessions import StaticTarget
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import KeyPair
-from wg_netmanager.model import DEFAULT_ROUTE, Endpoint, Gateway, WgPeerReading
+from wg_netmanager.model import DEFAULT_ROUTE, Endpoint, Gateway, WgPeer, WgPeerReading
 from wg_netmanager.wire import NodeInfo
 
 WG_TICK = 0.02  # seconds between two readings of "wg show", by default
+UDP_IP = 28  # IPv4 and UDP headers
+KEEPALIVE = 32  # a WireGuard keepalive (an empty data message)
+HANDSHAKE = 148 + 92 + KEEPALIVE + 3 * UDP_IP  # both ways, with the confirming keepalive
 
 
 @dataclass
@@ -82,6 +92,7 @@ class Host:
     admin_port: int
     nat: Nat | None = None
     lan: str | None = None  # hosts on the same LAN reach each other's inside address
+    mobile: bool = False  # --mobile (core/mobile.py)
     node: Node | None = None
     keys: KeyPair | None = None
     up: bool = False
@@ -139,6 +150,7 @@ class SimNet:
         self.partitioned: set[frozenset[str]] = set()
         self._spins: dict[str, int] = {}  # timer fired with no progress, per host
         self.sent_bytes: dict[str, int] = {}
+        self.underlay: dict[str, int] = {}  # bytes in and out per host (see the docstring)
         self._learned: dict[tuple[str, str], Endpoint] = {}
         # The WireGuard model's per-peer state, by (host name, peer key).
         self._handshake_at: dict[tuple[str, str], float] = {}
@@ -162,9 +174,11 @@ class SimNet:
         static: bool = False,
         nat: Nat | None = None,
         lan: str | None = None,
+        mobile: bool = False,
     ) -> Host:
         octet = int(wg_ip.rsplit(".", 1)[1])
         host = Host(name, address, IPv4Address(wg_ip), 50000 + octet, 50500 + octet, nat, lan)
+        host.mobile = mobile
         self.hosts[name] = host
         if static:
             self.statics.append((address, host.wg_ip, host.wg_port, host.admin_port))
@@ -184,6 +198,7 @@ class SimNet:
             public_key=host.keys.public_b64,
             wg_port=host.wg_port,
             admin_port=host.admin_port,
+            mobile=host.mobile,
         )
         statics = [
             StaticTarget(wg_ip=ip, host=addr, wg_port=wp, admin_port=ap, address=addr)
@@ -303,6 +318,8 @@ class SimNet:
         host.node.take_resolve_requests()
         for data, dest in host.node.datagrams_to_send():
             self.sent_bytes[host.name] = self.sent_bytes.get(host.name, 0) + len(data) + 28
+            if IPv4Address(dest[0]) not in SUBNET:  # (tunnelled: counted on its first hop)
+                self._meter(host, len(data) + UDP_IP)
             self._transmit(host, host.admin_port, dest, data)
 
     # --- the underlay ---------------------------------------------------
@@ -343,6 +360,7 @@ class SimNet:
 
         def arrive() -> None:
             if target.node is not None and target.up:
+                self._meter(target, len(data) + UDP_IP)
                 target.node.receive_datagram(data, source, self.clock(target))
                 self._after(target)
 
@@ -422,25 +440,27 @@ class SimNet:
         assert a.node is not None and b.node is not None
         return self._endpoint(b, a) == self._wg_source(a, b)
 
-    def _count_first_hop(self, host: Host, dest: IPv4Address, size: float) -> None:
+    def _count_first_hop(
+        self, host: Host, dest: IPv4Address, size: float, underlay: float | None = None
+    ) -> None:
         """Bytes for ``dest`` leave ``host`` over the peer owning it; counted on
-        both ends of that first hop (received only if the link works)."""
+        both ends of that first hop (received only if the link works).
+        ``underlay``: the bytes on the wire (default: one packet, ``size`` + 28)."""
         if host.node is None:
             return
-        peer = next(
-            (
-                p
-                for p in host.node.desired_peers().values()
-                if any(dest in n for n in p.allowed_ips)
-            ),
-            None,
-        )
+        peer = peer_for(host.node, dest)
         if peer is None:
             return
+        wire_size = size + UDP_IP if underlay is None else underlay
         self._add(self._tx, (host.name, peer.public_key), size)
+        self._meter(host, wire_size)
         nxt = self._by_key(peer.public_key)
         if nxt is not None and nxt.node is not None and self.wg_link_up(host, nxt):
             self._add(self._rx, (nxt.name, host.node.info.public_key), size)
+            self._meter(nxt, wire_size)
+
+    def _meter(self, host: Host, size: float) -> None:
+        self.underlay[host.name] = self.underlay.get(host.name, 0) + round(size)
 
     @staticmethod
     def _add(counters: dict[tuple[str, str], int], key: tuple[str, str], size: float) -> None:
@@ -453,7 +473,7 @@ class SimNet:
         for (a, b), rate in self.flows.items():
             src, dst = self.hosts[a], self.hosts[b]
             if src.up and dst.up:
-                self._count_first_hop(src, dst.wg_ip, rate * tick)
+                self._count_first_hop(src, dst.wg_ip, rate * tick, underlay=rate * tick)
                 if rate > 0:
                     demand.setdefault(a, set()).add(dst.wg_ip)
                     demand.setdefault(b, set()).add(src.wg_ip)
@@ -474,10 +494,12 @@ class SimNet:
                 if self.now < due:
                     continue
                 self._keepalive_at[pair] = self.now + peer.persistent_keepalive
-                self._add(self._tx, pair, 32)
+                self._add(self._tx, pair, KEEPALIVE)
+                self._meter(host, KEEPALIVE + UDP_IP)
                 other = self._by_key(key)
                 if other is not None and other.node is not None and self.wg_link_up(host, other):
-                    self._add(self._rx, (other.name, host.node.info.public_key), 32)
+                    self._add(self._rx, (other.name, host.node.info.public_key), KEEPALIVE)
+                    self._meter(other, KEEPALIVE + UDP_IP)
 
     def _feed_wg(self) -> None:
         for host in self.hosts.values():
@@ -504,7 +526,11 @@ class SimNet:
                 last = self._handshake_at.get(pair)
                 if up and (last is None or self.now - last >= 120.0):
                     self._handshake_at[pair] = self.now
-                    self._add(self._tx, pair, 148)
+                    # Each end as the initiator of its own: initiation and
+                    # confirming keepalive out, the response in.
+                    self._add(self._tx, pair, 148 + KEEPALIVE)
+                    self._add(self._rx, pair, 92)
+                    self._meter(host, HANDSHAKE)
                 since = self._handshake_at.get(pair)
                 readings[key] = WgPeerReading(
                     public_key=key,
@@ -523,25 +549,20 @@ class SimNet:
         """One hop of a packet from ``origin`` at ``src`` towards ``dst_ip``."""
         assert src.node is not None
         route = next((r for r in src.node.desired_routes() if r.dest == dst_ip), None)
-        if route is None:
+        if route is None and dst_ip not in SUBNET:
             return None
-        next_ip = route.via or route.dest
-        peer = next(
-            (
-                p
-                for p in src.node.desired_peers().values()
-                if any(dst_ip in n for n in p.allowed_ips)
-            ),
-            None,
-        )
+        # No /32 route: the interface's own subnet route still sends it into
+        # WireGuard, which picks the peer by AllowedIPs (a mobile's gateway).
+        next_ip = None if route is None else route.via or route.dest
+        peer = peer_for(src.node, dst_ip)
         if peer is None:
             return None
         nxt = self._by_key(peer.public_key)
-        if nxt is None or nxt.wg_ip != next_ip or not self.wg_link_up(src, nxt):
+        if nxt is None or next_ip not in (None, nxt.wg_ip) or not self.wg_link_up(src, nxt):
             return None
         assert nxt.node is not None
         back = nxt.node.desired_peers().get(src.node.info.public_key)
-        if back is None or not any(origin in n for n in back.allowed_ips):
+        if back is None or peer_for(nxt.node, origin) != back:
             return None  # WireGuard drops packets whose source the peer may not send
         return nxt
 
@@ -657,6 +678,18 @@ class SimNet:
     def all_pairs_ping(self, names: list[str] | None = None) -> bool:
         names = names or [n for n, h in self.hosts.items() if h.up]
         return all(self.pings(a, b) for a, b in itertools.combinations(names, 2))
+
+
+def peer_for(node: Node, dest: IPv4Address) -> WgPeer | None:
+    """The peer WireGuard sends ``dest`` to (and accepts it from): the longest
+    AllowedIPs prefix that holds it."""
+    best: WgPeer | None = None
+    length = -1
+    for peer in node.desired_peers().values():
+        for net in peer.allowed_ips:
+            if net.prefixlen > length and dest in net:
+                best, length = peer, net.prefixlen
+    return best
 
 
 # --- the seed's working example -----------------------------------------------------

@@ -110,6 +110,31 @@ def test_peer_yaml_supplies_everything(files: dict[str, str]) -> None:
     assert (s.wg_port, s.admin_port) == (50020, 50520)
 
 
+def test_mobile_from_the_command_line_or_peer_yaml(files: dict[str, str]) -> None:
+    assert not settings_for(files, "wg0", "10.1.1.16", "bob").mobile
+    assert settings_for(files, "--mobile", "wg0", "10.1.1.16", "bob").mobile
+    write_peer(files, "name: carol\nwgIp: 10.1.1.20\nmobile: true\n")
+    assert settings_for(files).mobile
+
+
+def test_a_static_node_cannot_be_mobile(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("-c", files["net"], "-p", files["peer"], "check")
+    code, out, err = run(capsys, *argv, "--mobile", "wg0", "10.1.1.1", "alice")
+    assert_one_line_error(code, err, "command line: --mobile", "10.1.1.1", "static", "leave out")
+    assert out == ""
+    write_peer(files, "mobile: true\n")
+    code, out, err = run(capsys, *argv, "wg0", "10.1.1.1", "alice")
+    assert_one_line_error(code, err, f"{files['peer']}: mobile", "cannot be mobile", "false")
+
+
+def test_check_says_mobile(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ("-c", files["net"], "-p", files["peer"], "check", "--mobile", "wg3", "10.1.1.16", "b")
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "dynamic, mobile" in out
+
+
 def test_interface_defaults_to_wg0(files: dict[str, str]) -> None:
     write_peer(files, "name: carol\nwgIp: 10.1.1.20\n")
     assert settings_for(files).interface == "wg0"

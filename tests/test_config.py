@@ -448,6 +448,11 @@ def test_load_peer(tmp_path: Path) -> None:
     )
 
 
+def test_load_peer_mobile(tmp_path: Path) -> None:
+    path = write(tmp_path / "peer.yaml", "mobile: true\n")
+    assert load_peer(path, required=True) == PeerConfig(mobile=True)
+
+
 def test_peer_missing_optional_and_required(tmp_path: Path) -> None:
     path = str(tmp_path / "peer.yaml")
     assert load_peer(path, required=False) == PeerConfig()
@@ -473,6 +478,8 @@ def test_peer_other_read_errors_even_when_optional(tmp_path: Path) -> None:
         ("wgInterface: wireguard-interface0\n", ["wgInterface:", "1..15"]),
         ("wgInterface: wg/0\n", ["wgInterface:", "'/'"]),
         ("existingInterface: 'yes'\n", ["existingInterface:", "true or false"]),
+        ("mobile: 1\n", ["mobile:", "true or false", "got 1"]),
+        ("mobile: yes please\n", ["mobile:", "true or false"]),
         ("wgip: 10.1.1.1\n", ["wgip: unknown key", "wgIp"]),
         ("exitNode: 10.1.1\n", ["exitNode:", "not an IPv4"]),
         ("exitNode: [10.1.1.1]\n", ["exitNode: expected text", "10.1.1.1"]),

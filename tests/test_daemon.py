@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from dataclasses import replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from tests.waits import wait_for
 from wg_netmanager import daemon as daemon_module
 from wg_netmanager import host as host_module
 from wg_netmanager.config import Settings
-from wg_netmanager.model import Route
+from wg_netmanager.model import Endpoint, Route
 from wg_netmanager.proc import CommandError
 
 
@@ -531,6 +531,66 @@ def test_a_static_known_by_name_is_looked_up_again_when_it_is_lost(tmp_path: Pat
             nursery.cancel_scope.cancel()
 
     trio.run(scenario, clock=mock_clock())
+
+
+def test_a_mobile_node_is_quiet_once_it_has_its_static(tmp_path: Path) -> None:
+    """No pings, no name lookups: after meeting alice, bob (mobile) sends
+    nothing on the admin port while WireGuard shows the link alive."""
+    alice_settings, bob_settings = make_settings(tmp_path, static_host="vps.example.org")
+    bob_settings = replace(bob_settings, mobile=True)
+    net = FakeNet()
+    alice = Machine(alice_settings, net.host(ALICE_IP))
+    bob = Machine(bob_settings, net.host(BOB_IP))
+    bob.host.names["vps.example.org"] = ALICE_IP
+    sent: dict[str, int] = {}
+    real_send = net.send
+
+    def counting_send(data: bytes, source: Endpoint, destination: Endpoint) -> None:
+        sent[source[0]] = sent.get(source[0], 0) + 1
+        real_send(data, source, destination)
+
+    net.send = counting_send  # type: ignore[method-assign]
+    result: dict[str, Any] = {}
+
+    async def handshakes(keys: tuple[str, str]) -> None:
+        """WireGuard as it works: a handshake every two minutes (and at once)."""
+        while True:
+            alice.device.set_handshake(keys[1], 0.0)
+            bob.device.set_handshake(keys[0], 0.0)
+            await trio.sleep(120.0)
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon, bob_daemon = await alice.daemon(), await bob.daemon()
+            await nursery.start(alice_daemon.run)
+            await nursery.start(bob_daemon.run)
+            keys = (alice_daemon.keys.public_b64, bob_daemon.keys.public_b64)
+            await wait_for(lambda: keys[0] in bob.device.peers and keys[1] in alice.device.peers)
+            nursery.start_soon(handshakes, keys)
+            await trio.sleep(5.0)
+            before, lookups = sent.get(BOB_IP, 0), len(bob.host.lookups)
+            await trio.sleep(600.0)
+            result.update(
+                sent=sent.get(BOB_IP, 0) - before,
+                lookups=len(bob.host.lookups) - lookups,
+                peer=bob.device.peers[keys[0]],
+                listed=keys[1] in alice.device.peers,
+            )
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert result["sent"] == 0 and result["lookups"] == 0
+    assert result["listed"]  # alice kept bob: his WireGuard shows signs of life
+    peer = result["peer"]
+    assert peer.persistent_keepalive == bob_settings.network.timers.mobile_keepalive
+    assert IPv4Network("10.1.1.0/24") in peer.allowed_ips  # mobile.py rule 4
+
+
+def test_a_mobile_node_runs_the_traffic_sensor_whatever_the_link_mode(tmp_path: Path) -> None:
+    _alice, bob = make_settings(tmp_path)
+    assert bob.network.links == "eager"
+    assert daemon_module._demand_sensor(bob) is None
+    assert daemon_module._demand_sensor(replace(bob, mobile=True)) is not None
 
 
 # --- the real host adapter: its pure parts ------------------------------------------

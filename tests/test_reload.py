@@ -321,6 +321,9 @@ def test_the_plan_of_a_reload(tmp_path: Path) -> None:
         f"{bob.network.path}: network.links eager -> lazy needs a restart; still eager",
     )
     assert lazy.settings.network.links == "eager"
+    mobile = plan_reload(bob, replace(bob, mobile=True))
+    assert mobile.needs_restart == ("mobile False -> True needs a restart; still False",)
+    assert not mobile.settings.mobile
     # alice's own entry stays as it runs (whether she is static cannot change).
     gone = plan_reload(alice, settings_with(alice, peers=()))
     assert gone.settings.network.peers == alice.network.peers and gone.settings.is_static

@@ -132,7 +132,8 @@ def test_install_writes_the_layout_and_is_idempotent(
     net: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "root"
-    argv = ["-c", str(net), "-w", "51820", "-H", "-vv", "-e", "-s", "10.1.1.9@192.0.2.9:50009"]
+    argv = ["-c", str(net), "-w", "51820", "-H", "-vv", "-e", "--mobile"]
+    argv += ["-s", "10.1.1.9@192.0.2.9:50009"]
     code, out, _ = install(capsys, root, "systemd", *argv, "wg7", "10.1.1.5", "eve")
     assert code == 0
     conf = root / "etc/wg_netmanager/wg7"
@@ -144,14 +145,16 @@ def test_install_writes_the_layout_and_is_idempotent(
     }
     assert (conf / "network.yaml").read_text() == NETWORK
     token = (conf / "api-token").read_text()
-    # -e and -v in peer.yaml (a reload applies the verbosity); the rest in OPTIONS.
-    assert "existingInterface: true\nverbosity: 2\n" in (conf / "peer.yaml").read_text()
+    # -e, -v and --mobile in peer.yaml (a reload applies the verbosity); the rest in OPTIONS.
+    peer = (conf / "peer.yaml").read_text()
+    assert "existingInterface: true\nverbosity: 2\nmobile: true\n" in peer
     assert services.options_of(root, "wg7") == [
         *("-w", "51820", "-H", "-s", "10.1.1.9@192.0.2.9:50009,50509"),
     ]
     settings = cli.build_settings(cli.docopt(cli.USAGE, services.systemd_argv(root, "wg7")[1:]))
     assert (settings.name, settings.interface, settings.wg_port) == ("eve", "wg7", 51820)
     assert settings.existing_interface and settings.hopping and settings.verbosity == 2
+    assert settings.mobile
     assert [p.wg_ip for p in settings.network.peers] == [
         IPv4Address(a) for a in ("10.1.1.1", "10.1.1.9")
     ]

@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from tests.status_samples import sample_doc, sample_subnets
-from wg_netmanager.status_text import header_lines, render_text, subnet_lines
+from wg_netmanager.status_text import (
+    header_lines,
+    path_label,
+    render_text,
+    subnet_lines,
+    summary_line,
+)
 
 
 def doc(**changes: Any) -> dict[str, Any]:
@@ -78,3 +84,17 @@ def test_a_network_without_a_gateway_alive_says_so() -> None:
     assert subnet_lines({"subnets": [own]}) == [
         "192.168.1.0/24: 10.1.1.3 (up)  - served by this node"
     ]
+
+
+def test_a_mobile_node_and_a_mobile_peer_say_so() -> None:
+    alpha = {"name": "alpha", "wg_ip": "10.1.1.2", "path": "via", "gateway_name": "beta"}
+    mobile = doc(
+        is_static=False,
+        mobile=True,
+        peers=[{**alpha, "mobile": True}, {**alpha, "name": "delta", "wg_ip": "10.1.1.4"}],
+    )
+    assert ", mobile" in header_lines(mobile)[0]
+    assert ", mobile" not in header_lines(doc(is_static=False))[0]
+    assert path_label(mobile["peers"][0]) == "via beta, mobile"
+    assert path_label(mobile["peers"][1]) == "via beta"
+    assert "alpha:via-beta,mobile delta:via-beta" in summary_line(mobile)

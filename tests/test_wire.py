@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import struct
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
 from typing import Any
@@ -197,6 +198,15 @@ infos = st.builds(
     wg_port=ports,
     admin_port=ports,
     local_endpoints=st.lists(endpoints, max_size=wire.MAX_LOCAL_ENDPOINTS).map(tuple),
+) | st.builds(
+    NodeInfo,
+    wg_ip=ipv4,
+    name=names,
+    public_key=keys32,
+    wg_port=ports,
+    admin_port=ports,
+    local_endpoints=st.lists(endpoints, max_size=wire.MAX_MOBILE_LOCAL_ENDPOINTS).map(tuple),
+    mobile=st.just(True),
 )
 entries = st.builds(
     TableEntry,
@@ -255,6 +265,31 @@ def test_the_handshake_payload_round_trips(info: NodeInfo, boot: bytes) -> None:
 def test_encoding_is_compact_json() -> None:
     body = wire.encode_message(Ping(1, 2))
     assert body == b'{"t":"ping","s":1,"tv":2}'
+
+
+def test_only_a_mobile_node_says_so_and_every_other_encoding_stays_as_it_was() -> None:
+    plain = wire.encode_message(wire.Info(INFO))
+    assert plain == (
+        b'{"t":"info","i":{"ip":"10.1.1.7","n":"alice","k":"' + PUBKEY.encode() + b'",'
+        b'"wp":51820,"ap":51821,"l":["192.168.1.7:51821"]}}'
+    )
+    mobile = replace(INFO, mobile=True)
+    body = wire.encode_message(wire.Info(mobile))
+    assert body == plain[:-2] + b',"m":true}}'
+    assert wire.decode_message(body) == wire.Info(mobile)
+    assert wire.decode_message(plain[:-2] + b',"m":false}}') == wire.Info(INFO)
+
+
+def test_a_mobile_announces_one_local_endpoint_less() -> None:
+    body = good_body("info")
+    body["i"]["l"] = [f"192.168.1.{i}:1" for i in range(wire.MAX_LOCAL_ENDPOINTS)]
+    assert decode_body(body)  # as many as a node may announce
+    body["i"]["m"] = True
+    with pytest.raises(Drop):
+        decode_body(body)
+    node = make_node(replace(INFO, mobile=True))
+    node.set_local_addresses([f"192.168.1.{i}" for i in range(10)], 0.0)
+    assert len(node.info.local_endpoints) == wire.MAX_MOBILE_LOCAL_ENDPOINTS
 
 
 def test_encoding_a_non_message_is_a_type_error() -> None:
@@ -353,6 +388,9 @@ BAD_FIELDS: list[tuple[str, tuple[Any, ...], Any]] = [
     ("info", ("i", "l"), None),
     ("info", ("i",), None),
     ("info", ("i",), []),
+    # the mobile flag: a JSON boolean or nothing; a mobile has one local endpoint less
+    *[("info", ("i", "m"), v) for v in (1, 0, "true", None, [True], {})],
+    ("table", ("e", 0, "i", "m"), 1),
     # counts
     *[("ping", ("s",), v) for v in (-1, True, 1.0, 2**63, "1")],
     ("ping", ("tv",), _DELETE),
@@ -507,20 +545,23 @@ def test_mangled_bodies_decode_or_drop(body: dict[str, Any]) -> None:
 BIG_EP = ("255.255.255.255", 65535)
 
 
-def worst_info(i: int) -> NodeInfo:
+def worst_info(i: int, mobile: bool = False) -> NodeInfo:
+    locals_ = wire.MAX_MOBILE_LOCAL_ENDPOINTS if mobile else wire.MAX_LOCAL_ENDPOINTS
     return NodeInfo(
         wg_ip=IPv4Address("10.0.0.0") + i,
         name="x" * wire.MAX_NAME,
         public_key=to_b64(struct.pack("!I", i) * 8),
         wg_port=65535,
         admin_port=65535,
-        local_endpoints=(BIG_EP,) * wire.MAX_LOCAL_ENDPOINTS,
+        local_endpoints=(BIG_EP,) * locals_,
+        mobile=mobile,
     )
 
 
-def test_no_answer_to_an_init_is_larger_than_the_init() -> None:
+@pytest.mark.parametrize("mobile", [False, True], ids=["node", "mobile"])
+def test_no_answer_to_an_init_is_larger_than_the_init(mobile: bool) -> None:
     """The admin port never amplifies towards an unproven address."""
-    payload = wire.encode_hello(worst_info(2**24 - 2), bytes(8))
+    payload = wire.encode_hello(worst_info(2**24 - 2, mobile), bytes(8))
     response = wire.Response(B, A, 2**32 - 1, 2**32 - 1, bytes(noise.MESSAGE_2 + len(payload)))
     init = wire.seal_frame(KEY, FRAMES[0])
     assert len(wire.seal_frame(KEY, response)) <= len(init)

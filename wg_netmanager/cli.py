@@ -13,6 +13,8 @@ Where each setting comes from, first match wins:
 * log file: ``--logfile FILE``, or ``-l`` for ``<name>.log`` in the current
   directory (the original tool's flag; ``-l FILE`` is refused with the fix).
 * verbosity: ``-v``/``-vv``, else ``verbosity`` in peer.yaml, else 0.
+* mobile: ``--mobile``, else ``mobile`` in peer.yaml, else false; never for
+  a static node.
 * static peers: network.yaml ``peers:`` plus every ``-s/--static``; with
   ``-s`` the file may have no ``peers:``.
 * exit node: ``--exit-node``, else ``exitNode`` in peer.yaml, else none (the
@@ -105,6 +107,8 @@ Options:
   -w PORT, --wireguard-port PORT    WireGuard UDP port (default 50000 + last octet of wg_ip)
   -u PORT, --admin-port PORT        admin UDP port (default 50500 + last octet of wg_ip)
   -H, --wireguard-hopping           change the WireGuard port when the static peers stay unreachable
+  --mobile                          a metered roaming node: one static link, no pings, direct
+                                    links only while they carry traffic
   -v, --verbose                     more log output (repeatable: -vv)
   -t, --tui                         full-screen terminal UI (the default on a terminal)
   --no-tui                          run headless (log lines only)
@@ -249,6 +253,15 @@ def build_settings(args: dict[str, Any]) -> Settings:
     else:
         where, chosen = f"{peer_file}: exitNode", peer.exit_node
     exit_node = exit_node_of(network, wg_ip, chosen, where)
+    mobile = args["--mobile"] or bool(peer.mobile)
+    if mobile and static is not None:
+        where, fix = "command line: --mobile", "leave out --mobile"
+        if not args["--mobile"]:
+            where, fix = f"{peer_file}: mobile", "remove it or set it to false"
+        raise ConfigError(
+            f"{where}: {wg_ip} is a static peer in {network.path}; a static node cannot "
+            f"be mobile; {fix}"
+        )
     private_key = None
     if static is not None and static.public_key is not None:
         key_path = peer.private_key_file or os.path.join(CONFIG_DIR, f"{interface}.key")
@@ -269,6 +282,7 @@ def build_settings(args: dict[str, Any]) -> Settings:
         private_key=private_key,
         exit_node=exit_node,
         api=parse_api(args["--api"]),
+        mobile=mobile,
     )
 
 
@@ -276,6 +290,8 @@ def describe(settings: Settings) -> list[str]:
     """The ``check`` summary; never mentions the shared key."""
     network, static = settings.network, settings.static
     role = f"static (endPoint {static.endpoint_text})" if static else "dynamic"
+    if settings.mobile:
+        role = "dynamic, mobile (one static link, no pings, lazy links)"
     lines = [
         f"network:    {network.path}, subnet {network.subnet}",
         f"node:       {settings.name} {settings.wg_ip} on {settings.interface}"

@@ -109,6 +109,7 @@ class PeerConfig:
     private_key_file: str | None = None
     verbosity: int | None = None  # as many -v; a reload applies it
     exit_node: IPv4Address | None = None  # send the default route through this gateway
+    mobile: bool | None = None  # a metered roaming node (see docs/architecture.md)
 
 
 DEFAULT_API = ("127.0.0.1", 50080)
@@ -138,6 +139,9 @@ class Settings:
     # Where the HTTP API listens (--api; the command line's default is
     # DEFAULT_API); None: off.
     api: tuple[str, int] | None = None
+    # --mobile / peer.yaml mobile: one static link, no pings, lazy links
+    # (docs/architecture.md, "Mobile nodes"); never a static.
+    mobile: bool = False
 
     @property
     def static(self) -> StaticPeer | None:
@@ -746,9 +750,10 @@ def load_peer(path: str, required: bool) -> PeerConfig:
         "verbosity",
         "privateKeyFile",
         "exitNode",
+        "mobile",
     )
     _check_keys(path, "", top, (), keys)
-    name = wg_ip = interface = existing = verbosity = key_file = exit_node = None
+    name = wg_ip = interface = existing = verbosity = key_file = exit_node = mobile = None
     if top.get("name") is not None:
         name = check_name(_text(path, "name", top["name"], "alice"), f"{path}: name")
     if top.get("wgIp") is not None:
@@ -772,6 +777,10 @@ def load_peer(path: str, required: bool) -> PeerConfig:
             raise ConfigError(
                 f"{path}: verbosity: expected 0, 1 or 2 (as many -v), got {_show(verbosity)}"
             )
+    if top.get("mobile") is not None:
+        mobile = top["mobile"]
+        if not isinstance(mobile, bool):
+            raise ConfigError(f"{path}: mobile: expected true or false, got {_show(mobile)}")
     if top.get("privateKeyFile") is not None:
         example = "/etc/wg_netmanager/wg0.key"
         key_file = _text(path, "privateKeyFile", top["privateKeyFile"], example)
@@ -786,6 +795,7 @@ def load_peer(path: str, required: bool) -> PeerConfig:
         verbosity=verbosity,
         private_key_file=key_file,
         exit_node=exit_node,
+        mobile=mobile,
     )
 
 

@@ -15,7 +15,8 @@ call-back file). One nursery, small tasks, one owner of shutdown:
   difference whenever the desired state changed or every reconcile_interval
   (and a static's relay table, see forwarding.py)
 - ``_resolve``: static peers' host names, periodically and when the core
-  asks (dynamic DNS)
+  asks (dynamic DNS); a mobile node only when the core asks (every lookup
+  is bytes on a metered link)
 - ``_local_addresses`` with ``_watch_links``: the host reports address
   changes (roaming, DHCP) and our interface vanishing the moment they
   happen; a periodic re-read backs it up
@@ -111,6 +112,7 @@ async def build_node(
         public_key=keys.public_b64,
         wg_port=settings.wg_port,
         admin_port=settings.admin_port,
+        mobile=settings.mobile,
     )
     node = Node(
         info=info,
@@ -302,7 +304,7 @@ class Daemon:
             self.keys.public_b64[:8],
             s.wg_port,
             s.admin_port,
-            ", static" if s.is_static else "",
+            ", static" if s.is_static else ", mobile" if s.mobile else "",
         )
 
     async def _cleanup(self) -> None:
@@ -643,7 +645,10 @@ class Daemon:
     async def _resolve(self) -> None:
         node = self.node
         while True:
-            with trio.move_on_after(node.timers.resolve_interval):
+            # A mobile looks its statics up only when the core asks (a static
+            # lost): its one static answers, and every lookup costs bytes.
+            interval = math.inf if self.settings.mobile else node.timers.resolve_interval
+            with trio.move_on_after(interval):
                 await self._resolve_wake.wait()
             self._resolve_wake = trio.Event()
             for target in list(node.statics.values()):
@@ -939,8 +944,10 @@ async def serve(
 
 
 def _demand_sensor(settings: Settings) -> DemandSensor | None:
-    """Lazy links need to know who a dynamic node sends to; statics relay only."""
-    if settings.network.links != "lazy" or settings.is_static:
+    """Lazy links (a mobile node's always are) need to know who a dynamic node
+    sends to; statics relay only."""
+    lazy = settings.network.links == "lazy" or settings.mobile
+    if not lazy or settings.is_static:
         return None
     return DemandSensor(settings.interface, settings.admin_port)
 

@@ -79,6 +79,12 @@ def describe(event: ev.Event) -> str:
             return f"{label(peer)}: path {old} -> {new} ({trigger})"
         case ev.SubnetGatewayChanged(route, gateway, previous, reason):
             return _subnet_move(route, gateway, previous, reason)
+        case ev.GatewayUnanswered(peer):
+            return f"{label(peer)} does not answer over WireGuard; trying another static"
+        case ev.MobileMoved(peer, to):
+            return f"{label(peer)} (mobile) moved to {label(to)}; dropped here"
+        case ev.StaticDeclined(peer):
+            return f"{label(peer)}: a mobile node keeps one static; said bye"
         case ev.LocalAddressesChanged(addresses):
             return f"local addresses now {', '.join(addresses) or 'none'}"
         case ev.StaticResolved(host, address):
@@ -112,14 +118,20 @@ def _subnet_move(
     return f"{route} via {label(gateway)}"
 
 
-_DEBUG = (ev.HolderAsked, ev.PunchFailed, ev.PathStateChanged, ev.ResolveRequested)
+_DEBUG = (
+    ev.HolderAsked,
+    ev.PunchFailed,
+    ev.PathStateChanged,
+    ev.ResolveRequested,
+    ev.StaticDeclined,
+)
 
 
 def level(event: ev.Event) -> int:
     """The logging level of ``event``."""
     if isinstance(event, ev.Conflict | ev.RefusedByPeer):
         return logging.ERROR
-    if isinstance(event, ev.PeerSilent | ev.OldVersion) or (
+    if isinstance(event, ev.PeerSilent | ev.OldVersion | ev.GatewayUnanswered) or (
         isinstance(event, ev.DirectLinkFailed) and event.lost
     ):
         return logging.WARNING

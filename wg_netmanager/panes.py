@@ -470,6 +470,7 @@ def detail_lines(doc: Doc, ip: str, rates: Rates) -> list[str]:
         ("wg IP", ip),
         ("public key", str(peer.get("public_key") or "-")),
         ("static node", "yes" if peer.get("is_static") else "no"),
+        ("mobile node", "yes" if peer.get("mobile") else "no"),
         ("path", path_label(peer) + gateway),
         ("reason", str(peer.get("reason") or "-")),
         ("endpoint", str(peer.get("endpoint") or "-")),
@@ -483,7 +484,7 @@ def detail_lines(doc: Doc, ip: str, rates: Rates) -> list[str]:
     known = {
         "name", "wg_ip", "public_key", "is_static", "path", "kind", "reason", "gateway",
         "gateway_name", "endpoint", "local_endpoints", "rtt", "handshake_age", "rx_bytes",
-        "tx_bytes", "session_age",
+        "tx_bytes", "session_age", "mobile",
     }  # fmt: skip
     rows += [(k.replace("_", " "), str(v)) for k, v in sorted(peer.items()) if k not in known]
     width = max(len(k) for k, _ in rows)

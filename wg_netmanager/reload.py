@@ -6,8 +6,9 @@ runs from now on. Applied while running: the timers, the other static peers
 (added, removed, moved), the verbosity. Kept until a restart, each with one
 warning line: this node's identity (name, wgIp, interface, existing
 interface), its ports and its own entry under ``peers`` (whether it is a
-static), the shared key, the subnet, the link mode, the ``gateways`` and the
-exit node. The daemon applies the result (``Daemon.reload``); a file that no
+static), whether it is mobile, the shared key, the subnet, the link mode,
+the ``gateways`` and the exit node. The daemon applies the result
+(``Daemon.reload``); a file that no
 longer validates never gets here.
 """
 
@@ -81,6 +82,7 @@ def _kept_back(running: Settings, loaded: Settings) -> list[str]:
         ("existingInterface", "existing_interface"),
         ("WireGuard port", "wg_port"),
         ("admin port", "admin_port"),
+        ("mobile", "mobile"),
     ):
         before, after = getattr(running, attr), getattr(loaded, attr)
         if before != after:

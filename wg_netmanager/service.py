@@ -9,8 +9,8 @@ node writes, under ``--root`` (default ``/``):
   (``/etc/init.d/wg_netmanager`` and its symlink), with the path of this
   installation's executable instead of the shipped ``/usr/local/bin`` one;
 - ``/etc/wg_netmanager/<interface>/network.yaml``: a copy of ``-c``'s file;
-- ``.../peer.yaml``: this node (name, wgIp, wgInterface, and -e and -v, which
-  a reload can then change);
+- ``.../peer.yaml``: this node (name, wgIp, wgInterface, and -e, -v and
+  --mobile, which a reload can then change or report);
 - ``.../options``: ``OPTIONS="..."``, the rest of the command line (ports,
   ``-H``, ``-s``), read by both the unit and the script.
 
@@ -137,6 +137,8 @@ def peer_text(settings: Settings) -> str:
         lines.append(f"verbosity: {settings.verbosity}")
     if settings.exit_node is not None:
         lines.append(f"exitNode: {settings.exit_node}")
+    if settings.mobile:
+        lines.append("mobile: true")
     return "\n".join(lines) + "\n"
 
 

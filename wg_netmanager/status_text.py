@@ -127,7 +127,13 @@ def path_kind(peer: Mapping[str, Any]) -> str:
 
 
 def path_label(peer: Mapping[str, Any]) -> str:
-    """``direct LAN``, ``direct NAT``, ``direct static``, ``direct``, ``via beta``, ..."""
+    """``direct LAN``, ``direct NAT``, ``direct static``, ``direct``, ``via beta``,
+    ...; a mobile peer's with ``, mobile``."""
+    label = _path_label(peer)
+    return label + ", mobile" if peer.get("mobile") else label
+
+
+def _path_label(peer: Mapping[str, Any]) -> str:
     kind = path_kind(peer)
     if kind == "via":
         return f"via {peer.get('gateway_name') or peer.get('gateway') or '?'}"
@@ -277,7 +283,7 @@ def service_status(doc: Mapping[str, Any]) -> str:
 def header_lines(doc: Mapping[str, Any]) -> list[str]:
     """Two lines about this node: identity and ports, then endpoint, uptime, counts."""
     backend = f" ({doc['backend']})" if doc.get("backend") else ""
-    static = ", static" if doc.get("is_static") else ""
+    static = ", static" if doc.get("is_static") else ", mobile" if doc.get("mobile") else ""
     first = (
         f"{doc.get('name', '?')} {doc.get('wg_ip', '?')} on {doc.get('interface', '?')}{backend}"
         f"{static}  key {short_key(doc.get('public_key'))}"
@@ -379,7 +385,7 @@ def summary_line(doc: Mapping[str, Any]) -> str:
     """One log line for the headless ``-v`` summary: ``name:path:latency`` per peer."""
     parts = []
     for peer in sort_peers(doc.get("peers", [])):
-        part = f"{peer.get('name')}:{path_label(peer).replace(' ', '-')}"
+        part = f"{peer.get('name')}:{path_label(peer).replace(', ', ',').replace(' ', '-')}"
         if peer.get("rtt") is not None:
             part += ":" + fmt_ms(peer["rtt"]).replace(" ", "")
         parts.append(part)

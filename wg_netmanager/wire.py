@@ -74,6 +74,9 @@ INIT_SIZE = 480
 TRANSPORT_OVERHEAD = SEAL_OVERHEAD + INNER.size + INDEX.size + COUNTER.size + TAG_SIZE
 MAX_NAME = 32
 MAX_LOCAL_ENDPOINTS = 8
+# A mobile node's info says "m":true: one endpoint fewer keeps its largest
+# RESPONSE within INIT_SIZE.
+MAX_MOBILE_LOCAL_ENDPOINTS = MAX_LOCAL_ENDPOINTS - 1
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")  # the same rule as for local names
 UNKNOWN_RECEIVER = IPv4Address(0)
 
@@ -295,6 +298,8 @@ class NodeInfo:
 
     ``public_key`` is the node's X25519 key (WireGuard base64): its WireGuard
     key and the static key of its admin sessions (the handshake proves it).
+    ``mobile``: a metered roaming node (one static link, no pings; nobody
+    else opens a direct link to it, see docs/architecture.md "Mobile nodes").
     """
 
     wg_ip: IPv4Address
@@ -303,6 +308,7 @@ class NodeInfo:
     wg_port: int
     admin_port: int
     local_endpoints: tuple[Endpoint, ...] = ()  # underlay addresses (LAN discovery)
+    mobile: bool = False
 
 
 @dataclass(frozen=True)
@@ -533,7 +539,7 @@ def _ep(endpoint: Endpoint | None) -> str | None:
 
 
 def _info(info: NodeInfo) -> dict[str, Any]:
-    return {
+    body = {
         "ip": str(info.wg_ip),
         "n": info.name,
         "k": info.public_key,
@@ -541,6 +547,9 @@ def _info(info: NodeInfo) -> dict[str, Any]:
         "ap": info.admin_port,
         "l": [_ep(e) for e in info.local_endpoints],
     }
+    if info.mobile:  # only when set: every other node's encoding stays as it was
+        body["m"] = True
+    return body
 
 
 def _entry(entry: TableEntry) -> dict[str, Any]:
@@ -730,8 +739,11 @@ def _decode_info(obj: Any) -> NodeInfo:
     except ValueError:
         raise _malformed("key") from None
     wg_ip = _ip(obj.get("ip"))
+    mobile = obj.get("m", False)
+    if not isinstance(mobile, bool):
+        raise _malformed("field 'm'")
     locals_ = _get(obj, "l", list)
-    if len(locals_) > MAX_LOCAL_ENDPOINTS:
+    if len(locals_) > (MAX_MOBILE_LOCAL_ENDPOINTS if mobile else MAX_LOCAL_ENDPOINTS):
         raise _malformed("too many local endpoints")
     endpoints = tuple(_decode_ep(e) for e in locals_)
     if None in endpoints:
@@ -743,6 +755,7 @@ def _decode_info(obj: Any) -> NodeInfo:
         wg_port=_port(obj.get("wp")),
         admin_port=_port(obj.get("ap")),
         local_endpoints=endpoints,  # type: ignore[arg-type]
+        mobile=mobile,
     )
 
 

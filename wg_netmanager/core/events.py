@@ -236,6 +236,32 @@ class SubnetGatewayChanged:
     reason: str
 
 
+# --- a mobile node's one static (core/mobile.py) -------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewayUnanswered:
+    """Traffic left for our static over WireGuard, nothing came back, and it
+    did not answer a ping either: another static is tried."""
+
+    peer: PeerRef
+
+
+@dataclass(frozen=True)
+class MobileMoved:
+    """A static lets a mobile go: another static heard from it since (it moved)."""
+
+    peer: PeerRef
+    to: PeerRef
+
+
+@dataclass(frozen=True)
+class StaticDeclined:
+    """A mobile already has its static: a second session got a Bye at once."""
+
+    peer: PeerRef
+
+
 # --- this node ----------------------------------------------------------------------
 
 
@@ -284,6 +310,9 @@ Event = (
     | PunchFailed
     | PathStateChanged
     | SubnetGatewayChanged
+    | GatewayUnanswered
+    | MobileMoved
+    | StaticDeclined
     | LocalAddressesChanged
     | StaticResolved
     | ResolveRequested

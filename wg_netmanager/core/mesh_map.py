@@ -11,7 +11,9 @@ Rules (the story is in docs/architecture.md, "The mesh map"):
    (and ``RTT_MOVE_ABS``) since it was last reported; at most one report per
    ``REPORT_INTERVAL`` (changes in between coalesce), again to a static whose
    session is new, and once every ``REPORT_REFRESH`` (a lost part is
-   repaired). Relayed pairs are implied, never listed (``wire.NodeLinks``):
+   repaired). Not a mobile node, which pays for every byte: its static's
+   own record has their link, and the other end of each of its direct
+   links reports that one. Relayed pairs are implied, never listed (``wire.NodeLinks``):
    the map grows with the links, not with the square of the nodes.
 2. *Merging* (a static). The latest complete report of each session, its
    own links, and a bare record for every node it reaches that has not
@@ -131,7 +133,8 @@ class MeshMap:
         # Rule 1: our own reports.
         self._reported: NodeLinks | None = None
         self._seq = 0
-        self._check_at: float | None = 0.0  # look at our links then (None: no change pending)
+        # Look at our links then (None: no change pending; a mobile never reports).
+        self._check_at: float | None = None if host.info.mobile else 0.0
         self._last_report = -math.inf
         self._resend: set[IPv4Address] = set()  # statics whose session is new
         # Rules 2 and 3: a static's merged map.
@@ -162,7 +165,7 @@ class MeshMap:
 
     def changed(self, now: float) -> None:
         """Our sessions, paths or round trips may have changed."""
-        if self._check_at is None:
+        if self._check_at is None and not self._host.info.mobile:
             self._check_at = max(now, self._last_report + REPORT_INTERVAL)
         if self._host.is_static and self._merge_at is None:
             self._merge_at = now + MERGE_DELAY

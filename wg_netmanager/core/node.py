@@ -18,6 +18,8 @@ docs/architecture.md):
   ``PairHost``, implemented here by ``_Parts``)
 - ``mesh_map``: link reports to the statics, their merged map, watching it
   (through ``MeshHost``, also ``_Parts``)
+- ``mobile``: a mobile node's one static link and its liveness by
+  WireGuard's counters (rules there; the node applies them)
 
 What stays here: the face (every call the shell makes), dispatch of
 authenticated messages, liveness (pings, ``dead_after``), static targets and
@@ -46,6 +48,7 @@ from .events import DropReason
 from .handshake import Handshake
 from .limits import MAX_SOURCES, TokenBuckets
 from .mesh_map import MeshMap
+from .mobile import TABLE_REQUEST_EVERY, GatewayWatch, quiet_limit, wg_signs
 from .pairs import Pairs
 from .routing import (
     SubnetRoutes,
@@ -113,6 +116,9 @@ class Node:
             s.wg_ip: s for s in statics if s.wg_ip != info.wg_ip
         }
         self.is_static = len(self.statics) < len(statics)
+        self.mobile = info.mobile  # mobile.py: one static, no pings, lazy pairs
+        if self.mobile and self.is_static:
+            raise ValueError("a static node cannot be mobile")  # our bug: config refuses it
         for target in self.statics.values():
             target.lost(now, timers)
         self.sessions: dict[IPv4Address, Session] = {}
@@ -137,8 +143,12 @@ class Node:
         self._gateways: dict[IPv4Address, IPv4Address] = {}
         self._fast_poll_until = 0.0
         self._watch_until = 0.0  # measure latency to every peer until then
-        self.pairs = Pairs(_Parts(self), timers, lazy=lazy)
+        self.pairs = Pairs(_Parts(self), timers, lazy=lazy or self.mobile)
         self.mesh = MeshMap(_Parts(self))
+        self._gateway_watch = GatewayWatch()  # a mobile's static link (mobile.py rule 3)
+        self._mobiles: set[IPv4Address] = set()  # sessions with mobile nodes (rule 5)
+        # A mobile's last whole-table request: when, and the table version it had then.
+        self._table_asked: tuple[float, int | None] = (-TABLE_REQUEST_EVERY, None)
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
         self._wg: dict[str, WgPeerReading] = {}
         self.visible_endpoint: Endpoint | None = None
@@ -189,12 +199,12 @@ class Node:
         for wg_ip, session in list(self.sessions.items()):
             if self._is_pair(wg_ip):
                 continue  # alive while a static lists it (see Pairs.prune)
-            if now >= session.last_heard + self._dead_after(session):  # same sum as get_timer
+            if now >= session.last_heard + self._quiet_limit(session):  # as in get_timer
                 self._emit(ev.PeerSilent(self._ref(wg_ip)))
                 self._drop_session(wg_ip, now)
-        for target in self.statics.values():
-            if target.wg_ip in self.sessions:
-                continue
+        if self.mobile:
+            self._watch_gateway(now)
+        for target in self._seeking():
             if now >= target.next_resolve_request:
                 target.next_resolve_request = now + self.timers.hello_slow_after
                 self._emit(ev.ResolveRequested(target.host))
@@ -216,6 +226,15 @@ class Node:
     def update_wg(self, readings: Mapping[str, WgPeerReading], now: float) -> None:
         """A fresh reading of ``wg show``: endpoints (NAT outsides), handshakes, bytes."""
         self._wg = dict(readings)
+        for wg_ip in self._mobiles:  # mobile.py rule 5: they do not ping
+            session = self.sessions[wg_ip]
+            wg_signs(session, self._wg.get(session.info.public_key), now)
+        gateway = self._gateway()
+        if gateway is not None:  # we are mobile: rules 2 and 3
+            reading = self._wg.get(gateway.info.public_key)
+            wg_signs(gateway, reading, now)
+            if reading is not None and self._gateway_watch.on_reading(reading, now):
+                self._gateway_watch.answer_seq = gateway.ping_seq + 1
         self._mark_table_dirty(now)
         self.pairs.on_wg(now)
 
@@ -260,7 +279,7 @@ class Node:
             return
         if self._watch_until <= now:
             for session in self.sessions.values():
-                if not session.pinger:
+                if not session.pinger and not session.info.mobile:
                     session.next_ping = now
         self._watch_until = until
 
@@ -269,6 +288,8 @@ class Node:
         links open for them and stay while it lasts)."""
         if not self.is_static:
             self.pairs.demand(destinations, now)
+        if self.mobile:
+            self._ask_for_unknown(destinations, now)
 
     def watch_mesh(self, until: float, now: float) -> None:
         """Someone looks at the mesh map (web UI, TUI): keep it fresh until ``until``."""
@@ -296,7 +317,8 @@ class Node:
         Returns whether they changed (the daemon then rebinds WireGuard).
         """
         endpoints = tuple((a, self.info.admin_port) for a in addresses)
-        endpoints = endpoints[: wire.MAX_LOCAL_ENDPOINTS]
+        limit = wire.MAX_MOBILE_LOCAL_ENDPOINTS if self.mobile else wire.MAX_LOCAL_ENDPOINTS
+        endpoints = endpoints[:limit]
         if endpoints == self.info.local_endpoints:
             return False
         self.info = replace(self.info, local_endpoints=endpoints)
@@ -390,7 +412,7 @@ class Node:
 
     def get_timer(self) -> float | None:
         deadlines = [
-            s.last_heard + self._dead_after(s)
+            s.last_heard + self._quiet_limit(s)
             for ip, s in self.sessions.items()
             if not self._is_pair(ip)
         ]
@@ -399,11 +421,12 @@ class Node:
             deadlines.append(due)
         deadlines += [s.next_ping for s in self.sessions.values() if self._pings(s)]
         deadlines += self.handshake.deadlines()
-        for target in self.statics.values():
-            if target.wg_ip not in self.sessions:
-                deadlines.append(target.next_resolve_request)
-                if target.address is not None:
-                    deadlines.append(target.next_hello)
+        for target in self._seeking():
+            deadlines.append(target.next_resolve_request)
+            if target.address is not None:
+                deadlines.append(target.next_hello)
+        if self._gateway() is not None:
+            deadlines += self._gateway_watch.deadlines(self.timers)
         if self.table.push_at is not None:
             deadlines.append(self.table.push_at)
         if not self.is_static:
@@ -431,7 +454,8 @@ class Node:
         """How soon the daemon should read ``wg show`` again."""
         if self._wants_fast_wg_poll(now):
             return self.timers.wg_poll_fast
-        if self.pairs.in_use(since=now - 2 * self.timers.wg_poll_active):
+        since = now - 2 * self.timers.wg_poll_active
+        if self.pairs.in_use(since) or self._gateway_watch.sent_at > since:
             return self.timers.wg_poll_active  # in use: a broken link is noticed within seconds
         return self.timers.wg_poll_slow
 
@@ -441,6 +465,8 @@ class Node:
         peer roamed: its new outside endpoint shows up in WireGuard with its
         next packet)."""
         if now < self._fast_poll_until or self.pairs.awaiting_wg():
+            return True
+        if self._gateway_watch.suspect_since is not None:
             return True
         for session in self.sessions.values():
             reading = self._wg.get(session.info.public_key)
@@ -643,6 +669,8 @@ class Node:
             session.next_ping = sent + self._jitter(self._ping_interval(session))
         self.pairs.on_pong(session, pong.seq)
         self.mesh.changed(now)  # a new round trip
+        if session is self._gateway() and pong.seq >= self._gateway_watch.answer_seq:
+            self._gateway_watch.answered()
         self.handshake.on_pong(session, pong.seq, now)
         self._check_table_version(session, pong.table_version)
 
@@ -658,6 +686,8 @@ class Node:
         if ip not in self.statics:
             self._drop(DropReason.TABLE_FROM_NON_STATIC)
             return
+        if self._mobiles and table.base:
+            self._mobiles_moved(session, table, now)
         me = (self.info.wg_ip, self.info.public_key)
         try:
             received = self.listings.receive(ip, table, me, self._valid_member)
@@ -675,6 +705,20 @@ class Node:
             self.visible_endpoint = received.ours.wg_endpoint
             session.peer_ready = True
         self._recompute(now)
+
+    def _mobiles_moved(self, static: Session, change: Table, now: float) -> None:
+        """mobile.py rule 5: another static's change lists a mobile we hold, its
+        WireGuard there in use, heard there later than here by more than
+        ``link_timeout``: it moved on."""
+        for entry in change.entries:
+            wg_ip = entry.info.wg_ip
+            session = self.sessions.get(wg_ip)
+            if wg_ip not in self._mobiles or session is None or entry.wg_endpoint is None:
+                continue  # (no endpoint: a session it declines, e.g. a call-back)
+            same = entry.info.public_key == session.info.public_key
+            if same and now - session.last_heard > entry.age + self.timers.link_timeout:
+                self._emit(ev.MobileMoved(self._ref(wg_ip), self._ref(static.info.wg_ip)))
+                self._drop_session(wg_ip, now)
 
     def _send_table(self, session: Session, now: float) -> None:
         """The whole table (a new session, or one that asked)."""
@@ -728,8 +772,65 @@ class Node:
     def _pings(self, session: Session) -> bool:
         """Is this session's next ping due at all? We keep its NAT mapping open
         (pinger), or someone watches latency (the other side of a static link,
-        a pair)."""
-        return session.pinger or session.next_ping < self._watch_until
+        a pair; never a mobile node: its bytes are counted)."""
+        if session.pinger:
+            return True
+        return session.next_ping < self._watch_until and not session.info.mobile
+
+    def _quiet_limit(self, session: Session) -> float:
+        """How long a (non-pair) session may be silent before it is dropped."""
+        if self.mobile:
+            return quiet_limit(self.timers)  # our gateway (mobile.py rule 2)
+        if session.info.mobile:
+            return self.timers.mobile_dead_after  # mobile.py rule 5
+        return self._dead_after(session)
+
+    def _gateway(self) -> Session | None:
+        """A mobile's one static session (mobile.py rule 1); None for anyone else."""
+        if not self.mobile:
+            return None
+        return next((self.sessions[ip] for ip in self.statics if ip in self.sessions), None)
+
+    def _seeking(self) -> list[StaticTarget]:
+        """Static peers we say hello to (and look up): those without a session,
+        or none while a mobile has its gateway (mobile.py rule 1)."""
+        if self._gateway() is not None:
+            return []
+        return [t for t in self.statics.values() if t.wg_ip not in self.sessions]
+
+    def _watch_gateway(self, now: float) -> None:
+        """mobile.py rule 3: ping a suspect gateway; lost when it stays silent."""
+        gateway, watch = self._gateway(), self._gateway_watch
+        lost_at = watch.lost_at(self.timers)
+        if gateway is None or lost_at is None:
+            return
+        wg_ip = gateway.info.wg_ip
+        if now >= lost_at:
+            self._emit(ev.GatewayUnanswered(self._ref(wg_ip)))
+            # Maybe only its WireGuard broke: then it lets go of us at once.
+            self._send(wire.Bye(), self._addr_of(gateway), wg_ip)
+            self._drop_session(wg_ip, now)
+        elif now >= watch.next_ping:
+            self._ping(gateway, now)
+            watch.next_ping = now + self.timers.link_probe_interval
+
+    def _ask_for_unknown(self, destinations: Iterable[IPv4Address], now: float) -> None:
+        """mobile.py rule 4: traffic with a node our gateway's table lacks."""
+        gateway = self._gateway()
+        if gateway is None:
+            return
+        static = gateway.info.wg_ip
+        version = self.listings.versions.get(static)
+        when, asked = self._table_asked
+        if now < when + TABLE_REQUEST_EVERY or version == asked:
+            return  # once per version: the node may simply not be the static's
+        listing = self.listings.tables.get(static, {})
+        for wg_ip in destinations:
+            unknown = wg_ip not in listing and wg_ip not in self.statics
+            if unknown and wg_ip != self.info.wg_ip and self._valid_member(wg_ip):
+                self._send(wire.TableRequest(), self._addr_of(gateway), static)
+                self._table_asked = (now, version)
+                return
 
     def _ping_interval(self, session: Session) -> float:
         """A pinger's interval: short between a gateway and whoever watches it."""
@@ -761,6 +862,9 @@ class Node:
     def _forget_session(self, wg_ip: IPv4Address) -> None:
         """Everything that hangs on a session, gone with it."""
         session = self.sessions.pop(wg_ip)
+        self._mobiles.discard(wg_ip)
+        if self.mobile and wg_ip in self.statics:
+            self._gateway_watch = GatewayWatch()  # the next gateway starts afresh
         contender = session.contender.keys if session.contender is not None else None
         for keys in (session.keys, session.previous, contender):
             if keys is not None:
@@ -775,6 +879,12 @@ class Node:
         target = self.statics.get(wg_ip)
         if target is not None:
             target.lost(now, self.timers)  # (and re-resolved: dynamic DNS, maybe it moved)
+            if self.mobile and len(self.statics) > 1:
+                # mobile.py rule 1: the others first (the lost one may be what broke).
+                for other in self.statics.values():
+                    if other is not target:
+                        other.lost(now, self.timers)
+                target.next_hello = now + self.timers.hello_retry_slow
         self._mark_table_dirty(now)
         self._recompute(now)
 
@@ -810,8 +920,16 @@ class Node:
         allowed, subnet_routes = subnet_placement(
             subnets.placed(), subnets.main_routes(), direct, gateways
         )
+        mine = self._gateway()
         peers, routes = desired_peers_and_routes(
-            direct, gateways, self.statics, self.pairs.paths, self.timers.keepalive, allowed
+            direct,
+            gateways,
+            self.statics,
+            self.pairs.paths,
+            self.timers.keepalive,
+            allowed,
+            static_keepalive=self.timers.mobile_keepalive if self.mobile else None,
+            subnet_via=(mine.info.wg_ip, self.subnet) if mine else None,
         )
         peers.update(self.pairs.trial_peers())
         desired = (peers, routes)
@@ -832,6 +950,11 @@ class Node:
             self._drop(DropReason.SESSION_CAP)
             return None
         ref = ev.PeerRef(wg_ip, info.name)
+        if old is None and wg_ip in self.statics and self._gateway() is not None:
+            # mobile.py rule 1: we have our static; this one lets go at once.
+            self._send_with(keys, wire.Bye(), addr, wg_ip)
+            self._emit(ev.StaticDeclined(ref))
+            return None
         if old is not None:
             self.handshake.replaced(wg_ip, old.boot, now)
             self._emit(ev.PeerRestarted(ref, info.public_key))
@@ -839,6 +962,7 @@ class Node:
         else:
             self._emit(ev.PeerConnected(ref, addr[0]))
         we_ping = wg_ip in self.statics and (not self.is_static or self.info.wg_ip < wg_ip)
+        we_ping = we_ping and not self.mobile  # mobile.py rule 2
         session = Session(
             info=info,
             boot=boot,
@@ -854,6 +978,8 @@ class Node:
         self.sessions[wg_ip] = session
         self._by_index[keys.local_index] = wg_ip
         self._sources = None
+        if info.mobile and not self._is_pair(wg_ip):
+            self._mobiles.add(wg_ip)
         if self._is_pair(wg_ip):
             self.pairs.opened(wg_ip, now)
         self.mesh.session_opened(wg_ip, now)
@@ -884,8 +1010,12 @@ class Node:
 
     def _on_info(self, session: Session, info: NodeInfo, now: float) -> None:
         """The peer's addresses or port changed (its wg IP and key cannot)."""
-        if info.wg_ip != session.info.wg_ip or info.public_key != session.info.public_key:
-            self._drop(DropReason.INFO_CHANGED_IDENTITY)
+        if (info.wg_ip, info.public_key, info.mobile) != (
+            session.info.wg_ip,
+            session.info.public_key,
+            session.info.mobile,
+        ):
+            self._drop(DropReason.INFO_CHANGED_IDENTITY)  # (a mobile stays one until it restarts)
             return
         if not self._infos.allow(info.wg_ip, now):
             self._drop(DropReason.RATE_LIMITED)  # each one costs a table push to everyone
@@ -895,6 +1025,10 @@ class Node:
     def _update_info(self, session: Session, info: NodeInfo, now: float) -> None:
         if session.info != info:
             session.info = info
+            if info.mobile and not self._is_pair(info.wg_ip):
+                self._mobiles.add(info.wg_ip)
+            else:
+                self._mobiles.discard(info.wg_ip)
             self._mark_table_dirty(now)
             self._recompute(now)
 

@@ -37,6 +37,9 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
    counted); either side may, and crossed handshakes settle (handshake.py
    rule 7). A lazy pair without traffic for ``idle_after`` is closed: a Bye,
    the session and its link gone, traffic via the gateway until asked again.
+   A mobile node (core/mobile.py) is always lazy, and nobody else opens a
+   pair session towards one: it opens its own when its sensor sees traffic
+   either way.
 """
 
 from __future__ import annotations
@@ -668,7 +671,7 @@ class Pairs:
             elif wg_ip < me:
                 continue
             entry = self._host.listed(wg_ip)
-            if entry is not None:
+            if entry is not None and (not entry.info.mobile or self._host.info.mobile):
                 out.append((wg_ip, entry))
         return out
 

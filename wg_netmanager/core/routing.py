@@ -10,11 +10,13 @@ Rules:
    local preference: both ends of a relayed pair must pick the same gateway,
    or each would drop the other's packets (WireGuard checks a packet's source
    against the AllowedIPs of the peer it came from).
-3. AllowedIPs never overlap: every /32 belongs to exactly one peer.
+3. AllowedIPs never overlap: every /32 belongs to exactly one peer. (A
+   mobile node's gateway also carries the whole subnet, see mobile.py rule
+   4: WireGuard picks the longest prefix, so the /32s still decide.)
 4. Static peers get their configured endpoint and a keepalive (a dynamic
-   node keeps the NAT mapping open); pair peers get a keepalive and no
-   endpoint (WireGuard keeps the one the handshake used); a static node's
-   dynamic peers get neither.
+   node keeps the NAT mapping open; a mobile one its own, longer one); pair
+   peers get a keepalive and no endpoint (WireGuard keeps the one the
+   handshake used); a static node's dynamic peers get neither.
 
 Gateways (network.yaml ``gateways:``: networks of devices that run no
 daemon, 0.0.0.0/0 for an exit node), ``SubnetRoutes``:
@@ -78,9 +80,16 @@ def desired_peers_and_routes(
     pairs: Collection[IPv4Address],
     keepalive: int,
     subnets: Mapping[IPv4Address, Sequence[IPv4Network]] | None = None,
+    *,
+    static_keepalive: int | None = None,
+    subnet_via: tuple[IPv4Address, IPv4Network] | None = None,
 ) -> tuple[dict[str, WgPeer], set[Route]]:
-    """Rules 1, 3 and 4 for the direct sessions, plus the routes of rule 2;
-    ``subnets`` (rule 8) adds networks to the AllowedIPs of direct peers."""
+    """Rules 1, 3 and 4 for the direct sessions, plus the routes of rule 2.
+
+    ``subnets`` (rule 8) adds networks to the AllowedIPs of direct peers;
+    ``static_keepalive``: towards static peers, if not ``keepalive``;
+    ``subnet_via``: (static, subnet) when that static carries the whole subnet.
+    """
     peers: dict[str, WgPeer] = {}
     routes: set[Route] = set()
     via: dict[IPv4Address, list[IPv4Network]] = {}
@@ -91,11 +100,13 @@ def desired_peers_and_routes(
         target = statics.get(ip)
         extra = subnets.get(ip, ()) if subnets else ()
         allowed = sorted([IPv4Network(ip), *via.get(ip, []), *extra])
+        if subnet_via is not None and subnet_via[0] == ip:
+            allowed = sorted([subnet_via[1], *allowed])
         if ip in pairs:
             endpoint, alive = None, keepalive
         else:
             endpoint = target.wg_endpoint if target else None
-            alive = keepalive if target else 0
+            alive = (static_keepalive or keepalive) if target else 0
         peers[session.info.public_key] = WgPeer(
             public_key=session.info.public_key,
             allowed_ips=tuple(allowed),

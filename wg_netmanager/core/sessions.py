@@ -116,6 +116,7 @@ class Session:
     path_token: int | None = None
     path_addr: Endpoint | None = None
     table_sent: int = 0  # our table version this session has (we are a static)
+    wg_rx: int = 0  # bytes its WireGuard peer had received at the last reading (mobile.py)
 
     def record_ping(self, now: float) -> int:
         """A ping goes out now: its sequence number (its send time is kept for the RTT)."""

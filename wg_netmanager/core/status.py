@@ -32,6 +32,7 @@ class PeerStatus:
     session_age: float | None
     is_static: bool
     local_endpoints: tuple[Endpoint, ...] = ()  # the underlay addresses it announced
+    mobile: bool = False  # a metered roaming node (see core/mobile.py)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class NodeStatus:
     table_version: int
     conflicts: tuple[Conflict | RefusedByPeer, ...] = ()  # recent ones, oldest first
     subnets: tuple[SubnetStatus, ...] = ()  # the networks behind gateways
+    mobile: bool = False  # this node (--mobile)
 
 
 def snapshot(
@@ -114,6 +116,7 @@ def snapshot(
                 session_age=now - session.established,
                 is_static=ip in statics,
                 local_endpoints=session.info.local_endpoints,
+                mobile=session.info.mobile,
             )
         )
     for ip, gateway in sorted(gateways.items()):
@@ -138,6 +141,7 @@ def snapshot(
                 session_age=now - pair.established if pair else None,
                 is_static=ip in statics,
                 local_endpoints=entry.info.local_endpoints,
+                mobile=entry.info.mobile,
             )
         )
     peers.sort(key=lambda p: p.wg_ip)
@@ -156,4 +160,5 @@ def snapshot(
         table_version=table_version,
         conflicts=tuple(conflicts),
         subnets=subnets,
+        mobile=info.mobile,
     )

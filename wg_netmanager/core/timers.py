@@ -99,6 +99,14 @@ class Timers:
     gateway_return: float = 10.0
     # WireGuard persistent keepalive towards static peers (seconds).
     keepalive: int = 25
+    # Mobile nodes (--mobile): the keepalive towards their one static, which
+    # holds their NAT mapping open. With WireGuard's handshake every two
+    # minutes (176 + 120 + 60 bytes), 25 s would cost about 5.3 B/s; 40 s
+    # costs about 4.5 (lower it if your carrier's NAT forgets sooner). A
+    # static drops a mobile whose WireGuard shows no sign of it (its
+    # keepalives, a handshake) for mobile_dead_after: two keepalives and a bit.
+    mobile_keepalive: int = 40
+    mobile_dead_after: float = 100.0
 
 
 def timer_names() -> dict[str, str]:
