@@ -30,6 +30,7 @@ from wg_netmanager.forwarding import (
     nft_table,
     our_rules,
     parse_table,
+    parse_tables,
     plan_for,
     plan_table,
     relay_table,
@@ -192,6 +193,20 @@ def test_route_table_plan() -> None:
     ]
 
 
+def test_our_tables_in_one_listing() -> None:
+    text = (
+        "default dev wg0 table 2004007862 scope link \n"
+        "throw 192.168.1.0/24 table 2004007862 \n"
+        "192.168.7.0/24 via 10.1.1.3 dev wg0 table 2003745718 onlink \n"
+        "10.1.1.5 via 10.1.1.1 dev wg0 onlink \n"  # the main table: routes.py's
+    )
+    assert parse_tables(text) == {
+        2004007862: {TableRoute(DEFAULT_ROUTE), TableRoute(LAN, throw=True)},
+        2003745718: {TableRoute(IPv4Network("192.168.7.0/24"), IPv4Address("10.1.1.3"))},
+    }
+    assert parse_tables("") == {}
+
+
 def test_relay_table_plan() -> None:
     text = (
         "192.168.1.0/24 dev wg0 proto 57 scope link \n"
@@ -303,6 +318,7 @@ class FakeSystem:
         self.tables: dict[str, set[str]] = {}
         self.nft: set[str] = set()
         self.commands: list[str] = []
+        self.failed: list[str] = []
 
     async def run(self, argv: list[str], stdin: bytes | None = None, **_: object) -> str:
         self.commands.append(" ".join(argv))
@@ -325,9 +341,17 @@ class FakeSystem:
             return ""
         if words[:2] == ["route", "show"]:
             table = words[words.index("table") + 1]
+            if table == "all":  # only our proto: the tables' lines say which table
+                assert words[words.index("proto") + 1] == "57"
+                return "".join(
+                    f"{line} table {name}\n"
+                    for name, lines in sorted(self.tables.items())
+                    for line in sorted(lines)
+                )
             if table == "main":
                 return "default via 192.168.1.1 dev eth0\n192.168.1.0/24 dev eth0 scope link\n"
             if table not in self.tables:
+                self.failed.append(" ".join(argv))
                 raise CommandError(argv, 2, "Error: ipv4: FIB table does not exist.")
             return "".join(line + "\n" for line in sorted(self.tables[table]))
         if words[:2] == ["route", "flush"]:
@@ -405,6 +429,7 @@ def test_a_gateway_exit_user_and_static_changes_and_undoes_everything(
         await host.release()  # twice: nothing more
 
     trio.run(next_start_then_stop)
+    assert system.failed == []  # no command asked for a table that does not exist
     assert (system.sysctls, system.rules) == clean
     assert system.nft == set() and system.tables == {}
     assert not os.path.exists(path)

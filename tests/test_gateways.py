@@ -176,17 +176,25 @@ def test_only_the_files_networks_through_the_files_gateways() -> None:
 
 def test_who_pings_and_dies_fast() -> None:
     """A gateway pings every gateway_ping, and so does whoever may route
-    through one; the other side counts on it only once it sees fast pings."""
+    through one; the other side counts on it once it sees fast pings, and
+    probes it itself until it has seen two."""
     charlie, alpha, beta = routes_of(CHARLIE), routes_of(ALPHA), routes_of(BETA, static=True)
     assert charlie.pings_fast(BETA) and charlie.dies_fast(BETA, pinger=True)
     assert alpha.pings_fast(CHARLIE) and not alpha.pings_fast(BETA)
     assert beta.pings_fast(CHARLIE) and not beta.pings_fast(ALPHA)
-    assert not beta.dies_fast(CHARLIE, pinger=False)  # no pings seen yet
-    beta.heard_ping(CHARLIE, 0.0)
+    for heard in ([], [0.0]):  # its cadence unknown: probed, so it dies fast
+        beta.new_session(CHARLIE)
+        for when in heard:
+            beta.heard_ping(CHARLIE, when)
+        assert beta.probes(CHARLIE) and beta.dies_fast(CHARLIE, pinger=False)
     beta.heard_ping(CHARLIE, 1.0)
-    assert beta.dies_fast(CHARLIE, pinger=False)
+    assert beta.dies_fast(CHARLIE, pinger=False) and not beta.probes(CHARLIE)
     beta.heard_ping(CHARLIE, 13.0)  # its file does not make it a gateway: slow pings
-    assert not beta.dies_fast(CHARLIE, pinger=False)
+    assert not beta.dies_fast(CHARLIE, pinger=False) and not beta.probes(CHARLIE)
+    beta.new_session(CHARLIE)  # it came back: a long gap tells nothing
+    beta.heard_ping(CHARLIE, 60.0)
+    assert beta.probes(CHARLIE)
+    assert not charlie.probes(BETA) and not alpha.probes(BETA)  # not gateways they watch
     beta.heard_ping(ALPHA, 0.0)
     beta.heard_ping(ALPHA, 0.5)
     assert not beta.dies_fast(ALPHA, pinger=False)  # not a gateway
@@ -291,6 +299,23 @@ def test_a_crashed_gateway_is_replaced_within_seconds_and_returns_once(
     for name in ("alpha", "beta"):
         assert moves(net, name) == [("charlie", "up"), ("delta", "failover"), ("charlie", "return")]
     assert all(net.reaches(n, "lamp") for n in NAMES)
+
+
+@pytest.mark.parametrize("age", [0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
+def test_a_gateway_that_dies_young_is_replaced_within_seconds(age: float) -> None:
+    """charlie's machine dies ``age`` seconds after the static first heard
+    it, before the static could tell from two of its pings that it pings fast."""
+    net = lamp_mesh()
+    start_all(net)
+    beta = net.hosts["beta"].node
+    assert beta is not None
+    net.wait_for(lambda: CHARLIE in beta.sessions, 5, 0.01)
+    net.run_for(age)
+    net.stop("charlie", clean=False)
+    failover = net.wait_for(
+        lambda: all(net.gateway_used(n, "lamp") == "delta" for n in ("alpha", "beta")), 60, 0.05
+    )
+    assert failover <= Timers().gateway_dead_after + 1.0
 
 
 def test_a_gateway_stopped_cleanly_is_replaced_at_once() -> None:

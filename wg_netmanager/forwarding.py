@@ -277,7 +277,7 @@ class TableRoute:
 
 
 def parse_table(text: str) -> set[TableRoute]:
-    """``ip -4 route show table N``: our tables hold only what we put there."""
+    """One table's routes (``ip -4 route show table N``; see ``parse_tables``)."""
     found = set()
     for line in text.splitlines():
         fields = line.split()
@@ -293,6 +293,22 @@ def parse_table(text: str) -> set[TableRoute]:
             network = DEFAULT_ROUTE if token == "default" else IPv4Network(token)
             found.add(TableRoute(network, via, throw))
     return found
+
+
+def parse_tables(text: str) -> dict[int, set[TableRoute]]:
+    """``ip -4 route show table all proto 57``: our routes by table number,
+    the main table's (routes.py's) left out. A table with no route of ours
+    is simply missing (the kernel has no empty tables to list)."""
+    lines: dict[int, list[str]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if "table" not in fields[:-1]:
+            continue  # the main table
+        at = fields.index("table")
+        with contextlib.suppress(ValueError):
+            table = int(fields[at + 1])
+            lines.setdefault(table, []).append(" ".join(fields[:at] + fields[at + 2 :]))
+    return {table: parse_table("\n".join(found)) for table, found in lines.items()}
 
 
 def plan_table(
@@ -456,8 +472,9 @@ class HostForwarding:
             forwarded = {TableRoute(r) for r in relay}
             forwarded |= {TableRoute(r, throw=True) for r in plan.routes if r not in relay}
             tables.append((relay_table(plan.interface), forwarded))
+        listed = await _our_tables() if tables else {}
         for table, desired in tables:
-            actual = parse_table(await _show_table(table))
+            actual = listed.get(table, set())
             for argv in plan_table(plan.interface, table, desired, actual):
                 await run(argv)
 
@@ -522,8 +539,9 @@ class HostForwarding:
     async def _remove_rules_and_tables(self, interface: str) -> None:
         for rule in sorted(our_rules(await _rules(), interface), key=lambda r: r.pref):
             await run(rule.argv("del"))
+        listed = await _our_tables()
         for table in (relay_table(interface), route_table(interface)):
-            if (await _show_table(table)).strip():
+            if table in listed:
                 await run(["ip", "-4", "route", "flush", "table", str(table)])
 
     async def _apply_rules(self, plan: ForwardPlan) -> None:
@@ -553,13 +571,12 @@ async def _rules() -> Any:
         return []
 
 
-async def _show_table(table: int) -> str:
-    try:
-        return await run(["ip", "-4", "route", "show", "table", str(table)])
-    except CommandError as exc:
-        if "does not exist" in exc.stderr:  # never used: nothing in it
-            return ""
-        raise
+async def _our_tables() -> dict[int, set[TableRoute]]:
+    """Every table's routes of ours in one listing: unlike ``show table N``
+    it does not fail for a table that does not exist (yet, or any more)."""
+    return parse_tables(
+        await run(["ip", "-4", "route", "show", "table", "all", "proto", ROUTE_PROTO])
+    )
 
 
 async def _read_sysctl(path: str) -> str:

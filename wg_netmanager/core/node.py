@@ -771,11 +771,16 @@ class Node:
 
     def _pings(self, session: Session) -> bool:
         """Is this session's next ping due at all? We keep its NAT mapping open
-        (pinger), or someone watches latency (the other side of a static link,
-        a pair; never a mobile node: its bytes are counted)."""
-        if session.pinger:
+        (pinger), we probe a gateway (see SubnetRoutes.probes), or someone
+        watches latency (the other side of a static link, a pair; never a
+        mobile node: its bytes are counted)."""
+        if session.pinger or self._probes(session):
             return True
         return session.next_ping < self._watch_until and not session.info.mobile
+
+    def _probes(self, session: Session) -> bool:
+        ip = session.info.wg_ip
+        return not session.pinger and not self._is_pair(ip) and self.subnets.probes(ip)
 
     def _quiet_limit(self, session: Session) -> float:
         """How long a (non-pair) session may be silent before it is dropped."""
@@ -850,13 +855,13 @@ class Node:
             session.info.wg_ip,
         )
         interval = self._ping_interval(session)
-        if not session.pinger:
-            interval = self.timers.latency_interval
-        elif session.pinger:
+        if session.pinger:
             # Ping again soon unless a pong comes (it resets the interval): a
             # static that went away and came back is found within a second.
             wait = max(self.timers.pong_timeout, 3 * (session.rtt or 0.0))
             interval = min(interval, wait)
+        elif not self._probes(session):  # a probe goes every gateway_ping, answered or not
+            interval = self.timers.latency_interval
         session.next_ping = now + self._jitter(interval)
 
     def _forget_session(self, wg_ip: IPv4Address) -> None:
@@ -976,6 +981,7 @@ class Node:
             peer_ready=self.is_static,
         )
         self.sessions[wg_ip] = session
+        self.subnets.new_session(wg_ip)
         self._by_index[keys.local_index] = wg_ip
         self._sources = None
         if info.mobile and not self._is_pair(wg_ip):

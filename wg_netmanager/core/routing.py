@@ -197,7 +197,8 @@ class SubnetRoutes:
         self._current: dict[IPv4Network, IPv4Address] = {}
         self._since: dict[IPv4Address, float] = {}  # gateway -> alive since
         self._seen_down: set[IPv4Address] = set()  # gateways that were alive and went
-        self._pinged: dict[IPv4Address, tuple[float, bool]] = {}  # gateway -> (last ping, fast?)
+        # gateway -> (its last ping this session, fast?); None: one ping, cadence unknown
+        self._pinged: dict[IPv4Address, tuple[float, bool | None]] = {}
         self._deadline: float | None = None
 
     # --- inputs -------------------------------------------------------------------
@@ -244,13 +245,19 @@ class SubnetRoutes:
         return moves
 
     def heard_ping(self, wg_ip: IPv4Address, now: float) -> None:
-        """A gateway pinged us: it dies fast only if it pings fast (a file that
-        differs on who is a gateway must not end its session every few seconds)."""
+        """A gateway pinged us: the gap since its ping before tells whether it
+        pings fast (a file that differs on who is a gateway must not end its
+        session every few seconds)."""
         if wg_ip not in self.gateway_ips:
             return
         last = self._pinged.get(wg_ip)
-        fast = last is not None and now - last[0] <= 2.5 * self.fast_ping
+        fast = None if last is None else now - last[0] <= 2.5 * self.fast_ping
         self._pinged[wg_ip] = (now, fast)
+
+    def new_session(self, wg_ip: IPv4Address) -> None:
+        """A session with ``wg_ip`` begins: its pings tell nothing yet (a
+        gateway that comes back after a while must not look slow)."""
+        self._pinged.pop(wg_ip, None)
 
     # --- outputs ------------------------------------------------------------------
 
@@ -273,13 +280,22 @@ class SubnetRoutes:
         """We ping ``peer`` every ``gateway_ping``: we are a gateway, or watch it."""
         return self.is_gateway or peer in self.watched
 
+    def probes(self, peer: IPv4Address) -> bool:
+        """Do we, not its pinger, ping ``peer`` every ``gateway_ping``? While a
+        gateway we watch has not yet shown how often it pings us (fewer than
+        two pings this session): its answers are then what we count on, so a
+        gateway that dies right after its session began is noticed too."""
+        heard = self._pinged.get(peer)
+        return peer in self.watched and (heard is None or heard[1] is None)
+
     def dies_fast(self, peer: IPv4Address, pinger: bool) -> bool:
         """Is a session with ``peer`` dropped after ``gateway_dead_after``?
-        When we ping it fast; else when it is a gateway that pings us fast."""
+        When we ping it fast; else when it is a gateway that pings us fast,
+        or one we probe (see ``probes``)."""
         if pinger:
             return self.pings_fast(peer)
         heard = self._pinged.get(peer)
-        return heard is not None and heard[1]
+        return self.probes(peer) or (heard is not None and heard[1] is True)
 
     def status(self, names: Mapping[IPv4Address, str]) -> tuple[SubnetStatus, ...]:
         out = []
