@@ -9,6 +9,9 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    from the network's shared key, so a session proves membership too. Each
    side proves it is alive now (the other's fresh ephemeral is in every key),
    so a replayed handshake message changes nothing and no clocks are needed.
+   A RESPONSE or FINISH that does not authenticate is dropped and changes
+   nothing: anyone who saw the index can send junk on it, and the real one
+   must still be taken.
 2. A static whose ``publicKey`` is pinned in network.yaml is that key: a
    handshake claiming its wg IP with another key is refused.
 3. An INIT costs the responder two DH operations and a pending entry, so it
@@ -286,7 +289,7 @@ class Handshake:
         try:
             payload = pending.state.read_message(frame.noise)
         except NoiseError:
-            self._host.drop(DropReason.BAD_HANDSHAKE)
+            self._host.drop(DropReason.BAD_HANDSHAKE)  # the real one may still come (rule 1)
             return
         self._forget_pending(pending)
         hello = self._proven(pending, payload)
@@ -311,8 +314,7 @@ class Handshake:
         try:
             payload = pending.state.read_message(frame.noise)
         except NoiseError:
-            self._host.drop(DropReason.BAD_HANDSHAKE)
-            self._forget_pending(pending)
+            self._host.drop(DropReason.BAD_HANDSHAKE)  # the real one may still come (rule 1)
             return
         self._forget_pending(pending)
         hello = self._proven(pending, payload)
