@@ -10,7 +10,7 @@ clock can be offset: the protocol must never depend on the absolute value of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
 
@@ -27,6 +27,7 @@ from tests.helpers import (
 from wg_netmanager import noise, wire
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.timers import Timers
+from wg_netmanager.keys import to_b64
 from wg_netmanager.model import Endpoint
 
 
@@ -118,11 +119,17 @@ class Lab:
         *,
         address_octet: int | None = None,
         clock_offset: float = 0.0,
+        private_key: bytes | None = None,
     ) -> Node:
+        """A node (its key: ``private_key``, as a pinned static keeps it, or new)."""
         octet = self.static_config[name] if octet is None else octet
         address = f"198.51.100.{octet if address_octet is None else address_octet}"
+        info = node_info(name, octet)
+        if private_key is not None:
+            info = replace(info, public_key=to_b64(noise.public_key(private_key)))
         node = make_node(
-            node_info(name, octet),
+            info,
+            private_key=private_key,
             statics=[static_target(other) for other in self.static_config.values()],
             timers=self.timers,
             now=self.now + clock_offset,

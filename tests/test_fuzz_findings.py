@@ -77,15 +77,14 @@ def test_a_datagram_dropped_while_its_keys_were_a_contenders_cannot_be_replayed_
     assert answers == [] and session.last_heard == heard
 
 
-@OPEN
 def test_a_live_holders_wg_ip_cannot_be_taken_from_its_own_address() -> None:
     # Rule: a live holder keeps its wg IP (a member speaks only for itself).
-    # A new boot from the holder's own address is taken as its restart, at
-    # once (handshake.py rule 5). A member that can send from that address
-    # and read what is sent there (on the path to the holder, or in control
-    # of its NAT) is not the holder, though: with its own key it takes bob's
-    # wg IP while bob is alive, bob's boot is barred, and bob's traffic goes
-    # to mallory.
+    # A member that can send from the holder's address and read what is sent
+    # there (on the path to the holder, or in control of its NAT) is not the
+    # holder: only a new boot with the holder's own key from its address is
+    # a restart taken at once (handshake.py rule 5). With a key of its own
+    # it is a contender like any other (bob is asked first), or it would take
+    # bob's wg IP while bob is alive and bob's traffic would go to mallory.
     lab = Lab({"alice": 1})
     alice = lab.start("alice")
     bob = lab.start("bob", 2)

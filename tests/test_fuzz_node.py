@@ -1157,13 +1157,10 @@ class InsiderMachine(RuleBasedStateMachine):
         finished or left pending."""
         ip = data.draw(st.sampled_from(IN_SUBNET) | st.sampled_from(OUTSIDE), label="wg IP")
         rogue = self.rogue(ip, fresh=data.draw(st.booleans(), label="fresh"))
-        source = data.draw(self.sources(rogue), label="source")
         holder = self.victim.sessions.get(ip)
-        if ip in self.honest() and holder is not None and source == holder.addr:
-            # A claim from the holder's own address is taken as its restart:
-            # test_fuzz_findings.py shows what that gives an attacker who can
-            # send from there (and read the answer). Here: another address.
-            source = home(ip.packed[3])
+        # The holder's own address too: a member on its path can send from there.
+        theirs = st.just(holder.addr) if holder is not None else self.sources(rogue)
+        source = data.draw(self.sources(rogue) | theirs, label="source")
         cookie, finish = data.draw(likely, label="cookie"), data.draw(likely, label="finish")
         payload = None if data.draw(likely) else data.draw(self.lies(rogue), label="lie")
         self.open(rogue, source, cookie, finish, payload)
@@ -1222,12 +1219,6 @@ class InsiderMachine(RuleBasedStateMachine):
         init, dest = data.draw(st.sampled_from(self.inits), label="INIT")
         rogue = self.rogue(init.receiver, fresh=data.draw(st.booleans(), label="fresh"))
         source = data.draw(st.just(dest) | self.sources(rogue), label="source")
-        if (
-            init.receiver in self.honest()
-            and init.receiver in self.victim.sessions
-            and source == self.victim.sessions[init.receiver].addr
-        ):
-            source = home(init.receiver.packed[3])  # as in claim()
         payload = None if data.draw(likely) else data.draw(self.lies(rogue), label="lie")
         self.respond(init, rogue, source, payload)
 

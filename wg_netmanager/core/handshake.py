@@ -28,10 +28,14 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    refused: the claimant is told (``Refused`` over the keys of its own
    handshake, so only it can read it, only now) and both sides report a
    conflict. A boot replaced by a newer one is barred for ``dead_after``.
-5. A proven new boot from the holder's own address is a restart (one UDP
-   port, one socket): accepted at once. From another address the holder is
-   pinged first; a pong within ``incumbent_timeout`` (at least 3 RTTs) makes
-   the newcomer refused, silence makes it the holder.
+5. A proven new boot with the holder's own key from the holder's own
+   address is a restart (one key, one UDP port, one socket): accepted at
+   once. Any other claim (another key, as every unpinned node makes at its
+   start, or another address) first pings the holder: a pong within
+   ``incumbent_timeout`` (at least 3 RTTs) makes the newcomer refused,
+   silence makes it the holder (at once if a ping of ours went unanswered
+   so long already). An address proves nothing: a member on the path can
+   send from it and read what goes there.
 6. A new handshake of a boot we have a session with only renews its keys; the
    previous keys stay valid for receiving (both sides may have started one).
 7. When both sides start a handshake with each other at once, the lower wg
@@ -339,8 +343,13 @@ class Handshake:
             if contender is not None and now >= contender.deadline:
                 session.contender = None
                 c = contender
-                if self._host.establish(c.info, c.boot, c.addr, c.keys, now) is None:
+                new = self._host.establish(c.info, c.boot, c.addr, c.keys, now)
+                if new is None:
                     self._host.forget_keys(c.keys)
+                else:
+                    # What it sent meanwhile was dropped (a static's table?):
+                    # its pong says which table version to ask for.
+                    self._host.ping(new, now)
 
     def expire(self, now: float) -> None:
         for index in [i for i, p in self.pending.items() if p.expires <= now]:
@@ -416,11 +425,27 @@ class Handshake:
             holder = session.info if session is not None else host.info
             self._refuse(info, boot, addr, keys, holder, now)
             return
-        if session is not None and addr != session.addr:
+        if session is not None and not self._restart(session, info, addr, now):
             self._ask_holder(session, info, boot, addr, keys, now)
             return
         if host.establish(info, boot, addr, keys, now) is None:
             host.forget_keys(keys)
+
+    def _restart(self, session: Session, info: NodeInfo, addr: Endpoint, now: float) -> bool:
+        """May a proven new boot replace the holder at once (rule 5)? With the
+        holder's key from its address; or if the holder failed the check
+        already: a ping of ours unanswered for the check's wait, and nothing
+        heard from it since (so the nodes of a crashed static find its new run
+        at once: they were pinging it)."""
+        if addr == session.addr and info.public_key == session.info.public_key:
+            return True
+        wait = self._holder_wait(session)
+        return any(
+            sent <= now - wait and session.last_heard < sent for sent in session.ping_sent.values()
+        )
+
+    def _holder_wait(self, session: Session) -> float:
+        return max(self.timers.incumbent_timeout, 3 * (session.rtt or 0.0))
 
     def _ask_holder(
         self, session: Session, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
@@ -434,7 +459,7 @@ class Handshake:
                 self._host.contending(keys, info.wg_ip)
                 return
         self._host.ping(session, now)
-        deadline = now + max(self.timers.incumbent_timeout, 3 * (session.rtt or 0.0))
+        deadline = now + self._holder_wait(session)
         session.contender = Contender(info, boot, addr, keys, deadline, session.ping_seq)
         self._host.contending(keys, info.wg_ip)
         self._host.emit(ev.HolderAsked(self._host.ref(info.wg_ip), addr))
