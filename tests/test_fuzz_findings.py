@@ -199,14 +199,13 @@ def test_a_member_cannot_make_a_node_probe_addresses_it_names_again_and_again() 
     assert sum(len(a.data) for a in probes) <= len(ready), [a.dest for a in probes]
 
 
-@OPEN
 def test_a_finish_goes_only_where_the_init_went() -> None:
     # Rule: no answer to an address nobody proved is larger than what it
-    # answers. An initiator sends its FINISH wherever the RESPONSE came from
-    # (not checked against where its INIT went), and a FINISH carries the
-    # initiator's hello: with its local addresses, more than a terse
-    # RESPONSE. Here mallory answers for a static that is down (not pinned:
-    # that much any member may), from a third party's address.
+    # answers. A FINISH carries the initiator's hello: with its local
+    # addresses, more than a terse RESPONSE. So it goes where the INIT went,
+    # not wherever the RESPONSE came from. Here mallory answers for a static
+    # that is down (not pinned: that much any member may), from a third
+    # party's address.
     lab = Lab({"alice": 1})
     lab.start("alice")
     lab.crash("alice")

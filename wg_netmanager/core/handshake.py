@@ -22,7 +22,8 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    an INIT already answered (a retry always has a fresh ephemeral) is
    dropped before any work. Spoofed or replayed INITs therefore neither fill
    the table nor lock a node out. No answer to an unproven address is larger
-   than what it answers (INIT padding).
+   than what it answers (INIT padding); the FINISH goes where the INIT went,
+   wherever the RESPONSE came from.
 4. One wg IP, one live node; one WireGuard key, one node. A proven claim of
    our own wg IP, of a key another session shows, or by a barred boot is
    refused: the claimant is told (``Refused`` over the keys of its own
@@ -301,11 +302,14 @@ class Handshake:
             return
         info, boot = hello
         finish = pending.state.write_message(wire.encode_hello(self._host.info, self._host.boot))
+        # Where the INIT went, whatever the RESPONSE's source: the FINISH is
+        # larger (it carries our hello), and a source proves nothing. The
+        # responder must read it there to have keys: that is the session's address.
         self._host.send_frame(
-            Finish(self._host.info.wg_ip, frame.sender, frame.index, finish), addr
+            Finish(self._host.info.wg_ip, frame.sender, frame.index, finish), pending.addr
         )
         keys = self._keys(pending.state, pending.index, frame.index)
-        self._identity(info, boot, addr, keys, now)
+        self._identity(info, boot, pending.addr, keys, now)
 
     def on_finish(self, frame: Finish, addr: Endpoint, now: float) -> None:
         pending = self.pending.get(frame.to_index)
@@ -346,7 +350,7 @@ class Handshake:
                 new = self._host.establish(c.info, c.boot, c.addr, c.keys, now)
                 if new is None:
                     self._host.forget_keys(c.keys)
-                else:
+                elif self._host.sessions.get(c.info.wg_ip) is new:  # (a pair may go at once)
                     # What it sent meanwhile was dropped (a static's table?):
                     # its pong says which table version to ask for.
                     self._host.ping(new, now)
