@@ -537,7 +537,7 @@ def test_outsider_junk_and_replays_change_nothing_and_are_counted(data: st.DataO
         item = log[index]
         datagram = mangle(kind, item.data, arg)
         source = source or item.source
-        if kind == "replay" and (unaccepted(victim, item) or cancels_initiation(victim, item)):
+        if kind == "replay" and unaccepted(victim, item):
             continue  # see there
         before = dict(victim.drops)
         expected = expected_replay(victim, wire.open_frame(ADMIN, item.data))
@@ -623,7 +623,7 @@ def test_every_captured_datagram_replayed_changes_nothing(
     assert drain(victim) == drain(twin)
     reference = state(twin, now)
     for item in cap.log:
-        if unaccepted(victim, item) or cancels_initiation(victim, item):
+        if unaccepted(victim, item):
             continue
         source = attacker or item.source
         before = dict(victim.drops)
@@ -632,19 +632,6 @@ def test_every_captured_datagram_replayed_changes_nothing(
         out = drain(victim)
         assert state(victim, now) == reference, (item, changed(reference, state(victim, now)))
         check_replay(victim, item, source, before, expected, out)
-
-
-def cancels_initiation(victim: Node, item: Captured) -> bool:
-    """An INIT of a lower wg IP to the victim while the victim calls it: the
-    victim drops its own INIT for it (test_fuzz_findings.py: message 1 names
-    nobody, so a replay, or any member, can do this)."""
-    frame = wire.open_frame(ADMIN, item.data)
-    return (
-        isinstance(frame, wire.Init)
-        and frame.receiver == victim.info.wg_ip
-        and frame.sender < victim.info.wg_ip
-        and victim.handshake.initiating(frame.sender)
-    )
 
 
 def test_a_replayed_init_whose_record_expired_is_answered_but_changes_nothing() -> None:
@@ -1136,12 +1123,8 @@ class InsiderMachine(RuleBasedStateMachine):
             old_view, old_pending, old_initiating = before[ip]
             assert view == old_view, (ip, frame)
             for index, noise_state in old_pending.items():
-                if known_handshake_gap(self.victim, frame, ip, index, before):
-                    continue
                 assert pending.get(index) == noise_state, (ip, frame, index)
-            if old_initiating is not None and not known_handshake_gap(
-                self.victim, frame, ip, old_initiating, before
-            ):
+            if old_initiating is not None:
                 assert initiating == old_initiating, (ip, frame)
 
     # --- the attacker's own identities ---
@@ -1599,19 +1582,6 @@ def known_probe(message: wire.Message | None) -> bool:
 def barred(victim: Node, member_: Node) -> bool:
     """Is the honest member's boot barred at the victim?"""
     return (member_.info.wg_ip, member_.boot) in victim.handshake.barred
-
-
-def known_handshake_gap(
-    victim: Node, frame: wire.Frame | None, ip: IPv4Address, index: int, before: Any
-) -> bool:
-    """Handshakes in progress that a frame in ``ip``'s name can still end
-    (shown by a test in test_fuzz_findings.py): an INIT makes a node with
-    the higher wg IP drop its own initiation."""
-    if frame is None or frame.sender != ip:
-        return False
-    if isinstance(frame, wire.Init):
-        return victim.info.wg_ip > ip
-    return False
 
 
 InsiderMachine.TestCase.settings = settings(

@@ -489,6 +489,9 @@ def test_handshakes_started_by_both_sides_at_once_end_in_one_session_each() -> N
     bob.handshake.initiate(ALICE, lab.boxes["alice"].admin, lab.now)
     lab.settle()
     assert alice.drops.get("crossed handshake") == 1 or bob.drops.get("crossed handshake") == 1
+    # The higher side kept its own INIT going until the other's handshake finished.
+    assert not alice.handshake.initiating(BOB) and not bob.handshake.initiating(ALICE)
+    assert not alice.handshake.pending and not bob.handshake.pending
     lab.run_until(lab.now + 5 * T.ping_interval)
     assert BOB in alice.sessions and ALICE in bob.sessions
     assert alice.sessions[BOB].last_heard > lab.now - 2 * T.ping_interval

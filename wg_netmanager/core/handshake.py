@@ -40,7 +40,9 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
 6. A new handshake of a boot we have a session with only renews its keys; the
    previous keys stay valid for receiving (both sides may have started one).
 7. When both sides start a handshake with each other at once, the lower wg
-   IP's initiation goes on; the higher side drops its own.
+   IP's initiation goes on: the lower side drops the other's INIT. The
+   higher side answers it but keeps its own until a handshake with that
+   peer finishes (an INIT names nobody's key: anyone could have sent it).
 8. Everything is bounded: pending handshakes, bars, sessions per source IP.
 """
 
@@ -264,8 +266,9 @@ class Handshake:
             host.drop(DropReason.BAD_HANDSHAKE)
             return
         self._seen(ephemeral, now, answered=True)
-        if mine is not None:  # we are the higher wg IP: theirs goes on (rule 7)
-            self.pending.pop(self._initiating.pop(frame.sender), None)
+        # We are the higher wg IP: theirs goes on (rule 7), and so does ours
+        # until one of them finishes: message 1 names nobody's key, so this
+        # one may be anybody's.
         index = self._new_index()
         payload = wire.encode_hello(host.info, host.boot)
         message = state.write_message(payload)
@@ -331,6 +334,11 @@ class Handshake:
         info, boot = hello
         keys = self._keys(pending.state, pending.index, pending.remote_index)
         self._identity(info, boot, addr, keys, now)
+        session = self._host.sessions.get(info.wg_ip)
+        if session is not None and session.keys is keys:  # ours to it is not needed now
+            index = self._initiating.pop(info.wg_ip, None)
+            if index is not None:
+                del self.pending[index]
 
     def on_pong(self, session: Session, seq: int, now: float) -> None:
         """A pong answering the holder check means two live claimants (rule 5)."""
