@@ -256,13 +256,12 @@ def test_a_refused_node_calls_again_no_faster_than_its_backoff() -> None:
     assert len(inits) <= 2, len(inits)
 
 
-@OPEN
 def test_a_refused_claimant_gets_in_once_the_holder_is_gone() -> None:
     # A boot refused for a conflict is barred for dead_after (handshake.py
-    # rule 4). Each refused retry renews the bar, so a node that keeps
-    # trying, as every node does, never gets in, even long after the holder
-    # left. An insider who once took a member's wg IP first (while a static
-    # restarted, say) keeps that member out of it until the member restarts.
+    # rule 4). Its refused retries must not renew the bar: a node keeps
+    # trying, as every node does, and must get in once the holder left, or an
+    # insider who once took a member's wg IP first (while a static
+    # restarted, say) would keep that member out until the member restarts.
     lab = Lab({"alice": 1})
     alice = lab.start("alice")
     mallory, bob = Member(BOB, name="bob"), Member(BOB, name="bob")  # bob: honest, by hand

@@ -1524,8 +1524,6 @@ class InsiderMachine(RuleBasedStateMachine):
         self.tick(3 * self.mesh.timers.dead_after + 10.0)
         me = self.victim
         for ip, node in self.honest().items():
-            if barred(me, node):
-                continue  # see known_lockout() in test_fuzz_findings.py
             assert self.holds_own(ip), (ip, me.sessions.get(ip))
             theirs = node.sessions.get(me.info.wg_ip)
             assert theirs is not None and theirs.boot == me.boot, (ip, theirs)
@@ -1577,11 +1575,6 @@ def known_probe(message: wire.Message | None) -> bool:
     a member makes a dynamic victim probe any addresses it names, again and
     again)."""
     return isinstance(message, Probe)
-
-
-def barred(victim: Node, member_: Node) -> bool:
-    """Is the honest member's boot barred at the victim?"""
-    return (member_.info.wg_ip, member_.boot) in victim.handshake.barred
 
 
 InsiderMachine.TestCase.settings = settings(

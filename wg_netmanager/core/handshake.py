@@ -28,7 +28,10 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    our own wg IP, of a key another session shows, or by a barred boot is
    refused: the claimant is told (``Refused`` over the keys of its own
    handshake, so only it can read it, only now) and both sides report a
-   conflict. A boot replaced by a newer one is barred for ``dead_after``.
+   conflict. A boot replaced by a newer one, or refused, is barred for
+   ``dead_after``: refused at once while another boot holds the wg IP. A
+   refusal of a barred boot does not renew its bar, so a claimant that keeps
+   calling gets in once the holder is gone.
 5. A proven new boot with the holder's own key from the holder's own
    address is a restart (one key, one UDP port, one socket): accepted at
    once. Any other claim (another key, as every unpinned node makes at its
@@ -97,6 +100,9 @@ class Barred:
     def __contains__(self, claim: tuple[IPv4Address, bytes]) -> bool:
         wg_ip, boot = claim
         return boot in self._until.get(wg_ip, {})
+
+    def holds(self, wg_ip: IPv4Address, boot: bytes, now: float) -> bool:
+        return self._until.get(wg_ip, {}).get(boot, -math.inf) > now
 
     def bar(self, wg_ip: IPv4Address, boot: bytes, until: float, now: float) -> None:
         self._until.setdefault(wg_ip, {})[boot] = until
@@ -433,9 +439,8 @@ class Handshake:
         ):
             host.renew(session, info, addr, keys, now)
             return
-        if (info.wg_ip, boot) in self.barred:
-            holder = session.info if session is not None else host.info
-            self._refuse(info, boot, addr, keys, holder, now)
+        if session is not None and self.barred.holds(info.wg_ip, boot, now):
+            self._refuse(info, boot, addr, keys, session.info, now)
             return
         if session is not None and not self._restart(session, info, addr, now):
             self._ask_holder(session, info, boot, addr, keys, now)
@@ -489,7 +494,9 @@ class Handshake:
         it, the claimant is told over its own handshake's keys (rule 4)."""
         host = self._host
         host.drop(DropReason.CONFLICT)
-        self.barred.bar(info.wg_ip, boot, now + self.timers.dead_after, now)
+        if not self.barred.holds(info.wg_ip, boot, now):
+            # Not renewed by its retries: once the holder is gone, it gets in.
+            self.barred.bar(info.wg_ip, boot, now + self.timers.dead_after, now)
         self._note_conflict(
             ev.Conflict(
                 address=addr,
