@@ -1,16 +1,14 @@
 """What the fuzzers of test_fuzz_node.py found, each as the smallest test that shows it.
 
 Each test states the rule it checks and fails while the core breaks it. The
-fuzzers leave exactly these cases out (``unaccepted``, ``cancels_initiation``,
-``known_*``, ``barred`` and the notes in ``InsiderMachine``), so that they keep
-looking for new ones.
+fuzzers check these rules too; they leave out only ``unaccepted`` (see there)
+and, in ``first_probe``, the first probe to each address a pair peer names
+(the price of finding a LAN, once per pair session).
 """
 
 from __future__ import annotations
 
 import os
-
-import pytest
 
 from tests.helpers import QUICK_TIMERS, SHARED_KEY, wg_ip
 from tests.lab import Lab
@@ -22,9 +20,6 @@ from wg_netmanager.model import WgPeerReading
 from wg_netmanager.wire import Ping, Pong, Ready
 
 T = QUICK_TIMERS
-# A finding not fixed yet: the test fails today and must start passing (strict:
-# an unexpected pass fails the suite, so the marker goes when the fix lands).
-OPEN = pytest.mark.xfail(strict=True, reason="open finding of the insider fuzzer")
 ALICE, BOB = wg_ip(1), wg_ip(2)
 ELSEWHERE = ("203.0.113.66", 6666)
 
@@ -160,13 +155,14 @@ def test_an_init_in_anothers_name_does_not_cancel_a_handshake_in_progress() -> N
     assert ALICE in bob.sessions and BOB in alice.sessions, bob.drops
 
 
-@OPEN
 def test_a_member_cannot_make_a_node_probe_addresses_it_names_again_and_again() -> None:
     # Rule: no answer to an address nobody proved is larger than what it
     # answers (no amplifier). A pair peer's info names up to 8 LAN addresses,
-    # any addresses; every attempt of the pair path probes each, and one
-    # small message from the peer (a Ready of a new attempt, leaving) starts
-    # a new attempt: one datagram in, eight out, to addresses of its choice.
+    # any addresses, and one small message from the peer (a Ready of a new
+    # attempt, leaving) starts a new attempt of the pair path: that attempt
+    # must not probe them all again (one datagram in, eight out, to
+    # addresses of its choice). Each is probed once per pair session, again
+    # only once it answered its own probe (pairs.py rule 7).
     lab = Lab({"alice": 1})
     alice = lab.start("alice")
     bob = lab.start("bob", 2)

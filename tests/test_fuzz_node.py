@@ -1033,6 +1033,7 @@ class InsiderMachine(RuleBasedStateMachine):
     def deliver(self, data: bytes, source: Endpoint, what: str = "") -> list[Captured]:
         before = dict(self.victim.drops)
         sessions = len(self.victim.sessions)
+        probed = {ip: set(p.probed) for ip, p in self.victim.pairs.paths.items()}
         self.victim.receive_datagram(data, source, self.mesh.now)
         out = self.mesh.collect()
         # What the input did, for --hypothesis-show-statistics.
@@ -1062,7 +1063,11 @@ class InsiderMachine(RuleBasedStateMachine):
         # To addresses nobody proved (a spoofed source, an address a member
         # announced), one input makes the victim send no more than it got:
         # an answer no larger, and a path challenge to a new address.
-        sizes = [len(item.data) for item, message in unproven if not known_probe(message)]
+        sizes = [
+            len(item.data)
+            for item, message in unproven
+            if not first_probe(self.victim, item, message, probed)
+        ]
         challenge = any(isinstance(message, PathChallenge) for _, message in unproven)
         limit = len(data) + (len(data) + 64 if challenge else 0)
         assert sum(sizes) <= limit, (what, [(i.dest, m) for i, m in unproven])
@@ -1344,12 +1349,12 @@ class InsiderMachine(RuleBasedStateMachine):
         rogue = data.draw(st.sampled_from(rogues))
         path = node.pairs.paths[rogue.wg_ip]
         moves: list[wire.Message] = [
-            ProbeAck(path.probe_token),
+            *(ProbeAck(path.token_for(e)) for e in sorted(path.probed | path.lan_proven)),
             Ready(path.attempt, direct=False),
             Ready(path.attempt, direct=True),
             Ready(path.peer_attempt + 1),
             Ready(path.peer_attempt + 1, leaving=True),
-            Probe(path.peer_probe + 1),
+            Probe((path.peer_probe + 1) << 32),
         ]
         message = data.draw(st.sampled_from(moves))
         octet = rogue.wg_ip.packed[3]
@@ -1570,11 +1575,22 @@ ENTRY = st.builds(
 SUBNET_TEXT = frozenset(str(ip) for ip in SUBNET)
 
 
-def known_probe(message: wire.Message | None) -> bool:
-    """A LAN probe, to an address the pair peer named (test_fuzz_findings.py:
-    a member makes a dynamic victim probe any addresses it names, again and
-    again)."""
-    return isinstance(message, Probe)
+def first_probe(
+    victim: Node,
+    item: Captured,
+    message: wire.Message | None,
+    probed: dict[IPv4Address, set[Endpoint]],
+) -> bool:
+    """A LAN probe to an address that answered its own probe before (proven),
+    or to one the pair peer named and the victim had not probed in this pair
+    session (the first probe to each is the price of finding a LAN; rule 7 of
+    pairs.py)."""
+    if not isinstance(message, Probe):
+        return False
+    receiver = wire.open_frame(ADMIN, item.data).receiver
+    path = victim.pairs.paths.get(receiver)
+    proven = path is not None and item.dest in path.lan_proven
+    return proven or item.dest not in probed.get(receiver, set())
 
 
 InsiderMachine.TestCase.settings = settings(

@@ -141,7 +141,7 @@ class PairLab:
         self.pairs.on_wg(self.now)
 
     def probe_answered(self) -> None:
-        token = self.pairs.paths[PEER].probe_token
+        token = self.pairs.paths[PEER].token_for(PEER_LAN)
         self.pairs.on_probe_ack(self.session, token, PEER_LAN, self.now)
 
     def peer_ready(self, direct: bool = False) -> None:
@@ -193,7 +193,7 @@ def nat_at_once_behind_another_nat() -> PairLab:
     path = lab.pairs.paths[PEER]
     assert lab.path_state is S.INSTALLING and path.kind == "nat" and path.endpoint == OTHER_OUTSIDE
     # the LAN is probed all the same
-    assert lab.host.sent == [(wire.Probe(path.probe_token), PEER_LAN)]
+    assert lab.host.sent == [(wire.Probe(path.token_for(PEER_LAN)), PEER_LAN)]
     return lab
 
 
@@ -329,7 +329,8 @@ def peer_restarts_a_direct_link() -> PairLab:
     lab.wg()  # a reading before the removal took effect: still clearing
     lab.wg_gone()
     assert lab.path_state is S.PROBING  # cleared: probing afresh
-    assert lab.host.sent[-1] == (wire.Probe(lab.pairs.paths[PEER].probe_token), PEER_LAN)
+    path = lab.pairs.paths[PEER]
+    assert lab.host.sent[-1] == (wire.Probe(path.token_for(PEER_LAN)), PEER_LAN)
     return lab
 
 
