@@ -293,8 +293,8 @@ def capture() -> Capture:
     mesh.deliver()
     assert s1.drops.get(DropReason.COOKIE_SENT) and s1.sessions[d5.info.wg_ip].previous
     mesh.advance(6.0)
-    # A restart at the same address (accepted at once; its old keys' datagrams
-    # are left to replay) ...
+    # A clean restart at the same address (its bye ended the old session, so
+    # accepted at once; its old keys' datagrams are left to replay) ...
     mesh.nodes["d6"].shutdown(mesh.now)
     mesh.deliver()
     mesh.start("d6", 6)
