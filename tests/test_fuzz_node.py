@@ -77,6 +77,7 @@ from wg_netmanager.core.handshake import (
 from wg_netmanager.core.limits import MAX_SOURCES
 from wg_netmanager.core.node import JUNK_BURST, MAX_OLD_VERSION_SOURCES, Node
 from wg_netmanager.core.pair_path import PathState
+from wg_netmanager.core.pairs import MAX_PROBED
 from wg_netmanager.core.replay import WINDOW
 from wg_netmanager.core.sessions import MAX_PINGS_IN_FLIGHT, Keys, StaticTarget
 from wg_netmanager.core.timers import Timers
@@ -891,6 +892,8 @@ def caps(node: Node) -> None:
         assert pending.parts <= MAX_TABLE_PARTS
         assert all(0 <= part < pending.parts for part in pending.received)
     assert set(node.pairs.paths) <= set(sessions) and len(node.pairs._hello_at) <= others
+    for path in node.pairs.paths.values():
+        assert len(path.probed) <= MAX_PROBED and len(path.lan_proven) <= MAX_PROBED
     assert len(node._gateways) <= others and len(node._routable) <= others
     assert len(node.table._said) <= others and len(node.table._pushed) <= others
     buckets = [node._junk, node._relays, node._table_requests, node._infos]
