@@ -28,6 +28,7 @@ from tests.helpers import (
 from wg_netmanager import noise, wire
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.timers import Timers
+from wg_netmanager.keys import to_b64
 from wg_netmanager.model import Endpoint
 
 
@@ -120,11 +121,17 @@ class Lab:
         address_octet: int | None = None,
         clock_offset: float = 0.0,
         mobile: bool = False,
+        private_key: bytes | None = None,
     ) -> Node:
+        """A node (its key: ``private_key``, as a pinned static keeps it, or new)."""
         octet = self.static_config[name] if octet is None else octet
         address = f"198.51.100.{octet if address_octet is None else address_octet}"
+        info = replace(node_info(name, octet), mobile=mobile)
+        if private_key is not None:
+            info = replace(info, public_key=to_b64(noise.public_key(private_key)))
         node = make_node(
-            replace(node_info(name, octet), mobile=mobile),
+            info,
+            private_key=private_key,
             statics=[static_target(other) for other in self.static_config.values()],
             timers=self.timers,
             now=self.now + clock_offset,

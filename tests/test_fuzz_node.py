@@ -77,6 +77,7 @@ from wg_netmanager.core.handshake import (
 from wg_netmanager.core.limits import MAX_SOURCES
 from wg_netmanager.core.node import JUNK_BURST, MAX_OLD_VERSION_SOURCES, Node
 from wg_netmanager.core.pair_path import PathState
+from wg_netmanager.core.pairs import MAX_PROBED
 from wg_netmanager.core.replay import WINDOW
 from wg_netmanager.core.sessions import MAX_PINGS_IN_FLIGHT, Keys, StaticTarget
 from wg_netmanager.core.timers import Timers
@@ -293,8 +294,8 @@ def capture() -> Capture:
     mesh.deliver()
     assert s1.drops.get(DropReason.COOKIE_SENT) and s1.sessions[d5.info.wg_ip].previous
     mesh.advance(6.0)
-    # A restart at the same address (accepted at once; its old keys' datagrams
-    # are left to replay) ...
+    # A clean restart at the same address (its bye ended the old session, so
+    # accepted at once; its old keys' datagrams are left to replay) ...
     mesh.nodes["d6"].shutdown(mesh.now)
     mesh.deliver()
     mesh.start("d6", 6)
@@ -537,7 +538,7 @@ def test_outsider_junk_and_replays_change_nothing_and_are_counted(data: st.DataO
         item = log[index]
         datagram = mangle(kind, item.data, arg)
         source = source or item.source
-        if kind == "replay" and (unaccepted(victim, item) or cancels_initiation(victim, item)):
+        if kind == "replay" and unaccepted(victim, item):
             continue  # see there
         before = dict(victim.drops)
         expected = expected_replay(victim, wire.open_frame(ADMIN, item.data))
@@ -623,7 +624,7 @@ def test_every_captured_datagram_replayed_changes_nothing(
     assert drain(victim) == drain(twin)
     reference = state(twin, now)
     for item in cap.log:
-        if unaccepted(victim, item) or cancels_initiation(victim, item):
+        if unaccepted(victim, item):
             continue
         source = attacker or item.source
         before = dict(victim.drops)
@@ -632,19 +633,6 @@ def test_every_captured_datagram_replayed_changes_nothing(
         out = drain(victim)
         assert state(victim, now) == reference, (item, changed(reference, state(victim, now)))
         check_replay(victim, item, source, before, expected, out)
-
-
-def cancels_initiation(victim: Node, item: Captured) -> bool:
-    """An INIT of a lower wg IP to the victim while the victim calls it: the
-    victim drops its own INIT for it (test_fuzz_findings.py: message 1 names
-    nobody, so a replay, or any member, can do this)."""
-    frame = wire.open_frame(ADMIN, item.data)
-    return (
-        isinstance(frame, wire.Init)
-        and frame.receiver == victim.info.wg_ip
-        and frame.sender < victim.info.wg_ip
-        and victim.handshake.initiating(frame.sender)
-    )
 
 
 def test_a_replayed_init_whose_record_expired_is_answered_but_changes_nothing() -> None:
@@ -904,6 +892,8 @@ def caps(node: Node) -> None:
         assert pending.parts <= MAX_TABLE_PARTS
         assert all(0 <= part < pending.parts for part in pending.received)
     assert set(node.pairs.paths) <= set(sessions) and len(node.pairs._hello_at) <= others
+    for path in node.pairs.paths.values():
+        assert len(path.probed) <= MAX_PROBED and len(path.lan_proven) <= MAX_PROBED
     assert len(node._gateways) <= others and len(node._routable) <= others
     assert len(node.table._said) <= others and len(node.table._pushed) <= others
     buckets = [node._junk, node._relays, node._table_requests, node._infos]
@@ -1046,6 +1036,7 @@ class InsiderMachine(RuleBasedStateMachine):
     def deliver(self, data: bytes, source: Endpoint, what: str = "") -> list[Captured]:
         before = dict(self.victim.drops)
         sessions = len(self.victim.sessions)
+        probed = {ip: set(p.probed) for ip, p in self.victim.pairs.paths.items()}
         self.victim.receive_datagram(data, source, self.mesh.now)
         out = self.mesh.collect()
         # What the input did, for --hypothesis-show-statistics.
@@ -1078,7 +1069,7 @@ class InsiderMachine(RuleBasedStateMachine):
         sizes = [
             len(item.data)
             for item, message in unproven
-            if not known_probe(message) and not known_finish(item)
+            if not first_probe(self.victim, item, message, probed)
         ]
         challenge = any(isinstance(message, PathChallenge) for _, message in unproven)
         limit = len(data) + (len(data) + 64 if challenge else 0)
@@ -1140,12 +1131,8 @@ class InsiderMachine(RuleBasedStateMachine):
             old_view, old_pending, old_initiating = before[ip]
             assert view == old_view, (ip, frame)
             for index, noise_state in old_pending.items():
-                if known_handshake_gap(self.victim, frame, ip, index, before):
-                    continue
                 assert pending.get(index) == noise_state, (ip, frame, index)
-            if old_initiating is not None and not known_handshake_gap(
-                self.victim, frame, ip, old_initiating, before
-            ):
+            if old_initiating is not None:
                 assert initiating == old_initiating, (ip, frame)
 
     # --- the attacker's own identities ---
@@ -1157,13 +1144,10 @@ class InsiderMachine(RuleBasedStateMachine):
         finished or left pending."""
         ip = data.draw(st.sampled_from(IN_SUBNET) | st.sampled_from(OUTSIDE), label="wg IP")
         rogue = self.rogue(ip, fresh=data.draw(st.booleans(), label="fresh"))
-        source = data.draw(self.sources(rogue), label="source")
         holder = self.victim.sessions.get(ip)
-        if ip in self.honest() and holder is not None and source == holder.addr:
-            # A claim from the holder's own address is taken as its restart:
-            # test_fuzz_findings.py shows what that gives an attacker who can
-            # send from there (and read the answer). Here: another address.
-            source = home(ip.packed[3])
+        # The holder's own address too: a member on its path can send from there.
+        theirs = st.just(holder.addr) if holder is not None else self.sources(rogue)
+        source = data.draw(self.sources(rogue) | theirs, label="source")
         cookie, finish = data.draw(likely, label="cookie"), data.draw(likely, label="finish")
         payload = None if data.draw(likely) else data.draw(self.lies(rogue), label="lie")
         self.open(rogue, source, cookie, finish, payload)
@@ -1222,12 +1206,6 @@ class InsiderMachine(RuleBasedStateMachine):
         init, dest = data.draw(st.sampled_from(self.inits), label="INIT")
         rogue = self.rogue(init.receiver, fresh=data.draw(st.booleans(), label="fresh"))
         source = data.draw(st.just(dest) | self.sources(rogue), label="source")
-        if (
-            init.receiver in self.honest()
-            and init.receiver in self.victim.sessions
-            and source == self.victim.sessions[init.receiver].addr
-        ):
-            source = home(init.receiver.packed[3])  # as in claim()
         payload = None if data.draw(likely) else data.draw(self.lies(rogue), label="lie")
         self.respond(init, rogue, source, payload)
 
@@ -1374,12 +1352,12 @@ class InsiderMachine(RuleBasedStateMachine):
         rogue = data.draw(st.sampled_from(rogues))
         path = node.pairs.paths[rogue.wg_ip]
         moves: list[wire.Message] = [
-            ProbeAck(path.probe_token),
+            *(ProbeAck(path.token_for(e)) for e in sorted(path.probed | path.lan_proven)),
             Ready(path.attempt, direct=False),
             Ready(path.attempt, direct=True),
             Ready(path.peer_attempt + 1),
             Ready(path.peer_attempt + 1, leaving=True),
-            Probe(path.peer_probe + 1),
+            Probe((path.peer_probe + 1) << 32),
         ]
         message = data.draw(st.sampled_from(moves))
         octet = rogue.wg_ip.packed[3]
@@ -1554,8 +1532,6 @@ class InsiderMachine(RuleBasedStateMachine):
         self.tick(3 * self.mesh.timers.dead_after + 10.0)
         me = self.victim
         for ip, node in self.honest().items():
-            if barred(me, node):
-                continue  # see known_lockout() in test_fuzz_findings.py
             assert self.holds_own(ip), (ip, me.sessions.get(ip))
             theirs = node.sessions.get(me.info.wg_ip)
             assert theirs is not None and theirs.boot == me.boot, (ip, theirs)
@@ -1602,39 +1578,22 @@ ENTRY = st.builds(
 SUBNET_TEXT = frozenset(str(ip) for ip in SUBNET)
 
 
-def known_probe(message: wire.Message | None) -> bool:
-    """A LAN probe, to an address the pair peer named (test_fuzz_findings.py:
-    a member makes a dynamic victim probe any addresses it names, again and
-    again)."""
-    return isinstance(message, Probe)
-
-
-def known_finish(item: Captured) -> bool:
-    """Message 3 goes wherever message 2 came from, and may be the larger
-    (test_fuzz_findings.py)."""
-    return isinstance(wire.open_frame(ADMIN, item.data), wire.Finish)
-
-
-def barred(victim: Node, member_: Node) -> bool:
-    """Is the honest member's boot barred at the victim?"""
-    return (member_.info.wg_ip, member_.boot) in victim.handshake.barred
-
-
-def known_handshake_gap(
-    victim: Node, frame: wire.Frame | None, ip: IPv4Address, index: int, before: Any
+def first_probe(
+    victim: Node,
+    item: Captured,
+    message: wire.Message | None,
+    probed: dict[IPv4Address, set[Endpoint]],
 ) -> bool:
-    """Handshakes in progress that a frame in ``ip``'s name can still end
-    (each shown by a test in test_fuzz_findings.py): an INIT makes a node with
-    the higher wg IP drop its own initiation; a RESPONSE that does not
-    authenticate leaves the initiation unusable; a FINISH that does not, from
-    the initiator's address, ends the responder's handshake."""
-    if frame is None or frame.sender != ip:
+    """A LAN probe to an address that answered its own probe before (proven),
+    or to one the pair peer named and the victim had not probed in this pair
+    session (the first probe to each is the price of finding a LAN; rule 7 of
+    pairs.py)."""
+    if not isinstance(message, Probe):
         return False
-    if isinstance(frame, wire.Init):
-        return victim.info.wg_ip > ip
-    if isinstance(frame, wire.Response | wire.Finish):
-        return frame.to_index == index
-    return False
+    receiver = wire.open_frame(ADMIN, item.data).receiver
+    path = victim.pairs.paths.get(receiver)
+    proven = path is not None and item.dest in path.lan_proven
+    return proven or item.dest not in probed.get(receiver, set())
 
 
 InsiderMachine.TestCase.settings = settings(

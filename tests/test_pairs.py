@@ -141,7 +141,7 @@ class PairLab:
         self.pairs.on_wg(self.now)
 
     def probe_answered(self) -> None:
-        token = self.pairs.paths[PEER].probe_token
+        token = self.pairs.paths[PEER].token_for(PEER_LAN)
         self.pairs.on_probe_ack(self.session, token, PEER_LAN, self.now)
 
     def peer_ready(self, direct: bool = False) -> None:
@@ -193,7 +193,7 @@ def nat_at_once_behind_another_nat() -> PairLab:
     path = lab.pairs.paths[PEER]
     assert lab.path_state is S.INSTALLING and path.kind == "nat" and path.endpoint == OTHER_OUTSIDE
     # the LAN is probed all the same
-    assert lab.host.sent == [(wire.Probe(path.probe_token), PEER_LAN)]
+    assert lab.host.sent == [(wire.Probe(path.token_for(PEER_LAN)), PEER_LAN)]
     return lab
 
 
@@ -329,7 +329,8 @@ def peer_restarts_a_direct_link() -> PairLab:
     lab.wg()  # a reading before the removal took effect: still clearing
     lab.wg_gone()
     assert lab.path_state is S.PROBING  # cleared: probing afresh
-    assert lab.host.sent[-1] == (wire.Probe(lab.pairs.paths[PEER].probe_token), PEER_LAN)
+    path = lab.pairs.paths[PEER]
+    assert lab.host.sent[-1] == (wire.Probe(path.token_for(PEER_LAN)), PEER_LAN)
     return lab
 
 
@@ -453,3 +454,33 @@ def test_a_move_the_table_lacks_is_a_bug() -> None:
     path = lab.pairs.paths[PEER]
     with pytest.raises(RuntimeError, match="no transition from"):
         lab.pairs._move(PEER, path, T.LINK_LOST, lab.now)  # probing has no link to lose
+
+
+# --- probing the peer's local addresses (rule 7) -------------------------------------
+
+
+def test_a_probe_answer_proves_the_address_its_token_went_to_and_no_other() -> None:
+    # A peer that read the token of the probe to its own address cannot
+    # answer for another address it named: each address has its own token.
+    lab = PairLab()
+    path = lab.pairs.paths[PEER]
+    stranger: Endpoint = ("192.0.2.1", 53)
+    lab.pairs.on_probe_ack(lab.session, path.token_for(stranger), PEER_LAN, lab.now)
+    assert lab.path_state is PathState.PROBING and not path.lan_proven
+    lab.probe_answered()
+    assert path.lan_proven == {PEER_LAN}
+
+
+def test_an_unanswered_address_is_probed_again_on_our_own_retry_only() -> None:
+    lab = PairLab()
+    lab.later(TIMERS.probe_window + 0.01)  # no answer: the NAT endpoint
+    lab.later(2 * TIMERS.punch_timeout + 0.01)  # the peer never got ready
+    assert lab.path_state is PathState.FAILED
+    lab.host.sent.clear()
+    lab.peer_ready()  # the peer starts an attempt: ours follows, no probe again
+    assert lab.path_state is not PathState.PROBING
+    assert not [m for m, _ in lab.host.sent if isinstance(m, wire.Probe)]
+    lab.later(TIMERS.punch_timeout * 4)  # failed again; we retry at our own pace
+    lab.later(TIMERS.path_retry_max)
+    probes = [(m, dest) for m, dest in lab.host.sent if isinstance(m, wire.Probe)]
+    assert (wire.Probe(lab.pairs.paths[PEER].token_for(PEER_LAN)), PEER_LAN) in probes

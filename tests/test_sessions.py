@@ -390,16 +390,50 @@ def test_a_flood_in_a_nodes_name_costs_it_one_round_trip_not_its_session() -> No
 # --- identity rules --------------------------------------------------------------------------
 
 
-def test_a_restart_from_the_same_address_replaces_the_old_boot_at_once() -> None:
+def test_a_restart_with_the_same_key_from_the_same_address_replaces_the_old_boot_at_once() -> None:
+    # A pinned static keeps its key: only its holder can prove it.
+    lab, alice, bob = two_nodes()
+    lab.crash("bob")
+    new = lab.start("bob", 2, private_key=bob.handshake._private)
+    new.handle_timer(lab.now)
+    lab.settle()
+    assert alice.sessions[BOB].boot == new.boot
+    assert set(alice.desired_peers()) == {bob.info.public_key}
+    assert any(isinstance(e, ev.PeerRestarted) for e in alice.events())
+
+
+def test_a_restart_with_a_new_key_from_the_same_address_waits_for_the_holder() -> None:
+    # An address proves nothing (a member on the path can send from it): a
+    # new key is asked about like any contender, and taken once the old boot
+    # stays silent.
     lab, alice, bob = two_nodes()
     old_key = bob.info.public_key
     lab.crash("bob")
     new = lab.start("bob", 2)
     new.handle_timer(lab.now)
     lab.settle()
+    assert alice.sessions[BOB].boot == bob.boot  # asked the old one first
+    lab.run_until(lab.now + T.incumbent_timeout + 0.01)
     assert alice.sessions[BOB].boot == new.boot
     assert set(alice.desired_peers()) == {new.info.public_key} != {old_key}
     assert any(isinstance(e, ev.PeerRestarted) for e in alice.events())
+    assert conflicts(alice.events()) == []
+
+
+def test_a_holder_that_left_a_ping_unanswered_is_replaced_at_once() -> None:
+    # It failed the holder check already: the nodes of a crashed static
+    # were pinging it when its new run (with a new key) calls.
+    lab, _alice, bob = two_nodes()
+    lab.crash("alice")
+    lab.now += T.ping_interval * 1.2
+    bob.handle_timer(lab.now)  # a ping to the old run: no answer
+    lab.collect()
+    lab.queue.clear()
+    lab.now += T.incumbent_timeout + 0.01
+    new = lab.start("alice")
+    new.call_back({BOB: lab.boxes["bob"].admin}, lab.now)
+    lab.settle()
+    assert bob.sessions[ALICE].boot == new.boot
 
 
 def test_a_new_boot_from_another_address_waits_for_the_holder() -> None:
@@ -455,18 +489,22 @@ def test_handshakes_started_by_both_sides_at_once_end_in_one_session_each() -> N
     bob.handshake.initiate(ALICE, lab.boxes["alice"].admin, lab.now)
     lab.settle()
     assert alice.drops.get("crossed handshake") == 1 or bob.drops.get("crossed handshake") == 1
+    # The higher side kept its own INIT going until the other's handshake finished.
+    assert not alice.handshake.initiating(BOB) and not bob.handshake.initiating(ALICE)
+    assert not alice.handshake.pending and not bob.handshake.pending
     lab.run_until(lab.now + 5 * T.ping_interval)
     assert BOB in alice.sessions and ALICE in bob.sessions
     assert alice.sessions[BOB].last_heard > lab.now - 2 * T.ping_interval
 
 
-def test_a_restarted_peer_is_told_its_session_is_stale_and_comes_back_at_once() -> None:
+def test_a_restarted_peer_is_told_its_session_is_stale_and_comes_back_soon() -> None:
     lab, alice, bob = two_nodes()
     lab.crash("alice")  # the static restarts: bob's session keys mean nothing to it
     new = lab.start("alice")
     lab.now += T.ping_interval * 1.2
     bob.handle_timer(lab.now)
     lab.settle()
+    lab.run_until(lab.now + T.incumbent_timeout + 0.01)  # its new key: the holder check
     assert alice.info.wg_ip in bob.sessions and bob.sessions[ALICE].boot == new.boot
     assert BOB in new.sessions
     assert any(isinstance(s.frame, wire.Stale) for s in lab.log)

@@ -189,7 +189,10 @@ def test_static_restart_is_noticed_within_a_second(clean: bool, down: float) -> 
     restarted.call_back(known, net.now)
     net.run_for(0.0)  # deliver what it sent
     took = net.wait_for(lambda: net.all_pairs_ping(), limit=10.0)
-    assert took < 1.0, f"all pairs ping again {took:.2f} s after the static's return"
+    # After a crash the nodes still hold the old run: its new key waits for
+    # the holder check, unless a ping of theirs went unanswered long enough.
+    limit = 1.0 if clean or down > Timers().dead_after else 1.0 + Timers().incumbent_timeout
+    assert took < limit, f"all pairs ping again {took:.2f} s after the static's return"
     assert all_direct_among(net, ["alpha", "charlie", "delta"])
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_decrypt,
@@ -173,8 +173,10 @@ class Transport:
 class Handshake:
     """One side of one XXpsk3 handshake; messages in order, each exactly once.
 
-    ``random_bytes`` supplies the ephemeral private key. Any message that does
-    not authenticate raises ``NoiseError`` and leaves the handshake unusable.
+    ``random_bytes`` supplies the ephemeral private key. A message that does
+    not authenticate raises ``NoiseError`` and changes nothing: over datagrams
+    anyone who saw an index can send junk on it, so the real message must
+    still be read after a forgery (WireGuard, too, just drops a bad one).
     """
 
     def __init__(
@@ -198,7 +200,6 @@ class Handshake:
         self._re = b""
         self.remote_static: bytes | None = None
         self._step = 0  # messages done
-        self._failed = False
         self._state = _Symmetric(PROTOCOL_NAME)
         self._state.mix_hash(prologue)
 
@@ -207,8 +208,6 @@ class Handshake:
         return self._step == 3
 
     def _expect(self, step: int, writing: bool) -> None:
-        if self._failed:
-            raise NoiseError("handshake already failed")
         ours = (step % 2 == 0) == self.initiator
         if self._step != step or ours != writing:
             raise RuntimeError(f"handshake message {step + 1} out of order")  # our bug
@@ -252,6 +251,8 @@ class Handshake:
 
     def read_message(self, message: bytes) -> bytes:
         state = self._state
+        # Kept to undo a message that does not authenticate (see the class).
+        saved = (state.h, state.ck, replace(state.cipher), self._re, self.remote_static)
         try:
             if self._step == 0:
                 self._expect(0, writing=False)
@@ -280,7 +281,7 @@ class Handshake:
                 rest = message[end:]
             payload = state.decrypt_and_hash(rest)
         except NoiseError:
-            self._failed = True
+            state.h, state.ck, state.cipher, self._re, self.remote_static = saved
             raise
         self._step += 1
         return payload

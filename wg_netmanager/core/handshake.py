@@ -9,6 +9,9 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    from the network's shared key, so a session proves membership too. Each
    side proves it is alive now (the other's fresh ephemeral is in every key),
    so a replayed handshake message changes nothing and no clocks are needed.
+   A RESPONSE or FINISH that does not authenticate is dropped and changes
+   nothing: anyone who saw the index can send junk on it, and the real one
+   must still be taken.
 2. A static whose ``publicKey`` is pinned in network.yaml is that key: a
    handshake claiming its wg IP with another key is refused.
 3. An INIT costs the responder two DH operations and a pending entry, so it
@@ -19,20 +22,30 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    an INIT already answered (a retry always has a fresh ephemeral) is
    dropped before any work. Spoofed or replayed INITs therefore neither fill
    the table nor lock a node out. No answer to an unproven address is larger
-   than what it answers (INIT padding).
+   than what it answers (INIT padding); the FINISH goes where the INIT went,
+   wherever the RESPONSE came from.
 4. One wg IP, one live node; one WireGuard key, one node. A proven claim of
    our own wg IP, of a key another session shows, or by a barred boot is
    refused: the claimant is told (``Refused`` over the keys of its own
    handshake, so only it can read it, only now) and both sides report a
-   conflict. A boot replaced by a newer one is barred for ``dead_after``.
-5. A proven new boot from the holder's own address is a restart (one UDP
-   port, one socket): accepted at once. From another address the holder is
-   pinged first; a pong within ``incumbent_timeout`` (at least 3 RTTs) makes
-   the newcomer refused, silence makes it the holder.
+   conflict. A boot replaced by a newer one, or refused, is barred for
+   ``dead_after``: refused at once while another boot holds the wg IP. A
+   refusal of a barred boot does not renew its bar, so a claimant that keeps
+   calling gets in once the holder is gone.
+5. A proven new boot with the holder's own key from the holder's own
+   address is a restart (one key, one UDP port, one socket): accepted at
+   once. Any other claim (another key, as every unpinned node makes at its
+   start, or another address) first pings the holder: a pong within
+   ``incumbent_timeout`` (at least 3 RTTs) makes the newcomer refused,
+   silence makes it the holder (at once if a ping of ours went unanswered
+   so long already). An address proves nothing: a member on the path can
+   send from it and read what goes there.
 6. A new handshake of a boot we have a session with only renews its keys; the
    previous keys stay valid for receiving (both sides may have started one).
 7. When both sides start a handshake with each other at once, the lower wg
-   IP's initiation goes on; the higher side drops its own.
+   IP's initiation goes on: the lower side drops the other's INIT. The
+   higher side answers it but keeps its own until a handshake with that
+   peer finishes (an INIT names nobody's key: anyone could have sent it).
 8. Everything is bounded: pending handshakes, bars, sessions per source IP.
 """
 
@@ -87,6 +100,9 @@ class Barred:
     def __contains__(self, claim: tuple[IPv4Address, bytes]) -> bool:
         wg_ip, boot = claim
         return boot in self._until.get(wg_ip, {})
+
+    def holds(self, wg_ip: IPv4Address, boot: bytes, now: float) -> bool:
+        return self._until.get(wg_ip, {}).get(boot, -math.inf) > now
 
     def bar(self, wg_ip: IPv4Address, boot: bytes, until: float, now: float) -> None:
         self._until.setdefault(wg_ip, {})[boot] = until
@@ -256,8 +272,9 @@ class Handshake:
             host.drop(DropReason.BAD_HANDSHAKE)
             return
         self._seen(ephemeral, now, answered=True)
-        if mine is not None:  # we are the higher wg IP: theirs goes on (rule 7)
-            self.pending.pop(self._initiating.pop(frame.sender), None)
+        # We are the higher wg IP: theirs goes on (rule 7), and so does ours
+        # until one of them finishes: message 1 names nobody's key, so this
+        # one may be anybody's.
         index = self._new_index()
         payload = wire.encode_hello(host.info, host.boot)
         message = state.write_message(payload)
@@ -286,7 +303,7 @@ class Handshake:
         try:
             payload = pending.state.read_message(frame.noise)
         except NoiseError:
-            self._host.drop(DropReason.BAD_HANDSHAKE)
+            self._host.drop(DropReason.BAD_HANDSHAKE)  # the real one may still come (rule 1)
             return
         self._forget_pending(pending)
         hello = self._proven(pending, payload)
@@ -294,11 +311,14 @@ class Handshake:
             return
         info, boot = hello
         finish = pending.state.write_message(wire.encode_hello(self._host.info, self._host.boot))
+        # Where the INIT went, whatever the RESPONSE's source: the FINISH is
+        # larger (it carries our hello), and a source proves nothing. The
+        # responder must read it there to have keys: that is the session's address.
         self._host.send_frame(
-            Finish(self._host.info.wg_ip, frame.sender, frame.index, finish), addr
+            Finish(self._host.info.wg_ip, frame.sender, frame.index, finish), pending.addr
         )
         keys = self._keys(pending.state, pending.index, frame.index)
-        self._identity(info, boot, addr, keys, now)
+        self._identity(info, boot, pending.addr, keys, now)
 
     def on_finish(self, frame: Finish, addr: Endpoint, now: float) -> None:
         pending = self.pending.get(frame.to_index)
@@ -311,8 +331,7 @@ class Handshake:
         try:
             payload = pending.state.read_message(frame.noise)
         except NoiseError:
-            self._host.drop(DropReason.BAD_HANDSHAKE)
-            self._forget_pending(pending)
+            self._host.drop(DropReason.BAD_HANDSHAKE)  # the real one may still come (rule 1)
             return
         self._forget_pending(pending)
         hello = self._proven(pending, payload)
@@ -321,6 +340,11 @@ class Handshake:
         info, boot = hello
         keys = self._keys(pending.state, pending.index, pending.remote_index)
         self._identity(info, boot, addr, keys, now)
+        session = self._host.sessions.get(info.wg_ip)
+        if session is not None and session.keys is keys:  # ours to it is not needed now
+            index = self._initiating.pop(info.wg_ip, None)
+            if index is not None:
+                del self.pending[index]
 
     def on_pong(self, session: Session, seq: int, now: float) -> None:
         """A pong answering the holder check means two live claimants (rule 5)."""
@@ -337,8 +361,13 @@ class Handshake:
             if contender is not None and now >= contender.deadline:
                 session.contender = None
                 c = contender
-                if self._host.establish(c.info, c.boot, c.addr, c.keys, now) is None:
+                new = self._host.establish(c.info, c.boot, c.addr, c.keys, now)
+                if new is None:
                     self._host.forget_keys(c.keys)
+                elif self._host.sessions.get(c.info.wg_ip) is new:  # (a pair may go at once)
+                    # What it sent meanwhile was dropped (a static's table?):
+                    # its pong says which table version to ask for.
+                    self._host.ping(new, now)
 
     def expire(self, now: float) -> None:
         for index in [i for i, p in self.pending.items() if p.expires <= now]:
@@ -410,15 +439,30 @@ class Handshake:
         ):
             host.renew(session, info, addr, keys, now)
             return
-        if (info.wg_ip, boot) in self.barred:
-            holder = session.info if session is not None else host.info
-            self._refuse(info, boot, addr, keys, holder, now)
+        if session is not None and self.barred.holds(info.wg_ip, boot, now):
+            self._refuse(info, boot, addr, keys, session.info, now)
             return
-        if session is not None and addr != session.addr:
+        if session is not None and not self._restart(session, info, addr, now):
             self._ask_holder(session, info, boot, addr, keys, now)
             return
         if host.establish(info, boot, addr, keys, now) is None:
             host.forget_keys(keys)
+
+    def _restart(self, session: Session, info: NodeInfo, addr: Endpoint, now: float) -> bool:
+        """May a proven new boot replace the holder at once (rule 5)? With the
+        holder's key from its address; or if the holder failed the check
+        already: a ping of ours unanswered for the check's wait, and nothing
+        heard from it since (so the nodes of a crashed static find its new run
+        at once: they were pinging it)."""
+        if addr == session.addr and info.public_key == session.info.public_key:
+            return True
+        wait = self._holder_wait(session)
+        return any(
+            sent <= now - wait and session.last_heard < sent for sent in session.ping_sent.values()
+        )
+
+    def _holder_wait(self, session: Session) -> float:
+        return max(self.timers.incumbent_timeout, 3 * (session.rtt or 0.0))
 
     def _ask_holder(
         self, session: Session, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
@@ -432,7 +476,7 @@ class Handshake:
                 self._host.contending(keys, info.wg_ip)
                 return
         self._host.ping(session, now)
-        deadline = now + max(self.timers.incumbent_timeout, 3 * (session.rtt or 0.0))
+        deadline = now + self._holder_wait(session)
         session.contender = Contender(info, boot, addr, keys, deadline, session.ping_seq)
         self._host.contending(keys, info.wg_ip)
         self._host.emit(ev.HolderAsked(self._host.ref(info.wg_ip), addr))
@@ -450,7 +494,9 @@ class Handshake:
         it, the claimant is told over its own handshake's keys (rule 4)."""
         host = self._host
         host.drop(DropReason.CONFLICT)
-        self.barred.bar(info.wg_ip, boot, now + self.timers.dead_after, now)
+        if not self.barred.holds(info.wg_ip, boot, now):
+            # Not renewed by its retries: once the holder is gone, it gets in.
+            self.barred.bar(info.wg_ip, boot, now + self.timers.dead_after, now)
         self._note_conflict(
             ev.Conflict(
                 address=addr,

@@ -15,7 +15,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from enum import Enum
 
 from ..model import Endpoint, WgPeerReading
@@ -103,10 +104,18 @@ class PairPath:
     lan_first: bool = False  # the LAN answered a NAT attempt: wait for it from now on
     installed: bool = False
     peer_ready: bool = False
-    probe_token: int = 0
+    # Probes (rule 7 of pairs.py): a token per address, keyed with a secret
+    # of this attempt, so that only who receives the probe at an address can
+    # answer for it; the peer's addresses probed in this session, and those
+    # that answered (proven: they may be probed again at any time).
+    probe_id: int = 0  # of our attempt: the token's high bits (the peer sees it change)
+    probe_key: bytes = field(default=b"", repr=False)
+    probed: set[Endpoint] = field(default_factory=set)
+    probed_from: tuple[Endpoint, ...] = ()  # our local endpoints when ``probed`` began
+    lan_proven: set[Endpoint] = field(default_factory=set)
     signature: tuple[object, ...] = ()
     since: float = 0.0
-    # The peer's latest attempt number and probe token: a Ready or Probe that
+    # The peer's latest attempt number and probe id: a Ready or Probe that
     # was sent before we went direct and arrives after must not undo it.
     peer_attempt: int = 0
     peer_probe: int = -1
@@ -132,6 +141,13 @@ class PairPath:
     # Lazy links: when the pair last exchanged traffic (Pairs.demand), or
     # the session opened.
     active_at: float = 0.0
+
+    def token_for(self, endpoint: Endpoint) -> int:
+        """Our probe token for ``endpoint``: this attempt's id, then a MAC of
+        the address under this attempt's key."""
+        data = f"{endpoint[0]}:{endpoint[1]}".encode()
+        mac = hashlib.blake2b(data, key=self.probe_key, digest_size=4).digest()
+        return self.probe_id << 32 | int.from_bytes(mac, "big")
 
     @property
     def checking_link(self) -> bool:

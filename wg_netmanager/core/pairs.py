@@ -40,6 +40,12 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
    A mobile node (core/mobile.py) is always lazy, and nobody else opens a
    pair session towards one: it opens its own when its sensor sees traffic
    either way.
+8. The peer's local addresses are its word, not proven: each is probed once
+   per pair session (the peer cannot make us probe an address it names again
+   and again: no amplifier), again only on our own retries (with backoff)
+   or once our own addresses changed. An address that answered its own
+   probe (each address's token is a MAC under a secret of the attempt), or
+   that carried a direct LAN link, is proven and probed whenever needed.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ MAX_WANTED = 4096  # destinations with demand remembered (bounded, like every ta
 # handshake is a moment behind ours), and costs a few bytes through the tunnel.
 FIRST_PAIR_HELLO_RETRY = 0.05
 MAX_PAIR_HELLO_RETRY = 10.0
+MAX_PROBED = 4 * wire.MAX_LOCAL_ENDPOINTS  # addresses probed per pair session (rule 8)
 
 
 class PairHost(Protocol):
@@ -231,7 +238,7 @@ class Pairs:
         """Our WireGuard interface was re-created: every link starts over."""
         for wg_ip, path in list(self.paths.items()):
             if path.state is not S.RELAYED:
-                self._start_attempt(wg_ip, now, recompute=False)
+                self._start_attempt(wg_ip, now, recompute=False, again=True)
 
     def prune(self, now: float) -> None:
         """Rule 6, and a static's newer view of a peer's addresses.
@@ -283,8 +290,9 @@ class Pairs:
         path = self.paths.get(wg_ip)
         if path is None:
             return
-        fresh = token != path.peer_probe
-        path.peer_probe = token
+        probe_id = token >> 32  # (see PairPath.token_for)
+        fresh = probe_id != path.peer_probe
+        path.peer_probe = probe_id
         on_lan = addr in session.info.local_endpoints
         if path.state in (S.RELAYED, S.FAILED) or (path.state is S.DIRECT and fresh):
             self._start_attempt(wg_ip, now)  # the peer (re)starts: follow it
@@ -300,8 +308,15 @@ class Pairs:
     def on_probe_ack(self, session: Session, token: int, addr: Endpoint, now: float) -> None:
         wg_ip = session.info.wg_ip
         path = self.paths.get(wg_ip)
-        if path is None or token != path.probe_token:
+        if path is None or token >> 32 != path.probe_id:
             return
+        answered = next(
+            (e for e in path.probed | path.lan_proven if path.token_for(e) == token), None
+        )
+        if answered is None:
+            return
+        if len(path.lan_proven) < MAX_PROBED:
+            path.lan_proven.add(answered)
         if path.state is S.PROBING:
             self._install(wg_ip, path, T.LAN_ANSWERED, (addr[0], session.info.wg_port), now)
             self._host.changed(now)
@@ -373,7 +388,7 @@ class Pairs:
                 host.emit(ev.PunchFailed(host.ref(wg_ip), reading))
                 self._fail(wg_ip, path, T.PUNCH_TIMEOUT, now, why)
             elif path.state is S.FAILED and now >= path.retry_at:
-                self._start_attempt(wg_ip, now)
+                self._start_attempt(wg_ip, now, again=True)  # our pace: backoff
             elif path.state is S.PUNCHING and not path.firing and now >= path.fire_at:
                 path.firing = True
                 host.changed(now)
@@ -390,8 +405,7 @@ class Pairs:
                 host.ping(session, now)  # its pong comes back over the link, if it works
                 path.next_link_ping = now + self.timers.link_probe_interval
             if self._reprobing(wg_ip, path, now) and now >= path.next_reprobe:
-                for endpoint in session.info.local_endpoints:
-                    host.send(wire.Probe(path.probe_token), endpoint, wg_ip)
+                self._probe_lan(wg_ip, path, session, again=False)
                 path.next_reprobe = now + self.timers.lan_reprobe_interval
         if self.lazy:
             for wg_ip, path in list(self.paths.items()):
@@ -458,7 +472,11 @@ class Pairs:
         info = self._host.info
         return (session.boot, session.info.local_endpoints, theirs, info.local_endpoints, mine)
 
-    def _start_attempt(self, wg_ip: IPv4Address, now: float, recompute: bool = True) -> None:
+    def _start_attempt(
+        self, wg_ip: IPv4Address, now: float, recompute: bool = True, again: bool = False
+    ) -> None:
+        """A new attempt (``again``: on our own initiative, so addresses probed
+        before may be probed again, rule 8)."""
         host = self._host
         path = self.paths[wg_ip]
         session = host.sessions[wg_ip]
@@ -480,13 +498,14 @@ class Pairs:
         self._move(wg_ip, path, trigger, now)
         path.kind = path.endpoint = None
         path.started = now
-        path.probe_token = int.from_bytes(host.random_bytes(4), "big")
+        path.probe_id = int.from_bytes(host.random_bytes(4), "big") >> 2
+        path.probe_key = host.random_bytes(16)
         path.reason = "probing local addresses" + last_failure(path)
-        locals_ = session.info.local_endpoints
-        for endpoint in locals_:
-            host.send(wire.Probe(path.probe_token), endpoint, wg_ip)
-        path.deadline = now + (self.timers.probe_window if locals_ else 0.0)
-        if not locals_:
+        # A LAN that answered is waited for even if its address was not ours to
+        # probe again (a probe from it arrives: ``on_probe``).
+        waits = self._probe_lan(wg_ip, path, session, again) or path.lan_first
+        path.deadline = now + (self.timers.probe_window if waits else 0.0)
+        if not waits:
             self._probe_over(wg_ip, path, now)
         elif (outside := self._other_nat(wg_ip, path)) is not None:
             # Behind another NAT (or none): its LAN is not ours, so the outside
@@ -495,6 +514,23 @@ class Pairs:
             self._install(wg_ip, path, T.OTHER_NAT, outside, now)
         if recompute:
             host.changed(now)
+
+    def _probe_lan(self, wg_ip: IPv4Address, path: PairPath, session: Session, again: bool) -> bool:
+        """Probe the peer's local addresses that rule 8 lets us; any probed?"""
+        host = self._host
+        ours = host.info.local_endpoints
+        if again or path.probed_from != ours:
+            path.probed.clear()  # we moved, or try again at our own pace
+            path.probed_from = ours
+        sent = False
+        for endpoint in session.info.local_endpoints:
+            if endpoint not in path.lan_proven:
+                if endpoint in path.probed or len(path.probed) >= MAX_PROBED:
+                    continue
+                path.probed.add(endpoint)
+            host.send(wire.Probe(path.token_for(endpoint)), endpoint, wg_ip)
+            sent = True
+        return sent
 
     def _other_nat(self, wg_ip: IPv4Address, path: PairPath) -> Endpoint | None:
         """The peer's outside endpoint if its outside address is not ours."""
@@ -560,8 +596,10 @@ class Pairs:
             # The handshake may have come in on another path than the one we
             # tried (the peer's candidate won): report what WireGuard uses.
             path.endpoint = reading.endpoint
-            lan = any(reading.endpoint[0] == ip for ip, _port in session.info.local_endpoints)
+            lan = [e for e in session.info.local_endpoints if e[0] == reading.endpoint[0]]
             path.kind = "lan" if lan else "nat"
+            if len(path.lan_proven) < MAX_PROBED:
+                path.lan_proven.update(lan[:1])  # a WireGuard handshake came from there
         self._move(wg_ip, path, trigger, now)
         path.failures = 0
         path.lan_lost_until = 0.0

@@ -27,9 +27,10 @@ class Timers:
     # came back is found within about a second, not at the next ping_interval.
     pong_timeout: float = 1.0
     # A new boot claiming a wg IP whose session may still be alive (a restart
-    # from another address, or a second machine with the same wg IP): the
-    # holder gets one ping and this long to answer; an answer means two live
-    # nodes claim one address (a conflict: the newcomer is refused).
+    # with a new key or from another address, or a second machine with the
+    # same wg IP): the holder gets one ping and this long to answer; an answer
+    # means two live nodes claim one address (a conflict: the newcomer is
+    # refused).
     incumbent_timeout: float = 1.0
     # Re-resolve static peers' host names (dynamic DNS).
     resolve_interval: float = 60.0
