@@ -56,7 +56,7 @@ from random import Random
 
 import trio
 
-from . import api_token, control, event_text, log_capture, mesh_text
+from . import api_token, control, event_text, log_capture, mesh_text, runfiles
 from .config import ConfigError, Settings
 from .core import events as ev
 from .core.node import Node, StaticTarget
@@ -64,7 +64,7 @@ from .demand import DemandSensor, DemandSource
 from .forwarding import Forwarding, ForwardPlan, HostForwarding, plan_for, route_table
 from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
-from .keys import KeyPair
+from .keys import KeyPair, from_b64, to_b64
 from .model import Endpoint, Route
 from .notify import Notifier, to_journal
 from .proc import CommandError
@@ -84,6 +84,7 @@ RETRY_AFTER_FAILURE = 1.0  # seconds before a failed ip/wg call is retried
 SETUP_RETRY_PAUSES = (0.1, 0.3, 1.0, 2.5)
 WAIT_FOR_EXISTING = 1.0  # -e: how often to look for a vanished interface
 MONITOR_RESTART_MAX = 30.0  # seconds between restarts of a failing link watch
+KEY_FILE_MAX = 128  # bytes: "<wg IP> <base64 key>\n"
 STATUS_CHECK_INTERVAL = 1.0  # seconds between looks at whether the service status changed
 # Lazy links: how often the traffic sensor is read. A new destination waits
 # at most this long (plus a handshake) before its direct link is asked for.
@@ -916,9 +917,14 @@ async def serve(
         async with trio.open_nursery() as nursery:
             hangup = None if settings.tui else on_hangup  # TUI: the terminal hung up
             nursery.start_soon(_on_signals, signals, nursery.cancel_scope, hangup)
-            # A pinned static keeps its key; everyone else makes one per start.
+            # A pinned static keeps its key; everyone else makes one per start,
+            # except after a crash (see crash_kept_key).
             pinned = settings.private_key
-            keys = KeyPair.generate() if pinned is None else KeyPair.from_private(pinned)
+            key_path = control.runtime_path(settings.interface, "key")
+            if pinned is None:
+                keys = crash_kept_key(key_path, settings.wg_ip)
+            else:
+                keys = KeyPair.from_private(pinned)
             node = await build_node(settings, keys, host)
             timeline.mark("node built")
             device = WgInterface(settings.interface, existing=settings.existing_interface)
@@ -938,9 +944,41 @@ async def serve(
             )
             if hangup_early:
                 daemon.request_reload()
-            await daemon.run()
+            try:
+                await daemon.run()
+            finally:  # not after a crash: that is what the file is for
+                if pinned is None:
+                    runfiles.remove(key_path)
             nursery.cancel_scope.cancel()  # it ended by itself (startup failed, or q)
     return None if daemon is None else daemon.startup_error
+
+
+def crash_kept_key(path: str, wg_ip: IPv4Address) -> KeyPair:
+    """This run's key pair: the one a crashed run of ``wg_ip`` left in ``path``,
+    else a new one, kept there (root only, in the run directory) until a
+    clean stop removes it.
+
+    Why: a new key claiming our wg IP must wait while the others ask the old
+    run whether it is still alive (``incumbentTimeout``); the same key from
+    the same address is a restart, taken at once (core/handshake.py rule 5).
+    A clean stop says bye, so its next start waits for nothing either way.
+    """
+    try:
+        text = runfiles.read_private(path, KEY_FILE_MAX)
+    except (OSError, UnicodeDecodeError):
+        text = None
+    ip, _, key = (text or "").strip().partition(" ")
+    if ip == str(wg_ip):
+        try:
+            return KeyPair.from_private(from_b64(key))
+        except ValueError:
+            pass  # not a key of ours: make one
+    keys = KeyPair.generate()
+    try:
+        runfiles.write_private(path, f"{wg_ip} {to_b64(keys.private)}\n")
+    except OSError as exc:
+        log.warning("cannot keep this run's key for a restart after a crash: %s", exc)
+    return keys
 
 
 def _demand_sensor(settings: Settings) -> DemandSensor | None:

@@ -51,7 +51,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -59,6 +58,7 @@ from typing import Any, Protocol
 
 import trio
 
+from . import runfiles
 from .model import DEFAULT_ROUTE, Gateway, Route
 from .proc import CommandError, run
 
@@ -594,40 +594,18 @@ async def _write_sysctl(path: str, value: str) -> None:
         raise CommandError(["write", path, value], exc.errno or 1, str(exc)) from exc
 
 
-def _private_dir(directory: str) -> bool:
-    try:
-        st = os.lstat(directory)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
 def _write_restore(path: str, changes: Changes) -> None:
     """Atomically, root only, never through a link."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    if not _private_dir(directory):
-        raise PermissionError(f"{directory} is not a private directory of ours")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"sysctls": changes.sysctls, "nft": changes.nft, "policy": changes.policy}, f)
-    os.replace(tmp, path)
+    doc = {"sysctls": changes.sysctls, "nft": changes.nft, "policy": changes.policy}
+    runfiles.write_private(path, json.dumps(doc))
 
 
 def _read_restore(path: str) -> Changes:
     """What ``_write_restore`` wrote (empty on any problem); only
     /proc/sys/net/ipv4/conf paths with numbers are taken."""
     try:
-        if not _private_dir(os.path.dirname(path)):
-            return Changes()
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd) as f:
-            if os.fstat(f.fileno()).st_uid != os.geteuid():
-                return Changes()
-            doc = json.loads(f.read(_RESTORE_MAX))
+        text = runfiles.read_private(path, _RESTORE_MAX)
+        doc = json.loads(text) if text is not None else None
     except (OSError, ValueError):
         return Changes()
     if not isinstance(doc, dict):

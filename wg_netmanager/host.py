@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import socket
-import stat
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,6 +22,7 @@ from typing import Any, Protocol
 
 import trio
 
+from . import runfiles
 from .model import Endpoint
 from .proc import run
 
@@ -226,46 +225,20 @@ def deleted_link(line: str) -> str | None:
     return fields[2][:-1] if fields[2].endswith(":") else None
 
 
-def _private_dir(directory: str) -> bool:
-    """Is ``directory`` ours and closed to everyone else (so its files are ours)?"""
-    try:
-        st = os.lstat(directory)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
 def write_peers_file(path: str, endpoints: Mapping[IPv4Address, Endpoint]) -> None:
     """Atomically, root only: wg IP -> admin endpoint (no keys, nothing secret)."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    if not _private_dir(directory):
-        raise PermissionError(f"{directory} is not a private directory of ours")
     doc = {str(ip): [host, port] for ip, (host, port) in sorted(endpoints.items())}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # a leftover of a crashed run with our PID
-    # O_EXCL | O_NOFOLLOW: never write through a link or into a file someone else made.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
+    runfiles.write_private(path, json.dumps(doc))
 
 
 def read_peers_file(path: str) -> dict[IPv4Address, Endpoint]:
     """What :func:`write_peers_file` wrote, if it is recent and only we could
     have written it; {} on any problem."""
     try:
-        if not _private_dir(os.path.dirname(path)):
+        text = runfiles.read_private(path, PEERS_FILE_MAX_SIZE, PEERS_FILE_MAX_AGE)
+        if text is None:
             return {}
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd) as f:
-            info = os.fstat(f.fileno())
-            if info.st_uid != os.geteuid() or info.st_size > PEERS_FILE_MAX_SIZE:
-                return {}
-            if time.time() - info.st_mtime > PEERS_FILE_MAX_AGE:
-                return {}
-            doc = json.load(f)
+        doc = json.loads(text)
         found = {}
         for ip, (host, port) in doc.items():
             # Text only, in the form we write: IPv4Address() would take a number too.
