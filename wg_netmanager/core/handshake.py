@@ -21,10 +21,11 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    the table nor lock a node out. No answer to an unproven address is larger
    than what it answers (INIT padding).
 4. One wg IP, one live node; one WireGuard key, one node. A proven claim of
-   our own wg IP, of a key another session shows, or by a barred boot is
-   refused: the claimant is told (``Refused`` over the keys of its own
-   handshake, so only it can read it, only now) and both sides report a
-   conflict. A boot replaced by a newer one is barred for ``dead_after``.
+   our own wg IP, of a plain WireGuard client's (core/clients.py), of a key
+   another session shows, or by a barred boot is refused: the claimant is
+   told (``Refused`` over the keys of its own handshake, so only it can read
+   it, only now) and both sides report a conflict. A boot replaced by a
+   newer one is barred for ``dead_after``.
 5. A proven new boot from the holder's own address is a restart (one UDP
    port, one socket): accepted at once. From another address the holder is
    pinged first; a pong within ``incumbent_timeout`` (at least 3 RTTs) makes
@@ -154,6 +155,9 @@ class HandshakeHost(Protocol):
 
     def send_with(self, keys: Keys, message: wire.Message, addr: Endpoint, to: IPv4Address) -> None:
         """Seal ``message`` with ``keys`` (not necessarily a session's)."""
+
+    def client_holding(self, wg_ip: IPv4Address) -> NodeInfo | None:
+        """The plain WireGuard client that has this wg IP, if one does."""
 
     def pinned(self, wg_ip: IPv4Address) -> bytes | None:
         """The static key network.yaml pins for this wg IP, if any (rule 2)."""
@@ -395,6 +399,10 @@ class Handshake:
         host = self._host
         if info.wg_ip == host.info.wg_ip:
             self._refuse(info, boot, addr, keys, host.info, now)
+            return
+        client = host.client_holding(info.wg_ip)
+        if client is not None:  # rule 4: a plain WireGuard client holds it
+            self._refuse(info, boot, addr, keys, client, now)
             return
         twin = self._key_holder(info.public_key, info.wg_ip)
         if twin is not None:
