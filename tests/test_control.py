@@ -167,7 +167,7 @@ def test_a_failing_snapshot_does_not_end_the_server(
 
     with caplog.at_level(logging.ERROR):
         trio.run(main)
-    assert "status snapshot failed" in caplog.text
+    assert "control request failed" in caplog.text
 
 
 def test_a_client_that_never_reads_does_not_block_others(

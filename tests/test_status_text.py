@@ -98,3 +98,13 @@ def test_a_mobile_node_and_a_mobile_peer_say_so() -> None:
     assert path_label(mobile["peers"][0]) == "via beta, mobile"
     assert path_label(mobile["peers"][1]) == "via beta"
     assert "alpha:via-beta,mobile delta:via-beta" in summary_line(mobile)
+
+
+def test_a_plain_wireguard_client_says_so_on_its_static_and_elsewhere() -> None:
+    phone = {"name": "phone", "wg_ip": "10.1.1.50", "client": True}
+    on_static = {**phone, "path": "direct", "kind": "client", "rx_bytes": 300}
+    elsewhere = {**phone, "path": "via", "gateway_name": "beta"}
+    assert path_label(on_static) == "direct, client"
+    assert path_label(elsewhere) == "via beta, client"
+    text = render_text(doc(is_static=True, peers=[on_static]))
+    assert "phone  10.1.1.50  direct, client" in text

@@ -190,23 +190,35 @@ ports = st.integers(1, 65535)
 endpoints = st.tuples(ipv4.map(str), ports)
 keys32 = st.binary(min_size=32, max_size=32).map(to_b64)
 counts = st.integers(0, 2**63 - 1)
-infos = st.builds(
-    NodeInfo,
-    wg_ip=ipv4,
-    name=names,
-    public_key=keys32,
-    wg_port=ports,
-    admin_port=ports,
-    local_endpoints=st.lists(endpoints, max_size=wire.MAX_LOCAL_ENDPOINTS).map(tuple),
-) | st.builds(
-    NodeInfo,
-    wg_ip=ipv4,
-    name=names,
-    public_key=keys32,
-    wg_port=ports,
-    admin_port=ports,
-    local_endpoints=st.lists(endpoints, max_size=wire.MAX_MOBILE_LOCAL_ENDPOINTS).map(tuple),
-    mobile=st.just(True),
+infos = (
+    st.builds(
+        NodeInfo,
+        wg_ip=ipv4,
+        name=names,
+        public_key=keys32,
+        wg_port=ports,
+        admin_port=ports,
+        local_endpoints=st.lists(endpoints, max_size=wire.MAX_LOCAL_ENDPOINTS).map(tuple),
+    )
+    | st.builds(
+        NodeInfo,
+        wg_ip=ipv4,
+        name=names,
+        public_key=keys32,
+        wg_port=ports,
+        admin_port=ports,
+        local_endpoints=st.lists(endpoints, max_size=wire.MAX_MOBILE_LOCAL_ENDPOINTS).map(tuple),
+        mobile=st.just(True),
+    )
+    | st.builds(
+        NodeInfo,
+        wg_ip=ipv4,
+        name=names,
+        public_key=keys32,
+        wg_port=ports,
+        admin_port=ports,
+        client=st.just(True),
+    )
 )
 entries = st.builds(
     TableEntry,
@@ -257,7 +269,7 @@ def test_every_message_round_trips(message: wire.Message) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(info=infos, boot=st.binary(min_size=8, max_size=8))
+@given(info=infos.filter(lambda i: not i.client), boot=st.binary(min_size=8, max_size=8))
 def test_the_handshake_payload_round_trips(info: NodeInfo, boot: bytes) -> None:
     assert wire.decode_hello(wire.encode_hello(info, boot)) == (info, boot)
 
@@ -278,6 +290,29 @@ def test_only_a_mobile_node_says_so_and_every_other_encoding_stays_as_it_was() -
     assert body == plain[:-2] + b',"m":true}}'
     assert wire.decode_message(body) == wire.Info(mobile)
     assert wire.decode_message(plain[:-2] + b',"m":false}}') == wire.Info(INFO)
+
+
+def test_a_client_entry_says_so_and_has_no_local_endpoints() -> None:
+    plain = wire.encode_message(wire.Info(replace(INFO, local_endpoints=())))
+    client = replace(INFO, local_endpoints=(), client=True)
+    body = wire.encode_message(wire.Info(client))
+    assert body == plain[:-2] + b',"c":true}}'
+    assert wire.decode_message(body) == wire.Info(client)
+    with pytest.raises(wire.Drop):  # a client runs no daemon: it has no LAN to probe
+        wire.decode_message(wire.encode_message(wire.Info(replace(INFO, client=True))))
+    with pytest.raises(wire.Drop):
+        wire.decode_message(plain[:-2] + b',"c":true,"m":true}}')
+    with pytest.raises(wire.Drop):
+        wire.decode_message(plain[:-2] + b',"c":1}}')
+
+
+def test_nobody_can_handshake_as_a_client() -> None:
+    client = replace(INFO, local_endpoints=(), client=True)
+    with pytest.raises(wire.Drop):
+        wire.decode_hello(wire.encode_hello(client, bytes(wire.BOOT_SIZE)))
+    boot = bytes(wire.BOOT_SIZE)
+    info, _ = wire.decode_hello(wire.encode_hello(replace(client, client=False), boot))
+    assert not info.client
 
 
 def test_a_mobile_announces_one_local_endpoint_less() -> None:

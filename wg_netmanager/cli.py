@@ -37,7 +37,7 @@ from typing import Any
 
 from docopt import DocoptExit, docopt
 
-from wg_netmanager import __version__, service
+from wg_netmanager import __version__, client_config, service
 from wg_netmanager.api_token import FILE_NAME, TokenError, ensure_token, token_path
 from wg_netmanager.config import (
     ADMIN_PORT_BASE,
@@ -58,6 +58,7 @@ from wg_netmanager.config import (
     parse_static,
     warn_if_world_readable,
 )
+from wg_netmanager.core.clients import Client
 from wg_netmanager.core.timers import Timers, timer_names
 from wg_netmanager.notify import to_journal
 from wg_netmanager.timeline import Timeline
@@ -66,7 +67,7 @@ CONFIG_DIR = "/etc/wg_netmanager"  # a pinned static keeps its key here: <interf
 DEFAULT_NETWORK_PATH = "/etc/wg_netmanager/network.yaml"
 DEFAULT_PEER_PATH = "/etc/wg_netmanager/peer.yaml"
 DEFAULT_INTERFACE = "wg0"
-COMMANDS = ("check", "install", "service", "genkey", "status")
+COMMANDS = ("check", "install", "service", "genkey", "status", "client")
 
 # Command patterns come before the bare run pattern: docopt picks the first of
 # equally good matches, and [<interface> ...] would otherwise swallow "genkey".
@@ -81,6 +82,9 @@ Usage:
                                 [(<interface> <wg_ip> <name>)]
   wg_netmanager genkey
   wg_netmanager status [--json] [options] [-v...] [<interface>]
+  wg_netmanager client add [--ip WGIP] [--qr] [options] [-v...] <client> [<interface>]
+  wg_netmanager client list [options] [-v...] [<interface>]
+  wg_netmanager client remove [options] [-v...] <client> [<interface>]
   wg_netmanager [options] [-v...] [(-s SPEC)...] [(<interface> <wg_ip> <name>)]
   wg_netmanager (-h | --help)
   wg_netmanager --version
@@ -94,6 +98,8 @@ Commands:
             (also as "service install")
   genkey    print a new sharedKey
   status    the running daemon's peer table (of this network namespace)
+  client    on a static node: add, list or remove plain WireGuard clients (phones);
+            add prints the client's wg-quick config (its private key, shown once)
 
 Options:
   -c NETWORK, --config NETWORK      network file (default {DEFAULT_NETWORK_PATH})
@@ -125,6 +131,8 @@ Options:
   --init SYSTEM                     install: systemd or openrc (default: the running one)
   --root DIR                        install: below DIR instead of / (packaging, tests)
   --json                            status as JSON
+  --ip WGIP                         client add: the client's wg IP (default: the highest free one)
+  --qr                              client add: also print the config as a QR code
   -h, --help                        show this
   --version                         show the version
 """
@@ -267,6 +275,9 @@ def build_settings(args: dict[str, Any]) -> Settings:
         key_path = peer.private_key_file or os.path.join(CONFIG_DIR, f"{interface}.key")
         where = f"{network.path}: peers[{network.peers.index(static)}].publicKey"
         private_key = load_private_key(key_path, static.public_key, where)
+    clients: tuple[Client, ...] = ()
+    if static is not None:
+        clients = client_config.load(client_config.state_path(network.path, wg_ip), network.subnet)
     return Settings(
         network=network,
         interface=interface,
@@ -283,6 +294,7 @@ def build_settings(args: dict[str, Any]) -> Settings:
         exit_node=exit_node,
         api=parse_api(args["--api"]),
         mobile=mobile,
+        clients=clients,
     )
 
 
@@ -421,7 +433,21 @@ def _install_token(root: str, interface: str) -> tuple[str, str]:
     return ("written" if made else "unchanged", path)
 
 
-def _status(args: dict[str, Any]) -> int:
+def _client(args: dict[str, Any]) -> int:
+    op = "add" if args["add"] else "remove" if args["remove"] else "list"
+    name = args["<client>"]
+    if name is not None:
+        check_name(name, "command line: <client>")
+    wg_ip = args["--ip"]
+    if wg_ip is not None:
+        parse_ipv4(wg_ip, "command line: --ip")
+    from wg_netmanager.client_config import client_main
+
+    return client_main(_interface_of(args), op, name, wg_ip, bool(args["--qr"]))
+
+
+def _interface_of(args: dict[str, Any]) -> str:
+    """``<interface>``, else ``-i``, else peer.yaml's, else wg0 (``status``, ``client``)."""
     if args["<interface>"] is not None and args["--wireguard-interface"] is not None:
         raise ConfigError("command line: <interface> and -i say the same; give one")
     if args["<interface>"] is not None:
@@ -433,6 +459,11 @@ def _status(args: dict[str, Any]) -> int:
         peer_file = peer_path(args)
         peer = load_peer(peer_file, required=peer_file != DEFAULT_PEER_PATH)
         interface = peer.wg_interface or DEFAULT_INTERFACE
+    return interface
+
+
+def _status(args: dict[str, Any]) -> int:
+    interface = _interface_of(args)
     # Imported here, as the daemon below: trio costs check and genkey a tenth of a second.
     from wg_netmanager import control
 
@@ -500,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args["status"]:
             return _status(args)
+        if args["client"]:
+            return _client(args)
         settings = build_settings(args)
         timeline.mark("config read")
         warning = warn_if_world_readable(settings.network.path)

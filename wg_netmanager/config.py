@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from wg_netmanager.core.clients import Client
 from wg_netmanager.core.timers import Timers, timer_names
 from wg_netmanager.keys import from_b64
 from wg_netmanager.model import DEFAULT_ROUTE, Gateway
@@ -142,6 +143,9 @@ class Settings:
     # --mobile / peer.yaml mobile: one static link, no pings, lazy links
     # (docs/architecture.md, "Mobile nodes"); never a static.
     mobile: bool = False
+    # A static's plain WireGuard clients, from its state file next to
+    # network.yaml (client_config.py); the running daemon owns them after start.
+    clients: tuple[Client, ...] = ()
 
     @property
     def static(self) -> StaticPeer | None:

@@ -8,10 +8,14 @@ carries the namespace's inode, ``<if>.netns-<inode>.sock`` (the number
 ``lsns -t net`` shows), and ``status`` looks for the one of its own namespace.
 The static node's peers file follows the same rule (``runtime_path``).
 
-The protocol is one-shot: a client connects, the daemon writes one JSON
-document (the status document of ``status_text``: the core's ``NodeStatus``
-plus interface, backend, uptime; public keys, never a private or shared key)
-and a newline, and closes.
+The protocol is one-shot: a client connects and sends its request, one line
+ended by a newline or by closing its sending side; the daemon writes one JSON
+document and a newline, and closes. An empty request (or none within
+``SEND_TIMEOUT``) asks for the status document (``status_text``: the core's
+``NodeStatus`` plus interface, backend, uptime; public keys, never a private
+or shared key). Any other request is a JSON object with an ``op`` (``client
+add``, ``client list``, ``client remove``: see ``client_main``) answered by
+the daemon's command handler; ``{"error": "..."}`` is a refusal in one line.
 
 The directory can be moved with the environment variable
 ``WG_NETMANAGER_RUN_DIR`` (tests keep their sockets out of the machine's
@@ -44,6 +48,7 @@ DEFAULT_RUN_DIR = "/run/wg_netmanager"
 SEND_TIMEOUT = 2.0  # seconds a client may take to read the document
 CLIENT_TIMEOUT = 5.0  # seconds ``status`` waits for the daemon
 MAX_DOCUMENT = 16 << 20
+MAX_REQUEST = 64 << 10
 # The host's network namespace has this inode since Linux 6.18 (PROC_NET_INIT_INO);
 # others are numbered from 0xF0000000 up, so no other namespace can have it.
 INIT_NETNS_INODE = 0xEFFFFFF9
@@ -146,12 +151,18 @@ def bind(path: str) -> socket.socket:
     return sock
 
 
+Command = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
 async def serve(
     path: str,
     snapshot: Callable[[], Mapping[str, Any]],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    *,
+    command: Command | None = None,
 ) -> None:
-    """Answer every connection on ``path`` with ``snapshot()`` as JSON, until cancelled.
+    """Answer every connection on ``path`` until cancelled: ``snapshot()`` as
+    JSON for an empty request, ``command(request)`` for any other.
 
     Never ends the daemon: if the socket cannot be made, a warning is logged
     and ``status`` is simply unavailable.
@@ -171,10 +182,14 @@ async def serve(
         while True:
             conn, _ = await listener.accept()
             with conn:
+                request = b""
+                with trio.move_on_after(SEND_TIMEOUT):
+                    request = await _read_request(conn)
                 try:
-                    data = json.dumps(snapshot(), separators=(",", ":")).encode() + b"\n"
+                    answer = _answer(request, snapshot, command)
+                    data = json.dumps(answer, separators=(",", ":")).encode() + b"\n"
                 except Exception:  # a bug must not end the daemon; the client sees EOF
-                    log.exception("status snapshot failed")
+                    log.exception("control request failed")
                     continue
                 with trio.move_on_after(SEND_TIMEOUT):
                     await _send_all(conn, data)
@@ -183,6 +198,36 @@ async def serve(
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == ino:
                 os.unlink(path)
+
+
+async def _read_request(conn: trio.socket.SocketType) -> bytes:
+    """The request: up to a newline or the client's end of sending (bounded)."""
+    data = b""
+    try:
+        while b"\n" not in data and len(data) <= MAX_REQUEST:
+            chunk = await conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        log.debug("control client: %s", exc.strerror)
+    return data.partition(b"\n")[0].strip()
+
+
+def _answer(
+    request: bytes, snapshot: Callable[[], Mapping[str, Any]], command: Command | None
+) -> Mapping[str, Any]:
+    if not request:
+        return snapshot()
+    try:
+        obj = json.loads(request)
+    except ValueError:
+        return {"error": "the request is not JSON"}
+    if not isinstance(obj, dict) or not isinstance(obj.get("op"), str):
+        return {"error": "the request has no op"}
+    if command is None:
+        return {"error": f"this daemon does not serve {obj['op']!r}"}
+    return command(obj)
 
 
 async def _send_all(conn: trio.socket.SocketType, data: bytes) -> None:
@@ -198,8 +243,9 @@ async def _send_all(conn: trio.socket.SocketType, data: bytes) -> None:
 # --- the client: ``wg_netmanager status`` ------------------------------------
 
 
-def fetch(path: str, timeout: float = CLIENT_TIMEOUT) -> Doc:
-    """Read the status document from the daemon listening on ``path``."""
+def fetch(path: str, timeout: float = CLIENT_TIMEOUT, request: Doc | None = None) -> Doc:
+    """Read the status document (or the answer to ``request``) from the daemon
+    listening on ``path``."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -218,6 +264,9 @@ def fetch(path: str, timeout: float = CLIENT_TIMEOUT) -> Doc:
             raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
         chunks, size = [], 0
         try:
+            if request is not None:
+                sock.sendall(json.dumps(request).encode() + b"\n")
+            sock.shutdown(socket.SHUT_WR)  # the request is complete
             while size <= MAX_DOCUMENT:
                 chunk = sock.recv(65536)
                 if not chunk:

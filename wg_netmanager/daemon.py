@@ -51,14 +51,17 @@ import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
+from typing import Any
 
 import trio
 
-from . import api_token, control, event_text, log_capture, mesh_text, runfiles
+from . import api_token, client_config, control, event_text, log_capture, mesh_text, runfiles
 from .config import ConfigError, Settings
 from .core import events as ev
+from .core.clients import ClientRefused
 from .core.node import Node, StaticTarget
 from .demand import DemandSensor, DemandSource
 from .forwarding import Forwarding, ForwardPlan, HostForwarding, plan_for, route_table
@@ -128,6 +131,8 @@ async def build_node(
         gateways=net.gateways,
         exit_node=settings.exit_node,
     )
+    for client in settings.clients:  # the static's state file (client_config.py)
+        node.add_client(client.name, client.public_key, client.wg_ip, trio.current_time())
     addresses = await read_local_addresses(host, settings.interface, fallback=[])
     node.set_local_addresses(addresses, trio.current_time())
     if net.gateways:
@@ -227,7 +232,9 @@ class Daemon:
                 nursery.start_soon(self._summaries)
                 status = DaemonStatus(self, trio.current_time())
                 path = control.socket_path(self.settings.interface)
-                await nursery.start(control.serve, path, status.snapshot)
+                await nursery.start(
+                    partial(control.serve, command=status.command), path, status.snapshot
+                )
                 if self.settings.tui:
                     # Imported here: a headless daemon does not load urwid (7 MB, 0.1 s).
                     from . import tui
@@ -841,6 +848,68 @@ class DaemonStatus:
 
     def request_reload(self) -> None:
         self._daemon.request_reload()
+
+    def command(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """A control request other than the status (``client_config.client_main``)."""
+        daemon, node = self._daemon, self._daemon.node
+        now = trio.current_time()
+        op = request.get("op")
+        try:
+            if op == "client-list":
+                return {"clients": self._clients_now(now)}
+            if op == "client-add" and node.is_static and daemon.settings.private_key is None:
+                # A fresh key at every start would break every client's config.
+                return {
+                    "error": "this node's key is not pinned: a client's config names it, so "
+                    "pin it first (publicKey in network.yaml, see the README's security notes)"
+                }
+            if op == "client-add":
+                name, key, wanted = request.get("name"), request.get("public_key"), None
+                if not isinstance(name, str) or not isinstance(key, str):
+                    return {"error": "client-add needs a name and a public key"}
+                if request.get("wg_ip") is not None:
+                    try:
+                        wanted = IPv4Address(str(request["wg_ip"]))
+                    except ValueError:
+                        return {"error": f"--ip {request['wg_ip']}: not an IPv4 address"}
+                client = node.add_client(name, key, wanted, now)
+            elif op == "client-remove":
+                name = request.get("name")
+                if not isinstance(name, str):
+                    return {"error": "client-remove needs a name"}
+                client = node.remove_client(name, now)
+            else:
+                return {"error": f"unknown request {op!r}"}
+        except ClientRefused as exc:
+            return {"error": str(exc)}
+        daemon._wg_wake.set()  # the peer goes in (or out) now
+        daemon._kick.set()
+        s = daemon.settings
+        static = s.static
+        assert static is not None  # add_client refuses on any other node
+        routes = [g for gw in s.network.gateways for g in gw.routes if g.prefixlen > 0]
+        allowed = [str(s.network.subnet), *dict.fromkeys(str(r) for r in routes)]
+        return {
+            "client": {"name": client.name, "wg_ip": str(client.wg_ip)},
+            "peer": {
+                "name": s.name,
+                "public_key": node.info.public_key,
+                "endpoint": f"{static.host}:{node.info.wg_port}",
+                "allowed_ips": allowed,
+                "mesh": str(s.network.subnet),
+            },
+            "state_file": client_config.state_path(s.network.path, s.wg_ip),
+            "clients": client_config.document(list(node.clients.values()))["clients"],
+        }
+
+    def _clients_now(self, now: float) -> list[dict[str, Any]]:
+        doc = status_document(self._daemon.node.statistics(now), interface="")
+        return [
+            {k: p.get(k) for k in ("name", "wg_ip", "public_key", "endpoint", "handshake_age")}
+            | {"rx_bytes": p.get("rx_bytes", 0), "tx_bytes": p.get("tx_bytes", 0)}
+            for p in doc["peers"]
+            if p.get("client") and p.get("path") == "direct"
+        ]
 
     def set_log_level(self, level: int) -> None:
         """Until the next reload, which sets the configured verbosity again."""

@@ -83,6 +83,10 @@ def describe(event: ev.Event) -> str:
             return f"{label(peer)} does not answer over WireGuard; trying another static"
         case ev.MobileMoved(peer, to):
             return f"{label(peer)} (mobile) moved to {label(to)}; dropped here"
+        case ev.ClientAdded(peer, public_key):
+            return f"client {label(peer)} added, key {short(public_key)}"
+        case ev.ClientRemoved(peer):
+            return f"client {label(peer)} removed"
         case ev.StaticDeclined(peer):
             return f"{label(peer)}: a mobile node keeps one static; said bye"
         case ev.LocalAddressesChanged(addresses):

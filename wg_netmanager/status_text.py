@@ -128,8 +128,10 @@ def path_kind(peer: Mapping[str, Any]) -> str:
 
 def path_label(peer: Mapping[str, Any]) -> str:
     """``direct LAN``, ``direct NAT``, ``direct static``, ``direct``, ``via beta``,
-    ...; a mobile peer's with ``, mobile``."""
+    ...; a mobile peer's with ``, mobile``, a plain WireGuard client's with ``, client``."""
     label = _path_label(peer)
+    if peer.get("client"):
+        return label + ", client"
     return label + ", mobile" if peer.get("mobile") else label
 
 

@@ -300,6 +300,10 @@ class NodeInfo:
     key and the static key of its admin sessions (the handshake proves it).
     ``mobile``: a metered roaming node (one static link, no pings; nobody
     else opens a direct link to it, see docs/architecture.md "Mobile nodes").
+    ``client``: a plain WireGuard client (a phone) that a static lists as
+    reachable through itself; it runs no daemon, so nobody handshakes or
+    pairs with it (core/clients.py). Its ports are the static's, it has no
+    local endpoints, and only a static's table carries such an entry.
     """
 
     wg_ip: IPv4Address
@@ -309,6 +313,7 @@ class NodeInfo:
     admin_port: int
     local_endpoints: tuple[Endpoint, ...] = ()  # underlay addresses (LAN discovery)
     mobile: bool = False
+    client: bool = False
 
 
 @dataclass(frozen=True)
@@ -549,6 +554,8 @@ def _info(info: NodeInfo) -> dict[str, Any]:
     }
     if info.mobile:  # only when set: every other node's encoding stays as it was
         body["m"] = True
+    if info.client:
+        body["c"] = True
     return body
 
 
@@ -742,9 +749,14 @@ def _decode_info(obj: Any) -> NodeInfo:
     mobile = obj.get("m", False)
     if not isinstance(mobile, bool):
         raise _malformed("field 'm'")
+    client = obj.get("c", False)
+    if not isinstance(client, bool) or (client and mobile):
+        raise _malformed("field 'c'")
     locals_ = _get(obj, "l", list)
     if len(locals_) > (MAX_MOBILE_LOCAL_ENDPOINTS if mobile else MAX_LOCAL_ENDPOINTS):
         raise _malformed("too many local endpoints")
+    if client and locals_:
+        raise _malformed("a client with local endpoints")
     endpoints = tuple(_decode_ep(e) for e in locals_)
     if None in endpoints:
         raise _malformed("local endpoint")
@@ -756,6 +768,7 @@ def _decode_info(obj: Any) -> NodeInfo:
         admin_port=_port(obj.get("ap")),
         local_endpoints=endpoints,  # type: ignore[arg-type]
         mobile=mobile,
+        client=client,
     )
 
 
@@ -926,4 +939,7 @@ def _bytes(value: Any, size: int) -> bytes:
 def decode_hello(data: bytes) -> tuple[NodeInfo, bytes]:
     """A handshake payload: (info, boot)."""
     obj = _json_object(data)
-    return _decode_info(obj.get("i")), _bytes(obj.get("b"), BOOT_SIZE)
+    info = _decode_info(obj.get("i"))
+    if info.client:  # a plain WireGuard client speaks no admin protocol: a forgery
+        raise _malformed("a handshake claiming to be a client")
+    return info, _bytes(obj.get("b"), BOOT_SIZE)

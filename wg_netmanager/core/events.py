@@ -290,6 +290,21 @@ class ResolveRequested:
     host: str
 
 
+@dataclass(frozen=True)
+class ClientAdded:
+    """A plain WireGuard client was registered on this static (core/clients.py)."""
+
+    peer: PeerRef
+    public_key: str
+
+
+@dataclass(frozen=True)
+class ClientRemoved:
+    """A plain WireGuard client's registration on this static ended."""
+
+    peer: PeerRef
+
+
 Event = (
     PeerConnected
     | PeerRestarted
@@ -313,6 +328,8 @@ Event = (
     | GatewayUnanswered
     | MobileMoved
     | StaticDeclined
+    | ClientAdded
+    | ClientRemoved
     | LocalAddressesChanged
     | StaticResolved
     | ResolveRequested

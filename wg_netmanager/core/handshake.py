@@ -25,13 +25,14 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    than what it answers (INIT padding); the FINISH goes where the INIT went,
    wherever the RESPONSE came from.
 4. One wg IP, one live node; one WireGuard key, one node. A proven claim of
-   our own wg IP, of a key another session shows, or by a barred boot is
-   refused: the claimant is told (``Refused`` over the keys of its own
-   handshake, so only it can read it, only now) and both sides report a
-   conflict. A boot replaced by a newer one, or refused, is barred for
-   ``dead_after``: refused at once while another boot holds the wg IP. A
-   refusal of a barred boot does not renew its bar, so a claimant that keeps
-   calling gets in once the holder is gone.
+   our own wg IP, of a plain WireGuard client's (core/clients.py), of a key
+   another session shows, or by a barred boot is refused: the claimant is
+   told (``Refused`` over the keys of its own handshake, so only it can read
+   it, only now) and both sides report a conflict. A boot replaced by a
+   newer one, or refused, is barred for ``dead_after``: refused at once
+   while another boot holds the wg IP. A refusal of a barred boot does not
+   renew its bar, so a claimant that keeps calling gets in once the holder
+   is gone.
 5. A proven new boot with the holder's own key from the holder's own
    address is a restart (one key, one UDP port, one socket): accepted at
    once. Any other claim (another key, as every unpinned node makes at its
@@ -170,6 +171,9 @@ class HandshakeHost(Protocol):
 
     def send_with(self, keys: Keys, message: wire.Message, addr: Endpoint, to: IPv4Address) -> None:
         """Seal ``message`` with ``keys`` (not necessarily a session's)."""
+
+    def client_holding(self, wg_ip: IPv4Address) -> NodeInfo | None:
+        """The plain WireGuard client that has this wg IP, if one does."""
 
     def pinned(self, wg_ip: IPv4Address) -> bytes | None:
         """The static key network.yaml pins for this wg IP, if any (rule 2)."""
@@ -424,6 +428,10 @@ class Handshake:
         host = self._host
         if info.wg_ip == host.info.wg_ip:
             self._refuse(info, boot, addr, keys, host.info, now)
+            return
+        client = host.client_holding(info.wg_ip)
+        if client is not None:  # rule 4: a plain WireGuard client holds it
+            self._refuse(info, boot, addr, keys, client, now)
             return
         twin = self._key_holder(info.public_key, info.wg_ip)
         if twin is not None:

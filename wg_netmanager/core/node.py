@@ -20,6 +20,8 @@ docs/architecture.md):
   (through ``MeshHost``, also ``_Parts``)
 - ``mobile``: a mobile node's one static link and its liveness by
   WireGuard's counters (rules there; the node applies them)
+- ``clients``: a static's plain WireGuard clients (phones), listed in its
+  table as reachable through it (rules there; the node applies them)
 
 What stays here: the face (every call the shell makes), dispatch of
 authenticated messages, liveness (pings, ``dead_after``), static targets and
@@ -44,6 +46,14 @@ from ..model import Endpoint, Gateway, Route, WgPeer, WgPeerReading
 from ..noise import NoiseError, decrypt, encrypt, public_key
 from ..wire import Drop, Message, NodeInfo, Ping, Pong, Table, TableEntry
 from . import events as ev
+from .clients import (
+    Client,
+    ClientRefused,
+    choose_address,
+    client_info,
+    table_entries,
+    wg_peer,
+)
 from .events import DropReason
 from .handshake import Handshake
 from .limits import MAX_SOURCES, TokenBuckets
@@ -164,6 +174,7 @@ class Node:
         )
         self._subnet_routes: set[Route] = set()
         self._relay: frozenset[IPv4Network] = frozenset()
+        self.clients: dict[IPv4Address, Client] = {}  # a static's (core/clients.py)
         self._recompute(now)
 
     @property
@@ -396,6 +407,46 @@ class Node:
         self._sources = None
         self._recompute(now)
 
+    def add_client(
+        self, name: str, public_key: str, wg_ip: IPv4Address | None, now: float
+    ) -> Client:
+        """Register a plain WireGuard client on this static (clients.py rules
+        1, 2 and 4); raises ``ClientRefused`` with the reason."""
+        if not self.is_static:
+            raise ClientRefused("this node is not a static: add clients on a static node")
+        used: dict[IPv4Address, NodeInfo | Client] = {self.info.wg_ip: self.info}
+        keys = {self.info.public_key}
+        for target in self.statics.values():
+            used.setdefault(target.wg_ip, NodeInfo(target.wg_ip, target.host, "", 0, 0))
+        for listing in self.listings.tables.values():
+            for ip, entry in listing.items():
+                used[ip] = entry.info
+                keys.add(entry.info.public_key)
+        for ip, session in self.sessions.items():
+            used[ip] = session.info
+            keys.add(session.info.public_key)
+        used.update(self.clients)
+        keys |= {c.public_key for c in self.clients.values()}
+        address = choose_address(name, public_key, wg_ip, subnet=self.subnet, used=used, keys=keys)
+        client = Client(name, address, public_key)
+        self.clients[address] = client
+        self._emit(ev.ClientAdded(ev.PeerRef(address, name), public_key))
+        self._mark_table_dirty(now)
+        self._recompute(now)
+        return client
+
+    def remove_client(self, name: str, now: float) -> Client:
+        """End a client's registration: its peer goes, and the next table push
+        takes it away everywhere (clients.py rule 2)."""
+        client = next((c for c in self.clients.values() if c.name == name), None)
+        if client is None:
+            raise ClientRefused(f"no client named {name!r} on this node")
+        del self.clients[client.wg_ip]
+        self._emit(ev.ClientRemoved(ev.PeerRef(client.wg_ip, name)))
+        self._mark_table_dirty(now)
+        self._recompute(now)
+        return client
+
     # --- outputs ----------------------------------------------------------
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
@@ -494,6 +545,7 @@ class Node:
             subnets=self.subnets.status(
                 {ip: name for ip in self.subnets.gateway_ips if (name := self._ref(ip).name)}
             ),
+            clients=self.clients.values(),
         )
 
     # --- dispatch -------------------------------------------------------------
@@ -722,7 +774,7 @@ class Node:
 
     def _send_table(self, session: Session, now: float) -> None:
         """The whole table (a new session, or one that asked)."""
-        entries = self.table.entries(self.sessions, self._wg, now)
+        entries = self._table_entries(now)
         for part in self.table.full_parts(entries):
             self._send_encoded(part, self._addr_of(session), session.info.wg_ip)
         session.table_sent = self.table.version
@@ -730,7 +782,7 @@ class Node:
     def _push_table(self, now: float) -> None:
         """A table change to every session: encoded once, as a change where the
         session has the version before it, else whole (rule 1 of tables.py)."""
-        entries = self.table.entries(self.sessions, self._wg, now)
+        entries = self._table_entries(now)
         base, change = self.table.take_change(entries)
         for session in self.sessions.values():
             if session.table_sent == base and base:
@@ -743,9 +795,13 @@ class Node:
     def _mark_table_dirty(self, now: float) -> None:
         if not self.is_static:
             return
-        entries = self.table.entries(self.sessions, self._wg, now)
-        if self.table.update(entries, now, self.timers.table_push_delay):
+        if self.table.update(self._table_entries(now), now, self.timers.table_push_delay):
             self._fast_poll_until = now + FAST_POLL_AFTER_CHANGE
+
+    def _table_entries(self, now: float) -> list[TableEntry]:
+        """Our table: the sessions (tables.py rule 1) and our clients (clients.py rule 2)."""
+        entries = self.table.entries(self.sessions, self._wg, now)
+        return entries + table_entries(self.clients.values(), self.info, self._wg)
 
     def _on_relay(self, session: Session, relay: wire.Relay, now: float) -> None:
         """A static passes a sealed datagram on between two dynamic nodes, unopened."""
@@ -905,6 +961,8 @@ class Node:
         }
         me = self.info.wg_ip
         gateways = choose_gateways(me, self.listings.tables, self.listings.listed_by, direct)
+        for ip in self.clients:  # clients.py rule 5: our own client's /32 stays ours
+            gateways.pop(ip, None)
         for ip, gateway in gateways.items():
             if self._gateways.get(ip) != gateway:
                 self._emit(ev.ReachableVia(self._ref(ip), self._ref(gateway)))
@@ -937,6 +995,9 @@ class Node:
             subnet_via=(mine.info.wg_ip, self.subnet) if mine else None,
         )
         peers.update(self.pairs.trial_peers())
+        for client in self.clients.values():  # clients.py rule 1
+            peers[client.public_key] = wg_peer(client)
+            routes.add(Route(client.wg_ip))
         desired = (peers, routes)
         relay = subnets.relay_routes()
         if (desired, subnet_routes, relay) != (self._desired, self._subnet_routes, self._relay):
@@ -1016,10 +1077,11 @@ class Node:
 
     def _on_info(self, session: Session, info: NodeInfo, now: float) -> None:
         """The peer's addresses or port changed (its wg IP and key cannot)."""
-        if (info.wg_ip, info.public_key, info.mobile) != (
+        if (info.wg_ip, info.public_key, info.mobile, info.client) != (
             session.info.wg_ip,
             session.info.public_key,
             session.info.mobile,
+            session.info.client,
         ):
             self._drop(DropReason.INFO_CHANGED_IDENTITY)  # (a mobile stays one until it restarts)
             return
@@ -1244,6 +1306,18 @@ class _Parts:
     def pinned(self, wg_ip: IPv4Address) -> bytes | None:
         target = self._node.statics.get(wg_ip)
         return None if target is None else target.pinned_key
+
+    def client_holding(self, wg_ip: IPv4Address) -> NodeInfo | None:
+        """The plain WireGuard client with this wg IP (ours, or one a static lists)."""
+        node = self._node
+        client = node.clients.get(wg_ip)
+        if client is not None:
+            return client_info(client, node.info)
+        for listing in node.listings.tables.values():
+            entry = listing.get(wg_ip)
+            if entry is not None and entry.info.client:
+                return entry.info
+        return None
 
     def used_index(self, index: int) -> bool:
         return index in self._node._by_index

@@ -709,7 +709,9 @@ class Pairs:
             elif wg_ip < me:
                 continue
             entry = self._host.listed(wg_ip)
-            if entry is not None and (not entry.info.mobile or self._host.info.mobile):
+            if entry is None or entry.info.client:  # runs no daemon (core/clients.py)
+                continue
+            if not entry.info.mobile or self._host.info.mobile:
                 out.append((wg_ip, entry))
         return out
 

@@ -9,6 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from ..model import Endpoint, WgPeerReading
 from ..wire import NodeInfo, TableEntry
+from .clients import Client
 from .events import Conflict, DropReason, RefusedByPeer
 from .sessions import Session, StaticTarget
 
@@ -33,6 +34,7 @@ class PeerStatus:
     is_static: bool
     local_endpoints: tuple[Endpoint, ...] = ()  # the underlay addresses it announced
     mobile: bool = False  # a metered roaming node (see core/mobile.py)
+    client: bool = False  # a plain WireGuard client (see core/clients.py)
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,33 @@ def snapshot(
     conflicts: Iterable[Conflict | RefusedByPeer],
     now: float,
     subnets: tuple[SubnetStatus, ...] = (),
+    clients: Iterable[Client] = (),
 ) -> NodeStatus:
-    """Direct peers from the sessions, relayed ones from the statics' tables."""
+    """Direct peers from the sessions and our clients, relayed ones from the
+    statics' tables."""
     peers = []
+    for client in clients:
+        reading = readings.get(client.public_key)
+        peers.append(
+            PeerStatus(
+                wg_ip=client.wg_ip,
+                name=client.name,
+                public_key=client.public_key,
+                path="direct",
+                kind="client",
+                reason="",
+                gateway=None,
+                gateway_name=None,
+                endpoint=reading.endpoint if reading else None,
+                rtt=None,
+                handshake_age=reading.handshake_age if reading else None,
+                rx_bytes=reading.rx_bytes if reading else 0,
+                tx_bytes=reading.tx_bytes if reading else 0,
+                session_age=None,
+                is_static=False,
+                client=True,
+            )
+        )
     names = {ip: s.info.name for ip, s in sessions.items()}
     for ip, session in sorted(sessions.items()):
         if ip in gateways:
@@ -130,7 +156,13 @@ def snapshot(
                 public_key=entry.info.public_key,
                 path="via",
                 kind="gateway",
-                reason=attempt[1] if attempt else "no direct session yet",
+                reason=(
+                    "a plain WireGuard client"
+                    if entry.info.client
+                    else attempt[1]
+                    if attempt
+                    else "no direct session yet"
+                ),
                 gateway=gateway,
                 gateway_name=names.get(gateway),
                 endpoint=entry.wg_endpoint,
@@ -142,6 +174,7 @@ def snapshot(
                 is_static=ip in statics,
                 local_endpoints=entry.info.local_endpoints,
                 mobile=entry.info.mobile,
+                client=entry.info.client,
             )
         )
     peers.sort(key=lambda p: p.wg_ip)
