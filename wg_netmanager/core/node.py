@@ -39,6 +39,7 @@ from ..model import Endpoint, Route, WgPeer, WgPeerReading
 from ..noise import NoiseError, decrypt, encrypt, public_key
 from ..wire import Drop, Message, NodeInfo, Ping, Pong, Table, TableEntry
 from . import events as ev
+from .deadlines import Deadlines
 from .events import DropReason
 from .handshake import Handshake
 from .limits import MAX_SOURCES, TokenBuckets
@@ -104,6 +105,7 @@ class Node:
         for target in self.statics.values():
             target.lost(now, timers)
         self.sessions: dict[IPv4Address, Session] = {}
+        self._deadlines: Deadlines[IPv4Address] = Deadlines()  # per session (see _refile)
         self.handshake = Handshake(
             _Parts(self), timers, private_key=private_key, psk=wire.derive_psk(shared_key)
         )
@@ -127,6 +129,7 @@ class Node:
         self._watch_until = 0.0  # measure latency to every peer until then
         self.pairs = Pairs(_Parts(self), timers, lazy=lazy)
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
+        self._routable_version = -1  # the state_version _routable was made from
         self._wg: dict[str, WgPeerReading] = {}
         self.visible_endpoint: Endpoint | None = None
         self.state_version = 0  # bumped whenever desired peers/routes may have changed
@@ -159,11 +162,15 @@ class Node:
         return True
 
     def handle_timer(self, now: float) -> None:
-        self.handshake.handle_timer(now)
-        for wg_ip, session in list(self.sessions.items()):
-            if self._is_pair(wg_ip):
-                continue  # alive while a static lists it (see Pairs.prune)
-            if now >= session.last_heard + self.timers.dead_after:  # same sum as get_timer
+        # Only sessions with a deadline due are looked at (core/deadlines.py);
+        # the others' conditions below are all false.
+        due = self._deadlines.due(now)
+        self.handshake.handle_timer(now, [self.sessions[ip] for ip in due if ip in self.sessions])
+        for wg_ip in due:
+            session = self.sessions.get(wg_ip)
+            if session is None or self._is_pair(wg_ip):
+                continue  # a pair is alive while a static lists it (see Pairs.prune)
+            if now >= session.last_heard + self.timers.dead_after:  # same sum as the deadline
                 self._emit(ev.PeerSilent(self._ref(wg_ip)))
                 self._drop_session(wg_ip, now)
         for target in self.statics.values():
@@ -177,8 +184,9 @@ class Node:
             if now >= target.next_hello and endpoint is not None:
                 self.handshake.initiate(target.wg_ip, endpoint, now)
                 target.hello_sent(now, self.timers)
-        for session in self.sessions.values():
-            if self._pings(session) and now >= session.next_ping:
+        for wg_ip in due:
+            session = self.sessions.get(wg_ip)
+            if session is not None and self._pings(session) and now >= session.next_ping:
                 self._ping(session, now)
         if self.table.push_due(now):
             self._push_table(now)
@@ -199,6 +207,7 @@ class Node:
         links start over, via the gateway meanwhile."""
         self._wg = {}
         self._routable = set()  # the kernel dropped our routes with the interface
+        self._routable_version = -1
         self.pairs.interface_reset(now)
         self._recompute(now)
         self.state_version += 1  # reconcile everything, even if nothing changed here
@@ -236,6 +245,7 @@ class Node:
                 if not session.pinger:
                     session.next_ping = now
         self._watch_until = until
+        self._refile_all()  # which sessions ping depends on _watch_until
 
     def set_demand(self, destinations: Iterable[IPv4Address], now: float) -> None:
         """We exchanged traffic with these wg IPs lately, either way (lazy
@@ -246,7 +256,9 @@ class Node:
     def wg_applied(self, version: int, now: float) -> None:
         """The daemon applied desired state ``version`` to WireGuard and the kernel."""
         if version == self.state_version:
-            self._routable = {route.dest for route in self._desired[1]}
+            if self._routable_version != version:  # the same routes: no need to walk them
+                self._routable = {route.dest for route in self._desired[1]}
+                self._routable_version = version
             if not self.is_static:
                 self.pairs.handle_timer(now)
 
@@ -325,6 +337,7 @@ class Node:
             if session.pinger:
                 session.next_ping = min(session.next_ping, now + self._jitter(timers.ping_interval))
         self._sources = None
+        self._refile_all()  # dead_after, and which sessions are pairs, may have changed
         self._recompute(now)
 
     # --- outputs ----------------------------------------------------------
@@ -342,13 +355,10 @@ class Node:
         return out
 
     def get_timer(self) -> float | None:
-        deadlines = [
-            s.last_heard + self.timers.dead_after
-            for ip, s in self.sessions.items()
-            if not self._is_pair(ip)
-        ]
-        deadlines += [s.next_ping for s in self.sessions.values() if self._pings(s)]
-        deadlines += self.handshake.deadlines()
+        deadlines = []
+        earliest = self._deadlines.earliest()  # of every session: silence, ping, contender
+        if earliest is not None:
+            deadlines.append(earliest)
         for target in self.statics.values():
             if target.wg_ip not in self.sessions:
                 deadlines.append(target.next_resolve_request)
@@ -678,6 +688,8 @@ class Node:
     def _forget_session(self, wg_ip: IPv4Address) -> None:
         """Everything that hangs on a session, gone with it."""
         session = self.sessions.pop(wg_ip)
+        session.watcher = None
+        self._deadlines.discard(wg_ip)
         contender = session.contender.keys if session.contender is not None else None
         for keys in (session.keys, session.previous, contender):
             if keys is not None:
@@ -752,6 +764,8 @@ class Node:
             peer_ready=self.is_static,
         )
         self.sessions[wg_ip] = session
+        session.watcher = self._refile
+        self._refile(session)
         self._by_index[keys.local_index] = wg_ip
         self._sources = None
         if self._is_pair(wg_ip):
@@ -814,6 +828,31 @@ class Node:
             self._old_versions.clear()
         self._old_versions[addr[0]] = now
         self._emit(ev.OldVersion(addr))
+
+    # --- timers ---------------------------------------------------------------
+
+    def _session_deadline(self, session: Session) -> float | None:
+        """When ``handle_timer`` has something to do for this session: silence
+        (``dead_after``), its next ping, a contender's deadline."""
+        deadlines = []
+        if not self._is_pair(session.info.wg_ip):
+            deadlines.append(session.last_heard + self.timers.dead_after)
+        if self._pings(session):
+            deadlines.append(session.next_ping)
+        if session.contender is not None:
+            deadlines.append(session.contender.deadline)
+        return min(deadlines, default=None)
+
+    def _refile(self, session: Session) -> None:
+        """A session's timing changed (``Session.watcher``): file its deadline."""
+        wg_ip = session.info.wg_ip
+        if self.sessions.get(wg_ip) is session:
+            self._deadlines.file(wg_ip, self._session_deadline(session))
+
+    def _refile_all(self) -> None:
+        self._deadlines.clear()
+        for session in self.sessions.values():
+            self._refile(session)
 
     # --- helpers ------------------------------------------------------------
 
@@ -926,6 +965,10 @@ class _Parts:
     def relayed_peers(self) -> list[IPv4Address]:
         node = self._node
         return [ip for ip in node._gateways if ip not in node.statics and ip in node._routable]
+
+    def via_gateway(self, wg_ip: IPv4Address) -> bool:
+        node = self._node
+        return wg_ip in node._gateways and wg_ip not in node.statics and wg_ip in node._routable
 
     def reading(self, public_key: str) -> WgPeerReading | None:
         return self._node._wg.get(public_key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -88,9 +89,18 @@ class Contender:
     ping_seq: int
 
 
+# Session fields a node's timer depends on (see Session.watcher).
+TIMED_FIELDS = frozenset({"last_heard", "next_ping", "contender"})
+
+
 @dataclass
 class Session:
-    """An authenticated conversation with one node (one boot of it)."""
+    """An authenticated conversation with one node (one boot of it).
+
+    Setting ``last_heard``, ``next_ping`` or ``contender`` calls ``watcher``
+    (its node files the session's next deadline, core/deadlines.py): no code
+    path can move a deadline without the node's timer knowing.
+    """
 
     info: NodeInfo
     boot: bytes  # random per run of that node, from inside its handshake
@@ -116,6 +126,14 @@ class Session:
     path_token: int | None = None
     path_addr: Endpoint | None = None
     table_sent: int = 0  # our table version this session has (we are a static)
+    watcher: Callable[[Session], None] | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in TIMED_FIELDS:
+            watcher = self.__dict__.get("watcher")
+            if watcher is not None:
+                watcher(self)
 
     def record_ping(self, now: float) -> int:
         """A ping goes out now: its sequence number (its send time is kept for the RTT)."""
