@@ -44,7 +44,7 @@ from .events import DropReason
 from .handshake import Handshake
 from .limits import MAX_SOURCES, TokenBuckets
 from .pairs import Pairs
-from .routing import choose_gateways, desired_peers_and_routes
+from .routing import Routing
 from .sessions import Keys, Session, StaticTarget
 from .status import NodeStatus, snapshot
 from .tables import Listings, OwnTable
@@ -124,7 +124,8 @@ class Node:
         self.drops: dict[DropReason, int] = {}
         self.table = OwnTable()  # ours, if we are a static node
         self.listings = Listings()  # the static nodes' tables
-        self._gateways: dict[IPv4Address, IPv4Address] = {}
+        self._routing = Routing(info.wg_ip)  # gateways, routes, peers (routing.py)
+        self._gateways = self._routing.gateways  # wg IP -> the static that relays it
         self._fast_poll_until = 0.0
         self._watch_until = 0.0  # measure latency to every peer until then
         self.pairs = Pairs(_Parts(self), timers, lazy=lazy)
@@ -716,21 +717,20 @@ class Node:
             for ip, s in self.sessions.items()
             if (self.pairs.is_direct(ip) if self._is_pair(ip) else s.peer_ready)
         }
-        me = self.info.wg_ip
-        gateways = choose_gateways(me, self.listings.tables, self.listings.listed_by, direct)
-        for ip, gateway in gateways.items():
-            if self._gateways.get(ip) != gateway:
-                self._emit(ev.ReachableVia(self._ref(ip), self._ref(gateway)))
-        for ip in self._gateways.keys() - gateways.keys() - direct.keys():
-            self._emit(ev.PeerGone(ip))
-        self._gateways = gateways
-        peers, routes = desired_peers_and_routes(
-            direct, gateways, self.statics, self.pairs.paths, self.timers.keepalive
+        listings = self.listings
+        via, gone = self._routing.update(
+            direct, listings.tables, listings.listed_by, listings.take_changed()
         )
+        for ip, gateway in via:
+            self._emit(ev.ReachableVia(self._ref(ip), self._ref(gateway)))
+        for ip in gone:
+            self._emit(ev.PeerGone(ip))
+        peers = self._routing.peers(direct, self.statics, self.pairs.paths, self.timers.keepalive)
         peers.update(self.pairs.trial_peers())
-        desired = (peers, routes)
-        if desired != self._desired:
-            self._desired = desired
+        routes = self._routing.routes
+        # Unchanged peers are the same objects: these comparisons are cheap.
+        if peers != self._desired[0] or routes != self._desired[1]:
+            self._desired = (peers, set(routes))  # a copy: routes change in place
             self.state_version += 1
 
     # --- sessions ------------------------------------------------------------------

@@ -19,7 +19,8 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import bisect
+from collections.abc import Collection, Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Network
 
 from ..model import Route, WgPeer
@@ -74,3 +75,131 @@ def desired_peers_and_routes(
         )
         routes.add(Route(ip))
     return peers, routes
+
+
+def _address_key(network: IPv4Network) -> int:
+    return int(network.network_address)
+
+
+class Routing:
+    """Rules 1-4, kept up to date with what changed instead of recomputed.
+
+    The functions above are the rules' definition; this gives the same
+    answer (a test compares them) for a cost that follows the change: a
+    table change of a few entries costs O(changed x statics), not O(nodes).
+    Only a change of which statics can relay (rule 2's candidates) walks
+    every listed node again.
+    """
+
+    def __init__(self, me: IPv4Address) -> None:
+        self.me = me
+        self.gateways: dict[IPv4Address, IPv4Address] = {}
+        self.routes: set[Route] = set()
+        # Per direct peer: its AllowedIPs, sorted, and a counter of their changes.
+        self._allowed: dict[IPv4Address, list[IPv4Network]] = {}
+        self._allowed_changes: dict[IPv4Address, int] = {}
+        self._direct: frozenset[IPv4Address] = frozenset()
+        self._candidates: tuple[IPv4Address, ...] = ()
+        self._peers: dict[IPv4Address, tuple[tuple[object, ...], WgPeer]] = {}
+
+    def update(
+        self,
+        direct: Mapping[IPv4Address, Session],
+        tables: Mapping[IPv4Address, Mapping[IPv4Address, TableEntry]],
+        listed_by: Collection[IPv4Address],
+        changed: Collection[IPv4Address],
+    ) -> tuple[list[tuple[IPv4Address, IPv4Address]], list[IPv4Address]]:
+        """New gateways and routes after a change: ``direct`` sessions now,
+        ``changed`` the wg IPs whose presence in some table may have changed.
+
+        Returns (wg IP, its new gateway) for each node reached through a
+        different gateway than before, and the nodes no longer reached at all.
+        """
+        keys = frozenset(direct)
+        candidates = tuple(s for s in sorted(tables) if s in keys and s in listed_by)
+        moved_direct = keys ^ self._direct
+        self._direct = keys
+        if candidates != self._candidates:
+            self._candidates = candidates
+            dirty: Iterable[IPv4Address] = set(self.gateways).union(
+                *(tables[s] for s in candidates)
+            )
+        else:
+            dirty = moved_direct.union(changed)
+        via_changed, gone = [], []
+        for ip in dirty:
+            gateway = None
+            if ip not in keys and ip != self.me:
+                gateway = next((s for s in candidates if ip in tables[s]), None)
+            old = self.gateways.get(ip)
+            if gateway == old:
+                continue
+            if old is not None:
+                del self.gateways[ip]
+                self.routes.discard(Route(ip, old))
+                self._disallow(old, ip)
+            if gateway is not None:
+                self.gateways[ip] = gateway
+                self.routes.add(Route(ip, gateway))
+                self._allow(gateway, ip)
+                via_changed.append((ip, gateway))
+            elif ip not in keys:
+                gone.append(ip)
+        for ip in moved_direct:
+            if ip in keys:
+                self.routes.add(Route(ip))
+                self._allow(ip, ip)
+            else:
+                self.routes.discard(Route(ip))
+                self._disallow(ip, ip)
+        return via_changed, gone
+
+    def peers(
+        self,
+        direct: Mapping[IPv4Address, Session],
+        statics: Mapping[IPv4Address, StaticTarget],
+        pairs: Collection[IPv4Address],
+        keepalive: int,
+    ) -> dict[str, WgPeer]:
+        """Rules 1, 3 and 4 for the direct sessions (after ``update``); a
+        peer whose inputs did not change is the same object as before."""
+        peers: dict[str, WgPeer] = {}
+        cache: dict[IPv4Address, tuple[tuple[object, ...], WgPeer]] = {}
+        for ip, session in direct.items():
+            target = statics.get(ip)
+            if ip in pairs:
+                endpoint, alive = None, keepalive
+            else:
+                endpoint = target.wg_endpoint if target else None
+                alive = keepalive if target else 0
+            key = session.info.public_key
+            inputs = (key, self._allowed_changes.get(ip, 0), endpoint, alive)
+            cached = self._peers.get(ip)
+            if cached is None or cached[0] != inputs:
+                peer = WgPeer(
+                    public_key=key,
+                    allowed_ips=tuple(self._allowed.get(ip, ())),
+                    endpoint=endpoint,
+                    persistent_keepalive=alive,
+                )
+                cached = (inputs, peer)
+            cache[ip] = cached
+            peers[key] = cached[1]
+        self._peers = cache
+        return peers
+
+    def _allow(self, peer: IPv4Address, ip: IPv4Address) -> None:
+        allowed = self._allowed.setdefault(peer, [])
+        bisect.insort(allowed, IPv4Network(ip), key=_address_key)
+        self._allowed_changes[peer] = self._allowed_changes.get(peer, 0) + 1
+
+    def _disallow(self, peer: IPv4Address, ip: IPv4Address) -> None:
+        allowed = self._allowed.get(peer, [])
+        at = bisect.bisect_left(allowed, int(ip), key=_address_key)
+        if at < len(allowed) and allowed[at].network_address == ip:
+            del allowed[at]
+        if allowed:
+            self._allowed_changes[peer] = self._allowed_changes.get(peer, 0) + 1
+        else:  # no longer a peer: peers() keeps nothing of it either
+            self._allowed.pop(peer, None)
+            self._allowed_changes.pop(peer, None)
