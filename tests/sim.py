@@ -152,6 +152,7 @@ class SimNet:
         self.partitioned: set[frozenset[str]] = set()
         self._spins: dict[str, int] = {}  # timer fired with no progress, per host
         self.sent_bytes: dict[str, int] = {}
+        self.received: dict[str, int] = {}  # admin datagrams delivered, per host
         self._learned: dict[tuple[str, str], Endpoint] = {}
         # The WireGuard model's per-peer state, by (host name, peer key).
         self._handshake_at: dict[tuple[str, str], float] = {}
@@ -375,6 +376,7 @@ class SimNet:
     def _deliver(self, target: Host, data: bytes, source: Endpoint) -> None:
         node = target.node
         if node is not None and target.up:
+            self.received[target.name] = self.received.get(target.name, 0) + 1
             self._timed(target, node.receive_datagram, data, source, self.clock(target))
             self._after(target)
 

@@ -75,6 +75,7 @@ def test_changes_applied_one_by_one_give_the_rules_answer(seed: int) -> None:
         assert set(gone) == gateways_before.keys() - gateways.keys() - direct.keys()
         peers, routes = desired_peers_and_routes(direct, gateways, statics, pairs, 25)
         assert routing.routes == routes
+        assert set(routing.dests) == {route.dest for route in routes}
         assert routing.peers(direct, statics, pairs, 25) == peers
         gateways_before = dict(gateways)
 

@@ -45,7 +45,7 @@ from .handshake import Handshake
 from .limits import MAX_SOURCES, TokenBuckets
 from .pairs import Pairs
 from .routing import Routing
-from .sessions import Keys, Session, StaticTarget
+from .sessions import TIMED_FIELDS, Keys, Session, StaticTarget
 from .status import NodeStatus, snapshot
 from .tables import Listings, OwnTable
 from .timers import Timers
@@ -130,11 +130,13 @@ class Node:
         self._watch_until = 0.0  # measure latency to every peer until then
         self.pairs = Pairs(_Parts(self), timers, lazy=lazy)
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
-        self._routable_version = -1  # the state_version _routable was made from
+        self._wg_waits: bool | None = None  # see _wants_fast_wg_poll (None: ask again)
+        self._table_stale = True  # a session changed what our table would say
         self._wg: dict[str, WgPeerReading] = {}
         self.visible_endpoint: Endpoint | None = None
         self.state_version = 0  # bumped whenever desired peers/routes may have changed
         self._desired: tuple[dict[str, WgPeer], set[Route]] = ({}, set())
+        self._desired_dests: set[IPv4Address] = set()  # of those routes
         self._recompute(now)
 
     @property
@@ -197,8 +199,12 @@ class Node:
 
     def update_wg(self, readings: Mapping[str, WgPeerReading], now: float) -> None:
         """A fresh reading of ``wg show``: endpoints (NAT outsides), handshakes, bytes."""
-        self._wg = dict(readings)
-        self._mark_table_dirty(now)
+        old, self._wg = self._wg, dict(readings)
+        self._wg_waits = None
+        # A static's table says which keys WireGuard has and their endpoints:
+        # walk it only if those changed (or a session did, see _on_session).
+        if self._table_stale or _endpoints_differ(old, self._wg):
+            self._mark_table_dirty(now)
         self.pairs.on_wg(now)
 
     def interface_reset(self, now: float) -> None:
@@ -207,6 +213,8 @@ class Node:
         the handshake had taught it). Static peers are simply set again; direct
         links start over, via the gateway meanwhile."""
         self._wg = {}
+        self._wg_waits = None
+        self._table_stale = True
         self._routable = set()  # the kernel dropped our routes with the interface
         self._routable_version = -1
         self.pairs.interface_reset(now)
@@ -257,9 +265,7 @@ class Node:
     def wg_applied(self, version: int, now: float) -> None:
         """The daemon applied desired state ``version`` to WireGuard and the kernel."""
         if version == self.state_version:
-            if self._routable_version != version:  # the same routes: no need to walk them
-                self._routable = {route.dest for route in self._desired[1]}
-                self._routable_version = version
+            self._routable = self._desired_dests
             if not self.is_static:
                 self.pairs.handle_timer(now)
 
@@ -392,13 +398,15 @@ class Node:
         next packet)."""
         if now < self._fast_poll_until or self.pairs.awaiting_wg():
             return True
-        for session in self.sessions.values():
-            reading = self._wg.get(session.info.public_key)
-            if reading is None or reading.handshake_age is None:
-                return True
-            if self.is_static and reading.endpoint is None:
-                return True
-        return False
+        if self._wg_waits is None:  # (the same until a reading or a session changes)
+            self._wg_waits = any(self._awaits_wg(s) for s in self.sessions.values())
+        return self._wg_waits
+
+    def _awaits_wg(self, session: Session) -> bool:
+        reading = self._wg.get(session.info.public_key)
+        if reading is None or reading.handshake_age is None:
+            return True
+        return self.is_static and reading.endpoint is None
 
     def statistics(self, now: float) -> NodeStatus:
         return snapshot(
@@ -617,8 +625,10 @@ class Node:
 
     def _send_table(self, session: Session, now: float) -> None:
         """The whole table (a new session, or one that asked)."""
-        entries = self.table.entries(self.sessions, self._wg, now)
-        for part in self.table.full_parts(entries):
+        parts = self.table.cached_full()  # encoded once per version
+        if parts is None:
+            parts = self.table.full_parts(self.table.entries(self.sessions, self._wg, now))
+        for part in parts:
             self._send_encoded(part, self._addr_of(session), session.info.wg_ip)
         session.table_sent = self.table.version
 
@@ -638,6 +648,7 @@ class Node:
     def _mark_table_dirty(self, now: float) -> None:
         if not self.is_static:
             return
+        self._table_stale = False
         entries = self.table.entries(self.sessions, self._wg, now)
         if self.table.update(entries, now, self.timers.table_push_delay):
             self._fast_poll_until = now + FAST_POLL_AFTER_CHANGE
@@ -691,6 +702,8 @@ class Node:
         session = self.sessions.pop(wg_ip)
         session.watcher = None
         self._deadlines.discard(wg_ip)
+        self._wg_waits = None
+        self._table_stale = True
         contender = session.contender.keys if session.contender is not None else None
         for keys in (session.keys, session.previous, contender):
             if keys is not None:
@@ -730,7 +743,9 @@ class Node:
         routes = self._routing.routes
         # Unchanged peers are the same objects: these comparisons are cheap.
         if peers != self._desired[0] or routes != self._desired[1]:
-            self._desired = (peers, set(routes))  # a copy: routes change in place
+            # Copies (they change in place), made at C speed from stored hashes.
+            self._desired = (peers, set(routes))
+            self._desired_dests = set(self._routing.dests)
             self.state_version += 1
 
     # --- sessions ------------------------------------------------------------------
@@ -764,8 +779,10 @@ class Node:
             peer_ready=self.is_static,
         )
         self.sessions[wg_ip] = session
-        session.watcher = self._refile
+        session.watcher = self._on_session
         self._refile(session)
+        self._wg_waits = None
+        self._table_stale = True
         self._by_index[keys.local_index] = wg_ip
         self._sources = None
         if self._is_pair(wg_ip):
@@ -843,11 +860,19 @@ class Node:
             deadlines.append(session.contender.deadline)
         return min(deadlines, default=None)
 
+    def _on_session(self, session: Session, field: str) -> None:
+        """A session's field changed (``Session.watcher``)."""
+        if self.sessions.get(session.info.wg_ip) is not session:
+            return  # one we have forgotten (a replaced boot, a contender's holder)
+        if field in TIMED_FIELDS:
+            self._refile(session)
+        else:
+            self._table_stale = True
+            self._wg_waits = None
+
     def _refile(self, session: Session) -> None:
-        """A session's timing changed (``Session.watcher``): file its deadline."""
-        wg_ip = session.info.wg_ip
-        if self.sessions.get(wg_ip) is session:
-            self._deadlines.file(wg_ip, self._session_deadline(session))
+        """File the session's next deadline."""
+        self._deadlines.file(session.info.wg_ip, self._session_deadline(session))
 
     def _refile_all(self) -> None:
         self._deadlines.clear()
@@ -1046,3 +1071,10 @@ class _Parts:
 
     def jitter(self, interval: float) -> float:
         return self._node._jitter(interval)
+
+
+def _endpoints_differ(old: Mapping[str, WgPeerReading], new: Mapping[str, WgPeerReading]) -> bool:
+    """Other keys, or another endpoint for one of them."""
+    if old.keys() != new.keys():
+        return True
+    return any(old[key].endpoint != reading.endpoint for key, reading in new.items())

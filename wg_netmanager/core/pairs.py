@@ -503,6 +503,10 @@ class Pairs:
             if age is not None and age <= now - path.started + 1.0:
                 self._go_direct(wg_ip, path, T.HANDSHAKE, now)
                 self._send_ready(wg_ip, path, direct=True)
+                # Relayed too: until the peer has moved our /32 to the link,
+                # its WireGuard drops what comes over the link (this Ready
+                # included), and ours what it sends via the gateway.
+                self._host.send_relayed(wire.Ready(path.attempt, direct=True), wg_ip)
                 return
         elif path.state is S.DIRECT:
             age = reading.handshake_age if reading else None

@@ -77,10 +77,6 @@ def desired_peers_and_routes(
     return peers, routes
 
 
-def _address_key(network: IPv4Network) -> int:
-    return int(network.network_address)
-
-
 class Routing:
     """Rules 1-4, kept up to date with what changed instead of recomputed.
 
@@ -95,8 +91,11 @@ class Routing:
         self.me = me
         self.gateways: dict[IPv4Address, IPv4Address] = {}
         self.routes: set[Route] = set()
-        # Per direct peer: its AllowedIPs, sorted, and a counter of their changes.
+        self.dests: dict[IPv4Address, Route] = {}  # the routes by destination
+        # Per direct peer: its AllowedIPs, sorted (by address as an integer,
+        # alongside), and a counter of their changes.
         self._allowed: dict[IPv4Address, list[IPv4Network]] = {}
+        self._allowed_keys: dict[IPv4Address, list[int]] = {}
         self._allowed_changes: dict[IPv4Address, int] = {}
         self._direct: frozenset[IPv4Address] = frozenset()
         self._candidates: tuple[IPv4Address, ...] = ()
@@ -136,23 +135,33 @@ class Routing:
                 continue
             if old is not None:
                 del self.gateways[ip]
-                self.routes.discard(Route(ip, old))
+                self._route(Route(ip, old), False)
                 self._disallow(old, ip)
             if gateway is not None:
                 self.gateways[ip] = gateway
-                self.routes.add(Route(ip, gateway))
+                self._route(Route(ip, gateway), True)
                 self._allow(gateway, ip)
                 via_changed.append((ip, gateway))
             elif ip not in keys:
                 gone.append(ip)
         for ip in moved_direct:
+            self._route(Route(ip), ip in keys)
             if ip in keys:
-                self.routes.add(Route(ip))
                 self._allow(ip, ip)
             else:
-                self.routes.discard(Route(ip))
                 self._disallow(ip, ip)
         return via_changed, gone
+
+    def _route(self, route: Route, present: bool) -> None:
+        # A destination may have two routes for a moment (direct, and via a
+        # gateway) while an update moves it from one to the other.
+        if present:
+            self.routes.add(route)
+            self.dests[route.dest] = route
+        else:
+            self.routes.discard(route)
+            if self.dests.get(route.dest) == route:
+                del self.dests[route.dest]
 
     def peers(
         self,
@@ -189,17 +198,24 @@ class Routing:
         return peers
 
     def _allow(self, peer: IPv4Address, ip: IPv4Address) -> None:
-        allowed = self._allowed.setdefault(peer, [])
-        bisect.insort(allowed, IPv4Network(ip), key=_address_key)
+        number = int(ip)
+        keys = self._allowed_keys.setdefault(peer, [])
+        at = bisect.bisect_left(keys, number)
+        keys.insert(at, number)
+        # (int, 32): three times faster than IPv4Network(ip).
+        self._allowed.setdefault(peer, []).insert(at, IPv4Network((number, 32)))
         self._allowed_changes[peer] = self._allowed_changes.get(peer, 0) + 1
 
     def _disallow(self, peer: IPv4Address, ip: IPv4Address) -> None:
-        allowed = self._allowed.get(peer, [])
-        at = bisect.bisect_left(allowed, int(ip), key=_address_key)
-        if at < len(allowed) and allowed[at].network_address == ip:
-            del allowed[at]
-        if allowed:
+        number = int(ip)
+        keys = self._allowed_keys.get(peer, [])
+        at = bisect.bisect_left(keys, number)
+        if at < len(keys) and keys[at] == number:
+            del keys[at]
+            del self._allowed[peer][at]
+        if keys:
             self._allowed_changes[peer] = self._allowed_changes.get(peer, 0) + 1
         else:  # no longer a peer: peers() keeps nothing of it either
             self._allowed.pop(peer, None)
+            self._allowed_keys.pop(peer, None)
             self._allowed_changes.pop(peer, None)

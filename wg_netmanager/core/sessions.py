@@ -89,8 +89,10 @@ class Contender:
     ping_seq: int
 
 
-# Session fields a node's timer depends on (see Session.watcher).
+# Session fields a node's timer depends on, and those its table (a
+# static's) says (see Session.watcher).
 TIMED_FIELDS = frozenset({"last_heard", "next_ping", "contender"})
+WATCHED_FIELDS = TIMED_FIELDS | {"info", "addr"}
 
 
 @dataclass
@@ -98,8 +100,10 @@ class Session:
     """An authenticated conversation with one node (one boot of it).
 
     Setting ``last_heard``, ``next_ping`` or ``contender`` calls ``watcher``
-    (its node files the session's next deadline, core/deadlines.py): no code
-    path can move a deadline without the node's timer knowing.
+    with the field's name (its node files the session's next deadline,
+    core/deadlines.py), and so does setting ``info`` or ``addr`` (what a
+    static's table says): no code path can move a deadline or change the
+    table without the node knowing.
     """
 
     info: NodeInfo
@@ -126,14 +130,14 @@ class Session:
     path_token: int | None = None
     path_addr: Endpoint | None = None
     table_sent: int = 0  # our table version this session has (we are a static)
-    watcher: Callable[[Session], None] | None = field(default=None, repr=False, compare=False)
+    watcher: Callable[[Session, str], None] | None = field(default=None, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
-        if name in TIMED_FIELDS:
+        if name in WATCHED_FIELDS:
             watcher = self.__dict__.get("watcher")
             if watcher is not None:
-                watcher(self)
+                watcher(self, name)
 
     def record_ping(self, now: float) -> int:
         """A ping goes out now: its sequence number (its send time is kept for the RTT)."""

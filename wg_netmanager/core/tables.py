@@ -109,6 +109,12 @@ class OwnTable:
             return 0, []
         return base, self._encode(changed, base, removed)
 
+    def cached_full(self) -> list[bytes] | None:
+        """The whole table of this version if it was encoded already."""
+        if self._full is None or self._full[0] != self.version:
+            return None
+        return self._full[1]
+
     def full_parts(self, entries: list[TableEntry]) -> list[bytes]:
         """The whole table, encoded once per version."""
         if self._full is None or self._full[0] != self.version:
