@@ -141,6 +141,9 @@ class SimNet:
         self.rng = Random(seed)
         self.timers = timers or Timers()
         self.latency = latency
+        # Extra delay, uniform in [0, jitter), per datagram: later datagrams
+        # may overtake earlier ones (reordering).
+        self.jitter = 0.0
         self.loss = loss
         self.subnet = subnet
         self.now = 0.0
@@ -433,7 +436,8 @@ class SimNet:
             return
         if self.rng.random() < self.loss:
             return
-        self._schedule(self.now + self.latency, lambda: self._deliver(target, data, source))
+        delay = self.latency + self._jitter()
+        self._schedule(self.now + delay, lambda: self._deliver(target, data, source))
 
     def _tunnel(self, host: Host, port: int, dest: Endpoint, data: bytes) -> None:
         """An admin datagram to a wg IP: it arrives if the WireGuard path works."""
@@ -446,7 +450,11 @@ class SimNet:
         if self.rng.random() < self.loss:
             return
         source = (str(host.wg_ip), port)
-        self._schedule(self.now + self.latency * 2, lambda: self._deliver(target, data, source))
+        delay = self.latency * 2 + self._jitter()
+        self._schedule(self.now + delay, lambda: self._deliver(target, data, source))
+
+    def _jitter(self) -> float:
+        return self.rng.uniform(0.0, self.jitter) if self.jitter > 0 else 0.0
 
     # --- the WireGuard model ----------------------------------------------
 
