@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
+from typing import ParamSpec, TypeVar
 
 from tests.helpers import SUBNET, make_node
 from wg_netmanager.core import events as ev
@@ -42,13 +44,15 @@ from wg_netmanager.core.node import Node
 from wg_netmanager.core.sessions import StaticTarget
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import KeyPair
-from wg_netmanager.model import DEFAULT_ROUTE, Endpoint, Gateway, WgPeer, WgPeerReading
+from wg_netmanager.model import DEFAULT_ROUTE, Endpoint, Gateway, Route, WgPeer, WgPeerReading
 from wg_netmanager.wire import NodeInfo
 
 WG_TICK = 0.02  # seconds between two readings of "wg show", by default
 UDP_IP = 28  # IPv4 and UDP headers
 KEEPALIVE = 32  # a WireGuard keepalive (an empty data message)
 HANDSHAKE = 148 + 92 + KEEPALIVE + 3 * UDP_IP  # both ways, with the confirming keepalive
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
 @dataclass
@@ -104,11 +108,24 @@ class Host:
     # the SimNet's), and the exit node it opted in to.
     gateways: tuple[Gateway, ...] | None = None
     exit_node: IPv4Address | None = None
+    # Told when address, nat or lan change (a host roams): the network's
+    # indexes of who is where are rebuilt.
+    on_move: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in _PLACE:
+            moved = self.__dict__.get("on_move")
+            if moved is not None:
+                moved()
 
     @property
     def network(self) -> IPv4Network:
         """The prefix of its underlay address (its connected route)."""
         return IPv4Network(f"{self.address}/24", strict=False)
+
+
+_PLACE = frozenset({"address", "nat", "lan"})
 
 
 @dataclass
@@ -118,6 +135,32 @@ class Device:
     name: str
     address: str
     lan: str
+
+
+class _PeerIndex:
+    """One host's desired peers by AllowedIPs: the /32s (as the core makes
+    them for nodes) in a dict, the few wider networks (gateways' networks, a
+    mobile's subnet) longest first. A lookup is WireGuard's: the longest
+    prefix that holds the address, the first peer among equals."""
+
+    def __init__(self, peers: dict[str, WgPeer]) -> None:
+        self.peers = peers
+        self.owner: dict[IPv4Address, WgPeer] = {}
+        wider: list[tuple[IPv4Network, WgPeer]] = []
+        for peer in peers.values():
+            for net in peer.allowed_ips:
+                if net.prefixlen == 32:
+                    self.owner.setdefault(net.network_address, peer)
+                else:
+                    wider.append((net, peer))
+        wider.sort(key=lambda item: -item[0].prefixlen)  # (stable: the first among equals)
+        self.wider = wider
+
+    def lookup(self, address: IPv4Address) -> WgPeer | None:
+        peer = self.owner.get(address)
+        if peer is not None:
+            return peer
+        return next((p for net, p in self.wider if address in net), None)
 
 
 class SimNet:
@@ -130,7 +173,12 @@ class SimNet:
         wg_period: float | None = None,
         lazy: bool = False,
         gateways: Sequence[Gateway] = (),
+        *,
+        subnet: IPv4Network = SUBNET,
+        wg_reads: str = "tick",
     ) -> None:
+        if wg_reads not in ("tick", "daemon"):
+            raise ValueError(f"wg_reads: 'tick' or 'daemon', not {wg_reads!r}")
         self.lazy = lazy  # lazy direct links (network.yaml links: lazy)
         self.rng = Random(seed)
         self.gateways = tuple(gateways)
@@ -140,7 +188,11 @@ class SimNet:
         self.events: list[tuple[float, str, ev.Event]] = []
         self.timers = timers or Timers()
         self.latency = latency
+        # Extra delay, uniform in [0, jitter), per datagram: later datagrams
+        # may overtake earlier ones (reordering).
+        self.jitter = 0.0
         self.loss = loss
+        self.subnet = subnet
         self.now = 0.0
         self.hosts: dict[str, Host] = {}
         self.statics: list[tuple[str, IPv4Address, int, int]] = []
@@ -151,6 +203,7 @@ class SimNet:
         self._spins: dict[str, int] = {}  # timer fired with no progress, per host
         self.sent_bytes: dict[str, int] = {}
         self.underlay: dict[str, int] = {}  # bytes in and out per host (see the docstring)
+        self.received: dict[str, int] = {}  # admin datagrams delivered, per host
         self._learned: dict[tuple[str, str], Endpoint] = {}
         # The WireGuard model's per-peer state, by (host name, peer key).
         self._handshake_at: dict[tuple[str, str], float] = {}
@@ -158,10 +211,37 @@ class SimNet:
         self._tx: dict[tuple[str, str], int] = {}
         self._keepalive_at: dict[tuple[str, str], float] = {}
         self._desired_keys: dict[str, frozenset[str]] = {}  # per host, at the last tick
+        # Per host, the peer keys that have any of that state (so a removed
+        # peer's state is found without scanning everyone's).
+        self._state_keys: dict[str, set[str]] = {}
+        # Keepalives and handshakes (bytes) per host, as WireGuard sends them.
+        self.keepalive_bytes: dict[str, int] = {}
+        self.handshake_bytes: dict[str, int] = {}
         # User traffic: (from, to) -> bytes per second, e.g. a ping running.
         self.flows: dict[tuple[str, str], float] = {}
         self.wg_period = wg_period  # see run_until
         self._next_wg = 0.0
+        # "tick": every core reads `wg show` every tick (WG_TICK or wg_period).
+        # "daemon": each on its own schedule, as the daemon does (its
+        # wg_poll_interval, and soon after its desired state changed); the
+        # tick then only carries the flows. Cheaper for many nodes.
+        self.wg_reads = wg_reads
+        self._wg_read_at: dict[str, float] = {}  # daemon reads: the next one, per host
+        self._wg_last_read: dict[str, float] = {}
+        self._wg_applied: dict[str, int] = {}
+        # CPU seconds spent inside each core (receive, timers, readings ...),
+        # measured with time.process_time while ``measure_cpu`` is true.
+        self.measure_cpu = False
+        self.cpu: dict[str, float] = {}
+        # Indexes: who has which wg IP, key, underlay or NAT address.
+        self._by_wg_ip: dict[str, Host] = {}
+        self._by_key_index: dict[str, Host] = {}
+        self._order: dict[str, int] = {}
+        self._at_address: dict[str, list[Host]] | None = None  # None: rebuild
+        self._behind_nat: dict[str, list[Host]] = {}
+        # Per host: (desired peers, desired routes) as last indexed, by destination.
+        self._peer_index: dict[str, _PeerIndex] = {}
+        self._route_index: dict[str, tuple[object, dict[IPv4Address, Route]]] = {}
 
     # --- building -------------------------------------------------------
 
@@ -179,7 +259,11 @@ class SimNet:
         octet = int(wg_ip.rsplit(".", 1)[1])
         host = Host(name, address, IPv4Address(wg_ip), 50000 + octet, 50500 + octet, nat, lan)
         host.mobile = mobile
+        host.on_move = self._moved
         self.hosts[name] = host
+        self._order[name] = len(self._order)
+        self._by_wg_ip.setdefault(str(host.wg_ip), host)
+        self._moved()
         if static:
             self.statics.append((address, host.wg_ip, host.wg_port, host.admin_port))
         return host
@@ -191,6 +275,7 @@ class SimNet:
 
     def start(self, name: str) -> None:
         host = self.hosts[name]
+        self._unindex_key(host)
         host.keys = KeyPair.generate()
         info = NodeInfo(
             wg_ip=host.wg_ip,
@@ -204,6 +289,7 @@ class SimNet:
             StaticTarget(wg_ip=ip, host=addr, wg_port=wp, admin_port=ap, address=addr)
             for addr, ip, wp, ap in self.statics
         ]
+        started = time.process_time() if self.measure_cpu else 0.0
         host.node = make_node(
             info,
             statics=statics,
@@ -213,12 +299,19 @@ class SimNet:
             local_addresses=[host.address],
             private_key=host.keys.private,
             lazy=self.lazy,
+            subnet=self.subnet,
             gateways=self.gateways if host.gateways is None else host.gateways,
             exit_node=host.exit_node,
         )
         host.node.set_local_networks([host.network], self.clock(host))
+        if self.measure_cpu:
+            self._charge(host, time.process_time() - started)
+        self._by_key_index.setdefault(host.keys.public_b64, host)
         host.up = True
         self._after(host)
+        if self.wg_reads == "daemon":
+            self._wg_applied.pop(name, None)
+            self._read_wg_at(host, self.now)
 
     def stop(self, name: str, clean: bool = True) -> None:
         host = self.hosts[name]
@@ -227,6 +320,7 @@ class SimNet:
             self._flush(host)
         host.up = False
         host.node = None
+        self._unindex_key(host)
 
     # --- running --------------------------------------------------------
 
@@ -236,7 +330,9 @@ class SimNet:
         The WireGuard model reads every ``WG_TICK`` seconds, counted from the
         start of each call; with ``wg_period`` set, every ``wg_period``
         seconds on one schedule across calls instead (coarser and cheaper,
-        for a long run advanced in small real-time steps).
+        for a long run advanced in small real-time steps). With ``wg_reads``
+        "daemon" the tick carries only the flows, and each core's readings
+        are events of their own (see ``_read_wg_at``).
         """
         tick = self.wg_period or WG_TICK
         next_wg = self.now if self.wg_period is None else self._next_wg
@@ -245,7 +341,8 @@ class SimNet:
             if next_wg <= next_event and next_wg <= t:
                 self.now = next_wg
                 self._traffic(tick)
-                self._feed_wg()
+                if self.wg_reads == "tick":
+                    self._feed_wg()
                 next_wg += tick
                 continue
             if next_event > t:
@@ -275,13 +372,26 @@ class SimNet:
     def _schedule(self, when: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._queue, (when, next(self._seq), action))
 
+    def _charge(self, host: Host, seconds: float) -> None:
+        self.cpu[host.name] = self.cpu.get(host.name, 0.0) + seconds
+
+    def _timed(self, host: Host, call: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
+        """``call(...)``, a call into ``host``'s core, its CPU charged to the host."""
+        if not self.measure_cpu:
+            return call(*args, **kw)
+        started = time.process_time()
+        try:
+            return call(*args, **kw)
+        finally:
+            self._charge(host, time.process_time() - started)
+
     def _after(self, host: Host) -> None:
         """After any input: send what the core wants to send, re-arm its timer."""
         self._flush(host)
         node = host.node
         if node is None:
             return
-        due = node.get_timer()
+        due = self._timed(host, node.get_timer) if self.measure_cpu else node.get_timer()
         if due is not None and self._timer_due.get(host.name) != due:
             self._timer_due[host.name] = due
             node_at_schedule = node
@@ -289,16 +399,18 @@ class SimNet:
             def fire() -> None:
                 if host.node is node_at_schedule and self._timer_due.get(host.name) == due:
                     self._timer_due.pop(host.name, None)
-                    node_at_schedule.handle_timer(self.clock(host))
+                    self._timed(host, node_at_schedule.handle_timer, self.clock(host))
                     self._check_spin(host)
                     self._after(host)
 
             self._schedule(max(due - host.clock_offset, self.now), fire)
+        if self.wg_reads == "daemon":
+            self._wake_wg(host)
 
     def _check_spin(self, host: Host) -> None:
         """A core whose deadline stays due after handle_timer would hang the run."""
         node = host.node
-        due = None if node is None else node.get_timer()
+        due = None if node is None else self._timed(host, node.get_timer)
         if due is None or due > self.clock(host):
             self._spins.pop(host.name, None)
             return
@@ -310,17 +422,32 @@ class SimNet:
             )
 
     def _flush(self, host: Host) -> None:
-        if host.node is None:
+        node = host.node
+        if node is None:
             return
-        happened = host.node.events()
+        started = time.process_time() if self.measure_cpu else 0.0
+        happened = node.events()
+        node.take_resolve_requests()
+        out = node.datagrams_to_send()
+        if self.measure_cpu:
+            self._charge(host, time.process_time() - started)
         if self.record_events:
             self.events += [(self.now, host.name, event) for event in happened]
-        host.node.take_resolve_requests()
-        for data, dest in host.node.datagrams_to_send():
+        for data, dest in out:
             self.sent_bytes[host.name] = self.sent_bytes.get(host.name, 0) + len(data) + 28
-            if IPv4Address(dest[0]) not in SUBNET:  # (tunnelled: counted on its first hop)
+            if IPv4Address(dest[0]) not in self.subnet:  # (tunnelled: counted on its first hop)
                 self._meter(host, len(data) + UDP_IP)
             self._transmit(host, host.admin_port, dest, data)
+
+    def _deliver(self, target: Host, data: bytes, source: Endpoint, metered: bool = False) -> None:
+        """``metered``: over the underlay (a tunnelled one is counted on its first hop)."""
+        node = target.node
+        if node is not None and target.up:
+            if metered:
+                self._meter(target, len(data) + UDP_IP)
+            self.received[target.name] = self.received.get(target.name, 0) + 1
+            self._timed(target, node.receive_datagram, data, source, self.clock(target))
+            self._after(target)
 
     # --- the underlay ---------------------------------------------------
 
@@ -329,20 +456,38 @@ class SimNet:
             return (host.address, port)
         return host.nat.outbound((host.address, port), dest)
 
+    def _moved(self) -> None:
+        self._at_address = None
+
+    def _places(self) -> tuple[dict[str, list[Host]], dict[str, list[Host]]]:
+        """Hosts by underlay address, and by the outside address of their NAT."""
+        if self._at_address is None:
+            self._at_address, self._behind_nat = {}, {}
+            for host in self.hosts.values():
+                self._at_address.setdefault(host.address, []).append(host)
+                if host.nat is not None:
+                    self._behind_nat.setdefault(host.nat.public_ip, []).append(host)
+        return self._at_address, self._behind_nat
+
     def _find(self, dest: Endpoint, sender: Host) -> Host | None:
-        for host in self.hosts.values():
-            if host.address == dest[0] and (
-                host.nat is None or (host.lan is not None and host.lan == sender.lan)
-            ):
+        """The first host (in the order they were added) that ``dest`` reaches."""
+        at_address, behind_nat = self._places()
+        found: Host | None = None
+        for host in at_address.get(dest[0], ()):
+            if host.nat is None or (host.lan is not None and host.lan == sender.lan):
+                found = host
+                break
+        for host in behind_nat.get(dest[0], ()):
+            if found is not None and self._order[host.name] > self._order[found.name]:
+                break
+            assert host.nat is not None
+            inside = host.nat.inbound(dest[1], (sender.address, 0))
+            if inside is not None and inside[0] == host.address:
                 return host
-            if host.nat is not None and host.nat.public_ip == dest[0]:
-                inside = host.nat.inbound(dest[1], (sender.address, 0))
-                if inside is not None and inside[0] == host.address:
-                    return host
-        return None
+        return found
 
     def _transmit(self, host: Host, port: int, dest: Endpoint, data: bytes) -> None:
-        if IPv4Address(dest[0]) in SUBNET:
+        if IPv4Address(dest[0]) in self.subnet:
             self._tunnel(host, port, dest, data)
             return
         target = self._find(dest, host)
@@ -357,18 +502,12 @@ class SimNet:
             return
         if self.rng.random() < self.loss:
             return
-
-        def arrive() -> None:
-            if target.node is not None and target.up:
-                self._meter(target, len(data) + UDP_IP)
-                target.node.receive_datagram(data, source, self.clock(target))
-                self._after(target)
-
-        self._schedule(self.now + self.latency, arrive)
+        delay = self.latency + self._jitter()
+        self._schedule(self.now + delay, lambda: self._deliver(target, data, source, metered=True))
 
     def _tunnel(self, host: Host, port: int, dest: Endpoint, data: bytes) -> None:
         """An admin datagram to a wg IP: it arrives if the WireGuard path works."""
-        target = next((h for h in self.hosts.values() if str(h.wg_ip) == dest[0]), None)
+        target = self._by_wg_ip.get(dest[0])
         if target is None:
             return
         self._count_first_hop(host, target.wg_ip, len(data) + 60)
@@ -376,21 +515,54 @@ class SimNet:
             return
         if self.rng.random() < self.loss:
             return
+        source = (str(host.wg_ip), port)
+        delay = self.latency * 2 + self._jitter()
+        self._schedule(self.now + delay, lambda: self._deliver(target, data, source))
 
-        def arrive() -> None:
-            if target.node is not None and target.up:
-                target.node.receive_datagram(data, (str(host.wg_ip), port), self.clock(target))
-                self._after(target)
-
-        self._schedule(self.now + self.latency * 2, arrive)
+    def _jitter(self) -> float:
+        return self.rng.uniform(0.0, self.jitter) if self.jitter > 0 else 0.0
 
     # --- the WireGuard model ----------------------------------------------
 
     def _by_key(self, public_key: str) -> Host | None:
-        for host in self.hosts.values():
-            if host.node is not None and host.node.info.public_key == public_key:
-                return host
-        return None
+        host = self._by_key_index.get(public_key)
+        if host is None or host.node is None or host.node.info.public_key != public_key:
+            return None
+        return host
+
+    def _unindex_key(self, host: Host) -> None:
+        if host.keys is not None and self._by_key_index.get(host.keys.public_b64) is host:
+            del self._by_key_index[host.keys.public_b64]
+
+    def _peer_index_of(self, host: Host) -> _PeerIndex:
+        assert host.node is not None
+        peers = host.node.desired_peers()
+        index = self._peer_index.get(host.name)
+        if index is None or index.peers is not peers:
+            index = self._peer_index[host.name] = _PeerIndex(peers)
+        return index
+
+    def _peer_owning(self, host: Host, dest: IPv4Address) -> WgPeer | None:
+        """The peer ``host``'s WireGuard sends ``dest`` to (and accepts it from)."""
+        return self._peer_index_of(host).lookup(dest)
+
+    def _allows(self, host: Host, public_key: str, source: IPv4Address) -> bool:
+        """Does ``host`` accept packets from ``source`` over its peer ``public_key``?"""
+        index = self._peer_index_of(host)
+        peer = index.peers.get(public_key)
+        return peer is not None and index.lookup(source) is peer
+
+    def _route_to(self, host: Host, dest: IPv4Address) -> Route | None:
+        """``host``'s desired route for ``dest`` (the first, if there were several)."""
+        assert host.node is not None
+        routes = host.node.desired_routes()
+        cached = self._route_index.get(host.name)
+        if cached is None or cached[0] is not routes:
+            index: dict[IPv4Address, Route] = {}
+            for route in routes:
+                index.setdefault(route.dest, route)
+            cached = self._route_index[host.name] = (routes, index)
+        return cached[1].get(dest)
 
     def wg_link_up(self, a: Host, b: Host) -> bool:
         """Both have each other as peers and one of them knows where the other is."""
@@ -405,8 +577,15 @@ class SimNet:
         up = self._reaches(a, b, self._endpoint(a, b)) or self._reaches(b, a, self._endpoint(b, a))
         if up:
             # Like WireGuard, both remember where the other's packets came from.
-            self._learned[(a.name, b.node.info.public_key)] = self._wg_source(b, a)
-            self._learned[(b.name, a.node.info.public_key)] = self._wg_source(a, b)
+            learned = self._learned
+            pair = (a.name, b.node.info.public_key)
+            if pair not in learned:
+                self._touch(pair)
+            learned[pair] = self._wg_source(b, a)
+            pair = (b.name, a.node.info.public_key)
+            if pair not in learned:
+                self._touch(pair)
+            learned[pair] = self._wg_source(a, b)
         return up
 
     def _endpoint(self, a: Host, b: Host) -> Endpoint | None:
@@ -448,7 +627,7 @@ class SimNet:
         ``underlay``: the bytes on the wire (default: one packet, ``size`` + 28)."""
         if host.node is None:
             return
-        peer = peer_for(host.node, dest)
+        peer = self._peer_owning(host, dest)
         if peer is None:
             return
         wire_size = size + UDP_IP if underlay is None else underlay
@@ -462,13 +641,24 @@ class SimNet:
     def _meter(self, host: Host, size: float) -> None:
         self.underlay[host.name] = self.underlay.get(host.name, 0) + round(size)
 
-    @staticmethod
-    def _add(counters: dict[tuple[str, str], int], key: tuple[str, str], size: float) -> None:
-        counters[key] = counters.get(key, 0) + round(size)
+    def _add(self, counters: dict[tuple[str, str], int], key: tuple[str, str], size: float) -> None:
+        count = counters.get(key)
+        if count is None:
+            count = 0
+            self._touch(key)
+        counters[key] = count + round(size)
+
+    def _touch(self, pair: tuple[str, str]) -> None:
+        """Per-peer state now exists for ``pair`` (host name, peer key)."""
+        keys = self._state_keys.get(pair[0])
+        if keys is None:
+            keys = self._state_keys[pair[0]] = set()
+        keys.add(pair[1])
 
     def _traffic(self, tick: float) -> None:
-        """One tick of user flows and persistent keepalives. A flow is also the
-        demand both ends' sensors would see (lazy links)."""
+        """One tick of user flows (and, unless each core reads on its own
+        schedule, persistent keepalives). A flow is also the demand both
+        ends' sensors would see (lazy links)."""
         demand: dict[str, set[IPv4Address]] = {}
         for (a, b), rate in self.flows.items():
             src, dst = self.hosts[a], self.hosts[b]
@@ -480,22 +670,37 @@ class SimNet:
         for name, destinations in demand.items():
             host = self.hosts[name]
             if host.node is not None:
-                host.node.set_demand(destinations, self.clock(host))
-                self._after(host)
-        for host in self.hosts.values():
-            if host.node is None:
+                self._demand(host, host.node, destinations)
+        if self.wg_reads == "tick":
+            for host in self.hosts.values():
+                self._keepalives(host)
+
+    def _demand(self, host: Host, node: Node, destinations: set[IPv4Address]) -> None:
+        now = self.clock(host)
+        self._timed(host, node.set_demand, destinations, now)
+        self._after(host)
+
+    def _keepalives(self, host: Host) -> None:
+        """Persistent keepalives ``host``'s WireGuard has sent by now."""
+        if host.node is None:
+            return
+        for key, peer in host.node.desired_peers().items():
+            pair = (host.name, key)
+            if peer.persistent_keepalive <= 0:
+                self._keepalive_at.pop(pair, None)
                 continue
-            for key, peer in host.node.desired_peers().items():
-                pair = (host.name, key)
-                if peer.persistent_keepalive <= 0:
-                    self._keepalive_at.pop(pair, None)
-                    continue
-                due = self._keepalive_at.setdefault(pair, self.now)
-                if self.now < due:
-                    continue
-                self._keepalive_at[pair] = self.now + peer.persistent_keepalive
+            due = self._keepalive_at.get(pair)
+            if due is None:
+                due = self._keepalive_at[pair] = self.now
+                self._touch(pair)
+            while self.now >= due:
+                if self.wg_reads == "tick":  # one per tick (due from this tick)
+                    due = self._keepalive_at[pair] = self.now + peer.persistent_keepalive
+                else:  # those since the last reading
+                    due = self._keepalive_at[pair] = due + peer.persistent_keepalive
                 self._add(self._tx, pair, KEEPALIVE)
                 self._meter(host, KEEPALIVE + UDP_IP)
+                self.keepalive_bytes[host.name] = self.keepalive_bytes.get(host.name, 0) + KEEPALIVE
                 other = self._by_key(key)
                 if other is not None and other.node is not None and self.wg_link_up(host, other):
                     self._add(self._rx, (other.name, host.node.info.public_key), KEEPALIVE)
@@ -503,66 +708,127 @@ class SimNet:
 
     def _feed_wg(self) -> None:
         for host in self.hosts.values():
+            self._read_wg(host)
+
+    def _read_wg(self, host: Host) -> None:
+        """One reading of ``host``'s `wg show`, then the desired state applied."""
+        node = host.node
+        if node is None:
+            return
+        readings = {}
+        desired = node.desired_peers()
+        keys = frozenset(desired)
+        if self._desired_keys.get(host.name) != keys:
+            self._desired_keys[host.name] = keys
+            had = self._state_keys.get(host.name, set())
+            gone = had - keys
+            states = (self._handshake_at, self._rx, self._tx, self._keepalive_at, self._learned)
+            for key in gone:
+                # A removed peer comes back with no handshake and zero counters.
+                for state in states:
+                    state.pop((host.name, key), None)
+            had -= gone
+        for key, peer in desired.items():
+            other = self._by_key(key)
+            up = other is not None and self.wg_link_up(host, other)
+            endpoint = peer.endpoint
+            if up and endpoint is None and other is not None:
+                endpoint = self._source_seen_by(other, other.wg_port, host, (host.address, 0))
+            pair = (host.name, key)
+            last = self._handshake_at.get(pair)
+            if up and (last is None or self.now - last >= 120.0):
+                self._handshake_at[pair] = self.now
+                # Each end as the initiator of its own: initiation and
+                # confirming keepalive out, the response in.
+                self._add(self._tx, pair, 148 + KEEPALIVE)
+                self._add(self._rx, pair, 92)
+                self._meter(host, HANDSHAKE)
+                sent = self.handshake_bytes.get(host.name, 0) + 148 + KEEPALIVE
+                self.handshake_bytes[host.name] = sent
+            since = self._handshake_at.get(pair)
+            readings[key] = WgPeerReading(
+                public_key=key,
+                endpoint=endpoint,
+                allowed_ips=peer.allowed_ips,
+                handshake_age=None if since is None else self.now - since,
+                rx_bytes=self._rx.get(pair, 0),
+                tx_bytes=self._tx.get(pair, 0),
+            )
+        now = self.now + host.clock_offset
+        started = time.process_time() if self.measure_cpu else 0.0
+        node.update_wg(readings, now)
+        # The daemon applies the desired state right after computing it.
+        version = node.state_version
+        node.wg_applied(version, now)
+        if self.measure_cpu:
+            self._charge(host, time.process_time() - started)
+        self._wg_applied[host.name] = version
+        self._after(host)
+
+    # --- reading `wg show` as the daemon does ------------------------------------
+
+    def _read_wg_at(self, host: Host, when: float) -> None:
+        """Schedule ``host``'s next reading at ``when`` (unless one is due sooner)."""
+        current = self._wg_read_at.get(host.name)
+        if current is not None and current <= when:
+            return
+        self._wg_read_at[host.name] = when
+        node = host.node
+
+        def read() -> None:
+            if self._wg_read_at.get(host.name) != when or host.node is not node:
+                return
+            del self._wg_read_at[host.name]
+            self._wg_last_read[host.name] = self.now
+            self._keepalives(host)
+            version = self._wg_applied.get(host.name)
+            self._read_wg(host)
             if host.node is None:
-                continue
-            readings = {}
-            desired = host.node.desired_peers()
-            keys = frozenset(desired)
-            if self._desired_keys.get(host.name) != keys:
-                self._desired_keys[host.name] = keys
-                states = (self._handshake_at, self._rx, self._tx, self._keepalive_at, self._learned)
-                gone = {p for st in states for p in st if p[0] == host.name and p[1] not in keys}
-                for pair in gone:
-                    # A removed peer comes back with no handshake and zero counters.
-                    for state in states:
-                        state.pop(pair, None)
-            for key, peer in desired.items():
-                other = self._by_key(key)
-                up = other is not None and self.wg_link_up(host, other)
-                endpoint = peer.endpoint
-                if up and endpoint is None and other is not None:
-                    endpoint = self._source_seen_by(other, other.wg_port, host, (host.address, 0))
-                pair = (host.name, key)
-                last = self._handshake_at.get(pair)
-                if up and (last is None or self.now - last >= 120.0):
-                    self._handshake_at[pair] = self.now
-                    # Each end as the initiator of its own: initiation and
-                    # confirming keepalive out, the response in.
-                    self._add(self._tx, pair, 148 + KEEPALIVE)
-                    self._add(self._rx, pair, 92)
-                    self._meter(host, HANDSHAKE)
-                since = self._handshake_at.get(pair)
-                readings[key] = WgPeerReading(
-                    public_key=key,
-                    endpoint=endpoint,
-                    allowed_ips=peer.allowed_ips,
-                    handshake_age=None if since is None else self.now - since,
-                    rx_bytes=self._rx.get(pair, 0),
-                    tx_bytes=self._tx.get(pair, 0),
-                )
-            host.node.update_wg(readings, self.clock(host))
-            # The daemon applies the desired state right after computing it.
-            host.node.wg_applied(host.node.state_version, self.clock(host))
-            self._after(host)
+                return
+            if self._wg_applied.get(host.name) != version and host.node.desired_peers():
+                self._read_wg_at(host, self.now + WG_TICK)  # read back what was applied
+            else:
+                self._read_wg_at(host, self.now + host.node.wg_poll_interval(self.clock(host)))
+
+        self._schedule(when, read)
+
+    def _wake_wg(self, host: Host) -> None:
+        """The daemon's wake-up after an input: a changed desired state is
+        applied at once (a read takes WG_TICK), and a core that wants a
+        reading sooner than planned gets it."""
+        node = host.node
+        if node is None:
+            return
+        soonest = self._wg_last_read.get(host.name, -WG_TICK) + WG_TICK
+        if node.state_version != self._wg_applied.get(host.name):
+            self._read_wg_at(host, max(self.now, soonest))
+            return
+        planned = self._wg_read_at.get(host.name)
+        now = self.clock(host)
+        fast = self.timers.wg_poll_fast
+        if (
+            planned is not None
+            and planned > self.now + fast
+            and self.now + node.wg_poll_interval(now) < planned
+        ):
+            self._read_wg_at(host, max(self.now, soonest))
 
     def _forward(self, src: Host, dst_ip: IPv4Address, origin: IPv4Address) -> Host | None:
         """One hop of a packet from ``origin`` at ``src`` towards ``dst_ip``."""
         assert src.node is not None
-        route = next((r for r in src.node.desired_routes() if r.dest == dst_ip), None)
-        if route is None and dst_ip not in SUBNET:
+        route = self._route_to(src, dst_ip)
+        if route is None and dst_ip not in self.subnet:
             return None
         # No /32 route: the interface's own subnet route still sends it into
         # WireGuard, which picks the peer by AllowedIPs (a mobile's gateway).
         next_ip = None if route is None else route.via or route.dest
-        peer = peer_for(src.node, dst_ip)
+        peer = self._peer_owning(src, dst_ip)
         if peer is None:
             return None
         nxt = self._by_key(peer.public_key)
         if nxt is None or next_ip not in (None, nxt.wg_ip) or not self.wg_link_up(src, nxt):
             return None
-        assert nxt.node is not None
-        back = nxt.node.desired_peers().get(src.node.info.public_key)
-        if back is None or peer_for(nxt.node, origin) != back:
+        if not self._allows(nxt, src.node.info.public_key, origin):
             return None  # WireGuard drops packets whose source the peer may not send
         return nxt
 
@@ -680,18 +946,6 @@ class SimNet:
         return all(self.pings(a, b) for a, b in itertools.combinations(names, 2))
 
 
-def peer_for(node: Node, dest: IPv4Address) -> WgPeer | None:
-    """The peer WireGuard sends ``dest`` to (and accepts it from): the longest
-    AllowedIPs prefix that holds it."""
-    best: WgPeer | None = None
-    length = -1
-    for peer in node.desired_peers().values():
-        for net in peer.allowed_ips:
-            if net.prefixlen > length and dest in net:
-                best, length = peer, net.prefixlen
-    return best
-
-
 # --- the seed's working example -----------------------------------------------------
 
 NAMES = ["beta", "alpha", "charlie", "delta"]  # the working example's hosts
@@ -717,3 +971,51 @@ def direct(net: SimNet, a: str, b: str) -> bool:
 
 def all_direct(net: SimNet) -> bool:
     return all(direct(net, a, b) for a, b in itertools.combinations(NAMES, 2))
+
+
+# --- a mesh that grows: LANs of eight -------------------------------------------------
+
+LAN_SIZE = 8
+BIG_SUBNET = IPv4Network("10.1.0.0/20")  # room for 4,000 nodes
+
+
+def lan_mesh(
+    count: int,
+    *,
+    statics: int = 1,
+    seed: int = 1,
+    timers: Timers | None = None,
+    lazy: bool = True,
+    wg_reads: str = "daemon",
+    flow_period: float = 0.25,
+) -> SimNet:
+    """``count`` nodes: ``statics`` public static nodes, the others in LANs of
+    eight, each LAN behind its own endpoint-independent NAT; not started.
+
+    Names: ``s1``, ``s2`` for the statics, ``n<k>`` for the others (wg IP
+    10.1.0.0 + k, counting the statics first). By default the cores read
+    `wg show` as the daemon does and flows (the demand) are seen every
+    ``flow_period`` seconds, as the daemon's sensor reads them.
+    """
+    net = SimNet(
+        timers or Timers(),
+        seed=seed,
+        lazy=lazy,
+        subnet=BIG_SUBNET,
+        wg_reads=wg_reads,
+        wg_period=flow_period if wg_reads == "daemon" else None,
+    )
+    base = BIG_SUBNET.network_address
+    for k in range(1, statics + 1):
+        net.add_host(f"s{k}", f"198.51.100.{k}", str(base + k), static=True)
+    for index in range(count - statics):
+        k = statics + 1 + index
+        lan, seat = divmod(index, LAN_SIZE)
+        nat = net.hosts[f"n{k - seat}"].nat if seat else Nat(_outside(lan))
+        inside = f"172.{16 + lan // 256}.{lan % 256}.{seat + 2}"
+        net.add_host(f"n{k}", inside, str(base + k), nat=nat, lan=f"lan{lan}")
+    return net
+
+
+def _outside(lan: int) -> str:
+    return f"100.64.{lan // 250}.{lan % 250 + 1}"

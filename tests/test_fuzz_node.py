@@ -348,7 +348,9 @@ def freeze(value: Any) -> Any:
     order does not matter."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = dataclasses.fields(value)
-        return (type(value).__name__, tuple(freeze(getattr(value, f.name)) for f in fields))
+        # (a field outside equality, e.g. a session's watcher, is no state)
+        own = tuple(freeze(getattr(value, f.name)) for f in fields if f.compare)
+        return (type(value).__name__, own)
     if isinstance(value, dict):
         return ("dict", frozenset((freeze(k), freeze(v)) for k, v in value.items()))
     if isinstance(value, set | frozenset):

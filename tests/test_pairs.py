@@ -53,6 +53,9 @@ class FakeHost:
     def relayed_peers(self) -> list[IPv4Address]:
         return []
 
+    def via_gateway(self, wg_ip: IPv4Address) -> bool:
+        return False
+
     def reading(self, public_key: str) -> WgPeerReading | None:
         return self.readings.get(public_key)
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
@@ -358,9 +358,12 @@ class Handshake:
             self._refuse(contender.info, contender.boot, contender.addr, contender.keys,
                          session.info, now)  # fmt: skip
 
-    def handle_timer(self, now: float) -> None:
-        """Contenders whose holder did not answer in time take over (rule 5)."""
-        for session in list(self._host.sessions.values()):
+    def handle_timer(self, now: float, due: Iterable[Session]) -> None:
+        """Contenders whose holder did not answer in time take over (rule 5).
+
+        ``due``: the sessions with a deadline at or before ``now`` (a
+        contender's deadline is one of them)."""
+        for session in due:
             contender = session.contender
             if contender is not None and now >= contender.deadline:
                 session.contender = None
@@ -379,9 +382,6 @@ class Handshake:
         for ephemeral in [e for e, (until, _) in self._seen_inits.items() if until <= now]:
             del self._seen_inits[ephemeral]
         self.barred.expire(now)
-
-    def deadlines(self) -> list[float]:
-        return [s.contender.deadline for s in self._host.sessions.values() if s.contender]
 
     def replaced(self, wg_ip: IPv4Address, old_boot: bytes, now: float) -> None:
         """A newer boot took over: the old one may not come back (rule 4)."""

@@ -12,8 +12,10 @@ docs/architecture.md):
 
 - ``handshake``: first contact and identity (challenges, restarts, conflicts)
 - ``tables``: the table a static publishes, the tables a node holds
-- ``routing``: desired peers and routes, a pure function of the tables;
-  ``SubnetRoutes`` there chooses the gateway of each network behind one
+- ``routing``: desired peers and routes, pure functions of the tables
+  (``Routing`` there keeps them up to date per change); ``SubnetRoutes``
+  there chooses the gateway of each network behind one
+- ``deadlines``: each session's next deadline, filed when it changes
 - ``pairs``: direct links between dynamic nodes (sees the node through
   ``PairHost``, implemented here by ``_Parts``)
 - ``mesh_map``: link reports to the statics, their merged map, watching it
@@ -54,6 +56,7 @@ from .clients import (
     table_entries,
     wg_peer,
 )
+from .deadlines import Deadlines
 from .events import DropReason
 from .handshake import Handshake
 from .limits import MAX_SOURCES, TokenBuckets
@@ -61,13 +64,12 @@ from .mesh_map import MeshMap
 from .mobile import TABLE_REQUEST_EVERY, GatewayWatch, quiet_limit, wg_signs
 from .pairs import Pairs
 from .routing import (
+    Routing,
     SubnetRoutes,
     alive_nodes,
-    choose_gateways,
-    desired_peers_and_routes,
     subnet_placement,
 )
-from .sessions import Keys, Session, StaticTarget
+from .sessions import TIMED_FIELDS, Keys, Session, StaticTarget
 from .status import NodeStatus, snapshot
 from .tables import Listings, OwnTable
 from .timers import Timers
@@ -132,6 +134,7 @@ class Node:
         for target in self.statics.values():
             target.lost(now, timers)
         self.sessions: dict[IPv4Address, Session] = {}
+        self._deadlines: Deadlines[IPv4Address] = Deadlines()  # per session (see _refile)
         self.handshake = Handshake(
             _Parts(self), timers, private_key=private_key, psk=wire.derive_psk(shared_key)
         )
@@ -150,7 +153,8 @@ class Node:
         self.drops: dict[DropReason, int] = {}
         self.table = OwnTable()  # ours, if we are a static node
         self.listings = Listings()  # the static nodes' tables
-        self._gateways: dict[IPv4Address, IPv4Address] = {}
+        self._routing = Routing(info.wg_ip)  # gateways, routes, peers (routing.py)
+        self._gateways = self._routing.gateways  # wg IP -> the static that relays it
         self._fast_poll_until = 0.0
         self._watch_until = 0.0  # measure latency to every peer until then
         self.pairs = Pairs(_Parts(self), timers, lazy=lazy or self.mobile)
@@ -160,6 +164,8 @@ class Node:
         # A mobile's last whole-table request: when, and the table version it had then.
         self._table_asked: tuple[float, int | None] = (-TABLE_REQUEST_EVERY, None)
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
+        self._wg_waits: bool | None = None  # see _wants_fast_wg_poll (None: ask again)
+        self._table_stale = True  # a session changed what our table would say
         self._wg: dict[str, WgPeerReading] = {}
         self.visible_endpoint: Endpoint | None = None
         self.state_version = 0  # bumped whenever desired peers/routes may have changed
@@ -175,6 +181,8 @@ class Node:
         self._subnet_routes: set[Route] = set()
         self._relay: frozenset[IPv4Network] = frozenset()
         self.clients: dict[IPv4Address, Client] = {}  # a static's (core/clients.py)
+        self._clients_changed: set[IPv4Address] = set()  # since the last _recompute
+        self._desired_dests: set[IPv4Address] = set()  # of those routes
         self._recompute(now)
 
     @property
@@ -203,14 +211,18 @@ class Node:
         return True
 
     def handle_timer(self, now: float) -> None:
-        self.handshake.handle_timer(now)
-        due = self.subnets.deadline()
-        if due is not None and now >= due:
+        # Only sessions with a deadline due are looked at (core/deadlines.py);
+        # the others' conditions below are all false.
+        due = self._deadlines.due(now)
+        self.handshake.handle_timer(now, [self.sessions[ip] for ip in due if ip in self.sessions])
+        subnets_due = self.subnets.deadline()
+        if subnets_due is not None and now >= subnets_due:
             self._recompute(now)  # a preferred gateway has been back long enough
-        for wg_ip, session in list(self.sessions.items()):
-            if self._is_pair(wg_ip):
-                continue  # alive while a static lists it (see Pairs.prune)
-            if now >= session.last_heard + self._quiet_limit(session):  # as in get_timer
+        for wg_ip in due:
+            session = self.sessions.get(wg_ip)
+            if session is None or self._is_pair(wg_ip):
+                continue  # a pair is alive while a static lists it (see Pairs.prune)
+            if now >= session.last_heard + self._quiet_limit(session):  # as in the deadline
                 self._emit(ev.PeerSilent(self._ref(wg_ip)))
                 self._drop_session(wg_ip, now)
         if self.mobile:
@@ -224,8 +236,9 @@ class Node:
             if now >= target.next_hello and endpoint is not None:
                 self.handshake.initiate(target.wg_ip, endpoint, now)
                 target.hello_sent(now, self.timers)
-        for session in self.sessions.values():
-            if self._pings(session) and now >= session.next_ping:
+        for wg_ip in due:
+            session = self.sessions.get(wg_ip)
+            if session is not None and self._pings(session) and now >= session.next_ping:
                 self._ping(session, now)
         if self.table.push_due(now):
             self._push_table(now)
@@ -236,7 +249,8 @@ class Node:
 
     def update_wg(self, readings: Mapping[str, WgPeerReading], now: float) -> None:
         """A fresh reading of ``wg show``: endpoints (NAT outsides), handshakes, bytes."""
-        self._wg = dict(readings)
+        old, self._wg = self._wg, dict(readings)
+        self._wg_waits = None
         for wg_ip in self._mobiles:  # mobile.py rule 5: they do not ping
             session = self.sessions[wg_ip]
             wg_signs(session, self._wg.get(session.info.public_key), now)
@@ -246,7 +260,10 @@ class Node:
             wg_signs(gateway, reading, now)
             if reading is not None and self._gateway_watch.on_reading(reading, now):
                 self._gateway_watch.answer_seq = gateway.ping_seq + 1
-        self._mark_table_dirty(now)
+        # A static's table says which keys WireGuard has and their endpoints:
+        # walk it only if those changed (or a session did, see _on_session).
+        if self._table_stale or _endpoints_differ(old, self._wg):
+            self._mark_table_dirty(now)
         self.pairs.on_wg(now)
 
     def interface_reset(self, now: float) -> None:
@@ -255,6 +272,8 @@ class Node:
         the handshake had taught it). Static peers are simply set again; direct
         links start over, via the gateway meanwhile."""
         self._wg = {}
+        self._wg_waits = None
+        self._table_stale = True
         self._routable = set()  # the kernel dropped our routes with the interface
         self.pairs.interface_reset(now)
         self._recompute(now)
@@ -293,6 +312,7 @@ class Node:
                 if not session.pinger and not session.info.mobile:
                     session.next_ping = now
         self._watch_until = until
+        self._refile_all()  # which sessions ping depends on _watch_until
 
     def set_demand(self, destinations: Iterable[IPv4Address], now: float) -> None:
         """We exchanged traffic with these wg IPs lately, either way (lazy
@@ -318,7 +338,7 @@ class Node:
     def wg_applied(self, version: int, now: float) -> None:
         """The daemon applied desired state ``version`` to WireGuard and the kernel."""
         if version == self.state_version:
-            self._routable = {route.dest for route in self._desired[1]}
+            self._routable = self._desired_dests
             if not self.is_static:
                 self.pairs.handle_timer(now)
 
@@ -405,6 +425,7 @@ class Node:
             if session.pinger:
                 session.next_ping = min(session.next_ping, now + self._jitter(timers.ping_interval))
         self._sources = None
+        self._refile_all()  # dead_after, and which sessions are pairs, may have changed
         self._recompute(now)
 
     def add_client(
@@ -430,6 +451,7 @@ class Node:
         address = choose_address(name, public_key, wg_ip, subnet=self.subnet, used=used, keys=keys)
         client = Client(name, address, public_key)
         self.clients[address] = client
+        self._clients_changed.add(address)
         self._emit(ev.ClientAdded(ev.PeerRef(address, name), public_key))
         self._mark_table_dirty(now)
         self._recompute(now)
@@ -442,6 +464,7 @@ class Node:
         if client is None:
             raise ClientRefused(f"no client named {name!r} on this node")
         del self.clients[client.wg_ip]
+        self._clients_changed.add(client.wg_ip)
         self._emit(ev.ClientRemoved(ev.PeerRef(client.wg_ip, name)))
         self._mark_table_dirty(now)
         self._recompute(now)
@@ -462,16 +485,14 @@ class Node:
         return out
 
     def get_timer(self) -> float | None:
-        deadlines = [
-            s.last_heard + self._quiet_limit(s)
-            for ip, s in self.sessions.items()
-            if not self._is_pair(ip)
-        ]
+        deadlines = []
+        # Of every session: silence, ping, contender (see _session_deadline).
+        earliest = self._deadlines.earliest()
+        if earliest is not None:
+            deadlines.append(earliest)
         due = self.subnets.deadline()
         if due is not None:
             deadlines.append(due)
-        deadlines += [s.next_ping for s in self.sessions.values() if self._pings(s)]
-        deadlines += self.handshake.deadlines()
         for target in self._seeking():
             deadlines.append(target.next_resolve_request)
             if target.address is not None:
@@ -519,13 +540,15 @@ class Node:
             return True
         if self._gateway_watch.suspect_since is not None:
             return True
-        for session in self.sessions.values():
-            reading = self._wg.get(session.info.public_key)
-            if reading is None or reading.handshake_age is None:
-                return True
-            if self.is_static and reading.endpoint is None:
-                return True
-        return False
+        if self._wg_waits is None:  # (the same until a reading or a session changes)
+            self._wg_waits = any(self._awaits_wg(s) for s in self.sessions.values())
+        return self._wg_waits
+
+    def _awaits_wg(self, session: Session) -> bool:
+        reading = self._wg.get(session.info.public_key)
+        if reading is None or reading.handshake_age is None:
+            return True
+        return self.is_static and reading.endpoint is None
 
     def statistics(self, now: float) -> NodeStatus:
         return snapshot(
@@ -659,7 +682,9 @@ class Node:
     def _on_message(self, session: Session, message: Message, addr: Endpoint, now: float) -> None:
         match message:
             case Ping():
-                self.subnets.heard_ping(session.info.wg_ip, now)
+                if session.info.wg_ip in self.subnets.gateway_ips:
+                    self.subnets.heard_ping(session.info.wg_ip, now)
+                    self._refile(session)  # whether it dies fast may have changed
                 self._send(
                     wire.Pong(message.seq, self.table.published),
                     self._addr_of(session),
@@ -774,8 +799,10 @@ class Node:
 
     def _send_table(self, session: Session, now: float) -> None:
         """The whole table (a new session, or one that asked)."""
-        entries = self._table_entries(now)
-        for part in self.table.full_parts(entries):
+        parts = self.table.cached_full()  # encoded once per version
+        if parts is None:
+            parts = self.table.full_parts(self._table_entries(now))
+        for part in parts:
             self._send_encoded(part, self._addr_of(session), session.info.wg_ip)
         session.table_sent = self.table.version
 
@@ -795,6 +822,7 @@ class Node:
     def _mark_table_dirty(self, now: float) -> None:
         if not self.is_static:
             return
+        self._table_stale = False
         if self.table.update(self._table_entries(now), now, self.timers.table_push_delay):
             self._fast_poll_until = now + FAST_POLL_AFTER_CHANGE
 
@@ -926,6 +954,10 @@ class Node:
         self._mobiles.discard(wg_ip)
         if self.mobile and wg_ip in self.statics:
             self._gateway_watch = GatewayWatch()  # the next gateway starts afresh
+        session.watcher = None
+        self._deadlines.discard(wg_ip)
+        self._wg_waits = None
+        self._table_stale = True
         contender = session.contender.keys if session.contender is not None else None
         for keys in (session.keys, session.previous, contender):
             if keys is not None:
@@ -959,34 +991,46 @@ class Node:
             for ip, s in self.sessions.items()
             if (self.pairs.is_direct(ip) if self._is_pair(ip) else s.peer_ready)
         }
-        me = self.info.wg_ip
-        gateways = choose_gateways(me, self.listings.tables, self.listings.listed_by, direct)
-        for ip in self.clients:  # clients.py rule 5: our own client's /32 stays ours
-            gateways.pop(ip, None)
-        for ip, gateway in gateways.items():
-            if self._gateways.get(ip) != gateway:
-                self._emit(ev.ReachableVia(self._ref(ip), self._ref(gateway)))
-        for ip in self._gateways.keys() - gateways.keys() - direct.keys():
+        listings = self.listings
+        changed = set(listings.take_changed()) | self._clients_changed
+        self._clients_changed = set()
+        via, gone = self._routing.update(
+            direct,
+            listings.tables,
+            listings.listed_by,
+            changed,
+            own=self.clients,  # clients.py rule 5: our own client's /32 stays ours
+        )
+        for ip, gateway in via:
+            self._emit(ev.ReachableVia(self._ref(ip), self._ref(gateway)))
+        for ip in gone:
             self._emit(ev.PeerGone(ip))
-        self._gateways = gateways
+        gateways = self._routing.gateways
         subnets = self.subnets
-        alive = alive_nodes(direct, gateways, self.statics, self.listings.tables, self.is_static)
-        for move in subnets.update(alive, now):
-            self._emit(
-                ev.SubnetGatewayChanged(
-                    move.route,
-                    None if move.gateway is None else self._ref(move.gateway),
-                    None if move.previous is None else self._ref(move.previous),
-                    move.reason,
-                )
+        if subnets.gateway_ips:
+            alive = alive_nodes(
+                direct,
+                gateways,
+                self.statics,
+                listings.tables,
+                self.is_static,
+                among=subnets.gateway_ips,
             )
+            for move in subnets.update(alive, now):
+                self._emit(
+                    ev.SubnetGatewayChanged(
+                        move.route,
+                        None if move.gateway is None else self._ref(move.gateway),
+                        None if move.previous is None else self._ref(move.previous),
+                        move.reason,
+                    )
+                )
         allowed, subnet_routes = subnet_placement(
             subnets.placed(), subnets.main_routes(), direct, gateways
         )
         mine = self._gateway()
-        peers, routes = desired_peers_and_routes(
+        peers = self._routing.peers(
             direct,
-            gateways,
             self.statics,
             self.pairs.paths,
             self.timers.keepalive,
@@ -995,13 +1039,22 @@ class Node:
             subnet_via=(mine.info.wg_ip, self.subnet) if mine else None,
         )
         peers.update(self.pairs.trial_peers())
-        for client in self.clients.values():  # clients.py rule 1
-            peers[client.public_key] = wg_peer(client)
-            routes.add(Route(client.wg_ip))
-        desired = (peers, routes)
+        routes = self._routing.routes
+        if self.clients:  # clients.py rule 1 (a new set: the routing's changes in place)
+            routes = routes | {Route(ip) for ip in self.clients}
+            for client in self.clients.values():
+                peers[client.public_key] = wg_peer(client)
         relay = subnets.relay_routes()
-        if (desired, subnet_routes, relay) != (self._desired, self._subnet_routes, self._relay):
-            self._desired, self._subnet_routes, self._relay = desired, subnet_routes, relay
+        # Unchanged peers are the same objects: these comparisons are cheap.
+        if (
+            peers != self._desired[0]
+            or routes != self._desired[1]
+            or (subnet_routes, relay) != (self._subnet_routes, self._relay)
+        ):
+            # Copies (they change in place), made at C speed from stored hashes.
+            self._desired = (peers, set(routes))
+            self._desired_dests = set(self._routing.dests).union(self.clients)
+            self._subnet_routes, self._relay = subnet_routes, relay
             self.state_version += 1
         self.mesh.changed(now)
 
@@ -1043,6 +1096,10 @@ class Node:
         )
         self.sessions[wg_ip] = session
         self.subnets.new_session(wg_ip)
+        session.watcher = self._on_session
+        self._refile(session)
+        self._wg_waits = None
+        self._table_stale = True
         self._by_index[keys.local_index] = wg_ip
         self._sources = None
         if info.mobile and not self._is_pair(wg_ip):
@@ -1117,6 +1174,43 @@ class Node:
             self._old_versions.clear()
         self._old_versions[addr[0]] = now
         self._emit(ev.OldVersion(addr))
+
+    # --- timers ---------------------------------------------------------------
+
+    def _session_deadline(self, session: Session) -> float | None:
+        """When ``handle_timer`` has something to do for this session: silence
+        (``_quiet_limit``), its next ping, a contender's deadline. What these
+        sums read besides the watched fields (timers, statics, a gateway's fast
+        pings, ``_watch_until``) refiles the session when it changes."""
+        deadlines = []
+        if not self._is_pair(session.info.wg_ip):
+            deadlines.append(session.last_heard + self._quiet_limit(session))
+        if self._pings(session):
+            deadlines.append(session.next_ping)
+        if session.contender is not None:
+            deadlines.append(session.contender.deadline)
+        return min(deadlines, default=None)
+
+    def _on_session(self, session: Session, field: str) -> None:
+        """A session's field changed (``Session.watcher``)."""
+        if self.sessions.get(session.info.wg_ip) is not session:
+            return  # one we have forgotten (a replaced boot, a contender's holder)
+        if field in TIMED_FIELDS:
+            self._refile(session)
+            return
+        self._table_stale = True
+        self._wg_waits = None
+        if field == "info":  # (info.mobile: its silence limit, whether it pings)
+            self._refile(session)
+
+    def _refile(self, session: Session) -> None:
+        """File the session's next deadline."""
+        self._deadlines.file(session.info.wg_ip, self._session_deadline(session))
+
+    def _refile_all(self) -> None:
+        self._deadlines.clear()
+        for session in self.sessions.values():
+            self._refile(session)
 
     # --- helpers ------------------------------------------------------------
 
@@ -1254,6 +1348,10 @@ class _Parts:
         node = self._node
         return [ip for ip in node._gateways if ip not in node.statics and ip in node._routable]
 
+    def via_gateway(self, wg_ip: IPv4Address) -> bool:
+        node = self._node
+        return wg_ip in node._gateways and wg_ip not in node.statics and wg_ip in node._routable
+
     def reading(self, public_key: str) -> WgPeerReading | None:
         return self._node._wg.get(public_key)
 
@@ -1342,3 +1440,10 @@ class _Parts:
 
     def jitter(self, interval: float) -> float:
         return self._node._jitter(interval)
+
+
+def _endpoints_differ(old: Mapping[str, WgPeerReading], new: Mapping[str, WgPeerReading]) -> bool:
+    """Other keys, or another endpoint for one of them."""
+    if old.keys() != new.keys():
+        return True
+    return any(old[key].endpoint != reading.endpoint for key, reading in new.items())

@@ -99,6 +99,9 @@ class PairHost(Protocol):
     def relayed_peers(self) -> Iterable[IPv4Address]:
         """Nodes reached through a gateway whose kernel route is applied."""
 
+    def via_gateway(self, wg_ip: IPv4Address) -> bool:
+        """Is that node among ``relayed_peers()``? (without listing them all)"""
+
     def reading(self, public_key: str) -> WgPeerReading | None:
         """Our latest ``wg show`` line for that key."""
 
@@ -575,6 +578,10 @@ class Pairs:
             if age is not None and age <= now - path.started + 1.0:
                 self._go_direct(wg_ip, path, T.HANDSHAKE, now)
                 self._send_ready(wg_ip, path, direct=True)
+                # Relayed too: until the peer has moved our /32 to the link,
+                # its WireGuard drops what comes over the link (this Ready
+                # included), and ours what it sends via the gateway.
+                self._host.send_relayed(wire.Ready(path.attempt, direct=True), wg_ip)
                 return
         elif path.state is S.DIRECT:
             age = reading.handshake_age if reading else None
@@ -699,19 +706,19 @@ class Pairs:
         gateway tunnel, once the kernel has the route there (before that, the
         datagram would leak to the underlay)."""
         out = []
-        me = self._host.info.wg_ip
-        for wg_ip in self._host.relayed_peers():
-            if wg_ip in self._host.sessions:
+        host = self._host
+        me = host.info.wg_ip
+        if self.lazy:  # rule 7: whoever has traffic for the other
+            wanted: Iterable[IPv4Address] = [ip for ip in self._wanted if host.via_gateway(ip)]
+        else:
+            wanted = [ip for ip in host.relayed_peers() if ip > me]
+        for wg_ip in wanted:
+            if wg_ip in host.sessions:
                 continue
-            if self.lazy:  # rule 7: whoever has traffic for the other
-                if wg_ip not in self._wanted:
-                    continue
-            elif wg_ip < me:
-                continue
-            entry = self._host.listed(wg_ip)
+            entry = host.listed(wg_ip)
             if entry is None or entry.info.client:  # runs no daemon (core/clients.py)
                 continue
-            if not entry.info.mobile or self._host.info.mobile:
+            if not entry.info.mobile or host.info.mobile:
                 out.append((wg_ip, entry))
         return out
 

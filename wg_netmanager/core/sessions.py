@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -88,9 +89,22 @@ class Contender:
     ping_seq: int
 
 
+# Session fields a node's timer depends on, and those its table (a
+# static's) says (see Session.watcher).
+TIMED_FIELDS = frozenset({"last_heard", "next_ping", "contender"})
+WATCHED_FIELDS = TIMED_FIELDS | {"info", "addr"}
+
+
 @dataclass
 class Session:
-    """An authenticated conversation with one node (one boot of it)."""
+    """An authenticated conversation with one node (one boot of it).
+
+    Setting ``last_heard``, ``next_ping`` or ``contender`` calls ``watcher``
+    with the field's name (its node files the session's next deadline,
+    core/deadlines.py), and so does setting ``info`` or ``addr`` (what a
+    static's table says): no code path can move a deadline or change the
+    table without the node knowing.
+    """
 
     info: NodeInfo
     boot: bytes  # random per run of that node, from inside its handshake
@@ -117,6 +131,14 @@ class Session:
     path_addr: Endpoint | None = None
     table_sent: int = 0  # our table version this session has (we are a static)
     wg_rx: int = 0  # bytes its WireGuard peer had received at the last reading (mobile.py)
+    watcher: Callable[[Session, str], None] | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in WATCHED_FIELDS:
+            watcher = self.__dict__.get("watcher")
+            if watcher is not None:
+                watcher(self, name)
 
     def record_ping(self, now: float) -> int:
         """A ping goes out now: its sequence number (its send time is kept for the RTT)."""

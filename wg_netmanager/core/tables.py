@@ -109,6 +109,12 @@ class OwnTable:
             return 0, []
         return base, self._encode(changed, base, removed)
 
+    def cached_full(self) -> list[bytes] | None:
+        """The whole table of this version if it was encoded already."""
+        if self._full is None or self._full[0] != self.version:
+            return None
+        return self._full[1]
+
     def full_parts(self, entries: list[TableEntry]) -> list[bytes]:
         """The whole table, encoded once per version."""
         if self._full is None or self._full[0] != self.version:
@@ -161,6 +167,13 @@ class Listings:
         self.versions: dict[IPv4Address, int] = {}
         self.pending: dict[IPv4Address, PendingTable] = {}
         self.listed_by: set[IPv4Address] = set()  # statics whose table has us (rule 4)
+        # wg IPs that joined or left some table since take_changed (routing
+        # follows them instead of walking every table).
+        self._changed: set[IPv4Address] = set()
+
+    def take_changed(self) -> set[IPv4Address]:
+        out, self._changed = self._changed, set()
+        return out
 
     def wants(self, static_ip: IPv4Address, version: int) -> bool:
         """Ask for ``version``? (rule 3)"""
@@ -199,14 +212,17 @@ class Listings:
         if len(pending.received) < pending.parts:
             return None
         del self.pending[static_ip]
-        listing = dict(self.tables.get(static_ip, {})) if table.base else {}
+        old = self.tables.get(static_ip, {})
+        # A change is applied in place (O(change)); a whole table replaces it.
+        listing = old if table.base else {}
         ours, outside = None, 0
         if not table.base:
             self.listed_by.discard(static_ip)
         for part in range(pending.parts):
             received = pending.received[part]
             for wg_ip in received.removed:
-                listing.pop(wg_ip, None)
+                if listing.pop(wg_ip, None) is not None and table.base:
+                    self._changed.add(wg_ip)
                 if wg_ip == me[0]:
                     self.listed_by.discard(static_ip)
             for entry in received.entries:
@@ -221,7 +237,11 @@ class Listings:
                 if not member(wg_ip):
                     outside += 1
                     continue
+                if table.base and wg_ip not in listing:
+                    self._changed.add(wg_ip)
                 listing[wg_ip] = entry
+        if not table.base:
+            self._changed.update(old.keys() ^ listing.keys())
         self.tables[static_ip] = listing
         self.versions[static_ip] = table.version
         return Received(ours, outside)
@@ -229,7 +249,7 @@ class Listings:
     def forget(self, static_ip: IPv4Address) -> None:
         """The session with that static ended or restarted (it numbers versions afresh)."""
         self.listed_by.discard(static_ip)
-        self.tables.pop(static_ip, None)
+        self._changed.update(self.tables.pop(static_ip, {}))
         self.versions.pop(static_ip, None)
         self.pending.pop(static_ip, None)
 

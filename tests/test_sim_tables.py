@@ -1,0 +1,127 @@
+"""Static tables as the nodes hold them (core/tables.py), in a mesh of LANs:
+changes lost or reordered on the way are repaired, and two statics come
+to one view after a partition."""
+
+from __future__ import annotations
+
+import itertools
+from ipaddress import IPv4Address
+
+import pytest
+
+from tests.sim import SimNet, lan_mesh
+from wg_netmanager.core.node import TABLE_REQUEST_RATE
+from wg_netmanager.core.sessions import Session
+from wg_netmanager.core.timers import Timers
+
+T = Timers(ping_interval=1.0, dead_after=3.0)  # a lost change is repaired at a ping
+
+
+def listed(net: SimNet, static: str) -> dict[IPv4Address, tuple[str, str]]:
+    """What a static's table says now: wg IP -> (name, key)."""
+    host = net.hosts[static]
+    node = host.node
+    assert node is not None
+    entries = node.table.entries(node.sessions, node._wg, net.clock(host))
+    return {e.info.wg_ip: (e.info.name, e.info.public_key) for e in entries}
+
+
+def stale_views(net: SimNet, statics: list[str]) -> list[str]:
+    """Nodes whose copy of a static's table is not what that static says."""
+    stale = []
+    for static in statics:
+        node = net.hosts[static].node
+        assert node is not None
+        truth, ip = listed(net, static), net.hosts[static].wg_ip
+        for name, host in net.hosts.items():
+            if name == static or host.node is None or ip not in host.node.sessions:
+                continue
+            holder = host.node.listings
+            held = {
+                wg_ip: (e.info.name, e.info.public_key)
+                for wg_ip, e in holder.tables.get(ip, {}).items()
+            }
+            mine = {k: v for k, v in truth.items() if k != host.wg_ip}
+            if held != mine or holder.versions.get(ip) != node.table.version:
+                stale.append(f"{name} of {static}")
+    return stale
+
+
+def versions_only_grow(net: SimNet, static: str, seen: dict[int, tuple[int, Session]]) -> None:
+    """Within one session with a static, a node never goes back to an older
+    version of its table (a session dropped for silence, as a third of the
+    datagrams lost may make it, starts afresh with the next one)."""
+    ip = net.hosts[static].wg_ip
+    for name, host in net.hosts.items():
+        node = host.node
+        if node is None or ip not in node.sessions:
+            continue
+        session = node.sessions[ip]
+        version = node.listings.versions.get(ip, 0)
+        # Keyed by the session object (kept alive in the value, so its id is not reused).
+        before = seen.get(id(session), (0, session))[0]
+        assert version >= before, f"{name}: version of {static} went back"
+        seen[id(session)] = (version, session)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_changes_lost_or_reordered_are_repaired(seed: int) -> None:
+    net = lan_mesh(24, seed=seed, timers=T)
+    for name in net.hosts:
+        net.start(name)
+    net.run_for(5.0)
+    assert not stale_views(net, ["s1"])
+    net.loss, net.jitter = 0.3, 0.02  # a third lost, the rest reordered (2-22 ms)
+    seen: dict[int, tuple[int, Session]] = {}
+    names = list(net.hosts)[1:]
+    for restart in names[::5]:  # changes while datagrams get lost: new keys ...
+        net.stop(restart, clean=False)
+        net.start(restart)
+        for _ in range(10):
+            net.run_for(0.05)
+            versions_only_grow(net, "s1", seen)
+    net.stop(names[1])  # ... a node leaving, one coming back
+    net.start(names[2])
+    for _ in range(40):
+        net.run_for(0.05)
+        versions_only_grow(net, "s1", seen)
+    net.loss = 0.0
+    took = net.wait_for(lambda: not stale_views(net, ["s1"]), limit=10.0)
+    # A change lost on its way is asked for at the next ping (every second
+    # here), unless the node used up its table requests while datagrams got
+    # lost: then at the first ping after its next one is allowed.
+    bound = 1 / TABLE_REQUEST_RATE + T.ping_interval + 0.5
+    assert took <= bound, stale_views(net, ["s1"])
+    net.run_for(2.0)
+    assert not stale_views(net, ["s1"])
+
+
+def test_two_statics_agree_on_one_view_after_a_partition() -> None:
+    net = lan_mesh(26, statics=2, seed=4, timers=T)
+    for name in net.hosts:
+        net.start(name)
+    net.run_for(5.0)
+    assert not stale_views(net, ["s1", "s2"])
+    cut_off = [n for n, h in net.hosts.items() if h.lan in ("lan0", "lan1")]
+    for name in [*cut_off, "s2"]:  # s1 alone on one side
+        net.partitioned.add(frozenset(("s1", name)))
+    net.run_for(2 * T.dead_after)
+    s1 = net.hosts["s1"].node
+    assert s1 is not None
+    assert not any(net.hosts[n].wg_ip in s1.sessions for n in cut_off)
+    assert net.pings(cut_off[0], "n20")  # through s2 meanwhile
+    net.partitioned.clear()
+
+    statics = {net.hosts["s1"].wg_ip, net.hosts["s2"].wg_ip}
+
+    def agreed() -> bool:
+        one, two = listed(net, "s1").keys() - statics, listed(net, "s2").keys() - statics
+        if one != two or stale_views(net, ["s1", "s2"]):
+            return False
+        return all(net.pings(a, b) for a, b in itertools.combinations(list(net.hosts), 2))
+
+    took = net.wait_for(agreed, limit=10.0)
+    assert took <= T.ping_interval + 1.0
+    assert len(listed(net, "s1")) == len(net.hosts) - 1  # everyone but itself
+    for a, b in itertools.combinations([n for n in net.hosts if n not in ("s1", "s2")], 2):
+        assert net.path(a, b) in ([a, b], [a, "s1", b])  # the lowest static, both ways
