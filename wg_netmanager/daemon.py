@@ -986,14 +986,19 @@ async def serve(
         async with trio.open_nursery() as nursery:
             hangup = None if settings.tui else on_hangup  # TUI: the terminal hung up
             nursery.start_soon(_on_signals, signals, nursery.cancel_scope, hangup)
-            # A pinned static keeps its key; everyone else makes one per start,
-            # except after a crash (see crash_kept_key).
+            # A pinned static keeps its key; an unpinned one its crashed run's
+            # (see crash_kept_key); a dynamic node makes one per start: the
+            # others hold direct links keyed to it, and a new key is how they
+            # learn from the static's table that its old run is gone.
             pinned = settings.private_key
+            kept = pinned is None and settings.is_static
             key_path = control.runtime_path(settings.interface, "key")
-            if pinned is None:
+            if pinned is not None:
+                keys = KeyPair.from_private(pinned)
+            elif kept:
                 keys = crash_kept_key(key_path, settings.wg_ip)
             else:
-                keys = KeyPair.from_private(pinned)
+                keys = KeyPair.generate()
             node = await build_node(settings, keys, host)
             timeline.mark("node built")
             device = WgInterface(settings.interface, existing=settings.existing_interface)
@@ -1016,14 +1021,14 @@ async def serve(
             try:
                 await daemon.run()
             finally:  # not after a crash: that is what the file is for
-                if pinned is None:
+                if kept:
                     runfiles.remove(key_path)
             nursery.cancel_scope.cancel()  # it ended by itself (startup failed, or q)
     return None if daemon is None else daemon.startup_error
 
 
 def crash_kept_key(path: str, wg_ip: IPv4Address) -> KeyPair:
-    """This run's key pair: the one a crashed run of ``wg_ip`` left in ``path``,
+    """A static's key pair: the one a crashed run of ``wg_ip`` left in ``path``,
     else a new one, kept there (root only, in the run directory) until a
     clean stop removes it.
 
