@@ -5,17 +5,22 @@ test_dns_netns.py."""
 
 from __future__ import annotations
 
+import logging
 import random
+import socket
 from ipaddress import IPv4Address, IPv4Network
 
 import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
+import dns.query
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import pytest
+import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,12 +30,14 @@ from wg_netmanager.core.names import name_table
 from wg_netmanager.keys import KeyPair
 from wg_netmanager.model import WgPeerReading
 from wg_netmanager.nameserver import (
+    BIND_RETRY_FIRST,
     MAX_QUERY,
     RATE_BURST,
     TTL,
     UDP_ANSWER,
     DnsDrop,
     Nameserver,
+    serve,
 )
 
 SUBNET = IPv4Network("10.1.1.0/24")
@@ -334,3 +341,70 @@ def test_a_node_knows_itself_its_sessions_the_tables_and_the_clients() -> None:
     }
     assert static.names() == expected
     assert lab.boxes["alpha"].node.names() == expected
+
+
+# --- the adapter on loopback ---------------------------------------------------------
+
+
+def test_the_adapter_answers_over_udp_and_tcp_and_survives_garbage() -> None:
+    """The real sockets on 127.0.0.1 (a port the kernel picks): UDP, TCP with
+    two queries on one connection, and junk on both, which changes nothing."""
+    ns = Nameserver("mesh", IPv4Network("127.0.0.0/8"), lambda: NAMES)
+
+    def client(address: tuple[str, int]) -> list[dns.message.Message]:
+        host, port = address
+        query = dns.message.make_query("charlie.mesh", "A")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+            junk.sendto(b"\xff" * 40, address)
+        udp = dns.query.udp(query, host, port=port, timeout=5)
+        with socket.create_connection(address, timeout=5) as tcp:
+            for name in ("beta.mesh", "example.com"):
+                dns.query.send_tcp(tcp, dns.message.make_query(name, "A"))
+            first, _ = dns.query.receive_tcp(tcp)
+            second, _ = dns.query.receive_tcp(tcp)
+        with socket.create_connection(address, timeout=5) as tcp:
+            tcp.sendall(b"\x00\x05hello")  # a malformed query: the server hangs up
+            assert tcp.recv(10) == b""
+        return [udp, first, second]
+
+    async def scenario() -> list[dns.message.Message]:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, ns, IPv4Address("127.0.0.1"), 0)
+            with trio.fail_after(10):
+                while ns.address is None:  # noqa: ASYNC110 (bound in serve's own time)
+                    await trio.sleep(0.01)
+                answers = await trio.to_thread.run_sync(client, ns.address)
+            nursery.cancel_scope.cancel()
+        assert ns.address is None and ns.listening is None  # closed on cancellation
+        return answers
+
+    udp, first, second = trio.run(scenario)
+    assert addresses(udp) == ["10.1.1.3"]
+    assert addresses(first) == ["10.1.1.2"]
+    assert second.rcode() == dns.rcode.REFUSED
+    assert ns.drops == {DnsDrop.MALFORMED: 2}
+
+
+def test_a_port_in_use_is_retried_until_it_is_free(caplog: pytest.LogCaptureFixture) -> None:
+    ns = Nameserver("mesh", IPv4Network("127.0.0.0/8"), lambda: NAMES)
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, ns, IPv4Address("127.0.0.1"), port)
+            await trio.sleep(BIND_RETRY_FIRST * 3.5)  # three attempts at least
+            assert ns.address is None
+            taken.close()
+            with trio.fail_after(BIND_RETRY_FIRST * 8):
+                while ns.address is None:  # noqa: ASYNC110 (retrying on its own clock)
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+
+    with caplog.at_level(logging.DEBUG, logger="wg_netmanager"):
+        trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # the first failure; the retries at debug level
+    assert f"cannot listen on 127.0.0.1:{port}" in warnings[0].getMessage()
+    assert any(f"answering *.mesh on 127.0.0.1:{port}" in r.getMessage() for r in caplog.records)

@@ -114,6 +114,7 @@ class Nameserver:
         self.answers: Counter[str] = Counter()
         self.drops: Counter[DnsDrop] = Counter()
         self.listening: str | None = None  # set by serve()
+        self.address: tuple[str, int] | None = None  # where serve() listens
 
     def statistics(self, now: float) -> NameserverStatus:
         return NameserverStatus(
@@ -241,7 +242,9 @@ async def serve(
             backoff = min(backoff * 2, BIND_RETRY_MAX)
             continue
         break
+    port = udp.getsockname()[1]  # port 0 (tests): the one the kernel chose
     server.listening = f"{address}:{port} udp+tcp"
+    server.address = (str(address), port)
     log.info("DNS: answering *.%s on %s:%d (udp, tcp)", server.domain, address, port)
     try:
         with udp:
@@ -250,7 +253,7 @@ async def serve(
                 nursery.start_soon(_serve_udp, server, udp)
                 nursery.start_soon(_serve_tcp, server, listener)
     finally:
-        server.listening = None
+        server.listening = server.address = None
 
 
 async def _bind(address: IPv4Address, port: int) -> tuple[trio.socket.SocketType, Any]:
@@ -259,7 +262,7 @@ async def _bind(address: IPv4Address, port: int) -> tuple[trio.socket.SocketType
     try:
         await udp.bind((str(address), port))
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # rebind after a restart
-        await tcp.bind((str(address), port))
+        await tcp.bind((str(address), udp.getsockname()[1]))
         tcp.listen(TCP_MAX_CONNECTIONS)
     except OSError:
         udp.close()
