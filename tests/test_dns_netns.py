@@ -105,6 +105,13 @@ def test_every_node_answers_for_the_mesh_names(mesh: Daemons) -> None:
     assert all(a["addresses"] == [alice] for a in timed)
     median = statistics.median(float(str(a["seconds"])) for a in timed)
     print(f"DNS answer over the tunnel: median {median * 1000:.2f} ms (50 queries)")
+
+    # Someone deletes charlie's interface: the daemon sets it up again, and
+    # the sockets bound to its wg IP answer again once the address is back.
+    mesh.tb.run("charlie", "ip", "link", "del", "wg0", check=True)
+    mesh.wait(lambda: mesh.pings("bob", "charlie"), timeout=20)
+    [again] = ask(mesh, "bob", f"{charlie} alice.mesh A tcp")
+    assert again["addresses"] == [alice]
     assert "Traceback" not in mesh.logs()
 
 

@@ -369,9 +369,10 @@ def dns_line(doc: Mapping[str, Any]) -> str | None:
     dns = doc.get("dns")
     if not dns:
         return None
-    where = dns.get("listening") or "not listening yet (retrying)"
+    listening = dns.get("listening")
+    where = f"on {listening}" if listening else "not listening yet (retrying)"
     answers, drops = dns.get("answers") or {}, dns.get("drops") or {}
-    line = f"dns: *.{dns.get('domain')} on {where}, {dns.get('names', 0)} names"
+    line = f"dns: *.{dns.get('domain')} {where}, {dns.get('names', 0)} names"
     line += f", answered {sum(answers.values())}"
     if answers:
         line += " (" + ", ".join(f"{code} {n}" for code, n in sorted(answers.items())) + ")"
