@@ -347,6 +347,24 @@ def test_check_summary(files: dict[str, str], capsys: pytest.CaptureFixture[str]
     assert "deadAfter=5 (default 28)" in out
     assert "pingInterval" not in out  # only timers that differ from the defaults
     assert KEY not in out and KEY[:16] not in out
+    assert "dns:        *.mesh on 10.1.1.16:53 (udp, tcp)" in out
+
+
+def test_check_shows_the_dns_domain_or_off_and_a_bad_one_is_one_line(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("-c", files["net"], "-p", files["peer"], "check", "wg3", "10.1.1.16", "bob")
+    net = Path(files["net"])
+    text = net.read_text()
+    net.write_text(
+        text.replace("  subnet:", "  dns: {domain: Corp.Example, enabled: false}\n  subnet:")
+    )
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert "dns:        off (network.dns.enabled: false; domain corp.example)" in out
+    net.write_text(text.replace("  subnet:", "  dns: {domain: corp_example}\n  subnet:"))
+    code, _, err = run(capsys, *argv)
+    assert_one_line_error(code, err, files["net"], "network.dns.domain", "'corp_example'")
 
 
 def test_check_static_node(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -148,6 +148,40 @@ def test_links(tmp_path: Path) -> None:
     )
 
 
+def test_dns_domain_and_switch(tmp_path: Path) -> None:
+    network = load_network(network_file(tmp_path))
+    assert (network.dns_domain, network.dns_enabled) == ("mesh", True)
+
+    def corp(data: dict[str, Any]) -> None:
+        data["network"]["dns"] = {"domain": "WG.Example.org.", "enabled": False}
+
+    network = load_network(network_file(tmp_path, corp))
+    assert (network.dns_domain, network.dns_enabled) == ("wg.example.org", False)
+
+
+@pytest.mark.parametrize(
+    ("dns", "message"),
+    [
+        ({"domain": "my mesh"}, "network.dns.domain: 'my mesh' is not a DNS name; use labels"),
+        ({"domain": "-mesh"}, "network.dns.domain: '-mesh' is not a DNS name"),
+        ({"domain": "a..b"}, "network.dns.domain: 'a..b' is not a DNS name"),
+        ({"domain": ""}, "network.dns.domain: '' is not a DNS name"),
+        ({"domain": "x" * 64}, "is not a DNS name"),
+        ({"domain": 7}, "network.dns.domain: expected text like mesh, got 7"),
+        ({"enabled": "no"}, "network.dns.enabled: expected true or false, got 'no'"),
+        ({"domian": "mesh"}, "network.dns.domian: unknown key; valid keys here: domain, enabled"),
+        ("mesh", "network.dns: expected a mapping with domain and enabled, got 'mesh'"),
+    ],
+)
+def test_a_bad_dns_section_is_one_line_naming_the_field(
+    tmp_path: Path, dns: object, message: str
+) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["network"]["dns"] = dns
+
+    assert_network_error(network_file(tmp_path, change), message)
+
+
 def test_empty_timers_section(tmp_path: Path) -> None:
     path = write(tmp_path / "net.yaml", yaml.safe_dump(NETWORK) + "timers:\n")
     assert load_network(path).timers == Timers()

@@ -296,7 +296,7 @@ def test_sighup_reloads_and_sigterm_stops_and_a_terminal_hangup_stops() -> None:
 
 
 def settings_with(base: Settings, **changes: object) -> Settings:
-    fields = ("peers", "timers", "shared_key", "gateways", "links")
+    fields = ("peers", "timers", "shared_key", "gateways", "links", "dns_domain", "dns_enabled")
     network = {k: v for k, v in changes.items() if k in fields}
     rest = {k: v for k, v in changes.items() if k not in network}
     return replace(base, network=replace(base.network, **network), **rest)  # type: ignore[arg-type]
@@ -321,6 +321,13 @@ def test_the_plan_of_a_reload(tmp_path: Path) -> None:
         f"{bob.network.path}: network.links eager -> lazy needs a restart; still eager",
     )
     assert lazy.settings.network.links == "eager"
+    renamed = plan_reload(bob, settings_with(bob, dns_domain="corp", dns_enabled=False))
+    assert renamed.needs_restart == (
+        f"{bob.network.path}: network.dns.domain mesh -> corp needs a restart; still mesh",
+        f"{bob.network.path}: network.dns.enabled True -> False needs a restart; still True",
+    )
+    assert renamed.settings.network.dns_domain == "mesh"
+    assert renamed.settings.network.dns_enabled
     mobile = plan_reload(bob, replace(bob, mobile=True))
     assert mobile.needs_restart == ("mobile False -> True needs a restart; still False",)
     assert not mobile.settings.mobile

@@ -7,6 +7,7 @@ from typing import Any
 
 from tests.status_samples import sample_doc, sample_subnets
 from wg_netmanager.status_text import (
+    dns_line,
     header_lines,
     path_label,
     render_text,
@@ -108,3 +109,24 @@ def test_a_plain_wireguard_client_says_so_on_its_static_and_elsewhere() -> None:
     assert path_label(elsewhere) == "via beta, client"
     text = render_text(doc(is_static=True, peers=[on_static]))
     assert "phone  10.1.1.50  direct, client" in text
+
+
+def test_the_dns_line_says_where_it_listens_what_it_answered_and_dropped() -> None:
+    dns = {
+        "domain": "mesh",
+        "listening": "10.1.1.1:53 udp+tcp",
+        "names": 4,
+        "answers": {"NOERROR": 5, "REFUSED": 1},
+        "drops": {"malformed": 2},
+    }
+    text = render_text(doc(dns=dns))
+    assert text.endswith(
+        "\n\ndns: *.mesh on 10.1.1.1:53 udp+tcp, 4 names, answered 6 (NOERROR 5, REFUSED 1), "
+        "dropped 2 (malformed 2)"
+    )
+    waiting = {**dns, "listening": None, "answers": {}, "drops": {}}
+    assert dns_line(doc(dns=waiting)) == (
+        "dns: *.mesh not listening yet (retrying), 4 names, answered 0"
+    )
+    assert dns_line(doc()) is None
+    assert "dns:" not in render_text(doc())

@@ -319,6 +319,12 @@ def describe(settings: Settings) -> list[str]:
             if settings.api is None
             else f"http://{_host_port(settings.api)}/ (token {token_path(network.path)})"
         ),
+        "dns:        "
+        + (
+            f"*.{network.dns_domain} on {settings.wg_ip}:53 (udp, tcp)"
+            if network.dns_enabled
+            else f"off (network.dns.enabled: false; domain {network.dns_domain})"
+        ),
         "static peers:",
     ]
     for peer in network.peers:

@@ -37,6 +37,7 @@ WG_PORT_BASE, ADMIN_PORT_BASE = 50000, 50500
 MAX_VERBOSITY = 2  # -vv: commands and drops
 STATIC_OPTION = "-s/--static"
 LINK_MODES = ("eager", "lazy")  # network.links; the first is the default
+DEFAULT_DNS_DOMAIN = "mesh"  # network.dns.domain
 
 _EXAMPLES = {  # how to fill in a missing field
     "network": "a 'network:' section with sharedKey and subnet",
@@ -50,6 +51,7 @@ _EXAMPLES = {  # how to fill in a missing field
 }
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
+_DNS_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 host name label
 
 
 class ConfigError(Exception):
@@ -89,6 +91,10 @@ class NetworkConfig:
     # Nodes that forward from the mesh into networks of devices without the
     # daemon (or to the internet: an exit node), in order of preference.
     gateways: tuple[Gateway, ...] = ()
+    # The mesh's names in DNS (nameserver.py): every node answers for
+    # <name>.<dns_domain> on its wg IP, port 53, unless dns.enabled is false.
+    dns_domain: str = DEFAULT_DNS_DOMAIN
+    dns_enabled: bool = True
 
     def gateway(self, wg_ip: IPv4Address) -> Gateway | None:
         """The entry of ``gateways:`` for ``wg_ip``, if there is one."""
@@ -569,6 +575,30 @@ def _links(path: str, value: Any) -> str:
     return str(value)
 
 
+def _dns(path: str, value: Any) -> tuple[str, bool]:
+    """``network.dns``: the domain the nodes answer for (lower case, no final
+    dot) and whether they do."""
+    if value is None:
+        return DEFAULT_DNS_DOMAIN, True
+    dns = _mapping(path, "network.dns", value, "a mapping with domain and enabled")
+    _check_keys(path, "network.dns", dns, (), ("domain", "enabled"))
+    enabled = dns.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(
+            f"{path}: network.dns.enabled: expected true or false, got {_show(enabled)}"
+        )
+    raw = dns.get("domain", DEFAULT_DNS_DOMAIN)
+    text = _text(path, "network.dns.domain", raw, DEFAULT_DNS_DOMAIN).strip().lower()
+    domain = text[:-1] if text.endswith(".") else text
+    labels = domain.split(".")
+    if len(domain) > 253 or not all(_DNS_LABEL_RE.fullmatch(label) for label in labels):
+        raise ConfigError(
+            f"{path}: network.dns.domain: {_show(raw)} is not a DNS name; use labels of "
+            "letters, digits and '-' joined by dots, e.g. 'mesh' or 'wg.example.org'"
+        )
+    return domain, enabled
+
+
 # Networks a gateway route must not touch: they are never forwarded.
 _UNROUTABLE = tuple(
     IPv4Network(n)
@@ -724,10 +754,11 @@ def load_network(path: str, statics: tuple[StaticPeer, ...] = ()) -> NetworkConf
     else:
         _check_keys(path, "", top, ("network", "peers"), ("timers", "gateways"))
     net = _mapping(path, "network", top["network"], "a mapping with sharedKey and subnet")
-    _check_keys(path, "network", net, ("sharedKey", "subnet"), ("links",))
+    _check_keys(path, "network", net, ("sharedKey", "subnet"), ("links", "dns"))
     shared_key = _shared_key(path, net["sharedKey"])
     subnet, subnet_warning = _subnet(path, net["subnet"])
     peers = _peers(path, top.get("peers"), subnet, statics)
+    dns_domain, dns_enabled = _dns(path, net.get("dns"))
     return NetworkConfig(
         path=path,
         shared_key=shared_key,
@@ -737,6 +768,8 @@ def load_network(path: str, statics: tuple[StaticPeer, ...] = ()) -> NetworkConf
         links=_links(path, net.get("links", LINK_MODES[0])),
         warnings=(subnet_warning,) if subnet_warning else (),
         gateways=_gateways(path, top.get("gateways"), subnet),
+        dns_domain=dns_domain,
+        dns_enabled=dns_enabled,
     )
 
 

@@ -23,6 +23,7 @@ call-back file). One nursery, small tasks, one owner of shutdown:
 - ``_remember_peers`` (static nodes): keeps the nodes' admin endpoints in
   ``<run dir>/<if>.peers``, so that after a crash the next run calls them back
   at once instead of waiting for their next ping
+- ``_serve_dns``: the mesh's names on our wg IP, port 53 (``nameserver.serve``)
 - the control socket (``control.serve``) and the TUI read :class:`DaemonStatus`
 - under a service manager (``notify.Notifier``): ``READY=1`` once set up,
   ``STATUS=`` on change, the watchdog, ``STOPPING=1``; ``reload`` (SIGHUP)
@@ -54,7 +55,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -73,10 +74,13 @@ from .notify import Notifier, to_journal
 from .proc import CommandError
 from .reload import Reload, plan_reload
 from .routes import Routes, RouteTable
-from .status_text import Doc, service_status, status_document
+from .status_text import Doc, jsonable, service_status, status_document
 from .timeline import Timeline
 from .wgdev import WgDevice, WgInterface
 from .wire import MAX_DATAGRAM, NodeInfo
+
+if TYPE_CHECKING:  # imported at run time only once the daemon is up (dnspython)
+    from . import nameserver
 
 log = logging.getLogger("wg_netmanager")
 
@@ -92,6 +96,7 @@ STATUS_CHECK_INTERVAL = 1.0  # seconds between looks at whether the service stat
 # Lazy links: how often the traffic sensor is read. A new destination waits
 # at most this long (plus a handshake) before its direct link is asked for.
 DEMAND_INTERVAL = 0.25
+DNS_PORT = 53  # the mesh's names (nameserver.py), on our wg IP only
 MESH_WATCH = 60.0  # seconds one look at the mesh map keeps it coming from the static
 
 
@@ -168,8 +173,11 @@ class Daemon:
         load_settings: Callable[[], Settings] | None = None,
         timeline: Timeline | None = None,
         demand: DemandSource | None = None,
+        dns_port: int | None = None,
     ) -> None:
         self.settings = settings
+        self.dns_port = dns_port  # the mesh's names on our wg IP (None: no DNS server)
+        self.nameserver: nameserver.Nameserver | None = None  # once it serves
         self.demand = demand  # lazy links on a dynamic node: who we send to
         self.node = node
         self.keys = keys
@@ -244,6 +252,8 @@ class Daemon:
                 if self.settings.api is not None:
                     # After READY=1: the web stack's imports do not delay start-up.
                     nursery.start_soon(self._serve_api, status)
+                if self.dns_port is not None:
+                    nursery.start_soon(self._serve_dns, self.dns_port)
                 task_status.started()
         except StartupError as exc:
             self.startup_error = exc
@@ -424,6 +434,22 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             app = await nursery.start(api.serve, status, self.settings.api, token_file)
             self.api_address = None if app is None else app.address
+
+    async def _serve_dns(self, port: int) -> None:
+        """The mesh's names on our wg IP (nameserver.py), once the interface
+        has it; dnspython is imported in a thread, after READY=1."""
+        await trio.to_thread.run_sync(importlib.import_module, "dns.message")
+        from . import nameserver
+
+        node, net = self.node, self.settings.network
+        server = nameserver.Nameserver(
+            net.dns_domain,
+            net.subnet,
+            node.names,
+            lambda: (node.state_version, node.table_version, tuple(node.listings.versions.items())),
+        )
+        self.nameserver = server
+        await nameserver.serve(server, self.settings.wg_ip, port)
 
     # --- WireGuard and routes -------------------------------------------------
 
@@ -788,12 +814,15 @@ class DaemonStatus:
         daemon, node = self._daemon, self._daemon.node
         now = trio.current_time()
         node.watch_latency(now + node.timers.latency_watch, now)
-        return status_document(
+        doc = status_document(
             node.statistics(now),
             interface=daemon.settings.interface,
             backend=daemon.backend,
             uptime=now - self._started,
         )
+        if daemon.nameserver is not None:
+            doc["dns"] = jsonable(daemon.nameserver.statistics(now))
+        return doc
 
     def token(self) -> object:
         """Changes whenever the snapshot may have changed beyond ages and counters."""
@@ -1015,6 +1044,7 @@ async def serve(
                 load_settings=load_settings,
                 timeline=timeline,
                 demand=_demand_sensor(settings),
+                dns_port=DNS_PORT if settings.network.dns_enabled else None,
             )
             if hangup_early:
                 daemon.request_reload()

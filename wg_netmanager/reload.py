@@ -7,9 +7,9 @@ runs from now on. Applied while running: the timers, the other static peers
 warning line: this node's identity (name, wgIp, interface, existing
 interface), its ports and its own entry under ``peers`` (whether it is a
 static), whether it is mobile, the shared key, the subnet, the link mode,
-the ``gateways`` and the exit node. The daemon applies the result
-(``Daemon.reload``); a file that no
-longer validates never gets here.
+the DNS domain and whether DNS is on, the ``gateways`` and the exit node.
+The daemon applies the result (``Daemon.reload``); a file that no longer
+validates never gets here.
 """
 
 from __future__ import annotations
@@ -94,6 +94,13 @@ def _kept_back(running: Settings, loaded: Settings) -> list[str]:
         lines.append(line(f"{new_net.path}: network.subnet", old_net.subnet, new_net.subnet))
     if new_net.links != old_net.links:
         lines.append(line(f"{new_net.path}: network.links", old_net.links, new_net.links))
+    if new_net.dns_domain != old_net.dns_domain:
+        lines.append(
+            line(f"{new_net.path}: network.dns.domain", old_net.dns_domain, new_net.dns_domain)
+        )
+    if new_net.dns_enabled != old_net.dns_enabled:
+        enabled = (old_net.dns_enabled, new_net.dns_enabled)
+        lines.append(line(f"{new_net.path}: network.dns.enabled", *enabled))
     if new_net.gateways != old_net.gateways:
         lines.append(f"{new_net.path}: gateways changed; that needs a restart")
     if loaded.exit_node != running.exit_node:

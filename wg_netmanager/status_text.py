@@ -364,6 +364,24 @@ def subnet_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def dns_line(doc: Mapping[str, Any]) -> str | None:
+    """The DNS server's one line (None: it does not run)."""
+    dns = doc.get("dns")
+    if not dns:
+        return None
+    listening = dns.get("listening")
+    where = f"on {listening}" if listening else "not listening yet (retrying)"
+    answers, drops = dns.get("answers") or {}, dns.get("drops") or {}
+    line = f"dns: *.{dns.get('domain')} {where}, {dns.get('names', 0)} names"
+    line += f", answered {sum(answers.values())}"
+    if answers:
+        line += " (" + ", ".join(f"{code} {n}" for code, n in sorted(answers.items())) + ")"
+    if drops:
+        line += f", dropped {sum(drops.values())} ("
+        line += ", ".join(f"{why} {n}" for why, n in sorted(drops.items())) + ")"
+    return line
+
+
 def render_text(doc: Mapping[str, Any], sort_key: str = "wg IP") -> str:
     """The ``status`` output: header, peer table, gateways, networks behind gateways."""
     peers = sort_peers(doc.get("peers", []), sort_key)
@@ -380,6 +398,9 @@ def render_text(doc: Mapping[str, Any], sort_key: str = "wg IP") -> str:
     subnets = subnet_lines(doc)
     if subnets:
         lines += ["", "networks behind gateways:", *subnets]
+    dns = dns_line(doc)
+    if dns:
+        lines += ["", dns]
     return "\n".join(lines)
 
 

@@ -24,6 +24,8 @@ docs/architecture.md):
   WireGuard's counters (rules there; the node applies them)
 - ``clients``: a static's plain WireGuard clients (phones), listed in its
   table as reachable through it (rules there; the node applies them)
+- ``names``: name -> wg IPs of the nodes and clients known (``names()``,
+  for the shell's DNS server)
 
 What stays here: the face (every call the shell makes), dispatch of
 authenticated messages, liveness (pings, ``dead_after``), static targets and
@@ -62,6 +64,7 @@ from .handshake import Handshake
 from .limits import MAX_SOURCES, TokenBuckets
 from .mesh_map import MeshMap
 from .mobile import TABLE_REQUEST_EVERY, GatewayWatch, quiet_limit, wg_signs
+from .names import name_table
 from .pairs import Pairs
 from .routing import (
     Routing,
@@ -569,6 +572,22 @@ class Node:
                 {ip: name for ip in self.subnets.gateway_ips if (name := self._ref(ip).name)}
             ),
             clients=self.clients.values(),
+        )
+
+    def names(self) -> dict[str, tuple[IPv4Address, ...]]:
+        """Name -> wg IPs of every node and client we know (core/names.py)."""
+        listed: dict[IPv4Address, str] = {}
+        for static_ip in sorted(self.listings.tables):
+            for wg_ip in self.listings.tables[static_ip]:
+                entry = self._listed(wg_ip) or self.listings.tables[static_ip][wg_ip]
+                listed.setdefault(wg_ip, entry.info.name)
+        return name_table(
+            (
+                {self.info.wg_ip: self.info.name},
+                {ip: c.name for ip, c in self.clients.items()},
+                {ip: s.info.name for ip, s in self.sessions.items()},
+                listed,
+            )
         )
 
     # --- dispatch -------------------------------------------------------------
