@@ -481,3 +481,17 @@ def test_python_dash_m(tmp_path: Path) -> None:
         "wg_netmanager: error: missing.yaml: no such file; "
         "create it or give its path with -c/--config"
     ]
+
+
+def test_the_command_line_loads_neither_trio_nor_the_wire_format() -> None:
+    # The admin socket is bound right after the configuration is read, before
+    # the daemon's imports: whatever cli imports delays every node's first hello.
+    code = (
+        "import sys, wg_netmanager.cli; "
+        "print(sorted(m for m in ('trio', 'wg_netmanager.wire', 'wg_netmanager.core.clients') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout

@@ -33,11 +33,11 @@ import re
 import socket
 import sys
 from ipaddress import IPv4Address, ip_address
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from docopt import DocoptExit, docopt
 
-from wg_netmanager import __version__, client_config, service
+from wg_netmanager import __version__, service
 from wg_netmanager.api_token import FILE_NAME, TokenError, ensure_token, token_path
 from wg_netmanager.config import (
     ADMIN_PORT_BASE,
@@ -58,10 +58,12 @@ from wg_netmanager.config import (
     parse_static,
     warn_if_world_readable,
 )
-from wg_netmanager.core.clients import Client
 from wg_netmanager.core.timers import Timers, timer_names
 from wg_netmanager.notify import to_journal
 from wg_netmanager.timeline import Timeline
+
+if TYPE_CHECKING:
+    from wg_netmanager.core.clients import Client
 
 CONFIG_DIR = "/etc/wg_netmanager"  # a pinned static keeps its key here: <interface>.key
 DEFAULT_NETWORK_PATH = "/etc/wg_netmanager/network.yaml"
@@ -277,6 +279,10 @@ def build_settings(args: dict[str, Any]) -> Settings:
         private_key = load_private_key(key_path, static.public_key, where)
     clients: tuple[Client, ...] = ()
     if static is not None:
+        # Here, not at the top: the wire format it loads would delay every
+        # node's start (the admin socket is bound before the daemon's imports).
+        from wg_netmanager import client_config
+
         clients = client_config.load(client_config.state_path(network.path, wg_ip), network.subnet)
     return Settings(
         network=network,

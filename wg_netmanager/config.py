@@ -18,15 +18,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from wg_netmanager.core.clients import Client
 from wg_netmanager.core.timers import Timers, timer_names
 from wg_netmanager.keys import from_b64
 from wg_netmanager.model import DEFAULT_ROUTE, Gateway
 from wg_netmanager.noise import public_key
+
+if TYPE_CHECKING:  # (the wire format it needs is not loaded before the admin socket)
+    from wg_netmanager.core.clients import Client
 
 MAX_FILE_SIZE = 1 << 20  # a real config is a few hundred bytes; refuse before parsing
 MIN_PORT, MAX_PORT = 1, 65535
