@@ -31,7 +31,7 @@ from tests.netns import REPO_ROOT
 pytestmark = pytest.mark.netns
 
 FAILOVER_LIMIT = 5.0  # seconds: the bound for falling back to a gateway
-REDIRECT_LIMIT = 5.0  # ... and for going direct again once the link is back
+REDIRECT_LIMIT = 2.5  # ... and for going direct again once the link is back (re-probed every 1 s)
 
 
 @pytest.fixture

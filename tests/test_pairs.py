@@ -474,6 +474,25 @@ def test_a_probe_answer_proves_the_address_its_token_went_to_and_no_other() -> N
     assert path.lan_proven == {PEER_LAN}
 
 
+def test_a_lan_gone_direct_on_the_peers_word_is_proven_by_the_next_reading() -> None:
+    # The peer's probe arrived from its LAN (not an answer to ours: nothing
+    # proven), and the peer saw the handshake before our reading did. Once a
+    # reading shows the handshake from the LAN address, it is proven, so a
+    # lost LAN is re-probed there at once, not only at the next attempt.
+    lab = PairLab()
+    path = lab.pairs.paths[PEER]
+    lab.pairs.on_probe(lab.session, 7 << 32, PEER_LAN, lab.now)
+    assert lab.path_state is S.INSTALLING and not path.lan_proven
+    lab.host.readings[lab.key] = WgPeerReading(lab.key, None, (), None, 0, 0)
+    lab.pairs.on_wg(lab.now)  # installed, no handshake seen yet
+    lab.peer_ready()
+    lab.peer_ready(direct=True)  # the peer saw the handshake
+    assert lab.path_state is S.DIRECT and not path.lan_proven
+    lab.later(0.5)
+    lab.wg(handshake_age=0.5, rx=100, tx=100)  # our reading: from the LAN address
+    assert path.lan_proven == {PEER_LAN}
+
+
 def test_an_unanswered_address_is_probed_again_on_our_own_retry_only() -> None:
     lab = PairLab()
     lab.later(TIMERS.probe_window + 0.01)  # no answer: the NAT endpoint

@@ -593,7 +593,21 @@ class Pairs:
                 why = "the direct link stopped answering"
                 self._fail(wg_ip, path, T.LINK_LOST, now, why, lost=True)
                 return
+            # Gone direct on the peer's word (PEER_DIRECT), before our reading
+            # showed the handshake: the LAN address is proven now (rule 8), so
+            # a lost LAN is re-probed there, not only at the next attempt.
+            self._prove_lan(path, host.sessions[wg_ip], reading)
         self._advance(wg_ip, path, now)
+
+    def _prove_lan(self, path: PairPath, session: Session, reading: WgPeerReading) -> bool:
+        """A WireGuard handshake came from one of the peer's local addresses:
+        that address is proven (rule 8). Whether the endpoint is on its LAN."""
+        if reading.endpoint is None:
+            return False
+        lan = [e for e in session.info.local_endpoints if e[0] == reading.endpoint[0]]
+        if lan and lan[0] not in path.lan_proven and len(path.lan_proven) < MAX_PROBED:
+            path.lan_proven.add(lan[0])
+        return bool(lan)
 
     def _go_direct(self, wg_ip: IPv4Address, path: PairPath, trigger: Trigger, now: float) -> None:
         host = self._host
@@ -603,10 +617,8 @@ class Pairs:
             # The handshake may have come in on another path than the one we
             # tried (the peer's candidate won): report what WireGuard uses.
             path.endpoint = reading.endpoint
-            lan = [e for e in session.info.local_endpoints if e[0] == reading.endpoint[0]]
+            lan = self._prove_lan(path, session, reading)
             path.kind = "lan" if lan else "nat"
-            if len(path.lan_proven) < MAX_PROBED:
-                path.lan_proven.update(lan[:1])  # a WireGuard handshake came from there
         self._move(wg_ip, path, trigger, now)
         path.failures = 0
         path.lan_lost_until = 0.0
