@@ -294,7 +294,7 @@ def check_own_records(net: SimNet, seconds: float, seen: Counter[str]) -> None:
             seen["clients"] += any(link.peer in core.clients for link in kept.links)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_the_own_record_is_the_one_the_status_snapshot_gives(seed: int) -> None:
     """Built from the sessions and the routing's gateways (for a cost that
     follows the links), it stays ``own_record(statistics)`` through traffic,
