@@ -7,16 +7,20 @@ at the end.
 
 from __future__ import annotations
 
+from collections import Counter
 from ipaddress import IPv4Address
+from random import Random
 
 import pytest
 
-from tests.sim import NAMES, SimNet, working_example
+from tests.sim import NAMES, SimNet, lan_mesh, working_example
 from wg_netmanager import wire
 from wg_netmanager.core import mesh_map
 from wg_netmanager.core.events import DropReason
 from wg_netmanager.core.mesh_map import _chunks, _groups, _join, relayed_pairs
 from wg_netmanager.core.node import Node
+from wg_netmanager.core.timers import Timers
+from wg_netmanager.keys import KeyPair
 from wg_netmanager.mesh_text import matrix_lines, mesh_document
 from wg_netmanager.wire import Drop, LinkReport, LinkState, MapPart, MapRequest, NodeLinks
 
@@ -270,3 +274,60 @@ def test_a_nodes_own_links_win_over_an_older_report_of_its_peer() -> None:
     # before delta's report has gone through beta.
     net.wait_for(lambda: charlie.pairs.paths[IP["delta"]].state.value != "direct", limit=10.0)
     assert ("10.1.1.3", "10.1.1.4", "lan") not in links(picture(net, "charlie"))
+
+
+# --- our own record: kept as the status snapshot would give it ----------------------
+
+
+def check_own_records(net: SimNet, seconds: float, seen: Counter[str]) -> None:
+    for _ in range(int(seconds / 0.05)):
+        net.run_for(0.05)
+        for host in net.hosts.values():
+            core = host.node
+            if core is None:
+                continue
+            now = net.clock(host)
+            kept = core.mesh._own_record(now)
+            assert kept == mesh_map.own_record(core.statistics(now)), host.name
+            seen["exceptions"] += bool(kept.exceptions)
+            seen["pairs"] += any(link.kind in ("lan", "nat") for link in kept.links)
+            seen["clients"] += any(link.peer in core.clients for link in kept.links)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_own_record_is_the_one_the_status_snapshot_gives(seed: int) -> None:
+    """Built from the sessions and the routing's gateways (for a cost that
+    follows the links), it stays ``own_record(statistics)`` through traffic,
+    partitions, restarts and a client, on a random mesh of two statics."""
+    rng = Random(seed)
+    net = lan_mesh(
+        rng.randrange(12, 24),
+        statics=2,
+        seed=seed,
+        timers=Timers(ping_interval=1.0, dead_after=3.0),
+    )
+    names = list(net.hosts)
+    dynamic = names[2:]
+    seen: Counter[str] = Counter()
+    for name in names:
+        net.start(name)
+    check_own_records(net, 3.0, seen)
+    for _ in range(4):
+        a, b = rng.sample(dynamic, 2)
+        net.flows[(a, b)] = net.flows[(b, a)] = 200.0
+    s2 = net.hosts["s2"]
+    assert s2.node is not None
+    s2.node.add_client("phone", KeyPair.generate().public_b64, None, net.clock(s2))
+    check_own_records(net, 3.0, seen)
+    cut = rng.sample(dynamic, 3)
+    for name in cut:  # s2 relays these for everyone that still reaches s1 and s2
+        net.partitioned.add(frozenset(("s1", name)))
+    check_own_records(net, 6.0, seen)
+    net.partitioned.clear()
+    net.flows.clear()
+    restarted = rng.choice(dynamic)
+    net.stop(restarted, clean=rng.random() < 0.5)
+    check_own_records(net, 4.0, seen)
+    net.start(restarted)
+    check_own_records(net, 4.0, seen)
+    assert seen["exceptions"] and seen["pairs"] and seen["clients"]  # (each case is covered)

@@ -55,6 +55,7 @@ def test_changes_applied_one_by_one_give_the_rules_answer(seed: int) -> None:
     pairs: set[IPv4Address] = set()
     routing = Routing(me)
     gateways_before: dict[IPv4Address, IPv4Address] = {}
+    version_before = routing.gateways_version
     for _ in range(400):
         changed: set[IPv4Address] = set()
         for _ in range(rng.randint(1, 4)):
@@ -86,6 +87,13 @@ def test_changes_applied_one_by_one_give_the_rules_answer(seed: int) -> None:
         via, gone = routing.update(direct, tables, listed_by, changed)
         gateways = choose_gateways(me, tables, listed_by, direct)
         assert routing.gateways == gateways
+        by: dict[IPv4Address, set[IPv4Address]] = {}
+        for ip, gateway in gateways.items():
+            by.setdefault(gateway, set()).add(ip)
+        assert routing.relayed_by == by
+        if gateways != gateways_before:
+            assert routing.gateways_version != version_before
+        version_before = routing.gateways_version
         assert dict(via) == {ip: g for ip, g in gateways.items() if gateways_before.get(ip) != g}
         assert set(gone) == gateways_before.keys() - gateways.keys() - direct.keys()
         # Gateways' networks on some peers, a mobile's longer keepalive and

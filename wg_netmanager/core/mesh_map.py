@@ -15,6 +15,9 @@ Rules (the story is in docs/architecture.md, "The mesh map"):
    own record has their link, and the other end of each of its direct
    links reports that one. Relayed pairs are implied, never listed (``wire.NodeLinks``):
    the map grows with the links, not with the square of the nodes.
+   ``own_record`` (of a status snapshot) defines the record; a check builds
+   it from the sessions and the routing's per-gateway sets instead, for a
+   cost that follows our links (a test holds the two equal).
 2. *Merging* (a static). The latest complete report of each session, its
    own links, and a bare record for every node it reaches that has not
    reported, make the merged map; a new merged map gets the next version.
@@ -42,9 +45,10 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
 from ipaddress import IPv4Address
+from operator import attrgetter
 from typing import Protocol
 
 from .. import wire
@@ -70,6 +74,9 @@ MAX_REPORT_PARTS = 32  # about 1,000 links: what one report may hold (memory at 
 
 _MAX_COUNT = 2**62
 
+# Everything of a record but its links (cheaper than replace(record, links=())).
+_head = attrgetter(*(f.name for f in fields(NodeLinks) if f.name != "links"))
+
 
 def _bare(wg_ip: IPv4Address, name: str, *, is_static: bool = False, up: bool = True) -> NodeLinks:
     return NodeLinks(wg_ip, name, is_static, up, None, ())
@@ -88,8 +95,27 @@ class MeshHost(Protocol):
     def sessions(self) -> Mapping[IPv4Address, Session]: ...
 
     @property
-    def statics(self) -> Iterable[IPv4Address]:
+    def statics(self) -> Collection[IPv4Address]:
         """The wg IPs of our static peers (network.yaml)."""
+
+    @property
+    def clients(self) -> Collection[IPv4Address]:
+        """The wg IPs of our plain WireGuard clients (a static's)."""
+
+    def pair_kind(self, wg_ip: IPv4Address) -> str:
+        """How a pair session's direct path goes ("lan", "nat", ...; "" if none)."""
+
+    @property
+    def gateways(self) -> Mapping[IPv4Address, IPv4Address]:
+        """wg IP -> the static that relays it for us (``Routing.gateways``)."""
+
+    @property
+    def relayed_by(self) -> Mapping[IPv4Address, Collection[IPv4Address]]:
+        """The same per gateway."""
+
+    @property
+    def gateways_version(self) -> int:
+        """Changes whenever ``gateways`` changed."""
 
     def statistics(self, now: float) -> NodeStatus: ...
 
@@ -137,6 +163,9 @@ class MeshMap:
         self._check_at: float | None = None if host.info.mobile else 0.0
         self._last_report = -math.inf
         self._resend: set[IPv4Address] = set()  # statics whose session is new
+        # (gateways_version, our gateway, the exceptions) for our own record.
+        self._via: tuple[int, IPv4Address | None, tuple[tuple[IPv4Address, IPv4Address], ...]]
+        self._via = (-1, None, ())
         # Rules 2 and 3: a static's merged map.
         self._reports: dict[IPv4Address, NodeLinks] = {}
         self._report_parts: dict[IPv4Address, _Assembly] = {}
@@ -223,11 +252,45 @@ class MeshMap:
     # --- rule 1: our own links ----------------------------------------------------
 
     def _own_record(self, now: float) -> NodeLinks:
-        return own_record(self._host.statistics(now))
+        """``own_record(statistics)``, for a cost that follows our links: the
+        direct ones from the sessions (and clients), the gateway and its
+        exceptions from the routing's per-gateway sets, again only after
+        they changed (a test holds the two equal)."""
+        host = self._host
+        gateways, statics, is_static = host.gateways, host.statics, host.is_static
+        links = [
+            (ip, 0, LinkState(ip, "static" if is_static else "direct", None)) for ip in host.clients
+        ]
+        for ip, session in host.sessions.items():
+            if ip in gateways:
+                continue  # a pair still relayed
+            if is_static or ip in statics:
+                kind = "static"
+            else:
+                kind = host.pair_kind(ip)
+                kind = kind if kind in ("static", "lan", "nat") else "direct"
+            links.append((ip, 1, LinkState(ip, kind, session.rtt)))
+        links.sort(key=lambda item: (int(item[0]), item[1]))
+        version = host.gateways_version
+        if self._via[0] != version:
+            by = host.relayed_by
+            gateway = min(by, key=lambda gw: (-len(by[gw]), gw)) if by else None
+            exceptions = sorted((ip, gw) for gw, ips in by.items() if gw != gateway for ip in ips)
+            self._via = (version, gateway, tuple(exceptions))
+        info = host.info
+        return NodeLinks(
+            wg_ip=info.wg_ip,
+            name=info.name,
+            is_static=is_static,
+            up=True,
+            gateway=self._via[1],
+            links=tuple(item[2] for item in links),
+            exceptions=self._via[2],
+        )
 
     def _moved(self, record: NodeLinks) -> bool:
         old = self._reported
-        if old is None or replace(old, links=()) != replace(record, links=()):
+        if old is None or _head(old) != _head(record):
             return True
         if [(link.peer, link.kind) for link in old.links] != [
             (link.peer, link.kind) for link in record.links

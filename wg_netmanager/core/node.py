@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
@@ -1337,8 +1337,28 @@ class _Parts:
         return self._node.is_static
 
     @property
-    def statics(self) -> Iterable[IPv4Address]:
+    def statics(self) -> Collection[IPv4Address]:
         return self._node.statics.keys()
+
+    @property
+    def clients(self) -> Collection[IPv4Address]:
+        return self._node.clients.keys()
+
+    def pair_kind(self, wg_ip: IPv4Address) -> str:
+        status = self._node.pairs.status(wg_ip)
+        return status[0] if status else ""
+
+    @property
+    def gateways(self) -> Mapping[IPv4Address, IPv4Address]:
+        return self._node._routing.gateways
+
+    @property
+    def relayed_by(self) -> Mapping[IPv4Address, Collection[IPv4Address]]:
+        return self._node._routing.relayed_by
+
+    @property
+    def gateways_version(self) -> int:
+        return self._node._routing.gateways_version
 
     def statistics(self, now: float) -> NodeStatus:
         return self._node.statistics(now)

@@ -419,6 +419,10 @@ class Routing:
     def __init__(self, me: IPv4Address) -> None:
         self.me = me
         self.gateways: dict[IPv4Address, IPv4Address] = {}
+        # The same, per gateway, and a counter of their changes (the mesh
+        # map's own record asks which gateway relays most: O(gateways)).
+        self.relayed_by: dict[IPv4Address, set[IPv4Address]] = {}
+        self.gateways_version = 0
         self.routes: set[Route] = set()
         self.dests: dict[IPv4Address, Route] = {}  # the routes by destination
         # Per direct peer: its AllowedIPs, sorted (by address as an integer,
@@ -466,12 +470,18 @@ class Routing:
             old = self.gateways.get(ip)
             if gateway == old:
                 continue
+            self.gateways_version += 1
             if old is not None:
                 del self.gateways[ip]
+                relayed = self.relayed_by[old]
+                relayed.discard(ip)
+                if not relayed:
+                    del self.relayed_by[old]
                 self._route(Route(ip, old), False)
                 self._disallow(old, ip)
             if gateway is not None:
                 self.gateways[ip] = gateway
+                self.relayed_by.setdefault(gateway, set()).add(ip)
                 self._route(Route(ip, gateway), True)
                 self._allow(gateway, ip)
                 via_changed.append((ip, gateway))
