@@ -21,7 +21,7 @@ from wg_netmanager.keys import KeyPair, to_b64
 
 pytestmark = pytest.mark.netns
 
-NODES = {"beta": "10.1.1.1", "delta": "10.1.1.4"}
+NODES = {"beta": "10.1.1.1", "alpha": "10.1.1.2", "delta": "10.1.1.4"}
 PHONE_IP = "10.1.1.50"
 PHONE_IF = "wgc"
 
@@ -38,8 +38,10 @@ def mesh(tmp_path: Path) -> Iterator[Daemons]:
     config = network_yaml(pingInterval=1).replace("    wgIp: 10.1.1.1\n", pin)
     with daemons_in("working_example", tmp_path, NODES, config, Daemons) as mesh:
         mesh.start("beta", options=["-p", str(peer)])
+        mesh.start("alpha")
         mesh.start("delta")
         mesh.wait(lambda: mesh.route("delta", "beta") == "direct", 20)
+        mesh.wait(lambda: mesh.route("alpha", "beta") == "direct", 20)
         yield mesh
 
 
@@ -85,7 +87,10 @@ def test_a_phone_joins_through_the_static_survives_its_restart_and_is_cut_on_rem
 
     mesh.wait(lambda: tb.ping("charlie", NODES["delta"]), 20)
     print(f"client add to the phone's first ping answered: {time.monotonic() - added_at:.2f} s")
-    assert tb.ping("delta", PHONE_IP)
+    # The phone reaches every node, the static itself included, and every node the phone.
+    for box, ip in NODES.items():
+        assert mesh.wait(lambda ip=ip: tb.ping("charlie", ip), 10) < 10, box
+        assert tb.ping(box, PHONE_IP), box
     assert mesh.route("delta", "beta") == "direct"
     assert f"{PHONE_IP} via 10.1.1.1" in mesh.routes("delta")
 
