@@ -59,7 +59,16 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import api_token, client_config, control, event_text, log_capture, mesh_text, runfiles
+from . import (
+    api_token,
+    client_config,
+    control,
+    event_text,
+    log_capture,
+    mesh_text,
+    resolved,
+    runfiles,
+)
 from .config import ConfigError, Settings
 from .core import events as ev
 from .core.clients import ClientRefused
@@ -449,7 +458,18 @@ class Daemon:
             lambda: (node.state_version, node.table_version, tuple(node.listings.versions.items())),
         )
         self.nameserver = server
-        await nameserver.serve(server, self.settings.wg_ip, port)
+        s = self.settings
+        # Where systemd-resolved runs, this machine's own lookups of the
+        # mesh's names go to us (the standard port only: resolved knows no other).
+        pointed = port == DNS_PORT and resolved.resolved_runs()
+        if pointed:
+            pointed = await resolved.point(s.interface, s.wg_ip, net.dns_domain)
+        try:
+            await nameserver.serve(server, s.wg_ip, port)
+        finally:
+            if pointed:
+                with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                    await resolved.revert(s.interface)
 
     # --- WireGuard and routes -------------------------------------------------
 
