@@ -55,7 +55,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from ..model import DEFAULT_ROUTE, Gateway, Route, WgPeer
+from ..model import DEFAULT_ROUTE, Endpoint, Gateway, Route, WgPeer
 from ..wire import TableEntry
 from .sessions import Session, StaticTarget
 from .status import SubnetStatus
@@ -102,16 +102,9 @@ def desired_peers_and_routes(
         via.setdefault(gateway, []).append(IPv4Network(ip))
         routes.add(Route(ip, gateway))
     for ip, session in direct.items():
-        target = statics.get(ip)
-        extra = subnets.get(ip, ()) if subnets else ()
+        extra = _extra_networks(ip, subnets, subnet_via)
         allowed = sorted([IPv4Network(ip), *via.get(ip, []), *extra])
-        if subnet_via is not None and subnet_via[0] == ip:
-            allowed = sorted([subnet_via[1], *allowed])
-        if ip in pairs:
-            endpoint, alive = None, keepalive
-        else:
-            endpoint = target.wg_endpoint if target else None
-            alive = (static_keepalive or keepalive) if target else 0
+        endpoint, alive = _endpoint_and_keepalive(ip, statics, pairs, keepalive, static_keepalive)
         peers[session.info.public_key] = WgPeer(
             public_key=session.info.public_key,
             allowed_ips=tuple(allowed),
@@ -120,6 +113,36 @@ def desired_peers_and_routes(
         )
         routes.add(Route(ip))
     return peers, routes
+
+
+def _endpoint_and_keepalive(
+    ip: IPv4Address,
+    statics: Mapping[IPv4Address, StaticTarget],
+    pairs: Collection[IPv4Address],
+    keepalive: int,
+    static_keepalive: int | None,
+) -> tuple[Endpoint | None, int]:
+    """Rule 4: a static peer gets its configured endpoint and our keepalive, a
+    pair peer a keepalive and no endpoint, a static's dynamic peer neither."""
+    if ip in pairs:
+        return None, keepalive
+    target = statics.get(ip)
+    if target is None:
+        return None, 0
+    return target.wg_endpoint, static_keepalive or keepalive
+
+
+def _extra_networks(
+    ip: IPv4Address,
+    subnets: Mapping[IPv4Address, Sequence[IPv4Network]] | None,
+    subnet_via: tuple[IPv4Address, IPv4Network] | None,
+) -> tuple[IPv4Network, ...]:
+    """What ``ip``'s AllowedIPs carry besides /32s: gateways' networks (rule
+    8), and the whole subnet on a mobile's static (mobile.py rule 4)."""
+    extra = tuple(subnets.get(ip, ())) if subnets else ()
+    if subnet_via is not None and subnet_via[0] == ip:
+        extra = (subnet_via[1], *extra)
+    return extra
 
 
 def alive_nodes(
@@ -524,15 +547,10 @@ class Routing:
         peers: dict[str, WgPeer] = {}
         cache: dict[IPv4Address, tuple[tuple[object, ...], WgPeer]] = {}
         for ip, session in direct.items():
-            target = statics.get(ip)
-            if ip in pairs:
-                endpoint, alive = None, keepalive
-            else:
-                endpoint = target.wg_endpoint if target else None
-                alive = (static_keepalive or keepalive) if target else 0
-            extra = tuple(subnets.get(ip, ())) if subnets else ()
-            if subnet_via is not None and subnet_via[0] == ip:
-                extra = (subnet_via[1], *extra)
+            endpoint, alive = _endpoint_and_keepalive(
+                ip, statics, pairs, keepalive, static_keepalive
+            )
+            extra = _extra_networks(ip, subnets, subnet_via)
             key = session.info.public_key
             inputs = (key, self._allowed_changes.get(ip, 0), endpoint, alive, extra)
             cached = self._peers.get(ip)
