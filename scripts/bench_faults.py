@@ -31,18 +31,15 @@ removes them (and its processes) when it ends, also on failure or Ctrl-C.
 
 from __future__ import annotations
 
-import argparse
 import signal
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from scripts.scenarios import Result, run_scenarios
 from tests.faults import DYNAMIC, FaultMesh, fault_mesh
-
-Result = dict[str, float]
 
 
 def converge(mesh: FaultMesh) -> None:
@@ -131,37 +128,19 @@ SCENARIOS: dict[str, tuple[Callable[[FaultMesh], Result], dict[str, float]]] = {
 }
 
 
+def measure(name: str) -> Result:
+    run, timers = SCENARIOS[name]
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
+        fault_mesh(Path(tmp), links=None, **timers) as mesh,
+    ):
+        result = run(mesh)
+        mesh.stop_all()
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
-    args = ap.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        ap.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-    if not 1 <= args.runs <= 20:
-        ap.error("--runs must be within [1, 20]")
-    summary: list[str] = []
-    for name in names:
-        run, timers = SCENARIOS[name]
-        results: list[Result] = []
-        for index in range(args.runs):
-            with (
-                tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
-                fault_mesh(Path(tmp), links=None, **timers) as mesh,
-            ):
-                result = run(mesh)
-                mesh.stop_all()
-            results.append(result)
-            shown = "  ".join(f"{k} {v:.2f}" for k, v in result.items())
-            print(f"{name} run {index + 1}: {shown}", flush=True)
-        for key in results[0]:
-            values = [r[key] for r in results]
-            each = ", ".join(f"{v:.2f}" for v in values)
-            summary.append(f"{name:10} {key:20} median {statistics.median(values):8.2f}  ({each})")
-    print("\n".join(["", f"medians of {args.runs} runs:", *summary]))
-    return 0
+    return run_scenarios(__doc__.split("\n\n")[0], list(SCENARIOS), measure, argv)
 
 
 if __name__ == "__main__":
