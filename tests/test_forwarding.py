@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -329,7 +331,7 @@ class FakeSystem:
             if text.count(f"table inet {name} {{") > 1:  # created anew after the delete
                 self.nft.add(name)
             return ""
-        words = argv[2:]
+        words = [w for w in argv[1:] if w not in ("-4", "-N")]
         if words[:2] == ["rule", "show"] or argv[1:4] == ["-j", "-4", "rule"]:
             return json.dumps(self.rules)
         if words[:2] in (["rule", "add"], ["rule", "del"]):
@@ -448,3 +450,41 @@ def test_a_plain_node_touches_nothing(system: FakeSystem, tmp_path: Path) -> Non
 
     trio.run(run)
     assert system.commands == []  # not even a look for leftovers: no restore file
+
+
+@pytest.mark.netns
+def test_our_tables_listed_by_number_where_rt_tables_names_them() -> None:
+    """An administrator's name for our table number must not hide it: the
+    listing is read in a namespace of ours with the table named in rt_tables.d."""
+    from tests.netns import REPO_ROOT, require_netns, unique_prefix
+
+    require_netns()
+    ns = unique_prefix("wgnmrt")
+    named = Path(f"/etc/iproute2/rt_tables.d/{ns}.conf")
+    probe = (
+        "import trio; from wg_netmanager import forwarding;"
+        "print(sorted(trio.run(forwarding._our_tables)))"
+    )
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        ip = ["ip", "-n", ns]
+        subprocess.run([*ip, "link", "set", "lo", "up"], check=True)
+        subprocess.run(
+            [*ip, "route", "add", "10.9.0.0/24", "dev", "lo", "table", "4242", "proto", "57"],
+            check=True,
+        )
+        named.parent.mkdir(parents=True, exist_ok=True)
+        named.write_text("4242 wgnm_admins_name\n")
+        listed = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", probe],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            timeout=30,
+        ).stdout
+        assert listed.strip() == "[4242]"
+    finally:
+        named.unlink(missing_ok=True)
+        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -296,7 +296,7 @@ def parse_table(text: str) -> set[TableRoute]:
 
 
 def parse_tables(text: str) -> dict[int, set[TableRoute]]:
-    """``ip -4 route show table all proto 57``: our routes by table number,
+    """``ip -N -4 route show table all proto 57``: our routes by table number,
     the main table's (routes.py's) left out. A table with no route of ours
     is simply missing (the kernel has no empty tables to list)."""
     lines: dict[int, list[str]] = {}
@@ -573,9 +573,10 @@ async def _rules() -> Any:
 
 async def _our_tables() -> dict[int, set[TableRoute]]:
     """Every table's routes of ours in one listing: unlike ``show table N``
-    it does not fail for a table that does not exist (yet, or any more)."""
+    it does not fail for a table that does not exist (yet, or any more).
+    ``-N`` prints table numbers even where rt_tables gives one a name."""
     return parse_tables(
-        await run(["ip", "-4", "route", "show", "table", "all", "proto", ROUTE_PROTO])
+        await run(["ip", "-N", "-4", "route", "show", "table", "all", "proto", ROUTE_PROTO])
     )
 
 
