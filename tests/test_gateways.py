@@ -182,14 +182,14 @@ def test_who_pings_and_dies_fast() -> None:
     assert charlie.pings_fast(BETA) and charlie.dies_fast(BETA, pinger=True)
     assert alpha.pings_fast(CHARLIE) and not alpha.pings_fast(BETA)
     assert beta.pings_fast(CHARLIE) and not beta.pings_fast(ALPHA)
-    for heard in ([], [0.0]):  # its cadence unknown: probed, so it dies fast
+    for heard in ([], [0.0], [0.0, 1.0], [0.0, 1.0, 2.0]):  # cadence unknown: probed
         beta.new_session(CHARLIE)
         for when in heard:
             beta.heard_ping(CHARLIE, when)
         assert beta.probes(CHARLIE) and beta.dies_fast(CHARLIE, pinger=False)
-    beta.heard_ping(CHARLIE, 1.0)
+    beta.heard_ping(CHARLIE, 3.0)  # three short gaps in a row: it pings fast
     assert beta.dies_fast(CHARLIE, pinger=False) and not beta.probes(CHARLIE)
-    beta.heard_ping(CHARLIE, 13.0)  # its file does not make it a gateway: slow pings
+    beta.heard_ping(CHARLIE, 15.0)  # its file does not make it a gateway: slow pings
     assert not beta.dies_fast(CHARLIE, pinger=False) and not beta.probes(CHARLIE)
     beta.new_session(CHARLIE)  # it came back: a long gap tells nothing
     beta.heard_ping(CHARLIE, 60.0)
@@ -198,6 +198,21 @@ def test_who_pings_and_dies_fast() -> None:
     beta.heard_ping(ALPHA, 0.0)
     beta.heard_ping(ALPHA, 0.5)
     assert not beta.dies_fast(ALPHA, pinger=False)  # not a gateway
+
+
+def test_a_slow_pinger_that_lost_pongs_is_not_taken_for_fast() -> None:
+    """A slow pinger pings again after pong_timeout when a pong is lost: one
+    or two short gaps must not make its next (slow) ping come too late."""
+    beta = routes_of(BETA, static=True)
+    beta.new_session(CHARLIE)
+    for when in (0.0, 12.0, 13.0, 14.0):  # two pongs lost after the second ping
+        beta.heard_ping(CHARLIE, when)
+        if when:
+            assert not beta.dies_fast(CHARLIE, pinger=False), when
+            assert not beta.probes(CHARLIE), when
+    for when in (15.0, 16.0):  # it became a gateway (a reload): a run of short gaps
+        beta.heard_ping(CHARLIE, when)
+    assert beta.dies_fast(CHARLIE, pinger=False)
 
 
 def test_alive_nodes_follow_the_statics() -> None:

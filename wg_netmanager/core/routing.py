@@ -60,6 +60,9 @@ from ..wire import TableEntry
 from .sessions import Session, StaticTarget
 from .status import SubnetStatus
 
+# Short gaps in a row that show a gateway pings us every gateway_ping.
+FAST_RUN = 3
+
 
 def choose_gateways(
     me: IPv4Address,
@@ -245,8 +248,9 @@ class SubnetRoutes:
         self._current: dict[IPv4Network, IPv4Address] = {}
         self._since: dict[IPv4Address, float] = {}  # gateway -> alive since
         self._seen_down: set[IPv4Address] = set()  # gateways that were alive and went
-        # gateway -> (its last ping this session, fast?); None: one ping, cadence unknown
-        self._pinged: dict[IPv4Address, tuple[float, bool | None]] = {}
+        # gateway -> (its last ping this session, fast?, short gaps in a row);
+        # fast None: cadence not known yet
+        self._pinged: dict[IPv4Address, tuple[float, bool | None, int]] = {}
         self._deadline: float | None = None
 
     # --- inputs -------------------------------------------------------------------
@@ -299,8 +303,18 @@ class SubnetRoutes:
         if wg_ip not in self.gateway_ips:
             return
         last = self._pinged.get(wg_ip)
-        fast = None if last is None else now - last[0] <= 2.5 * self.fast_ping
-        self._pinged[wg_ip] = (now, fast)
+        if last is None:
+            self._pinged[wg_ip] = (now, None, 0)
+            return
+        _, fast, short_run = last
+        if now - last[0] > 2.5 * self.fast_ping:
+            self._pinged[wg_ip] = (now, False, 0)
+            return
+        # A slow pinger that lost a pong pings again after pong_timeout: one or
+        # two short gaps are that, not a cadence, and calling it fast would drop
+        # it at its next (slow) ping. A run of them is one.
+        short_run += 1
+        self._pinged[wg_ip] = (now, True if short_run >= FAST_RUN else fast, short_run)
 
     def new_session(self, wg_ip: IPv4Address) -> None:
         """A session with ``wg_ip`` begins: its pings tell nothing yet (a
@@ -330,9 +344,10 @@ class SubnetRoutes:
 
     def probes(self, peer: IPv4Address) -> bool:
         """Do we, not its pinger, ping ``peer`` every ``gateway_ping``? While a
-        gateway we watch has not yet shown how often it pings us (fewer than
-        two pings this session): its answers are then what we count on, so a
-        gateway that dies right after its session began is noticed too."""
+        gateway we watch has not yet shown how often it pings us (neither a
+        long gap nor FAST_RUN short ones in a row this session): its answers
+        are then what we count on, so a gateway that dies right after its
+        session began is noticed too."""
         heard = self._pinged.get(peer)
         return peer in self.watched and (heard is None or heard[1] is None)
 
