@@ -187,6 +187,7 @@ class Daemon:
         self.settings = settings
         self.dns_port = dns_port  # the mesh's names on our wg IP (None: no DNS server)
         self.nameserver: nameserver.Nameserver | None = None  # once it serves
+        self._resolved_pointed = False  # systemd-resolved sends the domain to us
         self.demand = demand  # lazy links on a dynamic node: who we send to
         self.node = node
         self.keys = keys
@@ -461,13 +462,15 @@ class Daemon:
         s = self.settings
         # Where systemd-resolved runs, this machine's own lookups of the
         # mesh's names go to us (the standard port only: resolved knows no other).
-        pointed = port == DNS_PORT and resolved.resolved_runs()
-        if pointed:
-            pointed = await resolved.point(s.interface, s.wg_ip, net.dns_domain)
+        # An interface set up again is pointed again (_restore_interface).
+        self._resolved_pointed = port == DNS_PORT and resolved.resolved_runs()
+        if self._resolved_pointed:
+            await resolved.point(s.interface, s.wg_ip, net.dns_domain)
         try:
             await nameserver.serve(server, s.wg_ip, port)
         finally:
-            if pointed:
+            if self._resolved_pointed:
+                self._resolved_pointed = False
                 with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                     await resolved.revert(s.interface)
 
@@ -553,6 +556,10 @@ class Daemon:
         self._handshakes = HandshakeClock()
         await self._flush()
         log.info("interface %s set up again (%s)", ifname, self.backend)
+        if self._resolved_pointed:
+            # systemd-resolved forgot the link's DNS settings with the link.
+            s = self.settings
+            await resolved.point(ifname, s.wg_ip, s.network.dns_domain)
 
     async def _apply_routes(self, ifname: str, desired: set[Route]) -> None:
         actual = await self.routes.read(ifname)
