@@ -906,7 +906,9 @@ class DaemonStatus:
         self._daemon.request_reload()
 
     def command(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """A control request other than the status (``client_config.client_main``)."""
+        """A control request other than the status (``client_config.client_main``,
+        and the API's clients). A refusal is ``{"error": line, "status": code}``
+        (HTTP's: 400 a malformed request, 404 no such client, 409 refused)."""
         daemon, node = self._daemon, self._daemon.node
         now = trio.current_time()
         op = request.get("op")
@@ -917,27 +919,29 @@ class DaemonStatus:
                 # A fresh key at every start would break every client's config.
                 return {
                     "error": "this node's key is not pinned: a client's config names it, so "
-                    "pin it first (publicKey in network.yaml, see the README's security notes)"
+                    "pin it first (publicKey in network.yaml, see the README's security notes)",
+                    "status": 409,
                 }
             if op == "client-add":
                 name, key, wanted = request.get("name"), request.get("public_key"), None
                 if not isinstance(name, str) or not isinstance(key, str):
-                    return {"error": "client-add needs a name and a public key"}
+                    return {"error": "client-add needs a name and a public key", "status": 400}
                 if request.get("wg_ip") is not None:
                     try:
                         wanted = IPv4Address(str(request["wg_ip"]))
                     except ValueError:
-                        return {"error": f"--ip {request['wg_ip']}: not an IPv4 address"}
+                        error = f"--ip {request['wg_ip']}: not an IPv4 address"
+                        return {"error": error, "status": 400}
                 client = node.add_client(name, key, wanted, now)
             elif op == "client-remove":
                 name = request.get("name")
                 if not isinstance(name, str):
-                    return {"error": "client-remove needs a name"}
+                    return {"error": "client-remove needs a name", "status": 400}
                 client = node.remove_client(name, now)
             else:
-                return {"error": f"unknown request {op!r}"}
+                return {"error": f"unknown request {op!r}", "status": 400}
         except ClientRefused as exc:
-            return {"error": str(exc)}
+            return {"error": str(exc), "status": 404 if op == "client-remove" else 409}
         daemon._wg_wake.set()  # the peer goes in (or out) now
         daemon._kick.set()
         s = daemon.settings
