@@ -7,9 +7,11 @@ docs/architecture.md, "Plain WireGuard clients".
 - *The state file* lives next to network.yaml, ``clients-<static wg IP>.json``
   (mode 0600, root only): name, wg IP and public key of each client, never a
   private key. The static's daemon reads it at start; the ``client`` command
-  writes it (as root, outside the service's sandbox, whose /etc is
-  read-only) with the list the daemon answered, under a lock on the
-  directory, so the file and the running daemon agree after every command.
+  writes it (as root, outside the service's sandbox) with the list the
+  daemon answered, and the API's requests have the daemon write it (its
+  unit lets it write its own configuration directory), always under a lock
+  on the directory, so the file and the running daemon agree after every
+  request.
 - *The client's key pair* is made where the config is made: here, in the
   command's process (only the public key goes to the daemon), or in the
   API's handler (api.py); the private key is shown once, inside the config
