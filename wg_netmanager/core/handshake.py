@@ -386,7 +386,7 @@ class Handshake:
                 c = contender
                 named = self._name_holder(c.info)  # taken while it waited?
                 if named is not None:
-                    self._refuse(c.info, c.boot, c.addr, c.keys, named, now, bar=False)
+                    self._refuse(c.info, c.boot, c.addr, c.keys, named, now, name=True)
                     continue
                 new = self._host.establish(c.info, c.boot, c.addr, c.keys, now)
                 if new is None:
@@ -485,7 +485,7 @@ class Handshake:
                 host.back_off(info.wg_ip, now)
                 return
             if named is not None:
-                self._refuse(info, boot, addr, keys, named, now, bar=False)
+                self._refuse(info, boot, addr, keys, named, now, name=True)
                 return
         if same_boot and session is not None:
             host.renew(session, info, addr, keys, now)
@@ -550,13 +550,14 @@ class Handshake:
         holder: NodeInfo,
         now: float,
         *,
-        bar: bool = True,
+        name: bool = False,
     ) -> None:
-        """Two live nodes claim one wg IP (or one WireGuard key, or one name): the
-        holder keeps it, the claimant is told over its own handshake's keys (rule 4)."""
+        """Two live nodes claim one wg IP (or one WireGuard key, or, ``name``, one
+        name): the holder keeps it, the claimant is told over its own handshake's
+        keys (rule 4)."""
         host = self._host
         host.drop(DropReason.CONFLICT)
-        if bar and not self.barred.holds(info.wg_ip, boot, now):
+        if not name and not self.barred.holds(info.wg_ip, boot, now):
             # Not renewed by its retries: once the holder is gone, it gets in.
             self.barred.bar(info.wg_ip, boot, now + self.timers.dead_after, now)
         self._note_conflict(
@@ -568,7 +569,7 @@ class Handshake:
                 holder_ip=holder.wg_ip,
                 holder_key=holder.public_key,
                 key_twin=holder.wg_ip != info.wg_ip and holder.public_key == info.public_key,
-                name_twin=not bar,
+                name_twin=name,
                 claimant_name=info.name,
             )
         )
