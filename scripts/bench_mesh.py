@@ -234,8 +234,9 @@ class NebulaMesh(FaultMesh):
         *prefix: str,
         options: Sequence[str] = (),
         config: Path | None = None,
+        name: str | None = None,
     ) -> subprocess.Popen[bytes]:
-        assert config is None, "Nebula's boxes each have their own config"
+        assert config is None and name is None, "Nebula's boxes each have their own config"
         argv = [*prefix, "nebula", "-config", str(self.pki / f"{box}.yml"), *options]
         proc = self.tb.spawn(box, argv, self.tmp / f"{box}-0.log")
         self.procs[box] = proc

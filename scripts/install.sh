@@ -24,8 +24,9 @@ die() {
 
 # systemd: its systemd-analyze verifies the shipped unit (nothing is started).
 # chromium, chromium-driver: the web UI's test in a real (headless) browser.
+# zbar-tools: zbarimg reads the clients' QR codes back, as a phone's camera would.
 PACKAGES=(wireguard-tools wireguard-go iproute2 nftables iputils-ping tmux faketime python3-venv
-    systemd chromium chromium-driver)
+    systemd chromium chromium-driver zbar-tools)
 for arg in "$@"; do
     case "$arg" in
         --nebula) PACKAGES+=(nebula) ;;

@@ -28,4 +28,6 @@ Scripts use it too: run them from the repository root as
   for the API.
 - ``browser``: headless chromium in a testbed box, driven by selenium
   through a worker program in that box.
+- ``qr``: QR codes read back (Debian's zbarimg) from a screenshot or from
+  the terminal rendering.
 """

@@ -218,3 +218,9 @@ class StubSource:
     def add_listener(self, listener: Callable[[ev.Event], None]) -> Callable[[], None]:
         self.listeners.append(listener)
         return lambda: self.listeners.remove(listener)
+
+    def command(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """As a dynamic node answers the clients' requests."""
+        if request.get("op") == "client-list":
+            return {"clients": []}
+        return {"error": "this node is not a static: add clients on a static node", "status": 409}

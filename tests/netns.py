@@ -351,15 +351,16 @@ class Daemons:
         *prefix: str,
         options: Sequence[str] = (),
         config: Path | None = None,
+        name: str | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start the daemon in ``box``; ``prefix`` wraps the command, ``options``
         are added to the daemon's own (e.g. ``-e``); ``config``: a network.yaml
-        of its own instead of everyone's."""
+        of its own instead of everyone's; ``name``: the node's (the box's by default)."""
         network = self.config if config is None else config
         program = self.program or [sys.executable, "-m", "wg_netmanager"]
         argv = [*prefix, *program, "-c", str(network)]
         argv += ["--no-tui", *(["-vv"] if self.verbose else []), *options]
-        argv += ["wg0", self.nodes[box], box]
+        argv += ["wg0", self.nodes[box], name or box]
         count = self._starts.get(box, 0)
         self._starts[box] = count + 1
         # An installed program must not see this checkout on its path.

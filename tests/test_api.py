@@ -14,6 +14,7 @@ import logging
 import subprocess
 import sys
 from dataclasses import replace
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,11 @@ from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings, m
 from tests.http import EventStream, StubSource, asgi_request, get, http_request
 from tests.sim import NAMES, working_example
 from tests.waits import wait_for
-from wg_netmanager import api, cli
+from wg_netmanager import api, cli, client_config
 from wg_netmanager.api import Api
 from wg_netmanager.api_token import TokenError, ensure_token, read_token
 from wg_netmanager.daemon import Daemon, DaemonStatus
+from wg_netmanager.keys import KeyPair, from_b64
 from wg_netmanager.status_text import status_document
 
 TOKEN = "t0k3n-" + "x" * 40
@@ -104,6 +106,9 @@ def test_openapi_describes_every_route(tmp_path: Path) -> None:
             assert method.lower() in doc["paths"][path], path
         assert "post" in doc["paths"]["/api/v1/peers/{wg_ip}/reprobe"]
         assert "get" in doc["paths"]["/api/v1/events"]
+        clients = doc["paths"]["/api/v1/clients/{name}"]["delete"]
+        assert {"401", "403", "404"} <= set(clients["responses"])
+        assert "shown this once" in doc["paths"]["/api/v1/clients"]["post"]["summary"]
 
     trio.run(main)
 
@@ -145,6 +150,108 @@ def test_reprobe_tries_a_failed_direct_path_again_at_once() -> None:
     assert delta is not None and delta.reprobe(net.hosts["charlie"].wg_ip, net.now) == "direct"
     beta = net.hosts["beta"].node
     assert beta is not None and beta.reprobe(charlie, net.now) is None  # a static has no pairs
+
+
+# --- plain WireGuard clients ------------------------------------------------------------------
+
+BEARER = {"authorization": f"Bearer {TOKEN}"}
+
+
+def pinned(daemon: Daemon) -> None:
+    """The static's key is pinned (a client's config names it)."""
+    daemon.settings = replace(daemon.settings, private_key=daemon.keys.private)
+
+
+def test_a_client_is_added_listed_and_removed_on_a_static_with_the_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario(alice: Daemon, bob: Daemon, nursery: trio.Nursery) -> None:
+        pinned(alice)
+        app = app_of(alice)
+        body = json.dumps({"name": "phone", "wg_ip": "10.1.1.50"}).encode()
+        refused = await asgi_request(app, "POST", "/api/v1/clients", body=body)
+        assert refused.status == 401 and not alice.node.clients  # a write: the token
+        added = await asgi_request(app, "POST", "/api/v1/clients", body=body, headers=BEARER)
+        assert added.status == 201, added.text
+        assert added.headers["cache-control"] == "no-store"  # the private key, once
+        doc = added.json()
+        assert doc["client"] == {"name": "phone", "wg_ip": "10.1.1.50"}
+        config = doc["config"]
+        private = next(x for x in config.splitlines() if x.startswith("PrivateKey = "))[13:]
+        client = alice.node.clients[IPv4Address("10.1.1.50")]
+        assert KeyPair.from_private(from_b64(private)).public_b64 == client.public_key
+        assert f"PublicKey = {alice.keys.public_b64}" in config
+        assert "Address = 10.1.1.50/32" in config and "AllowedIPs = 10.1.1.0/24" in config
+        assert doc["qr_svg"].startswith("<svg") and doc["qr_svg"] == client_config.qr_svg(config)
+        state = tmp_path / "clients-10.1.1.1.json"
+        assert state.stat().st_mode & 0o777 == 0o600
+        assert private not in state.read_text() and client.public_key in state.read_text()
+        assert private not in caplog.text and "client phone (10.1.1.50) added" in caplog.text
+        # Reads are open on loopback; the list is the control socket's.
+        listed = (await asgi_request(app, "GET", "/api/v1/clients")).json()["clients"]
+        assert [(c["name"], c["wg_ip"]) for c in listed] == [("phone", "10.1.1.50")]
+        again = await asgi_request(app, "POST", "/api/v1/clients", body=body, headers=BEARER)
+        assert again.status == 409 and "name 'phone' is in use" in again.json()["error"]
+        removed = await asgi_request(app, "DELETE", "/api/v1/clients/phone", headers=BEARER)
+        assert removed.status == 200 and removed.json()["removed"]["name"] == "phone"
+        assert not alice.node.clients and json.loads(state.read_text()) == {"clients": []}
+        gone = await asgi_request(app, "DELETE", "/api/v1/clients/phone", headers=BEARER)
+        assert gone.status == 404 and "no client named 'phone'" in gone.json()["error"]
+
+    run_meshed(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"name": "phone"}, 409, "not a static"),
+        ({"wg_ip": "10.1.1.50"}, 400, "name"),
+        ({"name": "phone", "wg_ip": "10.1.1"}, 400, "wg_ip: '10.1.1' is not an IPv4 address"),
+    ],
+)
+def test_elsewhere_or_malformed_a_client_is_a_clear_4xx(
+    tmp_path: Path, body: dict[str, str], status: int, words: str
+) -> None:
+    async def scenario(alice: Daemon, bob: Daemon, nursery: trio.Nursery) -> None:
+        answer = await asgi_request(
+            app_of(bob), "POST", "/api/v1/clients", body=json.dumps(body).encode(), headers=BEARER
+        )
+        assert answer.status == status and words in answer.json()["error"], answer.text
+        assert not bob.node.clients
+
+    run_meshed(tmp_path, scenario)
+    assert not list(tmp_path.glob("clients-*"))
+
+
+def test_an_unpinned_static_or_a_bad_name_is_refused_with_409(tmp_path: Path) -> None:
+    async def scenario(alice: Daemon, bob: Daemon, nursery: trio.Nursery) -> None:
+        app = app_of(alice)
+        body = json.dumps({"name": "phone"}).encode()
+        answer = await asgi_request(app, "POST", "/api/v1/clients", body=body, headers=BEARER)
+        assert answer.status == 409 and "not pinned" in answer.json()["error"]
+        pinned(alice)
+        body = json.dumps({"name": "ph one"}).encode()
+        answer = await asgi_request(app, "POST", "/api/v1/clients", body=body, headers=BEARER)
+        assert answer.status == 409 and "name 'ph one'" in answer.json()["error"]
+        assert not alice.node.clients
+
+    run_meshed(tmp_path, scenario)
+
+
+def test_a_state_file_that_cannot_be_written_undoes_the_add(tmp_path: Path) -> None:
+    async def scenario(alice: Daemon, bob: Daemon, nursery: trio.Nursery) -> None:
+        pinned(alice)
+        (tmp_path / "clients-10.1.1.1.json").mkdir()  # in the way of the file
+        body = json.dumps({"name": "phone"}).encode()
+        answer = await asgi_request(
+            app_of(alice), "POST", "/api/v1/clients", body=body, headers=BEARER
+        )
+        assert answer.status == 503 and "the client is not added" in answer.json()["error"]
+        assert "PrivateKey" not in answer.text and not alice.node.clients
+
+    run_meshed(tmp_path, scenario)
 
 
 # --- access ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests import qr
 from wg_netmanager import cli, client_config, control
 from wg_netmanager.config import ConfigError
 from wg_netmanager.core.clients import Client
@@ -156,6 +157,17 @@ def test_the_qr_code_fits_80_columns() -> None:
     code = client_config.qr_code(text)
     rows = code.splitlines()
     assert len(rows) > 20 and max(len(r) for r in rows) <= 80
+
+
+def test_the_terminal_qr_code_reads_back_as_the_config(tmp_path: Path) -> None:
+    """What a phone's camera reads off the terminal (zbarimg, as it would)."""
+    missing = qr.available()
+    if missing:
+        pytest.fail(f"reading QR codes needs {missing}")
+    text = client_config.render_config(to_b64(KeyPair.generate().private), ANSWER)
+    picture = tmp_path / "terminal-qr.png"
+    picture.write_bytes(qr.png_of_terminal(client_config.qr_code(text)))
+    assert qr.read(picture) == text
 
 
 # --- the command ----------------------------------------------------------------------------

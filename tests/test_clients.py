@@ -6,6 +6,7 @@ Hand-driven cores (``Lab``) whose WireGuard is whatever they asked for.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -185,6 +186,32 @@ def test_a_node_claiming_a_client_s_wg_ip_is_refused_as_a_conflict() -> None:
     assert conflicts and conflicts[0].holder_name == "phone"
     refused = [e for e in intruder.events() if isinstance(e, ev.RefusedByPeer)]
     assert refused and refused[0].holder_name == "phone"
+
+
+def test_a_node_with_a_client_s_name_is_refused_here_and_by_the_other_static() -> None:
+    lab = mesh(statics={"s1": 1, "s2": 2})
+    s1, s2 = lab.boxes["s1"].node, lab.boxes["s2"].node
+    s1.add_client("phone", PHONE, IPv4Address("10.1.1.77"), lab.now)
+    wg_applied(lab)
+    assert IPv4Address("10.1.1.77") in s2.listings.tables[s1.info.wg_ip]  # s1's word
+    intruder = lab.start("d7", 7)
+    intruder.info = replace(intruder.info, name="Phone")
+    lab.run_until(lab.now + 2.0)
+    assert IPv4Address("10.1.1.7") not in s1.sessions | s2.sessions
+    for static in (s1, s2):
+        (conflict,) = [e for e in static.events() if isinstance(e, ev.Conflict)]
+        assert conflict.name_twin and conflict.holder_name == "phone"
+    refused = [e for e in intruder.events() if isinstance(e, ev.RefusedByPeer)]
+    assert refused and all(r.name_twin for r in refused)
+    assert "our name 'phone' is in use by 10.1.1.77" in event_text.describe(refused[0])
+    assert s2.names()["phone"] == (IPv4Address("10.1.1.77"),)
+
+
+def test_a_client_name_is_refused_whatever_its_case_when_a_node_has_it() -> None:
+    lab = mesh(("d5", 5))
+    s1 = lab.boxes["s1"].node
+    with pytest.raises(ClientRefused, match=r"name 'D5' is in use by the node at 10\.1\.1\.5"):
+        s1.add_client("D5", PHONE, None, lab.now)
 
 
 def test_with_two_statics_a_client_is_routed_through_the_one_it_was_added_on() -> None:

@@ -41,6 +41,8 @@ from tests.helpers import SHARED_KEY_B64
 from tests.waits import wait_for
 from wg_netmanager import daemon as daemon_module
 from wg_netmanager import host as host_module
+from wg_netmanager import nameserver as nameserver_module
+from wg_netmanager import resolved as resolved_module
 from wg_netmanager.config import Settings
 from wg_netmanager.model import Endpoint, Route
 from wg_netmanager.proc import CommandError
@@ -331,6 +333,49 @@ def test_interface_deleted_under_the_daemon_is_set_up_again(
     caplog.set_level(logging.INFO)
     trio.run(scenario, clock=mock_clock())
     assert "set up again" in caplog.text
+
+
+def test_systemd_resolved_is_pointed_again_at_an_interface_set_up_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resolved forgets a link's DNS settings with the link: after `ip link
+    del` the daemon runs `resolvectl dns`/`domain` again, and reverts once at exit."""
+    alice, bob = machines(tmp_path)
+    calls: list[list[str]] = []
+
+    async def resolvectl(argv: list[str], **_: Any) -> str:
+        calls.append(list(argv))
+        return ""
+
+    monkeypatch.setattr(resolved_module, "run", resolvectl)
+    monkeypatch.setattr(resolved_module, "resolved_runs", lambda: True)
+
+    async def serve(*_: object) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(nameserver_module, "serve", serve)
+    point = [
+        ["resolvectl", "dns", "wg0", str(bob.settings.wg_ip)],
+        ["resolvectl", "domain", "wg0", "~mesh"],
+    ]
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            bob_daemon = await bob.daemon()
+            bob_daemon.dns_port = daemon_module.DNS_PORT
+            await nursery.start(bob_daemon.run)
+            await wait_for(lambda: calls == point)
+            await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
+            bob.device.delete_externally()
+            await wait_for(lambda: len(calls) == 4)
+            assert calls == point + point
+            await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert calls == [*point, *point, ["resolvectl", "revert", "wg0"]]
 
 
 def test_the_link_watch_wakes_the_reconciler_and_the_address_reader(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 bob asks charlie's and alice's daemons (on their wg IPs, port 53, over the
 tunnel) with dnspython, run in bob's namespace: charlie.mesh resolves at
 both, over UDP and TCP; another domain is refused; junk is dropped and
-counted in charlie's status.
+counted in charlie's status. A second node with a used name is refused with
+one CONFLICT line, and the name keeps one address.
 """
 
 from __future__ import annotations
@@ -130,3 +131,20 @@ def test_dns_off_leaves_port_53_alone(mesh: Daemons, tmp_path: Path) -> None:
     sockets = mesh.tb.run("bob", "ss", "-lnu", "sport", "=", "53").stdout
     assert NODES["bob"] not in sockets
     assert NODES["alice"] in mesh.tb.run("alice", "ss", "-lnu", "sport", "=", "53").stdout
+
+
+def test_a_second_node_with_a_used_name_gets_a_conflict_and_dns_one_address(
+    mesh: Daemons,
+) -> None:
+    mesh.start("alice")
+    mesh.start("bob")
+    mesh.wait(lambda: mesh.pings("bob", "alice") and listening(mesh, "alice"), timeout=20)
+    mesh.start("charlie", name="Bob")  # charlie's wg IP, bob's name
+    mesh.wait(lambda: "refuses us" in mesh.log("charlie"), timeout=20)
+    (line,) = [x for x in mesh.log("charlie").splitlines() if "CONFLICT" in x]
+    assert "alice (10.1.1.1) refuses us: our name 'bob' is in use by 10.1.1.2" in line, line
+    assert line.endswith("give this node another name"), line
+    assert any("claims the name 'Bob'" in c for c in mesh.status("alice")["conflicts"])
+    [answer] = ask(mesh, "bob", f"{NODES['alice']} bob.mesh A udp")
+    assert answer["addresses"] == [NODES["bob"]], answer
+    assert mesh.pings("bob", "alice") and not mesh.pings("alice", "charlie")

@@ -1151,7 +1151,7 @@ class InsiderMachine(RuleBasedStateMachine):
         theirs = st.just(holder.addr) if holder is not None else self.sources(rogue)
         source = data.draw(self.sources(rogue) | theirs, label="source")
         cookie, finish = data.draw(likely, label="cookie"), data.draw(likely, label="finish")
-        payload = None if data.draw(likely) else data.draw(self.lies(rogue), label="lie")
+        payload = self.payload(data, rogue)
         self.open(rogue, source, cookie, finish, payload)
 
     def open(
@@ -1177,6 +1177,31 @@ class InsiderMachine(RuleBasedStateMachine):
             return  # left pending at the victim
         self.homes[rogue.wg_ip] = source
         self.send(rogue.finish(response.data, payload), source, "claim: FINISH")
+
+    @rule(data=st.data())
+    def claim_name(self, data: st.DataObject) -> None:
+        """A genuine handshake with the victim, its payload honest but for a
+        name in use: the victim's own, a member's, another identity's of the
+        attacker (in any case)."""
+        ip = data.draw(st.sampled_from(IN_SUBNET), label="wg IP")
+        rogue = self.rogue(ip, fresh=data.draw(st.booleans(), label="fresh"))
+        self.open(rogue, home(ip.packed[3]), payload=self.used_name(data, rogue))
+
+    def payload(self, data: st.DataObject, rogue: Rogue) -> bytes | None:
+        """Mostly its own honest hello (None); else the same with a name in
+        use, or a lie."""
+        kind = data.draw(st.sampled_from(["honest", "honest", "name", "lie"]), label="payload")
+        if kind == "honest":
+            return None
+        if kind == "lie":
+            return data.draw(self.lies(rogue), label="lie")
+        return self.used_name(data, rogue)
+
+    def used_name(self, data: st.DataObject, rogue: Rogue) -> bytes:
+        names = [n.info.name for n in self.mesh.nodes.values()]
+        names += [name.upper() for name in names] + [r.name for r in self.rogues.values()]
+        name = data.draw(st.sampled_from(names), label="name")
+        return wire.encode_hello(rogue.info(name=name), rogue.boot)
 
     def lies(self, rogue: Rogue) -> st.SearchStrategy[bytes]:
         """Handshake payloads that do not match the handshake, or not the rules."""
@@ -1208,7 +1233,7 @@ class InsiderMachine(RuleBasedStateMachine):
         init, dest = data.draw(st.sampled_from(self.inits), label="INIT")
         rogue = self.rogue(init.receiver, fresh=data.draw(st.booleans(), label="fresh"))
         source = data.draw(st.just(dest) | self.sources(rogue), label="source")
-        payload = None if data.draw(likely) else data.draw(self.lies(rogue), label="lie")
+        payload = self.payload(data, rogue)
         self.respond(init, rogue, source, payload)
 
     def respond(
@@ -1503,6 +1528,7 @@ class InsiderMachine(RuleBasedStateMachine):
     def within_tick(self) -> None:
         caps(self.victim)  # also within a long tick: pings pile up there
         self.identities()
+        self.names()
 
     # --- invariants ---
 
@@ -1525,6 +1551,19 @@ class InsiderMachine(RuleBasedStateMachine):
                 excused = session is None and pair and self.rogue_static()
                 assert excused, (ip, session and session.info, node.info)
             self.holds[ip] = holds
+
+    @invariant()
+    def names(self) -> None:
+        """One name, one wg IP among what the victim vouches for itself: its
+        own name, its clients' and its sessions' (names compare without case;
+        handshake.py rule 4), and DNS answers one address per name."""
+        node = self.victim
+        held = {node.info.name.lower(): node.info.wg_ip}
+        holders = [(c.name, ip) for ip, c in node.clients.items()]
+        holders += [(s.info.name, ip) for ip, s in node.sessions.items()]
+        for name, ip in holders:
+            assert held.setdefault(name.lower(), ip) == ip, (name, ip, held[name.lower()])
+        assert all(len(ips) == 1 for ips in node.names().values())
 
     def teardown(self) -> None:
         # The attacker stops. Whatever it did, the node still runs, and the

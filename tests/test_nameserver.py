@@ -92,11 +92,12 @@ def test_a_name_is_lower_case_and_the_more_trusted_holder_names_a_wg_ip() -> Non
     }
 
 
-def test_two_wg_ips_with_one_name_are_both_answered_lowest_first() -> None:
+def test_one_name_is_one_address_the_more_trusted_holder_s_then_the_lowest() -> None:
     table = name_table([{IPv4Address("10.1.1.7"): "twin"}, {IPv4Address("10.1.1.5"): "TWIN"}])
-    assert table == {"twin": (IPv4Address("10.1.1.5"), IPv4Address("10.1.1.7"))}
-    ns = server(table)
-    assert addresses(ask(ns, "twin.mesh")) == ["10.1.1.5", "10.1.1.7"]
+    assert table == {"twin": (IPv4Address("10.1.1.7"),)}
+    assert addresses(ask(server(table), "twin.mesh")) == ["10.1.1.7"]
+    listed = {IPv4Address("10.1.1.9"): "twin", IPv4Address("10.1.1.8"): "Twin"}
+    assert name_table([listed]) == {"twin": (IPv4Address("10.1.1.8"),)}
 
 
 def test_a_name_with_an_empty_label_is_left_out() -> None:

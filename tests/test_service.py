@@ -124,6 +124,7 @@ def test_the_unit_is_a_notify_service_with_reload_and_hardening() -> None:
     # Writable under ProtectSystem=strict: the control socket's and wireguard-go's directories.
     assert s["RuntimeDirectory"].split() == ["wg_netmanager", "wireguard"]
     assert s["RuntimeDirectoryPreserve"] == "yes"  # shared by the instances
+    assert s["ReadWritePaths"] == "-/etc/wg_netmanager/%i"  # the API's clients file
     assert s["DeviceAllow"] == "/dev/net/tun rw"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 

@@ -319,8 +319,8 @@ def test_one_change_costs_the_static_one_small_datagram_per_session() -> None:
     lab.run_until(2.0)
     lab.settle()
     start = len(lab.log)
-    renamed = replace(nodes[0].info, name="renamed")
-    nodes[0].info = renamed
+    moved = replace(nodes[0].info, local_endpoints=(("192.168.7.7", 50510),))
+    nodes[0].info = moved
     nodes[0]._announce(lab.now, ping=False)
     lab.run_until(lab.now + 0.1)
     from_alice = [s for s in lab.log[start:] if s.sender == "alice"]
@@ -328,9 +328,7 @@ def test_one_change_costs_the_static_one_small_datagram_per_session() -> None:
     assert len(tables) == 100  # one change, one datagram per session ...
     assert max(len(s.data) for s in tables) < 400  # ... each about one entry
     assert all(s.message.base for s in tables if isinstance(s.message, Table))
-    assert all(
-        n.listings.tables[ALICE][nodes[0].info.wg_ip].info.name == "renamed" for n in nodes[1:]
-    )
+    assert all(n.listings.tables[ALICE][nodes[0].info.wg_ip].info == moved for n in nodes[1:])
 
 
 def _reading(key: str) -> Any:
@@ -339,13 +337,22 @@ def _reading(key: str) -> Any:
     return WgPeerReading(key, ("203.0.113.9", 50000), (), 1.0, 10, 10)
 
 
-def test_renames_are_rate_limited() -> None:
+def test_info_changes_are_rate_limited() -> None:
     lab, alice, _bob = two_nodes()
     mallory = mallory_joins(lab)
     for i in range(20):
-        lab.inject(mallory.send(ALICE, wire.Info(mallory.info(name=f"m{i}"))), source(66), "alice")
+        info = mallory.info(wg_port=40000 + i)
+        lab.inject(mallory.send(ALICE, wire.Info(info)), source(66), "alice")
     assert alice.drops["rate limited"] == 20 - 4  # the burst, then one per 5 s
-    assert alice.sessions[mallory.wg_ip].info.name == "m3"
+    assert alice.sessions[mallory.wg_ip].info.wg_port == 40003
+
+
+def test_a_name_cannot_change_within_a_session() -> None:
+    lab, alice, _bob = two_nodes()
+    mallory = mallory_joins(lab)
+    lab.inject(mallory.send(ALICE, wire.Info(mallory.info(name="bob"))), source(66), "alice")
+    assert alice.sessions[mallory.wg_ip].info.name == mallory.name
+    assert alice.drops["info changes identity"] == 1
 
 
 # --- 5. replay as denial ---------------------------------------------------------------------
@@ -593,3 +600,94 @@ def test_a_refused_node_waits_before_it_asks_again() -> None:
     # Refused once, then again at the slow pace only, not in a tight loop.
     assert alice.drops["conflict"] <= 2 + 10 * T.incumbent_timeout / T.hello_retry_slow
     assert conflicts(second.events())
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def named(lab: Lab, box: str, octet: int, name: str, **kwargs: Any) -> Node:
+    """A node in box ``box`` that calls itself ``name`` (another box's name, say)."""
+    node = lab.start(box, octet, **kwargs)
+    node.info = replace(node.info, name=name)
+    return node
+
+
+def test_a_member_claiming_a_live_nodes_name_is_refused_and_told() -> None:
+    lab, alice, bob = two_nodes()
+    mallory = Member(wg_ip(66), name="BOB")  # names compare without case, as DNS does
+    (response,) = lab.inject(mallory.init(ALICE), source(66), "alice")
+    lab.inject(mallory.finish(response.data), source(66), "alice")
+    assert mallory.wg_ip not in alice.sessions
+    (said,) = conflicts(alice.events())
+    assert "CONFLICT" in said and "name 'BOB'" in said and bob.info.public_key[:8] in said
+    refusals = [m for s in lab.log if s.sender == "alice" and (m := mallory.read(s.data))]
+    assert refusals == [wire.Refused(alice.sessions[BOB].info)]
+    assert alice.drops["conflict"] == 1
+    assert alice.names()["bob"] == (BOB,)  # one address: the holder's
+    assert (mallory.wg_ip, mallory.boot) not in alice.handshake.barred  # only its name is wrong
+
+
+def test_a_second_node_with_a_used_name_is_refused_and_says_so_in_one_line() -> None:
+    lab, alice, bob = two_nodes()
+    second = named(lab, "second", 7, "bob")
+    lab.run_until(lab.now + 3.0)
+    assert wg_ip(7) not in alice.sessions and alice.sessions[BOB].boot == bob.boot
+    (theirs,) = conflicts(second.events())
+    assert theirs.startswith("CONFLICT: alice (10.1.1.1) refuses us: our name 'bob' is in use")
+    assert "give this node another name" in theirs and "\n" not in theirs
+    (ours,) = conflicts(alice.events())
+    assert "claims the name 'bob'" in ours
+    # It asks again only at the slow pace (each ask is refused while bob lives).
+    lab.run_until(lab.now + 10 * T.hello_retry_slow)
+    assert alice.drops["conflict"] <= 2 + 10
+
+
+def test_a_refused_claimant_of_a_name_gets_in_once_the_holder_is_gone() -> None:
+    lab, alice, _bob = two_nodes()
+    second = named(lab, "second", 7, "bob")
+    lab.run_until(lab.now + 3.0)
+    assert wg_ip(7) not in alice.sessions
+    lab.crash("bob")  # silent: alice drops it after dead_after
+    lab.run_until(lab.now + T.dead_after + 2 * T.hello_retry_slow)
+    assert BOB not in alice.sessions
+    assert alice.sessions[wg_ip(7)].boot == second.boot
+    assert alice.names()["bob"] == (wg_ip(7),)
+
+
+def test_a_restart_with_the_same_wg_ip_and_name_is_not_a_conflict() -> None:
+    lab, alice, _bob = two_nodes()
+    lab.crash("bob")
+    again = lab.start("bob", 2)  # a new key and boot, from the same address
+    lab.run_until(lab.now + 3.0)
+    assert alice.sessions[BOB].boot == again.boot
+    assert conflicts(alice.events()) == [] and conflicts(again.events()) == []
+
+
+def test_a_node_calling_a_static_by_its_own_name_is_refused_by_it() -> None:
+    lab = Lab({"alice": 1})
+    alice = lab.start("alice")
+    second = named(lab, "second", 7, "alice")
+    lab.run_until(3.0)
+    assert not alice.sessions and not second.sessions  # not even for a moment on its side
+    (ours,) = conflicts(alice.events())
+    assert "claims the name 'alice'" in ours
+    (theirs,) = conflicts(second.events())
+    assert "refuses us: our name 'alice' is in use by 10.1.1.1" in theirs
+    assert alice.names() == {"alice": (ALICE,)}
+
+
+def test_a_name_held_in_another_statics_table_is_refused() -> None:
+    lab = Lab({"alice": 1, "carol": 3})
+    alice, carol = lab.start("alice"), lab.start("carol")
+    lab.run_until(1.0)
+    bob = lab.start("bob", 2)
+    lab.run_until(2.0)
+    in_wireguard(carol, alice.info.public_key, bob.info.public_key)
+    lab.run_until(3.0)  # carol's table, listing bob, reaches alice
+    assert BOB in alice.listings.tables[wg_ip(3)]
+    alice._forget_session(BOB)  # not a session of alice's any more: only carol's word
+    mallory = Member(wg_ip(66), name="bob")
+    (response,) = lab.inject(mallory.init(ALICE), source(66), "alice")
+    lab.inject(mallory.finish(response.data), source(66), "alice")
+    assert mallory.wg_ip not in alice.sessions
+    assert any("claims the name 'bob'" in c for c in conflicts(alice.events()))

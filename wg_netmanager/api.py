@@ -23,6 +23,12 @@ Rules (the story is in docs/architecture.md, "HTTP API and web UI"):
 4. *One picture.* ``/api/v1/status`` is the status document of ``status
    --json`` (``DaemonStatus``); peers, metrics and the UI are made from it,
    the map from ``Node.mesh_picture`` (``mesh_text``).
+5. *Clients* (plain WireGuard clients, on a static only): the requests of
+   ``wg_netmanager client`` (``DaemonStatus.command``). ``POST
+   /api/v1/clients`` makes the client's key pair here, registers its public
+   key, writes the state file (as the command does) and answers the wg-quick
+   config with the private key once, with its QR code; the private key is
+   kept, logged and written nowhere (the answer is ``no-store``).
 """
 
 from __future__ import annotations
@@ -42,12 +48,13 @@ from functools import partial
 from importlib import resources
 from ipaddress import IPv4Address
 from typing import Any, Protocol, cast
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import trio
 
-from . import __version__, api_token, event_text
+from . import __version__, api_token, client_config, event_text
 from .core import events as ev
+from .keys import KeyPair, to_b64
 from .status_text import Doc
 
 log = logging.getLogger("wg_netmanager.api")
@@ -106,6 +113,11 @@ class ApiSource(Protocol):
 
     def add_listener(self, listener: Callable[[ev.Event], None]) -> Callable[[], None]:
         """Call ``listener`` with every core event; returns its removal."""
+        ...
+
+    def command(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A client request, as over the control socket (``client-add`` ...);
+        a refusal is ``{"error": line, "status": HTTP code}``."""
         ...
 
 
@@ -313,6 +325,8 @@ class Api:
             ("GET", "/api/v1/routes"): lambda r, b: json_response(source.routes()),
             ("GET", "/api/v1/mesh"): lambda r, b: json_response(source.mesh()),
             ("GET", "/api/v1/openapi.json"): lambda r, b: json_response(openapi()),
+            ("GET", "/api/v1/clients"): self._clients,
+            ("POST", "/api/v1/clients"): self._add_client,
             ("GET", "/metrics"): self._scrape,
             ("POST", "/api/v1/reload"): self._reload,
             ("POST", "/api/v1/log-level"): self._log_level,
@@ -343,7 +357,7 @@ class Api:
         path = request.path
         if request.method in ("GET", "HEAD") and path in STATIC:
             return self._static_file(path)
-        write = request.method == "POST"
+        write = request.method in ("POST", "DELETE")
         if path in ("/api/v1/login", "/api/v1/logout"):
             self._check_origin(request)
         elif path.startswith("/api/") or path == "/metrics":
@@ -354,6 +368,10 @@ class Api:
         body = await _read_body(request, receive) if write else b""
         if write and path.startswith("/api/v1/peers/") and path.endswith("/reprobe"):
             return self._reprobe(path.removeprefix("/api/v1/peers/").removesuffix("/reprobe"))
+        if path.startswith("/api/v1/clients/"):
+            if request.method != "DELETE":
+                raise HttpError(405, "method not allowed", [("allow", "DELETE")])
+            return self._remove_client(unquote(path.removeprefix("/api/v1/clients/")))
         handler = self._routes.get((request.method, path))
         if handler is None:
             methods = [m for m, p in self._routes if p == path]
@@ -452,6 +470,60 @@ class Api:
         if state == "retrying":
             log.info("API: the direct path to %s is tried again", wg_ip)
         return json_response({"wg_ip": str(wg_ip), "state": state}, 202)
+
+    def _command(self, request: dict[str, Any]) -> Mapping[str, Any]:
+        answer = self.source.command(request)
+        if "error" in answer:
+            raise HttpError(int(answer.get("status", 409)), str(answer["error"]))
+        return answer
+
+    def _clients(self, request: Request, body: bytes) -> Response:
+        return json_response(self._command({"op": "client-list"}))
+
+    def _add_client(self, request: Request, body: bytes) -> Response:
+        doc = _json_body(body)
+        name, wanted = doc.get("name"), doc.get("wg_ip") or None
+        if not isinstance(name, str) or not name:
+            raise HttpError(400, 'name: give the client\'s name: {"name": "phone"}')
+        if wanted is not None:
+            try:
+                wanted = str(IPv4Address(str(wanted)))
+            except ValueError:
+                raise HttpError(400, f"wg_ip: {wanted!r} is not an IPv4 address") from None
+        keys = KeyPair.generate()  # the private key lives in this answer only
+        add = {"op": "client-add", "name": name, "public_key": keys.public_b64, "wg_ip": wanted}
+        answer = self._command(add)
+        try:
+            client_config.save(answer)
+        except OSError as exc:
+            self.source.command({"op": "client-remove", "name": name})
+            raise HttpError(
+                503,
+                f"{answer['state_file']}: {exc.strerror or exc}; the client is not added "
+                "(the service must be able to write its configuration directory)",
+            ) from None
+        config = client_config.render_config(to_b64(keys.private), answer)
+        log.info("API: client %s (%s) added", name, answer["client"]["wg_ip"])
+        doc = {
+            "client": answer["client"],
+            "config": config,
+            "qr_svg": client_config.qr_svg(config),
+            "clients": answer["clients"],
+        }
+        return json_response(doc, 201)
+
+    def _remove_client(self, name: str) -> Response:
+        answer = self._command({"op": "client-remove", "name": name})
+        try:
+            client_config.save(answer)
+        except OSError as exc:
+            raise HttpError(
+                503,
+                f"{answer['state_file']}: {exc.strerror or exc}; the client is removed "
+                "until the daemon restarts",
+            ) from None
+        log.info("API: client %s (%s) removed", name, answer["client"]["wg_ip"])
+        return json_response({"removed": answer["client"], "clients": answer["clients"]})
 
     def _reload(self, request: Request, body: bytes) -> Response:
         log.info("API: reload requested")
@@ -558,12 +630,37 @@ ENDPOINTS = (
     ("get", "/api/v1/events", "Server-Sent Events: status, mesh, event, log", False),
     ("get", "/metrics", "Prometheus metrics", False),
     ("post", "/api/v1/peers/{wg_ip}/reprobe", "A failed direct path is tried again now", True),
+    ("get", "/api/v1/clients", "The plain WireGuard clients of this static", False),
+    (
+        "post",
+        "/api/v1/clients",
+        'Register a plain WireGuard client (a static only): {"name": ..., "wg_ip": optional}; '
+        "201 with `config` (the wg-quick config; its private key is shown this once and "
+        "kept nowhere) and `qr_svg` (that config as a QR code)",
+        True,
+    ),
+    ("delete", "/api/v1/clients/{name}", "Remove a plain WireGuard client", True),
     ("post", "/api/v1/reload", "Re-read network.yaml and peer.yaml (as SIGHUP)", True),
     ("post", "/api/v1/log-level", 'Set the log level: {"level": "debug|info|warning"}', True),
     ("post", "/api/v1/login", 'Trade {"token": ...} for an HttpOnly cookie', False),
     ("post", "/api/v1/logout", "Clear the cookie", False),
     ("get", "/api/v1/openapi.json", "This description", False),
 )
+
+
+_REFUSED = {
+    "400": {"description": "A malformed request"},
+    "409": {"description": "Refused: not a static, its key not pinned, name or wg IP in use"},
+    "503": {"description": "The state file next to network.yaml cannot be written"},
+}
+WRITE_ANSWERS: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/api/v1/clients"): {"201": {"description": "Registered"}, **_REFUSED},
+    ("delete", "/api/v1/clients/{name}"): {
+        "200": {"description": "Removed"},
+        "404": {"description": "No client of that name"},
+        "503": _REFUSED["503"],
+    },
+}
 
 
 def openapi() -> Doc:
@@ -576,14 +673,15 @@ def openapi() -> Doc:
         if write:
             operation["security"] = [{"bearer": []}, {"cookie": []}]
             operation["responses"] = {
-                "202": {"description": "Accepted"},
+                **WRITE_ANSWERS.get((method, path), {"202": {"description": "Accepted"}}),
                 "401": {"description": "No token given"},
                 "403": {"description": "Wrong token, or a write from another origin"},
             }
-        if "{wg_ip}" in path:
-            operation["parameters"] = [
-                {"name": "wg_ip", "in": "path", "required": True, "schema": {"type": "string"}}
-            ]
+        for name in ("wg_ip", "name"):
+            if f"{{{name}}}" in path:
+                operation["parameters"] = [
+                    {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                ]
         paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",

@@ -7,12 +7,16 @@ docs/architecture.md, "Plain WireGuard clients".
 - *The state file* lives next to network.yaml, ``clients-<static wg IP>.json``
   (mode 0600, root only): name, wg IP and public key of each client, never a
   private key. The static's daemon reads it at start; the ``client`` command
-  writes it (as root, outside the service's sandbox, whose /etc is
-  read-only) with the list the daemon answered, under a lock on the
-  directory, so the file and the running daemon agree after every command.
-- *The client's key pair* is made here, in the command's process: only the
-  public key goes to the daemon; the private key is printed once, inside the
-  config on stdout, and is stored, logged and passed in argv nowhere.
+  writes it (as root, outside the service's sandbox) with the list the
+  daemon answered, and the API's requests have the daemon write it (its
+  unit lets it write its own configuration directory), always under a lock
+  on the directory, so the file and the running daemon agree after every
+  request.
+- *The client's key pair* is made where the config is made: here, in the
+  command's process (only the public key goes to the daemon), or in the
+  API's handler (api.py); the private key is shown once, inside the config
+  (on stdout, or in the API's answer), and is stored, logged and passed in
+  argv nowhere.
 - *The config*: the client's Address (its /32), the static as the one peer
   with the endpoint network.yaml gives it, AllowedIPs the mesh subnet plus
   the networks behind gateways (not 0.0.0.0/0: a phone keeps its own
@@ -168,6 +172,18 @@ def qr_code(text: str) -> str:
     return out.getvalue()
 
 
+def qr_svg(text: str) -> str:
+    """``text`` as a QR code in SVG (black on white, with the quiet zone),
+    for the web UI."""
+    import segno
+
+    out = io.BytesIO()
+    segno.make(text, error="l", micro=False).save(
+        out, kind="svg", scale=4, border=4, dark="#000", light="#fff", xmldecl=False
+    )
+    return out.getvalue().decode()
+
+
 # --- the command ---------------------------------------------------------------------
 
 
@@ -208,15 +224,22 @@ def _ask(fetch: Any, path: str, request: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def _save(fetch: Any, path: str, answer: Mapping[str, Any], undo: dict[str, Any] | None) -> None:
-    """Write the daemon's list to its state file; if that fails, undo the add."""
+def save(answer: Mapping[str, Any]) -> None:
+    """Write the daemon's list (a ``client-add``/``client-remove`` answer) to
+    its state file, under the directory's lock; ``OSError`` if it cannot."""
     file = str(answer["state_file"])
     clients = [
         Client(c["name"], IPv4Address(c["wg_ip"]), c["public_key"]) for c in answer["clients"]
     ]
+    with locked(os.path.dirname(file)):
+        write(file, clients)
+
+
+def _save(fetch: Any, path: str, answer: Mapping[str, Any], undo: dict[str, Any] | None) -> None:
+    """Write the daemon's list to its state file; if that fails, undo the add."""
+    file = str(answer["state_file"])
     try:
-        with locked(os.path.dirname(file)):
-            write(file, clients)
+        save(answer)
     except OSError as exc:
         if undo is not None:
             with contextlib.suppress(Exception):

@@ -187,6 +187,7 @@ class Daemon:
         self.settings = settings
         self.dns_port = dns_port  # the mesh's names on our wg IP (None: no DNS server)
         self.nameserver: nameserver.Nameserver | None = None  # once it serves
+        self._resolved_pointed = False  # systemd-resolved sends the domain to us
         self.demand = demand  # lazy links on a dynamic node: who we send to
         self.node = node
         self.keys = keys
@@ -461,13 +462,15 @@ class Daemon:
         s = self.settings
         # Where systemd-resolved runs, this machine's own lookups of the
         # mesh's names go to us (the standard port only: resolved knows no other).
-        pointed = port == DNS_PORT and resolved.resolved_runs()
-        if pointed:
-            pointed = await resolved.point(s.interface, s.wg_ip, net.dns_domain)
+        # An interface set up again is pointed again (_restore_interface).
+        self._resolved_pointed = port == DNS_PORT and resolved.resolved_runs()
+        if self._resolved_pointed:
+            await resolved.point(s.interface, s.wg_ip, net.dns_domain)
         try:
             await nameserver.serve(server, s.wg_ip, port)
         finally:
-            if pointed:
+            if self._resolved_pointed:
+                self._resolved_pointed = False
                 with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                     await resolved.revert(s.interface)
 
@@ -553,6 +556,10 @@ class Daemon:
         self._handshakes = HandshakeClock()
         await self._flush()
         log.info("interface %s set up again (%s)", ifname, self.backend)
+        if self._resolved_pointed:
+            # systemd-resolved forgot the link's DNS settings with the link.
+            s = self.settings
+            await resolved.point(ifname, s.wg_ip, s.network.dns_domain)
 
     async def _apply_routes(self, ifname: str, desired: set[Route]) -> None:
         actual = await self.routes.read(ifname)
@@ -899,7 +906,9 @@ class DaemonStatus:
         self._daemon.request_reload()
 
     def command(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """A control request other than the status (``client_config.client_main``)."""
+        """A control request other than the status (``client_config.client_main``,
+        and the API's clients). A refusal is ``{"error": line, "status": code}``
+        (HTTP's: 400 a malformed request, 404 no such client, 409 refused)."""
         daemon, node = self._daemon, self._daemon.node
         now = trio.current_time()
         op = request.get("op")
@@ -910,27 +919,29 @@ class DaemonStatus:
                 # A fresh key at every start would break every client's config.
                 return {
                     "error": "this node's key is not pinned: a client's config names it, so "
-                    "pin it first (publicKey in network.yaml, see the README's security notes)"
+                    "pin it first (publicKey in network.yaml, see the README's security notes)",
+                    "status": 409,
                 }
             if op == "client-add":
                 name, key, wanted = request.get("name"), request.get("public_key"), None
                 if not isinstance(name, str) or not isinstance(key, str):
-                    return {"error": "client-add needs a name and a public key"}
+                    return {"error": "client-add needs a name and a public key", "status": 400}
                 if request.get("wg_ip") is not None:
                     try:
                         wanted = IPv4Address(str(request["wg_ip"]))
                     except ValueError:
-                        return {"error": f"--ip {request['wg_ip']}: not an IPv4 address"}
+                        error = f"--ip {request['wg_ip']}: not an IPv4 address"
+                        return {"error": error, "status": 400}
                 client = node.add_client(name, key, wanted, now)
             elif op == "client-remove":
                 name = request.get("name")
                 if not isinstance(name, str):
-                    return {"error": "client-remove needs a name"}
+                    return {"error": "client-remove needs a name", "status": 400}
                 client = node.remove_client(name, now)
             else:
-                return {"error": f"unknown request {op!r}"}
+                return {"error": f"unknown request {op!r}", "status": 400}
         except ClientRefused as exc:
-            return {"error": str(exc)}
+            return {"error": str(exc), "status": 404 if op == "client-remove" else 409}
         daemon._wg_wake.set()  # the peer goes in (or out) now
         daemon._kick.set()
         s = daemon.settings

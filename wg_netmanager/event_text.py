@@ -38,6 +38,8 @@ def describe(event: ev.Event) -> str:
             host, port = event.address
             if event.key_twin:
                 what = f"(wg IP {event.claimed_ip}) shows the WireGuard key that"
+            elif event.name_twin:
+                what = f"(wg IP {event.claimed_ip}) claims the name {event.claimant_name!r}, which"
             else:
                 what = f"claims wg IP {event.claimed_ip}, which"
             holder = _holder(event.holder_name, event.holder_ip, event.holder_key)
@@ -48,6 +50,11 @@ def describe(event: ev.Event) -> str:
         case ev.RefusedByPeer():
             if event.key_twin:
                 why = f"our WireGuard key is {event.holder_name}'s ({event.holder_ip}) too"
+            elif event.name_twin:
+                why = (
+                    f"our name {event.holder_name!r} is in use by {event.holder_ip} "
+                    f"(key {short(event.holder_key)}); give this node another name"
+                )
             else:
                 why = (
                     f"our wg IP {event.our_ip} is in use by {event.holder_name} "

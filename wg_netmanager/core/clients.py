@@ -21,7 +21,9 @@ Rules (the story is in docs/architecture.md, "Plain WireGuard clients"):
    another client's. Without one, the highest free address of the subnet is
    taken (nodes are usually numbered from the bottom: an offline node is
    less likely to come back with it). Its name follows the node-name rule
-   and is unique among the clients and the nodes known; its key is new.
+   and is unique (without case) among the clients and the nodes known; its
+   key is new. From then on its name counts as used: a node claiming it is
+   refused (handshake.py rule 4).
 5. A client of our own wins over another static's listing of the same wg
    IP (a race of two adds while the statics were apart): its /32 stays on
    the client's peer here, and the other static's listing is not used.
@@ -75,7 +77,7 @@ def choose_address(
     except ValueError:
         raise ClientRefused("the public key is not a WireGuard key") from None
     for other in used.values():
-        if other.name == name:
+        if other.name.lower() == name.lower():  # as DNS compares them
             kind = "client" if _is_client(other) else "node"
             raise ClientRefused(f"name {name!r} is in use by the {kind} at {other.wg_ip}")
     if public_key in set(keys):

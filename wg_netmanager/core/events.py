@@ -100,11 +100,12 @@ class HolderAsked:
 
 @dataclass(frozen=True)
 class Conflict:
-    """Two live nodes claim one wg IP, or show one WireGuard key.
+    """Two live nodes claim one wg IP, show one WireGuard key, or use one name.
 
     ``claimant`` (at ``address``, with ``claimant_key``) claimed ``claimed_ip``;
     ``holder`` keeps it. ``key_twin``: the claimant showed the holder's key
-    under another wg IP.
+    under another wg IP. ``name_twin``: the claimant (another wg IP, another
+    key) announced the holder's name, ``claimant_name``.
     """
 
     address: Endpoint
@@ -114,11 +115,13 @@ class Conflict:
     holder_ip: IPv4Address
     holder_key: str
     key_twin: bool
+    name_twin: bool = False
+    claimant_name: str = ""
 
 
 @dataclass(frozen=True)
 class RefusedByPeer:
-    """A node refuses us: our wg IP (or WireGuard key) is another live node's."""
+    """A node refuses us: our wg IP (or WireGuard key, or name) is another live node's."""
 
     peer: PeerRef
     holder_name: str
@@ -126,6 +129,7 @@ class RefusedByPeer:
     holder_key: str
     key_twin: bool  # our key is the holder's (it has another wg IP)
     our_ip: IPv4Address
+    name_twin: bool = False  # our name is the holder's (another wg IP, another key)
 
 
 # --- paths ------------------------------------------------------------------------

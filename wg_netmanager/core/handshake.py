@@ -33,6 +33,15 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    while another boot holds the wg IP. A refusal of a barred boot does not
    renew its bar, so a claimant that keeps calling gets in once the holder
    is gone.
+   One name, one live node too (compared without case, as DNS does): a
+   proven claim of a name that we, a session of another wg IP, a table entry
+   of another wg IP or a plain WireGuard client uses is refused the same way
+   (not barred: nothing but the name is wrong, and the claimant gets in once
+   the holder is gone). A boot's own renewal with its name unchanged is not
+   judged again. Our own name is judged by the one called: an initiator that
+   finds it on the responder makes no session, reports itself refused and
+   calls that peer again only slowly (the responder refuses it and reports
+   the conflict).
 5. A proven new boot with the holder's own key from the holder's own
    address is a restart (one key, one UDP port, one socket): accepted at
    once. Any other claim (another key, as every unpinned node makes at its
@@ -174,6 +183,13 @@ class HandshakeHost(Protocol):
 
     def client_holding(self, wg_ip: IPv4Address) -> NodeInfo | None:
         """The plain WireGuard client that has this wg IP, if one does."""
+
+    def name_holder(self, name: str, wg_ip: IPv4Address) -> NodeInfo | None:
+        """Who else uses ``name`` (lower case) under a wg IP other than
+        ``wg_ip``: a client, a session or a table entry (rule 4)."""
+
+    def back_off(self, wg_ip: IPv4Address, now: float) -> None:
+        """We may not have a session with this peer now: call it only slowly."""
 
     def pinned(self, wg_ip: IPv4Address) -> bytes | None:
         """The static key network.yaml pins for this wg IP, if any (rule 2)."""
@@ -322,7 +338,7 @@ class Handshake:
             Finish(self._host.info.wg_ip, frame.sender, frame.index, finish), pending.addr
         )
         keys = self._keys(pending.state, pending.index, frame.index)
-        self._identity(info, boot, pending.addr, keys, now)
+        self._identity(info, boot, pending.addr, keys, now, initiator=True)
 
     def on_finish(self, frame: Finish, addr: Endpoint, now: float) -> None:
         pending = self.pending.get(frame.to_index)
@@ -343,7 +359,7 @@ class Handshake:
             return
         info, boot = hello
         keys = self._keys(pending.state, pending.index, pending.remote_index)
-        self._identity(info, boot, addr, keys, now)
+        self._identity(info, boot, addr, keys, now, initiator=False)
         session = self._host.sessions.get(info.wg_ip)
         if session is not None and session.keys is keys:  # ours to it is not needed now
             index = self._initiating.pop(info.wg_ip, None)
@@ -368,6 +384,10 @@ class Handshake:
             if contender is not None and now >= contender.deadline:
                 session.contender = None
                 c = contender
+                named = self._name_holder(c.info)  # taken while it waited?
+                if named is not None:
+                    self._refuse(c.info, c.boot, c.addr, c.keys, named, now, name=True)
+                    continue
                 new = self._host.establish(c.info, c.boot, c.addr, c.keys, now)
                 if new is None:
                     self._host.forget_keys(c.keys)
@@ -390,14 +410,18 @@ class Handshake:
     def refused(self, holder: NodeInfo, by: IPv4Address, now: float) -> None:
         """A peer refused us (over our own handshake's keys): say why, loudly."""
         me = self._host.info
+        key_twin = holder.public_key == me.public_key and holder.wg_ip != me.wg_ip
         self._note_conflict(
             ev.RefusedByPeer(
                 peer=self._host.ref(by),
                 holder_name=holder.name,
                 holder_ip=holder.wg_ip,
                 holder_key=holder.public_key,
-                key_twin=holder.public_key == me.public_key and holder.wg_ip != me.wg_ip,
+                key_twin=key_twin,
                 our_ip=me.wg_ip,
+                name_twin=not key_twin
+                and holder.wg_ip != me.wg_ip
+                and holder.name.lower() == me.name.lower(),
             )
         )
 
@@ -422,7 +446,14 @@ class Handshake:
         return info, boot
 
     def _identity(
-        self, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+        self,
+        info: NodeInfo,
+        boot: bytes,
+        addr: Endpoint,
+        keys: Keys,
+        now: float,
+        *,
+        initiator: bool,
     ) -> None:
         """A finished handshake: a new session, renewed keys, a contender, or a refusal."""
         host = self._host
@@ -440,11 +471,23 @@ class Handshake:
             self._refuse(info, boot, addr, keys, twin, now)
             return
         session = host.sessions.get(info.wg_ip)
-        if (
+        same_boot = (
             session is not None
             and session.boot == boot
             and session.info.public_key == info.public_key
-        ):
+        )
+        if not (same_boot and session is not None and session.info.name == info.name):
+            named = self._name_holder(info)
+            if named is not None and named.wg_ip == host.info.wg_ip and initiator:
+                # We called it and it answers with our name: it holds it (rule 4).
+                host.forget_keys(keys)
+                self.refused(info, info.wg_ip, now)
+                host.back_off(info.wg_ip, now)
+                return
+            if named is not None:
+                self._refuse(info, boot, addr, keys, named, now, name=True)
+                return
+        if same_boot and session is not None:
             host.renew(session, info, addr, keys, now)
             return
         if session is not None and self.barred.holds(info.wg_ip, boot, now):
@@ -455,6 +498,15 @@ class Handshake:
             return
         if host.establish(info, boot, addr, keys, now) is None:
             host.forget_keys(keys)
+
+    def _name_holder(self, info: NodeInfo) -> NodeInfo | None:
+        """Who else uses the claimant's name: we, a client, a session or a
+        table entry of another wg IP (rule 4)."""
+        me = self._host.info
+        name = info.name.lower()
+        if me.name.lower() == name and me.wg_ip != info.wg_ip:
+            return me
+        return self._host.name_holder(name, info.wg_ip)
 
     def _restart(self, session: Session, info: NodeInfo, addr: Endpoint, now: float) -> bool:
         """May a proven new boot replace the holder at once (rule 5)? With the
@@ -497,12 +549,15 @@ class Handshake:
         keys: Keys,
         holder: NodeInfo,
         now: float,
+        *,
+        name: bool = False,
     ) -> None:
-        """Two live nodes claim one wg IP (or one WireGuard key): the holder keeps
-        it, the claimant is told over its own handshake's keys (rule 4)."""
+        """Two live nodes claim one wg IP (or one WireGuard key, or, ``name``, one
+        name): the holder keeps it, the claimant is told over its own handshake's
+        keys (rule 4)."""
         host = self._host
         host.drop(DropReason.CONFLICT)
-        if not self.barred.holds(info.wg_ip, boot, now):
+        if not name and not self.barred.holds(info.wg_ip, boot, now):
             # Not renewed by its retries: once the holder is gone, it gets in.
             self.barred.bar(info.wg_ip, boot, now + self.timers.dead_after, now)
         self._note_conflict(
@@ -513,7 +568,9 @@ class Handshake:
                 holder_name=holder.name,
                 holder_ip=holder.wg_ip,
                 holder_key=holder.public_key,
-                key_twin=holder.wg_ip != info.wg_ip,
+                key_twin=holder.wg_ip != info.wg_ip and holder.public_key == info.public_key,
+                name_twin=name,
+                claimant_name=info.name,
             )
         )
         host.send_with(keys, wire.Refused(holder), addr, info.wg_ip)

@@ -753,10 +753,7 @@ class Node:
                 wg_ip = session.info.wg_ip
                 self.handshake.refused(message.holder, wg_ip, now)
                 self._drop_session(wg_ip, now)
-                target = self.statics.get(wg_ip)
-                if target is not None:  # asking again at once would be refused again
-                    target.next_hello = now + self.timers.hello_retry_slow
-                    target.backoff = self.timers.hello_retry_max
+                self._back_off(wg_ip, now)
 
     def _on_pong(self, session: Session, pong: Pong, now: float) -> None:
         sent = session.record_pong(pong.seq, now)
@@ -1151,11 +1148,20 @@ class Node:
         same_source = sum(1 for s in self.sessions.values() if s.addr[0] == addr[0])
         return same_source < MAX_SESSIONS_PER_SOURCE
 
+    def _back_off(self, wg_ip: IPv4Address, now: float) -> None:
+        """A peer refused us: asking again at once would be refused again."""
+        target = self.statics.get(wg_ip)
+        if target is not None:
+            target.next_hello = now + self.timers.hello_retry_slow
+            target.backoff = self.timers.hello_retry_max
+
     def _on_info(self, session: Session, info: NodeInfo, now: float) -> None:
-        """The peer's addresses or port changed (its wg IP and key cannot)."""
-        if (info.wg_ip, info.public_key, info.mobile, info.client) != (
+        """The peer's addresses or port changed (its wg IP, key and name cannot:
+        the name was judged unique at the handshake)."""
+        if (info.wg_ip, info.public_key, info.name, info.mobile, info.client) != (
             session.info.wg_ip,
             session.info.public_key,
+            session.info.name,
             session.info.mobile,
             session.info.client,
         ):
@@ -1455,6 +1461,25 @@ class _Parts:
             if entry is not None and entry.info.client:
                 return entry.info
         return None
+
+    def name_holder(self, name: str, wg_ip: IPv4Address) -> NodeInfo | None:
+        """Who else uses ``name``: our client, a session or a table entry of
+        another wg IP (a table's clients too)."""
+        node = self._node
+        for client in node.clients.values():
+            if client.name.lower() == name and client.wg_ip != wg_ip:
+                return client_info(client, node.info)
+        for ip, session in node.sessions.items():
+            if ip != wg_ip and session.info.name.lower() == name:
+                return session.info
+        for listing in node.listings.tables.values():
+            for ip, entry in listing.items():
+                if ip != wg_ip and entry.info.name.lower() == name:
+                    return entry.info
+        return None
+
+    def back_off(self, wg_ip: IPv4Address, now: float) -> None:
+        self._node._back_off(wg_ip, now)
 
     def used_index(self, index: int) -> bool:
         return index in self._node._by_index

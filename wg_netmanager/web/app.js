@@ -93,6 +93,64 @@ function renderStatus(doc) {
   });
   body.replaceChildren(...rows);
   $("conflicts").textContent = (doc.conflicts || []).join("\n");
+  renderClients(doc, peers);
+}
+
+// --- plain WireGuard clients (a static's) ------------------------------------------------
+
+function renderClients(doc, peers) {
+  $("clients-section").hidden = !doc.is_static;
+  const clients = peers.filter((p) => p.client && p.path === "direct");
+  $("client-count").textContent = `(${clients.length})`;
+  const rows = clients.map((c) => {
+    const tr = el("tr", { "data-name": c.name, "data-wg-ip": c.wg_ip });
+    for (const [i, text] of [c.name, c.wg_ip, c.endpoint || "-", fmtAge(c.handshake_age),
+      fmtBytes(c.rx_bytes), fmtBytes(c.tx_bytes)].entries()) {
+      tr.appendChild(el("td", { class: i >= 3 ? "r" : "" }, text));
+    }
+    const button = el("button", { class: "remove", title: "remove this client (needs the token)" }, "remove");
+    button.addEventListener("click", () => removeClient(c.name));
+    const action = el("td");
+    action.appendChild(button);
+    tr.appendChild(action);
+    return tr;
+  });
+  $("clients").tBodies[0].replaceChildren(...rows);
+}
+
+async function addClient(event) {
+  event.preventDefault();
+  $("client-error").textContent = "";
+  const body = { name: $("client-name").value.trim() };
+  const ip = $("client-ip").value.trim();
+  if (ip) body.wg_ip = ip;
+  const answer = await send("POST", "/api/v1/clients", body);
+  const doc = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    $("client-error").textContent = doc.error || `error ${answer.status}`;
+    return;
+  }
+  $("client-name").value = "";
+  $("client-ip").value = "";
+  // Shown once: the private key is in this page only until "Done".
+  $("client-config").textContent = doc.config;
+  $("client-qr").src = "data:image/svg+xml;base64," + btoa(doc.qr_svg);
+  $("client-new").hidden = false;
+}
+
+function clientDone() {
+  $("client-config").textContent = "";
+  $("client-qr").removeAttribute("src");
+  $("client-new").hidden = true;
+}
+
+async function removeClient(name) {
+  $("client-error").textContent = "";
+  const answer = await send("DELETE", "/api/v1/clients/" + encodeURIComponent(name));
+  if (!answer.ok) {
+    const doc = await answer.json().catch(() => ({}));
+    $("client-error").textContent = doc.error || `error ${answer.status}`;
+  }
 }
 
 // --- the mesh map -----------------------------------------------------------------------
@@ -239,17 +297,20 @@ async function login(event) {
   }
 }
 
-async function write(path, body) {
-  const answer = await fetch(path, {
-    method: "POST", credentials: "same-origin",
-    headers: { "content-type": "application/json" }, body: JSON.stringify(body),
-  });
+async function send(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: { "content-type": "application/json" } };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  const answer = await fetch(path, init);
   if (answer.status === 401 || answer.status === 403) showLogin("this needs the token");
   return answer;
 }
 
+const write = (path, body) => send("POST", path, body);
+
 async function start() {
   $("login-form").addEventListener("submit", login);
+  $("client-form").addEventListener("submit", addClient);
+  $("client-done").addEventListener("click", clientDone);
   $("reload").addEventListener("click", () => write("/api/v1/reload", {}));
   $("level").addEventListener("change", (e) => {
     if (e.target.value) write("/api/v1/log-level", { level: e.target.value });
