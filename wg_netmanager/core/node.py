@@ -117,13 +117,19 @@ class Node:
         lazy: bool = False,
         gateways: Sequence[Gateway] = (),
         exit_node: IPv4Address | None = None,
+        boot_number: int = 0,
     ) -> None:
+        """``boot_number``: how many runs of ``private_key`` came before this
+        one (0 for a key made now; see wire.Hello)."""
         if info.public_key != to_b64(public_key(private_key)):
             raise ValueError("info.public_key is not the key of private_key")  # our bug
         self.info = info
         self.subnet = subnet
         self.timers = timers
         self.boot = random_bytes(wire.BOOT_SIZE)
+        if not 0 <= boot_number <= wire.MAX_BOOT_NUMBER:
+            raise ValueError(f"boot number out of range: {boot_number}")  # our bug
+        self.boot_number = boot_number
         self._key = wire.derive_admin_key(shared_key)
         self._random_bytes = random_bytes
         self._rng = rng or Random()
@@ -352,6 +358,8 @@ class Node:
         """
         endpoints = tuple((a, self.info.admin_port) for a in addresses)
         limit = wire.MAX_MOBILE_LOCAL_ENDPOINTS if self.mobile else wire.MAX_LOCAL_ENDPOINTS
+        if self.boot_number:  # our hello carries it: one fewer keeps it in an INIT's size
+            limit -= 1
         endpoints = endpoints[:limit]
         if endpoints == self.info.local_endpoints:
             return False
@@ -1080,7 +1088,13 @@ class Node:
     # --- sessions ------------------------------------------------------------------
 
     def _establish(
-        self, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+        self,
+        info: NodeInfo,
+        boot: bytes,
+        addr: Endpoint,
+        keys: Keys,
+        now: float,
+        boot_number: int = 0,
     ) -> Session | None:
         wg_ip = info.wg_ip
         old = self.sessions.get(wg_ip)
@@ -1095,7 +1109,8 @@ class Node:
             return None
         if old is not None:
             self.handshake.replaced(wg_ip, old.boot, now)
-            self._emit(ev.PeerRestarted(ref, info.public_key))
+            same_key = old.info.public_key == info.public_key
+            self._emit(ev.PeerRestarted(ref, info.public_key, same_key, boot_number))
             self._forget_session(wg_ip)
         else:
             self._emit(ev.PeerConnected(ref, addr[0]))
@@ -1112,6 +1127,7 @@ class Node:
             # An early first ping: latency shows up at once, not after a full interval.
             next_ping=now + self._jitter(min(1.0, self.timers.ping_interval)),
             peer_ready=self.is_static,
+            boot_number=boot_number,
         )
         self.sessions[wg_ip] = session
         self.subnets.new_session(wg_ip)
@@ -1418,10 +1434,20 @@ class _Parts:
     def boot(self) -> bytes:
         return self._node.boot
 
+    @property
+    def boot_number(self) -> int:
+        return self._node.boot_number
+
     def establish(
-        self, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+        self,
+        info: NodeInfo,
+        boot: bytes,
+        addr: Endpoint,
+        keys: Keys,
+        now: float,
+        boot_number: int = 0,
     ) -> Session | None:
-        return self._node._establish(info, boot, addr, keys, now)
+        return self._node._establish(info, boot, addr, keys, now, boot_number)
 
     def renew(
         self, session: Session, info: NodeInfo, addr: Endpoint, keys: Keys, now: float
