@@ -470,6 +470,32 @@ def test_a_static_lists_the_run_it_has_a_session_with() -> None:
     assert alice.table.version > version
 
 
+def test_a_key_that_comes_back_is_listed_only_once_the_statics_wireguard_has_it_again() -> None:
+    # bob left (its peer is being removed from alice's WireGuard) and its next
+    # run comes back with the same key before alice read `wg show` again: the
+    # reading alice holds still shows the key, from before the removal. Were
+    # bob listed now, it would set alice up as a peer at once and its first
+    # WireGuard handshake would go unanswered (WireGuard retries after 5 s).
+    lab, alice, bob = two_nodes()
+    in_wireguard(alice, bob.info.public_key)
+    lab.run_until(lab.now + T.table_push_delay + 0.01)
+    assert bob.sessions[ALICE].peer_ready  # listed: alice's WireGuard has it
+    bob.shutdown(lab.now)
+    lab.settle()
+    assert BOB not in alice.sessions and bob.info.public_key not in alice.desired_peers()
+    lab.crash("bob")
+    new = lab.start("bob", 2, private_key=bob.handshake._private, boot_number=1)
+    new.handle_timer(lab.now)
+    lab.run_until(lab.now + T.table_push_delay + 0.01)
+    assert BOB in alice.sessions and not new.sessions[ALICE].peer_ready
+    alice.update_wg({}, lab.now)  # removed meanwhile
+    lab.run_until(lab.now + T.table_push_delay + 0.01)
+    assert not new.sessions[ALICE].peer_ready
+    in_wireguard(alice, bob.info.public_key)  # set again
+    lab.run_until(lab.now + T.table_push_delay + 0.01)
+    assert new.sessions[ALICE].peer_ready
+
+
 def test_a_restart_with_a_new_key_from_the_same_address_waits_for_the_holder() -> None:
     # An address proves nothing (a member on the path can send from it): a
     # new key is asked about like any contender, and taken once the old boot

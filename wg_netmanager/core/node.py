@@ -176,6 +176,9 @@ class Node:
         self._wg_waits: bool | None = None  # see _wants_fast_wg_poll (None: ask again)
         self._table_stale = True  # a session changed what our table would say
         self._wg: dict[str, WgPeerReading] = {}
+        # A static's: keys our WireGuard showed that we no longer wanted (being
+        # removed), untrusted until the next reading says whether it has them.
+        self._leaving: set[str] = set()
         self.visible_endpoint: Endpoint | None = None
         self.state_version = 0  # bumped whenever desired peers/routes may have changed
         self._desired: tuple[dict[str, WgPeer], set[Route]] = ({}, set())
@@ -260,6 +263,10 @@ class Node:
         """A fresh reading of ``wg show``: endpoints (NAT outsides), handshakes, bytes."""
         old, self._wg = self._wg, dict(readings)
         self._wg_waits = None
+        if self.is_static:
+            leaving = {key for key in self._wg if key not in self._desired[0]}
+            if leaving != self._leaving:
+                self._leaving, self._table_stale = leaving, True
         for wg_ip in self._mobiles:  # mobile.py rule 5: they do not ping
             session = self.sessions[wg_ip]
             wg_signs(session, self._wg.get(session.info.public_key), now)
@@ -281,6 +288,7 @@ class Node:
         the handshake had taught it). Static peers are simply set again; direct
         links start over, via the gateway meanwhile."""
         self._wg = {}
+        self._leaving = set()
         self._wg_waits = None
         self._table_stale = True
         self._routable = set()  # the kernel dropped our routes with the interface
@@ -855,8 +863,11 @@ class Node:
 
     def _table_entries(self, now: float) -> list[TableEntry]:
         """Our table: the sessions (tables.py rule 1) and our clients (clients.py rule 2)."""
-        entries = self.table.entries(self.sessions, self._wg, now)
-        return entries + table_entries(self.clients.values(), self.info, self._wg)
+        readings = self._wg
+        if self._leaving:  # (a node that comes back with its key kept, before a reading)
+            readings = {k: r for k, r in readings.items() if k not in self._leaving}
+        entries = self.table.entries(self.sessions, readings, now)
+        return entries + table_entries(self.clients.values(), self.info, readings)
 
     def _on_relay(self, session: Session, relay: wire.Relay, now: float) -> None:
         """A static passes a sealed datagram on between two dynamic nodes, unopened."""
@@ -1078,6 +1089,12 @@ class Node:
             or routes != self._desired[1]
             or (subnet_routes, relay) != (self._subnet_routes, self._relay)
         ):
+            if self.is_static:
+                # A key that comes back before the next reading is not in our
+                # WireGuard for sure (the reading shows it from before its removal).
+                self._leaving |= {
+                    k for k in self._desired[0].keys() - peers.keys() if k in self._wg
+                }
             # Copies (they change in place), made at C speed from stored hashes.
             self._desired = (peers, set(routes))
             self._desired_dests = set(self._routing.dests).union(self.clients)
