@@ -669,8 +669,10 @@ def static_with_sessions(infos: list[NodeInfo]) -> Node:
             established=0.0,
             last_heard=0.0,
             pinger=False,
+            peer_ready=True,  # a static's sessions are (Node._establish)
         )
         readings[info.public_key] = WgPeerReading(info.public_key, BIG_EP, (), 1.0, 0, 0)
+    node._recompute(0.0)  # its WireGuard peers, as a session's establishment makes them
     node.update_wg(readings, 0.0)
     node.datagrams_to_send()
     return node
