@@ -29,7 +29,8 @@ a  all four daemons started together: time until every pair answers in both
    used until every pair answered.
 b  the same, beta started 0.5 s after the others; times from beta's start.
 c  after convergence charlie's daemon is SIGKILLed and restarted at once
-   (new key): time from the new start until charlie and every other node
+   (it keeps its key, one boot number on; its new interface is a new
+   wireguard-go): time from the new start until charlie and every other node
    answer each other again without interruption.
 n  Nebula (the Debian package) on the same testbed, all four started
    together: beta its lighthouse, every node on the wg IP and port ours
@@ -114,7 +115,7 @@ SCENARIOS = {
     "a": "all four started together",
     "n": "Nebula, all four started together",
     "b": f"static beta started {BETA_DELAY} s after the others (times from beta's start)",
-    "c": "charlie SIGKILLed after convergence, restarted at once with a new key",
+    "c": "charlie SIGKILLed after convergence, restarted at once (its key kept)",
     "d": f"quiet after use: {USE_TIME:g} s of traffic after convergence, then from "
     f"{QUIET_AFTER:g} s after the last traffic, over {QUIET_WINDOW:g} s",
     "q": "Nebula, quiet after use (as d)",
@@ -281,6 +282,15 @@ def uapi_get(path: Path, timeout: float = 0.5) -> dict[str, Any] | None:
     return {"public": own, "peers": peers}
 
 
+def inode(path: Path) -> str | None:
+    """Which file ``path`` is: a socket made again (a new wireguard-go) is another."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{st.st_ino}:{st.st_ctime_ns}"
+
+
 _pub_cache: dict[str, str] = {}
 
 
@@ -320,8 +330,10 @@ class DirectPoller(threading.Thread):
         self.pair_direct: dict[str, float] = {}
         self.cd_lan_direct: float | None = None
         self.all_direct: float | None = None
+        # Each box's interface as it changes: (since, its key and its UAPI
+        # socket's inode: a new interface, even with the key kept, is a new one).
         self.keys: dict[str, list[tuple[float, str]]] = {b: [] for b in NODES}
-        # after mark(): first times with the restarted box's new key
+        # after mark(): first times with the restarted box's new interface
         self.marked: tuple[str, str | None, float] | None = None
         self.after: dict[str, float] = {}
         self.polls = 0
@@ -355,8 +367,9 @@ class DirectPoller(threading.Thread):
             if st is not None:
                 self.wg_up.setdefault(box, t)
                 keys = self.keys[box]
-                if st["public"] and (not keys or keys[-1][1] != st["public"]):
-                    keys.append((t, st["public"]))
+                ident = f"{st['public']}@{inode(self.run_.uapi_path(box))}"
+                if st["public"] and (not keys or keys[-1][1] != ident):
+                    keys.append((t, ident))
 
         def peer_of(a: str, b: str) -> dict[str, Any] | None:
             sa, sb, ra = state[a], state[b], routes[a]
@@ -385,9 +398,9 @@ class DirectPoller(threading.Thread):
         if len(direct) == len(PAIRS) and self.all_direct is None:
             self.all_direct = t
         if self.marked is not None:
-            box, old_key, since = self.marked
-            st = state[box]
-            if t > since and st is not None and st["public"] not in (None, old_key):
+            box, old_ident, since = self.marked
+            keys = self.keys[box]
+            if t > since and state[box] is not None and keys and keys[-1][1] != old_ident:
                 mine = [f"{a}-{b}" for a, b in PAIRS if box in (a, b)]
                 for pair in direct:
                     self.after.setdefault(pair, t)
@@ -399,7 +412,7 @@ class DirectPoller(threading.Thread):
                     self.after.setdefault("all", t)
 
     def mark(self, box: str, t: float) -> None:
-        """From ``t`` on, also record first times with ``box``'s new key."""
+        """From ``t`` on, also record first times with ``box``'s new interface."""
         keys = self.keys[box]
         self.marked = (box, keys[-1][1] if keys else None, t)
 
@@ -740,7 +753,7 @@ def scenario_c(run: Run) -> dict[str, Any]:
             if peer is None:
                 return None
             t = recovered_at(peer, t_r, probes[a]["ended"])
-            # require an interruption after the restart (a new key means one),
+            # require an interruption after the restart (a new interface means one),
             # unless the pair kept answering for 3 s
             if t is None or (t == t_r and time.monotonic() - t_r < 3):
                 return None

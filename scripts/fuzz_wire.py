@@ -155,8 +155,8 @@ def check_body(body: bytes) -> None:
         again = wire.decode_message(wire.encode_message(message))
         assert again == message, (again, message)
     with suppress(wire.Drop):
-        info, boot = wire.decode_hello(body)
-        assert wire.decode_hello(wire.encode_hello(info, boot)) == (info, boot)
+        hello = wire.decode_hello(body)
+        assert wire.decode_hello(wire.encode_hello(*hello)) == hello
 
 
 def check_outsider(data: bytes) -> None:

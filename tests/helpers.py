@@ -80,6 +80,7 @@ def make_node(
     lazy: bool = False,
     gateways: Sequence[Gateway] = (),
     exit_node: IPv4Address | None = None,
+    boot_number: int = 0,
 ) -> Node:
     """A core keyed with :data:`SHARED_KEY`, as the daemon builds one.
 
@@ -90,7 +91,8 @@ def make_node(
     replaced by its public half. ``local_addresses``, if given, are set at
     ``now`` (a LAN address makes dynamic pairs probe each other).
     ``gateways`` and ``exit_node`` are network.yaml's ``gateways:`` and this
-    node's choice of exit node.
+    node's choice of exit node. ``boot_number``: the runs of ``private_key``
+    before this one (a restart after a crash keeps the key and counts).
     """
     if private_key is None:
         private_key = os.urandom(32) if rng is None else rng.randbytes(32)
@@ -108,6 +110,7 @@ def make_node(
         lazy=lazy,
         gateways=gateways,
         exit_node=exit_node,
+        boot_number=boot_number,
     )
     if local_addresses is not None:
         node.set_local_addresses(list(local_addresses), now)

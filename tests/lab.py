@@ -122,8 +122,10 @@ class Lab:
         clock_offset: float = 0.0,
         mobile: bool = False,
         private_key: bytes | None = None,
+        boot_number: int = 0,
     ) -> Node:
-        """A node (its key: ``private_key``, as a pinned static keeps it, or new)."""
+        """A node (its key: ``private_key``, as a pinned static keeps it, or a
+        run after a crash with ``boot_number``; or new)."""
         octet = self.static_config[name] if octet is None else octet
         address = f"198.51.100.{octet if address_octet is None else address_octet}"
         info = replace(node_info(name, octet), mobile=mobile)
@@ -137,6 +139,7 @@ class Lab:
             now=self.now + clock_offset,
             rng=self.rng,
             subnet=self.subnet,
+            boot_number=boot_number,
         )
         self.boxes[name] = Box(name, address, wg_ip(octet), node, clock_offset)
         return node

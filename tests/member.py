@@ -28,6 +28,7 @@ class Member:
     name: str = "mallory"
     private: bytes = field(default_factory=lambda: os.urandom(32))
     boot: bytes = field(default_factory=lambda: os.urandom(8))
+    boot_number: int = 0  # said in its hellos (wire.Hello)
     keys: dict[IPv4Address, Keys] = field(default_factory=dict)  # finished sessions
     _pending: dict[int, tuple[noise.Handshake, IPv4Address]] = field(default_factory=dict)
 
@@ -73,7 +74,8 @@ class Member:
         assert isinstance(frame, wire.Response), frame
         state, to = self._pending.pop(frame.to_index)
         state.read_message(frame.noise)
-        body = wire.encode_hello(self.info(), self.boot) if payload is None else payload
+        hello = wire.encode_hello(self.info(), self.boot, self.boot_number)
+        body = hello if payload is None else payload
         message = state.write_message(body)
         transport = state.transport()
         self.keys[to] = Keys(frame.to_index, frame.index, transport.send, transport.receive)

@@ -99,6 +99,7 @@ class Host:
     mobile: bool = False  # --mobile (core/mobile.py)
     node: Node | None = None
     keys: KeyPair | None = None
+    boot_number: int = 0  # the runs of ``keys`` before the current one
     up: bool = False
     # Added to the simulation time for everything this host's core sees (its
     # ``now``) and subtracted from its timer deadlines: machines whose clocks
@@ -273,10 +274,15 @@ class SimNet:
         self.devices[name] = device
         return device
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, keep_key: bool = False) -> None:
+        """Start ``name``'s core: with a new key, or (``keep_key``, a run
+        after a crash, as the daemon does) the last run's, one boot number on."""
         host = self.hosts[name]
         self._unindex_key(host)
-        host.keys = KeyPair.generate()
+        if keep_key and host.keys is not None:
+            host.boot_number += 1
+        else:
+            host.keys, host.boot_number = KeyPair.generate(), 0
         info = NodeInfo(
             wg_ip=host.wg_ip,
             name=name,
@@ -302,6 +308,7 @@ class SimNet:
             subnet=self.subnet,
             gateways=self.gateways if host.gateways is None else host.gateways,
             exit_node=host.exit_node,
+            boot_number=host.boot_number,
         )
         host.node.set_local_networks([host.network], self.clock(host))
         if self.measure_cpu:

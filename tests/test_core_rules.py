@@ -314,12 +314,13 @@ def test_routes_stay_sane_through_crashes_and_restarts(seed: int) -> None:
     for _ in range(2):
         net.run_for(rng.uniform(0.5, 2.0))
         victim = rng.choice(order)
-        net.stop(victim, clean=rng.random() < 0.5)
+        clean = rng.random() < 0.5
+        net.stop(victim, clean=clean)
         for _ in range(rng.randrange(0, 50)):
             net.run_for(0.01)
             check_routes(net)
             check_no_loops(net)
-        net.start(victim)
+        net.start(victim, keep_key=not clean)  # as the daemon: a crash's key is kept
     for _ in range(int(2 * T.dead_after / 0.01)):
         net.run_for(0.01)
         check_routes(net)

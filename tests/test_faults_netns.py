@@ -4,7 +4,8 @@ Each test breaks something in the seed's working example (beta static and
 public, alpha behind its own NAT, charlie and delta on a home LAN behind a
 NAT router; see ns/working_example.sh) while the daemons run with their
 default timers, unless a test says otherwise, and checks that the mesh heals
-by itself: a direct link that breaks, a static node that restarts, roaming,
+by itself: a direct link that breaks, a static node that restarts, a
+dynamic one that crashes and comes back, roaming,
 a dynamic-DNS static that moves, failing ``ip``/``wg`` commands, an interface
 deleted from under the daemon, a partitioned internet, quick restarts, a
 flood of junk and a node claiming another's wg IP.
@@ -111,6 +112,33 @@ def test_static_restart_is_noticed_at_once_and_direct_links_hold(mesh: FaultMesh
         for a, b in itertools.permutations(DYNAMIC, 2):
             assert mesh.outages(a, b, after=down) == [], (a, b)
     mesh.wait(mesh.all_direct, 10)
+    stop_cleanly(mesh)
+
+
+def test_a_dynamic_node_restarted_after_a_crash_keeps_its_key_and_its_pairs_start_over(
+    mesh: FaultMesh,
+) -> None:
+    """charlie is SIGKILLed and started again at once. Its run takes the
+    crashed run's key, one boot number on: beta takes it at once (no holder
+    check), and beta's table tells alpha and delta, which drop their direct
+    links to the old run (its successor's WireGuard does not know them) and
+    go via beta until their pairs are direct again."""
+    converge(mesh)
+    others = [b for b in NODES if b != "charlie"]
+    mesh.start_probers({"charlie": others, **{b: ["charlie"] for b in others}})
+    time.sleep(2.0)
+    old_key = mesh.tb.run("charlie", "wg", "show", "wg0", "public-key").stdout
+    mesh.tb.stop(mesh.procs["charlie"], sig=signal.SIGKILL, timeout=5)
+    mesh.start("charlie")
+    mesh.wait(lambda: "charlie 10.1.1.3 on wg0" in mesh.log("charlie", 1), 15, interval=0.02)
+    took = mesh.wait_heard("charlie", others, time.monotonic(), 15)
+    print(f"charlie and everyone hear each other {took:.2f} s after its interface is up")
+    assert mesh.tb.run("charlie", "wg", "show", "wg0", "public-key").stdout == old_key
+    assert "charlie (10.1.1.3) restarted (key" in mesh.log("beta"), mesh.log("beta")
+    for box in ("alpha", "delta"):
+        said = "charlie (10.1.1.3) restarted (run 1): its pair starts over"
+        assert said in mesh.log(box), (box, mesh.log(box))
+    mesh.wait(mesh.all_direct, 30)
     stop_cleanly(mesh)
 
 

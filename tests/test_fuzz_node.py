@@ -157,9 +157,24 @@ class Mesh:
         # WireGuard has them as peers, but no handshake ever happens.
         self.outside_keys: set[str] = set()
 
-    def start(self, name: str, octet: int, address_octet: int | None = None) -> Node:
+    def start(
+        self,
+        name: str,
+        octet: int,
+        address_octet: int | None = None,
+        *,
+        private_key: bytes | None = None,
+        boot_number: int = 0,
+    ) -> Node:
+        """Start (or restart: a run after a crash keeps ``private_key`` and
+        counts, ``boot_number``) a node."""
+        info = node_info(name, octet)
+        if private_key is not None:
+            info = dataclasses.replace(info, public_key=to_b64(noise.public_key(private_key)))
         node = make_node(
-            node_info(name, octet),
+            info,
+            private_key=private_key,
+            boot_number=boot_number,
             statics=statics(self.pinned),
             timers=self.timers,
             now=self.now,
@@ -262,7 +277,8 @@ def converged(mesh: Mesh) -> None:
         assert set(node.sessions) == ips - {node.info.wg_ip}, f"mesh did not converge at {name}"
         for ip, session in node.sessions.items():
             holder = next(n for n in mesh.nodes.values() if n.info.wg_ip == ip)
-            assert (session.info.public_key, session.boot) == (holder.info.public_key, holder.boot)
+            theirs = (session.info.public_key, session.boot, session.boot_number)
+            assert theirs == (holder.info.public_key, holder.boot, holder.boot_number)
         assert all(p.state is PathState.DIRECT for p in node.pairs.paths.values()), name
 
 
@@ -279,7 +295,8 @@ class Capture:
 @functools.cache
 def capture() -> Capture:
     """Run a real mesh: handshakes, cookies, tables, a direct LAN pair,
-    restarts at the same and at another address, pings."""
+    restarts at the same and at another address (with a new key, and with
+    the key kept), pings."""
     mesh = Mesh(seed=7)
     for name, octet in (("s1", 1), ("s2", 2), ("d5", 5), ("d6", 6)):
         mesh.start(name, octet)
@@ -304,6 +321,12 @@ def capture() -> Capture:
     # new boot sends meanwhile waits for that answer (contender keys).
     mesh.start("d5", 5, address_octet=7)
     mesh.advance(16.0)
+    # d6 crashes, and its next run keeps its key, one boot number on, from
+    # yet another address: a restart, taken at once; d5 drops its pair with
+    # the old run when a static lists the new one.
+    crashed = mesh.nodes["d6"]
+    mesh.start("d6", 6, address_octet=8, private_key=crashed.handshake._private, boot_number=1)
+    mesh.advance(24.0)
     converged(mesh)
     # An outsider replays an old boot's TRANSPORT to s1 from an address of
     # its own: s1 answers STALE (smaller) there, for the replays below to try.
@@ -813,8 +836,8 @@ class Rogue(Member):
         state = self._noise(initiator=False)
         state.read_message(init.noise)
         index = self.rng.getrandbits(32) | 1
-        hello = wire.encode_hello(self.info(), self.boot) if payload is None else payload
-        message = state.write_message(hello)
+        hello = wire.encode_hello(self.info(), self.boot, self.boot_number)
+        message = state.write_message(hello if payload is None else payload)
         self.responding[index] = (state, init)
         return self.seal(wire.Response(self.wg_ip, init.sender, index, init.index, message))
 
@@ -927,7 +950,7 @@ def prototype(static: bool, pinned: bool, warm: bool) -> Mesh:
     mesh = Mesh(seed=11, timers=Timers(), pinned=PINNED if pinned and not static else None)
     mesh.start(VICTIM, 1 if static else 5)
     mesh.start("s2", 2)
-    mesh.start("d6", 6)
+    mesh.start("d6", 6, boot_number=2)  # a run after two crashes: its hellos say so
     if warm:
         mesh.advance(20.0)
         converged(mesh)
@@ -996,7 +1019,8 @@ class InsiderMachine(RuleBasedStateMachine):
         node, session = self.honest()[ip], self.victim.sessions.get(ip)
         if session is None:
             return False
-        return (session.info.public_key, session.boot) == (node.info.public_key, node.boot)
+        theirs = (session.info.public_key, session.boot, session.boot_number)
+        return theirs == (node.info.public_key, node.boot, node.boot_number)
 
     def rogue(self, ip: IPv4Address, fresh: bool = False) -> Rogue:
         if fresh or ip not in self.rogues:
@@ -1142,10 +1166,14 @@ class InsiderMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def claim(self, data: st.DataObject) -> None:
         """A genuine handshake with the victim for any wg IP (its own key
-        pair): a new identity or one used before, payload honest or not,
-        finished or left pending."""
+        pair): a new identity, one used before, or a new run of one (its key
+        kept, any boot number), payload honest or not, finished or left
+        pending."""
         ip = data.draw(st.sampled_from(IN_SUBNET) | st.sampled_from(OUTSIDE), label="wg IP")
         rogue = self.rogue(ip, fresh=data.draw(st.booleans(), label="fresh"))
+        if data.draw(st.booleans(), label="new run"):
+            rogue.boot = self.rng.randbytes(wire.BOOT_SIZE)
+            rogue.boot_number = data.draw(boot_numbers(rogue.boot_number), label="boot number")
         holder = self.victim.sessions.get(ip)
         # The holder's own address too: a member on its path can send from there.
         theirs = st.just(holder.addr) if holder is not None else self.sources(rogue)
@@ -1213,7 +1241,7 @@ class InsiderMachine(RuleBasedStateMachine):
             infos_of(st.just(ip), st.just(rogue.public_key)),
         )
         boots = st.just(rogue.boot) | st.binary(min_size=8, max_size=8)
-        hellos = st.builds(wire.encode_hello, infos, boots)
+        hellos = st.builds(wire.encode_hello, infos, boots, boot_numbers(rogue.boot_number))
         return hellos | st.binary(max_size=80)
 
     @staticmethod
@@ -1343,7 +1371,10 @@ class InsiderMachine(RuleBasedStateMachine):
                 info = member_.info
                 if not data.draw(likely):  # that member's wg IP with the attacker's key
                     info = dataclasses.replace(info, public_key=rogue.public_key)
-                entries.append(TableEntry(info, (underlay(info.wg_ip.packed[3]), 40000), None, 0.5))
+                # Its run, a later one (a restart the attacker claims), an earlier one.
+                number = data.draw(boot_numbers(member_.boot_number), label="listed run")
+                where = (underlay(info.wg_ip.packed[3]), 40000)
+                entries.append(TableEntry(info, where, None, 0.5, number))
         entries += data.draw(st.lists(ENTRY, max_size=2))
         # As many as fit one datagram (a static splits its table so).
         removed = tuple(data.draw(st.lists(st.sampled_from(IN_SUBNET), max_size=3)))
@@ -1613,7 +1644,14 @@ ENTRY = st.builds(
     wg_endpoint=st.none() | SPOOFED,
     admin_endpoint=st.none() | SPOOFED,
     age=st.integers(0, 10**4).map(lambda tenths: tenths / 10),
+    boot_number=st.just(0) | st.integers(1, wire.MAX_BOOT_NUMBER),
 )
+
+
+def boot_numbers(around: int) -> st.SearchStrategy[int]:
+    """Boot numbers near one: the same, the next, an earlier one, any."""
+    near = [n for n in (around, around + 1, around - 1) if 0 <= n <= wire.MAX_BOOT_NUMBER]
+    return st.sampled_from(near) | st.integers(0, wire.MAX_BOOT_NUMBER)
 
 
 SUBNET_TEXT = frozenset(str(ip) for ip in SUBNET)

@@ -58,7 +58,8 @@ def test_mesh_forms_heals_and_cleans_up(mesh: Daemons) -> None:
     assert wait_until(lambda: len(mesh.peers("alice")) == 1, timeout=8), mesh.logs()
     assert wait_until(lambda: len(mesh.peers("bob")) == 1, timeout=8), mesh.logs()
 
-    # charlie comes back with a new key, and a clock two hours ahead.
+    # charlie comes back (with the key its crashed run kept, one boot number
+    # on), and a clock two hours ahead.
     mesh.start("charlie", *shifted_clock("+2h"))
     started = time.monotonic()
     assert wait_until(lambda: mesh.all_ping(boxes), timeout=15), mesh.logs()

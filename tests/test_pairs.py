@@ -421,6 +421,56 @@ def test_roaming_restarts_the_attempt_from_any_state(state: PathState, in_wiregu
     roaming_restarts(state, in_wireguard)
 
 
+def in_state(state: PathState) -> PairLab:
+    lab = PairLab()
+    if state is S.INSTALLING:
+        lab.installing()
+    elif state is S.PUNCHING:
+        lab.punching()
+    elif state is S.DIRECT:
+        lab.direct()
+    elif state is S.FAILED:
+        lab = peer_never_ready()
+    elif state is S.CLEARING:
+        lab.direct()
+        lab.pairs.on_probe(lab.session, 12345, PEER_LAN, lab.now)
+    assert lab.path_state is state
+    return lab
+
+
+@pytest.mark.parametrize("state", [s for s in PathState if s is not S.RELAYED])
+def test_a_later_run_of_the_peers_key_ends_the_pair_at_once_from_any_state(
+    state: PathState,
+) -> None:
+    """Rule 6: the peer restarted with its key kept (a static lists its next
+    boot number); the old run's link is dead, whatever it looked like."""
+    lab = in_state(state)
+    entry = lab.host.entries[PEER]
+    lab.host.entries[PEER] = replace(entry, boot_number=1)
+    lab.pairs.prune(lab.now)
+    assert lab.host.forgotten == [PEER] and PEER not in lab.pairs.paths
+    assert ev.PairPeerRestarted(ev.PeerRef(PEER, "delta"), 1) in lab.host.events
+
+
+@pytest.mark.parametrize("state", [S.PROBING, S.DIRECT])
+def test_an_earlier_runs_entry_changes_nothing(state: PathState) -> None:
+    """Rule 6: a static that has not met the session's run yet lists the one
+    before, at addresses that are no news: no restart, no roll-back."""
+    lab = in_state(state)
+    lab.session.boot_number = 2
+    entry = lab.host.entries[PEER]
+    before = (lab.session.info, lab.pairs.paths[PEER].attempt, list(lab.host.events))
+    old = replace(entry.info, local_endpoints=(("192.168.7.3", 50504),))
+    lab.host.entries[PEER] = replace(entry, info=old, wg_endpoint=OTHER_OUTSIDE, boot_number=1)
+    lab.pairs.prune(lab.now)
+    after = (lab.session.info, lab.pairs.paths[PEER].attempt, lab.host.events)
+    assert after == before and lab.path_state is state and not lab.host.forgotten
+    # The same run's entry is news as ever (it roamed).
+    lab.host.entries[PEER] = replace(entry, info=old, boot_number=2)
+    lab.pairs.prune(lab.now)
+    assert lab.session.info == old
+
+
 def test_the_scenarios_walk_every_transition_and_nothing_else() -> None:
     taken: set[tuple[str, str, str]] = set()
     for scenario in SCENARIOS:

@@ -409,6 +409,100 @@ def test_a_restart_with_the_same_key_from_the_same_address_replaces_the_old_boot
     assert any(isinstance(e, ev.PeerRestarted) for e in alice.events())
 
 
+def test_a_later_run_of_the_key_from_another_address_replaces_the_old_boot_at_once() -> None:
+    # A run after a crash keeps its key and counts itself (daemon.crash_kept_key);
+    # a NAT may have given it another outside port. Only the key's holder can
+    # announce a run of that key.
+    lab, alice, bob = two_nodes()
+    lab.crash("bob")
+    new = lab.start("bob", 2, address_octet=22, private_key=bob.handshake._private, boot_number=1)
+    new.handle_timer(lab.now)
+    lab.settle()
+    session = alice.sessions[BOB]
+    assert (session.boot, session.boot_number) == (new.boot, 1)
+    events = alice.events()
+    assert not [e for e in events if isinstance(e, ev.HolderAsked)]
+    assert ev.PeerRestarted(ev.PeerRef(BOB, "bob"), bob.info.public_key, True, 1) in events
+    assert conflicts(events) == []
+
+
+@pytest.mark.parametrize("octet", [2, 22], ids=["holder's address", "another address"])
+def test_an_earlier_run_of_the_key_is_asked_about_and_refused_while_the_later_one_lives(
+    octet: int,
+) -> None:
+    # Two live processes with one key (a copied key file): the later run keeps
+    # the wg IP, whatever address the earlier one calls from.
+    lab = Lab({"alice": 1})
+    alice = lab.start("alice")
+    bob = lab.start("bob", 2, boot_number=3)
+    lab.handshake("alice", "bob")
+    assert alice.sessions[BOB].boot_number == 3
+    earlier = Member(BOB, "bob", private=bob.handshake._private, boot_number=2)
+    (response,) = lab.inject(earlier.init(ALICE), source(octet), "alice")
+    lab.inject(earlier.finish(response.data), source(octet), "alice")
+    assert any(isinstance(e, ev.HolderAsked) for e in alice.events())
+    lab.settle()  # bob answers the holder check
+    assert (alice.sessions[BOB].boot, alice.sessions[BOB].boot_number) == (bob.boot, 3)
+    assert conflicts(alice.events())
+
+
+def test_a_boot_number_proves_nothing_without_the_key() -> None:
+    # A member that claims a live node's wg IP with its own key and any number
+    # is a contender like any other: the holder answers, the claim is refused.
+    lab, alice, bob = two_nodes()
+    mallory = Member(BOB, "bob", boot_number=wire.MAX_BOOT_NUMBER)
+    (response,) = lab.inject(mallory.init(ALICE), source(2), "alice")
+    lab.inject(mallory.finish(response.data), source(2), "alice")
+    lab.settle()
+    assert alice.sessions[BOB].boot == bob.boot and alice.sessions[BOB].boot_number == 0
+    assert conflicts(alice.events())
+
+
+def test_a_static_lists_the_run_it_has_a_session_with() -> None:
+    # The boot number reaches the others through its table (pairs.py rule 6);
+    # a restart with the key kept is a new version of it.
+    lab = Lab({"alice": 1})
+    alice = lab.start("alice")
+    bob = lab.start("bob", 2)
+    lab.handshake("alice", "bob")
+    in_wireguard(alice, bob.info.public_key)
+    version = alice.table.version
+    assert [e.boot_number for e in alice.table.entries(alice.sessions, alice._wg, 0.0)] == [0]
+    lab.crash("bob")
+    new = lab.start("bob", 2, private_key=bob.handshake._private, boot_number=1)
+    new.handle_timer(lab.now)
+    lab.settle()
+    in_wireguard(alice, bob.info.public_key)
+    assert [e.boot_number for e in alice.table.entries(alice.sessions, alice._wg, 0.0)] == [1]
+    assert alice.table.version > version
+
+
+def test_a_key_that_comes_back_is_listed_only_once_the_statics_wireguard_has_it_again() -> None:
+    # bob left (its peer is being removed from alice's WireGuard) and its next
+    # run comes back with the same key before alice read `wg show` again: the
+    # reading alice holds still shows the key, from before the removal. Were
+    # bob listed now, it would set alice up as a peer at once and its first
+    # WireGuard handshake would go unanswered (WireGuard retries after 5 s).
+    lab, alice, bob = two_nodes()
+    in_wireguard(alice, bob.info.public_key)
+    lab.run_until(lab.now + T.table_push_delay + 0.01)
+    assert bob.sessions[ALICE].peer_ready  # listed: alice's WireGuard has it
+    bob.shutdown(lab.now)
+    lab.settle()
+    assert BOB not in alice.sessions and bob.info.public_key not in alice.desired_peers()
+    lab.crash("bob")
+    new = lab.start("bob", 2, private_key=bob.handshake._private, boot_number=1)
+    new.handle_timer(lab.now)
+    lab.run_until(lab.now + T.table_push_delay + 0.01)
+    assert BOB in alice.sessions and not new.sessions[ALICE].peer_ready
+    alice.update_wg({}, lab.now)  # removed meanwhile
+    lab.run_until(lab.now + T.table_push_delay + 0.01)
+    assert not new.sessions[ALICE].peer_ready
+    in_wireguard(alice, bob.info.public_key)  # set again
+    lab.run_until(lab.now + T.table_push_delay + 0.01)
+    assert new.sessions[ALICE].peer_ready
+
+
 def test_a_restart_with_a_new_key_from_the_same_address_waits_for_the_holder() -> None:
     # An address proves nothing (a member on the path can send from it): a
     # new key is asked about like any contender, and taken once the old boot

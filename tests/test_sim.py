@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sim import Nat, SimNet
+from tests.sim import Nat, SimNet, direct
+from wg_netmanager.core import events as ev
 from wg_netmanager.core.pair_path import PathState
 from wg_netmanager.core.timers import Timers
 
@@ -94,6 +95,84 @@ def test_restart_with_new_key_is_accepted_fast(who: str) -> None:
     # ping_interval).
     wait = 0.2 if who == "bob" else FAST.ping_interval * 1.2
     assert took < wait + FAST.incumbent_timeout
+
+
+def pair_restarts(net: SimNet, at: str, of: str) -> list[ev.PairPeerRestarted]:
+    wg_ip = net.hosts[of].wg_ip
+    return [
+        e
+        for _, name, e in net.events
+        if name == at and isinstance(e, ev.PairPeerRestarted) and e.peer.wg_ip == wg_ip
+    ]
+
+
+@pytest.mark.parametrize("traffic", [False, True], ids=["idle", "in use"])
+def test_a_dynamic_node_restarted_with_its_key_is_reached_at_once_and_its_pairs_start_over(
+    traffic: bool,
+) -> None:
+    """A run after a crash keeps the key, one boot number on: the static takes
+    it at once (the same key), and its table tells the pair peer, which drops
+    its link to the old run (the new run's WireGuard does not know it) and
+    goes via the static until the pair is direct again."""
+    net = three_boxes()
+    net.record_events = True
+    for name in ("alice", "bob", "charlie"):
+        net.start(name)
+    net.run_for(2.0)
+    bob, charlie = net.hosts["bob"].node, net.hosts["charlie"].node
+    assert bob is not None and charlie is not None
+    charlie_ip = charlie.info.wg_ip
+    assert bob.pairs.paths[charlie_ip].state is PathState.DIRECT
+    if traffic:
+        net.flows[("bob", "charlie")] = net.flows[("charlie", "bob")] = 10_000.0
+    net.stop("charlie", clean=False)
+    net.run_for(0.2)
+    net.start("charlie", keep_key=True)
+    new = net.hosts["charlie"].node
+    assert new is not None and new.info.public_key == charlie.info.public_key
+    assert new.boot_number == 1
+    took = net.wait_for(net.all_pairs_ping, limit=10.0)
+    # Without the boot number bob kept its dead direct link until its check
+    # of the link gave up (link_timeout of traffic without an answer; idle,
+    # a keepalive period).
+    assert took < 0.3, f"all pairs ping {took:.2f} s after the restart"
+    assert len(pair_restarts(net, "bob", "charlie")) == 1
+    assert not [e for _, n, e in net.events if n == "alice" and isinstance(e, ev.HolderAsked)]
+    net.wait_for(lambda: direct(net, "bob", "charlie"), limit=FAST.punch_timeout)
+    session = bob.sessions[charlie_ip]
+    assert (session.boot, session.boot_number) == (new.boot, 1)
+
+
+def test_a_static_that_has_not_met_the_new_run_does_not_undo_its_pairs() -> None:
+    """Two statics, one cut off from the restarted node: it lists the old run
+    (until dead_after) while the other lists the new one. The later run wins
+    (tables.py rule 5); the earlier one's entry neither drops the new pair
+    session nor rolls anything back (pairs.py rule 6)."""
+    net = three_boxes()
+    net.add_host("dave", "198.51.100.9", "10.1.1.9", static=True)
+    net.record_events = True
+    for name in ("alice", "bob", "charlie", "dave"):
+        net.start(name)
+    net.run_for(2.0)
+    assert direct(net, "bob", "charlie")
+    net.partitioned.add(frozenset(("charlie", "dave")))
+    net.stop("charlie", clean=False)
+    net.run_for(0.2)
+    net.start("charlie", keep_key=True)
+    new = net.hosts["charlie"].node
+    bob, dave = net.hosts["bob"].node, net.hosts["dave"].node
+    assert new is not None and bob is not None and dave is not None
+    charlie_ip = new.info.wg_ip
+    assert net.wait_for(lambda: net.all_pairs_ping(["alice", "bob", "charlie"]), limit=5.0) < 0.3
+    net.wait_for(lambda: direct(net, "bob", "charlie"), limit=FAST.punch_timeout)
+    dave_ip = dave.info.wg_ip
+    assert bob.listings.tables[dave_ip][charlie_ip].boot_number == 0  # the old run's
+    assert bob.pairs.paths[charlie_ip].state is PathState.DIRECT
+    net.run_for(FAST.dead_after + 1.0)  # until dave drops the old run
+    assert charlie_ip not in bob.listings.tables[dave_ip]
+    assert len(pair_restarts(net, "bob", "charlie")) == 1
+    assert bob.pairs.paths[charlie_ip].state is PathState.DIRECT
+    assert bob.sessions[charlie_ip].boot == new.boot
 
 
 def test_static_starting_late_is_found_within_backoff() -> None:

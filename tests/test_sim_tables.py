@@ -5,6 +5,7 @@ to one view after a partition."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from tests.sim import SimNet, lan_mesh
 from wg_netmanager.core.node import TABLE_REQUEST_RATE
 from wg_netmanager.core.sessions import Session
+from wg_netmanager.core.tables import Listings
 from wg_netmanager.core.timers import Timers
+from wg_netmanager.wire import NodeInfo, TableEntry
 
 T = Timers(ping_interval=1.0, dead_after=3.0)  # a lost change is repaired at a ping
 
@@ -125,3 +128,25 @@ def test_two_statics_agree_on_one_view_after_a_partition() -> None:
     assert len(listed(net, "s1")) == len(net.hosts) - 1  # everyone but itself
     for a, b in itertools.combinations([n for n in net.hosts if n not in ("s1", "s2")], 2):
         assert net.path(a, b) in ([a, b], [a, "s1", b])  # the lowest static, both ways
+
+
+def test_a_later_run_of_a_key_wins_over_a_fresher_entry_of_an_earlier_one() -> None:
+    """tables.py rule 5: a static that has not met a node's new run yet still
+    lists the old one (its age may even be smaller); between two keys, or
+    within one run: the freshest."""
+    node = IPv4Address("10.1.1.3")
+    info = NodeInfo(node, "charlie", "A" * 43 + "=", 50003, 50503)
+    new_run = TableEntry(info, ("198.51.100.3", 40003), None, age=2.0, boot_number=4)
+    old_run = TableEntry(info, ("198.51.100.3", 40009), None, age=0.1, boot_number=3)
+    listings = Listings()
+    s1, s2 = IPv4Address("10.1.1.1"), IPv4Address("10.1.1.2")
+    for first, second in ((new_run, old_run), (old_run, new_run)):
+        listings.tables = {s1: {node: first}, s2: {node: second}}
+        assert listings.freshest(node, lambda ip: True) == new_run
+        assert listings.freshest(node, lambda ip: ip == s1) == first  # only trusted statics
+    fresher = replace(new_run, age=1.0, wg_endpoint=None)
+    listings.tables = {s1: {node: new_run}, s2: {node: fresher}}
+    assert listings.freshest(node, lambda ip: True) == fresher
+    other_key = TableEntry(replace(info, public_key="B" * 43 + "="), None, None, age=0.1)
+    listings.tables = {s1: {node: new_run}, s2: {node: other_key}}
+    assert listings.freshest(node, lambda ip: True) == other_key

@@ -226,6 +226,7 @@ entries = st.builds(
     wg_endpoint=st.none() | endpoints,
     admin_endpoint=st.none() | endpoints,
     age=st.integers(0, 10**8).map(lambda tenths: tenths / 10),
+    boot_number=st.just(0) | st.integers(1, wire.MAX_BOOT_NUMBER),
 )
 
 
@@ -269,9 +270,38 @@ def test_every_message_round_trips(message: wire.Message) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(info=infos.filter(lambda i: not i.client), boot=st.binary(min_size=8, max_size=8))
-def test_the_handshake_payload_round_trips(info: NodeInfo, boot: bytes) -> None:
-    assert wire.decode_hello(wire.encode_hello(info, boot)) == (info, boot)
+@given(
+    info=infos.filter(lambda i: not i.client),
+    boot=st.binary(min_size=8, max_size=8),
+    number=st.just(0) | st.integers(1, wire.MAX_BOOT_NUMBER),
+)
+def test_the_handshake_payload_round_trips(info: NodeInfo, boot: bytes, number: int) -> None:
+    assert wire.decode_hello(wire.encode_hello(info, boot, number)) == (info, boot, number)
+
+
+def test_a_boot_number_is_said_only_when_set_and_older_nodes_read_around_it() -> None:
+    boot = bytes(range(wire.BOOT_SIZE))
+    plain = wire.encode_hello(INFO, boot)
+    assert b'"bn"' not in plain
+    numbered = wire.encode_hello(INFO, boot, 3)
+    assert numbered == plain[:-1] + b',"bn":3}'
+    # An earlier release of protocol 2 reads only the keys it knows.
+    assert json.loads(numbered)["b"] == boot.hex()
+    entry = wire.encode_message(Table(2, 0, 1, (replace(_ENTRY, boot_number=3),)))
+    assert json.loads(entry)["e"][0]["bn"] == 3
+    assert b'"bn"' not in wire.encode_message(Table(2, 0, 1, (_ENTRY,)))
+
+
+@pytest.mark.parametrize("value", [0, -1, 2**63, 1.5, "3", True, None])
+def test_a_bad_boot_number_is_malformed(value: object) -> None:
+    hello = json.loads(wire.encode_hello(INFO, bytes(wire.BOOT_SIZE), 1))
+    hello["bn"] = value
+    with pytest.raises(Drop):
+        wire.decode_hello(json.dumps(hello).encode())
+    body = good_body("table")
+    body["e"][0]["bn"] = value
+    with pytest.raises(Drop):
+        decode_body(body)
 
 
 def test_encoding_is_compact_json() -> None:
@@ -311,8 +341,8 @@ def test_nobody_can_handshake_as_a_client() -> None:
     with pytest.raises(wire.Drop):
         wire.decode_hello(wire.encode_hello(client, bytes(wire.BOOT_SIZE)))
     boot = bytes(wire.BOOT_SIZE)
-    info, _ = wire.decode_hello(wire.encode_hello(replace(client, client=False), boot))
-    assert not info.client
+    hello = wire.decode_hello(wire.encode_hello(replace(client, client=False), boot))
+    assert not hello.info.client
 
 
 def test_a_mobile_announces_one_local_endpoint_less() -> None:
@@ -325,6 +355,16 @@ def test_a_mobile_announces_one_local_endpoint_less() -> None:
     node = make_node(replace(INFO, mobile=True))
     node.set_local_addresses([f"192.168.1.{i}" for i in range(10)], 0.0)
     assert len(node.info.local_endpoints) == wire.MAX_MOBILE_LOCAL_ENDPOINTS
+
+
+@pytest.mark.parametrize("mobile", [False, True], ids=["node", "mobile"])
+def test_a_node_whose_hello_carries_a_boot_number_announces_one_local_endpoint_less(
+    mobile: bool,
+) -> None:
+    limit = wire.MAX_MOBILE_LOCAL_ENDPOINTS if mobile else wire.MAX_LOCAL_ENDPOINTS
+    node = make_node(replace(INFO, mobile=mobile), boot_number=1)
+    node.set_local_addresses([f"192.168.1.{i}" for i in range(10)], 0.0)
+    assert len(node.info.local_endpoints) == limit - 1
 
 
 def test_encoding_a_non_message_is_a_type_error() -> None:
@@ -593,10 +633,15 @@ def worst_info(i: int, mobile: bool = False) -> NodeInfo:
     )
 
 
+@pytest.mark.parametrize("numbered", [False, True], ids=["first run", "boot number"])
 @pytest.mark.parametrize("mobile", [False, True], ids=["node", "mobile"])
-def test_no_answer_to_an_init_is_larger_than_the_init(mobile: bool) -> None:
+def test_no_answer_to_an_init_is_larger_than_the_init(mobile: bool, numbered: bool) -> None:
     """The admin port never amplifies towards an unproven address."""
-    payload = wire.encode_hello(worst_info(2**24 - 2, mobile), bytes(8))
+    info = worst_info(2**24 - 2, mobile)
+    if numbered:  # one local endpoint fewer (Node.set_local_addresses)
+        info = replace(info, local_endpoints=info.local_endpoints[1:])
+    number = wire.MAX_BOOT_NUMBER if numbered else 0
+    payload = wire.encode_hello(info, bytes(8), number)
     response = wire.Response(B, A, 2**32 - 1, 2**32 - 1, bytes(noise.MESSAGE_2 + len(payload)))
     init = wire.seal_frame(KEY, FRAMES[0])
     assert len(wire.seal_frame(KEY, response)) <= len(init)
@@ -624,8 +669,10 @@ def static_with_sessions(infos: list[NodeInfo]) -> Node:
             established=0.0,
             last_heard=0.0,
             pinger=False,
+            peer_ready=True,  # a static's sessions are (Node._establish)
         )
         readings[info.public_key] = WgPeerReading(info.public_key, BIG_EP, (), 1.0, 0, 0)
+    node._recompute(0.0)  # its WireGuard peers, as a session's establishment makes them
     node.update_wg(readings, 0.0)
     node.datagrams_to_send()
     return node

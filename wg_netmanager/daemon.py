@@ -86,7 +86,7 @@ from .routes import Routes, RouteTable
 from .status_text import Doc, jsonable, service_status, status_document
 from .timeline import Timeline
 from .wgdev import WgDevice, WgInterface
-from .wire import MAX_DATAGRAM, NodeInfo
+from .wire import MAX_BOOT_NUMBER, MAX_DATAGRAM, NodeInfo
 
 if TYPE_CHECKING:  # imported at run time only once the daemon is up (dnspython)
     from . import nameserver
@@ -100,7 +100,7 @@ RETRY_AFTER_FAILURE = 1.0  # seconds before a failed ip/wg call is retried
 SETUP_RETRY_PAUSES = (0.1, 0.3, 1.0, 2.5)
 WAIT_FOR_EXISTING = 1.0  # -e: how often to look for a vanished interface
 MONITOR_RESTART_MAX = 30.0  # seconds between restarts of a failing link watch
-KEY_FILE_MAX = 128  # bytes: "<wg IP> <base64 key>\n"
+KEY_FILE_MAX = 128  # bytes: "<wg IP> <base64 key> <boot number>\n"
 STATUS_CHECK_INTERVAL = 1.0  # seconds between looks at whether the service status changed
 # Lazy links: how often the traffic sensor is read. A new destination waits
 # at most this long (plus a handshake) before its direct link is asked for.
@@ -114,9 +114,15 @@ class StartupError(Exception):
 
 
 async def build_node(
-    settings: Settings, keys: KeyPair, host: Host, *, rng: Random | None = None
+    settings: Settings,
+    keys: KeyPair,
+    host: Host,
+    *,
+    rng: Random | None = None,
+    boot_number: int = 0,
 ) -> Node:
-    """The core for ``settings``: static peers' host names resolved, local addresses read."""
+    """The core for ``settings``: static peers' host names resolved, local addresses read.
+    ``boot_number``: the runs of ``keys`` before this one (see crash_kept_key)."""
     net = settings.network
     statics = [
         StaticTarget(p.wg_ip, p.host, p.wg_port, p.admin_port, pinned_key=p.public_key)
@@ -144,6 +150,7 @@ async def build_node(
         lazy=net.links == "lazy",
         gateways=net.gateways,
         exit_node=settings.exit_node,
+        boot_number=boot_number,
     )
     for client in settings.clients:  # the static's state file (client_config.py)
         node.add_client(client.name, client.public_key, client.wg_ip, trio.current_time())
@@ -1046,20 +1053,17 @@ async def serve(
         async with trio.open_nursery() as nursery:
             hangup = None if settings.tui else on_hangup  # TUI: the terminal hung up
             nursery.start_soon(_on_signals, signals, nursery.cancel_scope, hangup)
-            # A pinned static keeps its key; an unpinned one its crashed run's
-            # (see crash_kept_key); a dynamic node makes one per start: the
-            # others hold direct links keyed to it, and a new key is how they
-            # learn from the static's table that its old run is gone.
+            # A pinned static keeps its key; any other node its crashed run's,
+            # one boot number higher (see crash_kept_key).
             pinned = settings.private_key
-            kept = pinned is None and settings.is_static
+            kept = pinned is None
             key_path = control.runtime_path(settings.interface, "key")
+            boot_number = 0
             if pinned is not None:
                 keys = KeyPair.from_private(pinned)
-            elif kept:
-                keys = crash_kept_key(key_path, settings.wg_ip)
             else:
-                keys = KeyPair.generate()
-            node = await build_node(settings, keys, host)
+                keys, boot_number = crash_kept_key(key_path, settings.wg_ip)
+            node = await build_node(settings, keys, host, boot_number=boot_number)
             timeline.mark("node built")
             device = WgInterface(settings.interface, existing=settings.existing_interface)
             restore = control.runtime_path(settings.interface, "restore")
@@ -1088,32 +1092,45 @@ async def serve(
     return None if daemon is None else daemon.startup_error
 
 
-def crash_kept_key(path: str, wg_ip: IPv4Address) -> KeyPair:
-    """A static's key pair: the one a crashed run of ``wg_ip`` left in ``path``,
-    else a new one, kept there (root only, in the run directory) until a
-    clean stop removes it.
+def crash_kept_key(path: str, wg_ip: IPv4Address) -> tuple[KeyPair, int]:
+    """An unpinned node's key pair and boot number: the key a crashed run of
+    ``wg_ip`` left in ``path`` with its boot number plus one, else a new key
+    and 0; kept there (root only, in the run directory) until a clean stop
+    removes it.
 
     Why: a new key claiming our wg IP must wait while the others ask the old
-    run whether it is still alive (``incumbentTimeout``); the same key from
-    the same address is a restart, taken at once (core/handshake.py rule 5).
+    run whether it is still alive (``incumbentTimeout``); the same key is a
+    restart, taken at once (core/handshake.py rule 5). The boot number tells
+    the new run from the old one wherever the static's table goes: a pair
+    peer drops its link to the old run at once (core/pairs.py rule 6). So
+    the number is written before it is used, and if it cannot be, the run
+    takes a new key (two runs with one key and one number would look alike).
     A clean stop says bye, so its next start waits for nothing either way.
     """
     try:
         text = runfiles.read_private(path, KEY_FILE_MAX)
     except (OSError, UnicodeDecodeError):
         text = None
-    ip, _, key = (text or "").strip().partition(" ")
-    if ip == str(wg_ip):
+    ip, key, number = [*(text or "").split(), "", "", ""][:3]
+    if ip == str(wg_ip) and (not number or (number.isascii() and number.isdigit())):
         try:
-            return KeyPair.from_private(from_b64(key))
+            kept = KeyPair.from_private(from_b64(key))
         except ValueError:
-            pass  # not a key of ours: make one
+            kept = None  # not a key of ours: make one
+        boot_number = int(number or 0) + 1  # (no number: an older release's first run)
+        if kept is not None and boot_number <= MAX_BOOT_NUMBER:
+            try:
+                runfiles.write_private(path, f"{wg_ip} {to_b64(kept.private)} {boot_number}\n")
+                return kept, boot_number
+            except OSError as exc:
+                log.warning("cannot count this run of the kept key, so a new key: %s", exc)
+                return KeyPair.generate(), 0
     keys = KeyPair.generate()
     try:
-        runfiles.write_private(path, f"{wg_ip} {to_b64(keys.private)}\n")
+        runfiles.write_private(path, f"{wg_ip} {to_b64(keys.private)} 0\n")
     except OSError as exc:
         log.warning("cannot keep this run's key for a restart after a crash: %s", exc)
-    return keys
+    return keys, 0
 
 
 def _demand_sensor(settings: Settings) -> DemandSensor | None:

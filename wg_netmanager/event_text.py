@@ -26,7 +26,9 @@ def describe(event: ev.Event) -> str:
     match event:
         case ev.PeerConnected(peer, address):
             return f"{label(peer)} connected from {address}"
-        case ev.PeerRestarted(peer, public_key):
+        case ev.PeerRestarted(peer, public_key, same_key, number):
+            if same_key:
+                return f"{label(peer)} restarted (key {short(public_key)}, run {number})"
             return f"{label(peer)} restarted, new key {short(public_key)}"
         case ev.PeerSaidBye(peer):
             return f"{label(peer)} said bye"
@@ -74,6 +76,8 @@ def describe(event: ev.Event) -> str:
             return f"{label(peer)} left the direct link"
         case ev.PairAddressesChanged(peer):
             return f"{label(peer)}: addresses changed, re-trying"
+        case ev.PairPeerRestarted(peer, number):
+            return f"{label(peer)} restarted (run {number}): its pair starts over"
         case ev.PairUnanswered(peer):
             return f"{label(peer)} does not answer, dropped"
         case ev.PairIdle(peer, seconds):

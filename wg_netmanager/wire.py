@@ -40,7 +40,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, NamedTuple
 
 from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_decrypt,
@@ -75,8 +75,10 @@ TRANSPORT_OVERHEAD = SEAL_OVERHEAD + INNER.size + INDEX.size + COUNTER.size + TA
 MAX_NAME = 32
 MAX_LOCAL_ENDPOINTS = 8
 # A mobile node's info says "m":true: one endpoint fewer keeps its largest
-# RESPONSE within INIT_SIZE.
+# RESPONSE within INIT_SIZE. So does a hello with a boot number ("bn", see
+# ``encode_hello``): its sender announces one endpoint fewer again.
 MAX_MOBILE_LOCAL_ENDPOINTS = MAX_LOCAL_ENDPOINTS - 1
+MAX_BOOT_NUMBER = 2**63 - 1
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")  # [0-9]: ASCII digits only
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")  # the same rule as for local names
@@ -337,12 +339,18 @@ class TableRequest:
 
 @dataclass(frozen=True)
 class TableEntry:
-    """A node as a static node knows it: its info plus what only the static sees."""
+    """A node as a static node knows it: its info plus what only the static sees.
+
+    ``boot_number``: which run of that key the static has a session with (from
+    the node's own handshake, see ``Hello``); a higher one than a pair peer's
+    session says the peer restarted (core/pairs.py rule 6).
+    """
 
     info: NodeInfo
     wg_endpoint: Endpoint | None  # as WireGuard on the static sees it (NAT outside)
     admin_endpoint: Endpoint | None  # source of its admin datagrams at the static
     age: float  # seconds since the static last heard from it
+    boot_number: int = 0
 
 
 @dataclass(frozen=True)
@@ -562,12 +570,15 @@ def _info(info: NodeInfo) -> dict[str, Any]:
 
 
 def _entry(entry: TableEntry) -> dict[str, Any]:
-    return {
+    body = {
         "i": _info(entry.info),
         "we": _ep(entry.wg_endpoint),
         "ae": _ep(entry.admin_endpoint),
         "age": round(entry.age, 1),
     }
+    if entry.boot_number:  # only when set: older nodes ignore it
+        body["bn"] = entry.boot_number
+    return body
 
 
 def _body(message: Message) -> dict[str, Any]:
@@ -666,10 +677,29 @@ def encode_message(message: Message) -> bytes:
     return _json(_body(message))
 
 
-def encode_hello(info: NodeInfo, boot: bytes) -> bytes:
-    """A handshake payload: who the sender is, and which run of it (``boot``,
-    random per start: a pinned static keeps its key across restarts)."""
-    return _json({"i": _info(info), "b": boot.hex()})
+class Hello(NamedTuple):
+    """A handshake payload: who the sender is, and which run of it.
+
+    ``boot``: random per start (a pinned static keeps its key across
+    restarts, and any node the key of a crashed run). ``number``: how many
+    runs of this key came before this one (0: the first; a node that keeps
+    its key after a crash counts its runs), so a later run can be told from
+    an earlier one. Only the key's holder can announce either: the
+    handshake proves the key that sent them.
+    """
+
+    info: NodeInfo
+    boot: bytes
+    number: int = 0
+
+
+def encode_hello(info: NodeInfo, boot: bytes, number: int = 0) -> bytes:
+    """``Hello`` encoded. The number only when set (older nodes ignore it):
+    its sender announces one local endpoint fewer (see MAX_MOBILE_LOCAL_ENDPOINTS)."""
+    body: dict[str, Any] = {"i": _info(info), "b": boot.hex()}
+    if number:
+        body["bn"] = number
+    return _json(body)
 
 
 def encoded_size(message: Message) -> int:
@@ -794,7 +824,18 @@ def _decode_entry(obj: Any) -> TableEntry:
         wg_endpoint=_decode_ep(obj.get("we")),
         admin_endpoint=_decode_ep(obj.get("ae")),
         age=float(age),
+        boot_number=_boot_number(obj),
     )
+
+
+def _boot_number(obj: dict[str, Any]) -> int:
+    """The optional "bn" (absent: 0; present: a positive count)."""
+    if "bn" not in obj:
+        return 0
+    number = _get(obj, "bn", int)
+    if not 0 < number <= MAX_BOOT_NUMBER:
+        raise _malformed("field 'bn'")
+    return int(number)
 
 
 def _count(obj: dict[str, Any], key: str) -> int:
@@ -947,10 +988,10 @@ def _bytes(value: Any, size: int) -> bytes:
         raise _malformed("bytes") from None
 
 
-def decode_hello(data: bytes) -> tuple[NodeInfo, bytes]:
-    """A handshake payload: (info, boot)."""
+def decode_hello(data: bytes) -> Hello:
+    """A handshake payload (see ``Hello``)."""
     obj = _json_object(data)
     info = _decode_info(obj.get("i"))
     if info.client:  # a plain WireGuard client speaks no admin protocol: a forgery
         raise _malformed("a handshake claiming to be a client")
-    return info, _bytes(obj.get("b"), BOOT_SIZE)
+    return Hello(info, _bytes(obj.get("b"), BOOT_SIZE), _boot_number(obj))

@@ -76,6 +76,8 @@ class PeerConnected:
 class PeerRestarted:
     peer: PeerRef
     public_key: str  # the new boot's key
+    same_key: bool = False  # it kept its key (a pinned static, a run after a crash)
+    boot_number: int = 0  # which run of that key (wire.Hello)
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,15 @@ class PairAddressesChanged:
     """Either side of a pair moved (roaming): the direct path is tried again."""
 
     peer: PeerRef
+
+
+@dataclass(frozen=True)
+class PairPeerRestarted:
+    """A static lists a later run of the pair peer's key (``boot_number``): its
+    old run's pair session and link are gone, and the pair starts over."""
+
+    peer: PeerRef
+    boot_number: int
 
 
 @dataclass(frozen=True)
@@ -323,6 +334,7 @@ Event = (
     | DirectLinkFailed
     | PeerLeftLink
     | PairAddressesChanged
+    | PairPeerRestarted
     | PairUnanswered
     | LanAnswers
     | PairIdle

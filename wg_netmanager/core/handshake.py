@@ -42,10 +42,13 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    finds it on the responder makes no session, reports itself refused and
    calls that peer again only slowly (the responder refuses it and reports
    the conflict).
-5. A proven new boot with the holder's own key from the holder's own
-   address is a restart (one key, one UDP port, one socket): accepted at
-   once. Any other claim (another key, as every unpinned node makes at its
-   start, or another address) first pings the holder: a pong within
+5. A proven new boot with the holder's own key is a restart, accepted at
+   once, from the holder's own address (one key, one UDP port, one socket)
+   or with a higher boot number (``wire.Hello``: a later run of that key,
+   and only the key's holder can say so); never one with a lower number
+   than the holder's (an earlier run). Any other claim (another key, as an
+   unpinned node makes at a start after a clean stop, or another address
+   with the same number) first pings the holder: a pong within
    ``incumbent_timeout`` (at least 3 RTTs) makes the newcomer refused,
    silence makes it the holder (at once if a ping of ours went unanswered
    so long already). An address proves nothing: a member on the path can
@@ -154,10 +157,19 @@ class HandshakeHost(Protocol):
     def boot(self) -> bytes: ...
 
     @property
+    def boot_number(self) -> int: ...
+
+    @property
     def sessions(self) -> Mapping[IPv4Address, Session]: ...
 
     def establish(
-        self, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+        self,
+        info: NodeInfo,
+        boot: bytes,
+        addr: Endpoint,
+        keys: Keys,
+        now: float,
+        boot_number: int = 0,
     ) -> Session | None:
         """A proven boot gets a session (replacing an older boot's); None: no room."""
 
@@ -296,7 +308,7 @@ class Handshake:
         # until one of them finishes: message 1 names nobody's key, so this
         # one may be anybody's.
         index = self._new_index()
-        payload = wire.encode_hello(host.info, host.boot)
+        payload = wire.encode_hello(host.info, host.boot, host.boot_number)
         message = state.write_message(payload)
         self.pending[index] = Pending(
             state, frame.sender, addr, index, self._expiry(now), remote_index=frame.index
@@ -329,8 +341,8 @@ class Handshake:
         hello = self._proven(pending, payload)
         if hello is None:
             return
-        info, boot = hello
-        finish = pending.state.write_message(wire.encode_hello(self._host.info, self._host.boot))
+        me = self._host
+        finish = pending.state.write_message(wire.encode_hello(me.info, me.boot, me.boot_number))
         # Where the INIT went, whatever the RESPONSE's source: the FINISH is
         # larger (it carries our hello), and a source proves nothing. The
         # responder must read it there to have keys: that is the session's address.
@@ -338,7 +350,9 @@ class Handshake:
             Finish(self._host.info.wg_ip, frame.sender, frame.index, finish), pending.addr
         )
         keys = self._keys(pending.state, pending.index, frame.index)
-        self._identity(info, boot, pending.addr, keys, now, initiator=True)
+        self._identity(
+            hello.info, hello.boot, pending.addr, keys, now, hello.number, initiator=True
+        )
 
     def on_finish(self, frame: Finish, addr: Endpoint, now: float) -> None:
         pending = self.pending.get(frame.to_index)
@@ -357,9 +371,9 @@ class Handshake:
         hello = self._proven(pending, payload)
         if hello is None:
             return
-        info, boot = hello
+        info = hello.info
         keys = self._keys(pending.state, pending.index, pending.remote_index)
-        self._identity(info, boot, addr, keys, now, initiator=False)
+        self._identity(info, hello.boot, addr, keys, now, hello.number, initiator=False)
         session = self._host.sessions.get(info.wg_ip)
         if session is not None and session.keys is keys:  # ours to it is not needed now
             index = self._initiating.pop(info.wg_ip, None)
@@ -388,7 +402,7 @@ class Handshake:
                 if named is not None:
                     self._refuse(c.info, c.boot, c.addr, c.keys, named, now, name=True)
                     continue
-                new = self._host.establish(c.info, c.boot, c.addr, c.keys, now)
+                new = self._host.establish(c.info, c.boot, c.addr, c.keys, now, c.boot_number)
                 if new is None:
                     self._host.forget_keys(c.keys)
                 elif self._host.sessions.get(c.info.wg_ip) is new:  # (a pair may go at once)
@@ -427,14 +441,15 @@ class Handshake:
 
     # --- identity (rules 1, 2, 4, 5, 6) -------------------------------------------------
 
-    def _proven(self, pending: Pending, payload: bytes) -> tuple[NodeInfo, bytes] | None:
+    def _proven(self, pending: Pending, payload: bytes) -> wire.Hello | None:
         """The handshake's payload, if it announces the key the handshake proved."""
         host = self._host
         try:
-            info, boot = wire.decode_hello(payload)
+            hello = wire.decode_hello(payload)
         except wire.Drop as drop:
             host.drop(drop.reason)
             return None
+        info = hello.info
         proven = pending.state.remote_static
         if info.wg_ip != pending.wg_ip or proven is None or from_b64(info.public_key) != proven:
             host.drop(DropReason.KEY_NOT_PROVEN)
@@ -443,7 +458,7 @@ class Handshake:
         if pinned is not None and pinned != proven:
             host.drop(DropReason.PINNED_KEY)
             return None
-        return info, boot
+        return hello
 
     def _identity(
         self,
@@ -452,6 +467,7 @@ class Handshake:
         addr: Endpoint,
         keys: Keys,
         now: float,
+        number: int = 0,
         *,
         initiator: bool,
     ) -> None:
@@ -467,7 +483,7 @@ class Handshake:
         twin = self._key_holder(info.public_key, info.wg_ip)
         if twin is not None:
             # Two WireGuard peers with one key cannot be told apart (and a
-            # key is made fresh at every start unless pinned: this one was copied).
+            # key is kept only by its own node's next run: this one was copied).
             self._refuse(info, boot, addr, keys, twin, now)
             return
         session = host.sessions.get(info.wg_ip)
@@ -493,10 +509,10 @@ class Handshake:
         if session is not None and self.barred.holds(info.wg_ip, boot, now):
             self._refuse(info, boot, addr, keys, session.info, now)
             return
-        if session is not None and not self._restart(session, info, addr, now):
-            self._ask_holder(session, info, boot, addr, keys, now)
+        if session is not None and not self._restart(session, info, number, addr, now):
+            self._ask_holder(session, info, boot, addr, keys, now, number)
             return
-        if host.establish(info, boot, addr, keys, now) is None:
+        if host.establish(info, boot, addr, keys, now, number) is None:
             host.forget_keys(keys)
 
     def _name_holder(self, info: NodeInfo) -> NodeInfo | None:
@@ -508,14 +524,20 @@ class Handshake:
             return me
         return self._host.name_holder(name, info.wg_ip)
 
-    def _restart(self, session: Session, info: NodeInfo, addr: Endpoint, now: float) -> bool:
+    def _restart(
+        self, session: Session, info: NodeInfo, number: int, addr: Endpoint, now: float
+    ) -> bool:
         """May a proven new boot replace the holder at once (rule 5)? With the
-        holder's key from its address; or if the holder failed the check
-        already: a ping of ours unanswered for the check's wait, and nothing
-        heard from it since (so the nodes of a crashed static find its new run
-        at once: they were pinging it)."""
-        if addr == session.addr and info.public_key == session.info.public_key:
-            return True
+        holder's key, from its address or as a later run of that key (never an
+        earlier one); or if the holder failed the check already: a ping of
+        ours unanswered for the check's wait, and nothing heard from it since
+        (so the nodes of a crashed static find its new run at once: they were
+        pinging it)."""
+        if info.public_key == session.info.public_key:
+            if number > session.boot_number:
+                return True
+            if addr == session.addr and number == session.boot_number:
+                return True
         wait = self._holder_wait(session)
         return any(
             sent <= now - wait and session.last_heard < sent for sent in session.ping_sent.values()
@@ -525,19 +547,28 @@ class Handshake:
         return max(self.timers.incumbent_timeout, 3 * (session.rtt or 0.0))
 
     def _ask_holder(
-        self, session: Session, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+        self,
+        session: Session,
+        info: NodeInfo,
+        boot: bytes,
+        addr: Endpoint,
+        keys: Keys,
+        now: float,
+        number: int = 0,
     ) -> None:
         """A proven new boot from another address: is the current holder still alive?"""
         old = session.contender
         if old is not None:
             self._host.forget_keys(old.keys)  # the latest claim's keys are the ones to use
             if old.boot == boot:  # the same claimant again: the holder was asked already
-                session.contender = Contender(info, boot, addr, keys, old.deadline, old.ping_seq)
+                session.contender = Contender(
+                    info, boot, addr, keys, old.deadline, old.ping_seq, old.boot_number
+                )
                 self._host.contending(keys, info.wg_ip)
                 return
         self._host.ping(session, now)
         deadline = now + self._holder_wait(session)
-        session.contender = Contender(info, boot, addr, keys, deadline, session.ping_seq)
+        session.contender = Contender(info, boot, addr, keys, deadline, session.ping_seq, number)
         self._host.contending(keys, info.wg_ip)
         self._host.emit(ev.HolderAsked(self._host.ref(info.wg_ip), addr))
 

@@ -117,13 +117,19 @@ class Node:
         lazy: bool = False,
         gateways: Sequence[Gateway] = (),
         exit_node: IPv4Address | None = None,
+        boot_number: int = 0,
     ) -> None:
+        """``boot_number``: how many runs of ``private_key`` came before this
+        one (0 for a key made now; see wire.Hello)."""
         if info.public_key != to_b64(public_key(private_key)):
             raise ValueError("info.public_key is not the key of private_key")  # our bug
         self.info = info
         self.subnet = subnet
         self.timers = timers
         self.boot = random_bytes(wire.BOOT_SIZE)
+        if not 0 <= boot_number <= wire.MAX_BOOT_NUMBER:
+            raise ValueError(f"boot number out of range: {boot_number}")  # our bug
+        self.boot_number = boot_number
         self._key = wire.derive_admin_key(shared_key)
         self._random_bytes = random_bytes
         self._rng = rng or Random()
@@ -170,6 +176,9 @@ class Node:
         self._wg_waits: bool | None = None  # see _wants_fast_wg_poll (None: ask again)
         self._table_stale = True  # a session changed what our table would say
         self._wg: dict[str, WgPeerReading] = {}
+        # A static's: keys our WireGuard showed that we no longer wanted (being
+        # removed), untrusted until the next reading says whether it has them.
+        self._leaving: set[str] = set()
         self.visible_endpoint: Endpoint | None = None
         self.state_version = 0  # bumped whenever desired peers/routes may have changed
         self._desired: tuple[dict[str, WgPeer], set[Route]] = ({}, set())
@@ -254,6 +263,10 @@ class Node:
         """A fresh reading of ``wg show``: endpoints (NAT outsides), handshakes, bytes."""
         old, self._wg = self._wg, dict(readings)
         self._wg_waits = None
+        if self.is_static:
+            leaving = {key for key in self._wg if key not in self._desired[0]}
+            if leaving != self._leaving:
+                self._leaving, self._table_stale = leaving, True
         for wg_ip in self._mobiles:  # mobile.py rule 5: they do not ping
             session = self.sessions[wg_ip]
             wg_signs(session, self._wg.get(session.info.public_key), now)
@@ -275,6 +288,7 @@ class Node:
         the handshake had taught it). Static peers are simply set again; direct
         links start over, via the gateway meanwhile."""
         self._wg = {}
+        self._leaving = set()
         self._wg_waits = None
         self._table_stale = True
         self._routable = set()  # the kernel dropped our routes with the interface
@@ -352,6 +366,8 @@ class Node:
         """
         endpoints = tuple((a, self.info.admin_port) for a in addresses)
         limit = wire.MAX_MOBILE_LOCAL_ENDPOINTS if self.mobile else wire.MAX_LOCAL_ENDPOINTS
+        if self.boot_number:  # our hello carries it: one fewer keeps it in an INIT's size
+            limit -= 1
         endpoints = endpoints[:limit]
         if endpoints == self.info.local_endpoints:
             return False
@@ -844,8 +860,11 @@ class Node:
 
     def _table_entries(self, now: float) -> list[TableEntry]:
         """Our table: the sessions (tables.py rule 1) and our clients (clients.py rule 2)."""
-        entries = self.table.entries(self.sessions, self._wg, now)
-        return entries + table_entries(self.clients.values(), self.info, self._wg)
+        readings = self._wg
+        if self._leaving:  # (a node that comes back with its key kept, before a reading)
+            readings = {k: r for k, r in readings.items() if k not in self._leaving}
+        entries = self.table.entries(self.sessions, readings, now)
+        return entries + table_entries(self.clients.values(), self.info, readings)
 
     def _on_relay(self, session: Session, relay: wire.Relay, now: float) -> None:
         """A static passes a sealed datagram on between two dynamic nodes, unopened."""
@@ -1067,6 +1086,12 @@ class Node:
             or routes != self._desired[1]
             or (subnet_routes, relay) != (self._subnet_routes, self._relay)
         ):
+            if self.is_static:
+                # A key that comes back before the next reading is not in our
+                # WireGuard for sure (the reading shows it from before its removal).
+                self._leaving |= {
+                    k for k in self._desired[0].keys() - peers.keys() if k in self._wg
+                }
             # Copies (they change in place), made at C speed from stored hashes.
             self._desired = (peers, set(routes))
             self._desired_dests = set(self._routing.dests).union(self.clients)
@@ -1077,7 +1102,13 @@ class Node:
     # --- sessions ------------------------------------------------------------------
 
     def _establish(
-        self, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+        self,
+        info: NodeInfo,
+        boot: bytes,
+        addr: Endpoint,
+        keys: Keys,
+        now: float,
+        boot_number: int = 0,
     ) -> Session | None:
         wg_ip = info.wg_ip
         old = self.sessions.get(wg_ip)
@@ -1092,7 +1123,8 @@ class Node:
             return None
         if old is not None:
             self.handshake.replaced(wg_ip, old.boot, now)
-            self._emit(ev.PeerRestarted(ref, info.public_key))
+            same_key = old.info.public_key == info.public_key
+            self._emit(ev.PeerRestarted(ref, info.public_key, same_key, boot_number))
             self._forget_session(wg_ip)
         else:
             self._emit(ev.PeerConnected(ref, addr[0]))
@@ -1109,6 +1141,7 @@ class Node:
             # An early first ping: latency shows up at once, not after a full interval.
             next_ping=now + self._jitter(min(1.0, self.timers.ping_interval)),
             peer_ready=self.is_static,
+            boot_number=boot_number,
         )
         self.sessions[wg_ip] = session
         self.subnets.new_session(wg_ip)
@@ -1424,10 +1457,20 @@ class _Parts:
     def boot(self) -> bytes:
         return self._node.boot
 
+    @property
+    def boot_number(self) -> int:
+        return self._node.boot_number
+
     def establish(
-        self, info: NodeInfo, boot: bytes, addr: Endpoint, keys: Keys, now: float
+        self,
+        info: NodeInfo,
+        boot: bytes,
+        addr: Endpoint,
+        keys: Keys,
+        now: float,
+        boot_number: int = 0,
     ) -> Session | None:
-        return self._node._establish(info, boot, addr, keys, now)
+        return self._node._establish(info, boot, addr, keys, now, boot_number)
 
     def renew(
         self, session: Session, info: NodeInfo, addr: Endpoint, keys: Keys, now: float

@@ -28,8 +28,12 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
    ``link_timeout`` without a byte back.
 5. Leaving a direct link is told to the peer, over the link and relayed by a
    static; a lost LAN link is re-probed by the lower wg IP.
-6. A pair session lives while a static lists that key; unlisted, a direct
-   link keeps it only if the peer's daemon answers a ping over it.
+6. A pair session lives while a static lists that key, and no later run of
+   it: a higher boot number (a restart with the key kept, wire.Hello) ends
+   the session and its link at once, whatever their state, and the pair
+   starts afresh via the gateway; a lower one (a static that has not met the
+   session's run yet) changes nothing. Unlisted, a direct link keeps the
+   session only if the peer's daemon answers a ping over it.
 7. Eager (the default): the lower wg IP opens a pair session with every
    dynamic node a static lists. Lazy (``links: lazy``): a node opens one only
    towards a node it exchanges traffic with (``Node.set_demand``: the shell's
@@ -246,7 +250,8 @@ class Pairs:
     def prune(self, now: float) -> None:
         """Rule 6, and a static's newer view of a peer's addresses.
 
-        A static that lists another key saw the peer restart: the session goes.
+        A static that lists another key, or a later run of the key, saw the
+        peer restart: the session goes.
         """
         host = self._host
         for wg_ip in list(self.paths):
@@ -254,8 +259,17 @@ class Pairs:
             path = self.paths[wg_ip]
             entry = host.listed(wg_ip)
             if entry is not None and entry.info.public_key == session.info.public_key:
+                if entry.boot_number > session.boot_number:
+                    # Its old run's link is dead (the new run's WireGuard does
+                    # not know us) and would hold the /32: drop it all now.
+                    host.emit(ev.PairPeerRestarted(host.ref(wg_ip), entry.boot_number))
+                    del self.paths[wg_ip]
+                    host.forget(wg_ip)
+                    continue
                 path.unlisted = False
                 path.vouch_until = None
+                if entry.boot_number < session.boot_number:
+                    continue  # an earlier run's entry: its addresses are no news
                 if entry.info != session.info:
                     # The static heard of the peer's new addresses first (our
                     # direct link to it may be the very thing that broke).

@@ -87,6 +87,7 @@ class Contender:
     keys: Keys
     deadline: float
     ping_seq: int
+    boot_number: int = 0
 
 
 # Session fields a node's timer depends on, and those its table (a
@@ -131,6 +132,7 @@ class Session:
     path_addr: Endpoint | None = None
     table_sent: int = 0  # our table version this session has (we are a static)
     wg_rx: int = 0  # bytes its WireGuard peer had received at the last reading (mobile.py)
+    boot_number: int = 0  # which run of its key (wire.Hello), from inside its handshake
     watcher: Callable[[Session, str], None] | None = field(default=None, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: object) -> None:

@@ -4,7 +4,8 @@ Rules:
 
 1. A static node's table lists every session whose key is in its WireGuard:
    info (with its public key), the endpoint its WireGuard sees (a NAT's
-   outside) and the admin source. A change of any of these makes a new
+   outside), the admin source and the session's boot number (which run of
+   that key, from its handshake). A change of any of these makes a new
    version. After ``table_push_delay`` (bursts coalesce) the static sends
    each session the *change* (entries new or changed, wg IPs removed, on top
    of the version before) if that session has the version before, else the
@@ -19,6 +20,9 @@ Rules:
    assembling it) asks for it. A lost change is repaired at the next ping.
 4. A table entry for our own wg IP with our own key says the static has us
    in its WireGuard (``listed_by``) and where our outside is.
+5. Of the entries for one node in several tables, a later run of the same
+   key wins (a static that has not met the new run yet lists the old one);
+   otherwise the freshest.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ _MAX_VERSION = 2**62
 
 
 def _signature(entry: TableEntry) -> tuple[object, ...]:
-    return (entry.info, entry.wg_endpoint, entry.admin_endpoint)  # ages do not count
+    # Ages do not count.
+    return (entry.info, entry.wg_endpoint, entry.admin_endpoint, entry.boot_number)
 
 
 class OwnTable:
@@ -69,6 +74,7 @@ class OwnTable:
                     wg_endpoint=reading.endpoint,
                     admin_endpoint=session.addr,
                     age=max(0.0, now - session.last_heard),
+                    boot_number=session.boot_number,
                 )
             )
         return entries
@@ -256,13 +262,21 @@ class Listings:
     def freshest(
         self, wg_ip: IPv4Address, trusted: Callable[[IPv4Address], bool]
     ) -> TableEntry | None:
-        """The freshest entry for a node among the tables of ``trusted`` statics."""
+        """The entry for a node among the tables of ``trusted`` statics: a
+        later run of the same key first, then the freshest (rule 5)."""
         best: TableEntry | None = None
         for static_ip, listing in self.tables.items():
             entry = listing.get(wg_ip)
             if entry is None or not trusted(static_ip):
                 continue
-            if best is None or entry.age < best.age:
+            if best is None:
+                best = entry
+            elif entry.info.public_key == best.info.public_key and (
+                entry.boot_number != best.boot_number
+            ):
+                if entry.boot_number > best.boot_number:
+                    best = entry
+            elif entry.age < best.age:
                 best = entry
         return best
 
