@@ -556,3 +556,29 @@ def test_an_unanswered_address_is_probed_again_on_our_own_retry_only() -> None:
     lab.later(TIMERS.path_retry_max)
     probes = [(m, dest) for m, dest in lab.host.sent if isinstance(m, wire.Probe)]
     assert (wire.Probe(lab.pairs.paths[PEER].token_for(PEER_LAN)), PEER_LAN) in probes
+
+
+@pytest.mark.parametrize("listing", ["none", "another key", "a later run"])
+def test_a_pair_session_no_static_lists_probes_nothing(listing: str) -> None:
+    """Rule 6 ends such a session at once; before it does, not one probe may
+    go to the addresses it named (each handshake would buy another round)."""
+    host = FakeHost()
+    info = NodeInfo(PEER, "delta", to_b64(b"d" * 32), 50004, 50504, (PEER_LAN,))
+    host.sessions[PEER] = Session(
+        info=info,
+        boot=b"b" * 8,
+        addr=(str(PEER), 50504),
+        keys=Keys(1, 2, bytes(32), bytes(32)),
+        established=100.0,
+        last_heard=100.0,
+        pinger=False,
+    )
+    if listing == "another key":
+        host.entries[PEER] = TableEntry(replace(info, public_key=to_b64(b"e" * 32)), None, None, 0)
+    elif listing == "a later run":
+        host.entries[PEER] = TableEntry(info, PEER_OUTSIDE, None, 0.5, boot_number=1)
+    pairs = Pairs(host, TIMERS)
+    pairs.opened(PEER, 100.0)
+    assert not [m for m, _ in host.sent if isinstance(m, wire.Probe)]
+    pairs.prune(100.0)
+    assert host.forgotten == [PEER] and PEER not in pairs.paths

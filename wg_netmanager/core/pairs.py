@@ -206,7 +206,21 @@ class Pairs:
         """A pair session was established (or replaced by a new boot)."""
         self._hello_at.pop(wg_ip, None)
         self.paths[wg_ip] = PairPath(active_at=now)  # the opener has traffic for us
+        if not self._listed_run(wg_ip):
+            # Rule 6 ends it at once: not one probe to the addresses it named
+            # (else each handshake of an unlisted key would buy a round of them).
+            self._host.changed(now)
+            return
         self._start_attempt(wg_ip, now)
+
+    def _listed_run(self, wg_ip: IPv4Address) -> bool:
+        """Does a static list this session's key, at this run or an earlier one?"""
+        entry, session = self._host.listed(wg_ip), self._host.sessions[wg_ip]
+        return (
+            entry is not None
+            and entry.info.public_key == session.info.public_key
+            and entry.boot_number <= session.boot_number
+        )
 
     def demand(self, destinations: Iterable[IPv4Address], now: float) -> None:
         """We exchanged traffic with these wg IPs lately (rule 7)."""
