@@ -107,6 +107,10 @@ STATUS_CHECK_INTERVAL = 1.0  # seconds between looks at whether the service stat
 DEMAND_INTERVAL = 0.25
 DNS_PORT = 53  # the mesh's names (nameserver.py), on our wg IP only
 MESH_WATCH = 60.0  # seconds one look at the mesh map keeps it coming from the static
+# The API's and the DNS server's imports (hypercorn, dnspython: a third of a
+# second of CPU, holding the GIL) wait until start-up has settled, at most this
+# long after the interface is up.
+SETTLE_MAX = 3.0
 
 
 class StartupError(Exception):
@@ -210,6 +214,9 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self._load_settings = load_settings  # what a reload reads (None: nothing to re-read)
         self._reload_wake = trio.Event()
+        # Set once the first `wg show` reading awaits nothing (no first
+        # handshake, no path attempt in WireGuard): start-up has settled.
+        self._settled = trio.Event()
         self._status_sent: str | None = None
         self.timeline = timeline or Timeline()
         self.counters: Counter[str] = Counter()  # path switches, conflicts (metrics)
@@ -432,10 +439,17 @@ class Daemon:
             case ev.Conflict() | ev.RefusedByPeer():
                 self.counters["conflicts"] += 1
 
+    async def wait_settled(self) -> None:
+        """Until start-up has settled (see ``_settled``), or ``SETTLE_MAX``."""
+        with trio.move_on_after(SETTLE_MAX):
+            await self._settled.wait()
+
     async def _serve_api(self, status: DaemonStatus) -> None:
         assert self.settings.api is not None
-        # Imported here, after READY=1, and in a thread: the web stack's 0.25 s
-        # of imports delays neither start-up nor the first handshakes.
+        # Imported here, once start-up has settled, and in a thread: the web
+        # stack's 0.25 s of imports delays neither the first handshakes nor
+        # the direct links, nor the other daemons on a busy machine.
+        await self.wait_settled()
         await trio.to_thread.run_sync(importlib.import_module, "hypercorn.trio.run")
         from . import api
 
@@ -446,7 +460,8 @@ class Daemon:
 
     async def _serve_dns(self, port: int) -> None:
         """The mesh's names on our wg IP (nameserver.py), once the interface
-        has it; dnspython is imported in a thread, after READY=1."""
+        has it; dnspython is imported in a thread, once start-up has settled."""
+        await self.wait_settled()
         await trio.to_thread.run_sync(importlib.import_module, "dns.message")
         from . import nameserver
 
@@ -514,6 +529,9 @@ class Daemon:
                         # what gives a static node the peer's NAT outside.
                         continue
                 delay = node.wg_poll_interval(now)
+                if delay > timers.wg_poll_fast and not self._settled.is_set():
+                    self.timeline.mark("settled")
+                    self._settled.set()
             except CommandError as exc:
                 log.warning("%s (retrying)", exc)
                 delay = RETRY_AFTER_FAILURE
