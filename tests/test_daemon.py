@@ -656,3 +656,35 @@ def test_an_admin_port_bound_before_the_event_loop_keeps_what_arrived_meanwhile(
         data, other_port = trio.run(main)
     assert data == b"hello before the loop"
     assert other_port not in (0, port)
+
+
+def test_the_web_stack_and_the_dns_server_wait_until_start_up_has_settled(tmp_path: Path) -> None:
+    """Their imports (a third of a second of CPU, holding the GIL) must not
+    compete with the first handshakes: they wait until no WireGuard
+    handshake is awaited, or SETTLE_MAX."""
+    alice, bob = machines(tmp_path)
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            bob_daemon = await bob.daemon()
+            await nursery.start(bob_daemon.run)
+            await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
+            start = trio.current_time()
+            await bob_daemon.wait_settled()  # alice's handshake never shows: the bound
+            seen["unsettled wait"] = trio.current_time() - start
+            bob.device.set_handshake(alice_daemon.keys.public_b64, 0.0)
+            start = trio.current_time()
+            await wait_for(lambda: bob_daemon.timeline.ms("settled") is not None)
+            seen["settled after"] = trio.current_time() - start
+            start = trio.current_time()
+            await bob_daemon.wait_settled()
+            seen["settled wait"] = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert seen["unsettled wait"] == pytest.approx(daemon_module.SETTLE_MAX)
+    assert seen["settled after"] < 1.0  # the next fast `wg show` reading
+    assert seen["settled wait"] == 0

@@ -214,8 +214,7 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self._load_settings = load_settings  # what a reload reads (None: nothing to re-read)
         self._reload_wake = trio.Event()
-        # Set once the first `wg show` reading awaits nothing (no first
-        # handshake, no path attempt in WireGuard): start-up has settled.
+        # Set once start-up has settled (``_start_up_settled``).
         self._settled = trio.Event()
         self._status_sent: str | None = None
         self.timeline = timeline or Timeline()
@@ -529,7 +528,7 @@ class Daemon:
                         # what gives a static node the peer's NAT outside.
                         continue
                 delay = node.wg_poll_interval(now)
-                if delay > timers.wg_poll_fast and not self._settled.is_set():
+                if not self._settled.is_set() and self._start_up_settled(now, delay):
                     self.timeline.mark("settled")
                     self._settled.set()
             except CommandError as exc:
@@ -544,6 +543,13 @@ class Daemon:
                 await self._wg_wake.wait()
             self._wg_wake = trio.Event()
             self._wg_read_at = -math.inf  # reading now: no need to wake us
+
+    def _start_up_settled(self, now: float, delay: float) -> bool:
+        """A static answers (or there is none), and WireGuard is read at a
+        calm pace: no first handshake, endpoint or path attempt awaited, our
+        table did not just change."""
+        node = self.node
+        return node.static_lost_since(now) is None and delay > node.timers.wg_poll_fast
 
     async def _interface_gone(self) -> bool:
         try:
