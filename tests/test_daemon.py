@@ -688,3 +688,37 @@ def test_the_web_stack_and_the_dns_server_wait_until_start_up_has_settled(tmp_pa
     assert seen["unsettled wait"] == pytest.approx(daemon_module.SETTLE_MAX)
     assert seen["settled after"] < 1.0  # the next fast `wg show` reading
     assert seen["settled wait"] == 0
+
+
+def test_routes_are_read_back_on_a_full_pass_and_after_a_new_interface_only(
+    tmp_path: Path,
+) -> None:
+    """A change applies the difference from what was applied last: no `ip
+    route show` each time. The full pass (every reconcile_interval) reads the
+    kernel, so a route someone removed comes back; a new interface has none."""
+    _, bob = machines(tmp_path)
+    via = Route(IPv4Address("10.1.1.3"), IPv4Address("10.1.1.1"))
+
+    async def scenario() -> list[tuple[int, set[Route]]]:
+        daemon = await bob.daemon()
+        steps = []
+        for desired, read in (
+            ({ALICE_ROUTE}, False),  # nothing known yet: read
+            ({ALICE_ROUTE, via}, False),  # a change: what was applied is known
+            ({ALICE_ROUTE, via}, True),  # a full pass, after someone removed one
+        ):
+            if read:
+                bob.routes.tables["wg0"].discard(via)
+            await daemon._apply_routes("wg0", desired, read=read)
+            steps.append((bob.routes.call_names().count("read"), set(bob.routes.tables["wg0"])))
+        await daemon._bring_up()
+        await daemon._apply_routes("wg0", {ALICE_ROUTE}, read=False)
+        steps.append((bob.routes.call_names().count("read"), set(bob.routes.tables["wg0"])))
+        return steps
+
+    assert trio.run(scenario, clock=mock_clock()) == [
+        (1, {ALICE_ROUTE}),
+        (1, {ALICE_ROUTE, via}),
+        (2, {ALICE_ROUTE, via}),
+        (3, {ALICE_ROUTE}),
+    ]

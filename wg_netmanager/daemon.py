@@ -207,6 +207,7 @@ class Daemon:
         self._address_wake = trio.Event()
         self._monitoring = False  # the link watch runs: addresses need no frequent polling
         self._applied_version = -1
+        self._routes_known: set[Route] | None = None  # our routes in the kernel, if known
         self.backend = ""
         self.startup_error: StartupError | None = None
         self._handshakes = HandshakeClock()
@@ -282,6 +283,7 @@ class Daemon:
         backoff (default SETUP_RETRY_PAUSES), every failure logged;
         CommandError after the last attempt."""
         s = self.settings
+        self._routes_known = None  # a new interface has none of them
         for pause in (*(SETUP_RETRY_PAUSES if pauses is None else pauses), None):
             try:
                 self.backend = await self.device.create()
@@ -515,7 +517,8 @@ class Daemon:
                     await self.device.apply_peers(desired, actual)
                     if desired:
                         self.timeline.mark("first peer set")
-                    await self._apply_routes(ifname, node.desired_routes())
+                    routes = node.desired_routes()
+                    await self._apply_routes(ifname, routes, read=now >= next_full)
                     await self.forwarding.set_routes(
                         node.desired_subnet_routes(), node.desired_relay_routes()
                     )
@@ -578,10 +581,18 @@ class Daemon:
         await self._flush()
         log.info("interface %s set up again (%s)", ifname, self.backend)
 
-    async def _apply_routes(self, ifname: str, desired: set[Route]) -> None:
-        actual = await self.routes.read(ifname)
+    async def _apply_routes(self, ifname: str, desired: set[Route], *, read: bool) -> None:
+        """Our kernel routes as ``desired``. What the kernel has is read on a
+        full pass (``read``) and whenever we do not know it; in between it is
+        what we applied last: one ``ip`` process less per change, and a route
+        someone else removed comes back at the next full pass."""
+        actual = self._routes_known
+        if read or actual is None:
+            actual = await self.routes.read(ifname)
+        self._routes_known = None  # unknown until the change has gone through
         if actual != desired:
             await self.routes.apply(ifname, desired, actual)
+        self._routes_known = set(desired)
 
     # --- local addresses (LAN discovery, roaming) ----------------------------
 
