@@ -18,7 +18,9 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
+import types
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -722,3 +724,34 @@ def test_routes_are_read_back_on_a_full_pass_and_after_a_new_interface_only(
         (2, {ALICE_ROUTE, via}),
         (3, {ALICE_ROUTE}),
     ]
+
+
+def test_a_stop_does_not_wait_for_the_web_stacks_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice_settings, _ = make_settings(tmp_path)
+    alice = Machine(replace(alice_settings, api=("127.0.0.1", 0)), FakeNet().host(ALICE_IP))
+    importing = threading.Event()
+    release = threading.Event()
+
+    def slow_import(name: str) -> None:  # an import on a busy machine
+        importing.set()
+        release.wait(10)
+
+    monkeypatch.setattr(
+        daemon_module, "importlib", types.SimpleNamespace(import_module=slow_import)
+    )
+
+    async def scenario() -> float:
+        async with trio.open_nursery() as nursery:
+            daemon = await alice.daemon()
+            await nursery.start(daemon.run)
+            await trio.to_thread.run_sync(importing.wait, 10)
+            begin = time.monotonic()
+            nursery.cancel_scope.cancel()
+        return time.monotonic() - begin
+
+    try:
+        assert trio.run(scenario) < 2.0
+    finally:
+        release.set()

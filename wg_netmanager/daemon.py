@@ -451,7 +451,10 @@ class Daemon:
         # stack's 0.25 s of imports delays neither the first handshakes nor
         # the direct links, nor the other daemons on a busy machine.
         await self.wait_settled()
-        await trio.to_thread.run_sync(importlib.import_module, "hypercorn.trio.run")
+        # Abandoned on cancellation: a stop never waits for an import.
+        await trio.to_thread.run_sync(
+            importlib.import_module, "hypercorn.trio.run", abandon_on_cancel=True
+        )
         from . import api
 
         token_file = api_token.token_path(self.settings.network.path)
@@ -463,7 +466,9 @@ class Daemon:
         """The mesh's names on our wg IP (nameserver.py), once the interface
         has it; dnspython is imported in a thread, once start-up has settled."""
         await self.wait_settled()
-        await trio.to_thread.run_sync(importlib.import_module, "dns.message")
+        await trio.to_thread.run_sync(
+            importlib.import_module, "dns.message", abandon_on_cancel=True
+        )
         from . import nameserver
 
         node, net = self.node, self.settings.network
