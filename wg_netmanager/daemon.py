@@ -441,7 +441,7 @@ class Daemon:
                 self.counters["conflicts"] += 1
 
     async def wait_settled(self) -> None:
-        """Until start-up has settled (see ``_settled``), or ``SETTLE_MAX``."""
+        """Until start-up has settled (``_start_up_settled``), at most ``SETTLE_MAX``."""
         with trio.move_on_after(SETTLE_MAX):
             await self._settled.wait()
 

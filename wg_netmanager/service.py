@@ -45,8 +45,8 @@ _HOME_DIRS = ("/home/", "/root/", "/run/user/")
 
 def shipped(name: str) -> str:
     """A file shipped in the package's ``data`` directory."""
-    # Imported here: importlib.resources (tempfile, shutil, ...) costs every
-    # daemon's start-up a few ms, and only install reads these files.
+    # Imported here: importlib.resources costs every command a few ms, and
+    # only install reads these files.
     from importlib import resources
 
     return (resources.files("wg_netmanager") / "data" / name).read_text(encoding="utf-8")
