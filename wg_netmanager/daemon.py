@@ -215,7 +215,7 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self._load_settings = load_settings  # what a reload reads (None: nothing to re-read)
         self._reload_wake = trio.Event()
-        # Set once start-up has settled (``_start_up_settled``).
+        # Set once start-up has settled (``Node.settling``).
         self._settled = trio.Event()
         self._status_sent: str | None = None
         self.timeline = timeline or Timeline()
@@ -441,7 +441,7 @@ class Daemon:
                 self.counters["conflicts"] += 1
 
     async def wait_settled(self) -> None:
-        """Until start-up has settled (``_start_up_settled``), at most ``SETTLE_MAX``."""
+        """Until start-up has settled (``Node.settling``), at most ``SETTLE_MAX``."""
         with trio.move_on_after(SETTLE_MAX):
             await self._settled.wait()
 
@@ -536,7 +536,7 @@ class Daemon:
                         # what gives a static node the peer's NAT outside.
                         continue
                 delay = node.wg_poll_interval(now)
-                if not self._settled.is_set() and self._start_up_settled(now, delay):
+                if not self._settled.is_set() and not node.settling(trio.current_time()):
                     self.timeline.mark("settled")
                     self._settled.set()
             except CommandError as exc:
@@ -551,13 +551,6 @@ class Daemon:
                 await self._wg_wake.wait()
             self._wg_wake = trio.Event()
             self._wg_read_at = -math.inf  # reading now: no need to wake us
-
-    def _start_up_settled(self, now: float, delay: float) -> bool:
-        """A static answers (or there is none), and WireGuard is read at a
-        calm pace: no first handshake, endpoint or path attempt awaited, our
-        table did not just change."""
-        node = self.node
-        return node.static_lost_since(now) is None and delay > node.timers.wg_poll_fast
 
     async def _interface_gone(self) -> bool:
         try:
