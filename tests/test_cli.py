@@ -495,3 +495,69 @@ def test_the_command_line_loads_neither_trio_nor_the_wire_format() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+# Command lines the daemon's usage line may or may not parse alone: every one
+# must read as the full usage text reads it (the same words, or the same exit).
+ARGVS = [
+    [],
+    ["wg0", "10.1.1.3", "charlie"],
+    ["-c", "net.yaml", "--no-tui", "-vv", "wg0", "10.1.1.3", "charlie"],
+    ["-c", "net.yaml", "-v", "-v", "-t", "-s", "10.1.1.9@h:1", "-s", "10.1.1.8@h:2", "-i", "wg1"],
+    ["--network_config", "n", "--peer_config", "p", "-e", "-H", "--mobile", "-a", "10.1.1.4"],
+    ["-O", "--api", "off", "--exit-node", "10.1.1.1", "--logfile", "f", "-l", "-w", "1", "-u", "2"],
+    ["--no-t", "--conf", "n", "wg0", "10.1.1.3", "x"],  # docopt's abbreviations
+    ["-vvc", "n", "wg0", "10.1.1.3", "x"],
+    ["--", "wg0", "10.1.1.3", "x"],
+    ["wg0", "10.1.1.3"],  # two of three: an error
+    ["--init", "systemd", "wg0", "10.1.1.3", "x"],  # another command's option
+    ["--json"],
+    ["--qr", "--ip", "10.1.1.9"],
+    ["--root", "/tmp"],
+    ["--nonsense"],
+    ["-h"],
+    ["--help"],
+    ["--hel"],
+    ["--version"],
+    ["-vh"],
+    ["check", "wg0", "10.1.1.3", "x"],
+    ["status", "--json"],
+    ["client", "add", "--ip", "10.1.1.9", "phone"],
+    ["genkey"],
+    ["install", "--init", "openrc", "--root", "/r"],
+    ["wg0", "10.1.1.3", "status"],
+]
+
+
+def _parsed(parse: Any, argv: list[str]) -> tuple[str, object]:
+    try:
+        return "args", parse(argv)
+    except SystemExit as exc:  # DocoptExit too: the message is the usage text
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize("argv", ARGVS, ids=" ".join)
+def test_the_fast_parse_reads_every_command_line_as_the_full_usage_does(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = _parsed(lambda a: cli.docopt(cli.USAGE, a, version=cli.__version__), argv)
+    full_out = capsys.readouterr()
+    assert _parsed(cli.parse_argv, argv) == full
+    assert capsys.readouterr() == full_out  # help and version print the full text
+
+
+def test_the_daemons_own_command_line_is_parsed_against_its_usage_line_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts: list[str] = []
+    real = cli.docopt
+
+    def recording(text: str, *args: Any, **kwargs: Any) -> Any:
+        texts.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "docopt", recording)
+    cli.parse_argv(["-c", "net.yaml", "--no-tui", "-vv", "wg0", "10.1.1.3", "charlie"])
+    assert texts == [cli.RUN_USAGE]
+    cli.parse_argv(["status", "--json"])
+    assert texts[1:] == [cli.USAGE]

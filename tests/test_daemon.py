@@ -18,7 +18,9 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
+import types
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -701,3 +703,100 @@ def test_an_admin_port_bound_before_the_event_loop_keeps_what_arrived_meanwhile(
         data, other_port = trio.run(main)
     assert data == b"hello before the loop"
     assert other_port not in (0, port)
+
+
+def test_the_web_stack_and_the_dns_server_wait_until_start_up_has_settled(tmp_path: Path) -> None:
+    """Their imports (a third of a second of CPU, holding the GIL) must not
+    compete with the first handshakes: they wait until no WireGuard
+    handshake is awaited, or SETTLE_MAX."""
+    alice, bob = machines(tmp_path)
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            await nursery.start(alice_daemon.run)
+            bob_daemon = await bob.daemon()
+            await nursery.start(bob_daemon.run)
+            await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
+            start = trio.current_time()
+            await bob_daemon.wait_settled()  # alice's handshake never shows: the bound
+            seen["unsettled wait"] = trio.current_time() - start
+            bob.device.set_handshake(alice_daemon.keys.public_b64, 0.0)
+            start = trio.current_time()
+            await wait_for(lambda: bob_daemon.timeline.ms("settled") is not None)
+            seen["settled after"] = trio.current_time() - start
+            start = trio.current_time()
+            await bob_daemon.wait_settled()
+            seen["settled wait"] = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert seen["unsettled wait"] == pytest.approx(daemon_module.SETTLE_MAX)
+    assert seen["settled after"] < 1.0  # the next fast `wg show` reading
+    assert seen["settled wait"] == 0
+
+
+def test_routes_are_read_back_on_a_full_pass_and_after_a_new_interface_only(
+    tmp_path: Path,
+) -> None:
+    """A change applies the difference from what was applied last: no `ip
+    route show` each time. The full pass (every reconcile_interval) reads the
+    kernel, so a route someone removed comes back; a new interface has none."""
+    _, bob = machines(tmp_path)
+    via = Route(IPv4Address("10.1.1.3"), IPv4Address("10.1.1.1"))
+
+    async def scenario() -> list[tuple[int, set[Route]]]:
+        daemon = await bob.daemon()
+        steps = []
+        for desired, read in (
+            ({ALICE_ROUTE}, False),  # nothing known yet: read
+            ({ALICE_ROUTE, via}, False),  # a change: what was applied is known
+            ({ALICE_ROUTE, via}, True),  # a full pass, after someone removed one
+        ):
+            if read:
+                bob.routes.tables["wg0"].discard(via)
+            await daemon._apply_routes("wg0", desired, read=read)
+            steps.append((bob.routes.call_names().count("read"), set(bob.routes.tables["wg0"])))
+        await daemon._bring_up()
+        await daemon._apply_routes("wg0", {ALICE_ROUTE}, read=False)
+        steps.append((bob.routes.call_names().count("read"), set(bob.routes.tables["wg0"])))
+        return steps
+
+    assert trio.run(scenario, clock=mock_clock()) == [
+        (1, {ALICE_ROUTE}),
+        (1, {ALICE_ROUTE, via}),
+        (2, {ALICE_ROUTE, via}),
+        (3, {ALICE_ROUTE}),
+    ]
+
+
+def test_a_stop_does_not_wait_for_the_web_stacks_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice_settings, _ = make_settings(tmp_path)
+    alice = Machine(replace(alice_settings, api=("127.0.0.1", 0)), FakeNet().host(ALICE_IP))
+    importing = threading.Event()
+    release = threading.Event()
+
+    def slow_import(name: str) -> None:  # an import on a busy machine
+        importing.set()
+        release.wait(10)
+
+    monkeypatch.setattr(
+        daemon_module, "importlib", types.SimpleNamespace(import_module=slow_import)
+    )
+
+    async def scenario() -> float:
+        async with trio.open_nursery() as nursery:
+            daemon = await alice.daemon()
+            await nursery.start(daemon.run)
+            await trio.to_thread.run_sync(importing.wait, 10)
+            begin = time.monotonic()
+            nursery.cancel_scope.cancel()
+        return time.monotonic() - begin
+
+    try:
+        assert trio.run(scenario) < 2.0
+    finally:
+        release.set()

@@ -582,3 +582,30 @@ def test_a_pair_session_no_static_lists_probes_nothing(listing: str) -> None:
     assert not [m for m, _ in host.sent if isinstance(m, wire.Probe)]
     pairs.prune(100.0)
     assert host.forgotten == [PEER] and PEER not in pairs.paths
+
+
+def test_start_up_settles_once_every_eager_pair_is_direct_or_has_failed() -> None:
+    """What the daemon holds back until start-up has settled (Node.settling)."""
+    lab = PairLab()
+    lab.host.relayed_peers = lambda: [PEER]  # type: ignore[method-assign]
+    states = []
+    for step in (lab.probe_answered, lab.wg, lab.peer_ready, lambda: lab.wg(handshake_age=0.0)):
+        states.append((lab.path_state, lab.pairs.settling()))
+        step()
+    states.append((lab.path_state, lab.pairs.settling()))
+    assert states == [
+        (S.PROBING, True),
+        (S.INSTALLING, True),
+        (S.INSTALLING, True),
+        (S.PUNCHING, True),
+        (S.DIRECT, False),
+    ]
+    failed = peer_never_ready()
+    failed.host.relayed_peers = lambda: [PEER]  # type: ignore[method-assign]
+    assert not failed.pairs.settling()
+    del failed.pairs.paths[PEER]  # a node we reach through the static, no session yet
+    assert failed.pairs.settling()
+    failed.host.entries[PEER] = replace(
+        failed.host.entries[PEER], info=replace(failed.host.entries[PEER].info, client=True)
+    )
+    assert not failed.pairs.settling()  # a phone: no pair is ever tried

@@ -107,6 +107,10 @@ STATUS_CHECK_INTERVAL = 1.0  # seconds between looks at whether the service stat
 DEMAND_INTERVAL = 0.25
 DNS_PORT = 53  # the mesh's names (nameserver.py), on our wg IP only
 MESH_WATCH = 60.0  # seconds one look at the mesh map keeps it coming from the static
+# The API's and the DNS server's imports (hypercorn, dnspython: a third of a
+# second of CPU, holding the GIL) wait until start-up has settled, at most this
+# long after the interface is up.
+SETTLE_MAX = 3.0
 
 
 class StartupError(Exception):
@@ -211,6 +215,7 @@ class Daemon:
         self._address_wake = trio.Event()
         self._monitoring = False  # the link watch runs: addresses need no frequent polling
         self._applied_version = -1
+        self._routes_known: set[Route] | None = None  # our routes in the kernel, if known
         self.backend = ""
         self.startup_error: StartupError | None = None
         self._handshakes = HandshakeClock()
@@ -218,6 +223,8 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self._load_settings = load_settings  # what a reload reads (None: nothing to re-read)
         self._reload_wake = trio.Event()
+        # Set once start-up has settled (``Node.settling``).
+        self._settled = trio.Event()
         self._status_sent: str | None = None
         self.timeline = timeline or Timeline()
         self.counters: Counter[str] = Counter()  # path switches, conflicts (metrics)
@@ -284,6 +291,7 @@ class Daemon:
         backoff (default SETUP_RETRY_PAUSES), every failure logged;
         CommandError after the last attempt."""
         s = self.settings
+        self._routes_known = None  # a new interface has none of them
         for pause in (*(SETUP_RETRY_PAUSES if pauses is None else pauses), None):
             try:
                 self.backend = await self.device.create()
@@ -440,11 +448,21 @@ class Daemon:
             case ev.Conflict() | ev.RefusedByPeer():
                 self.counters["conflicts"] += 1
 
+    async def wait_settled(self) -> None:
+        """Until start-up has settled (``Node.settling``), at most ``SETTLE_MAX``."""
+        with trio.move_on_after(SETTLE_MAX):
+            await self._settled.wait()
+
     async def _serve_api(self, status: DaemonStatus) -> None:
         assert self.settings.api is not None
-        # Imported here, after READY=1, and in a thread: the web stack's 0.25 s
-        # of imports delays neither start-up nor the first handshakes.
-        await trio.to_thread.run_sync(importlib.import_module, "hypercorn.trio.run")
+        # Imported here, once start-up has settled, and in a thread: the web
+        # stack's 0.25 s of imports delays neither the first handshakes nor
+        # the direct links, nor the other daemons on a busy machine.
+        await self.wait_settled()
+        # Abandoned on cancellation: a stop never waits for an import.
+        await trio.to_thread.run_sync(
+            importlib.import_module, "hypercorn.trio.run", abandon_on_cancel=True
+        )
         from . import api
 
         token_file = api_token.token_path(self.settings.network.path)
@@ -454,8 +472,11 @@ class Daemon:
 
     async def _serve_dns(self, port: int) -> None:
         """The mesh's names on our wg IP (nameserver.py), once the interface
-        has it; dnspython is imported in a thread, after READY=1."""
-        await trio.to_thread.run_sync(importlib.import_module, "dns.message")
+        has it; dnspython is imported in a thread, once start-up has settled."""
+        await self.wait_settled()
+        await trio.to_thread.run_sync(
+            importlib.import_module, "dns.message", abandon_on_cancel=True
+        )
         from . import nameserver
 
         node, net = self.node, self.settings.network
@@ -511,7 +532,8 @@ class Daemon:
                     await self.device.apply_peers(desired, actual)
                     if desired:
                         self.timeline.mark("first peer set")
-                    await self._apply_routes(ifname, node.desired_routes())
+                    routes = node.desired_routes()
+                    await self._apply_routes(ifname, routes, read=now >= next_full)
                     await self.forwarding.set_routes(
                         node.desired_subnet_routes(), node.desired_relay_routes()
                     )
@@ -524,6 +546,9 @@ class Daemon:
                         # what gives a static node the peer's NAT outside.
                         continue
                 delay = node.wg_poll_interval(now)
+                if not self._settled.is_set() and not node.settling(trio.current_time()):
+                    self.timeline.mark("settled")
+                    self._settled.set()
             except CommandError as exc:
                 log.warning("%s (retrying)", exc)
                 delay = RETRY_AFTER_FAILURE
@@ -568,10 +593,18 @@ class Daemon:
             s = self.settings
             await resolved.point(ifname, s.wg_ip, s.network.dns_domain)
 
-    async def _apply_routes(self, ifname: str, desired: set[Route]) -> None:
-        actual = await self.routes.read(ifname)
+    async def _apply_routes(self, ifname: str, desired: set[Route], *, read: bool) -> None:
+        """Our kernel routes as ``desired``. What the kernel has is read on a
+        full pass (``read``) and whenever we do not know it; in between it is
+        what we applied last: one ``ip`` process less per change, and a route
+        someone else removed comes back at the next full pass."""
+        actual = self._routes_known
+        if read or actual is None:
+            actual = await self.routes.read(ifname)
+        self._routes_known = None  # unknown until the change has gone through
         if actual != desired:
             await self.routes.apply(ifname, desired, actual)
+        self._routes_known = set(desired)
 
     # --- local addresses (LAN discovery, roaming) ----------------------------
 

@@ -26,7 +26,6 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 from wg_netmanager.config import ConfigError, Settings
 
@@ -46,6 +45,10 @@ _HOME_DIRS = ("/home/", "/root/", "/run/user/")
 
 def shipped(name: str) -> str:
     """A file shipped in the package's ``data`` directory."""
+    # Imported here: importlib.resources costs every command a few ms, and
+    # only install reads these files.
+    from importlib import resources
+
     return (resources.files("wg_netmanager") / "data" / name).read_text(encoding="utf-8")
 
 

@@ -314,6 +314,14 @@ class Node:
         self.info = replace(self.info, wg_port=port)
         self._announce(now, ping=False)
 
+    def settling(self, now: float) -> bool:
+        """Start-up work is under way: no static answers yet, a first
+        handshake or endpoint is awaited in WireGuard, or a direct link is
+        being set up. The daemon holds back what can wait until then."""
+        if self.static_lost_since(now) is not None or self._wants_fast_wg_poll(now):
+            return True
+        return not self.is_static and self.pairs.settling()
+
     def static_lost_since(self, now: float) -> float | None:
         """Since when no static peer answers (None: one does, or there are none)."""
         if not self.statics or any(ip in self.sessions for ip in self.statics):

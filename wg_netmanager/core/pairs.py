@@ -168,6 +168,23 @@ class Pairs:
                 return True
         return False
 
+    def settling(self) -> bool:
+        """A direct link is being set up: an eager pair with a node we reach
+        through a gateway has not been tried to the end yet (neither direct
+        nor failed), or an attempt is under way."""
+        host = self._host
+        if not self.lazy:
+            for wg_ip in host.relayed_peers():
+                entry = host.listed(wg_ip)
+                if entry is None or entry.info.client:  # runs no daemon
+                    continue
+                if entry.info.mobile and not host.info.mobile:  # it opens its own links
+                    continue
+                path = self.paths.get(wg_ip)
+                if path is None or path.state not in (S.DIRECT, S.FAILED):
+                    return True
+        return any(path.state in (S.CLEARING, S.PROBING, *TRYING) for path in self.paths.values())
+
     def trial_peers(self) -> dict[str, WgPeer]:
         """WireGuard peers of attempts not yet direct: no AllowedIPs, so traffic
         stays on the gateway until the handshake."""
