@@ -122,7 +122,7 @@ def lazy_settled(mesh: FaultMesh) -> bool:
 
 @contextmanager
 def testbed_mesh(links: str, logs: Path) -> Iterator[FaultMesh]:
-    config = network_yaml(SHARED_KEY_B64, links=links, statics=len(STATICS), idleAfter=IDLE_AFTER)
+    config = network_yaml(SHARED_KEY_B64, len(STATICS), links=links, idleAfter=IDLE_AFTER)
     with Testbed(script_path("three_lans"), unique_prefix("tl")) as tb:
         mesh = FaultMesh(tb, logs, dict(NODES), config, verbose=False, probing=PROBING)
         try:

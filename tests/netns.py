@@ -291,9 +291,10 @@ class Testbed:
 
 def network_yaml(
     shared_key: str = SHARED_KEY_B64,
+    statics: int = 1,
+    /,
     *,
     links: str | None = None,
-    statics: int = 1,
     **timers: float,
 ) -> str:
     """The testbeds' network.yaml: beta/alice static at 198.51.100.1, 10.1.1.0/24
