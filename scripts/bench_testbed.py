@@ -19,7 +19,8 @@ converge   seconds from the start until every node heard every other (all
 idle       the probers stop; once links are settled (lazy: every dynamic
            node back to its two static peers; both modes: at least SETTLE s
            after the last probe), over ``--idle`` s: each daemon's CPU %
-           (/proc/PID/stat, median and max over the daemons) and what else
+           (/proc/PID/stat, with the commands it ran; median and max over
+           the daemons) and what else
            runs in its box (wireguard-go) at most; each box's underlay (eth0
            rx + tx from /proc/PID/net/dev) in B/s, as IP bytes (the frames'
            14-byte Ethernet headers taken off: the simulator counts IP and
@@ -102,9 +103,13 @@ def other_pids(mesh: FaultMesh, box: str) -> list[int]:
     return [pid for pid in mesh.tb.pids(box) if pid != mesh.procs[box].pid]
 
 
-def cpu(pid: int) -> float:
+def cpu(pid: int, children: bool = False) -> float:
+    """CPU seconds of ``pid`` (``children``: with the commands it ran and waited for)."""
     stat = procfs.stat(pid)
-    return 0.0 if stat is None else stat.cpu_seconds
+    if stat is None:
+        return 0.0
+    ticks = stat.cutime + stat.cstime if children else 0
+    return stat.cpu_seconds + ticks / procfs.CLK_TCK
 
 
 def underlay_ip_bytes(pid: int) -> int:
@@ -156,12 +161,14 @@ def measure_real(links: str, logs: Path) -> Result:
         pids = {box: proc.pid for box, proc in mesh.procs.items()}
         others = {box: other_pids(mesh, box) for box in NODES}
         t0 = time.monotonic()
-        cpu0 = {box: cpu(pid) for box, pid in pids.items()}
+        cpu0 = {box: cpu(pid, children=True) for box, pid in pids.items()}
         other0 = {box: sum(cpu(p) for p in others[box]) for box in NODES}
         bytes0 = {box: underlay_ip_bytes(pid) for box, pid in pids.items()}
         time.sleep(IDLE)
         window = time.monotonic() - t0
-        daemon_pct = {box: (cpu(pid) - cpu0[box]) / window * 100 for box, pid in pids.items()}
+        daemon_pct = {
+            box: (cpu(pid, children=True) - cpu0[box]) / window * 100 for box, pid in pids.items()
+        }
         other_pct = {
             box: (sum(cpu(p) for p in others[box]) - other0[box]) / window * 100 for box in NODES
         }
