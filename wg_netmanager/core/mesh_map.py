@@ -61,8 +61,7 @@ from .status import NodeStatus
 REPORT_INTERVAL = 1.0  # seconds between two reports of one node, at least
 REPORT_REFRESH = 600.0  # a report is sent again after this long without a change
 RTT_MOVE_REL = 0.5  # a round trip "changed" once it moved by half of what was reported ...
-# ... and by 10 ms: jitter on a LAN, or a busy host answering late, is no news
-RTT_MOVE_ABS = 0.010
+RTT_MOVE_ABS = 0.002  # ... and by 2 ms: jitter on a LAN is no news
 MERGE_DELAY = 0.05  # reports arriving together make one version
 DOWN_KEEP = 600.0  # a node that went away stays on the map (greyed) this long
 MAX_WATCH = 60.0  # seconds a static pushes changes to one request
