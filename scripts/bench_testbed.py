@@ -27,6 +27,10 @@ idle       the probers stop; once links are settled (lazy: every dynamic
            UDP headers), median and max of the dynamic nodes, and the two
            statics' mean; each daemon's RSS at the end; WireGuard peers of a
            dynamic node
+by kind    the underlay of n3 and s1 over the same window (scripts/underlay_capture.py),
+           IP bytes per second both ways: admin pings and pongs with
+           WireGuard's handshakes and keepalives (what the simulator
+           models), other admin datagrams (link reports, tables), ARP
 sim        the same shape in the simulator (tests/sim.py, seed = the run's
            number): converged, SETTLE s later its underlay bytes over the
            same window, counted the same way (IP and UDP headers, both ways)
@@ -41,6 +45,8 @@ exit, Ctrl-C and SIGTERM included (tests/netns.py Testbed.down).
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import os
 import signal
 import statistics
@@ -56,7 +62,15 @@ from scripts.scenarios import Result, run_scenarios
 from tests import procfs
 from tests.faults import FaultMesh, Probing
 from tests.helpers import SHARED_KEY_B64
-from tests.netns import REQUIRED_TOOLS, Testbed, network_yaml, script_path, unique_prefix, which
+from tests.netns import (
+    REPO_ROOT,
+    REQUIRED_TOOLS,
+    Testbed,
+    network_yaml,
+    script_path,
+    unique_prefix,
+    which,
+)
 from tests.sim import lan_mesh
 from tests.waits import wait_until
 from wg_netmanager.core.timers import Timers
@@ -71,6 +85,8 @@ SETTLE = 30.0  # after the last probe (the simulator: after convergence), before
 LINKS_TIMEOUT = IDLE_AFTER + 60.0  # lazy: until every dynamic node is back to its statics
 ETHERNET = 14  # bytes of Ethernet header per frame, counted by /proc/net/dev
 LINKS = ("lazy", "eager")
+CAPTURED = ("n3", "s1")  # their underlay by kind (scripts/underlay_capture.py)
+PING_SIZE = 160  # admin datagrams up to this size are pings and pongs; above: reports, tables
 
 IDLE = 120.0  # set by --idle
 
@@ -121,6 +137,47 @@ def underlay_ip_bytes(pid: int) -> int:
     return rx_bytes + tx_bytes - ETHERNET * (rx_packets + tx_packets)
 
 
+def says_ready(log: Path) -> bool:
+    return log.exists() and "ready" in log.read_text()
+
+
+def start_captures(mesh: FaultMesh, start_at: float) -> dict[str, Path]:
+    """scripts/underlay_capture.py in the CAPTURED boxes over the idle window."""
+    outs = {}
+    for box in CAPTURED:
+        k = int(NODES[box].rsplit(".", 1)[1])
+        out = mesh.tmp / f"capture-{box}.json"
+        argv = [sys.executable, "-m", "scripts.underlay_capture", "--dev", "eth0"]
+        argv += ["--wg-port", str(50000 + k), "--admin-port", str(50500 + k)]
+        argv += ["--start-at", repr(start_at), "--duration", str(IDLE), "--out", str(out)]
+        log = mesh.tmp / f"capture-{box}.out"
+        mesh.tb.spawn(box, argv, log, env={"PYTHONPATH": str(REPO_ROOT)})
+        if not wait_until(functools.partial(says_ready, log), 5, 0.05):
+            raise BenchError(f"the capture in {box} did not start")
+        outs[box] = out
+    return outs
+
+
+def by_kind(out: Path) -> dict[str, float]:
+    """IP bytes per second, both ways, of a capture: pings and pongs with
+    WireGuard (what the simulator models), other admin datagrams (link
+    reports, tables), ARP and the rest."""
+    if not wait_until(out.exists, 15, 0.1):
+        raise BenchError(f"no capture report {out}")
+    doc = json.loads(out.read_text())
+    sums = {"ping+WG": 0.0, "reports": 0.0, "ARP": 0.0, "rest": 0.0}
+    for kind, c in doc["kinds"].items():
+        size = c["out_bytes"] + c["in_bytes"] - ETHERNET * (c["out_packets"] + c["in_packets"])
+        if kind.startswith("wg "):
+            group = "ping+WG"
+        elif kind.startswith("admin "):
+            group = "ping+WG" if int(kind.split()[1]) <= PING_SIZE else "reports"
+        else:
+            group = "ARP" if kind == "arp" else "rest"
+        sums[group] += size / doc["seconds"]
+    return sums
+
+
 def lazy_settled(mesh: FaultMesh) -> bool:
     return all(len(mesh.peers(box)) == len(STATICS) for box in DYNAMIC)
 
@@ -160,7 +217,9 @@ def measure_real(links: str, logs: Path) -> Result:
 
         pids = {box: proc.pid for box, proc in mesh.procs.items()}
         others = {box: other_pids(mesh, box) for box in NODES}
-        t0 = time.monotonic()
+        t0 = time.monotonic() + 5.0  # the captures' start, once they listen
+        captures = start_captures(mesh, t0)
+        time.sleep(max(0.0, t0 - time.monotonic()))
         cpu0 = {box: cpu(pid, children=True) for box, pid in pids.items()}
         other0 = {box: sum(cpu(p) for p in others[box]) for box in NODES}
         bytes0 = {box: underlay_ip_bytes(pid) for box, pid in pids.items()}
@@ -179,6 +238,7 @@ def measure_real(links: str, logs: Path) -> Result:
         if dead:
             raise BenchError(f"{links}: daemons exited during the run: {', '.join(dead)}")
         wg_peers = [len(mesh.peers(box)) for box in DYNAMIC]
+        kinds = {box: by_kind(out) for box, out in captures.items()}
     return {
         "converge s": max(heard),
         "pair median s": statistics.median(heard),
@@ -191,6 +251,7 @@ def measure_real(links: str, logs: Path) -> Result:
         "RSS MiB median": statistics.median(rss),
         "RSS MiB max": max(rss),
         "WG peers dynamic": statistics.median(wg_peers),
+        **{f"{box} {group} B/s": rate for box in CAPTURED for group, rate in kinds[box].items()},
         "load 1 min": load,
     }
 
@@ -217,6 +278,7 @@ def measure_sim(links: str, seed: int) -> Result:
     rate = {n: (net.underlay.get(n, 0) - before.get(n, 0)) / IDLE for n in names}
     dynamic = names[len(STATICS) :]
     return {
+        **{f"sim {box} B/s": rate[box] for box in CAPTURED},
         "sim B/s dynamic median": statistics.median(rate[n] for n in dynamic),
         "sim B/s dynamic max": max(rate[n] for n in dynamic),
         "sim B/s static": statistics.mean(rate[n] for n in names[: len(STATICS)]),
