@@ -24,7 +24,10 @@ memory     each core's objects (deep size, shared timers and RNG not
 traffic    ``--pairs`` random pairs of dynamic nodes start pinging (200 B/s
            each way) at once: seconds until each pair is direct (both ways
            one hop), pairs direct within 1 s, polls (every 50 ms) at which a
-           pair did not ping, WireGuard peers per node with that traffic
+           pair did not ping (how many pairs, and the most polls in a row:
+           a poll that falls between one end's switch to the direct link and
+           the other's (the relayed Ready in flight, then applied) counts),
+           WireGuard peers per node with that traffic
 
 CPU is time.process_time() around the calls into each core (the
 simulator's own work is not counted). Prints medians over seeds; asserts
@@ -96,6 +99,8 @@ class Run:
     direct_median: float = 0.0
     direct_max: float = 0.0
     missed_polls: int = 0
+    missed_pairs: int = 0  # pairs that missed a poll
+    missed_longest: int = 0  # the most polls in a row one pair missed
     traffic_peers_median: float = 0.0
     traffic_peers_max: float = 0.0
 
@@ -256,12 +261,18 @@ def run(n: int, seed: int, statics: int, pair_count: int) -> Run:
         net.flows[(a, b)] = net.flows[(b, a)] = PING
     times: dict[tuple[str, str], float] = {}
     missed = 0
+    run_of: dict[tuple[str, str], int] = {}  # polls in a row a pair did not ping
+    longest: dict[tuple[str, str], int] = {}
     t0 = net.now
     while net.now - t0 < TRAFFIC_LIMIT and len(times) < len(pairs):
         net.run_for(POLL)
         for pair in pairs:
             if not net.pings(*pair):
                 missed += 1
+                run_of[pair] = run_of.get(pair, 0) + 1
+                longest[pair] = max(longest.get(pair, 0), run_of[pair])
+            else:
+                run_of[pair] = 0
             if pair not in times and direct(net, *pair):
                 times[pair] = net.now - t0
     waits = [times.get(p, float("inf")) for p in pairs]
@@ -270,6 +281,8 @@ def run(n: int, seed: int, statics: int, pair_count: int) -> Run:
     result.direct_median = statistics.median(waits) if waits else 0.0
     result.direct_max = max(waits, default=0.0)
     result.missed_polls = missed
+    result.missed_pairs = len(longest)
+    result.missed_longest = max(longest.values(), default=0)
     peers = [len(node_of(net.hosts[m]).desired_peers()) for m in up_names(net)]
     result.traffic_peers_median, result.traffic_peers_max = statistics.median(peers), max(peers)
     result.wall = time.monotonic() - started
@@ -327,7 +340,9 @@ def report(runs: list[Run]) -> None:
          f"{f('direct_within_1s', '{:.0f}')} / {f('pairs', '{:.0f}')}"),
         ("  seconds to direct (median / max)",
          f"{f('direct_median')} / {f('direct_max')}"),
-        ("  polls at which a sampled pair did not ping", f"{f('missed_polls', '{:.0f}')}"),
+        ("  polls at which a sampled pair did not ping (pairs; most in a row)",
+         f"{f('missed_polls', '{:.0f}')} ({f('missed_pairs', '{:.0f}')};"
+         f" {f('missed_longest', '{:.0f}')})"),
         ("  WireGuard peers per node with traffic (median / max)",
          f"{f('traffic_peers_median', '{:.0f}')} / {f('traffic_peers_max', '{:.0f}')}"),
     ]  # fmt: skip

@@ -229,7 +229,7 @@ def main() -> int:
         Testbed(script_path(script), args.prefix or unique_prefix("demo")) as tb,
     ):
         config = Path(tmp) / "network.yaml"
-        config.write_text(network_yaml(shared_key=generate_shared_key()))
+        config.write_text(network_yaml(generate_shared_key()))
         env = {"PYTHONPATH": str(ROOT)}
         for box, ip in nodes.items():
             if not (use_tmux and box == args.tui):

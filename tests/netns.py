@@ -290,23 +290,31 @@ class Testbed:
 
 
 def network_yaml(
-    shared_key: str = SHARED_KEY_B64, *, links: str | None = None, **timers: float
+    shared_key: str = SHARED_KEY_B64,
+    statics: int = 1,
+    /,
+    *,
+    links: str | None = None,
+    **timers: float,
 ) -> str:
-    """The testbeds' network.yaml: beta/alice static at 198.51.100.1, 10.1.1.0/24.
+    """The testbeds' network.yaml: beta/alice static at 198.51.100.1, 10.1.1.0/24
+    (``statics`` > 1: the k-th at 198.51.100.k, wg IP 10.1.1.k, default ports).
 
     ``timers`` use the camelCase names of network.yaml (``pingInterval=1``);
     ``links`` is network.links (None: not written, the default).
     """
     links_line = f"  links: {links}\n" if links else ""
+    peers = "".join(
+        f"  - endPoint: 198.51.100.{k}:{50000 + k}\n    adminPort: {50500 + k}\n"
+        f"    wgIp: 10.1.1.{k}\n"
+        for k in range(1, statics + 1)
+    )
     text = f"""\
 network:
   sharedKey: {shared_key}
   subnet: 10.1.1.0/24
 {links_line}peers:
-  - endPoint: 198.51.100.1:50001
-    adminPort: 50501
-    wgIp: 10.1.1.1
-"""
+{peers}"""
     if timers:
         text += "timers:\n" + "".join(f"  {name}: {value:g}\n" for name, value in timers.items())
     return text

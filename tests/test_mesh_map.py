@@ -161,6 +161,22 @@ def test_reports_only_on_change_and_at_most_one_a_second() -> None:
     assert 3 <= sent <= (net.now - started) / mesh_map.REPORT_INTERVAL + 1
 
 
+def test_pongs_a_busy_host_answers_late_make_no_report() -> None:
+    # Every third pong 40 ms late (a loaded machine), the others as the path is.
+    net = converged()
+    charlie = node(net, "charlie")
+    before = charlie.mesh._seq
+    session = charlie.sessions[IP["beta"]]
+    for step in range(12):
+        seq = session.record_ping(net.now)
+        session.record_pong(seq, net.now + (0.04 if step % 3 == 0 else 0.004))
+        charlie.mesh.changed(net.now)
+        net._after(net.hosts["charlie"])
+        net.run_for(1.5)
+    assert session.rtt is not None and session.rtt < 0.01
+    assert charlie.mesh._seq == before
+
+
 def test_a_node_that_went_away_stays_greyed_then_is_forgotten(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

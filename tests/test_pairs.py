@@ -512,6 +512,24 @@ def test_a_move_the_table_lacks_is_a_bug() -> None:
 # --- probing the peer's local addresses (rule 7) -------------------------------------
 
 
+def test_late_messages_of_the_attempt_that_failed_start_no_other() -> None:
+    # Both ends gave the attempt up; the peer's repeated Ready and probe of it
+    # arrive after. Followed, each end would restart the other for ever.
+    lab = PairLab()
+    lab.punching()
+    lab.pairs.on_probe(lab.session, 7 << 32, PEER_OUTSIDE, lab.now)  # the peer's attempt
+    lab.later(TIMERS.punch_timeout + 0.01)
+    lab.wg_gone()
+    path = lab.pairs.paths[PEER]
+    attempt = path.attempt
+    assert path.state is S.FAILED
+    lab.pairs.on_ready(lab.session, path.peer_attempt, False, lab.now)
+    lab.pairs.on_probe(lab.session, 7 << 32 | 1, PEER_OUTSIDE, lab.now)
+    assert path.state is S.FAILED and path.attempt == attempt  # its backoff stands
+    lab.peer_ready()  # a new attempt of the peer's is followed
+    assert path.attempt == attempt + 1 and path.state is not S.FAILED
+
+
 def test_a_probe_answer_proves_the_address_its_token_went_to_and_no_other() -> None:
     # A peer that read the token of the probe to its own address cannot
     # answer for another address it named: each address has its own token.

@@ -824,3 +824,25 @@ def test_tr_down_removes_everything(tmp_path: Path) -> None:
         bed.down()
     assert bed.namespaces() == []
     assert not Path(f"/run/wgnm-testbed/{bed.prefix}").exists()
+
+
+# ---------------------------------------------------------------------------
+# ns/three_lans.sh: statics s1 and s2; three LANs of eight (n3..n26), each
+# behind its own NAT router r0..r2 (scripts/bench_testbed.py).
+
+TL_BOXES = ("inet", "s1", "s2", "r0", "r1", "r2", *(f"n{k}" for k in range(3, 27)))
+
+
+def test_three_lans_nodes_reach_the_statics_and_their_own_lan_only(tmp_path: Path) -> None:
+    require_netns()
+    with Testbed(script_path("three_lans"), unique_prefix("tl")) as bed:
+        assert bed.namespaces() == sorted(bed.ns(b) for b in TL_BOXES)
+        assert bed.ping("n3", "198.51.100.2") and bed.ping("n26", "198.51.100.1")
+        assert bed.ping("n3", "192.168.1.9")  # n10: the same LAN
+        seen = udp_sources(
+            bed, ("s1", "198.51.100.1", [40700]), ("n19", "192.168.3.2", 40701), tmp_path
+        )
+        assert seen == {40700: {"198.51.100.12:40701"}}  # through r2's NAT, port kept
+        bed.run("n3", "ip", "route", "add", "192.168.2.0/24", "via", "192.168.1.1", check=True)
+        assert not quick_ping(bed, "n3", "192.168.2.2")  # n11, behind another NAT
+    assert bed.namespaces() == []

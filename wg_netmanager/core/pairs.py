@@ -342,7 +342,10 @@ class Pairs:
         fresh = probe_id != path.peer_probe
         path.peer_probe = probe_id
         on_lan = addr in session.info.local_endpoints
-        if path.state in (S.RELAYED, S.FAILED) or (path.state is S.DIRECT and fresh):
+        # Only a new attempt of the peer's is followed: a late probe of the one
+        # that just failed on both ends would restart it, the peer would follow
+        # ours, and so on every punch_timeout, whatever the backoff.
+        if fresh and path.state in (S.RELAYED, S.FAILED, S.DIRECT):
             self._start_attempt(wg_ip, now)  # the peer (re)starts: follow it
         elif on_lan and path.kind == "nat" and path.state in TRYING:
             self._lan_answers(wg_ip, now)  # the LAN is back: better than NAT
@@ -391,11 +394,14 @@ class Pairs:
             return  # from an attempt the peer has given up
         if path.state is S.DIRECT and attempt == path.peer_attempt:
             return  # a late copy from the attempt that made us direct
+        new = attempt > path.peer_attempt  # a repeated Ready of a failed attempt is not
         path.peer_attempt = attempt
         if peer_direct and path.state in TRYING and path.installed:
             self._go_direct(wg_ip, path, T.PEER_DIRECT, now)  # follow at once
             return
-        if path.state in (S.RELAYED, S.FAILED) or (path.state is S.DIRECT and not peer_direct):
+        if (path.state in (S.RELAYED, S.FAILED) and new) or (
+            path.state is S.DIRECT and not peer_direct
+        ):
             self._start_attempt(wg_ip, now)
         if path.state in (S.PROBING, S.INSTALLING):
             path.peer_ready = True

@@ -13,6 +13,7 @@ from .timers import Timers
 
 MAX_PONG_WAIT = 60.0  # seconds a ping's send time is kept for its pong (RTT)
 MAX_PINGS_IN_FLIGHT = 8
+RTT_SAMPLES = 4  # round trips Session.rtt is the lowest of
 
 
 @dataclass
@@ -117,7 +118,11 @@ class Session:
     next_ping: float = 0.0
     ping_seq: int = 0
     ping_sent: dict[int, float] = field(default_factory=dict)
+    # The lowest of the last RTT_SAMPLES round trips: a busy host that
+    # answers a ping late says nothing about the path (and must not make a
+    # link report, core/mesh_map.py rule 1).
     rtt: float | None = None
+    rtt_samples: list[float] = field(default_factory=list)
     # WireGuard allows one handshake initiation per 5 s, so a dynamic node must
     # not install a static peer before that static has installed it: only when
     # the static's table lists us (it lists only peers in its WireGuard) is the
@@ -156,6 +161,6 @@ class Session:
         """A pong for ``seq``: when its ping went out (None: not ours, or answered)."""
         sent = self.ping_sent.pop(seq, None)
         if sent is not None:
-            rtt = now - sent
-            self.rtt = rtt if self.rtt is None else 0.7 * self.rtt + 0.3 * rtt
+            self.rtt_samples = [*self.rtt_samples[1 - RTT_SAMPLES :], now - sent]
+            self.rtt = min(self.rtt_samples)
         return sent
