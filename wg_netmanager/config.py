@@ -140,7 +140,7 @@ class Settings:
     tui: bool
     hopping: bool
     # A pinned static's own key (its publicKey is in network.yaml); None: a
-    # fresh key pair at every start.
+    # fresh key pair at every clean start (a crashed run's is kept, runfiles.py).
     private_key: bytes | None = field(default=None, repr=False)
     # The exit node this node sends its default route through (opt-in); it is
     # a gateway of network.yaml with the route 0.0.0.0/0.
