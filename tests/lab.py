@@ -29,7 +29,7 @@ from wg_netmanager import noise, wire
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import to_b64
-from wg_netmanager.model import Endpoint
+from wg_netmanager.model import Endpoint, WgPeerReading
 
 
 @dataclass
@@ -208,6 +208,22 @@ class Lab:
             self.now = max(self.now, upcoming)
             self.fire_timers()
         self.now = t
+
+    def wg_applied(self) -> None:
+        """Every node's WireGuard and routes become what it asked for (a
+        static lists a node once its WireGuard has it); then the table pushes
+        that follow are delivered."""
+        for _ in range(2):  # a table change, then what it changes on the receivers
+            for box in self.boxes.values():
+                node = box.node
+                readings = {
+                    key: WgPeerReading(key, None, peer.allowed_ips, 1.0, 0, 0)
+                    for key, peer in node.desired_peers().items()
+                }
+                node.update_wg(readings, self.now)
+                node.wg_applied(node.state_version, self.now)
+            self.settle()
+            self.run_until(self.now + self.timers.table_push_delay + 0.01)
 
     def handshake(self, a: str, b: str) -> None:
         """Let everyone's timers fire now and deliver until quiet."""

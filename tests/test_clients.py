@@ -24,22 +24,6 @@ T = QUICK_TIMERS
 PHONE = KeyPair.generate().public_b64
 
 
-def wg_applied(lab: Lab) -> None:
-    """Every node's WireGuard and routes become what it asked for; then the
-    table pushes that follow are delivered."""
-    for _ in range(2):  # a table change, then what it changes on the receivers
-        for box in lab.boxes.values():
-            node = box.node
-            readings = {
-                key: WgPeerReading(key, None, peer.allowed_ips, 1.0, 0, 0)
-                for key, peer in node.desired_peers().items()
-            }
-            node.update_wg(readings, lab.now)
-            node.wg_applied(node.state_version, lab.now)
-        lab.settle()
-        lab.run_until(lab.now + T.table_push_delay + 0.01)
-
-
 def mesh(*dynamic: tuple[str, int], statics: dict[str, int] | None = None) -> Lab:
     lab = Lab(statics or {"s1": 1})
     for name in lab.static_config:
@@ -47,7 +31,7 @@ def mesh(*dynamic: tuple[str, int], statics: dict[str, int] | None = None) -> La
     for name, octet in dynamic:
         lab.start(name, octet)
     lab.fire_timers()
-    wg_applied(lab)
+    lab.wg_applied()
     return lab
 
 
@@ -134,7 +118,7 @@ def test_every_node_routes_the_client_via_its_static_and_loses_it_on_removal() -
     lab = mesh(("d5", 5), ("d6", 6))
     s1, d5 = lab.boxes["s1"].node, lab.boxes["d5"].node
     phone = s1.add_client("phone", PHONE, IPv4Address("10.1.1.77"), lab.now).wg_ip
-    wg_applied(lab)
+    lab.wg_applied()
     entry = d5.listings.tables[s1.info.wg_ip][phone]
     assert entry.info.client and entry.info.name == "phone"
     assert entry.wg_endpoint is None and entry.info.local_endpoints == ()
@@ -146,7 +130,7 @@ def test_every_node_routes_the_client_via_its_static_and_loses_it_on_removal() -
 
     s1.remove_client("phone", lab.now)
     assert PHONE not in s1.desired_peers()
-    wg_applied(lab)
+    lab.wg_applied()
     assert via(d5, phone) is None and peer_with(d5, phone) is None
     assert phone not in d5.listings.tables[s1.info.wg_ip]
 
@@ -167,9 +151,9 @@ def test_nobody_opens_a_pair_session_with_a_client() -> None:
     lab = mesh(("d5", 5))
     s1, d5 = lab.boxes["s1"].node, lab.boxes["d5"].node
     phone = s1.add_client("phone", PHONE, IPv4Address("10.1.1.77"), lab.now).wg_ip
-    wg_applied(lab)
+    lab.wg_applied()
     lab.run_until(lab.now + 5.0)
-    wg_applied(lab)
+    lab.wg_applied()
     to_phone = [s for s in lab.log if s.dest[0] == str(phone)]
     assert to_phone == [] and phone not in d5.sessions
 
@@ -178,7 +162,7 @@ def test_a_node_claiming_a_client_s_wg_ip_is_refused_as_a_conflict() -> None:
     lab = mesh()
     s1 = lab.boxes["s1"].node
     s1.add_client("phone", PHONE, IPv4Address("10.1.1.77"), lab.now)
-    wg_applied(lab)
+    lab.wg_applied()
     intruder = lab.start("x77", 77)
     lab.fire_timers()
     assert IPv4Address("10.1.1.77") not in s1.sessions
@@ -192,7 +176,7 @@ def test_a_node_with_a_client_s_name_is_refused_here_and_by_the_other_static() -
     lab = mesh(statics={"s1": 1, "s2": 2})
     s1, s2 = lab.boxes["s1"].node, lab.boxes["s2"].node
     s1.add_client("phone", PHONE, IPv4Address("10.1.1.77"), lab.now)
-    wg_applied(lab)
+    lab.wg_applied()
     assert IPv4Address("10.1.1.77") in s2.listings.tables[s1.info.wg_ip]  # s1's word
     intruder = lab.start("d7", 7)
     intruder.info = replace(intruder.info, name="Phone")
@@ -218,7 +202,7 @@ def test_with_two_statics_a_client_is_routed_through_the_one_it_was_added_on() -
     lab = mesh(("d5", 5), statics={"s1": 1, "s2": 2})
     s1, s2, d5 = (lab.boxes[n].node for n in ("s1", "s2", "d5"))
     phone = s2.add_client("phone", PHONE, IPv4Address("10.1.1.77"), lab.now).wg_ip
-    wg_applied(lab)
+    lab.wg_applied()
     assert via(d5, phone) == s2.info.wg_ip  # not the lower s1: s1 does not list it
     assert via(s1, phone) == s2.info.wg_ip
     with pytest.raises(ClientRefused, match="in use by the client phone"):
@@ -233,6 +217,6 @@ def test_a_static_s_own_client_keeps_its_slash_32_against_another_listing() -> N
     s1.add_client("p1", PHONE, ip, lab.now)
     s2.clients[ip] = Client("p2", ip, KeyPair.generate().public_b64)
     s2.add_client("p3", KeyPair.generate().public_b64, None, lab.now)  # a table change
-    wg_applied(lab)
+    lab.wg_applied()
     assert peer_with(s1, ip) == PHONE
     assert via(s1, ip) is None

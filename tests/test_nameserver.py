@@ -24,11 +24,9 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import QUICK_TIMERS
 from tests.lab import Lab
 from wg_netmanager.core.names import name_table
 from wg_netmanager.keys import KeyPair
-from wg_netmanager.model import WgPeerReading
 from wg_netmanager.nameserver import (
     BIND_RETRY_FIRST,
     MAX_QUERY,
@@ -309,22 +307,6 @@ def test_the_table_is_rebuilt_when_the_token_changes() -> None:
 # --- the names a core knows ---------------------------------------------------------
 
 
-def wg_applied(lab: Lab) -> None:
-    """Every node's WireGuard becomes what it asked for (a static lists a node
-    once its WireGuard has it); then the table pushes that follow are delivered."""
-    for _ in range(2):
-        for box in lab.boxes.values():
-            node = box.node
-            readings = {
-                key: WgPeerReading(key, None, peer.allowed_ips, 1.0, 0, 0)
-                for key, peer in node.desired_peers().items()
-            }
-            node.update_wg(readings, lab.now)
-            node.wg_applied(node.state_version, lab.now)
-        lab.settle()
-        lab.run_until(lab.now + QUICK_TIMERS.table_push_delay + 0.01)
-
-
 def test_a_node_knows_itself_its_sessions_the_tables_and_the_clients() -> None:
     lab = Lab({"s1": 1})
     lab.start("s1")
@@ -333,7 +315,7 @@ def test_a_node_knows_itself_its_sessions_the_tables_and_the_clients() -> None:
     lab.fire_timers()
     static = lab.boxes["s1"].node
     static.add_client("Phone", KeyPair.generate().public_b64, IPv4Address("10.1.1.200"), lab.now)
-    wg_applied(lab)
+    lab.wg_applied()
     expected = {
         "s1": (IPv4Address("10.1.1.1"),),
         "alpha": (IPv4Address("10.1.1.5"),),

@@ -338,18 +338,7 @@ def peer_restarts_a_direct_link() -> PairLab:
 
 
 def roaming_restarts(state: PathState, in_wireguard: bool) -> PairLab:
-    lab = PairLab()
-    if state is S.INSTALLING:
-        lab.installing()
-    elif state is S.PUNCHING:
-        lab.punching()
-    elif state is S.DIRECT:
-        lab.direct()
-    elif state is S.FAILED:
-        lab = peer_never_ready()
-    elif state is S.CLEARING:
-        lab.direct()
-        lab.pairs.on_probe(lab.session, 12345, PEER_LAN, lab.now)
+    lab = in_state(state)
     if in_wireguard:
         lab.wg()
     else:
