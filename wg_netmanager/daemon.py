@@ -178,6 +178,14 @@ def forward_plan(settings: Settings) -> ForwardPlan:
     )
 
 
+async def import_in_thread(module: str) -> None:
+    """Import ``module`` in a worker thread unless it is loaded already: the
+    loop keeps serving meanwhile. Abandoned on cancellation: a stop never
+    waits for an import."""
+    if module not in sys.modules:
+        await trio.to_thread.run_sync(importlib.import_module, module, abandon_on_cancel=True)
+
+
 class Daemon:
     def __init__(
         self,
@@ -459,10 +467,7 @@ class Daemon:
         # stack's 0.25 s of imports delays neither the first handshakes nor
         # the direct links, nor the other daemons on a busy machine.
         await self.wait_settled()
-        # Abandoned on cancellation: a stop never waits for an import.
-        await trio.to_thread.run_sync(
-            importlib.import_module, "hypercorn.trio.run", abandon_on_cancel=True
-        )
+        await import_in_thread("hypercorn.trio.run")
         from . import api
 
         token_file = api_token.token_path(self.settings.network.path)
@@ -474,9 +479,7 @@ class Daemon:
         """The mesh's names on our wg IP (nameserver.py), once the interface
         has it; dnspython is imported in a thread, once start-up has settled."""
         await self.wait_settled()
-        await trio.to_thread.run_sync(
-            importlib.import_module, "dns.message", abandon_on_cancel=True
-        )
+        await import_in_thread("dns.message")
         from . import nameserver
 
         node, net = self.node, self.settings.network
