@@ -10,14 +10,17 @@ so in one line. The same in real namespaces, with pings running, is in
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import re
 import signal
+from collections.abc import Iterator
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 import trio
@@ -357,26 +360,33 @@ def test_gateways_and_the_exit_node_need_a_restart(tmp_path: Path) -> None:
 # --- log lines under journald --------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def daemon_logging(settings: Settings, stream: TextIO) -> Iterator[logging.Logger]:
+    """The daemon's logging set up for ``settings`` onto ``stream``; the root
+    logger's handlers and level as they were afterwards."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    try:
+        daemon_module.setup_logging(settings, stream)
+        yield logging.getLogger("wg_netmanager")
+    finally:
+        root.handlers[:] = before
+        root.setLevel(level)
+
+
 def test_log_lines_for_the_journal_carry_a_priority_and_no_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, bob = make_settings(tmp_path)
-    root = logging.getLogger()
-    before, level = list(root.handlers), root.level
     for journal in (False, True):
         path = tmp_path / f"stderr-{journal}"
         with path.open("w") as stream:
             st = os.fstat(stream.fileno())
             monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino + (0 if journal else 1)}")
-            try:
-                daemon_module.setup_logging(bob, stream)
-                log = logging.getLogger("wg_netmanager")
+            with daemon_logging(bob, stream) as log:
                 log.info("alice (10.1.1.1) connected")
                 log.warning("no static peer")
                 log.error("cannot set up wg0")
-            finally:
-                root.handlers[:] = before
-                root.setLevel(level)
         lines = path.read_text().splitlines()
         if journal:
             assert lines == [
@@ -397,17 +407,11 @@ def test_log_lines_at_vv_carry_milliseconds(tmp_path: Path) -> None:
     """-vv is for reading timing (the start-up timeline, a path's steps):
     its lines carry milliseconds; the default's do not."""
     _, bob = make_settings(tmp_path)
-    root = logging.getLogger()
-    before, level = list(root.handlers), root.level
     seen = {}
     for verbosity in (0, 2):
         stream = io.StringIO()
-        try:
-            daemon_module.setup_logging(replace(bob, verbosity=verbosity), stream)
-            logging.getLogger("wg_netmanager").warning("no static peer")
-        finally:
-            root.handlers[:] = before
-            root.setLevel(level)
+        with daemon_logging(replace(bob, verbosity=verbosity), stream) as log:
+            log.warning("no static peer")
         seen[verbosity] = stream.getvalue()
     assert re.fullmatch(r"\d\d:\d\d:\d\d WARNING no static peer\n", seen[0])
     assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} WARNING no static peer\n", seen[2])
