@@ -1212,15 +1212,16 @@ def main() -> int:
     print(f"load average before {load0:.2f}, after {loadavg():.2f} ({os.cpu_count()} CPUs)")
     ran = " ".join(program) if program else "python -m wg_netmanager (this checkout)"
     print(f"wg_netmanager: {ran}")
+    interpreter = venv_base(BENCH_VENV) if program else sys.executable
     if program:
-        print(f"  its interpreter: {venv_base(BENCH_VENV)} ({python_version(BENCH_VENV)})")
+        print(f"  its interpreter: {interpreter} ({python_version(BENCH_VENV)})")
     if args.json:
         doc = {
             "meta": {
                 "runs": args.runs,
                 "symmetric": args.symmetric,
                 "install": args.install,
-                "interpreter": venv_base(BENCH_VENV) if program else sys.executable,
+                "interpreter": interpreter,
                 "probe_interval": PROBING.interval,
                 "poll_interval": POLL,
                 "total_seconds": round(total, 1),

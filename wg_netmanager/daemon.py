@@ -1222,9 +1222,10 @@ def _log_level(settings: Settings) -> int:
 
 def setup_logging(settings: Settings, stream: object = None) -> None:
     root = logging.getLogger()
-    root.setLevel(_log_level(settings))
+    level = _log_level(settings)
+    root.setLevel(level)
     # At -vv with milliseconds: what happens within a second is read from them.
-    clock = "%(asctime)s.%(msecs)03d" if settings.verbosity >= 2 else "%(asctime)s"
+    clock = "%(asctime)s.%(msecs)03d" if level == logging.DEBUG else "%(asctime)s"
     fmt = logging.Formatter(f"{clock} %(levelname)-7s %(message)s", "%H:%M:%S")
     stream = stream or sys.stderr
     if settings.tui:  # lines go to the TUI's log pane, never onto its screen
