@@ -2,7 +2,7 @@
 side by side with Nebula.
 
     sudo .venv/bin/python -m scripts.bench_mesh [--runs N] [--scenario a,n,b,c,d,q]
-                                      [--install regular|checkout] [--against DIR]
+                                      [--install regular|checkout] [--python PATH] [--against DIR]
                                       [--keep-logs DIR] [--json FILE] [--symmetric]
 
 Run from the repository root (``-m``: it imports the test-support library ``tests``).
@@ -10,8 +10,10 @@ Scenarios n and q need Nebula (``scripts/install.sh --nebula``: the Debian packa
 
 The daemons are what users run: ``--install regular`` (the default) builds a
 wheel of this checkout and installs it into a virtualenv of its own
-(``.venv-bench``), whose console script the boxes run; ``--install checkout``
-runs this checkout with ``python -m wg_netmanager`` instead. They log at
+(``.venv-bench``, made of the distribution's ``/usr/bin/python3`` as a user's
+``python3 -m venv`` is, or of ``--python``), whose console script the boxes
+run; ``--install checkout`` runs this checkout with ``python -m wg_netmanager``
+instead. They log at
 ``-vv``: the start-up timeline (``startup +N ms (cpu M ms): step``, see
 wg_netmanager/timeline.py) is read from their logs.
 
@@ -131,11 +133,38 @@ class BenchError(Exception):
 # --- what runs in the boxes ---------------------------------------------------
 
 
-def regular_install(venv: Path = BENCH_VENV, root: Path = REPO_ROOT) -> list[str]:
+def system_python() -> str:
+    """The interpreter a user's ``python3 -m venv`` makes a venv of (README):
+    the distribution's, where there is one, else the one running us. On a
+    developer's machine ``python3`` on PATH may be another build (pyenv's is
+    not built with profile-guided optimisation: ~20 % more start-up CPU)."""
+    return "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+
+
+def venv_base(venv: Path) -> str | None:
+    """The interpreter ``venv`` was made from (pyvenv.cfg), None if none."""
+    try:
+        lines = (venv / "pyvenv.cfg").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() == "executable":
+            return os.path.realpath(value.strip())
+    return None
+
+
+def regular_install(
+    venv: Path = BENCH_VENV, root: Path = REPO_ROOT, interpreter: str | None = None
+) -> list[str]:
     """Install the checkout at ``root`` as users do: a wheel, built from a
-    copy of its files (no build/ left behind), into ``venv`` (made once; the
-    wheel is reinstalled every time). Returns the console script's argv."""
+    copy of its files (no build/ left behind), into ``venv`` (made once of
+    ``interpreter``, made again if it was made of another; the wheel is
+    reinstalled every time). Returns the console script's argv."""
+    interpreter = interpreter or system_python()
     python = venv / "bin" / "python"
+    if python.exists() and venv_base(venv) != os.path.realpath(interpreter):
+        shutil.rmtree(venv)
     with tempfile.TemporaryDirectory(prefix="bench_wheel.") as tmp:
         src, dist = Path(tmp) / "src", Path(tmp) / "dist"
         listed = subprocess.run(
@@ -152,7 +181,7 @@ def regular_install(venv: Path = BENCH_VENV, root: Path = REPO_ROOT) -> list[str
         subprocess.run(pip, check=True, timeout=300, capture_output=True)
         [wheel] = dist.glob("wg_netmanager-*.whl")
         if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+            subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, timeout=120)
         install = [str(python), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps"]
         subprocess.run([*install, str(wheel)], check=True, timeout=300, capture_output=True)
         # the dependencies, once (a no-op when they are there)
@@ -163,6 +192,13 @@ def regular_install(venv: Path = BENCH_VENV, root: Path = REPO_ROOT) -> list[str
             capture_output=True,
         )
     return [str(venv / "bin" / "wg_netmanager")]
+
+
+def python_version(venv: Path) -> str:
+    run = subprocess.run(
+        [str(venv / "bin" / "python"), "-VV"], capture_output=True, text=True, timeout=30
+    )
+    return run.stdout.strip().replace("\n", " ")
 
 
 def nebula_config(box: str, pki: Path) -> str:
@@ -1042,6 +1078,12 @@ def parse_args() -> argparse.Namespace:
         "checkout: python -m wg_netmanager from this checkout",
     )
     ap.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the interpreter of the bench venvs (default: the distribution's /usr/bin/python3, "
+        "which a user's 'python3 -m venv' uses, else this one)",
+    )
+    ap.add_argument(
         "--against",
         metavar="DIR",
         help="also run scenario o: scenario a with another checkout of wg_netmanager (a git "
@@ -1117,10 +1159,12 @@ def main() -> int:
     programs: dict[str, list[str]] = {}
     if args.against:
         print(f"installing {args.against} into {BENCH_VENV}-against (a wheel) ...", file=sys.stderr)
-        programs["o"] = regular_install(Path(f"{BENCH_VENV}-against"), Path(args.against))
+        programs["o"] = regular_install(
+            Path(f"{BENCH_VENV}-against"), Path(args.against), args.python
+        )
     if args.install == "regular" and set(args.scenarios) - set(NEBULA) - {"o"}:
         print(f"installing this checkout into {BENCH_VENV} (a wheel) ...", file=sys.stderr)
-        program = regular_install()
+        program = regular_install(interpreter=args.python)
     began = time.monotonic()
     load0 = loadavg()
     if load0 > 0.5:
@@ -1167,12 +1211,15 @@ def main() -> int:
     print(f"load average before {load0:.2f}, after {loadavg():.2f} ({os.cpu_count()} CPUs)")
     ran = " ".join(program) if program else "python -m wg_netmanager (this checkout)"
     print(f"wg_netmanager: {ran}")
+    if program:
+        print(f"  its interpreter: {venv_base(BENCH_VENV)} ({python_version(BENCH_VENV)})")
     if args.json:
         doc = {
             "meta": {
                 "runs": args.runs,
                 "symmetric": args.symmetric,
                 "install": args.install,
+                "interpreter": venv_base(BENCH_VENV) if program else sys.executable,
                 "probe_interval": PROBING.interval,
                 "poll_interval": POLL,
                 "total_seconds": round(total, 1),
