@@ -10,8 +10,10 @@ so in one line. The same in real namespaces, with pings running, is in
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import re
 import signal
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
@@ -389,3 +391,23 @@ def test_log_lines_for_the_journal_carry_a_priority_and_no_time(
                 "ERROR   cannot set up wg0",
             ]
             assert lines[0][2] == ":" and lines[0][5] == ":"
+
+
+def test_log_lines_at_vv_carry_milliseconds(tmp_path: Path) -> None:
+    """-vv is for reading timing (the start-up timeline, a path's steps):
+    its lines carry milliseconds; the default's do not."""
+    _, bob = make_settings(tmp_path)
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    seen = {}
+    for verbosity in (0, 2):
+        stream = io.StringIO()
+        try:
+            daemon_module.setup_logging(replace(bob, verbosity=verbosity), stream)
+            logging.getLogger("wg_netmanager").warning("no static peer")
+        finally:
+            root.handlers[:] = before
+            root.setLevel(level)
+        seen[verbosity] = stream.getvalue()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d WARNING no static peer\n", seen[0])
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} WARNING no static peer\n", seen[2])

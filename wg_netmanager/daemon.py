@@ -1223,7 +1223,9 @@ def _log_level(settings: Settings) -> int:
 def setup_logging(settings: Settings, stream: object = None) -> None:
     root = logging.getLogger()
     root.setLevel(_log_level(settings))
-    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
+    # At -vv with milliseconds: what happens within a second is read from them.
+    clock = "%(asctime)s.%(msecs)03d" if settings.verbosity >= 2 else "%(asctime)s"
+    fmt = logging.Formatter(f"{clock} %(levelname)-7s %(message)s", "%H:%M:%S")
     stream = stream or sys.stderr
     if settings.tui:  # lines go to the TUI's log pane, never onto its screen
         log_capture.capture_logging(fmt)
