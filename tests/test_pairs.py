@@ -232,6 +232,26 @@ def a_relayed_pair_tries_an_outside_endpoint_once_known() -> PairLab:
     return lab
 
 
+def another_nat_learned_while_probing() -> PairLab:
+    """The static learns the peer's outside endpoint (its first handshake)
+    within the probe window: behind another NAT, so it is tried at once, not
+    at the window's end; one behind our own NAT still waits for the LAN."""
+    ours = PairLab(outside=None)
+    ours.later(TIMERS.probe_window / 3)
+    ours.host.entries[PEER] = replace(ours.host.entries[PEER], wg_endpoint=PEER_OUTSIDE)
+    ours.pairs.prune(ours.now)
+    assert ours.path_state is S.PROBING
+    lab = PairLab(outside=None)
+    assert lab.path_state is S.PROBING
+    lab.later(TIMERS.probe_window / 3)
+    lab.host.entries[PEER] = replace(lab.host.entries[PEER], wg_endpoint=OTHER_OUTSIDE)
+    lab.pairs.prune(lab.now)
+    path = lab.pairs.paths[PEER]
+    assert lab.path_state is S.INSTALLING and path.kind == "nat" and path.endpoint == OTHER_OUTSIDE
+    assert not any(isinstance(e, ev.PairAddressesChanged) for e in lab.host.events)
+    return lab
+
+
 def no_outside_known() -> PairLab:
     lab = PairLab(lan=False, outside=None)
     assert lab.path_state is S.RELAYED
@@ -380,6 +400,7 @@ SCENARIOS: list[Callable[[], PairLab]] = [
     lan_answers_a_nat_attempt,
     an_outside_endpoint_learned_changes_nothing,
     a_relayed_pair_tries_an_outside_endpoint_once_known,
+    another_nat_learned_while_probing,
     no_outside_known,
     both_ready_then_handshake,
     peer_initiated_first,

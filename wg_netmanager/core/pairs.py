@@ -313,6 +313,11 @@ class Pairs:
                         # handshake): nothing moved, and the attempt or link
                         # in progress stays; a relayed path may now try it.
                         path.signature = signature
+                        outside = self._other_nat(wg_ip, path)
+                        if path.state is S.PROBING and outside is not None:
+                            # Behind another NAT: its LAN is not ours, so the
+                            # window is not waited out (the probes still count).
+                            self._install(wg_ip, path, T.OTHER_NAT, outside, now)
                         continue
                     host.emit(ev.PairAddressesChanged(host.ref(wg_ip)))
                     path.signature = signature
