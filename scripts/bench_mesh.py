@@ -691,10 +691,10 @@ def reach_metrics(run: Run, probes: dict[str, dict[str, Any]], t0: float) -> dic
         m["all reachable after last wg0 up"] = None
     t_lan = m["charlie<->delta direct (LAN)"]
     t_every = m["all pairs reachable"]
-    if t_lan is not None and t_every is not None:
-        m["LAN direct after every pair pings"] = round(t_lan - t_every, 4)
-    else:
-        m["LAN direct after every pair pings"] = None
+    t_nat = m["direct alpha-charlie"]
+    for label, t in (("LAN", t_lan), ("NAT", t_nat)):
+        after = None if t is None or t_every is None else round(t - t_every, 4)
+        m[f"{label} direct after every pair pings"] = after
     if not run.nebula:
         m.update(timeline_split(run))
     return m
@@ -973,6 +973,7 @@ COMPARED = [
     ("all six links direct", "a", "all six links direct"),
     ("CPU s until every pair pings (4 boxes)", "a", "CPU s until every pair pings (4 boxes)"),
     ("  LAN direct after every pair pings", "a", "LAN direct after every pair pings"),
+    ("  NAT direct after every pair pings", "a", "NAT direct after every pair pings"),
     ("restarted node reaches everyone again", "c", "charlie reaches all again"),
     ("quiet after use: max dynamic node [B/s]", "d", "max dynamic node eth0 bytes/s"),
 ]
