@@ -158,6 +158,10 @@ class PairLab:
         self.host.entries[PEER] = replace(entry, info=moved)
         self.pairs.prune(self.now)
 
+    def installing_nat(self) -> None:
+        """No LAN to probe, behind another NAT: its outside endpoint at once."""
+        assert self.path_state is S.INSTALLING and self.pairs.paths[PEER].kind == "nat"
+
     def installing(self) -> None:
         self.probe_answered()
         assert self.path_state is S.INSTALLING
@@ -637,3 +641,36 @@ def test_start_up_settles_once_every_eager_pair_is_direct_or_has_failed() -> Non
         failed.host.entries[PEER], info=replace(failed.host.entries[PEER].info, client=True)
     )
     assert not failed.pairs.settling()  # a phone: no pair is ever tried
+
+
+def test_the_lower_wg_ip_fires_when_the_higher_says_it_fired() -> None:
+    """A NAT punch: the higher wg IP's WireGuard sends first; once its daemon
+    applied that, its Ready(fired) (through the gateway, the longer way) lets
+    the lower one send at once instead of after punch_stagger."""
+    waits = PairLab(lan=False, outside=OTHER_OUTSIDE)
+    waits.punching()
+    waits.later(TIMERS.punch_stagger / 2)
+    assert not waits.pairs.paths[PEER].firing  # (we are the lower: 10.1.1.3 < .4)
+    lab = PairLab(lan=False, outside=OTHER_OUTSIDE)
+    lab.punching()
+    path = lab.pairs.paths[PEER]
+    lab.pairs.on_ready(lab.session, path.peer_attempt, False, lab.now, fired=True)
+    lab.later(lab.host.gateway_rtt())
+    assert path.firing and lab.path_state is S.PUNCHING
+    assert path.endpoint is not None and lab.pairs.trial_peers()[lab.key].endpoint == OTHER_OUTSIDE
+
+
+def test_the_higher_wg_ip_says_fired_once_its_wireguard_has_the_endpoint() -> None:
+    lab = PairLab(lan=False, outside=OTHER_OUTSIDE)
+    lab.host.info = replace(ME, wg_ip=IPv4Address("10.1.1.5"))  # higher than the peer
+    lab.installing_nat()
+    lab.pairs.applied()  # installing: nothing fired yet
+    assert not [m for m, _ in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
+    lab.wg()
+    lab.peer_ready()
+    assert lab.path_state is S.PUNCHING and lab.pairs.paths[PEER].firing
+    lab.pairs.applied()
+    lab.pairs.applied()  # (once per attempt)
+    attempt = lab.pairs.paths[PEER].attempt
+    fired = [(m, to) for m, to in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
+    assert fired == [(wire.Ready(attempt, fired=True), (str(PEER), 50504))]

@@ -414,12 +414,15 @@ class Ready:
     address to the direct link; the receiver follows at once, so the two
     sides disagree (and packets between them are lost) only for a moment.
     ``leaving`` says only that the sender left the direct link (attempt
-    ``attempt`` begins): the receiver leaves it too, at once.
+    ``attempt`` begins): the receiver leaves it too, at once. ``fired`` says
+    the sender's WireGuard has the receiver's endpoint and has sent its first
+    initiation (it opens the sender's NAT): the receiver sends its own now.
     """
 
     attempt: int
     direct: bool = False
     leaving: bool = False
+    fired: bool = False
 
 
 @dataclass(frozen=True)
@@ -617,6 +620,8 @@ def _body(message: Message) -> dict[str, Any]:
             body = {"t": "ready", "a": message.attempt, "d": message.direct}
             if message.leaving:
                 body["l"] = True
+            if message.fired:
+                body["f"] = True
             return body
         case Refused():
             return {"t": "refused", "i": _info(message.holder)}
@@ -958,10 +963,11 @@ def decode_message(data: bytes) -> Message:
     if kind == "presp":
         return PathResponse(_count(obj, "n"))
     if kind == "ready":
-        leaving = obj.get("l", False)
-        if not isinstance(leaving, bool):
-            raise _malformed("field 'l'")
-        return Ready(_count(obj, "a"), _get(obj, "d", bool), leaving)
+        leaving, fired = obj.get("l", False), obj.get("f", False)
+        for key, flag in (("l", leaving), ("f", fired)):
+            if not isinstance(flag, bool):
+                raise _malformed(f"field {key!r}")
+        return Ready(_count(obj, "a"), _get(obj, "d", bool), leaving, fired)
     if kind == "refused":
         return Refused(_decode_info(obj.get("i")))
     if kind == "relay":

@@ -370,6 +370,7 @@ class Node:
             if len(self._wg) <= FIRST_POLL_MAX_PEERS and self._awaiting_wg():
                 self._first_poll_until = now + self.timers.wg_first_window
             if not self.is_static:
+                self.pairs.applied()
                 self.pairs.handle_timer(now)
 
     def set_local_addresses(self, addresses: Iterable[str], now: float) -> bool:
@@ -766,7 +767,9 @@ class Node:
                 if message.leaving:
                     self.pairs.on_leaving(session, message.attempt, now)
                 else:
-                    self.pairs.on_ready(session, message.attempt, message.direct, now)
+                    self.pairs.on_ready(
+                        session, message.attempt, message.direct, now, fired=message.fired
+                    )
             case wire.Relay():
                 self._on_relay(session, message, now)
             case wire.LinkReport():

@@ -120,6 +120,7 @@ class PairPath:
     peer_attempt: int = 0
     peer_probe: int = -1
     firing: bool = False  # punching: our WireGuard has the endpoint and sends
+    told_fired: bool = False  # the higher wg IP: Ready(fired) sent once it was applied
     last_failure: str = ""  # kept while retrying, so the TUI can say why it is relayed
     fire_at: float = 0.0
     # Link watching while direct (rule 4): counters of the last reading, tx

@@ -392,7 +392,9 @@ class Pairs:
                 self._lan_lost(path, now)  # maybe it broke: whoever re-probes needs to know
             self._start_attempt(wg_ip, now)
 
-    def on_ready(self, session: Session, attempt: int, peer_direct: bool, now: float) -> None:
+    def on_ready(
+        self, session: Session, attempt: int, peer_direct: bool, now: float, fired: bool = False
+    ) -> None:
         wg_ip = session.info.wg_ip
         path = self.paths.get(wg_ip)
         if path is None or attempt < path.peer_attempt:
@@ -411,6 +413,20 @@ class Pairs:
         if path.state in (S.PROBING, S.INSTALLING):
             path.peer_ready = True
         self._advance(wg_ip, path, now)
+        if fired and path.state is S.PUNCHING and not path.firing:
+            # The higher wg IP's initiation has left (this came the longer way,
+            # through the gateway): ours follows now, not after punch_stagger.
+            path.fire_at = min(path.fire_at, now + self._host.gateway_rtt() / 2)
+
+    def applied(self) -> None:
+        """The daemon applied our desired WireGuard peers: a punch we fire is
+        under way, and the peer hears so (``Ready.fired``)."""
+        ours = self._host.info.wg_ip
+        for wg_ip, path in self.paths.items():
+            firing = path.state is S.PUNCHING and path.firing and ours > wg_ip
+            if firing and not path.told_fired:
+                path.told_fired = True
+                self._send_ready(wg_ip, path, fired=True)
 
     def on_pong(self, session: Session, seq: int) -> None:
         """A pong from a pair peer: if it answers the vouch check, the link vouches."""
@@ -543,7 +559,7 @@ class Pairs:
         path.attempt += 1
         if path.state is S.DIRECT:
             self._tell_leaving(wg_ip, path)
-        path.installed = path.peer_ready = False
+        path.installed = path.peer_ready = path.told_fired = False
         if host.reading(session.info.public_key) is not None:
             # WireGuard still has the peer from an earlier link or attempt: its
             # old session would hide whether a new handshake happens. Remove it
@@ -699,11 +715,14 @@ class Pairs:
             path.next_ready = now + self.timers.ready_interval
             self._host.changed(now)
 
-    def _send_ready(self, wg_ip: IPv4Address, path: PairPath, direct: bool = False) -> None:
+    def _send_ready(
+        self, wg_ip: IPv4Address, path: PairPath, direct: bool = False, fired: bool = False
+    ) -> None:
         # Always through the tunnel (direct or via the gateway): the session
         # may have been opened over a LAN that roaming has since left.
         port = self._host.sessions[wg_ip].info.admin_port
-        self._host.send(wire.Ready(path.attempt, direct=direct), (str(wg_ip), port), wg_ip)
+        ready = wire.Ready(path.attempt, direct=direct, fired=fired)
+        self._host.send(ready, (str(wg_ip), port), wg_ip)
 
     def _fail(
         self,
