@@ -28,8 +28,9 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address
+
+import msgspec
 
 from .. import wire
 from ..model import WgPeerReading
@@ -148,16 +149,14 @@ class OwnTable:
         ]
 
 
-@dataclass
-class PendingTable:
+class PendingTable(msgspec.Struct):
     version: int
     parts: int
     base: int
     received: dict[int, Table]
 
 
-@dataclass(frozen=True)
-class Received:
+class Received(msgspec.Struct, frozen=True):
     """A new table version from one static is complete (or could not be applied)."""
 
     ours: TableEntry | None = None  # our own entry (rule 4), if this version has it
