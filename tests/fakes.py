@@ -13,9 +13,10 @@ or ``fail_always[method_name]`` (until removed).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
+
+from msgspec.structs import replace
 
 from wg_netmanager.forwarding import ForwardPlan, nft_ruleset
 from wg_netmanager.model import Route, WgPeer, WgPeerReading

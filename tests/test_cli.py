@@ -497,6 +497,21 @@ def test_the_command_line_loads_neither_trio_nor_the_wire_format() -> None:
     assert result.stdout.strip() == "[]", result.stdout
 
 
+def test_the_daemons_imports_make_no_dataclass() -> None:
+    # A dataclass costs about 1 ms of CPU at import (its methods are compiled);
+    # records are msgspec Structs (docs/architecture.md, Start-up).
+    code = (
+        "import sys, wg_netmanager.cli, wg_netmanager.daemon; "
+        "print(sorted(f'{n}.{k}' for n, m in list(sys.modules.items()) "
+        "if n.startswith('wg_netmanager') for k, v in vars(m).items() "
+        "if isinstance(v, type) and v.__module__ == n and hasattr(v, '__dataclass_fields__')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
+
+
 # Command lines the daemon's usage line may or may not parse alone: every one
 # must read as the full usage text reads it (the same words, or the same exit).
 ARGVS = [

@@ -9,10 +9,11 @@ nothing outside it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 import pytest
+from msgspec.structs import replace
 
 from wg_netmanager import wire
 from wg_netmanager.core import events as ev

@@ -11,11 +11,11 @@ first ones against real daemons.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from tests.helpers import ADMIN_KEY, QUICK_TIMERS, SHARED_KEY, wg_ip
 from tests.lab import Lab, Sent

@@ -5,10 +5,10 @@ to one view after a partition."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from ipaddress import IPv4Address
 
 import pytest
+from msgspec.structs import replace
 
 from tests.sim import SimNet, lan_mesh
 from wg_netmanager.core.node import TABLE_REQUEST_RATE

@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import struct
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from tests.helpers import ADMIN_KEY as KEY
 from tests.helpers import SHARED_KEY, make_node

@@ -68,9 +68,10 @@ import hashlib
 import hmac
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
+
+import msgspec
 
 from .. import noise, wire
 from ..keys import from_b64, to_b64
@@ -133,8 +134,7 @@ class Barred:
                 del self._until[wg_ip]
 
 
-@dataclass
-class Pending:
+class Pending(msgspec.Struct):
     """A handshake in progress (either role)."""
 
     state: noise.Handshake

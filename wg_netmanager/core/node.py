@@ -41,9 +41,10 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
+
+from msgspec.structs import replace
 
 from .. import wire
 from ..keys import to_b64

@@ -52,8 +52,9 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+
+import msgspec
 
 from ..model import DEFAULT_ROUTE, Endpoint, Gateway, Route, WgPeer
 from ..wire import TableEntry
@@ -190,8 +191,7 @@ def alive_nodes(
     return {ip for ip in direct if ip in statics or ip in listed} | set(relayed)
 
 
-@dataclass(frozen=True)
-class Move:
+class Move(msgspec.Struct, frozen=True):
     """The gateway this node uses for ``route`` changed (rule 6)."""
 
     route: IPv4Network

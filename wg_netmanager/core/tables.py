@@ -31,8 +31,9 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address
+
+import msgspec
 
 from .. import wire
 from ..model import WgPeerReading
@@ -151,8 +152,7 @@ class OwnTable:
         ]
 
 
-@dataclass
-class PendingTable:
+class PendingTable(msgspec.Struct):
     version: int
     parts: int
     base: int
@@ -160,8 +160,7 @@ class PendingTable:
     named: int = 0  # pings and pongs that named this version since (rule 3)
 
 
-@dataclass(frozen=True)
-class Received:
+class Received(msgspec.Struct, frozen=True):
     """A new table version from one static is complete (or could not be applied)."""
 
     ours: TableEntry | None = None  # our own entry (rule 4), if this version has it

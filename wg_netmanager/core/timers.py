@@ -6,11 +6,10 @@ Defaults are for real networks; tests and the testbeds shorten them through
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import msgspec
 
 
-@dataclass(frozen=True)
-class Timers:
+class Timers(msgspec.Struct, frozen=True):
     # First contact: resend hellos to an unanswering static peer with
     # exponential backoff between these bounds (seconds).
     hello_retry_min: float = 0.1
@@ -120,7 +119,7 @@ class Timers:
 def timer_names() -> dict[str, str]:
     """camelCase name (as written in network.yaml) -> field name."""
     names = {}
-    for field in fields(Timers):
-        head, *rest = field.name.split("_")
-        names[head + "".join(part.capitalize() for part in rest)] = field.name
+    for field in Timers.__struct_fields__:
+        head, *rest = field.split("_")
+        names[head + "".join(part.capitalize() for part in rest)] = field
     return names
