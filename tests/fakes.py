@@ -64,7 +64,7 @@ class FakeWgDevice(_Recorder):
         self._enter("exists")
         return self.created
 
-    async def create(self) -> str:
+    async def create(self, adopt_key: str | None = None) -> str:
         self._enter("create")
         self.created = True
         self.peers = {}

@@ -21,7 +21,9 @@ than run in the foreground as a child managed in a trio nursery:
 * The lifecycle then matches the kernel backend: ``ip link del X`` makes the
   daemon exit on its own (its TUN is gone), so ``destroy`` is the same for all
   backends; if the manager crashes, the interface (and daemon) outlives it in
-  both cases and the next ``create`` deletes the stale interface first.  A
+  both cases and the next ``create`` deletes the stale interface first (or,
+  when it has the key of the new run, a crashed run's kept, keeps it: its
+  links carry traffic until the new run's are set).  A
   foreground child would die with the manager only if we also set up
   ``PR_SET_PDEATHSIG``, and would take the interface with it mid-teardown on
   cancellation.
@@ -75,8 +77,9 @@ class WgDevice(Protocol):
 
     name: str
 
-    async def create(self) -> str:
-        """Create (or take over) the interface; return the backend name."""
+    async def create(self, adopt_key: str | None = None) -> str:
+        """Create (or take over) the interface; return the backend name. A
+        stale one with the public key ``adopt_key`` is kept (a crashed run's)."""
         ...
 
     async def configure(self, private_key: bytes, listen_port: int) -> None: ...
@@ -266,8 +269,12 @@ class WgInterface:
             return False
         return True
 
-    async def create(self) -> str:
+    async def create(self, adopt_key: str | None = None) -> str:
         """Create the interface (or take over an existing one).
+
+        A stale interface of that name is deleted first, unless its public
+        key is ``adopt_key``: then it is our crashed run's, with the key this
+        run keeps, and it is kept as it is ("userspace" or "kernel").
 
         Returns the backend: "kernel", "wireguard-go", "boringtun" or
         "existing".  Raises :class:`CommandError` when no backend works, when
@@ -284,7 +291,7 @@ class WgInterface:
             return backend
         if await self.exists():
             try:
-                await run(["wg", "show", self.name, "public-key"])
+                stale_key = (await run(["wg", "show", self.name, "public-key"])).strip()
             except CommandError as exc:
                 raise CommandError(
                     exc.argv,
@@ -292,6 +299,8 @@ class WgInterface:
                     f"{exc.stderr.strip()}\ninterface {self.name} exists but is not a "
                     "WireGuard interface we can manage; refusing to delete it",
                 ) from None
+            if adopt_key is not None and stale_key == adopt_key:
+                return await self._adopt()
             log.warning("deleting stale interface %s left over by an earlier run", self.name)
             self._touched = True
             await self._delete_link()
@@ -333,6 +342,21 @@ class WgInterface:
             ("boringtun", ["boringtun-cli", self.name], env),
             ("boringtun", ["boringtun", self.name], env),
         ]
+
+    async def _adopt(self) -> str:
+        """Keep our crashed run's interface: its WireGuard sessions go on
+        (the static's, the direct links) while this run sets its peers, which
+        reconciles them like any reading."""
+        self._touched = True
+        sock = os.path.join(SOCKET_DIR, f"{self.name}.sock")
+        self._uapi = sock if await trio.Path(sock).exists() else None
+        self.backend = "kernel" if self._uapi is None else "userspace"
+        log.info(
+            "kept interface %s of a crashed run with this run's key (backend %s)",
+            self.name,
+            self.backend,
+        )
+        return self.backend
 
     async def _take_over(self) -> str:
         # both raise CommandError with a clear stderr if missing / not WireGuard
