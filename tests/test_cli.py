@@ -491,10 +491,15 @@ def test_the_command_line_loads_neither_trio_nor_the_wire_format() -> None:
         "print(sorted(m for m in ('trio', 'wg_netmanager.wire', 'wg_netmanager.core.clients') "
         "if m in sys.modules))"
     )
+    assert in_a_fresh_interpreter(code) == "[]"
+
+
+def in_a_fresh_interpreter(code: str) -> str:
+    """What ``code`` prints in a new Python process (nothing imported yet)."""
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "[]", result.stdout
+    return result.stdout.strip()
 
 
 def test_the_daemons_imports_make_no_dataclass() -> None:
@@ -506,10 +511,7 @@ def test_the_daemons_imports_make_no_dataclass() -> None:
         "if n.startswith('wg_netmanager') for k, v in vars(m).items() "
         "if isinstance(v, type) and v.__module__ == n and hasattr(v, '__dataclass_fields__')))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]", result.stdout
+    assert in_a_fresh_interpreter(code) == "[]"
 
 
 # Command lines the daemon's usage line may or may not parse alone: every one
