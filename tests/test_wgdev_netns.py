@@ -361,7 +361,16 @@ def test_two_boxes_tunnel_reconcile_destroy(veth_lab: VethLab) -> None:
     assert a.call("create", adopt_key=a_pub) in ("kernel", "userspace")
     assert a.call("run", argv=["cat", "/sys/class/net/wg0/ifindex"]) == index
     assert set(a.call("read_peers")) == {b_pub}
+    assert a.call("read_peers")[b_pub]["handshake_age"] is not None
     assert veth_lab.ping("a", "10.77.0.2"), "the kept interface carries traffic"
+    # The first setting of a kept peer renews its session (the peer may have
+    # dropped the crashed run's); the next ones leave it alone.
+    a.call("apply_peers", peers=[{"key": b_pub, "ips": ["10.77.0.2/32"]}])
+    assert a.call("read_peers")[b_pub]["handshake_age"] is None, "session renewed"
+    assert veth_lab.ping("a", "10.77.0.2"), "a new handshake, traffic again"
+    assert a.call("read_peers")[b_pub]["handshake_age"] is not None
+    a.call("apply_peers", peers=[{"key": b_pub, "ips": ["10.77.0.2/32"]}])
+    assert a.call("read_peers")[b_pub]["handshake_age"] is not None, "renewed once only"
 
     # routes: gateway routes, gateway change, removal; foreign routes untouched
     a.call("run", argv=["ip", "route", "add", "10.77.0.50/32", "dev", "wg0", "proto", "static"])

@@ -47,6 +47,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Protocol
 
 import trio
+from msgspec.structs import replace
 
 from . import uapi
 from .model import WgPeer, WgPeerReading, format_endpoint, parse_endpoint
@@ -253,6 +254,9 @@ class WgInterface:
         # A userspace daemon's UAPI socket: spoken to directly instead of running `wg`.
         self._uapi: str | None = None
         self._fwmark = 0  # set by us (an existing interface gets it off again)
+        # Peers of a crashed run's kept interface whose sessions this run has
+        # not renewed yet (see _adopt).
+        self._inherited: set[str] = set()
 
     def __repr__(self) -> str:
         return f"WgInterface({self.name!r}, existing={self.existing}, backend={self.backend!r})"
@@ -345,11 +349,20 @@ class WgInterface:
 
     async def _adopt(self) -> str:
         """Keep our crashed run's interface: its WireGuard sessions go on
-        (the static's, the direct links) while this run sets its peers, which
-        reconciles them like any reading."""
+        (the static's, the direct links) while this run sets its peers.
+
+        The first time this run sets one of those peers, the peer is removed
+        and added anew, so its session is renewed by a fresh handshake: a
+        node that dropped the crashed run no longer holds that session and,
+        if we are behind a NAT, cannot start one towards us; WireGuard would
+        otherwise go on sending into the stale session for about 15 s.
+        This run sets a peer only once it has spoken with it (or with the
+        static that vouches for it), so the peer takes the handshake.
+        """
         self._touched = True
         sock = os.path.join(SOCKET_DIR, f"{self.name}.sock")
         self._uapi = sock if await trio.Path(sock).exists() else None
+        self._inherited = set(await self.read_peers())
         self.backend = "kernel" if self._uapi is None else "userspace"
         log.info(
             "kept interface %s of a crashed run with this run's key (backend %s)",
@@ -503,6 +516,18 @@ class WgInterface:
     async def apply_peers(
         self, desired: Mapping[str, WgPeer], actual: Mapping[str, WgPeerReading]
     ) -> None:
+        renew = self._inherited & set(desired) & set(actual)
+        self._inherited -= set(desired)
+        if renew:
+            await self._remove_peers(renew)
+            # Added anew with the endpoint WireGuard had learned, unless we know one.
+            desired = {
+                key: replace(peer, endpoint=actual[key].endpoint)
+                if key in renew and peer.endpoint is None
+                else peer
+                for key, peer in desired.items()
+            }
+            actual = {key: reading for key, reading in actual.items() if key not in renew}
         for argv in plan_peer_changes(self.name, desired, actual):
             await self._wg_set(argv)
 
