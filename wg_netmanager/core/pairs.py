@@ -40,7 +40,8 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
    sensor sees packets to and from it, the daemons' own datagrams not
    counted); either side may, and crossed handshakes settle (handshake.py
    rule 7). A lazy pair without traffic for ``idle_after`` is closed: a Bye,
-   the session and its link gone, traffic via the gateway until asked again.
+   the session and its link gone, traffic via the gateway until asked again
+   (by traffic seen after the close, not before it).
    A mobile node (core/mobile.py) is always lazy, and nobody else opens a
    pair session towards one: it opens its own when its sensor sees traffic
    either way.
@@ -271,6 +272,10 @@ class Pairs:
 
     def closed(self, wg_ip: IPv4Address) -> None:
         self.paths.pop(wg_ip, None)
+        # Traffic seen before the close does not open it again (rule 7): the
+        # peer closed it as idle when its sensor saw the last packet a little
+        # before ours did. Traffic after the close is read again at once.
+        self._wanted.pop(wg_ip, None)
 
     def interface_reset(self, now: float) -> None:
         """Our WireGuard interface was re-created: every link starts over."""
