@@ -650,6 +650,27 @@ def test_no_answer_to_an_init_is_larger_than_the_init(mobile: bool, numbered: bo
     assert len(wire.seal_frame(KEY, wire.Stale(B, A, 1))) < smallest_transport
 
 
+@pytest.mark.parametrize("kind", ["node", "mobile", "client"])
+def test_no_refusal_is_larger_than_the_finish_it_answers(kind: str) -> None:
+    """The FINISH's source proved nothing (a member on the path sent it): the
+    largest holder a Refused can name against the smallest claim."""
+    holder = replace(worst_info(0, mobile=kind == "mobile"), wg_ip=IPv4Address("255.255.255.254"))
+    if kind == "client":
+        holder = replace(holder, local_endpoints=(), client=True)
+    claimant = NodeInfo(IPv4Address("1.0.0.0"), "x", to_b64(bytes(32)), 1, 1)
+    payload = wire.encode_hello(claimant, bytes(8))
+    finish = wire.Finish(A, B, 2**32 - 1, bytes(noise.MESSAGE_3 + len(payload)))
+    assert wire.encoded_size(wire.Refused.of(holder)) <= len(wire.seal_frame(KEY, finish))
+    # It still names the holder: all that a refused node reports (RefusedByPeer).
+    said = wire.decode_message(wire.encode_message(wire.Refused.of(holder)))
+    assert isinstance(said, wire.Refused)
+    assert (said.holder.wg_ip, said.holder.name, said.holder.public_key) == (
+        holder.wg_ip,
+        holder.name,
+        holder.public_key,
+    )
+
+
 def static_with_sessions(infos: list[NodeInfo]) -> Node:
     """A static node as the core runs it, with a session and a WireGuard reading per info."""
     own = NodeInfo(IPv4Address("10.0.0.1"), "static", to_b64(bytes(32)), 51820, 51821)

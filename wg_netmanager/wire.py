@@ -411,9 +411,19 @@ class Refused(msgspec.Struct, frozen=True):
 
     Sent over the session the claimant's own handshake just made, then that
     session is forgotten: only that claimant can read it, and only now.
+    Made by ``of``: the holder named by wg IP, name, key and ports only.
     """
 
     holder: NodeInfo
+
+    @classmethod
+    def of(cls, holder: NodeInfo) -> Refused:
+        """A refusal naming ``holder``: all the claimant reads of it, and
+        never larger than the FINISH it answers (which carries the
+        claimant's own info), so it amplifies nothing towards the FINISH's
+        source, which need not be the claimant's. Checked by a test."""
+        h = holder
+        return cls(NodeInfo(h.wg_ip, h.name, h.public_key, h.wg_port, h.admin_port))
 
 
 class Relay(msgspec.Struct, frozen=True):

@@ -501,7 +501,9 @@ class Routing:
         else:
             dirty = moved_direct.union(changed)
         via_changed, gone = [], []
-        for ip in dirty:
+        # sorted: a set's order follows str hashes (per process), and the
+        # gateways' order is that of our hellos to the nodes behind them.
+        for ip in sorted(dirty):
             gateway = None
             if ip not in keys and ip != self.me and ip not in own:
                 gateway = next((s for s in candidates if ip in tables[s]), None)
