@@ -42,7 +42,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Protocol
 
@@ -383,7 +383,7 @@ class WgInterface:
         log.info("took over existing WireGuard interface %s", self.name)
         return "existing"
 
-    async def _remove_peers(self, peers: Mapping[str, object]) -> None:
+    async def _remove_peers(self, peers: Iterable[str]) -> None:
         if peers:
             clauses = [w for key in sorted(peers) for w in ("peer", key, "remove")]
             await self._wg_set(["wg", "set", self.name, *clauses])
