@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+
+from msgspec.structs import replace
 
 from tests.lab import Lab
 from tests.member import Member, source

@@ -336,12 +336,10 @@ def node_sizes(node: Node) -> dict[str, int]:
     sizes["desired_peers"] = len(node.desired_peers())
     sizes["desired_routes"] = len(node.desired_routes())
     # Inner sizes: containers of containers.
-    barred = getattr(node, "_barred", {})
-    sizes["_barred (boots)"] = sum(len(boots) for boots in barred.values())
-    listings = getattr(node, "listings", {})
-    sizes["listings (entries)"] = sum(len(entries) for entries in listings.values())
-    pending = getattr(node, "_pending_tables", {})
-    sizes["_pending_tables (parts)"] = sum(len(p.received) for p in pending.values())
+    sizes["handshake.barred (boots)"] = len(node.handshake.barred)
+    listings = node.listings
+    sizes["listings (entries)"] = sum(len(entries) for entries in listings.tables.values())
+    sizes["listings.pending (parts)"] = sum(len(p.received) for p in listings.pending.values())
     sessions = list(node.sessions.values())
     sizes["ping_sent (all sessions)"] = sum(len(s.ping_sent) for s in sessions)
     sizes["ping_sent (one session) (max)"] = max((len(s.ping_sent) for s in sessions), default=0)

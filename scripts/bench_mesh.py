@@ -31,9 +31,10 @@ a  all four daemons started together: time until every pair answers in both
    used until every pair answered.
 b  the same, beta started 0.5 s after the others; times from beta's start.
 c  after convergence charlie's daemon is SIGKILLed and restarted at once
-   (it keeps its key, one boot number on; its new interface is a new
-   wireguard-go): time from the new start until charlie and every other node
-   answer each other again without interruption.
+   (it keeps its key, one boot number on, and the crashed run's interface,
+   which has that key): time from the new start until charlie and every
+   other node answer each other again without interruption, and since when
+   its links are direct without a break.
 n  Nebula (the Debian package) on the same testbed, all four started
    together: beta its lighthouse, every node on the wg IP and port ours
    uses, tun device wg0 (so the same probers run), punchy on; no relays, so
@@ -370,7 +371,7 @@ class DirectPoller(threading.Thread):
         # socket's inode: a new interface, even with the key kept, is a new one).
         self.keys: dict[str, list[tuple[float, str]]] = {b: [] for b in NODES}
         # after mark(): first times with the restarted box's new interface
-        self.marked: tuple[str, str | None, float] | None = None
+        self.marked: tuple[str, float] | None = None
         self.after: dict[str, float] = {}
         self.polls = 0
         self.errors = 0
@@ -434,23 +435,26 @@ class DirectPoller(threading.Thread):
         if len(direct) == len(PAIRS) and self.all_direct is None:
             self.all_direct = t
         if self.marked is not None:
-            box, old_ident, since = self.marked
-            keys = self.keys[box]
-            if t > since and state[box] is not None and keys and keys[-1][1] != old_ident:
+            # Since when each is direct without a break, from the mark on: a
+            # new run that keeps the crashed run's interface (same key) sets
+            # its pairs anew, so they may break and come back; a new
+            # interface (another inode) counts from its first reading.
+            box, since = self.marked
+            if t > since and state[box] is not None:
                 mine = [f"{a}-{b}" for a, b in PAIRS if box in (a, b)]
-                for pair in direct:
-                    self.after.setdefault(pair, t)
-                if cd_lan:
-                    self.after.setdefault("cd_lan", t)
-                if all(pair in direct for pair in mine):
-                    self.after.setdefault("box_all", t)
-                if len(direct) == len(PAIRS):
-                    self.after.setdefault("all", t)
+                holds = {f"{a}-{b}": f"{a}-{b}" in direct for a, b in PAIRS}
+                holds["cd_lan"] = cd_lan
+                holds["box_all"] = all(pair in direct for pair in mine)
+                holds["all"] = len(direct) == len(PAIRS)
+                for what, held in holds.items():
+                    if held:
+                        self.after.setdefault(what, t)
+                    else:
+                        self.after.pop(what, None)
 
     def mark(self, box: str, t: float) -> None:
-        """From ``t`` on, also record first times with ``box``'s new interface."""
-        keys = self.keys[box]
-        self.marked = (box, keys[-1][1] if keys else None, t)
+        """From ``t`` on, also record since when links are direct without a break."""
+        self.marked = (box, t)
 
     def stop(self) -> None:
         self.stop_.set()
@@ -822,7 +826,8 @@ def scenario_c(run: Run) -> dict[str, Any]:
         m["outage (first loss to all back)"] = None
     keys = poller.keys["charlie"]
     new_key = next((t for t, _ in keys if t > t_r), None)
-    m["charlie new wg0 up"] = rel(new_key, t_r)
+    m["charlie new wg0 up"] = rel(new_key, t_r)  # n/a: the crashed run's was kept
+    m["charlie's wg0 kept (1) or made anew (0)"] = 0.0 if new_key is not None else 1.0
     after = poller.after
     m["charlie<->delta direct (LAN) again"] = rel(after.get("cd_lan"), t_r)
     m["charlie direct to all three again"] = rel(after.get("box_all"), t_r)

@@ -239,7 +239,7 @@ SCHEMA: dict[str, dict[str, str]] = {
     "pack": {"n": "count"},
     "pchal": {"n": "count"},
     "presp": {"n": "count"},
-    "ready": {"a": "count", "d": "bool", "l": "bool"},
+    "ready": {"a": "count", "d": "bool", "l": "bool", "f": "bool"},
     "refused": {"i": "info"},
     "relay": {"to": "ip", "d": "b64"},
 }  # fmt: skip

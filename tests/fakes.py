@@ -13,9 +13,10 @@ or ``fail_always[method_name]`` (until removed).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
+
+from msgspec.structs import replace
 
 from wg_netmanager.forwarding import ForwardPlan, nft_ruleset
 from wg_netmanager.model import Route, WgPeer, WgPeerReading
@@ -63,7 +64,7 @@ class FakeWgDevice(_Recorder):
         self._enter("exists")
         return self.created
 
-    async def create(self) -> str:
+    async def create(self, adopt_key: str | None = None) -> str:
         self._enter("create")
         self.created = True
         self.peers = {}

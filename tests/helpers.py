@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
+
+from msgspec.structs import replace
 
 from wg_netmanager import wire
 from wg_netmanager.core.node import Node

@@ -11,9 +11,11 @@ clock can be offset: the protocol must never depend on the absolute value of
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
+
+from msgspec.structs import replace
 
 from tests.helpers import (
     ADMIN_KEY,

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from msgspec.structs import replace
+
 from tests.helpers import ADMIN_KEY, SHARED_KEY, admin_port, wg_port
 from wg_netmanager import noise, wire
 from wg_netmanager.core.handshake import PROLOGUE
@@ -40,7 +42,7 @@ class Member:
         info = NodeInfo(
             self.wg_ip, self.name, self.public_key, wg_port(self.wg_ip), admin_port(self.wg_ip)
         )
-        return NodeInfo(**{**info.__dict__, **changes})
+        return replace(info, **changes)
 
     def _noise(self, initiator: bool) -> noise.Handshake:
         return noise.Handshake(

@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
@@ -681,6 +681,14 @@ class SimNet:
         if self.wg_reads == "tick":
             for host in self.hosts.values():
                 self._keepalives(host)
+
+    def sense(self, name: str, peers: Iterable[str]) -> None:
+        """``name``'s demand sensor reads traffic with ``peers`` now (one
+        reading, as when the two ends' sensors see a flow's last packet
+        apart)."""
+        host = self.hosts[name]
+        if host.node is not None:
+            self._demand(host, host.node, {self.hosts[peer].wg_ip for peer in peers})
 
     def _demand(self, host: Host, node: Node, destinations: set[IPv4Address]) -> None:
         now = self.clock(host)

@@ -7,7 +7,6 @@ the LAN); :func:`table` reads the peer table back from rendered lines.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -22,8 +21,8 @@ DAVE_KEY = "REFWRWtleURBVkVrZXlEQVZFa2V5REFWRWtleURBVk0="
 
 
 def make(cls: type[Any], **values: Any) -> Any:
-    """A core status dataclass from ``values``; fields added later default to None."""
-    return cls(**{f.name: values.get(f.name) for f in dataclasses.fields(cls)})
+    """A core status record from ``values``; fields added later default to None."""
+    return cls(**{name: values.get(name) for name in cls.__struct_fields__})
 
 
 def peer(ip: str, name: str, path: str, kind: str, **more: Any) -> PeerStatus:

@@ -13,13 +13,13 @@ import json
 import logging
 import subprocess
 import sys
-from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from msgspec.structs import replace
 
 from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings, mock_clock
 from tests.http import EventStream, StubSource, asgi_request, get, http_request

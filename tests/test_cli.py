@@ -491,10 +491,27 @@ def test_the_command_line_loads_neither_trio_nor_the_wire_format() -> None:
         "print(sorted(m for m in ('trio', 'wg_netmanager.wire', 'wg_netmanager.core.clients') "
         "if m in sys.modules))"
     )
+    assert in_a_fresh_interpreter(code) == "[]"
+
+
+def in_a_fresh_interpreter(code: str) -> str:
+    """What ``code`` prints in a new Python process (nothing imported yet)."""
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "[]", result.stdout
+    return result.stdout.strip()
+
+
+def test_the_daemons_imports_make_no_dataclass() -> None:
+    # A dataclass costs about 1 ms of CPU at import (its methods are compiled);
+    # records are msgspec Structs (docs/architecture.md, Start-up).
+    code = (
+        "import sys, wg_netmanager.cli, wg_netmanager.daemon; "
+        "print(sorted(f'{n}.{k}' for n, m in list(sys.modules.items()) "
+        "if n.startswith('wg_netmanager') for k, v in vars(m).items() "
+        "if isinstance(v, type) and v.__module__ == n and hasattr(v, '__dataclass_fields__')))"
+    )
+    assert in_a_fresh_interpreter(code) == "[]"
 
 
 # Command lines the daemon's usage line may or may not parse alone: every one

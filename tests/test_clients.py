@@ -6,10 +6,10 @@ Hand-driven cores (``Lab``) whose WireGuard is whatever they asked for.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
+from msgspec.structs import replace
 
 from tests.helpers import QUICK_TIMERS
 from tests.lab import Lab

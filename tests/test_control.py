@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
@@ -212,7 +212,7 @@ def test_unusable_directory_is_a_warning_not_a_crash(
 def test_running_daemon_answers_status(run_dir: Path, tmp_path: Path) -> None:
     alice_settings, bob_settings = make_settings(tmp_path)
     # Two daemons in one process: each its own interface name, so its own socket.
-    bob_settings = dataclasses.replace(bob_settings, interface="wg1")
+    bob_settings = msgspec.structs.replace(bob_settings, interface="wg1")
     net = FakeNet()
     alice = Machine(alice_settings, net.host(ALICE_IP))
     bob = Machine(bob_settings, net.host(BOB_IP), device=FakeWgDevice("wg1"))

@@ -21,10 +21,11 @@ from tests.lab import Lab
 from tests.sim import Nat, SimNet
 from wg_netmanager import event_text, wire
 from wg_netmanager.core import events as ev
+from wg_netmanager.core import node as node_module
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.sessions import StaticTarget
 from wg_netmanager.keys import KeyPair
-from wg_netmanager.model import Route
+from wg_netmanager.model import Route, WgPeerReading
 from wg_netmanager.wire import Bye, NodeInfo
 
 T = QUICK_TIMERS
@@ -429,3 +430,46 @@ def test_handle_timer_at_the_deadline_makes_progress() -> None:
         after = alice.get_timer()
         assert after is None or after > due, f"deadline {due} still due after handle_timer"
     assert bob_ip not in alice.sessions
+
+
+# --- reading WireGuard ------------------------------------------------------------
+
+
+def _wg_has(node: Node, handshake: bool) -> None:
+    """``wg show``: every peer ``node`` asked for, with or without a handshake
+    (and the endpoint it came from)."""
+    readings = {
+        key: WgPeerReading(
+            key,
+            ("203.0.113.9", 40000) if handshake else None,
+            peer.allowed_ips,
+            0.1 if handshake else None,
+            0,
+            0,
+        )
+        for key, peer in node.desired_peers().items()
+    }
+    node.update_wg(readings, 0.0)
+
+
+def test_a_new_peer_is_read_every_wg_poll_first_until_its_first_handshake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A static learns a NAT's outside endpoint from a peer's first handshake,
+    and pairs behind NATs wait for it: right after peers are set it is read
+    every wg_poll_first, for wg_first_window at most, and not at all in a
+    mesh bigger than FIRST_POLL_MAX_PEERS."""
+    lab, alice, _ = two_nodes()
+    now = lab.now
+    _wg_has(alice, handshake=False)
+    alice.wg_applied(alice.state_version, now)
+    assert alice.wg_poll_interval(now) == T.wg_poll_first < T.wg_poll_fast
+    assert alice.wg_poll_interval(now + T.wg_first_window - 0.01) == T.wg_poll_first
+    assert alice.wg_poll_interval(now + T.wg_first_window + 0.01) == T.wg_poll_fast
+    alice.wg_applied(alice.state_version, now)
+    _wg_has(alice, handshake=True)
+    assert alice.wg_poll_interval(now) >= T.wg_poll_fast  # seen: no more first reads
+    _wg_has(alice, handshake=False)  # (as a big mesh's static)
+    monkeypatch.setattr(node_module, "FIRST_POLL_MAX_PEERS", 0)
+    alice.wg_applied(alice.state_version, now + 5.0)
+    assert alice.wg_poll_interval(now + 5.0) == T.wg_poll_fast

@@ -22,13 +22,13 @@ import sys
 import threading
 import time
 import types
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from msgspec.structs import replace
 
 from tests.fake_host import (
     ALICE_IP,

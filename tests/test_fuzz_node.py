@@ -33,7 +33,6 @@ Gaps found here have tests of their own below, or in test_fuzz_findings.py.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import importlib.util
 import os
@@ -47,6 +46,7 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
@@ -170,7 +170,7 @@ class Mesh:
         counts, ``boot_number``) a node."""
         info = node_info(name, octet)
         if private_key is not None:
-            info = dataclasses.replace(info, public_key=to_b64(noise.public_key(private_key)))
+            info = msgspec.structs.replace(info, public_key=to_b64(noise.public_key(private_key)))
         node = make_node(
             info,
             private_key=private_key,
@@ -361,19 +361,22 @@ BOOKKEEPING = {
     "Handshake": frozenset(
         {"pending", "_seen_inits", "rate", "_cookies_sent", "_secrets", "_secret_until"}
     ),
+    "Session": frozenset({"watcher"}),  # the node's call-back, no state
 }
 BACK_REFERENCES = frozenset({"_host"})
 
 
 def freeze(value: Any) -> Any:
-    """A hashable, structural copy: dataclasses, plain and __slots__ objects
-    (replay windows, token buckets) and containers compare by content; dict
-    order does not matter."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = dataclasses.fields(value)
-        # (a field outside equality, e.g. a session's watcher, is no state)
-        own = tuple(freeze(getattr(value, f.name)) for f in fields if f.compare)
-        return (type(value).__name__, own)
+    """A hashable, structural copy: records (msgspec Structs), plain and
+    __slots__ objects (replay windows, token buckets) and containers compare
+    by content; dict order does not matter."""
+    if isinstance(value, msgspec.Struct):
+        skip = BOOKKEEPING.get(type(value).__name__, frozenset())
+        names = type(value).__struct_fields__
+        return (
+            type(value).__name__,
+            tuple(freeze(getattr(value, n)) for n in names if n not in skip),
+        )
     if isinstance(value, dict):
         return ("dict", frozenset((freeze(k), freeze(v)) for k, v in value.items()))
     if isinstance(value, set | frozenset):
@@ -401,7 +404,7 @@ def state(node: Node, now: float) -> Any:
     """
     skip = BOOKKEEPING["Node"]
     attrs = {k: freeze(v) for k, v in vars(node).items() if k not in skip}
-    stats = dataclasses.replace(node.statistics(now), drops={})
+    stats = msgspec.structs.replace(node.statistics(now), drops={})
     return (attrs, freeze(stats), freeze(node.desired_peers()), freeze(node.desired_routes()))
 
 
@@ -829,7 +832,7 @@ class Rogue(Member):
         init = self.inits.get(cookie.to_index)
         if init is None or cookie.to_index not in self._pending:
             return None
-        return self.seal(dataclasses.replace(init, cookie=cookie.cookie))
+        return self.seal(msgspec.structs.replace(init, cookie=cookie.cookie))
 
     def respond(self, init: wire.Init, payload: bytes | None) -> bytes:
         """Noise message 2 for someone's INIT (in our name, with our key)."""
@@ -1370,7 +1373,7 @@ class InsiderMachine(RuleBasedStateMachine):
             if member_ is not node and data.draw(st.booleans()):
                 info = member_.info
                 if not data.draw(likely):  # that member's wg IP with the attacker's key
-                    info = dataclasses.replace(info, public_key=rogue.public_key)
+                    info = msgspec.structs.replace(info, public_key=rogue.public_key)
                 # Its run, a later one (a restart the attacker claims), an earlier one.
                 number = data.draw(boot_numbers(member_.boot_number), label="listed run")
                 where = (underlay(info.wg_ip.packed[3]), 40000)

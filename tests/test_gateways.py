@@ -10,12 +10,12 @@ once, without flapping; only what the file lists is ever routed.
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
 import trio
+from msgspec.structs import replace
 
 from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings, mock_clock
 from tests.sim import NAMES, SimNet, working_example

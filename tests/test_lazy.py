@@ -70,6 +70,21 @@ def test_an_idle_link_is_closed_and_comes_back_with_traffic() -> None:
     assert net.wait_for(lambda: direct(net, "charlie", "delta"), limit=5.0) < 1.0
 
 
+def test_a_link_the_peer_closed_as_idle_is_not_opened_again_without_new_traffic() -> None:
+    net = lazy_example()
+    net.run_for(5.0)
+    net.flows[("charlie", "delta")] = net.flows[("delta", "charlie")] = PING
+    assert net.wait_for(lambda: direct(net, "charlie", "delta"), limit=5.0) < 1.0
+    net.flows.clear()
+    net.run_for(0.5)
+    net.sense("delta", ["charlie"])  # delta's sensor saw the last packet a little later
+    net.wait_for(lambda: not direct(net, "charlie", "delta"), limit=3 * IDLE)  # charlie closed
+    net.run_for(IDLE / 2)
+    assert pair_sessions(net) == 0, "delta opened the link again with no new traffic"
+    net.sense("delta", ["charlie"])  # new traffic: delta opens it
+    assert net.wait_for(lambda: direct(net, "charlie", "delta"), limit=5.0) < 1.0
+
+
 def test_eager_stays_the_default() -> None:
     net = working_example()
     for name in NAMES:

@@ -1,4 +1,5 @@
-"""The Noise XXpsk3 implementation against the published test vector, and its refusals."""
+"""The Noise XXpsk3 implementation against the published test vector, and its refusals;
+records that hold keys keep them out of their repr."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wg_netmanager import noise
+from wg_netmanager.core.pair_path import PairPath
+from wg_netmanager.core.sessions import Keys
+from wg_netmanager.keys import KeyPair
 from wg_netmanager.noise import Handshake, NoiseError
 
 VECTOR = json.loads(
@@ -141,3 +145,26 @@ def test_messages_out_of_order_are_our_bug() -> None:
         initiator.read_message(b"\x00" * 64)
     with pytest.raises(RuntimeError):
         initiator.transport()
+
+
+SECRET = bytes(range(32))
+
+
+@pytest.mark.parametrize(
+    ("record", "shown"),
+    [
+        (KeyPair(private=SECRET, public=b"P" * 32), f"KeyPair(public={b'P' * 32!r})"),
+        (noise.CipherState(SECRET, 7), "CipherState(n=7)"),
+        (
+            noise.Transport(SECRET, SECRET, b"R", b"H"),
+            "Transport(remote_static=b'R', handshake_hash=b'H')",
+        ),
+        (Keys(1, 2, SECRET, SECRET), "Keys(local_index=1, remote_index=2, sent=0, replay="),
+        (PairPath(probe_key=SECRET), "PairPath(state=<PathState.RELAYED: 'relayed'>, kind=None,"),
+    ],
+    ids=["KeyPair", "CipherState", "Transport", "Keys", "PairPath"],
+)
+def test_records_keep_their_keys_out_of_their_repr(record: object, shown: str) -> None:
+    text = repr(record)
+    assert text.startswith(shown)
+    assert repr(SECRET) not in text and SECRET.hex() not in text

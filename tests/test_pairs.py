@@ -9,10 +9,11 @@ nothing outside it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 import pytest
+from msgspec.structs import replace
 
 from wg_netmanager import wire
 from wg_netmanager.core import events as ev
@@ -158,6 +159,10 @@ class PairLab:
         self.host.entries[PEER] = replace(entry, info=moved)
         self.pairs.prune(self.now)
 
+    def installing_nat(self) -> None:
+        """No LAN to probe, behind another NAT: its outside endpoint at once."""
+        assert self.path_state is S.INSTALLING and self.pairs.paths[PEER].kind == "nat"
+
     def installing(self) -> None:
         self.probe_answered()
         assert self.path_state is S.INSTALLING
@@ -229,6 +234,26 @@ def a_relayed_pair_tries_an_outside_endpoint_once_known() -> PairLab:
     lab.host.entries[PEER] = replace(lab.host.entries[PEER], wg_endpoint=OTHER_OUTSIDE)
     lab.pairs.prune(lab.now)
     assert lab.path_state is S.INSTALLING and lab.pairs.paths[PEER].endpoint == OTHER_OUTSIDE
+    return lab
+
+
+def another_nat_learned_while_probing() -> PairLab:
+    """The static learns the peer's outside endpoint (its first handshake)
+    within the probe window: behind another NAT, so it is tried at once, not
+    at the window's end; one behind our own NAT still waits for the LAN."""
+    ours = PairLab(outside=None)
+    ours.later(TIMERS.probe_window / 3)
+    ours.host.entries[PEER] = replace(ours.host.entries[PEER], wg_endpoint=PEER_OUTSIDE)
+    ours.pairs.prune(ours.now)
+    assert ours.path_state is S.PROBING
+    lab = PairLab(outside=None)
+    assert lab.path_state is S.PROBING
+    lab.later(TIMERS.probe_window / 3)
+    lab.host.entries[PEER] = replace(lab.host.entries[PEER], wg_endpoint=OTHER_OUTSIDE)
+    lab.pairs.prune(lab.now)
+    path = lab.pairs.paths[PEER]
+    assert lab.path_state is S.INSTALLING and path.kind == "nat" and path.endpoint == OTHER_OUTSIDE
+    assert not any(isinstance(e, ev.PairAddressesChanged) for e in lab.host.events)
     return lab
 
 
@@ -380,6 +405,7 @@ SCENARIOS: list[Callable[[], PairLab]] = [
     lan_answers_a_nat_attempt,
     an_outside_endpoint_learned_changes_nothing,
     a_relayed_pair_tries_an_outside_endpoint_once_known,
+    another_nat_learned_while_probing,
     no_outside_known,
     both_ready_then_handshake,
     peer_initiated_first,
@@ -616,3 +642,36 @@ def test_start_up_settles_once_every_eager_pair_is_direct_or_has_failed() -> Non
         failed.host.entries[PEER], info=replace(failed.host.entries[PEER].info, client=True)
     )
     assert not failed.pairs.settling()  # a phone: no pair is ever tried
+
+
+def test_the_lower_wg_ip_fires_when_the_higher_says_it_fired() -> None:
+    """A NAT punch: the higher wg IP's WireGuard sends first; once its daemon
+    applied that, its Ready(fired) (through the gateway, the longer way) lets
+    the lower one send at once instead of after punch_stagger."""
+    waits = PairLab(lan=False, outside=OTHER_OUTSIDE)
+    waits.punching()
+    waits.later(TIMERS.punch_stagger / 2)
+    assert not waits.pairs.paths[PEER].firing  # (we are the lower: 10.1.1.3 < .4)
+    lab = PairLab(lan=False, outside=OTHER_OUTSIDE)
+    lab.punching()
+    path = lab.pairs.paths[PEER]
+    lab.pairs.on_ready(lab.session, path.peer_attempt, False, lab.now, fired=True)
+    lab.later(lab.host.gateway_rtt())
+    assert path.firing and lab.path_state is S.PUNCHING
+    assert path.endpoint is not None and lab.pairs.trial_peers()[lab.key].endpoint == OTHER_OUTSIDE
+
+
+def test_the_higher_wg_ip_says_fired_once_its_wireguard_has_the_endpoint() -> None:
+    lab = PairLab(lan=False, outside=OTHER_OUTSIDE)
+    lab.host.info = replace(ME, wg_ip=IPv4Address("10.1.1.5"))  # higher than the peer
+    lab.installing_nat()
+    lab.pairs.applied()  # installing: nothing fired yet
+    assert not [m for m, _ in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
+    lab.wg()
+    lab.peer_ready()
+    assert lab.path_state is S.PUNCHING and lab.pairs.paths[PEER].firing
+    lab.pairs.applied()
+    lab.pairs.applied()  # (once per attempt)
+    attempt = lab.pairs.paths[PEER].attempt
+    fired = [(m, to) for m, to in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
+    assert fired == [(wire.Ready(attempt, fired=True), (str(PEER), 50504))]

@@ -6,9 +6,8 @@ stays is left alone: same boot, same session object, no datagram to it.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
+from msgspec.structs import replace
 
 from tests.helpers import QUICK_TIMERS, static_target, wg_ip
 from tests.lab import Lab

@@ -17,13 +17,13 @@ import os
 import re
 import signal
 from collections.abc import Iterator
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import TextIO
 
 import pytest
 import trio
+from msgspec.structs import replace
 
 from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings, mock_clock
 from tests.waits import wait_for

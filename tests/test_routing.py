@@ -3,7 +3,11 @@ what the rules' pure functions give from scratch, whatever the changes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from random import Random
 
 import pytest
@@ -128,6 +132,43 @@ def test_changes_applied_one_by_one_give_the_rules_answer(seed: int) -> None:
         )
         assert incremental == peers
         gateways_before = dict(gateways)
+
+
+# Gateways for nodes 4-29 behind static 1; run in a fresh interpreter per hash seed.
+GATEWAYS_IN_ORDER = """
+from tests.helpers import node_info, wg_ip
+from wg_netmanager.core.routing import Routing
+from wg_netmanager.core.sessions import Keys, Session
+from wg_netmanager.wire import TableEntry
+info = node_info("s1", 1)
+keys = Keys(1, 1, bytes(32), bytes(32))
+static = Session(info, b"boot", ("198.51.100.1", 1), keys, 0.0, 0.0, pinger=False)
+listing = {wg_ip(o): TableEntry(node_info(f"n{o}", o), None, None, 0.0) for o in range(4, 30)}
+routing = Routing(wg_ip(9))
+routing.update({info.wg_ip: static}, {info.wg_ip: listing}, {info.wg_ip}, ())
+print(list(routing.gateways))
+"""
+
+
+def test_the_gateways_come_in_the_same_order_in_every_process() -> None:
+    """Their order is the order of the hellos to the nodes behind them: it
+    follows the wg IPs, never a set's hash order (str hashes, and so
+    IPv4Address's, differ per process), so a seeded run or a fuzzer's failure
+    replays the same anywhere."""
+    orders = set()
+    for seed in range(4):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        result = subprocess.run(
+            [sys.executable, "-c", GATEWAYS_IN_ORDER],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+            cwd=Path(__file__).parents[1],
+            timeout=60,
+        )
+        orders.add(result.stdout.strip())
+    assert len(orders) == 1, orders
 
 
 def test_an_unchanged_peer_is_the_same_object() -> None:

@@ -11,11 +11,11 @@ first ones against real daemons.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from tests.helpers import ADMIN_KEY, QUICK_TIMERS, SHARED_KEY, wg_ip
 from tests.lab import Lab, Sent
@@ -209,7 +209,7 @@ def test_a_member_claiming_a_live_nodes_wg_ip_is_refused_and_told() -> None:
     assert "198.51.100.66" in said and bob.info.public_key[:8] in said
     # mallory was told over its own handshake's keys, and only it can read that.
     refusals = [m for s in lab.log if s.sender == "alice" and (m := mallory.read(s.data))]
-    assert refusals == [wire.Refused(alice.sessions[BOB].info)]
+    assert refusals == [wire.Refused.of(alice.sessions[BOB].info)]
     assert alice.drops.get("conflict") == 1
 
 
@@ -277,6 +277,40 @@ def test_no_answer_to_an_unproven_address_is_larger_than_what_it_answers() -> No
     stale = forged_transport(BOB, ALICE, 12345, 1, size=16)  # the smallest TRANSPORT
     (answer,) = lab.inject(stale, ("203.0.113.2", 4000), "alice")
     assert isinstance(answer.frame, wire.Stale) and len(answer.data) < len(stale)
+
+
+@pytest.mark.parametrize("claim", ["name", "wg IP"])
+def test_a_refusal_is_no_larger_than_the_finish_it_answers(claim: str) -> None:
+    # The holder says all it may (the longest name, every local address); the
+    # claimant as little, from an address it does not own but reads (on the path).
+    lab = Lab({"alice": 1})
+    alice = lab.start("alice")
+    bob = lab.start("bob", 2)
+    big = ("255.255.255.255", 65535)
+    for node, letter in ((alice, "a"), (bob, "b")):
+        node.info = replace(node.info, name=letter * wire.MAX_NAME, local_endpoints=(big,) * 8)
+    lab.handshake("alice", "bob")
+    if claim == "name":
+        mallory = Member(wg_ip(66), name="B" * wire.MAX_NAME)
+    else:
+        mallory = Member(ALICE, name="m")  # alice's own wg IP: alice holds it
+    spoofed = ("203.0.113.77", 4000)
+    (response,) = lab.inject(mallory.init(ALICE), spoofed, "alice")
+    finish = mallory.finish(response.data)
+    answers = lab.inject(finish, spoofed, "alice")
+    assert [a.dest for a in answers] == [spoofed]
+    assert spoofed not in alice._known_sources()  # nobody proved it
+    refused = mallory.read(answers[0].data)
+    assert isinstance(refused, wire.Refused)
+    holder = alice.sessions[BOB].info if claim == "name" else alice.info
+    # Who holds it, all the claimant reads (handshake.refused); nothing more.
+    said = refused.holder
+    assert (said.wg_ip, said.name, said.public_key) == (
+        holder.wg_ip,
+        holder.name,
+        holder.public_key,
+    )
+    assert len(answers[0].data) <= len(finish)
 
 
 def test_a_new_source_address_is_used_only_once_it_answered_from_there() -> None:
@@ -715,7 +749,7 @@ def test_a_member_claiming_a_live_nodes_name_is_refused_and_told() -> None:
     (said,) = conflicts(alice.events())
     assert "CONFLICT" in said and "name 'BOB'" in said and bob.info.public_key[:8] in said
     refusals = [m for s in lab.log if s.sender == "alice" and (m := mallory.read(s.data))]
-    assert refusals == [wire.Refused(alice.sessions[BOB].info)]
+    assert refusals == [wire.Refused.of(alice.sessions[BOB].info)]
     assert alice.drops["conflict"] == 1
     assert alice.names()["bob"] == (BOB,)  # one address: the holder's
     assert (mallory.wg_ip, mallory.boot) not in alice.handshake.barred  # only its name is wrong

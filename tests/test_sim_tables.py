@@ -5,17 +5,17 @@ to one view after a partition."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from ipaddress import IPv4Address
 
 import pytest
+from msgspec.structs import replace
 
 from tests.sim import SimNet, lan_mesh
 from wg_netmanager.core.node import TABLE_REQUEST_RATE
 from wg_netmanager.core.sessions import Session
 from wg_netmanager.core.tables import Listings
 from wg_netmanager.core.timers import Timers
-from wg_netmanager.wire import NodeInfo, TableEntry
+from wg_netmanager.wire import NodeInfo, Table, TableEntry
 
 T = Timers(ping_interval=1.0, dead_after=3.0)  # a lost change is repaired at a ping
 
@@ -150,3 +150,54 @@ def test_a_later_run_of_a_key_wins_over_a_fresher_entry_of_an_earlier_one() -> N
     other_key = TableEntry(replace(info, public_key="B" * 43 + "="), None, None, age=0.1)
     listings.tables = {s1: {node: new_run}, s2: {node: other_key}}
     assert listings.freshest(node, lambda ip: True) == other_key
+
+
+def _entry(octet: int) -> TableEntry:
+    info = NodeInfo(IPv4Address(f"10.1.1.{octet}"), f"n{octet}", f"{octet:043d}=", 50000, 50500)
+    return TableEntry(info, None, None, age=0.0)
+
+
+ME = (IPv4Address("10.1.1.99"), "M" * 43 + "=")
+STATIC = IPv4Address("10.1.1.1")
+
+
+def _parts(version: int, base: int, groups: list[list[int]]) -> list[Table]:
+    return [
+        Table(version, i, len(groups), tuple(_entry(o) for o in group), base, ())
+        for i, group in enumerate(groups)
+    ]
+
+
+def _holder_of_version_1() -> Listings:
+    listings = Listings()
+    [whole] = _parts(1, 0, [[2]])
+    assert listings.receive(STATIC, whole, ME, lambda ip: True) is not None
+    return listings
+
+
+def test_a_change_with_a_part_lost_is_asked_for_at_the_next_naming_but_one() -> None:
+    listings = _holder_of_version_1()
+    first, _lost = _parts(2, 1, [[3], [4]])
+    assert listings.receive(STATIC, first, ME, lambda ip: True) is None
+    assert not listings.wants(STATIC, 2)  # its other part may be on its way
+    assert listings.wants(STATIC, 2)  # named again, still missing: lost
+    # The whole table asked for replaces the change's parts ...
+    whole = _parts(2, 0, [[2, 3], [4]])
+    assert listings.receive(STATIC, whole[0], ME, lambda ip: True) is None
+    # ... and a late part of the change neither completes nor discards it.
+    assert listings.receive(STATIC, _lost, ME, lambda ip: True) is None
+    assert listings.receive(STATIC, whole[1], ME, lambda ip: True) is not None
+    assert listings.versions[STATIC] == 2
+    assert set(listings.tables[STATIC]) == {IPv4Address(f"10.1.1.{o}") for o in (2, 3, 4)}
+
+
+def test_a_part_of_a_change_keeps_the_whole_table_being_assembled() -> None:
+    """A holder behind by more than one version assembles the whole table it
+    asked for; the pushed change of that version does not make it start over."""
+    listings = Listings()
+    whole = _parts(5, 0, [[2], [3]])
+    assert listings.receive(STATIC, whole[0], ME, lambda ip: True) is None
+    [change] = _parts(5, 4, [[3]])
+    assert listings.receive(STATIC, change, ME, lambda ip: True) is None
+    assert listings.receive(STATIC, whole[1], ME, lambda ip: True) is not None
+    assert listings.versions[STATIC] == 5

@@ -8,7 +8,6 @@ pseudo-terminal read back through pyte.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import functools
 import io
@@ -22,6 +21,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyte
 import pytest
 import trio
@@ -557,7 +557,7 @@ def test_daemon_with_tui_quits_cleanly_on_q(
     alice_settings, bob_settings = make_settings(tmp_path)
     net = FakeNet()
     alice = Machine(alice_settings, net.host(ALICE_IP))
-    bob = Machine(dataclasses.replace(bob_settings, tui=True), net.host(BOB_IP))
+    bob = Machine(msgspec.structs.replace(bob_settings, tui=True), net.host(BOB_IP))
     scr = urwid.display.raw.Screen(input=pty.input, output=pty.output)
     monkeypatch.setattr(tui, "run", functools.partial(tui.run, screen=scr))
     root = logging.getLogger()

@@ -76,7 +76,7 @@ async def handle(req):
         dev = WgInterface(req["name"], req.get("existing", False))
         routes = RouteTable()
     elif op == "create":
-        return await dev.create()
+        return await dev.create(req.get("adopt_key"))
     elif op == "configure":
         await dev.configure(base64.b64decode(req["key"]), req["port"])
     elif op == "set_address":
@@ -354,6 +354,24 @@ def test_two_boxes_tunnel_reconcile_destroy(veth_lab: VethLab) -> None:
     assert len(dump) == 2 and dump[1].startswith(b_pub)
     assert veth_lab.ping("a", "10.77.0.2"), "still up after reconciling"
 
+    # create() again keeps a stale interface with the key it is given (a
+    # crashed run's, kept by this one): the same link, its peers still there
+    index = a.call("run", argv=["cat", "/sys/class/net/wg0/ifindex"])
+    a.call("new", name="wg0")
+    assert a.call("create", adopt_key=a_pub) in ("kernel", "userspace")
+    assert a.call("run", argv=["cat", "/sys/class/net/wg0/ifindex"]) == index
+    assert set(a.call("read_peers")) == {b_pub}
+    assert a.call("read_peers")[b_pub]["handshake_age"] is not None
+    assert veth_lab.ping("a", "10.77.0.2"), "the kept interface carries traffic"
+    # The first setting of a kept peer renews its session (the peer may have
+    # dropped the crashed run's); the next ones leave it alone.
+    a.call("apply_peers", peers=[{"key": b_pub, "ips": ["10.77.0.2/32"]}])
+    assert a.call("read_peers")[b_pub]["handshake_age"] is None, "session renewed"
+    assert veth_lab.ping("a", "10.77.0.2"), "a new handshake, traffic again"
+    assert a.call("read_peers")[b_pub]["handshake_age"] is not None
+    a.call("apply_peers", peers=[{"key": b_pub, "ips": ["10.77.0.2/32"]}])
+    assert a.call("read_peers")[b_pub]["handshake_age"] is not None, "renewed once only"
+
     # routes: gateway routes, gateway change, removal; foreign routes untouched
     a.call("run", argv=["ip", "route", "add", "10.77.0.50/32", "dev", "wg0", "proto", "static"])
     a.call("apply_routes", routes=[["10.77.0.2", None], ["10.77.0.3", "10.77.0.2"]])
@@ -370,8 +388,9 @@ def test_two_boxes_tunnel_reconcile_destroy(veth_lab: VethLab) -> None:
     addrs = a.call("run", argv=["ip", "-4", "-o", "addr", "show", "dev", "wg0"])
     assert addrs.count(" inet ") == 1 and "10.77.0.11/24" in addrs
 
-    # create() again replaces a stale interface of the same name
+    # create() without that key replaces a stale interface
     assert bring_up(a, a_priv, "10.77.0.1") in ("kernel", "wireguard-go", "boringtun")
+    assert a.call("run", argv=["cat", "/sys/class/net/wg0/ifindex"]) != index
     assert a.call("read_peers") == {}
 
     # destroy: no interface, no daemon left; idempotent

@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import struct
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from tests.helpers import ADMIN_KEY as KEY
 from tests.helpers import SHARED_KEY, make_node
@@ -648,6 +648,27 @@ def test_no_answer_to_an_init_is_larger_than_the_init(mobile: bool, numbered: bo
     assert len(wire.seal_frame(KEY, wire.Cookie(B, A, 1, bytes(16)))) < len(init)
     smallest_transport = wire.TRANSPORT_OVERHEAD
     assert len(wire.seal_frame(KEY, wire.Stale(B, A, 1))) < smallest_transport
+
+
+@pytest.mark.parametrize("kind", ["node", "mobile", "client"])
+def test_no_refusal_is_larger_than_the_finish_it_answers(kind: str) -> None:
+    """The FINISH's source proved nothing (a member on the path sent it): the
+    largest holder a Refused can name against the smallest claim."""
+    holder = replace(worst_info(0, mobile=kind == "mobile"), wg_ip=IPv4Address("255.255.255.254"))
+    if kind == "client":
+        holder = replace(holder, local_endpoints=(), client=True)
+    claimant = NodeInfo(IPv4Address("1.0.0.0"), "x", to_b64(bytes(32)), 1, 1)
+    payload = wire.encode_hello(claimant, bytes(8))
+    finish = wire.Finish(A, B, 2**32 - 1, bytes(noise.MESSAGE_3 + len(payload)))
+    assert wire.encoded_size(wire.Refused.of(holder)) <= len(wire.seal_frame(KEY, finish))
+    # It still names the holder: all that a refused node reports (RefusedByPeer).
+    said = wire.decode_message(wire.encode_message(wire.Refused.of(holder)))
+    assert isinstance(said, wire.Refused)
+    assert (said.holder.wg_ip, said.holder.name, said.holder.public_key) == (
+        holder.wg_ip,
+        holder.name,
+        holder.public_key,
+    )
 
 
 def static_with_sessions(infos: list[NodeInfo]) -> Node:

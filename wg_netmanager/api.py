@@ -43,13 +43,13 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
 from ipaddress import IPv4Address
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl, unquote
 
+import msgspec
 import trio
 
 from . import __version__, api_token, client_config, event_text
@@ -129,20 +129,18 @@ class HttpError(Exception):
         self.headers = list(headers)
 
 
-@dataclass
-class Response:
+class Response(msgspec.Struct):
     status: int
     body: bytes
     content_type: str = "application/json"
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[tuple[str, str]] = msgspec.field(default_factory=list)
 
 
 def json_response(doc: Any, status: int = 200) -> Response:
     return Response(status, json.dumps(doc, separators=(",", ":")).encode())
 
 
-@dataclass
-class Request:
+class Request(msgspec.Struct):
     method: str
     path: str
     query: dict[str, str]

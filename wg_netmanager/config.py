@@ -16,15 +16,15 @@ import binascii
 import errno
 import os
 import re
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import yaml
 
 from wg_netmanager.core.timers import Timers, timer_names
 from wg_netmanager.keys import from_b64
-from wg_netmanager.model import DEFAULT_ROUTE, Gateway
+from wg_netmanager.model import DEFAULT_ROUTE, Gateway, repr_without
 from wg_netmanager.noise import public_key
 
 if TYPE_CHECKING:  # (the wire format it needs is not loaded before the admin socket)
@@ -64,8 +64,7 @@ class ConfigError(Exception):
         super().__init__(" ".join(message.split()))
 
 
-@dataclass(frozen=True)
-class StaticPeer:
+class StaticPeer(msgspec.Struct, frozen=True):
     """A node with a fixed underlay address, listed under ``peers:`` in network.yaml."""
 
     wg_ip: IPv4Address
@@ -79,10 +78,9 @@ class StaticPeer:
         return f"{self.host}:{self.wg_port}"
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(msgspec.Struct, frozen=True):
     path: str
-    shared_key: bytes = field(repr=False)  # whoever has it can join the mesh
+    shared_key: bytes  # whoever has it can join the mesh (not in the repr)
     subnet: IPv4Network
     peers: tuple[StaticPeer, ...]
     timers: Timers
@@ -98,6 +96,9 @@ class NetworkConfig:
     dns_domain: str = DEFAULT_DNS_DOMAIN
     dns_enabled: bool = True
 
+    def __repr__(self) -> str:
+        return repr_without(self, ("shared_key",))
+
     def gateway(self, wg_ip: IPv4Address) -> Gateway | None:
         """The entry of ``gateways:`` for ``wg_ip``, if there is one."""
         return next((g for g in self.gateways if g.wg_ip == wg_ip), None)
@@ -107,8 +108,7 @@ class NetworkConfig:
         return tuple(g.wg_ip for g in self.gateways if DEFAULT_ROUTE in g.routes)
 
 
-@dataclass(frozen=True)
-class PeerConfig:
+class PeerConfig(msgspec.Struct, frozen=True):
     """peer.yaml; None = not set there."""
 
     name: str | None = None
@@ -124,8 +124,7 @@ class PeerConfig:
 DEFAULT_API = ("127.0.0.1", 50080)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(msgspec.Struct, frozen=True):
     """Everything the daemon needs, after command line > peer.yaml > defaults."""
 
     network: NetworkConfig
@@ -141,7 +140,7 @@ class Settings:
     hopping: bool
     # A pinned static's own key (its publicKey is in network.yaml); None: a
     # fresh key pair at every clean start (a crashed run's is kept, runfiles.py).
-    private_key: bytes | None = field(default=None, repr=False)
+    private_key: bytes | None = None  # (not in the repr)
     # The exit node this node sends its default route through (opt-in); it is
     # a gateway of network.yaml with the route 0.0.0.0/0.
     exit_node: IPv4Address | None = None
@@ -154,6 +153,9 @@ class Settings:
     # A static's plain WireGuard clients, from its state file next to
     # network.yaml (client_config.py); the running daemon owns them after start.
     clients: tuple[Client, ...] = ()
+
+    def __repr__(self) -> str:
+        return repr_without(self, ("private_key",))
 
     @property
     def static(self) -> StaticPeer | None:

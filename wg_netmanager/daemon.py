@@ -302,7 +302,9 @@ class Daemon:
         self._routes_known = None  # a new interface has none of them
         for pause in (*(SETUP_RETRY_PAUSES if pauses is None else pauses), None):
             try:
-                self.backend = await self.device.create()
+                # A crashed run's interface with the key we kept: its links
+                # carry traffic meanwhile (kept, not made anew).
+                self.backend = await self.device.create(adopt_key=self.keys.public_b64)
                 self.timeline.mark("device created")
                 await self.device.configure(self.keys.private, s.wg_port)
                 await self.device.set_address(s.wg_ip, s.network.subnet.prefixlen)

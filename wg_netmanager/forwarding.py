@@ -52,10 +52,10 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Protocol
 
+import msgspec
 import trio
 
 from . import runfiles
@@ -73,8 +73,7 @@ _CONF = "/proc/sys/net/ipv4/conf"
 _RESTORE_MAX = 1 << 16
 
 
-@dataclass(frozen=True)
-class ForwardPlan:
+class ForwardPlan(msgspec.Struct, frozen=True):
     """What this node forwards and how it routes (from its settings)."""
 
     interface: str
@@ -213,8 +212,7 @@ def nft_delete(interface: str) -> str:
     return f"table inet {table} {{}}\ndelete table inet {table}\n"
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     """One ``ip rule`` of ours, in the words of ``ip rule add``."""
 
     pref: int
@@ -266,8 +264,7 @@ def our_rules(doc: Any, interface: str) -> set[Rule]:
     return found
 
 
-@dataclass(frozen=True)
-class TableRoute:
+class TableRoute(msgspec.Struct, frozen=True):
     """A route in one of our own tables: ``throw``, or into the mesh (``via``
     the peer that carries it, for people reading ``ip route``)."""
 
@@ -406,13 +403,12 @@ class Forwarding(Protocol):
         ...
 
 
-@dataclass
-class Changes:
+class Changes(msgspec.Struct):
     """What a run changed on the host, written down before it changes it (the
     restore file): the sysctls' old values, whether our nftables table and
     our rules and tables exist."""
 
-    sysctls: dict[str, str] = field(default_factory=dict)
+    sysctls: dict[str, str] = msgspec.field(default_factory=dict)
     nft: bool = False
     policy: bool = False
 

@@ -11,7 +11,8 @@ first saw its current handshake value, and reports ages from that.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+
+from msgspec.structs import replace
 
 from .model import WgPeerReading
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
 
+import msgspec
 from nacl.public import PrivateKey
 
+from .model import repr_without
 
-@dataclass(frozen=True)
-class KeyPair:
-    private: bytes = field(repr=False)  # raw 32 bytes; never logged, never on argv
+
+class KeyPair(msgspec.Struct, frozen=True):
+    private: bytes  # raw 32 bytes; never logged, never on argv (nor in the repr)
     public: bytes
+
+    def __repr__(self) -> str:
+        return repr_without(self, ("private",))
 
     @classmethod
     def generate(cls) -> KeyPair:

@@ -4,15 +4,36 @@ The core produces the *desired* state (``WgPeer`` and ``Route`` sets); the
 adapters read the *actual* state (``WgPeerReading``) and apply the difference.
 All of them are frozen so that snapshots can be handed to the TUI, the log and
 ``status`` without copying.
+
+Records here and throughout the package are ``msgspec.Struct`` classes, not
+dataclasses (their import costs start-up CPU: docs/architecture.md,
+Start-up); a field that holds a secret is kept out of a record's repr with
+``repr_without``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
 from ipaddress import IPv4Address, IPv4Network
+
+import msgspec
 
 Endpoint = tuple[str, int]
 """An underlay UDP endpoint: (IPv4 address as text, port)."""
+
+
+def repr_without(record: msgspec.Struct, hidden: Collection[str]) -> str:
+    """``Name(a=1, b=2)``, a record's repr, without the ``hidden`` fields.
+
+    For records that hold secrets (private keys, cipher state): a repr can end
+    up in a log line or a traceback, so those fields are never in it.
+    """
+    shown = ", ".join(
+        f"{name}={getattr(record, name)!r}"
+        for name in type(record).__struct_fields__
+        if name not in hidden
+    )
+    return f"{type(record).__qualname__}({shown})"
 
 
 def format_endpoint(endpoint: Endpoint | None) -> str:
@@ -33,8 +54,7 @@ def parse_endpoint(text: str) -> Endpoint | None:
     return (host, int(port))
 
 
-@dataclass(frozen=True, order=True)
-class WgPeer:
+class WgPeer(msgspec.Struct, frozen=True, order=True):
     """One WireGuard peer as the core wants it configured."""
 
     public_key: str  # WireGuard base64 form
@@ -43,8 +63,7 @@ class WgPeer:
     persistent_keepalive: int = 0  # seconds, 0 = off
 
 
-@dataclass(frozen=True)
-class WgPeerReading:
+class WgPeerReading(msgspec.Struct, frozen=True):
     """One peer as ``wg show <if> dump`` reports it."""
 
     public_key: str
@@ -56,8 +75,7 @@ class WgPeerReading:
     persistent_keepalive: int = 0
 
 
-@dataclass(frozen=True, order=True)
-class Route:
+class Route(msgspec.Struct, frozen=True, order=True):
     """A kernel route on the WireGuard interface: ``dest/prefixlen [via gateway] dev <if>``.
 
     A node's route (``prefixlen`` 32, the default) or a network behind a
@@ -83,8 +101,7 @@ class Route:
         return f"{self.dest}/{self.prefixlen} via {self.via}"
 
 
-@dataclass(frozen=True)
-class Gateway:
+class Gateway(msgspec.Struct, frozen=True):
     """An entry of network.yaml ``gateways:``: the node ``wg_ip`` forwards
     from the mesh into ``routes`` (networks of devices that run no daemon,
     or 0.0.0.0/0 for an exit node), masquerading unless told not to."""

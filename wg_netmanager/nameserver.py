@@ -34,7 +34,6 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -48,6 +47,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import msgspec
 import trio
 
 from .core.limits import MAX_SOURCES, TokenBuckets
@@ -79,8 +79,7 @@ class DnsDrop(StrEnum):
     TCP_BUSY = "tcp busy"  # a connection beyond TCP_MAX_CONNECTIONS, closed at once
 
 
-@dataclass(frozen=True)
-class NameserverStatus:
+class NameserverStatus(msgspec.Struct, frozen=True):
     domain: str
     listening: str | None  # "10.1.1.3:53 udp+tcp" once bound
     names: int  # names known

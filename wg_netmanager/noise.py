@@ -30,8 +30,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 
+import msgspec
+from msgspec.structs import replace
 from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_decrypt,
     crypto_aead_chacha20poly1305_ietf_encrypt,
@@ -39,6 +40,8 @@ from nacl.bindings import (
     crypto_scalarmult_base,
 )
 from nacl.exceptions import CryptoError
+
+from .model import repr_without
 
 PROTOCOL_NAME = b"Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b"
 DHLEN = 32
@@ -103,10 +106,12 @@ def decrypt(key: bytes, n: int, ad: bytes, ciphertext: bytes) -> bytes:
         raise NoiseError("does not authenticate") from None
 
 
-@dataclass
-class CipherState:
-    key: bytes | None = field(default=None, repr=False)
+class CipherState(msgspec.Struct):
+    key: bytes | None = None  # (not in the repr)
     n: int = 0
+
+    def __repr__(self) -> str:
+        return repr_without(self, ("key",))
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         if self.key is None:
@@ -159,15 +164,17 @@ class _Symmetric:
         return k1[:KEYLEN], k2[:KEYLEN]
 
 
-@dataclass(frozen=True)
-class Transport:
+class Transport(msgspec.Struct, frozen=True):
     """The keys of a finished handshake: ``send`` and ``receive`` (ChaChaPoly),
     the peer's static key and the handshake hash (unique per handshake)."""
 
-    send: bytes = field(repr=False)
-    receive: bytes = field(repr=False)
+    send: bytes  # (the keys are not in the repr)
+    receive: bytes
     remote_static: bytes
     handshake_hash: bytes
+
+    def __repr__(self) -> str:
+        return repr_without(self, ("send", "receive"))
 
 
 class Handshake:

@@ -14,14 +14,14 @@ validates never gets here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+import msgspec
+from msgspec.structs import replace
 
 from .config import Settings, StaticPeer
 from .core.timers import Timers, timer_names
 
 
-@dataclass(frozen=True)
-class Reload:
+class Reload(msgspec.Struct, frozen=True):
     settings: Settings  # what runs from now on
     applied: tuple[str, ...]  # each change applied, e.g. "pingInterval 12 -> 5"
     needs_restart: tuple[str, ...]  # each change kept back, one line each
@@ -44,10 +44,10 @@ def plan_reload(running: Settings, loaded: Settings) -> Reload:
 def _timer_changes(old: Timers, new: Timers) -> list[str]:
     camel = {attr: name for name, attr in timer_names().items()}
     changes = []
-    for field in fields(Timers):
-        before, after = getattr(old, field.name), getattr(new, field.name)
+    for field in Timers.__struct_fields__:
+        before, after = getattr(old, field), getattr(new, field)
         if before != after:
-            changes.append(f"{camel[field.name]} {before:g} -> {after:g}")
+            changes.append(f"{camel[field]} {before:g} -> {after:g}")
     return changes
 
 

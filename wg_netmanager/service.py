@@ -25,7 +25,8 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from wg_netmanager.config import ConfigError, Settings
 
@@ -102,8 +103,7 @@ def under_home(command: Sequence[str]) -> bool:
 # --- what goes where ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class File:
+class File(msgspec.Struct, frozen=True):
     path: str  # absolute, as on the target system (without --root)
     content: str
     mode: int

@@ -1,22 +1,24 @@
 """The status document and its text forms, shared by the TUI and ``status``.
 
-The *status document* is a JSON-ready dict: ``dataclasses.asdict`` of the
-core's ``NodeStatus`` with addresses as text (``"10.1.1.2"``), endpoints as
-``"a.b.c.d:port"`` and a few facts only the daemon knows (``interface``,
-``backend``, ``uptime``). It is what ``wg_netmanager status --json`` prints
-and what the TUI renders, so both show the same thing. It never holds a
-private or shared key (``_SECRET_WORDS`` are dropped as a second line of
-defence; the core's statistics carry none).
+The *status document* is a JSON-ready dict: the fields of the core's
+``NodeStatus`` (a ``msgspec.Struct``, as are the records in it) with
+addresses as text (``"10.1.1.2"``), endpoints as ``"a.b.c.d:port"`` and a
+few facts only the daemon knows (``interface``, ``backend``, ``uptime``).
+It is what ``wg_netmanager status --json`` prints and what the TUI renders,
+so both show the same thing. It never holds a private or shared key
+(``_SECRET_WORDS`` are dropped as a second line of defence; the core's
+statistics carry none).
 
 Everything here is pure formatting: no I/O, no trio, no urwid.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Protocol
+
+import msgspec
 
 from .event_text import describe
 
@@ -72,8 +74,8 @@ def jsonable(value: Any, key: str = "") -> Any:
         return str(value)
     if key.endswith("endpoint") and _is_endpoint(value):
         return f"{value[0]}:{value[1]}"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, msgspec.Struct):
+        value = {name: getattr(value, name) for name in type(value).__struct_fields__}
     if isinstance(value, Mapping):
         return {
             str(k): jsonable(v, str(k))
@@ -102,7 +104,7 @@ def _is_endpoint(value: Any) -> bool:
 def status_document(
     status: Any, *, interface: str, backend: str = "", uptime: float | None = None
 ) -> Doc:
-    """The status document of a core ``NodeStatus`` (any dataclass of that shape)."""
+    """The status document of a core ``NodeStatus`` (any record of that shape)."""
     doc: Doc = jsonable(status)
     # Conflicts are the core's events: shown as the log shows them.
     doc["conflicts"] = [describe(c) for c in getattr(status, "conflicts", None) or ()]

@@ -21,7 +21,9 @@ than run in the foreground as a child managed in a trio nursery:
 * The lifecycle then matches the kernel backend: ``ip link del X`` makes the
   daemon exit on its own (its TUN is gone), so ``destroy`` is the same for all
   backends; if the manager crashes, the interface (and daemon) outlives it in
-  both cases and the next ``create`` deletes the stale interface first.  A
+  both cases and the next ``create`` deletes the stale interface first (or,
+  when it has the key of the new run, a crashed run's kept, keeps it: its
+  links carry traffic until the new run's are set).  A
   foreground child would die with the manager only if we also set up
   ``PR_SET_PDEATHSIG``, and would take the interface with it mid-teardown on
   cancellation.
@@ -40,11 +42,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Protocol
 
 import trio
+from msgspec.structs import replace
 
 from . import uapi
 from .model import WgPeer, WgPeerReading, format_endpoint, parse_endpoint
@@ -75,8 +78,9 @@ class WgDevice(Protocol):
 
     name: str
 
-    async def create(self) -> str:
-        """Create (or take over) the interface; return the backend name."""
+    async def create(self, adopt_key: str | None = None) -> str:
+        """Create (or take over) the interface; return the backend name. A
+        stale one with the public key ``adopt_key`` is kept (a crashed run's)."""
         ...
 
     async def configure(self, private_key: bytes, listen_port: int) -> None: ...
@@ -250,6 +254,9 @@ class WgInterface:
         # A userspace daemon's UAPI socket: spoken to directly instead of running `wg`.
         self._uapi: str | None = None
         self._fwmark = 0  # set by us (an existing interface gets it off again)
+        # Peers of a crashed run's kept interface whose sessions this run has
+        # not renewed yet (see _adopt).
+        self._inherited: set[str] = set()
 
     def __repr__(self) -> str:
         return f"WgInterface({self.name!r}, existing={self.existing}, backend={self.backend!r})"
@@ -266,8 +273,12 @@ class WgInterface:
             return False
         return True
 
-    async def create(self) -> str:
+    async def create(self, adopt_key: str | None = None) -> str:
         """Create the interface (or take over an existing one).
+
+        A stale interface of that name is deleted first, unless its public
+        key is ``adopt_key``: then it is our crashed run's, with the key this
+        run keeps, and it is kept as it is ("userspace" or "kernel").
 
         Returns the backend: "kernel", "wireguard-go", "boringtun" or
         "existing".  Raises :class:`CommandError` when no backend works, when
@@ -284,7 +295,7 @@ class WgInterface:
             return backend
         if await self.exists():
             try:
-                await run(["wg", "show", self.name, "public-key"])
+                stale_key = (await run(["wg", "show", self.name, "public-key"])).strip()
             except CommandError as exc:
                 raise CommandError(
                     exc.argv,
@@ -292,6 +303,8 @@ class WgInterface:
                     f"{exc.stderr.strip()}\ninterface {self.name} exists but is not a "
                     "WireGuard interface we can manage; refusing to delete it",
                 ) from None
+            if adopt_key is not None and stale_key == adopt_key:
+                return await self._adopt()
             log.warning("deleting stale interface %s left over by an earlier run", self.name)
             self._touched = True
             await self._delete_link()
@@ -334,6 +347,30 @@ class WgInterface:
             ("boringtun", ["boringtun", self.name], env),
         ]
 
+    async def _adopt(self) -> str:
+        """Keep our crashed run's interface: its WireGuard sessions go on
+        (the static's, the direct links) while this run sets its peers.
+
+        The first time this run sets one of those peers, the peer is removed
+        and added anew, so its session is renewed by a fresh handshake: a
+        node that dropped the crashed run no longer holds that session and,
+        if we are behind a NAT, cannot start one towards us; WireGuard would
+        otherwise go on sending into the stale session for about 15 s.
+        This run sets a peer only once it has spoken with it (or with the
+        static that vouches for it), so the peer takes the handshake.
+        """
+        self._touched = True
+        sock = os.path.join(SOCKET_DIR, f"{self.name}.sock")
+        self._uapi = sock if await trio.Path(sock).exists() else None
+        self._inherited = set(await self.read_peers())
+        self.backend = "kernel" if self._uapi is None else "userspace"
+        log.info(
+            "kept interface %s of a crashed run with this run's key (backend %s)",
+            self.name,
+            self.backend,
+        )
+        return self.backend
+
     async def _take_over(self) -> str:
         # both raise CommandError with a clear stderr if missing / not WireGuard
         await run(["ip", "link", "show", "dev", self.name])
@@ -346,7 +383,7 @@ class WgInterface:
         log.info("took over existing WireGuard interface %s", self.name)
         return "existing"
 
-    async def _remove_peers(self, peers: Mapping[str, object]) -> None:
+    async def _remove_peers(self, peers: Iterable[str]) -> None:
         if peers:
             clauses = [w for key in sorted(peers) for w in ("peer", key, "remove")]
             await self._wg_set(["wg", "set", self.name, *clauses])
@@ -479,6 +516,18 @@ class WgInterface:
     async def apply_peers(
         self, desired: Mapping[str, WgPeer], actual: Mapping[str, WgPeerReading]
     ) -> None:
+        renew = self._inherited & set(desired) & set(actual)
+        self._inherited -= set(desired)
+        if renew:
+            await self._remove_peers(renew)
+            # Added anew with the endpoint WireGuard had learned, unless we know one.
+            desired = {
+                key: replace(peer, endpoint=actual[key].endpoint)
+                if key in renew and peer.endpoint is None
+                else peer
+                for key, peer in desired.items()
+            }
+            actual = {key: reading for key, reading in actual.items() if key not in renew}
         for argv in plan_peer_changes(self.name, desired, actual):
             await self._wg_set(argv)
 

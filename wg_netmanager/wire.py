@@ -37,11 +37,11 @@ import json
 import os
 import re
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
 from ipaddress import IPv4Address
 from typing import Any, NamedTuple
 
+import msgspec
 from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_decrypt,
     crypto_aead_xchacha20poly1305_ietf_encrypt,
@@ -148,8 +148,7 @@ class Kind(IntEnum):
     TRANSPORT = 6
 
 
-@dataclass(frozen=True)
-class Init:
+class Init(msgspec.Struct, frozen=True):
     """Noise message 1: a new handshake. ``cookie`` is zeros unless a COOKIE
     asked for it (the responder is busy, or this source used up its share)."""
 
@@ -160,8 +159,7 @@ class Init:
     noise: bytes
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(msgspec.Struct, frozen=True):
     sender: IPv4Address
     receiver: IPv4Address
     index: int  # the responder's index
@@ -169,16 +167,14 @@ class Response:
     noise: bytes
 
 
-@dataclass(frozen=True)
-class Finish:
+class Finish(msgspec.Struct, frozen=True):
     sender: IPv4Address
     receiver: IPv4Address
     to_index: int  # the responder's index
     noise: bytes
 
 
-@dataclass(frozen=True)
-class Cookie:
+class Cookie(msgspec.Struct, frozen=True):
     """Repeat your INIT (``to_index``) with this cookie: it proves the return path."""
 
     sender: IPv4Address
@@ -187,8 +183,7 @@ class Cookie:
     cookie: bytes
 
 
-@dataclass(frozen=True)
-class Stale:
+class Stale(msgspec.Struct, frozen=True):
     """No session has index ``to_index`` here (the sender restarted?): handshake again."""
 
     sender: IPv4Address
@@ -196,8 +191,7 @@ class Stale:
     to_index: int
 
 
-@dataclass(frozen=True)
-class Transport:
+class Transport(msgspec.Struct, frozen=True):
     sender: IPv4Address
     receiver: IPv4Address
     to_index: int
@@ -296,8 +290,7 @@ def seal_frame(key: bytes, frame: Frame, nonce: bytes | None = None) -> bytes:
 # --- messages -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NodeInfo:
+class NodeInfo(msgspec.Struct, frozen=True):
     """What a node says about itself; gossiped unchanged by static nodes.
 
     ``public_key`` is the node's X25519 key (WireGuard base64): its WireGuard
@@ -320,25 +313,21 @@ class NodeInfo:
     client: bool = False
 
 
-@dataclass(frozen=True)
-class Ping:
+class Ping(msgspec.Struct, frozen=True):
     seq: int
     table_version: int = 0
 
 
-@dataclass(frozen=True)
-class Pong:
+class Pong(msgspec.Struct, frozen=True):
     seq: int
     table_version: int = 0
 
 
-@dataclass(frozen=True)
-class TableRequest:
+class TableRequest(msgspec.Struct, frozen=True):
     """Send me your whole table (I missed a change)."""
 
 
-@dataclass(frozen=True)
-class TableEntry:
+class TableEntry(msgspec.Struct, frozen=True):
     """A node as a static node knows it: its info plus what only the static sees.
 
     ``boot_number``: which run of that key the static has a session with (from
@@ -353,8 +342,7 @@ class TableEntry:
     boot_number: int = 0
 
 
-@dataclass(frozen=True)
-class Table:
+class Table(msgspec.Struct, frozen=True):
     """One part of a static's table at ``version``.
 
     ``base`` 0: the whole table (``entries``). Otherwise a change from version
@@ -370,71 +358,75 @@ class Table:
     removed: tuple[IPv4Address, ...] = ()
 
 
-@dataclass(frozen=True)
-class Bye:
+class Bye(msgspec.Struct, frozen=True):
     pass
 
 
-@dataclass(frozen=True)
-class Info:
+class Info(msgspec.Struct, frozen=True):
     """The sender's info changed (addresses, WireGuard port)."""
 
     info: NodeInfo
 
 
-@dataclass(frozen=True)
-class Probe:
+class Probe(msgspec.Struct, frozen=True):
     """Sent to a peer's local (LAN) address: does the underlay reach it directly?"""
 
     token: int
 
 
-@dataclass(frozen=True)
-class ProbeAck:
+class ProbeAck(msgspec.Struct, frozen=True):
     token: int
 
 
-@dataclass(frozen=True)
-class PathChallenge:
+class PathChallenge(msgspec.Struct, frozen=True):
     """To a session's new source address: echo ``token`` from there (it is really yours)."""
 
     token: int
 
 
-@dataclass(frozen=True)
-class PathResponse:
+class PathResponse(msgspec.Struct, frozen=True):
     token: int
 
 
-@dataclass(frozen=True)
-class Ready:
+class Ready(msgspec.Struct, frozen=True):
     """The sender has the receiver in its WireGuard: a handshake will be answered.
 
     ``direct`` says the sender saw the handshake and moved the receiver's
     address to the direct link; the receiver follows at once, so the two
     sides disagree (and packets between them are lost) only for a moment.
     ``leaving`` says only that the sender left the direct link (attempt
-    ``attempt`` begins): the receiver leaves it too, at once.
+    ``attempt`` begins): the receiver leaves it too, at once. ``fired`` says
+    the sender's WireGuard has the receiver's endpoint and has sent its first
+    initiation (it opens the sender's NAT): the receiver sends its own now.
     """
 
     attempt: int
     direct: bool = False
     leaving: bool = False
+    fired: bool = False
 
 
-@dataclass(frozen=True)
-class Refused:
+class Refused(msgspec.Struct, frozen=True):
     """Your claim is refused: ``holder`` is alive and uses your wg IP (or your key).
 
     Sent over the session the claimant's own handshake just made, then that
     session is forgotten: only that claimant can read it, and only now.
+    Made by ``of``: the holder named by wg IP, name, key and ports only.
     """
 
     holder: NodeInfo
 
+    @classmethod
+    def of(cls, holder: NodeInfo) -> Refused:
+        """A refusal naming ``holder``: all the claimant reads of it, and
+        never larger than the FINISH it answers (which carries the
+        claimant's own info), so it amplifies nothing towards the FINISH's
+        source, which need not be the claimant's. Checked by a test."""
+        h = holder
+        return cls(NodeInfo(h.wg_ip, h.name, h.public_key, h.wg_port, h.admin_port))
 
-@dataclass(frozen=True)
-class Relay:
+
+class Relay(msgspec.Struct, frozen=True):
     """To a static node: pass ``datagram`` (sealed by the sender for ``to``) on
     to ``to``'s admin endpoint, unopened.
 
@@ -458,8 +450,7 @@ MAX_LINKS = 4096  # links (or exceptions) of one node record, all its chunks tog
 MAX_MAP_PARTS = 4096
 
 
-@dataclass(frozen=True)
-class LinkState:
+class LinkState(msgspec.Struct, frozen=True):
     """A direct WireGuard link of a node: to ``peer``, of ``kind`` (one of
     ``LINK_KINDS``: a static's link, a LAN or NAT-traversed pair, or direct
     otherwise), with the round trip its admin pings measured (None: unknown)."""
@@ -469,8 +460,7 @@ class LinkState:
     rtt: float | None
 
 
-@dataclass(frozen=True)
-class NodeLinks:
+class NodeLinks(msgspec.Struct, frozen=True):
     """One node's links as the mesh map holds them.
 
     Relayed pairs are not listed one by one (they would make the map grow with
@@ -489,8 +479,7 @@ class NodeLinks:
     exceptions: tuple[tuple[IPv4Address, IPv4Address | None], ...] = ()
 
 
-@dataclass(frozen=True)
-class LinkReport:
+class LinkReport(msgspec.Struct, frozen=True):
     """To a static node: the sender's own links (``record.wg_ip`` is the
     sender), part ``part`` of ``parts`` of report ``seq``. Sent on change only."""
 
@@ -500,8 +489,7 @@ class LinkReport:
     record: NodeLinks
 
 
-@dataclass(frozen=True)
-class MapRequest:
+class MapRequest(msgspec.Struct, frozen=True):
     """To a static node: send me your merged map if it is newer than
     ``have``, and push its changes for ``watch`` seconds."""
 
@@ -509,8 +497,7 @@ class MapRequest:
     watch: float
 
 
-@dataclass(frozen=True)
-class MapPart:
+class MapPart(msgspec.Struct, frozen=True):
     """From a static node: part ``part`` of ``parts`` of its merged map at
     ``version``. A record with many links comes in chunks (same wg IP).
 
@@ -617,6 +604,8 @@ def _body(message: Message) -> dict[str, Any]:
             body = {"t": "ready", "a": message.attempt, "d": message.direct}
             if message.leaving:
                 body["l"] = True
+            if message.fired:
+                body["f"] = True
             return body
         case Refused():
             return {"t": "refused", "i": _info(message.holder)}
@@ -958,10 +947,11 @@ def decode_message(data: bytes) -> Message:
     if kind == "presp":
         return PathResponse(_count(obj, "n"))
     if kind == "ready":
-        leaving = obj.get("l", False)
-        if not isinstance(leaving, bool):
-            raise _malformed("field 'l'")
-        return Ready(_count(obj, "a"), _get(obj, "d", bool), leaving)
+        leaving, fired = obj.get("l", False), obj.get("f", False)
+        for key, flag in (("l", leaving), ("f", fired)):
+            if not isinstance(flag, bool):
+                raise _malformed(f"field {key!r}")
+        return Ready(_count(obj, "a"), _get(obj, "d", bool), leaving, fired)
     if kind == "refused":
         return Refused(_decode_info(obj.get("i")))
     if kind == "relay":

@@ -32,8 +32,9 @@ Rules (the story is in docs/architecture.md, "Plain WireGuard clients"):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+
+import msgspec
 
 from .. import wire
 from ..keys import from_b64
@@ -41,8 +42,7 @@ from ..model import WgPeer
 from ..wire import NodeInfo, TableEntry
 
 
-@dataclass(frozen=True)
-class Client:
+class Client(msgspec.Struct, frozen=True):
     """A registration: what the static keeps (never the client's private key)."""
 
     name: str

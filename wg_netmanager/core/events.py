@@ -1,7 +1,8 @@
 """What the core reports: typed events and the reasons a datagram is dropped.
 
-Events are frozen dataclasses (as aioquic's ``quic/events.py`` and h11's
-``_events.py``): the core says *what* happened, with the facts; the edges
+Events are frozen records, ``msgspec.Struct`` classes (model.py says why
+not dataclasses; aioquic's ``quic/events.py`` and h11's ``_events.py`` are
+the model): the core says *what* happened, with the facts; the edges
 (``event_text.py`` for the log, the TUI and ``status``) decide how it reads.
 A peer is named by ``PeerRef`` (its wg IP and, if known, its name) taken when
 the event happens, since names come and go with sessions and tables.
@@ -13,9 +14,10 @@ the event happens, since names come and go with sessions and tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
+
+import msgspec
 
 from ..model import Endpoint, WgPeerReading
 
@@ -57,8 +59,7 @@ class DropReason(StrEnum):
     STALE_INDEX = "stale index"
 
 
-@dataclass(frozen=True)
-class PeerRef:
+class PeerRef(msgspec.Struct, frozen=True):
     wg_ip: IPv4Address
     name: str | None = None
 
@@ -66,42 +67,36 @@ class PeerRef:
 # --- sessions and identity -----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PeerConnected:
+class PeerConnected(msgspec.Struct, frozen=True):
     peer: PeerRef
     address: str  # the underlay address its proven hello came from
 
 
-@dataclass(frozen=True)
-class PeerRestarted:
+class PeerRestarted(msgspec.Struct, frozen=True):
     peer: PeerRef
     public_key: str  # the new boot's key
     same_key: bool = False  # it kept its key (a pinned static, a run after a crash)
     boot_number: int = 0  # which run of that key (wire.Hello)
 
 
-@dataclass(frozen=True)
-class PeerSaidBye:
+class PeerSaidBye(msgspec.Struct, frozen=True):
     peer: PeerRef
 
 
-@dataclass(frozen=True)
-class PeerSilent:
+class PeerSilent(msgspec.Struct, frozen=True):
     """No datagram for ``dead_after``: the session is dropped."""
 
     peer: PeerRef
 
 
-@dataclass(frozen=True)
-class HolderAsked:
+class HolderAsked(msgspec.Struct, frozen=True):
     """A proven new boot from another address: the current holder is pinged first."""
 
     peer: PeerRef
     newcomer: Endpoint
 
 
-@dataclass(frozen=True)
-class Conflict:
+class Conflict(msgspec.Struct, frozen=True):
     """Two live nodes claim one wg IP, show one WireGuard key, or use one name.
 
     ``claimant`` (at ``address``, with ``claimant_key``) claimed ``claimed_ip``;
@@ -121,8 +116,7 @@ class Conflict:
     claimant_name: str = ""
 
 
-@dataclass(frozen=True)
-class RefusedByPeer:
+class RefusedByPeer(msgspec.Struct, frozen=True):
     """A node refuses us: our wg IP (or WireGuard key, or name) is another live node's."""
 
     peer: PeerRef
@@ -137,21 +131,18 @@ class RefusedByPeer:
 # --- paths ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReachableVia:
+class ReachableVia(msgspec.Struct, frozen=True):
     peer: PeerRef
     gateway: PeerRef
 
 
-@dataclass(frozen=True)
-class PeerGone:
+class PeerGone(msgspec.Struct, frozen=True):
     """No path is left to a node (no session, no static lists it)."""
 
     wg_ip: IPv4Address
 
 
-@dataclass(frozen=True)
-class DirectLink:
+class DirectLink(msgspec.Struct, frozen=True):
     """A direct WireGuard link to a dynamic peer came up (first handshake)."""
 
     peer: PeerRef
@@ -159,8 +150,7 @@ class DirectLink:
     endpoint: Endpoint | None
 
 
-@dataclass(frozen=True)
-class DirectLinkFailed:
+class DirectLinkFailed(msgspec.Struct, frozen=True):
     """An attempt failed, or (``lost``) a working direct link stopped: relayed.
 
     ``reason`` is the pair's status line (why, and when it retries), as the
@@ -172,22 +162,19 @@ class DirectLinkFailed:
     lost: bool
 
 
-@dataclass(frozen=True)
-class PeerLeftLink:
+class PeerLeftLink(msgspec.Struct, frozen=True):
     """The peer told us it left our direct link; we leave it too."""
 
     peer: PeerRef
 
 
-@dataclass(frozen=True)
-class PairAddressesChanged:
+class PairAddressesChanged(msgspec.Struct, frozen=True):
     """Either side of a pair moved (roaming): the direct path is tried again."""
 
     peer: PeerRef
 
 
-@dataclass(frozen=True)
-class PairPeerRestarted:
+class PairPeerRestarted(msgspec.Struct, frozen=True):
     """A static lists a later run of the pair peer's key (``boot_number``): its
     old run's pair session and link are gone, and the pair starts over."""
 
@@ -195,38 +182,33 @@ class PairPeerRestarted:
     boot_number: int
 
 
-@dataclass(frozen=True)
-class PairUnanswered:
+class PairUnanswered(msgspec.Struct, frozen=True):
     """No static lists the peer, and its daemon did not answer over the link."""
 
     peer: PeerRef
 
 
-@dataclass(frozen=True)
-class PairIdle:
+class PairIdle(msgspec.Struct, frozen=True):
     """A lazy pair carried no traffic for ``idle_after``: its link is closed."""
 
     peer: PeerRef
     seconds: float
 
 
-@dataclass(frozen=True)
-class LanAnswers:
+class LanAnswers(msgspec.Struct, frozen=True):
     """A lost LAN link answers again: the pair tries it at once."""
 
     peer: PeerRef
 
 
-@dataclass(frozen=True)
-class PunchFailed:
+class PunchFailed(msgspec.Struct, frozen=True):
     """Debug detail of a failed NAT traversal: what WireGuard had."""
 
     peer: PeerRef
     reading: WgPeerReading | None
 
 
-@dataclass(frozen=True)
-class PathStateChanged:
+class PathStateChanged(msgspec.Struct, frozen=True):
     """A pair path moved between states (see ``core/pairs.py``); for ``-vv``."""
 
     peer: PeerRef
@@ -235,8 +217,7 @@ class PathStateChanged:
     trigger: str
 
 
-@dataclass(frozen=True)
-class SubnetGatewayChanged:
+class SubnetGatewayChanged(msgspec.Struct, frozen=True):
     """The gateway this node uses for a network of ``gateways:`` changed.
 
     ``reason``: "up" (the first one), "failover" (``previous`` is gone),
@@ -254,24 +235,21 @@ class SubnetGatewayChanged:
 # --- a mobile node's one static (core/mobile.py) -------------------------------------
 
 
-@dataclass(frozen=True)
-class GatewayUnanswered:
+class GatewayUnanswered(msgspec.Struct, frozen=True):
     """Traffic left for our static over WireGuard, nothing came back, and it
     did not answer a ping either: another static is tried."""
 
     peer: PeerRef
 
 
-@dataclass(frozen=True)
-class MobileMoved:
+class MobileMoved(msgspec.Struct, frozen=True):
     """A static lets a mobile go: another static heard from it since (it moved)."""
 
     peer: PeerRef
     to: PeerRef
 
 
-@dataclass(frozen=True)
-class StaticDeclined:
+class StaticDeclined(msgspec.Struct, frozen=True):
     """A mobile already has its static: a second session got a Bye at once."""
 
     peer: PeerRef
@@ -280,41 +258,35 @@ class StaticDeclined:
 # --- this node ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LocalAddressesChanged:
+class LocalAddressesChanged(msgspec.Struct, frozen=True):
     addresses: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class StaticResolved:
+class StaticResolved(msgspec.Struct, frozen=True):
     host: str
     address: str | None  # None: it did not resolve
 
 
-@dataclass(frozen=True)
-class OldVersion:
+class OldVersion(msgspec.Struct, frozen=True):
     """A datagram of an older wg_netmanager protocol: that node must be upgraded."""
 
     address: Endpoint
 
 
-@dataclass(frozen=True)
-class ResolveRequested:
+class ResolveRequested(msgspec.Struct, frozen=True):
     """A static peer does not answer: its host name is looked up again."""
 
     host: str
 
 
-@dataclass(frozen=True)
-class ClientAdded:
+class ClientAdded(msgspec.Struct, frozen=True):
     """A plain WireGuard client was registered on this static (core/clients.py)."""
 
     peer: PeerRef
     public_key: str
 
 
-@dataclass(frozen=True)
-class ClientRemoved:
+class ClientRemoved(msgspec.Struct, frozen=True):
     """A plain WireGuard client's registration on this static ended."""
 
     peer: PeerRef

@@ -22,8 +22,9 @@ Rules (the story is in docs/architecture.md, "Sessions and identity"):
    an INIT already answered (a retry always has a fresh ephemeral) is
    dropped before any work. Spoofed or replayed INITs therefore neither fill
    the table nor lock a node out. No answer to an unproven address is larger
-   than what it answers (INIT padding); the FINISH goes where the INIT went,
-   wherever the RESPONSE came from.
+   than what it answers (INIT padding; a ``Refused`` names the holder by wg
+   IP, name, key and ports only: never larger than the FINISH it answers);
+   the FINISH goes where the INIT went, wherever the RESPONSE came from.
 4. One wg IP, one live node; one WireGuard key, one node. A proven claim of
    our own wg IP, of a plain WireGuard client's (core/clients.py), of a key
    another session shows, or by a barred boot is refused: the claimant is
@@ -68,9 +69,10 @@ import hashlib
 import hmac
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
+
+import msgspec
 
 from .. import noise, wire
 from ..keys import from_b64, to_b64
@@ -133,8 +135,7 @@ class Barred:
                 del self._until[wg_ip]
 
 
-@dataclass
-class Pending:
+class Pending(msgspec.Struct):
     """A handshake in progress (either role)."""
 
     state: noise.Handshake
@@ -604,7 +605,7 @@ class Handshake:
                 claimant_name=info.name,
             )
         )
-        host.send_with(keys, wire.Refused(holder), addr, info.wg_ip)
+        host.send_with(keys, wire.Refused.of(holder), addr, info.wg_ip)
         host.forget_keys(keys)
 
     def _key_holder(self, public_key: str, wg_ip: IPv4Address) -> NodeInfo | None:

@@ -46,10 +46,12 @@ import json
 import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, fields, replace
 from ipaddress import IPv4Address
 from operator import attrgetter
 from typing import Protocol
+
+import msgspec
+from msgspec.structs import replace
 
 from .. import wire
 from ..wire import LinkReport, LinkState, MapPart, MapRequest, NodeInfo, NodeLinks, TableEntry
@@ -75,7 +77,7 @@ MAX_REPORT_PARTS = 32  # about 1,000 links: what one report may hold (memory at 
 _MAX_COUNT = 2**62
 
 # Everything of a record but its links (cheaper than replace(record, links=())).
-_head = attrgetter(*(f.name for f in fields(NodeLinks) if f.name != "links"))
+_head = attrgetter(*(name for name in NodeLinks.__struct_fields__ if name != "links"))
 
 
 def _bare(wg_ip: IPv4Address, name: str, *, is_static: bool = False, up: bool = True) -> NodeLinks:
@@ -131,8 +133,7 @@ class MeshHost(Protocol):
     def drop(self, reason: DropReason) -> None: ...
 
 
-@dataclass
-class _Watcher:
+class _Watcher(msgspec.Struct):
     """A session that asked for the map: until when, which version it has."""
 
     until: float
@@ -140,8 +141,7 @@ class _Watcher:
     next_push: float  # not before then (PUSH_INTERVAL)
 
 
-@dataclass
-class _Assembly:
+class _Assembly(msgspec.Struct):
     """Parts of one report (or map version) from one session."""
 
     number: int  # report seq or map version

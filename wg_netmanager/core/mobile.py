@@ -42,7 +42,8 @@ Rules (the story is in docs/architecture.md, "Mobile nodes"):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+import msgspec
 
 from ..model import WgPeerReading
 from .pair_path import LINK_SUSPECT_BYTES
@@ -72,8 +73,7 @@ def wg_signs(session: Session, reading: WgPeerReading | None, now: float) -> Non
         session.last_heard = max(session.last_heard, now - reading.handshake_age)
 
 
-@dataclass
-class GatewayWatch:
+class GatewayWatch(msgspec.Struct):
     """Rule 3 for the gateway's WireGuard peer: counters of the last reading."""
 
     primed: bool = False

@@ -38,11 +38,13 @@ two files.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from random import Random
+
+from msgspec.structs import replace
 
 from .. import wire
 from ..keys import to_b64
@@ -83,6 +85,7 @@ JUNK_BURST = 64.0
 JUNK_RATE = 32.0  # per second
 MAX_OLD_VERSION_SOURCES = 64
 FAST_POLL_AFTER_CHANGE = 3.0  # seconds of fast `wg show` polling after a table change
+FIRST_POLL_MAX_PEERS = 64  # Timers.wg_poll_first: only in a mesh this small
 # Relays a static passes on for one sender (they are rare: a link broke).
 RELAY_BURST = 8.0
 RELAY_RATE = 1.0  # per second
@@ -165,6 +168,7 @@ class Node:
         self._routing = Routing(info.wg_ip)  # gateways, routes, peers (routing.py)
         self._gateways = self._routing.gateways  # wg IP -> the static that relays it
         self._fast_poll_until = 0.0
+        self._first_poll_until = -math.inf  # see Timers.wg_poll_first
         self._watch_until = 0.0  # measure latency to every peer until then
         self.pairs = Pairs(_Parts(self), timers, lazy=lazy or self.mobile)
         self.mesh = MeshMap(_Parts(self))
@@ -364,7 +368,10 @@ class Node:
         """The daemon applied desired state ``version`` to WireGuard and the kernel."""
         if version == self.state_version:
             self._routable = self._desired_dests
+            if len(self._wg) <= FIRST_POLL_MAX_PEERS and self._awaiting_wg():
+                self._first_poll_until = now + self.timers.wg_first_window
             if not self.is_static:
+                self.pairs.applied()
                 self.pairs.handle_timer(now)
 
     def set_local_addresses(self, addresses: Iterable[str], now: float) -> bool:
@@ -552,6 +559,8 @@ class Node:
     def wg_poll_interval(self, now: float) -> float:
         """How soon the daemon should read ``wg show`` again."""
         if self._wants_fast_wg_poll(now):
+            if now < self._first_poll_until and self._awaiting_wg():
+                return self.timers.wg_poll_first
             return self.timers.wg_poll_fast
         since = now - 2 * self.timers.wg_poll_active
         if self.pairs.in_use(since) or self._gateway_watch.sent_at > since:
@@ -567,6 +576,10 @@ class Node:
             return True
         if self._gateway_watch.suspect_since is not None:
             return True
+        return self._awaiting_wg()
+
+    def _awaiting_wg(self) -> bool:
+        """A session's first handshake (or, on a static, its endpoint) is not in WireGuard yet."""
         if self._wg_waits is None:  # (the same until a reading or a session changes)
             self._wg_waits = any(self._awaits_wg(s) for s in self.sessions.values())
         return self._wg_waits
@@ -755,7 +768,9 @@ class Node:
                 if message.leaving:
                     self.pairs.on_leaving(session, message.attempt, now)
                 else:
-                    self.pairs.on_ready(session, message.attempt, message.direct, now)
+                    self.pairs.on_ready(
+                        session, message.attempt, message.direct, now, fired=message.fired
+                    )
             case wire.Relay():
                 self._on_relay(session, message, now)
             case wire.LinkReport():

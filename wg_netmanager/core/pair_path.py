@@ -16,10 +16,11 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from enum import Enum
 
-from ..model import Endpoint, WgPeerReading
+import msgspec
+
+from ..model import Endpoint, WgPeerReading, repr_without
 from .timers import Timers
 
 # A direct link is suspect once we sent this many bytes over it without
@@ -89,8 +90,7 @@ TRANSITIONS: dict[PathState, dict[Trigger, PathState]] = {
 TRYING = (S.INSTALLING, S.PUNCHING)  # the peer's key is in our WireGuard, not yet direct
 
 
-@dataclass
-class PairPath:
+class PairPath(msgspec.Struct):
     state: PathState = PathState.RELAYED
     kind: str | None = None  # "lan" | "nat" once a candidate is chosen
     endpoint: Endpoint | None = None
@@ -109,10 +109,10 @@ class PairPath:
     # answer for it; the peer's addresses probed in this session, and those
     # that answered (proven: they may be probed again at any time).
     probe_id: int = 0  # of our attempt: the token's high bits (the peer sees it change)
-    probe_key: bytes = field(default=b"", repr=False)
-    probed: set[Endpoint] = field(default_factory=set)
+    probe_key: bytes = b""  # (not in the repr)
+    probed: set[Endpoint] = msgspec.field(default_factory=set)
     probed_from: tuple[Endpoint, ...] = ()  # our local endpoints when ``probed`` began
-    lan_proven: set[Endpoint] = field(default_factory=set)
+    lan_proven: set[Endpoint] = msgspec.field(default_factory=set)
     signature: tuple[object, ...] = ()
     since: float = 0.0
     # The peer's latest attempt number and probe id: a Ready or Probe that
@@ -120,6 +120,7 @@ class PairPath:
     peer_attempt: int = 0
     peer_probe: int = -1
     firing: bool = False  # punching: our WireGuard has the endpoint and sends
+    told_fired: bool = False  # the higher wg IP: Ready(fired) sent once it was applied
     last_failure: str = ""  # kept while retrying, so the TUI can say why it is relayed
     fire_at: float = 0.0
     # Link watching while direct (rule 4): counters of the last reading, tx
@@ -141,6 +142,9 @@ class PairPath:
     # Lazy links: when the pair last exchanged traffic (Pairs.demand), or
     # the session opened.
     active_at: float = 0.0
+
+    def __repr__(self) -> str:
+        return repr_without(self, ("probe_key",))
 
     def token_for(self, endpoint: Endpoint) -> int:
         """Our probe token for ``endpoint``: this attempt's id, then a MAC of

@@ -40,7 +40,8 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
    sensor sees packets to and from it, the daemons' own datagrams not
    counted); either side may, and crossed handshakes settle (handshake.py
    rule 7). A lazy pair without traffic for ``idle_after`` is closed: a Bye,
-   the session and its link gone, traffic via the gateway until asked again.
+   the session and its link gone, traffic via the gateway until asked again
+   (by traffic seen after the close, not before it).
    A mobile node (core/mobile.py) is always lazy, and nobody else opens a
    pair session towards one: it opens its own when its sensor sees traffic
    either way.
@@ -271,6 +272,10 @@ class Pairs:
 
     def closed(self, wg_ip: IPv4Address) -> None:
         self.paths.pop(wg_ip, None)
+        # Traffic seen before the close does not open it again (rule 7): the
+        # peer closed it as idle when its sensor saw the last packet a little
+        # before ours did. Traffic after the close is read again at once.
+        self._wanted.pop(wg_ip, None)
 
     def interface_reset(self, now: float) -> None:
         """Our WireGuard interface was re-created: every link starts over."""
@@ -313,6 +318,11 @@ class Pairs:
                         # handshake): nothing moved, and the attempt or link
                         # in progress stays; a relayed path may now try it.
                         path.signature = signature
+                        outside = self._other_nat(wg_ip, path)
+                        if path.state is S.PROBING and outside is not None:
+                            # Behind another NAT: its LAN is not ours, so the
+                            # window is not waited out (the probes still count).
+                            self._install(wg_ip, path, T.OTHER_NAT, outside, now)
                         continue
                     host.emit(ev.PairAddressesChanged(host.ref(wg_ip)))
                     path.signature = signature
@@ -387,7 +397,9 @@ class Pairs:
                 self._lan_lost(path, now)  # maybe it broke: whoever re-probes needs to know
             self._start_attempt(wg_ip, now)
 
-    def on_ready(self, session: Session, attempt: int, peer_direct: bool, now: float) -> None:
+    def on_ready(
+        self, session: Session, attempt: int, peer_direct: bool, now: float, fired: bool = False
+    ) -> None:
         wg_ip = session.info.wg_ip
         path = self.paths.get(wg_ip)
         if path is None or attempt < path.peer_attempt:
@@ -406,6 +418,20 @@ class Pairs:
         if path.state in (S.PROBING, S.INSTALLING):
             path.peer_ready = True
         self._advance(wg_ip, path, now)
+        if fired and path.state is S.PUNCHING and not path.firing:
+            # The higher wg IP's initiation has left (this came the longer way,
+            # through the gateway): ours follows now, not after punch_stagger.
+            path.fire_at = min(path.fire_at, now + self._host.gateway_rtt() / 2)
+
+    def applied(self) -> None:
+        """The daemon applied our desired WireGuard peers: a punch we fire is
+        under way, and the peer hears so (``Ready.fired``)."""
+        ours = self._host.info.wg_ip
+        for wg_ip, path in self.paths.items():
+            firing = path.state is S.PUNCHING and path.firing and ours > wg_ip
+            if firing and not path.told_fired:
+                path.told_fired = True
+                self._send_ready(wg_ip, path, fired=True)
 
     def on_pong(self, session: Session, seq: int) -> None:
         """A pong from a pair peer: if it answers the vouch check, the link vouches."""
@@ -538,7 +564,7 @@ class Pairs:
         path.attempt += 1
         if path.state is S.DIRECT:
             self._tell_leaving(wg_ip, path)
-        path.installed = path.peer_ready = False
+        path.installed = path.peer_ready = path.told_fired = False
         if host.reading(session.info.public_key) is not None:
             # WireGuard still has the peer from an earlier link or attempt: its
             # old session would hide whether a new handshake happens. Remove it
@@ -694,11 +720,14 @@ class Pairs:
             path.next_ready = now + self.timers.ready_interval
             self._host.changed(now)
 
-    def _send_ready(self, wg_ip: IPv4Address, path: PairPath, direct: bool = False) -> None:
+    def _send_ready(
+        self, wg_ip: IPv4Address, path: PairPath, direct: bool = False, fired: bool = False
+    ) -> None:
         # Always through the tunnel (direct or via the gateway): the session
         # may have been opened over a LAN that roaming has since left.
         port = self._host.sessions[wg_ip].info.admin_port
-        self._host.send(wire.Ready(path.attempt, direct=direct), (str(wg_ip), port), wg_ip)
+        ready = wire.Ready(path.attempt, direct=direct, fired=fired)
+        self._host.send(ready, (str(wg_ip), port), wg_ip)
 
     def _fail(
         self,

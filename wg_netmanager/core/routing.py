@@ -52,8 +52,9 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+
+import msgspec
 
 from ..model import DEFAULT_ROUTE, Endpoint, Gateway, Route, WgPeer
 from ..wire import TableEntry
@@ -190,8 +191,7 @@ def alive_nodes(
     return {ip for ip in direct if ip in statics or ip in listed} | set(relayed)
 
 
-@dataclass(frozen=True)
-class Move:
+class Move(msgspec.Struct, frozen=True):
     """The gateway this node uses for ``route`` changed (rule 6)."""
 
     route: IPv4Network
@@ -501,7 +501,9 @@ class Routing:
         else:
             dirty = moved_direct.union(changed)
         via_changed, gone = [], []
-        for ip in dirty:
+        # sorted: a set's order follows str hashes (per process), and the
+        # gateways' order is that of our hellos to the nodes behind them.
+        for ip in sorted(dirty):
             gateway = None
             if ip not in keys and ip != self.me and ip not in own:
                 gateway = next((s for s in candidates if ip in tables[s]), None)

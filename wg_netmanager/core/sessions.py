@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from ..model import Endpoint
+import msgspec
+
+from ..model import Endpoint, repr_without
 from ..wire import NodeInfo
 from .replay import ReplayWindow
 from .timers import Timers
@@ -16,8 +17,7 @@ MAX_PINGS_IN_FLIGHT = 8
 RTT_SAMPLES = 4  # round trips Session.rtt is the lowest of
 
 
-@dataclass
-class StaticTarget:
+class StaticTarget(msgspec.Struct):
     """A static peer from network.yaml; ``address`` is filled in by DNS."""
 
     wg_ip: IPv4Address
@@ -56,25 +56,26 @@ class StaticTarget:
         return None if self.address is None else (self.address, self.wg_port)
 
 
-@dataclass
-class Keys:
+class Keys(msgspec.Struct):
     """The transport keys one handshake made, and their counters."""
 
     local_index: int  # what the peer writes in its frames to us
     remote_index: int  # what we write in our frames to the peer
-    send: bytes = field(repr=False)
-    receive: bytes = field(repr=False)
+    send: bytes  # (the keys are not in the repr)
+    receive: bytes
     sent: int = 0  # the next counter we use
     # Counters start at 0; -1: nothing seen yet.
-    replay: ReplayWindow = field(default_factory=lambda: ReplayWindow(-1))
+    replay: ReplayWindow = msgspec.field(default_factory=lambda: ReplayWindow(-1))
+
+    def __repr__(self) -> str:
+        return repr_without(self, ("send", "receive"))
 
     def next_counter(self) -> int:
         counter, self.sent = self.sent, self.sent + 1
         return counter
 
 
-@dataclass
-class Contender:
+class Contender(msgspec.Struct):
     """A proven new boot for a wg IP whose session may still be alive.
 
     The holder was pinged (``ping_seq``); a pong to it before ``deadline``
@@ -97,8 +98,7 @@ TIMED_FIELDS = frozenset({"last_heard", "next_ping", "contender"})
 WATCHED_FIELDS = TIMED_FIELDS | {"info", "addr"}
 
 
-@dataclass
-class Session:
+class Session(msgspec.Struct):
     """An authenticated conversation with one node (one boot of it).
 
     Setting ``last_heard``, ``next_ping`` or ``contender`` calls ``watcher``
@@ -117,12 +117,12 @@ class Session:
     pinger: bool  # we send the pings (we keep the NAT mapping open)
     next_ping: float = 0.0
     ping_seq: int = 0
-    ping_sent: dict[int, float] = field(default_factory=dict)
+    ping_sent: dict[int, float] = msgspec.field(default_factory=dict)
     # The lowest of the last RTT_SAMPLES round trips: a busy host that
     # answers a ping late says nothing about the path (and must not make a
     # link report, core/mesh_map.py rule 1).
     rtt: float | None = None
-    rtt_samples: list[float] = field(default_factory=list)
+    rtt_samples: list[float] = msgspec.field(default_factory=list)
     # WireGuard allows one handshake initiation per 5 s, so a dynamic node must
     # not install a static peer before that static has installed it: only when
     # the static's table lists us (it lists only peers in its WireGuard) is the
@@ -138,14 +138,17 @@ class Session:
     table_sent: int = 0  # our table version this session has (we are a static)
     wg_rx: int = 0  # bytes its WireGuard peer had received at the last reading (mobile.py)
     boot_number: int = 0  # which run of its key (wire.Hello), from inside its handshake
-    watcher: Callable[[Session, str], None] | None = field(default=None, repr=False, compare=False)
+    # Not in the repr. (It is compared with the rest: nothing compares sessions.)
+    watcher: Callable[[Session, str], None] | None = None
 
     def __setattr__(self, name: str, value: object) -> None:
-        object.__setattr__(self, name, value)
-        if name in WATCHED_FIELDS:
-            watcher = self.__dict__.get("watcher")
-            if watcher is not None:
-                watcher(self, name)
+        # (__init__ sets the fields without this: no call before the node files it)
+        super().__setattr__(name, value)
+        if name in WATCHED_FIELDS and self.watcher is not None:
+            self.watcher(self, name)
+
+    def __repr__(self) -> str:
+        return repr_without(self, ("watcher",))
 
     def record_ping(self, now: float) -> int:
         """A ping goes out now: its sequence number (its send time is kept for the RTT)."""

@@ -4,8 +4,9 @@ and the logs show, as frozen values, made by one pure function."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+
+import msgspec
 
 from ..model import Endpoint, WgPeerReading
 from ..wire import NodeInfo, TableEntry
@@ -14,8 +15,7 @@ from .events import Conflict, DropReason, RefusedByPeer
 from .sessions import Session, StaticTarget
 
 
-@dataclass(frozen=True)
-class PeerStatus:
+class PeerStatus(msgspec.Struct, frozen=True):
     wg_ip: IPv4Address
     name: str
     public_key: str
@@ -37,8 +37,7 @@ class PeerStatus:
     client: bool = False  # a plain WireGuard client (see core/clients.py)
 
 
-@dataclass(frozen=True)
-class SubnetStatus:
+class SubnetStatus(msgspec.Struct, frozen=True):
     """A network of ``gateways:`` as this node sees it (see core/routing.py)."""
 
     route: IPv4Network
@@ -52,8 +51,7 @@ class SubnetStatus:
     role: str
 
 
-@dataclass(frozen=True)
-class NodeStatus:
+class NodeStatus(msgspec.Struct, frozen=True):
     name: str
     wg_ip: IPv4Address
     public_key: str

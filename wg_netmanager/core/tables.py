@@ -16,8 +16,11 @@ Rules:
    A change on top of a version the holder does not have is not applied: the
    holder asks for the whole table (``treq``, rate limited at the static).
 3. Pings and pongs carry the static's published version (the last one
-   pushed): a holder that sees a newer version than its own (and is not
-   assembling it) asks for it. A lost change is repaired at the next ping.
+   pushed): a holder that sees a newer version than its own asks for it,
+   unless it is assembling that version and this is the first ping or pong
+   to name it since (its parts are on their way). A lost change is repaired
+   at the next ping, a change with a part lost at the next but one; the
+   whole table asked for replaces the parts of the change.
 4. A table entry for our own wg IP with our own key says the static has us
    in its WireGuard (``listed_by``) and where our outside is.
 5. Of the entries for one node in several tables, a later run of the same
@@ -28,8 +31,9 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address
+
+import msgspec
 
 from .. import wire
 from ..model import WgPeerReading
@@ -148,16 +152,15 @@ class OwnTable:
         ]
 
 
-@dataclass
-class PendingTable:
+class PendingTable(msgspec.Struct):
     version: int
     parts: int
     base: int
     received: dict[int, Table]
+    named: int = 0  # pings and pongs that named this version since (rule 3)
 
 
-@dataclass(frozen=True)
-class Received:
+class Received(msgspec.Struct, frozen=True):
     """A new table version from one static is complete (or could not be applied)."""
 
     ours: TableEntry | None = None  # our own entry (rule 4), if this version has it
@@ -186,7 +189,10 @@ class Listings:
         if version <= self.versions.get(static_ip, 0):
             return False
         pending = self.pending.get(static_ip)
-        return pending is None or pending.version != version
+        if pending is None or pending.version != version:
+            return True
+        pending.named += 1
+        return pending.named > 1
 
     def receive(
         self,
@@ -203,10 +209,14 @@ class Listings:
         have = self.versions.get(static_ip, 0)
         if table.version <= have and static_ip in self.tables:
             return None  # old or duplicate
+        pending = self.pending.get(static_ip)
+        if pending is not None and pending.version == table.version and table.base != pending.base:
+            if table.base:
+                return None  # a part of the change, after the whole table was asked for
+            pending = None  # the whole table, asked for because a part was lost (rule 3)
         if table.base and (table.base != have or static_ip not in self.tables):
             self.pending.pop(static_ip, None)
             return Received(need_full=True)
-        pending = self.pending.get(static_ip)
         if pending is None or pending.version != table.version:
             if pending is not None and pending.version > table.version:
                 return None

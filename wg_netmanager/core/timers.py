@@ -6,11 +6,10 @@ Defaults are for real networks; tests and the testbeds shorten them through
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import msgspec
 
 
-@dataclass(frozen=True)
-class Timers:
+class Timers(msgspec.Struct, frozen=True):
     # First contact: resend hellos to an unanswering static peer with
     # exponential backoff between these bounds (seconds).
     hello_retry_min: float = 0.1
@@ -38,6 +37,13 @@ class Timers:
     # link is suspect, every wg_poll_active while a direct link carries traffic
     # (that is how a broken one is noticed within seconds), rarely otherwise.
     wg_poll_fast: float = 0.2
+    # For wg_first_window after peers were set while one awaits its first
+    # handshake (a start, a new peer): every wg_poll_first. A static learns a
+    # NAT's outside endpoint from that handshake, and the pairs behind NATs
+    # wait for it. Not in a mesh of more than FIRST_POLL_MAX_PEERS (the whole
+    # dump is read each time).
+    wg_poll_first: float = 0.05
+    wg_first_window: float = 1.0
     wg_poll_active: float = 1.0
     wg_poll_slow: float = 5.0
     # Reconcile WireGuard and routes at least this often, even without changes
@@ -113,7 +119,7 @@ class Timers:
 def timer_names() -> dict[str, str]:
     """camelCase name (as written in network.yaml) -> field name."""
     names = {}
-    for field in fields(Timers):
-        head, *rest = field.name.split("_")
-        names[head + "".join(part.capitalize() for part in rest)] = field.name
+    for field in Timers.__struct_fields__:
+        head, *rest = field.split("_")
+        names[head + "".join(part.capitalize() for part in rest)] = field
     return names
