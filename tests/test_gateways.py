@@ -263,6 +263,15 @@ def moves(net: SimNet, host: str) -> list[tuple[str | None, str]]:
     ]
 
 
+def gone_named(net: SimNet, host: str) -> list[str | None]:
+    """The names a failover's event gives the gateway that is gone."""
+    return [
+        e.previous.name if e.previous else None
+        for _, h, e in net.events
+        if h == host and isinstance(e, ev.SubnetGatewayChanged) and e.reason == "failover"
+    ]
+
+
 def assert_allowed_ips_never_overlap(net: SimNet) -> None:
     for host in net.hosts.values():
         if host.node is None:
@@ -313,6 +322,7 @@ def test_a_crashed_gateway_is_replaced_within_seconds_and_returns_once(
     net.run_for(60)
     for name in ("alpha", "beta"):
         assert moves(net, name) == [("charlie", "up"), ("delta", "failover"), ("charlie", "return")]
+        assert gone_named(net, name) == ["charlie"]  # its session and entry are gone by then
     assert all(net.reaches(n, "lamp") for n in NAMES)
 
 
@@ -339,6 +349,7 @@ def test_a_gateway_stopped_cleanly_is_replaced_at_once() -> None:
     net.run_for(20)
     net.stop("charlie")  # bye to everyone
     assert net.wait_for(lambda: net.gateway_used("alpha", "lamp") == "delta", 5) < 0.2
+    assert gone_named(net, "alpha") == ["charlie"]  # the bye ended its session first
 
 
 def test_only_a_slow_death_of_a_non_gateway() -> None:

@@ -195,6 +195,9 @@ class Node:
             fast_ping=timers.gateway_ping,
         )
         self._subnet_routes: set[Route] = set()
+        # The configured gateways' names as last known: one that is gone is
+        # named in the failover's event though its session and entry are gone.
+        self._gateway_refs: dict[IPv4Address, ev.PeerRef] = {}
         self._relay: frozenset[IPv4Network] = frozenset()
         self.clients: dict[IPv4Address, Client] = {}  # a static's (core/clients.py)
         self._clients_changed: set[IPv4Address] = set()  # since the last _recompute
@@ -1078,8 +1081,8 @@ class Node:
                 self._emit(
                     ev.SubnetGatewayChanged(
                         move.route,
-                        None if move.gateway is None else self._ref(move.gateway),
-                        None if move.previous is None else self._ref(move.previous),
+                        None if move.gateway is None else self._gateway_ref(move.gateway),
+                        None if move.previous is None else self._gateway_ref(move.previous),
                         move.reason,
                     )
                 )
@@ -1377,6 +1380,13 @@ class Node:
         session = self.sessions.get(wg_ip)
         name = session.info.name if session is not None else self.listings.name_of(wg_ip)
         return ev.PeerRef(wg_ip, name)
+
+    def _gateway_ref(self, wg_ip: IPv4Address) -> ev.PeerRef:
+        ref = self._ref(wg_ip)
+        if ref.name is not None:
+            self._gateway_refs[wg_ip] = ref
+            return ref
+        return self._gateway_refs.get(wg_ip, ref)
 
 
 class _Parts:
