@@ -18,12 +18,13 @@ import pytest
 
 from tests.helpers import QUICK_TIMERS, SUBNET, admin_port, make_node, wg_port
 from tests.lab import Lab
-from tests.sim import Nat, SimNet
+from tests.sim import NAMES, Nat, SimNet, working_example
 from wg_netmanager import event_text, wire
 from wg_netmanager.core import events as ev
 from wg_netmanager.core import node as node_module
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.sessions import StaticTarget
+from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import KeyPair
 from wg_netmanager.model import Route, WgPeerReading
 from wg_netmanager.wire import Bye, NodeInfo
@@ -473,3 +474,20 @@ def test_a_new_peer_is_read_every_wg_poll_first_until_its_first_handshake(
     monkeypatch.setattr(node_module, "FIRST_POLL_MAX_PEERS", 0)
     alice.wg_applied(alice.state_version, now + 5.0)
     assert alice.wg_poll_interval(now + 5.0) == T.wg_poll_fast
+
+
+def test_wireguard_is_read_every_wg_poll_punch_for_a_while_after_a_punch_began() -> None:
+    """The path goes direct at the reading that shows the handshake."""
+    timers = Timers()
+    net = working_example()
+    for name in NAMES:
+        net.start(name)
+    alpha = net.hosts["alpha"].node
+    assert alpha is not None
+    net.wait_for(lambda: alpha.pairs.punch_began() is not None, limit=5.0)
+    began = alpha.pairs.punch_began()
+    assert began is not None
+    assert alpha.wg_poll_interval(began) == timers.wg_poll_punch < timers.wg_poll_first
+    assert alpha.wg_poll_interval(began + timers.wg_punch_window + 0.01) > timers.wg_poll_punch
+    beta = net.hosts["beta"].node
+    assert beta is not None and beta.pairs.punch_began() is None  # a static punches nothing

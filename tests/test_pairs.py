@@ -675,3 +675,14 @@ def test_the_higher_wg_ip_says_fired_once_its_wireguard_has_the_endpoint() -> No
     attempt = lab.pairs.paths[PEER].attempt
     fired = [(m, to) for m, to in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
     assert fired == [(wire.Ready(attempt, fired=True), (str(PEER), 50504))]
+
+
+@pytest.mark.parametrize("state", list(PathState))
+def test_only_a_punch_under_way_says_when_it_began(state: PathState) -> None:
+    """The node reads WireGuard every wg_poll_punch for a while after it."""
+    lab = PairLab() if state is S.RELAYED else in_state(state)
+    began = lab.pairs.punch_began()
+    if state is S.PUNCHING:
+        assert began == lab.pairs.paths[PEER].since and began <= lab.now
+    else:
+        assert began is None

@@ -561,6 +561,9 @@ class Node:
 
     def wg_poll_interval(self, now: float) -> float:
         """How soon the daemon should read ``wg show`` again."""
+        punch = None if self.is_static else self.pairs.punch_began()
+        if punch is not None and now < punch + self.timers.wg_punch_window:
+            return self.timers.wg_poll_punch
         if self._wants_fast_wg_poll(now):
             if now < self._first_poll_until and self._awaiting_wg():
                 return self.timers.wg_poll_first

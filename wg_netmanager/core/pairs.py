@@ -169,6 +169,11 @@ class Pairs:
                 return True
         return False
 
+    def punch_began(self) -> float | None:
+        """When the latest punch under way began, None if none is."""
+        began = [path.since for path in self.paths.values() if path.state is S.PUNCHING]
+        return max(began, default=None)
+
     def settling(self) -> bool:
         """A direct link is being set up: an eager pair with a node we reach
         through a gateway has not been tried to the end yet (neither direct

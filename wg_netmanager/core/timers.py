@@ -44,6 +44,11 @@ class Timers(msgspec.Struct, frozen=True):
     # dump is read each time).
     wg_poll_first: float = 0.05
     wg_first_window: float = 1.0
+    # For wg_punch_window after a punch began: every wg_poll_punch. The path
+    # goes direct (routes and all) at the reading that shows the handshake,
+    # which takes a round trip; a slower reading would be most of the wait.
+    wg_poll_punch: float = 0.01
+    wg_punch_window: float = 0.3
     wg_poll_active: float = 1.0
     wg_poll_slow: float = 5.0
     # Reconcile WireGuard and routes at least this often, even without changes
