@@ -510,6 +510,8 @@ class Run:
 
     def __exit__(self, *exc: object) -> None:
         try:
+            if self.args.keep_logs and not self.nebula:
+                self.keep_wireguard_state()
             if self.poller is not None:
                 self.poller.stop()
             for proc in self.captures.values():
@@ -522,6 +524,20 @@ class Run:
                 dest = Path(self.args.keep_logs) / self.dir.name
                 shutil.rmtree(dest, ignore_errors=True)
                 shutil.copytree(self.dir, dest, ignore=shutil.ignore_patterns("network.yaml"))
+
+    def keep_wireguard_state(self) -> None:
+        """What each WireGuard and the NAT routers' conntrack held at the
+        run's end, next to the logs: why a punch failed is read there (no
+        keys but public ones: ``wg show`` without ``dump``)."""
+        for box in self.mesh.nodes:
+            shown = [
+                self.tb.run(box, "wg", "show", "wg0", what).stdout
+                for what in ("endpoints", "latest-handshakes", "transfer")
+            ]
+            (self.dir / f"wg-{box}.txt").write_text("\n".join(shown))
+        for router in ("fw", "router"):
+            table = self.tb.run(router, "cat", "/proc/net/nf_conntrack").stdout
+            (self.dir / f"conntrack-{router}.txt").write_text(table)
 
     # paths and pids
     def uapi_path(self, box: str) -> Path:

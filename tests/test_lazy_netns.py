@@ -2,8 +2,9 @@
 
 Nobody talks at first, so every dynamic pair goes through beta and no node
 holds more than one WireGuard peer. Traffic opens a direct link (LAN or NAT)
-without losing a ping; an idle link is closed again, traffic goes back via
-beta; the demand sensor's nftables table goes when the daemon stops.
+losing at most the one ping in flight while the two ends switch; an idle
+link is closed again, traffic goes back via beta; the demand sensor's
+nftables table goes when the daemon stops.
 """
 
 from __future__ import annotations
@@ -82,7 +83,10 @@ def test_traffic_opens_a_direct_link_and_silence_closes_it(mesh: FaultMesh) -> N
             print(f"{a}->{b}: direct {time.monotonic() - started:.2f} s after the first ping")
             time.sleep(IDLE + 1)  # traffic keeps the link past idleAfter
             assert mesh.direct(a, b), mesh.logs()
-        assert pinger.replies > 10 and pinger.lost_after_reply == 0, (pinger.__dict__, mesh.logs())
+        # One ping may be in flight while the two ends switch (one direct,
+        # the other not yet): WireGuard drops it, as the /32 belongs to one
+        # peer at a time. A second lost ping would be a gap in the switch.
+        assert pinger.replies > 10 and pinger.lost_after_reply <= 1, (pinger.__dict__, mesh.logs())
         assert not mesh.direct("alpha", "delta")  # never talked
 
     # Silence: both links close, everything goes through beta again.
