@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from random import Random
 
 from msgspec.structs import replace
@@ -116,3 +119,18 @@ def make_node(
     if local_addresses is not None:
         node.set_local_addresses(list(local_addresses), now)
     return node
+
+
+def in_a_fresh_interpreter(code: str, env: Mapping[str, str] | None = None) -> str:
+    """What ``code`` prints in a new Python process (nothing imported yet),
+    run from the repository root (``tests`` importable) with ``env``."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=None if env is None else dict(env),
+        cwd=Path(__file__).parents[1],
+        timeout=60,
+    )
+    return result.stdout.strip()

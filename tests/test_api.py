@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import trio
 from msgspec.structs import replace
 
 from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings, mock_clock
+from tests.helpers import in_a_fresh_interpreter
 from tests.http import EventStream, StubSource, asgi_request, get, http_request
 from tests.sim import NAMES, working_example
 from tests.waits import wait_for
@@ -613,5 +612,4 @@ def test_a_headless_daemon_loads_no_web_stack_until_it_serves() -> None:
         "web = ('hypercorn', 'h11', 'h2', 'prometheus_client')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in web or m.endswith('.api')))"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert res.stdout.strip() == "[]"
+    assert in_a_fresh_interpreter(code) == "[]"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import SHARED_KEY_B64
+from tests.helpers import SHARED_KEY_B64, in_a_fresh_interpreter
 from wg_netmanager import cli, control, daemon
 from wg_netmanager.config import Settings
 
@@ -492,14 +492,6 @@ def test_the_command_line_loads_neither_trio_nor_the_wire_format() -> None:
         "if m in sys.modules))"
     )
     assert in_a_fresh_interpreter(code) == "[]"
-
-
-def in_a_fresh_interpreter(code: str) -> str:
-    """What ``code`` prints in a new Python process (nothing imported yet)."""
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip()
 
 
 def test_the_daemons_imports_make_no_dataclass() -> None:

@@ -4,15 +4,12 @@ what the rules' pure functions give from scratch, whatever the changes."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 from random import Random
 
 import pytest
 
-from tests.helpers import node_info, static_target
+from tests.helpers import in_a_fresh_interpreter, node_info, static_target
 from tests.sim import NAMES, Nat, SimNet, working_example
 from wg_netmanager.core.node import Node
 from wg_netmanager.core.routing import (
@@ -158,16 +155,7 @@ def test_the_gateways_come_in_the_same_order_in_every_process() -> None:
     orders = set()
     for seed in range(4):
         env = {**os.environ, "PYTHONHASHSEED": str(seed)}
-        result = subprocess.run(
-            [sys.executable, "-c", GATEWAYS_IN_ORDER],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-            cwd=Path(__file__).parents[1],
-            timeout=60,
-        )
-        orders.add(result.stdout.strip())
+        orders.add(in_a_fresh_interpreter(GATEWAYS_IN_ORDER, env))
     assert len(orders) == 1, orders
 
 
