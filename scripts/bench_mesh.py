@@ -511,7 +511,10 @@ class Run:
     def __exit__(self, *exc: object) -> None:
         try:
             if self.args.keep_logs and not self.nebula:
-                self.keep_wireguard_state()
+                try:  # a diagnosis: the run's cleanup must not depend on it
+                    self.keep_wireguard_state()
+                except (OSError, subprocess.SubprocessError) as exc:
+                    print(f"warning: {self.dir.name}: WireGuard state not kept: {exc}")
             if self.poller is not None:
                 self.poller.stop()
             for proc in self.captures.values():

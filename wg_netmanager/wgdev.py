@@ -516,8 +516,8 @@ class WgInterface:
     async def apply_peers(
         self, desired: Mapping[str, WgPeer], actual: Mapping[str, WgPeerReading]
     ) -> None:
-        renew = self._inherited & set(desired) & set(actual)
-        self._inherited -= set(desired)
+        renew = self._inherited & desired.keys() & actual.keys()
+        self._inherited -= desired.keys()
         if renew:
             await self._remove_peers(renew)
             # Added anew with the endpoint WireGuard had learned, unless we know one.
