@@ -64,8 +64,8 @@ class FakeWgDevice(_Recorder):
         self._enter("exists")
         return self.created
 
-    async def create(self, adopt_key: str | None = None) -> str:
-        self._enter("create")
+    async def create(self, adopt_key: str | None = None, *, renew_kept: bool = True) -> str:
+        self._enter("create", renew_kept)
         self.created = True
         self.peers = {}
         self.address = None

@@ -84,6 +84,10 @@ def test_two_daemons_mesh_retry_and_clean_up(
             assert alice.device.call_names()[:3] == ["create", "configure", "set_address"]
             assert alice.forwarding.call_names()[0] == "apply"
             await nursery.start(bob_daemon.run)
+            # A crashed run's kept interface: the static leaves the renewal of
+            # its nodes' sessions to them (wgdev._adopt); a node renews its own.
+            assert alice.device.calls[0] == ("create", (False,))
+            assert bob.device.calls[0] == ("create", (True,))
             await wait_for(lambda: bob_daemon.keys.public_b64 in alice.device.peers)
             await wait_for(lambda: alice_daemon.keys.public_b64 in bob.device.peers)
             await wait_for(lambda: ALICE_ROUTE in bob.routes.tables.get("wg0", ()))

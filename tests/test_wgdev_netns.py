@@ -76,7 +76,7 @@ async def handle(req):
         dev = WgInterface(req["name"], req.get("existing", False))
         routes = RouteTable()
     elif op == "create":
-        return await dev.create(req.get("adopt_key"))
+        return await dev.create(req.get("adopt_key"), renew_kept=req.get("renew_kept", True))
     elif op == "configure":
         await dev.configure(base64.b64decode(req["key"]), req["port"])
     elif op == "set_address":
@@ -371,6 +371,11 @@ def test_two_boxes_tunnel_reconcile_destroy(veth_lab: VethLab) -> None:
     assert a.call("read_peers")[b_pub]["handshake_age"] is not None
     a.call("apply_peers", peers=[{"key": b_pub, "ips": ["10.77.0.2/32"]}])
     assert a.call("read_peers")[b_pub]["handshake_age"] is not None, "renewed once only"
+    # A static's run leaves its kept peers' sessions as they are (its nodes renew them).
+    a.call("new", name="wg0")
+    assert a.call("create", adopt_key=a_pub, renew_kept=False) in ("kernel", "userspace")
+    a.call("apply_peers", peers=[{"key": b_pub, "ips": ["10.77.0.2/32"]}])
+    assert a.call("read_peers")[b_pub]["handshake_age"] is not None, "not renewed"
 
     # routes: gateway routes, gateway change, removal; foreign routes untouched
     a.call("run", argv=["ip", "route", "add", "10.77.0.50/32", "dev", "wg0", "proto", "static"])

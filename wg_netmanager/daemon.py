@@ -303,8 +303,11 @@ class Daemon:
         for pause in (*(SETUP_RETRY_PAUSES if pauses is None else pauses), None):
             try:
                 # A crashed run's interface with the key we kept: its links
-                # carry traffic meanwhile (kept, not made anew).
-                self.backend = await self.device.create(adopt_key=self.keys.public_b64)
+                # carry traffic meanwhile (kept, not made anew). A static's
+                # nodes renew their sessions with it themselves (wgdev._adopt).
+                self.backend = await self.device.create(
+                    adopt_key=self.keys.public_b64, renew_kept=not s.is_static
+                )
                 self.timeline.mark("device created")
                 await self.device.configure(self.keys.private, s.wg_port)
                 await self.device.set_address(s.wg_ip, s.network.subnet.prefixlen)

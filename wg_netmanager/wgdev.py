@@ -78,9 +78,10 @@ class WgDevice(Protocol):
 
     name: str
 
-    async def create(self, adopt_key: str | None = None) -> str:
+    async def create(self, adopt_key: str | None = None, *, renew_kept: bool = True) -> str:
         """Create (or take over) the interface; return the backend name. A
-        stale one with the public key ``adopt_key`` is kept (a crashed run's)."""
+        stale one with the public key ``adopt_key`` is kept (a crashed run's),
+        its peers' sessions renewed as they are first set if ``renew_kept``."""
         ...
 
     async def configure(self, private_key: bytes, listen_port: int) -> None: ...
@@ -273,12 +274,13 @@ class WgInterface:
             return False
         return True
 
-    async def create(self, adopt_key: str | None = None) -> str:
+    async def create(self, adopt_key: str | None = None, *, renew_kept: bool = True) -> str:
         """Create the interface (or take over an existing one).
 
         A stale interface of that name is deleted first, unless its public
         key is ``adopt_key``: then it is our crashed run's, with the key this
-        run keeps, and it is kept as it is ("userspace" or "kernel").
+        run keeps, and it is kept as it is ("userspace" or "kernel"); see
+        _adopt for ``renew_kept``.
 
         Returns the backend: "kernel", "wireguard-go", "boringtun" or
         "existing".  Raises :class:`CommandError` when no backend works, when
@@ -304,7 +306,7 @@ class WgInterface:
                     "WireGuard interface we can manage; refusing to delete it",
                 ) from None
             if adopt_key is not None and stale_key == adopt_key:
-                return await self._adopt()
+                return await self._adopt(renew_kept)
             log.warning("deleting stale interface %s left over by an earlier run", self.name)
             self._touched = True
             await self._delete_link()
@@ -347,22 +349,28 @@ class WgInterface:
             ("boringtun", ["boringtun", self.name], env),
         ]
 
-    async def _adopt(self) -> str:
+    async def _adopt(self, renew_kept: bool) -> str:
         """Keep our crashed run's interface: its WireGuard sessions go on
         (the static's, the direct links) while this run sets its peers.
 
-        The first time this run sets one of those peers, the peer is removed
-        and added anew, so its session is renewed by a fresh handshake: a
-        node that dropped the crashed run no longer holds that session and,
-        if we are behind a NAT, cannot start one towards us; WireGuard would
-        otherwise go on sending into the stale session for about 15 s.
-        This run sets a peer only once it has spoken with it (or with the
-        static that vouches for it), so the peer takes the handshake.
+        With ``renew_kept``, the first time this run sets one of those peers,
+        the peer is removed and added anew, so its session is renewed by a
+        fresh handshake: a node that dropped the crashed run no longer holds
+        that session and, if we are behind a NAT, cannot start one towards
+        us; WireGuard would otherwise go on sending into the stale session
+        for about 15 s. This run sets a peer only once it has spoken with it
+        (or with the static that vouches for it), so the peer takes the
+        handshake.
+
+        A static passes ``renew_kept=False``: its nodes set it again
+        themselves when they hear its new run, and start the handshake. A
+        renewal of ours would cross theirs, and two crossing initiations
+        leave both WireGuards waiting 5 s for a retry.
         """
         self._touched = True
         sock = os.path.join(SOCKET_DIR, f"{self.name}.sock")
         self._uapi = sock if await trio.Path(sock).exists() else None
-        self._inherited = set(await self.read_peers())
+        self._inherited = set(await self.read_peers()) if renew_kept else set()
         self.backend = "kernel" if self._uapi is None else "userspace"
         log.info(
             "kept interface %s of a crashed run with this run's key (backend %s)",
