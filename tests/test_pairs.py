@@ -661,20 +661,30 @@ def test_the_lower_wg_ip_fires_when_the_higher_says_it_fired() -> None:
     assert path.endpoint is not None and lab.pairs.trial_peers()[lab.key].endpoint == OTHER_OUTSIDE
 
 
-def test_the_higher_wg_ip_says_fired_once_its_wireguard_has_the_endpoint() -> None:
+def test_the_higher_wg_ip_says_fired_once_its_wireguard_has_sent_the_initiation() -> None:
+    """Not when the endpoint is applied: WireGuard sends a moment later (later
+    still on a busy machine), and the lower wg IP's initiation, sent on our
+    word, would cross ours: both WireGuards would wait 5 s for a retry."""
     lab = PairLab(lan=False, outside=OTHER_OUTSIDE)
     lab.host.info = replace(ME, wg_ip=IPv4Address("10.1.1.5"))  # higher than the peer
     lab.installing_nat()
-    lab.pairs.applied()  # installing: nothing fired yet
-    assert not [m for m, _ in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
-    lab.wg()
+    lab.wg(tx=32)  # (bytes sent earlier do not count)
     lab.peer_ready()
     assert lab.path_state is S.PUNCHING and lab.pairs.paths[PEER].firing
-    lab.pairs.applied()
-    lab.pairs.applied()  # (once per attempt)
+
+    def said_fired() -> list[tuple[wire.Message, Endpoint]]:
+        return [(m, to) for m, to in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
+
+    lab.wg(tx=32)  # the endpoint is in, WireGuard has not sent yet
+    assert said_fired() == []
+    lab.wg(tx=180)  # the initiation has left
+    lab.wg(tx=328)  # (once per attempt)
     attempt = lab.pairs.paths[PEER].attempt
-    fired = [(m, to) for m, to in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
-    assert fired == [(wire.Ready(attempt, fired=True), (str(PEER), 50504))]
+    assert said_fired() == [(wire.Ready(attempt, fired=True), (str(PEER), 50504))]
+    # The repeated Ready says so too: a lost one costs ready_interval, not punch_stagger.
+    lab.later(TIMERS.ready_interval)
+    lab.wg(tx=328)
+    assert said_fired()[1:] == [(wire.Ready(attempt, fired=True), (str(PEER), 50504))]
 
 
 @pytest.mark.parametrize("state", list(PathState))

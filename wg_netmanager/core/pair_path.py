@@ -120,7 +120,11 @@ class PairPath(msgspec.Struct):
     peer_attempt: int = 0
     peer_probe: int = -1
     firing: bool = False  # punching: our WireGuard has the endpoint and sends
-    told_fired: bool = False  # the higher wg IP: Ready(fired) sent once it was applied
+    told_fired: bool = False  # the higher wg IP: Ready(fired) sent once its initiation left
+    # The higher wg IP: the bytes our WireGuard had sent the peer before our
+    # endpoint went in (None until we fire); more in a reading means the
+    # initiation has left.
+    fire_tx: int | None = None
     last_failure: str = ""  # kept while retrying, so the TUI can say why it is relayed
     fire_at: float = 0.0
     # Link watching while direct (rule 4): counters of the last reading, tx

@@ -425,18 +425,9 @@ class Pairs:
         self._advance(wg_ip, path, now)
         if fired and path.state is S.PUNCHING and not path.firing:
             # The higher wg IP's initiation has left (this came the longer way,
-            # through the gateway): ours follows now, not after punch_stagger.
+            # through the gateway, after its WireGuard counted the bytes):
+            # ours follows now, not after punch_stagger.
             path.fire_at = min(path.fire_at, now + self._host.gateway_rtt() / 2)
-
-    def applied(self) -> None:
-        """The daemon applied our desired WireGuard peers: a punch we fire is
-        under way, and the peer hears so (``Ready.fired``)."""
-        ours = self._host.info.wg_ip
-        for wg_ip, path in self.paths.items():
-            firing = path.state is S.PUNCHING and path.firing and ours > wg_ip
-            if firing and not path.told_fired:
-                path.told_fired = True
-                self._send_ready(wg_ip, path, fired=True)
 
     def on_pong(self, session: Session, seq: int) -> None:
         """A pong from a pair peer: if it answers the vouch check, the link vouches."""
@@ -570,6 +561,7 @@ class Pairs:
         if path.state is S.DIRECT:
             self._tell_leaving(wg_ip, path)
         path.installed = path.peer_ready = path.told_fired = False
+        path.fire_tx = None
         if host.reading(session.info.public_key) is not None:
             # WireGuard still has the peer from an earlier link or attempt: its
             # old session would hide whether a new handshake happens. Remove it
@@ -655,6 +647,14 @@ class Pairs:
             if not path.installed:
                 path.installed = True
                 path.next_ready = now
+            sent = path.fire_tx is not None and reading.tx_bytes > path.fire_tx
+            if sent and not path.told_fired:
+                # Our initiation has left: the lower wg IP's may follow. Said
+                # when WireGuard sent it, not when its endpoint was applied: on
+                # a busy machine that came tens of ms later, after the peer's
+                # own initiation had opened its NAT, and the two crossed.
+                path.told_fired = True
+                self._send_ready(wg_ip, path, fired=True)
             age = reading.handshake_age
             # wg reports whole seconds: allow one second of rounding.
             if age is not None and age <= now - path.started + 1.0:
@@ -712,7 +712,7 @@ class Pairs:
     def _advance(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
         if path.state in TRYING and path.installed and now >= path.next_ready:
             # Repeated: a lost Ready would leave the peer waiting for the timeout.
-            self._send_ready(wg_ip, path)
+            self._send_ready(wg_ip, path, fired=path.told_fired)
             path.next_ready = now + self.timers.ready_interval
         if path.state is S.INSTALLING and path.installed and path.peer_ready:
             self._move(wg_ip, path, T.BOTH_READY, now)
@@ -720,6 +720,11 @@ class Pairs:
             # The higher wg IP sends first (opening its NAT); the lower follows
             # once that first initiation has had time to arrive.
             path.firing = self._host.info.wg_ip > wg_ip
+            if path.firing:
+                # Before our endpoint goes in: more bytes sent in a later
+                # reading means the initiation has left (see _path_wg).
+                reading = self._host.reading(self._host.sessions[wg_ip].info.public_key)
+                path.fire_tx = 0 if reading is None else reading.tx_bytes
             path.fire_at = now + self.timers.punch_stagger + self._host.gateway_rtt()
             self._send_ready(wg_ip, path)
             path.next_ready = now + self.timers.ready_interval
