@@ -70,6 +70,9 @@ class Timers(msgspec.Struct, frozen=True):
     # ready_interval): two handshake initiations that cross leave both
     # WireGuards waiting 5 s for a retry. The timeout covers one such retry.
     punch_stagger: float = 0.25
+    # A punch whose WireGuard has sent nothing this long after it fired is
+    # set up again (pairs.py rule 9).
+    punch_send_check: float = 0.1
     punch_timeout: float = 6.0
     ready_interval: float = 0.25
     path_retry_min: float = 2.0
