@@ -210,6 +210,8 @@ class SimNet:
         self._handshake_at: dict[tuple[str, str], float] = {}
         self._rx: dict[tuple[str, str], int] = {}
         self._tx: dict[tuple[str, str], int] = {}
+        # (host, key) whose WireGuard sent its first initiation (a punch's).
+        self._initiated: dict[tuple[str, str], bool] = {}
         self._keepalive_at: dict[tuple[str, str], float] = {}
         self._desired_keys: dict[str, frozenset[str]] = {}  # per host, at the last tick
         # Per host, the peer keys that have any of that state (so a removed
@@ -737,7 +739,14 @@ class SimNet:
             self._desired_keys[host.name] = keys
             had = self._state_keys.get(host.name, set())
             gone = had - keys
-            states = (self._handshake_at, self._rx, self._tx, self._keepalive_at, self._learned)
+            states = (
+                self._handshake_at,
+                self._rx,
+                self._tx,
+                self._keepalive_at,
+                self._learned,
+                self._initiated,
+            )
             for key in gone:
                 # A removed peer comes back with no handshake and zero counters.
                 for state in states:
@@ -760,6 +769,14 @@ class SimNet:
                 self._meter(host, HANDSHAKE)
                 sent = self.handshake_bytes.get(host.name, 0) + 148 + KEEPALIVE
                 self.handshake_bytes[host.name] = sent
+            elif not up and peer.endpoint and last is None and pair not in self._initiated:
+                # WireGuard sends its first initiation once it has an endpoint,
+                # whether or not it gets through (a punch: the other NAT may
+                # not be open yet); retries are not counted.
+                self._initiated[pair] = True
+                self._touch(pair)
+                self._add(self._tx, pair, 148)
+                self._meter(host, 148 + UDP_IP)
             since = self._handshake_at.get(pair)
             readings[key] = WgPeerReading(
                 public_key=key,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import TypeVar
 
 import pytest
 from msgspec.structs import replace
@@ -29,6 +30,8 @@ S, T = PathState, Trigger
 TIMERS = Timers()
 ME = NodeInfo(IPv4Address("10.1.1.3"), "charlie", to_b64(b"c" * 32), 50003, 50503)
 PEER = IPv4Address("10.1.1.4")  # higher than ours: we are the side that re-probes a lost LAN
+_E = TypeVar("_E")
+
 PEER_LAN: Endpoint = ("192.168.1.3", 50504)
 PEER_OUTSIDE: Endpoint = ("198.51.100.3", 40004)  # behind our NAT (charlie and delta)
 OTHER_OUTSIDE: Endpoint = ("198.51.100.4", 40002)  # behind another NAT (alpha's firewall)
@@ -88,6 +91,9 @@ class FakeHost:
 
     def ref(self, wg_ip: IPv4Address) -> ev.PeerRef:
         return ev.PeerRef(wg_ip, "delta")
+
+    def events_of(self, kind: type[_E]) -> list[_E]:
+        return [e for e in self.events if isinstance(e, kind)]
 
     def random_bytes(self, size: int) -> bytes:
         return bytes(size)
@@ -661,20 +667,76 @@ def test_the_lower_wg_ip_fires_when_the_higher_says_it_fired() -> None:
     assert path.endpoint is not None and lab.pairs.trial_peers()[lab.key].endpoint == OTHER_OUTSIDE
 
 
-def test_the_higher_wg_ip_says_fired_once_its_wireguard_has_the_endpoint() -> None:
+def test_the_higher_wg_ip_says_fired_once_its_wireguard_has_sent_the_initiation() -> None:
+    """Not when the endpoint is applied: WireGuard sends a moment later (later
+    still on a busy machine), and the lower wg IP's initiation, sent on our
+    word, would cross ours: both WireGuards would wait 5 s for a retry."""
     lab = PairLab(lan=False, outside=OTHER_OUTSIDE)
     lab.host.info = replace(ME, wg_ip=IPv4Address("10.1.1.5"))  # higher than the peer
     lab.installing_nat()
-    lab.pairs.applied()  # installing: nothing fired yet
-    assert not [m for m, _ in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
-    lab.wg()
+    lab.wg(tx=32)  # (bytes sent earlier do not count)
     lab.peer_ready()
     assert lab.path_state is S.PUNCHING and lab.pairs.paths[PEER].firing
-    lab.pairs.applied()
-    lab.pairs.applied()  # (once per attempt)
+
+    def said_fired() -> list[tuple[wire.Message, Endpoint]]:
+        return [(m, to) for m, to in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
+
+    lab.wg(tx=32)  # the endpoint is in, WireGuard has not sent yet
+    assert said_fired() == []
+    lab.wg(tx=180)  # the initiation has left
+    lab.wg(tx=328)  # (once per attempt)
     attempt = lab.pairs.paths[PEER].attempt
-    fired = [(m, to) for m, to in lab.host.sent if isinstance(m, wire.Ready) and m.fired]
-    assert fired == [(wire.Ready(attempt, fired=True), (str(PEER), 50504))]
+    assert said_fired() == [(wire.Ready(attempt, fired=True), (str(PEER), 50504))]
+    # The repeated Ready says so too: a lost one costs ready_interval, not punch_stagger.
+    lab.later(TIMERS.ready_interval)
+    lab.wg(tx=328)
+    assert said_fired()[1:] == [(wire.Ready(attempt, fired=True), (str(PEER), 50504))]
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_a_punch_whose_wireguard_sent_nothing_sets_its_peer_up_again_once(higher: bool) -> None:
+    """Rule 9: wireguard-go sometimes sent nothing on the setting that gave it
+    the endpoint; the pair would wait out punch_timeout (6 s)."""
+    lab = PairLab(lan=False, outside=OTHER_OUTSIDE)
+    if higher:
+        lab.host.info = replace(ME, wg_ip=IPv4Address("10.1.1.5"))
+    lab.installing_nat()
+    lab.wg(tx=32)
+    lab.peer_ready()
+    if not higher:
+        lab.later(TIMERS.punch_stagger + lab.host.gateway_rtt())  # the fallback fires
+    assert lab.pairs.paths[PEER].firing
+    assert lab.pairs.trial_peers()[lab.key].endpoint == OTHER_OUTSIDE
+    lab.later(TIMERS.punch_send_check / 2)
+    lab.wg(tx=32)
+    assert lab.key in lab.pairs.trial_peers() and not lab.host.events_of(ev.PunchResent)
+    lab.later(TIMERS.punch_send_check / 2)
+    lab.wg(tx=32)  # nothing sent since it fired
+    assert lab.host.events_of(ev.PunchResent) == [ev.PunchResent(lab.host.ref(PEER))]
+    assert lab.key not in lab.pairs.trial_peers()  # out of WireGuard ...
+    lab.wg(tx=32)
+    assert lab.key not in lab.pairs.trial_peers()
+    lab.wg_gone()
+    peer = lab.pairs.trial_peers()[lab.key]  # ... and back in, firing again
+    assert peer.endpoint == OTHER_OUTSIDE and peer.persistent_keepalive == TIMERS.keepalive
+    assert lab.path_state is S.PUNCHING
+    lab.later(TIMERS.punch_send_check)
+    lab.wg()  # silent again: once per attempt, then punch_timeout decides
+    assert len(lab.host.events_of(ev.PunchResent)) == 1 and lab.key in lab.pairs.trial_peers()
+    lab.wg(tx=148, handshake_age=0.0)
+    assert lab.path_state is S.DIRECT
+
+
+def test_a_punch_whose_wireguard_sends_is_left_alone() -> None:
+    lab = PairLab(lan=False, outside=OTHER_OUTSIDE)
+    lab.host.info = replace(ME, wg_ip=IPv4Address("10.1.1.5"))
+    lab.installing_nat()
+    lab.wg()
+    lab.peer_ready()
+    lab.wg(tx=148)
+    lab.later(TIMERS.punch_send_check * 3)
+    lab.wg(tx=148)
+    assert not lab.host.events_of(ev.PunchResent) and lab.key in lab.pairs.trial_peers()
 
 
 @pytest.mark.parametrize("state", list(PathState))

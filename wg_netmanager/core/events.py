@@ -208,6 +208,13 @@ class PunchFailed(msgspec.Struct, frozen=True):
     reading: WgPeerReading | None
 
 
+class PunchResent(msgspec.Struct, frozen=True):
+    """Our WireGuard sent nothing on the punch's endpoint: the peer is set
+    up again (core/pairs.py rule 9)."""
+
+    peer: PeerRef
+
+
 class PathStateChanged(msgspec.Struct, frozen=True):
     """A pair path moved between states (see ``core/pairs.py``); for ``-vv``."""
 
@@ -311,6 +318,7 @@ Event = (
     | LanAnswers
     | PairIdle
     | PunchFailed
+    | PunchResent
     | PathStateChanged
     | SubnetGatewayChanged
     | GatewayUnanswered

@@ -374,7 +374,6 @@ class Node:
             if len(self._wg) <= FIRST_POLL_MAX_PEERS and self._awaiting_wg():
                 self._first_poll_until = now + self.timers.wg_first_window
             if not self.is_static:
-                self.pairs.applied()
                 self.pairs.handle_timer(now)
 
     def set_local_addresses(self, addresses: Iterable[str], now: float) -> bool:

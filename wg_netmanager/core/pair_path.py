@@ -120,7 +120,16 @@ class PairPath(msgspec.Struct):
     peer_attempt: int = 0
     peer_probe: int = -1
     firing: bool = False  # punching: our WireGuard has the endpoint and sends
-    told_fired: bool = False  # the higher wg IP: Ready(fired) sent once it was applied
+    told_fired: bool = False  # the higher wg IP: Ready(fired) sent once its initiation left
+    # The bytes our WireGuard had sent the peer before our endpoint went in
+    # (None until we fire), and when we fired: more in a reading means our
+    # initiation has left. If none has after punch_send_check, the peer is
+    # taken out of WireGuard (``recreating``) and put back once (see
+    # pairs.py rule 9).
+    fire_tx: int | None = None
+    fired_at: float = 0.0
+    recreating: bool = False
+    recreated: bool = False
     last_failure: str = ""  # kept while retrying, so the TUI can say why it is relayed
     fire_at: float = 0.0
     # Link watching while direct (rule 4): counters of the last reading, tx

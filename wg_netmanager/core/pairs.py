@@ -51,6 +51,11 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
    or once our own addresses changed. An address that answered its own
    probe (each address's token is a MAC under a secret of the attempt), or
    that carried a direct LAN link, is proven and probed whenever needed.
+9. A punch's WireGuard must send: our initiation shows in its byte count
+   within ``punch_send_check`` of firing, or the trial peer is removed and
+   added again, once per attempt (wireguard-go 0.0.20220316 sometimes sent
+   nothing on the setting that gave it the endpoint, about one start in
+   eight on the testbed, and the pair waited out punch_timeout).
 """
 
 from __future__ import annotations
@@ -196,7 +201,7 @@ class Pairs:
         stays on the gateway until the handshake."""
         peers = {}
         for ip, path in self.paths.items():
-            if path.state in TRYING:
+            if path.state in TRYING and not (path.recreating and path.state is S.PUNCHING):
                 key = self._host.sessions[ip].info.public_key
                 punching = path.state is S.PUNCHING and path.firing
                 peers[key] = WgPeer(
@@ -425,18 +430,9 @@ class Pairs:
         self._advance(wg_ip, path, now)
         if fired and path.state is S.PUNCHING and not path.firing:
             # The higher wg IP's initiation has left (this came the longer way,
-            # through the gateway): ours follows now, not after punch_stagger.
+            # through the gateway, after its WireGuard counted the bytes):
+            # ours follows now, not after punch_stagger.
             path.fire_at = min(path.fire_at, now + self._host.gateway_rtt() / 2)
-
-    def applied(self) -> None:
-        """The daemon applied our desired WireGuard peers: a punch we fire is
-        under way, and the peer hears so (``Ready.fired``)."""
-        ours = self._host.info.wg_ip
-        for wg_ip, path in self.paths.items():
-            firing = path.state is S.PUNCHING and path.firing and ours > wg_ip
-            if firing and not path.told_fired:
-                path.told_fired = True
-                self._send_ready(wg_ip, path, fired=True)
 
     def on_pong(self, session: Session, seq: int) -> None:
         """A pong from a pair peer: if it answers the vouch check, the link vouches."""
@@ -475,7 +471,7 @@ class Pairs:
             elif path.state is S.FAILED and now >= path.retry_at:
                 self._start_attempt(wg_ip, now, again=True)  # our pace: backoff
             elif path.state is S.PUNCHING and not path.firing and now >= path.fire_at:
-                path.firing = True
+                self._fire(wg_ip, path, now)
                 host.changed(now)
                 self._advance(wg_ip, path, now)
             elif path.state in TRYING:
@@ -570,6 +566,8 @@ class Pairs:
         if path.state is S.DIRECT:
             self._tell_leaving(wg_ip, path)
         path.installed = path.peer_ready = path.told_fired = False
+        path.fire_tx = None
+        path.recreating = path.recreated = False
         if host.reading(session.info.public_key) is not None:
             # WireGuard still has the peer from an earlier link or attempt: its
             # old session would hide whether a new handshake happens. Remove it
@@ -651,10 +649,31 @@ class Pairs:
             if reading is None:
                 self._start_attempt(wg_ip, now)
             return
+        if path.recreating and path.state is S.PUNCHING:
+            if reading is None:  # out of WireGuard: back in, endpoint and all (rule 9)
+                path.recreating = False
+                self._fire(wg_ip, path, now)
+                host.changed(now)
+            return
         if path.state in TRYING and reading is not None:
             if not path.installed:
                 path.installed = True
                 path.next_ready = now
+            sent = path.fire_tx is not None and reading.tx_bytes > path.fire_tx
+            if sent and not path.told_fired and self._host.info.wg_ip > wg_ip:
+                # Our initiation has left: the lower wg IP's may follow. Said
+                # when WireGuard sent it, not when its endpoint was applied: on
+                # a busy machine that came tens of ms later, after the peer's
+                # own initiation had opened its NAT, and the two crossed.
+                path.told_fired = True
+                self._send_ready(wg_ip, path, fired=True)
+            silent = path.fire_tx is not None and not sent and reading.handshake_age is None
+            checked = now >= path.fired_at + self.timers.punch_send_check
+            if silent and checked and not path.recreated:  # rule 9
+                path.recreated = path.recreating = True
+                host.emit(ev.PunchResent(host.ref(wg_ip)))
+                host.changed(now)
+                return
             age = reading.handshake_age
             # wg reports whole seconds: allow one second of rounding.
             if age is not None and age <= now - path.started + 1.0:
@@ -712,18 +731,27 @@ class Pairs:
     def _advance(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
         if path.state in TRYING and path.installed and now >= path.next_ready:
             # Repeated: a lost Ready would leave the peer waiting for the timeout.
-            self._send_ready(wg_ip, path)
+            self._send_ready(wg_ip, path, fired=path.told_fired)
             path.next_ready = now + self.timers.ready_interval
         if path.state is S.INSTALLING and path.installed and path.peer_ready:
             self._move(wg_ip, path, T.BOTH_READY, now)
             path.deadline = now + self.timers.punch_timeout
             # The higher wg IP sends first (opening its NAT); the lower follows
             # once that first initiation has had time to arrive.
-            path.firing = self._host.info.wg_ip > wg_ip
+            if self._host.info.wg_ip > wg_ip:
+                self._fire(wg_ip, path, now)
             path.fire_at = now + self.timers.punch_stagger + self._host.gateway_rtt()
             self._send_ready(wg_ip, path)
             path.next_ready = now + self.timers.ready_interval
             self._host.changed(now)
+
+    def _fire(self, wg_ip: IPv4Address, path: PairPath, now: float) -> None:
+        """Our WireGuard gets the endpoint (trial_peers). What it had sent the
+        peer before: more in a later reading means the initiation has left."""
+        path.firing = True
+        path.fired_at = now
+        reading = self._host.reading(self._host.sessions[wg_ip].info.public_key)
+        path.fire_tx = 0 if reading is None else reading.tx_bytes
 
     def _send_ready(
         self, wg_ip: IPv4Address, path: PairPath, direct: bool = False, fired: bool = False

@@ -64,11 +64,15 @@ class Timers(msgspec.Struct, frozen=True):
     # failed attempt. A direct link without a handshake for direct_stale_after
     # (WireGuard re-handshakes every 2 min while in use) falls back to relay.
     probe_window: float = 0.15
-    # The lower wg IP of a pair starts sending this long (plus the gateway
-    # round trip) after the higher one: two handshake initiations that cross
-    # leave both WireGuards waiting 5 s for a retry. The timeout covers one
-    # such WireGuard retry.
-    punch_stagger: float = 0.1
+    # The lower wg IP of a pair starts sending once the higher one says its
+    # initiation has left, or this long (plus the gateway round trip) after
+    # both were ready if that word is lost (it is repeated every
+    # ready_interval): two handshake initiations that cross leave both
+    # WireGuards waiting 5 s for a retry. The timeout covers one such retry.
+    punch_stagger: float = 0.25
+    # A punch whose WireGuard has sent nothing this long after it fired is
+    # set up again (pairs.py rule 9).
+    punch_send_check: float = 0.1
     punch_timeout: float = 6.0
     ready_interval: float = 0.25
     path_retry_min: float = 2.0
