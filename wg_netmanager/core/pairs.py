@@ -662,9 +662,9 @@ class Pairs:
             sent = path.fire_tx is not None and reading.tx_bytes > path.fire_tx
             if sent and not path.told_fired and self._host.info.wg_ip > wg_ip:
                 # Our initiation has left: the lower wg IP's may follow. Said
-                # when WireGuard sent it, not when its endpoint was applied: on
-                # a busy machine that came tens of ms later, after the peer's
-                # own initiation had opened its NAT, and the two crossed.
+                # when WireGuard sent it, not when its endpoint was applied:
+                # on a busy machine the send can come later, and the peer's
+                # initiation, through its NAT first, would cross ours.
                 path.told_fired = True
                 self._send_ready(wg_ip, path, fired=True)
             silent = path.fire_tx is not None and not sent and reading.handshake_age is None
