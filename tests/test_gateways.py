@@ -314,6 +314,11 @@ def test_a_crashed_gateway_is_replaced_within_seconds_and_returns_once(
     assert failover <= Timers().gateway_dead_after + 1.0
     assert_allowed_ips_never_overlap(net)
     net.run_for(5)
+    for name in ("alpha", "beta"):  # the status names the gone gateway as last known
+        node = net.hosts[name].node
+        assert node is not None
+        (lamp,) = node.statistics(net.now).subnets
+        assert dict(zip(lamp.gateways, lamp.names, strict=True))[CHARLIE] == "charlie", lamp
     net.start("charlie")
     back = net.wait_for(
         lambda: all(net.gateway_used(n, "lamp") == "charlie" for n in ("alpha", "beta")), 60, 0.05

@@ -610,8 +610,12 @@ class Node:
             table_version=self.table.version,
             conflicts=self.handshake.conflicts,
             now=now,
-            subnets=self.subnets.status(
-                {ip: name for ip in self.subnets.gateway_ips if (name := self._ref(ip).name)}
+            subnets=self.subnets.status(  # a gone gateway by its last known name
+                {
+                    ip: name
+                    for ip in self.subnets.gateway_ips
+                    if (name := self._gateway_ref(ip).name)
+                }
             ),
             clients=self.clients.values(),
         )
