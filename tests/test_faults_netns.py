@@ -225,7 +225,9 @@ def test_failing_ip_commands_and_uapi_requests_are_logged_retried_and_converge(
     finally:
         hidden.rename(sock)
     mesh.wait(mesh.all_direct, 15)
-    assert mesh.all_ping()
+    # Converged: every pair answers (bounded; a ping sent while a link that the
+    # outage left behind switches over may be lost, as in test_lazy_netns).
+    mesh.wait(mesh.all_ping, 15)
     lines = mesh.log("charlie").splitlines()
     # Logged with the command and its stderr, and retried (it converged):
     # as a warning, or at debug level where a failure is expected.
