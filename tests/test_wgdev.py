@@ -184,6 +184,19 @@ def test_uapi_sets_what_the_planned_wg_set_commands_say() -> None:
     ]
     assert uapi.set_lines(grow) == [f"public_key={hx(K3)}", "replace_allowed_ips=true"]
     assert uapi.set_lines(["wg", "set", "wg0", "listen-port", "51820"]) == ["listen_port=51820"]
+    # A peer that turns its keepalive on goes after the others: wireguard-go
+    # carries "turned on" to the next peer of the request (see set_lines).
+    argv = ["wg", "set", "wg0", "peer", K1, "endpoint", "192.0.2.1:51820"]
+    argv += ["persistent-keepalive", "25", "peer", K2, "allowed-ips", "", "peer", K3, "remove"]
+    assert uapi.set_lines(argv) == [
+        f"public_key={hx(K2)}",
+        "replace_allowed_ips=true",
+        f"public_key={hx(K3)}",
+        "remove=true",
+        f"public_key={hx(K1)}",
+        "endpoint=192.0.2.1:51820",
+        "persistent_keepalive_interval=25",
+    ]
     # set_fwmark's hex, and "off" (UAPI takes the mark in decimal, 0 for none)
     assert uapi.set_lines(["wg", "set", "wg0", "fwmark", "0x51d0"]) == ["fwmark=20944"]
     assert uapi.set_lines(["wg", "set", "wg0", "fwmark", "off"]) == ["fwmark=0"]

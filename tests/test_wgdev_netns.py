@@ -417,6 +417,33 @@ def test_two_boxes_tunnel_reconcile_destroy(veth_lab: VethLab) -> None:
         assert not any(k in text for k in hex_keys)
 
 
+def test_a_peer_set_after_one_whose_keepalive_turns_on_still_starts_its_handshake(
+    veth_lab: VethLab,
+) -> None:
+    """wireguard-go carries "keepalive turned on" from one peer of a request to
+    the next: a new peer without an endpoint (a punch's, being installed) got a
+    keepalive it could not send, and the initiation due once its endpoint was
+    set waited 5 s (uapi.set_lines puts such peers last)."""
+    a, b = veth_lab.add_box("a"), veth_lab.add_box("b")
+    veth_lab.link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
+    (a_priv, a_pub), (b_priv, b_pub) = keypair(), keypair()
+    bring_up(a, a_priv, "10.77.0.1")
+    bring_up(b, b_priv, "10.77.0.2")
+    b.call("apply_peers", peers=[{"key": a_pub, "ips": ["10.77.0.1/32"]}])
+    first = keypair()[1]
+    while first > b_pub:  # planned before b's peer (plan_peer_changes sorts by key)
+        first = keypair()[1]
+    other = {"key": first, "ips": ["10.77.0.9/32"], "endpoint": ["198.51.100.9", 51820]}
+    other["keepalive"] = 25
+    a.call("apply_peers", peers=[other, {"key": b_pub, "ips": []}])  # installed
+    fired = {"key": b_pub, "ips": [], "endpoint": ["198.51.100.2", 51820], "keepalive": 25}
+    a.call("apply_peers", peers=[other, fired])
+    deadline = time.monotonic() + 2.0
+    while a.call("read_peers")[b_pub]["handshake_age"] is None:
+        assert time.monotonic() < deadline, "no handshake within 2 s of the endpoint"
+        time.sleep(0.05)
+
+
 def test_existing_interface_and_refusals(veth_lab: VethLab) -> None:
     a = veth_lab.add_box("a")
     _, other_pub = keypair()

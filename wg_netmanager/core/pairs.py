@@ -53,9 +53,11 @@ Rules (the story of why is in docs/architecture.md, "Direct links"):
    that carried a direct LAN link, is proven and probed whenever needed.
 9. A punch's WireGuard must send: our initiation shows in its byte count
    within ``punch_send_check`` of firing, or the trial peer is removed and
-   added again, once per attempt (wireguard-go 0.0.20220316 sometimes sent
-   nothing on the setting that gave it the endpoint, about one start in
-   eight on the testbed, and the pair waited out punch_timeout).
+   added again, once per attempt. A backstop: the cause found (wireguard-go
+   held the initiation back for 5 s after a keepalive it had been told to
+   send while the peer had no endpoint; about one start in eight) is
+   avoided where the requests are written (uapi.set_lines); without it the
+   pair would wait out punch_timeout whatever else keeps WireGuard silent.
 """
 
 from __future__ import annotations
