@@ -494,22 +494,6 @@ def test_the_command_line_loads_neither_trio_nor_the_wire_format() -> None:
     assert in_a_fresh_interpreter(code) == "[]"
 
 
-def test_the_command_collects_no_garbage_until_the_daemon_is_imported() -> None:
-    # start.main: the collector is off for the start-up's imports (about 6 % of
-    # their CPU); once the daemon's modules are in, it runs again and skips them.
-    code = (
-        "import gc, sys, wg_netmanager.cli as cli, wg_netmanager.start as start; "
-        "seen = []; "
-        "cli.main = lambda: seen.append(gc.isenabled()) or start.imports_done() or 0; "
-        "start.main(); "
-        "print(seen, gc.isenabled(), gc.get_freeze_count() > 0)"
-    )
-    assert in_a_fresh_interpreter(code) == "[False] True True"
-    # A program that calls cli.main itself keeps its collector as it was.
-    code = "import gc, wg_netmanager.start as s; s.imports_done(); print(gc.get_freeze_count())"
-    assert in_a_fresh_interpreter(code) == "0"
-
-
 def test_the_daemons_imports_make_no_dataclass() -> None:
     # A dataclass costs about 1 ms of CPU at import (its methods are compiled);
     # records are msgspec Structs (docs/architecture.md, Start-up).

@@ -2,7 +2,7 @@
 
 import sys
 
-from wg_netmanager.start import main
+from wg_netmanager.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from docopt import DocoptExit, docopt
 
-from wg_netmanager import __version__, service, start
+from wg_netmanager import __version__, service
 from wg_netmanager.api_token import FILE_NAME, TokenError, ensure_token, token_path
 from wg_netmanager.config import (
     ADMIN_PORT_BASE,
@@ -609,7 +609,6 @@ def main(argv: list[str] | None = None) -> int:
             timeline.mark("admin socket bound")
         from wg_netmanager import daemon  # logs the configuration's warnings itself
 
-        start.imports_done()
         timeline.mark("daemon imported")
         # A reload (SIGHUP) reads the same command line with the files as they are then.
         return daemon.main(
