@@ -9,14 +9,18 @@ port in use).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import threading
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from msgspec.structs import replace
 
 from tests.fake_host import ALICE_IP, BOB_IP, FakeNet, Machine, make_settings, mock_clock
@@ -237,6 +241,36 @@ def test_an_unpinned_static_or_a_bad_name_is_refused_with_409(tmp_path: Path) ->
         assert not alice.node.clients
 
     run_meshed(tmp_path, scenario)
+
+
+def test_a_client_add_waits_for_the_clients_lock_without_stopping_the_daemon(
+    tmp_path: Path,
+) -> None:
+    """A ``client`` command holds the directory's lock: the API's add waits for
+    it in a thread, and the daemon (its other requests, its protocol) goes on."""
+    order: list[tuple[str, int]] = []
+
+    async def scenario(alice: Daemon, bob: Daemon, nursery: trio.Nursery) -> None:
+        pinned(alice)
+        app = app_of(alice)
+        held = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(held, fcntl.LOCK_EX)  # as `client add` holds it
+        threading.Timer(1.0, os.close, [held]).start()  # closing it lets go
+        done = trio.Event()
+
+        async def add() -> None:
+            body = json.dumps({"name": "phone"}).encode()
+            answer = await asgi_request(app, "POST", "/api/v1/clients", body=body, headers=BEARER)
+            order.append(("add", answer.status))
+            done.set()
+
+        nursery.start_soon(add)
+        await trio.testing.wait_all_tasks_blocked()
+        order.append(("status", (await asgi_request(app, "GET", "/api/v1/status")).status))
+        await done.wait()  # (the lock goes 1 s later in real time; the clock here is virtual)
+
+    run_meshed(tmp_path, scenario)
+    assert order == [("status", 200), ("add", 201)]
 
 
 def test_a_state_file_that_cannot_be_written_undoes_the_add(tmp_path: Path) -> None:

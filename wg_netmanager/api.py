@@ -317,7 +317,9 @@ class Api:
         self.address: tuple[str, int] | None = None  # where it listens, once it does
         self._static: dict[str, bytes] = {}
         self._metrics: Callable[[], bytes] | None = None
-        self._routes: dict[tuple[str, str], Callable[[Request, bytes], Response]] = {
+        self._routes: dict[
+            tuple[str, str], Callable[[Request, bytes], Response | Awaitable[Response]]
+        ] = {
             ("GET", "/api/v1/status"): lambda r, b: json_response(source.snapshot()),
             ("GET", "/api/v1/peers"): lambda r, b: json_response(source.snapshot()["peers"]),
             ("GET", "/api/v1/routes"): lambda r, b: json_response(source.routes()),
@@ -369,14 +371,15 @@ class Api:
         if path.startswith("/api/v1/clients/"):
             if request.method != "DELETE":
                 raise HttpError(405, "method not allowed", [("allow", "DELETE")])
-            return self._remove_client(unquote(path.removeprefix("/api/v1/clients/")))
+            return await self._remove_client(unquote(path.removeprefix("/api/v1/clients/")))
         handler = self._routes.get((request.method, path))
         if handler is None:
             methods = [m for m, p in self._routes if p == path]
             if methods:
                 raise HttpError(405, "method not allowed", [("allow", ", ".join(methods))])
             raise HttpError(404, "not found")
-        return handler(request, body)
+        response = handler(request, body)
+        return response if isinstance(response, Response) else await response
 
     # --- access ---------------------------------------------------------------
 
@@ -478,7 +481,7 @@ class Api:
     def _clients(self, request: Request, body: bytes) -> Response:
         return json_response(self._command({"op": "client-list"}))
 
-    def _add_client(self, request: Request, body: bytes) -> Response:
+    async def _add_client(self, request: Request, body: bytes) -> Response:
         doc = _json_body(body)
         name, wanted = doc.get("name"), doc.get("wg_ip") or None
         if not isinstance(name, str) or not name:
@@ -492,7 +495,7 @@ class Api:
         add = {"op": "client-add", "name": name, "public_key": keys.public_b64, "wg_ip": wanted}
         answer = self._command(add)
         try:
-            client_config.save(answer)
+            await _save_clients(answer)
         except OSError as exc:
             self.source.command({"op": "client-remove", "name": name})
             raise HttpError(
@@ -510,10 +513,10 @@ class Api:
         }
         return json_response(doc, 201)
 
-    def _remove_client(self, name: str) -> Response:
+    async def _remove_client(self, name: str) -> Response:
         answer = self._command({"op": "client-remove", "name": name})
         try:
-            client_config.save(answer)
+            await _save_clients(answer)
         except OSError as exc:
             raise HttpError(
                 503,
@@ -553,6 +556,12 @@ class Api:
     def _logout(self, request: Request, body: bytes) -> Response:
         cookie = f"{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
         return Response(204, b"", headers=[("set-cookie", cookie)])
+
+
+async def _save_clients(answer: Mapping[str, Any]) -> None:
+    """The clients file, written in a thread: the directory's lock may be held
+    by a ``client`` command, and the write ends with an fsync."""
+    await trio.to_thread.run_sync(client_config.save, answer)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
