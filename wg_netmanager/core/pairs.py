@@ -203,7 +203,7 @@ class Pairs:
         stays on the gateway until the handshake."""
         peers = {}
         for ip, path in self.paths.items():
-            if path.state in TRYING and not (path.recreating and path.state is S.PUNCHING):
+            if path.state in TRYING and not path.recreating:
                 key = self._host.sessions[ip].info.public_key
                 punching = path.state is S.PUNCHING and path.firing
                 peers[key] = WgPeer(
@@ -537,6 +537,7 @@ class Pairs:
         )
         path.state = new
         path.since = now
+        path.recreating = False  # only ever within one punch (rule 9)
 
     def _signature(
         self, session: Session, entry: TableEntry | None, previous: tuple[object, ...] = ()
@@ -651,7 +652,7 @@ class Pairs:
             if reading is None:
                 self._start_attempt(wg_ip, now)
             return
-        if path.recreating and path.state is S.PUNCHING:
+        if path.recreating:
             if reading is None:  # out of WireGuard: back in, endpoint and all (rule 9)
                 path.recreating = False
                 self._fire(wg_ip, path, now)
