@@ -50,6 +50,8 @@ class FakeWgDevice(_Recorder):
         self.name = name
         self.backend = backend
         self.created = False
+        self.fresh = False
+        self.kept = False  # create() takes over a crashed run's link (set by a test)
         self.private_key: bytes | None = None
         self.listen_port: int | None = None
         self.address: tuple[IPv4Address, int] | None = None
@@ -67,6 +69,7 @@ class FakeWgDevice(_Recorder):
     async def create(self, adopt_key: str | None = None, *, renew_kept: bool = True) -> str:
         self._enter("create", renew_kept)
         self.created = True
+        self.fresh = not self.kept  # a kept link keeps its routes; a new one has none
         self.peers = {}
         self.address = None
         return self.backend

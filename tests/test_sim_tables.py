@@ -13,7 +13,7 @@ from msgspec.structs import replace
 from tests.sim import SimNet, lan_mesh
 from wg_netmanager.core.node import TABLE_REQUEST_RATE
 from wg_netmanager.core.sessions import Session
-from wg_netmanager.core.tables import Listings
+from wg_netmanager.core.tables import Listings, OwnTable
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.wire import NodeInfo, Table, TableEntry
 
@@ -155,6 +155,24 @@ def test_a_later_run_of_a_key_wins_over_a_fresher_entry_of_an_earlier_one() -> N
 def _entry(octet: int) -> TableEntry:
     info = NodeInfo(IPv4Address(f"10.1.1.{octet}"), f"n{octet}", f"{octet:043d}=", 50000, 50500)
     return TableEntry(info, None, None, age=0.0)
+
+
+def test_a_lone_change_is_pushed_at_once_and_a_burst_is_coalesced() -> None:
+    """A static's table change waits for nothing after a quiet spell (a
+    node's outside learned at start-up is on every NAT pair's path); changes
+    that follow a push within the push delay go out together after it."""
+    table, delay = OwnTable(), 0.01
+    assert table.update([_entry(2)], 5.0, delay)
+    assert table.push_due(5.0)  # at once
+    assert table.update([_entry(2), _entry(3)], 5.002, delay)
+    assert table.update([_entry(2), _entry(3), _entry(4)], 5.004, delay)
+    assert table.push_at == pytest.approx(5.01)  # a burst: one push, a delay after the last
+    assert not table.push_due(5.009)
+    assert table.push_due(5.01)
+    assert not table.update([_entry(2), _entry(3), _entry(4)], 6.0, delay)  # no change
+    assert table.push_at is None
+    assert table.update([_entry(2)], 6.0, delay)
+    assert table.push_due(6.0)  # quiet again: at once
 
 
 ME = (IPv4Address("10.1.1.99"), "M" * 43 + "=")

@@ -224,6 +224,7 @@ class Daemon:
         self._monitoring = False  # the link watch runs: addresses need no frequent polling
         self._applied_version = -1
         self._routes_known: set[Route] | None = None  # our routes in the kernel, if known
+        self._routes_fresh = False  # on a link just made: the first full pass need not read
         self.backend = ""
         self.startup_error: StartupError | None = None
         self._handshakes = HandshakeClock()
@@ -299,7 +300,7 @@ class Daemon:
         backoff (default SETUP_RETRY_PAUSES), every failure logged;
         CommandError after the last attempt."""
         s = self.settings
-        self._routes_known = None  # a new interface has none of them
+        self._routes_known = None  # unknown until the device says (below)
         for pause in (*(SETUP_RETRY_PAUSES if pauses is None else pauses), None):
             try:
                 # A crashed run's interface with the key we kept: its links
@@ -309,6 +310,8 @@ class Daemon:
                     adopt_key=self.keys.public_b64, renew_kept=not s.is_static
                 )
                 self.timeline.mark("device created")
+                if self.device.fresh:  # made by us: no routes of ours on it yet
+                    self._routes_known, self._routes_fresh = set(), True
                 await self.device.configure(self.keys.private, s.wg_port)
                 await self.device.set_address(s.wg_ip, s.network.subnet.prefixlen)
                 plan = forward_plan(s)
@@ -607,8 +610,9 @@ class Daemon:
         what we applied last: one ``ip`` process less per change, and a route
         someone else removed comes back at the next full pass."""
         actual = self._routes_known
-        if read or actual is None:
+        if (read and not self._routes_fresh) or actual is None:
             actual = await self.routes.read(ifname)
+        self._routes_fresh = False
         self._routes_known = None  # unknown until the change has gone through
         if actual != desired:
             await self.routes.apply(ifname, desired, actual)

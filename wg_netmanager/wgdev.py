@@ -77,6 +77,7 @@ class WgDevice(Protocol):
     """What the daemon needs from a WireGuard interface."""
 
     name: str
+    fresh: bool  # the last create() made the link anew (not kept, not existing)
 
     async def create(self, adopt_key: str | None = None, *, renew_kept: bool = True) -> str:
         """Create (or take over) the interface; return the backend name. A
@@ -250,6 +251,7 @@ class WgInterface:
         self.name = name
         self.existing = existing
         self.backend: str | None = None  # set by a successful create()
+        self.fresh = False  # the last create() made the link: no routes on it yet
         self._touched = False  # create() got far enough to change something
         self._bare = False  # create() left it without IPv4 addresses
         # A userspace daemon's UAPI socket: spoken to directly instead of running `wg`.
@@ -289,6 +291,7 @@ class WgInterface:
         ours, so it is not deleted).
         """
         self._uapi = None
+        self.fresh = False
         if self.existing:
             backend = await self._take_over()
             self._bare = True
@@ -330,6 +333,7 @@ class WgInterface:
                 continue
             self.backend = backend
             self._bare = True
+            self.fresh = True
             if backend != "kernel":
                 self._uapi = os.path.join(SOCKET_DIR, f"{self.name}.sock")
             log.info("created WireGuard interface %s (backend %s)", self.name, backend)

@@ -6,11 +6,14 @@ Rules:
    info (with its public key), the endpoint its WireGuard sees (a NAT's
    outside), the admin source and the session's boot number (which run of
    that key, from its handshake). A change of any of these makes a new
-   version. After ``table_push_delay`` (bursts coalesce) the static sends
-   each session the *change* (entries new or changed, wg IPs removed, on top
-   of the version before) if that session has the version before, else the
-   whole table. Either is encoded once per version, not once per session, so
-   one change costs the static O(sessions) and each node O(1).
+   version. The static sends it at once if it pushed nothing for the last
+   ``table_push_delay``, else that long after its last push (a burst
+   coalesces; a lone change, such as a node's outside learned at start-up,
+   waits for nothing). Each session gets the *change* (entries new or
+   changed, wg IPs removed, on top of the version before) if it has the
+   version before, else the whole table. Either is encoded once per version,
+   not once per session, so one change costs the static O(sessions) and each
+   node O(1).
 2. A table is split into parts that each fit one datagram; a version counts
    once all its parts arrived. An older or repeated version changes nothing.
    A change on top of a version the holder does not have is not applied: the
@@ -30,6 +33,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address
 
@@ -56,6 +60,7 @@ class OwnTable:
     def __init__(self) -> None:
         self.version = 0
         self.push_at: float | None = None
+        self._last_push = -math.inf
         self._said: dict[IPv4Address, tuple[object, ...]] = {}  # as of ``version``
         self._pushed: dict[IPv4Address, tuple[object, ...]] = {}  # as of the last push
         self._pushed_version = 0
@@ -91,7 +96,7 @@ class OwnTable:
         self._said = said
         self.version += 1
         if self.push_at is None:
-            self.push_at = now + push_delay
+            self.push_at = max(now, self._last_push + push_delay)
         return True
 
     @property
@@ -105,6 +110,7 @@ class OwnTable:
         if self.push_at is None or now < self.push_at:
             return False
         self.push_at = None
+        self._last_push = now
         return True
 
     def take_change(self, entries: list[TableEntry]) -> tuple[int, list[bytes]]:

@@ -41,8 +41,10 @@ class Timers(msgspec.Struct, frozen=True):
     # handshake (a start, a new peer): every wg_poll_first. A static learns a
     # NAT's outside endpoint from that handshake, and the pairs behind NATs
     # wait for it. Not in a mesh of more than FIRST_POLL_MAX_PEERS (the whole
-    # dump is read each time).
-    wg_poll_first: float = 0.05
+    # dump is read each time). The reading that shows a node's first handshake
+    # is on the path of every NAT pair's start; the fast reads end with the
+    # last first handshake.
+    wg_poll_first: float = 0.02
     wg_first_window: float = 1.0
     # For wg_punch_window after a punch began: every wg_poll_punch. The path
     # goes direct (routes and all) at the reading that shows the handshake,
@@ -54,7 +56,8 @@ class Timers(msgspec.Struct, frozen=True):
     # Reconcile WireGuard and routes at least this often, even without changes
     # (repairs what someone else changed, retries failed commands).
     reconcile_interval: float = 5.0
-    # A static node pushes its table this long after a change (coalesces bursts).
+    # A static node pushes a table change at once, or this long after its
+    # last push if that was sooner (coalesces bursts).
     table_push_delay: float = 0.01
     # A challenge sent on first contact stays valid this long.
     challenge_lifetime: float = 10.0
