@@ -19,7 +19,7 @@ from msgspec.structs import replace
 from wg_netmanager import wire
 from wg_netmanager.core import events as ev
 from wg_netmanager.core.pair_path import TRANSITIONS, PathState, Trigger
-from wg_netmanager.core.pairs import Pairs
+from wg_netmanager.core.pairs import FIRST_PAIR_HELLO_RETRY, Pairs
 from wg_netmanager.core.sessions import Keys, Session
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import to_b64
@@ -50,12 +50,14 @@ class FakeHost:
     relayed: list[wire.Message] = field(default_factory=list)
     events: list[ev.Event] = field(default_factory=list)
     forgotten: list[IPv4Address] = field(default_factory=list)
+    relayed_ips: list[IPv4Address] = field(default_factory=list)  # reached via a static
+    hellos: list[tuple[IPv4Address, float]] = field(default_factory=list)
 
     def listed(self, wg_ip: IPv4Address) -> TableEntry | None:
         return self.entries.get(wg_ip)
 
     def relayed_peers(self) -> list[IPv4Address]:
-        return []
+        return self.relayed_ips
 
     def via_gateway(self, wg_ip: IPv4Address) -> bool:
         return False
@@ -74,7 +76,7 @@ class FakeHost:
         return True
 
     def say_hello(self, addr: Endpoint, to: IPv4Address, now: float) -> None:
-        pass
+        self.hellos.append((to, now))
 
     def ping(self, session: Session, now: float) -> None:
         session.record_ping(now)
@@ -748,3 +750,26 @@ def test_only_a_punch_under_way_says_when_it_began(state: PathState) -> None:
         assert began == lab.pairs.paths[PEER].since and began <= lab.now
     else:
         assert began is None
+
+
+def test_a_pair_hello_goes_at_once_when_the_static_lists_the_peers_endpoint() -> None:
+    """The lower wg IP's hello goes through the static's tunnel, which reaches
+    the peer only once the static's WireGuard has met it: its table then
+    shows the peer's endpoint, and a hello goes at once instead of at the
+    next retry of the backoff (on every NAT pair's path at a start)."""
+    host = FakeHost(relayed_ips=[PEER])
+    entry = TableEntry(NodeInfo(PEER, "delta", to_b64(b"d" * 32), 50004, 50504), None, None, 0.5)
+    host.entries[PEER] = entry  # listed; the static has not seen its handshake yet
+    pairs, now = Pairs(host, TIMERS), 100.0
+    pairs.handle_timer(now)
+    assert host.hellos == [(PEER, now)]  # the first at once
+    pairs.handle_timer(now + 0.01)
+    assert len(host.hellos) == 1  # then the backoff
+    host.entries[PEER] = replace(entry, wg_endpoint=PEER_OUTSIDE)
+    assert min(pairs.deadlines()) <= now + 0.02
+    pairs.handle_timer(now + 0.02)
+    assert host.hellos[-1] == (PEER, now + 0.02)  # at once, before the retry was due
+    pairs.handle_timer(now + 0.03)
+    assert len(host.hellos) == 2  # once: then the backoff again
+    pairs.handle_timer(now + 0.02 + 2 * FIRST_PAIR_HELLO_RETRY)
+    assert len(host.hellos) == 3

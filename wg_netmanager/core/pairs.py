@@ -88,6 +88,8 @@ MAX_WANTED = 4096  # destinations with demand remembered (bounded, like every ta
 # Seconds; doubling up to MAX_PAIR_HELLO_RETRY. Short: the first hello often
 # goes out while the static does not yet have the peer's endpoint (its
 # handshake is a moment behind ours), and costs a few bytes through the tunnel.
+# Once the static's table shows that endpoint (the static's WireGuard has met
+# the peer, so the tunnel reaches it), a hello goes at once, whatever the backoff.
 FIRST_PAIR_HELLO_RETRY = 0.05
 MAX_PAIR_HELLO_RETRY = 10.0
 MAX_PROBED = 4 * wire.MAX_LOCAL_ENDPOINTS  # addresses probed per pair session (rule 8)
@@ -151,7 +153,8 @@ class Pairs:
         self.timers = timers
         self.lazy = lazy
         self.paths: dict[IPv4Address, PairPath] = {}
-        self._hello_at: dict[IPv4Address, tuple[float, float]] = {}  # (due, backoff)
+        # (due, backoff, whether the last hello went after the peer's endpoint was listed)
+        self._hello_at: dict[IPv4Address, tuple[float, float, bool]] = {}
         self._wanted: dict[IPv4Address, float] = {}  # lazy: destination -> last traffic
 
     # --- the node's view -----------------------------------------------------
@@ -496,11 +499,12 @@ class Pairs:
                     self._close_idle(wg_ip, now)
             self._forget_wants(now)
         for wg_ip, entry in self._hello_candidates():
-            due, backoff = self._hello_at.get(wg_ip, (now, FIRST_PAIR_HELLO_RETRY))
-            if now < due:
+            if now < self._hello_due(wg_ip, entry, now):
                 continue
             host.say_hello((str(wg_ip), entry.info.admin_port), wg_ip, now)
-            self._hello_at[wg_ip] = (now + backoff, min(backoff * 2, MAX_PAIR_HELLO_RETRY))
+            _due, backoff, _met = self._hello_at.get(wg_ip, (now, FIRST_PAIR_HELLO_RETRY, False))
+            met = entry.wg_endpoint is not None
+            self._hello_at[wg_ip] = (now + backoff, min(backoff * 2, MAX_PAIR_HELLO_RETRY), met)
 
     def deadlines(self) -> list[float]:
         deadlines = []
@@ -519,8 +523,8 @@ class Pairs:
                 deadlines.append(path.vouch_until)
             if self._reprobing(wg_ip, path, path.next_reprobe):
                 deadlines.append(path.next_reprobe)
-        for wg_ip, _entry in self._hello_candidates():
-            deadlines.append(self._hello_at.get(wg_ip, (0.0, 0.0))[0])
+        for wg_ip, entry in self._hello_candidates():
+            deadlines.append(self._hello_due(wg_ip, entry, 0.0))
         if self.lazy:
             deadlines += [p.active_at + self.timers.idle_after for p in self.paths.values()]
         return deadlines
@@ -828,6 +832,13 @@ class Pairs:
         self._host.emit(ev.LanAnswers(self._host.ref(wg_ip)))
         self.paths[wg_ip].lan_first = True
         self._start_attempt(wg_ip, now)
+
+    def _hello_due(self, wg_ip: IPv4Address, entry: TableEntry, now: float) -> float:
+        """When the next pair hello to ``wg_ip`` is due (``now``: the first)."""
+        due, _backoff, met = self._hello_at.get(wg_ip, (now, 0.0, False))
+        if entry.wg_endpoint is not None and not met:
+            return now  # the tunnel through the static reaches it now
+        return due
 
     def _hello_candidates(self) -> list[tuple[IPv4Address, TableEntry]]:
         """Dynamic nodes we should open a session with (rule 7), through the
