@@ -70,6 +70,40 @@ def test_dead_node_is_dropped_after_dead_after_of_silence() -> None:
     assert any(isinstance(e, ev.PeerSilent) for e in alice.events())
 
 
+def test_a_static_peer_without_a_first_handshake_is_set_again_once() -> None:
+    """WireGuard retries an unanswered first initiation only after 5 s (the
+    benchmarks saw one start in about forty lose it). A node that has had
+    the static's peer in its WireGuard for ``firstHandshakeResend`` without
+    a handshake takes it out and, once WireGuard has let it go, sets it
+    again: a new initiation goes at once. Once per session; a handshake in
+    time changes nothing."""
+    lab, alice, bob = two_nodes()
+    lab.wg_applied()  # alice lists bob: bob sets alice's peer
+    key = alice.info.public_key
+    bob.events()
+
+    def reading(at: float, present: bool = True, handshake: float | None = None) -> set[str]:
+        readings = {key: WgPeerReading(key, None, (), handshake, 0, 148)} if present else {}
+        bob.update_wg(readings, at)
+        return peer_keys(bob)
+
+    t = lab.now
+    assert reading(t) == {key} and reading(t + T.first_handshake_resend - 0.01) == {key}
+    assert reading(t + T.first_handshake_resend) == set()  # out ...
+    assert bob.events() == [ev.StaticHandshakeResent(ev.PeerRef(alice.info.wg_ip, "alice"))]
+    assert reading(t + T.first_handshake_resend + 0.02) == set()  # (WireGuard has it still)
+    assert reading(t + 1.05, present=False) == {key}  # ... and in again
+    later = t + 1.1 + 3 * T.first_handshake_resend
+    assert reading(t + 1.1) == {key} and reading(later) == {key}  # once per session
+    assert not [e for e in bob.events() if isinstance(e, ev.StaticHandshakeResent)]
+
+    lab, alice, bob = two_nodes()
+    lab.wg_applied()
+    key, t = alice.info.public_key, lab.now
+    assert reading(t, handshake=0.1) == {key}
+    assert reading(t + 5 * T.first_handshake_resend, handshake=0.1) == {key}
+
+
 def test_dynamic_side_drops_a_dead_static_and_calls_again() -> None:
     lab, alice, bob = two_nodes()
     alice_ip = alice.info.wg_ip

@@ -241,6 +241,38 @@ def test_failing_ip_commands_and_uapi_requests_are_logged_retried_and_converge(
     stop_cleanly(mesh)
 
 
+# In delta's box: its first datagram to beta's WireGuard port (a handshake
+# initiation) is dropped, every later one passes.
+DROP_FIRST_INITIATION = f"""
+table inet firstdrop {{
+  chain out {{
+    type filter hook output priority filter; policy accept;
+    ip daddr {BETA_UNDERLAY} udp dport 50001 quota until 200 bytes counter drop
+  }}
+}}
+"""
+
+
+def test_a_lost_first_handshake_with_the_static_is_started_again_in_a_second(
+    mesh: FaultMesh,
+) -> None:
+    """WireGuard retries an unanswered initiation only after 5 s. The daemon
+    sets the static's peer again when it has had no handshake for
+    ``firstHandshakeResend`` (1 s), and delta reaches beta well before that."""
+    assert mesh.tb.run("delta", "nft", "-f", "-", input=DROP_FIRST_INITIATION).returncode == 0
+    started = time.monotonic()
+    mesh.start_all()
+    mesh.wait(lambda: mesh.pings("delta", "beta"), 15)
+    took = time.monotonic() - started
+    print(f"delta reaches beta {took:.2f} s after the start, its first initiation lost")
+    dropped = mesh.tb.run("delta", "nft", "list", "table", "inet", "firstdrop").stdout
+    assert "counter packets 1 " in dropped, dropped  # the fault did happen, once
+    assert "no WireGuard handshake yet; its peer set up again" in mesh.log("delta")
+    assert took < 4.0, mesh.logs()  # not WireGuard's 5 s retry
+    mesh.wait(mesh.all_direct, 15)
+    stop_cleanly(mesh)
+
+
 def test_interface_deleted_under_the_daemon_is_set_up_again(mesh: FaultMesh) -> None:
     converge(mesh)
     mesh.start_probers({"charlie": ["beta", "delta"], "beta": ["charlie"], "delta": ["charlie"]})

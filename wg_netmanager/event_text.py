@@ -88,6 +88,8 @@ def describe(event: ev.Event) -> str:
             return f"{label(peer)}: punch failed, wg has {reading}"
         case ev.PunchResent(peer):
             return f"{label(peer)}: WireGuard sent nothing on the punch; its peer set up again"
+        case ev.StaticHandshakeResent(peer):
+            return f"{label(peer)}: no WireGuard handshake yet; its peer set up again"
         case ev.PathStateChanged(peer, old, new, trigger):
             return f"{label(peer)}: path {old} -> {new} ({trigger})"
         case ev.SubnetGatewayChanged(route, gateway, previous, reason):

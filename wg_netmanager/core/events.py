@@ -215,6 +215,14 @@ class PunchResent(msgspec.Struct, frozen=True):
     peer: PeerRef
 
 
+class StaticHandshakeResent(msgspec.Struct, frozen=True):
+    """No first WireGuard handshake with a static peer within
+    ``firstHandshakeResend`` of setting it: its peer is set up again, so
+    that WireGuard starts a handshake now, not at its 5 s retry."""
+
+    peer: PeerRef
+
+
 class PathStateChanged(msgspec.Struct, frozen=True):
     """A pair path moved between states (see ``core/pairs.py``); for ``-vv``."""
 
@@ -319,6 +327,7 @@ Event = (
     | PairIdle
     | PunchFailed
     | PunchResent
+    | StaticHandshakeResent
     | PathStateChanged
     | SubnetGatewayChanged
     | GatewayUnanswered

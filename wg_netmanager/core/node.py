@@ -287,7 +287,37 @@ class Node:
         # walk it only if those changed (or a session did, see _on_session).
         if self._table_stale or _endpoints_differ(old, self._wg):
             self._mark_table_dirty(now)
+        if not self.is_static and self._first_handshakes(now):
+            self._recompute(now)
         self.pairs.on_wg(now)
+
+    def _first_handshakes(self, now: float) -> bool:
+        """A static's peer with no first handshake ``first_handshake_resend``
+        after it appeared in our WireGuard is taken out and, once a reading
+        shows it gone, set again: WireGuard starts a new handshake then, where
+        after one lost (or never sent) it would wait 5 s. Once per session.
+        True if the peers we want changed."""
+        changed = False
+        for wg_ip in self.statics:
+            session = self.sessions.get(wg_ip)
+            if session is None or not session.peer_ready:
+                continue
+            reading = self._wg.get(session.info.public_key)
+            if session.wg_renewing:
+                if reading is None:  # out of WireGuard: back in, with a new initiation
+                    session.wg_renewing, changed = False, True
+                continue
+            if reading is None or reading.handshake_age is not None:
+                session.wg_waiting_since = None
+                continue
+            if session.wg_waiting_since is None:
+                session.wg_waiting_since = now
+            elif not session.wg_renewed and (
+                now >= session.wg_waiting_since + self.timers.first_handshake_resend
+            ):
+                session.wg_renewing = session.wg_renewed = changed = True
+                self._emit(ev.StaticHandshakeResent(self._ref(wg_ip)))
+        return changed
 
     def interface_reset(self, now: float) -> None:
         """Our WireGuard interface was re-created (it had been deleted): every
@@ -1106,6 +1136,10 @@ class Node:
             subnet_via=(mine.info.wg_ip, self.subnet) if mine else None,
         )
         peers.update(self.pairs.trial_peers())
+        for wg_ip in self.statics:  # out for a moment, to be set again (_first_handshakes)
+            session = self.sessions.get(wg_ip)
+            if session is not None and session.wg_renewing:
+                peers.pop(session.info.public_key, None)
         routes = self._routing.routes
         if self.clients:  # clients.py rule 1 (a new set: the routing's changes in place)
             routes = routes | {Route(ip) for ip in self.clients}

@@ -138,6 +138,12 @@ class Session(msgspec.Struct):
     table_sent: int = 0  # our table version this session has (we are a static)
     wg_rx: int = 0  # bytes its WireGuard peer had received at the last reading (mobile.py)
     boot_number: int = 0  # which run of its key (wire.Hello), from inside its handshake
+    # A static's peer in our WireGuard: since when, without a first handshake
+    # (None: not yet in it, or it has one); taken out to be set again
+    # (``wg_renewing``) at most once per session (node.py, _first_handshakes).
+    wg_waiting_since: float | None = None
+    wg_renewing: bool = False
+    wg_renewed: bool = False
     # Not in the repr. (It is compared with the rest: nothing compares sessions.)
     watcher: Callable[[Session, str], None] | None = None
 

@@ -52,6 +52,10 @@ class Timers(msgspec.Struct, frozen=True):
     wg_poll_punch: float = 0.01
     wg_punch_window: float = 0.3
     wg_poll_active: float = 1.0
+    # A static peer without a first handshake this long after it appeared in
+    # our WireGuard is removed and set again, once per session: WireGuard
+    # itself would retry only 5 s after an initiation that went unanswered.
+    first_handshake_resend: float = 1.0
     wg_poll_slow: float = 5.0
     # Reconcile WireGuard and routes at least this often, even without changes
     # (repairs what someone else changed, retries failed commands).
