@@ -90,6 +90,7 @@ class FakeHost:
         # Its prefixes (connected routes); None: each address as a /24.
         self.networks: list[IPv4Network] | None = None
         self.fail_addresses = 0  # this many reads of the addresses fail
+        self.address_gate: trio.Event | None = None  # a read of them waits for it
         self.address_reads = 0
         self.names: dict[str, str | None] = {}  # DNS; a name not in here does not resolve
         self.lookups: list[str] = []
@@ -106,6 +107,8 @@ class FakeHost:
 
     async def local_addresses(self, exclude: str) -> list[str]:
         await trio.lowlevel.checkpoint()
+        if self.address_gate is not None:
+            await self.address_gate.wait()
         self.address_reads += 1
         if self.fail_addresses > 0:
             self.fail_addresses -= 1

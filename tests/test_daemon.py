@@ -742,6 +742,39 @@ def test_the_web_stack_and_the_dns_server_wait_until_start_up_has_settled(tmp_pa
     assert seen["settled wait"] == 0
 
 
+def test_the_interface_is_set_up_while_the_addresses_are_read_and_no_hello_goes_without_them(
+    tmp_path: Path,
+) -> None:
+    """At a start, ``ip addr show`` and the interface's set-up run at once
+    (neither waits for the other's processes); the hellos wait for the
+    addresses, which they carry (LAN discovery)."""
+    alice, bob = machines(tmp_path)
+    bob.host.addresses = ["192.168.5.9"]
+    bob.host.address_gate = gate = trio.Event()  # a slow `ip addr show`
+    bob_ip = IPv4Address("10.1.1.2")
+    seen: list[tuple[object, ...]] = []
+
+    async def scenario() -> None:
+        with trio.fail_after(30):  # (an interface set up after the read would wait for ever)
+            async with trio.open_nursery() as nursery:
+                await steps(nursery)
+
+    async def steps(nursery: trio.Nursery) -> None:
+        alice_daemon, bob_daemon = await alice.daemon(), await bob.daemon()
+        await nursery.start(alice_daemon.run)
+        nursery.start_soon(bob_daemon.run)
+        await wait_for(lambda: bob.device.address is not None)  # up meanwhile
+        await trio.sleep(1.0)  # (a hello would have arrived by now)
+        seen.append((bob_daemon.node.info.local_endpoints, bob_ip in alice_daemon.node.sessions))
+        gate.set()
+        await wait_for(lambda: bob_ip in alice_daemon.node.sessions)
+        seen.append((alice_daemon.node.sessions[bob_ip].info.local_endpoints,))
+        nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert seen == [((), False), ((("192.168.5.9", 50502),),)]
+
+
 def test_routes_are_read_back_on_a_full_pass_and_on_an_interface_we_did_not_make(
     tmp_path: Path,
 ) -> None:

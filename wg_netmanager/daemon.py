@@ -125,7 +125,8 @@ async def build_node(
     rng: Random | None = None,
     boot_number: int = 0,
 ) -> Node:
-    """The core for ``settings``: static peers' host names resolved, local addresses read.
+    """The core for ``settings``: static peers' host names resolved (its local
+    addresses are read by ``Daemon.run``, while the interface is set up).
     ``boot_number``: the runs of ``keys`` before this one (see crash_kept_key)."""
     net = settings.network
     statics = [
@@ -158,8 +159,6 @@ async def build_node(
     )
     for client in settings.clients:  # the static's state file (client_config.py)
         node.add_client(client.name, client.public_key, client.wg_ip, trio.current_time())
-    addresses = await read_local_addresses(host, settings.interface, fallback=[])
-    node.set_local_addresses(addresses, trio.current_time())
     if net.gateways:
         networks = await read_local_networks(host, settings.interface, fallback=None)
         node.set_local_networks(networks or [], trio.current_time())
@@ -245,15 +244,15 @@ class Daemon:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start up, then serve until cancelled; ``task_status.started()`` once the
         interface is up. The admin channel needs no WireGuard device: the socket
-        is bound and the hellos go out first, and the interface is set up while
-        they travel (the core sends nothing into the tunnel before the
-        reconciler, started once the interface is up, has applied its routes)."""
+        is bound, and the interface is set up while the local addresses are
+        read and the hellos travel (the core sends nothing into the tunnel
+        before the reconciler, started once the interface is up, has applied
+        its routes)."""
         try:
             sock = await self._open_socket()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive, sock)
-                nursery.start_soon(self._drive)
-                await self._say_hello()
+                nursery.start_soon(self._say_hello, nursery)
                 try:
                     await self._set_up_device()
                 except StartupError as exc:
@@ -339,7 +338,13 @@ class Daemon:
         self.timeline.mark("admin socket bound")
         return sock
 
-    async def _say_hello(self) -> None:
+    async def _say_hello(self, nursery: trio.Nursery) -> None:
+        """Our local addresses (the hello carries them), then the hellos, while
+        the interface is set up; then the core's timers (not before: no hello
+        may go without the addresses)."""
+        s = self.settings
+        addresses = await read_local_addresses(self.host, s.interface, fallback=[])
+        self.node.set_local_addresses(addresses, trio.current_time())
         now = trio.current_time()
         if self.settings.is_static:
             # A crash (no bye) leaves the nodes waiting for their next ping:
@@ -347,6 +352,7 @@ class Daemon:
             self.node.call_back(self.host.read_peers_file(self._peers_path), now)
         self.node.handle_timer(now)
         await self._flush()
+        nursery.start_soon(self._drive)
 
     async def _set_up_device(self) -> None:
         s = self.settings
