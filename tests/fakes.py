@@ -180,6 +180,9 @@ class FakeForwarding(_Recorder):
         self.relay: frozenset[IPv4Network] = frozenset()
         self.ruleset = ""
 
+    async def prepare(self, plan: ForwardPlan) -> None:
+        self._enter("prepare", plan)
+
     async def apply(self, plan: ForwardPlan) -> None:
         self._enter("apply", plan)
         self.plan = plan

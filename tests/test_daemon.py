@@ -71,8 +71,10 @@ def test_two_daemons_mesh_retry_and_clean_up(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     alice, bob = machines(tmp_path)
-    # bob's first route change fails, as if `ip` hiccuped: logged and retried.
+    # bob's first route change fails, as if `ip` hiccuped: logged and retried;
+    # so does alice's first nftables load (while her interface is made).
     bob.routes.fail["apply"] = CommandError(["ip", "route", "replace"], 2, "RTNETLINK: busy")
+    alice.forwarding.fail["prepare"] = CommandError(["nft", "-f", "-"], 1, "Error: busy")
     keys = []
 
     async def scenario() -> None:
@@ -80,9 +82,10 @@ def test_two_daemons_mesh_retry_and_clean_up(
             alice_daemon, bob_daemon = await alice.daemon(), await bob.daemon()
             keys.extend([alice_daemon.keys, bob_daemon.keys])
             await nursery.start(alice_daemon.run)
-            # Set up in order: interface, key and port, address, then forwarding.
+            # Set up in order: interface, key and port, address; forwarding's
+            # nftables meanwhile (it needs no interface), its sysctls after.
             assert alice.device.call_names()[:3] == ["create", "configure", "set_address"]
-            assert alice.forwarding.call_names()[0] == "apply"
+            assert alice.forwarding.call_names()[:3] == ["prepare", "prepare", "apply"]
             await nursery.start(bob_daemon.run)
             # A crashed run's kept interface: the static leaves the renewal of
             # its nodes' sessions to them (wgdev._adopt); a node renews its own.
@@ -98,6 +101,7 @@ def test_two_daemons_mesh_retry_and_clean_up(
 
     trio.run(scenario, clock=mock_clock())
     assert "RTNETLINK: busy" in caplog.text and "retrying" in caplog.text
+    assert "setting up wg0: command `nft -f -` failed" in caplog.text
     # Cleanup: interfaces destroyed, our routes gone, sockets closed.
     assert not alice.device.created and not bob.device.created
     assert bob.routes.tables["wg0"] == set()

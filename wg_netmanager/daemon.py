@@ -44,6 +44,7 @@ signal.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -300,23 +301,15 @@ class Daemon:
         CommandError after the last attempt."""
         s = self.settings
         self._routes_known = None  # unknown until the device says (below)
+        plan = forward_plan(s)
         for pause in (*(SETUP_RETRY_PAUSES if pauses is None else pauses), None):
             try:
-                # A crashed run's interface with the key we kept: its links
-                # carry traffic meanwhile (kept, not made anew). A static's
-                # nodes renew their sessions with it themselves (wgdev._adopt).
-                self.backend = await self.device.create(
-                    adopt_key=self.keys.public_b64, renew_kept=not s.is_static
-                )
-                self.timeline.mark("device created")
-                if self.device.fresh:  # made by us: no routes of ours on it yet
-                    self._routes_known, self._routes_fresh = set(), True
-                await self.device.configure(self.keys.private, s.wg_port)
-                await self.device.set_address(s.wg_ip, s.network.subnet.prefixlen)
-                plan = forward_plan(s)
-                if plan.route_table:  # the underlay stays outside our routes
-                    await self.device.set_fwmark(route_table(s.interface))
-                await self.forwarding.apply(plan)
+                # A static's nftables table (tens of ms of `nft`) needs no
+                # interface: it is loaded while the interface is made.
+                async with _first_command_error(), trio.open_nursery() as nursery:
+                    nursery.start_soon(self.forwarding.prepare, plan)
+                    await self._make_device(plan)
+                await self.forwarding.apply(plan)  # the interface's own settings
                 self.timeline.mark("device up")
                 return
             except CommandError as exc:
@@ -324,6 +317,22 @@ class Daemon:
                     raise
                 log.warning("setting up %s: %s (retrying in %.1f s)", s.interface, exc, pause)
                 await trio.sleep(pause)
+
+    async def _make_device(self, plan: ForwardPlan) -> None:
+        s = self.settings
+        # A crashed run's interface with the key we kept: its links carry
+        # traffic meanwhile (kept, not made anew). A static's nodes renew
+        # their sessions with it themselves (wgdev._adopt).
+        self.backend = await self.device.create(
+            adopt_key=self.keys.public_b64, renew_kept=not s.is_static
+        )
+        self.timeline.mark("device created")
+        if self.device.fresh:  # made by us: no routes of ours on it yet
+            self._routes_known, self._routes_fresh = set(), True
+        await self.device.configure(self.keys.private, s.wg_port)
+        await self.device.set_address(s.wg_ip, s.network.subnet.prefixlen)
+        if plan.route_table:  # the underlay stays outside our routes
+            await self.device.set_fwmark(route_table(s.interface))
 
     async def _open_socket(self) -> DatagramSocket:
         s = self.settings
@@ -1065,6 +1074,22 @@ async def read_local_networks(
     except CommandError as exc:
         log.warning("%s (retrying)", exc)
         return fallback
+
+
+@contextlib.asynccontextmanager
+async def _first_command_error() -> AsyncIterator[None]:
+    """A nursery's failure as the CommandError it was (the first, if two
+    tasks failed) for the retry around it; anything else goes on as raised."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        failed, rest = group.split(CommandError)
+        if failed is None or rest is not None:
+            raise
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 async def _sendto(sock: DatagramSocket, data: bytes, addr: Endpoint) -> None:

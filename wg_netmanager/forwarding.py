@@ -387,9 +387,16 @@ class Forwarding(Protocol):
     ``tests/fakes.py``.
     """
 
+    async def prepare(self, plan: ForwardPlan) -> None:
+        """What of ``plan`` needs no interface yet (our nftables table, routing
+        rules; the first call also undoes what a crashed run left), so that it
+        can run while the interface is made. CommandError."""
+        ...
+
     async def apply(self, plan: ForwardPlan) -> None:
-        """Make the host forward and route as ``plan`` says (idempotent; the
-        first call also undoes what a crashed run left). CommandError."""
+        """Make the host forward and route as ``plan`` says, the interface's
+        own settings included (idempotent; prepares first unless ``prepare``
+        was given this plan). CommandError."""
         ...
 
     async def set_routes(self, routes: set[Route], relay: frozenset[IPv4Network]) -> None:
@@ -430,16 +437,19 @@ class HostForwarding:
         self._plan: ForwardPlan | None = None
         self._recovered = False
         self._changes = Changes()
+        # The plan prepare() has done, and the sysctls that apply() then writes.
+        self._prepared: tuple[ForwardPlan, dict[str, str]] | None = None
 
-    async def apply(self, plan: ForwardPlan) -> None:
+    async def prepare(self, plan: ForwardPlan) -> None:
+        self._prepared = None
         if not self._recovered:
             await self._recover(plan.interface)
             self._recovered = True
         self._plan = plan
         policy = plan.route_table or plan.relay_table
-        if not (plan.needs_table or policy):
-            return
-        await self._note(nft=plan.needs_table, policy=policy)
+        sysctls: dict[str, str] = {}
+        if plan.needs_table or policy:
+            await self._note(nft=plan.needs_table, policy=policy)
         if plan.needs_table:
             switched: list[str] = []
             if plan.routes:
@@ -449,10 +459,20 @@ class HostForwarding:
                     # Switched on by us (now or earlier in this run): ours to police.
                     if path in self._changes.sysctls or await _read_sysctl(path) != "1":
                         switched.append(name)
+            # Matched by name (iifname): loaded before the interface exists.
             await run(["nft", "-f", "-"], stdin=nft_ruleset(plan, switched).encode())
-            await self._write_sysctls(wanted_sysctls(plan, switched))
+            sysctls = wanted_sysctls(plan, switched)
         if policy:
             await self._apply_rules(plan)
+        self._prepared = (plan, sysctls)
+
+    async def apply(self, plan: ForwardPlan) -> None:
+        if self._prepared is None or self._prepared[0] != plan:
+            await self.prepare(plan)
+        assert self._prepared is not None
+        sysctls, self._prepared = self._prepared[1], None
+        # The interface's forwarding is switched on after our rules are in place.
+        await self._write_sysctls(sysctls)
 
     async def set_routes(self, routes: set[Route], relay: frozenset[IPv4Network]) -> None:
         plan = self._plan
