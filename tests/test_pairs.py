@@ -773,3 +773,26 @@ def test_a_pair_hello_goes_at_once_when_the_static_lists_the_peers_endpoint() ->
     assert len(host.hellos) == 2  # once: then the backoff again
     pairs.handle_timer(now + 0.02 + 2 * FIRST_PAIR_HELLO_RETRY)
     assert len(host.hellos) == 3
+
+
+def test_a_path_gone_direct_on_the_peers_word_waits_for_our_side_of_the_handshake() -> None:
+    """The peer initiated and saw the handshake; our WireGuard (the
+    responder's) counts it only once the peer's keepalive has come in. A
+    reading before that is not a stale handshake (a bench run lost its LAN
+    link for seconds that way); one that still shows none after
+    ``link_timeout`` is."""
+    lab = peer_saw_the_handshake_while_installing()
+    lab.later(0.003)
+    lab.wg()  # no handshake on our side yet
+    assert lab.path_state is S.DIRECT
+    lab.later(0.01)
+    lab.wg(handshake_age=0.0)  # the keepalive came in
+    lab.later(TIMERS.link_timeout)
+    lab.wg(handshake_age=TIMERS.link_timeout, rx=100, tx=100)
+    assert lab.path_state is S.DIRECT
+
+    lab = peer_saw_the_handshake_while_installing()
+    lab.later(TIMERS.link_timeout)
+    lab.wg()  # never
+    assert lab.path_state is S.FAILED
+    assert (S.DIRECT.value, T.HANDSHAKE_STALE.value, S.FAILED.value) in lab.host.moves()

@@ -693,6 +693,12 @@ class Pairs:
                 return
         elif path.state is S.DIRECT:
             age = reading.handshake_age if reading else None
+            if reading is not None and age is None and now < path.since + self.timers.link_timeout:
+                # Gone direct on the peer's word: a responder's WireGuard shows
+                # the handshake only once the initiator's first packet over it
+                # (its keepalive) has come in, a moment later.
+                self._advance(wg_ip, path, now)
+                return
             if reading is None or age is None or age > self.timers.direct_stale_after:
                 why = "direct link lost its handshake"
                 self._fail(wg_ip, path, T.HANDSHAKE_STALE, now, why, soon=True)
