@@ -669,6 +669,30 @@ def test_the_lower_wg_ip_fires_when_the_higher_says_it_fired() -> None:
     assert path.endpoint is not None and lab.pairs.trial_peers()[lab.key].endpoint == OTHER_OUTSIDE
 
 
+def test_a_new_attempt_of_the_lower_wg_ip_waits_for_the_higher_to_fire_again() -> None:
+    """Firing is per attempt. A lower wg IP that fired in a failed punch and
+    fired again at once in the next would send with the higher one: crossed
+    initiations, each WireGuard answering the other's and dropping the answer
+    to its own, and the pair waits 5 s for WireGuard's retry (a LAN healed
+    after a failed punch; a CI run saw it)."""
+    lab = PairLab(lan=False, outside=OTHER_OUTSIDE)
+    lab.punching()
+    lab.later(TIMERS.punch_stagger + lab.host.gateway_rtt())
+    assert lab.pairs.paths[PEER].firing  # the fallback fired (we are the lower)
+    lab.later(TIMERS.punch_timeout)
+    assert lab.path_state is S.FAILED
+    lab.wg_gone()
+    lab.later(TIMERS.path_retry_max)  # the retry, its peer back in, the peer ready
+    assert lab.path_state is S.INSTALLING
+    lab.wg()
+    lab.peer_ready()
+    assert lab.path_state is S.PUNCHING
+    assert not lab.pairs.paths[PEER].firing
+    assert lab.pairs.trial_peers()[lab.key].endpoint is None
+    lab.later(TIMERS.punch_stagger + lab.host.gateway_rtt())
+    assert lab.pairs.trial_peers()[lab.key].endpoint == OTHER_OUTSIDE
+
+
 def test_the_higher_wg_ip_says_fired_once_its_wireguard_has_sent_the_initiation() -> None:
     """Not when the endpoint is applied: WireGuard sends a moment later (later
     still on a busy machine), and the lower wg IP's initiation, sent on our

@@ -572,7 +572,10 @@ class Pairs:
         path.attempt += 1
         if path.state is S.DIRECT:
             self._tell_leaving(wg_ip, path)
-        path.installed = path.peer_ready = path.told_fired = False
+        # Firing is per attempt: a lower wg IP still firing from the last one
+        # would send with the higher one, and crossed initiations stall both
+        # WireGuards until their retry, 5 s later.
+        path.installed = path.peer_ready = path.firing = path.told_fired = False
         path.fire_tx = None
         path.recreating = path.recreated = False
         if host.reading(session.info.public_key) is not None:
