@@ -28,6 +28,7 @@ from wg_netmanager.wgdev import (
     WgDevice,
     WgInterface,
     is_valid_key,
+    kernel_may_have_wireguard,
     parse_dump,
     plan_peer_changes,
 )
@@ -618,6 +619,44 @@ def test_a_batch_refuses_what_ip_would_read_differently() -> None:
     ):
         with pytest.raises(ValueError):
             trio.run(run_batch, commands)
+
+
+WG_MODULE = "kernel/drivers/net/wireguard/wireguard.ko"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, False),  # a container or a VM without modules
+        ({"sys/module/wireguard/version": "1.0.0"}, True),  # loaded or built in
+        ({"lib/modules/6.1.0-9/modules.dep": "kernel/drivers/net/tun.ko:\n"}, False),
+        (
+            {"lib/modules/6.1.0-9/modules.dep": f"{WG_MODULE}.xz: kernel/lib/crypto/x.ko.xz\n"},
+            True,  # loadable
+        ),
+        ({"lib/modules/6.1.0-9/modules.builtin": f"{WG_MODULE}\n"}, True),  # built in
+        ({"lib/modules/5.10.0-1/modules.dep": f"{WG_MODULE}:\n"}, False),  # another kernel's
+    ],
+)
+def test_the_kernel_backend_is_tried_first_only_where_it_can_be(
+    tmp_path: Path, files: dict[str, str], expected: bool
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert kernel_may_have_wireguard(str(tmp_path), release="6.1.0-9") is expected
+
+
+def test_without_a_kernel_module_userspace_goes_first_and_the_kernel_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dev = WgInterface("wg0")
+    monkeypatch.setattr("wg_netmanager.wgdev.kernel_may_have_wireguard", lambda: False)
+    order = [argv[0] for _backend, argv, _env in dev._backend_commands()]
+    assert order == ["wireguard-go", "boringtun-cli", "boringtun", "ip"]
+    monkeypatch.setattr("wg_netmanager.wgdev.kernel_may_have_wireguard", lambda: True)
+    order = [argv[0] for _backend, argv, _env in dev._backend_commands()]
+    assert order == ["ip", "wireguard-go", "boringtun-cli", "boringtun"]
 
 
 # ---------------------------------------------------------------------------
