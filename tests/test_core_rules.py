@@ -104,6 +104,35 @@ def test_a_static_peer_without_a_first_handshake_is_set_again_once() -> None:
     assert reading(t + 5 * T.first_handshake_resend, handshake=0.1) == {key}
 
 
+def test_start_up_settles_only_once_the_peers_have_stopped_arriving() -> None:
+    """What waits for start-up to settle (the web and DNS stacks' imports: a
+    third of a second of CPU) waits while peers arrive: a new one is work for
+    a static (its peer, the table) and for a node (routes, pair links). A
+    static with no first handshake awaited, and a node whose static had not
+    listed the others yet, once counted as settled at once, and took their
+    imports' CPU from the daemons starting with them."""
+    lab = Lab({"alice": 1})
+    alice = lab.start("alice")
+    assert alice.settling(lab.now)  # just started: its nodes are on their way
+    lab.run_until(lab.now + T.settle_quiet)
+    assert not alice.settling(lab.now)  # nobody came: settled all the same
+    bob = lab.start("bob", 2, address_octet=12)
+    lab.handshake("alice", "bob")
+    lab.wg_applied()
+    lab.run_until(bob.quiet_from + 10.0)
+    assert not bob.settling(lab.now)
+    # A node bob reaches through alice (a phone: it opens its own links, so
+    # only the quiet is waited for here).
+    lab.start("carol", 3, address_octet=13, mobile=True)
+    lab.handshake("alice", "carol")
+    lab.wg_applied()
+    changed = bob.quiet_from
+    assert changed > lab.now - 1.0
+    assert bob.settling(changed + T.settle_quiet - 0.01)
+    lab.run_until(changed + T.settle_quiet)
+    assert not bob.settling(lab.now)
+
+
 def test_dynamic_side_drops_a_dead_static_and_calls_again() -> None:
     lab, alice, bob = two_nodes()
     alice_ip = alice.info.wg_ip

@@ -746,6 +746,29 @@ def test_the_web_stack_and_the_dns_server_wait_until_start_up_has_settled(tmp_pa
     assert seen["settled wait"] == 0
 
 
+def test_a_static_alone_settles_once_its_start_has_been_quiet_for_settle_quiet(
+    tmp_path: Path,
+) -> None:
+    """Not at once (its nodes start with it, and its imports would take their
+    CPU), and not at its next slow `wg show` reading either: the daemon looks
+    again when the quiet is over."""
+    alice, _bob = machines(tmp_path)
+    seen: dict[str, float] = {}
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon = await alice.daemon()
+            start = trio.current_time()
+            await nursery.start(alice_daemon.run)
+            await alice_daemon.wait_settled()
+            seen["settled after"] = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    quiet = alice.settings.network.timers.settle_quiet
+    assert quiet <= seen["settled after"] < quiet + 0.1
+
+
 def test_the_interface_is_set_up_while_the_addresses_are_read_and_no_hello_goes_without_them(
     tmp_path: Path,
 ) -> None:

@@ -572,9 +572,12 @@ class Daemon:
                         # what gives a static node the peer's NAT outside.
                         continue
                 delay = node.wg_poll_interval(now)
-                if not self._settled.is_set() and not node.settling(trio.current_time()):
-                    self.timeline.mark("settled")
-                    self._settled.set()
+                if not self._settled.is_set():
+                    if not node.settling(trio.current_time()):
+                        self.timeline.mark("settled")
+                        self._settled.set()
+                    elif (quiet := node.quiet_from + node.timers.settle_quiet - now) > 0:
+                        delay = min(delay, quiet)  # look again when it may have settled
             except CommandError as exc:
                 log.warning("%s (retrying)", exc)
                 delay = RETRY_AFTER_FAILURE

@@ -178,6 +178,7 @@ class Node:
         self._table_asked: tuple[float, int | None] = (-TABLE_REQUEST_EVERY, None)
         self._routable: set[IPv4Address] = set()  # wg IPs whose kernel route is applied
         self._wg_waits: bool | None = None  # see _wants_fast_wg_poll (None: ask again)
+        self.quiet_from = now  # our desired WireGuard peers and routes unchanged since
         self._table_stale = True  # a session changed what our table would say
         self._wg: dict[str, WgPeerReading] = {}
         # A static's: keys our WireGuard showed that we no longer wanted (being
@@ -353,8 +354,13 @@ class Node:
 
     def settling(self, now: float) -> bool:
         """Start-up work is under way: no static answers yet, a first
-        handshake or endpoint is awaited in WireGuard, or a direct link is
-        being set up. The daemon holds back what can wait until then."""
+        handshake or endpoint is awaited in WireGuard, a direct link is being
+        set up, or our WireGuard peers or routes changed within
+        ``settle_quiet`` (a static whose nodes are arriving: each is the
+        static's work at once, and the start of another node's links). The
+        daemon holds back what can wait until then."""
+        if now < self.quiet_from + self.timers.settle_quiet:
+            return True
         if self.static_lost_since(now) is not None or self._wants_fast_wg_poll(now):
             return True
         return not self.is_static and self.pairs.settling()
@@ -1163,6 +1169,7 @@ class Node:
             self._desired_dests = set(self._routing.dests).union(self.clients)
             self._subnet_routes, self._relay = subnet_routes, relay
             self.state_version += 1
+            self.quiet_from = now
         self.mesh.changed(now)
 
     # --- sessions ------------------------------------------------------------------

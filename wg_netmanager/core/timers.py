@@ -104,6 +104,11 @@ class Timers(msgspec.Struct, frozen=True):
     hop_after: float = 30.0
     # Local (LAN) addresses are re-read this often (roaming, DHCP).
     local_addresses_interval: float = 5.0
+    # Start-up has settled (the daemon then imports its web and DNS stacks:
+    # a third of a second of CPU) only once our WireGuard peers and routes
+    # have not changed for this long: a static whose nodes are still
+    # arriving, or a node whose peers are, is not settled yet.
+    settle_quiet: float = 0.5
     # Log a compact peer summary this often at -v in headless mode.
     summary_interval: float = 30.0
     # Lazy links (network.yaml ``links: lazy``): a pair session and its direct
