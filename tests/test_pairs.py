@@ -19,7 +19,7 @@ from msgspec.structs import replace
 from wg_netmanager import wire
 from wg_netmanager.core import events as ev
 from wg_netmanager.core.pair_path import TRANSITIONS, PathState, Trigger
-from wg_netmanager.core.pairs import FIRST_PAIR_HELLO_RETRY, Pairs
+from wg_netmanager.core.pairs import MET_PAIR_HELLO_RETRY, Pairs
 from wg_netmanager.core.sessions import Keys, Session
 from wg_netmanager.core.timers import Timers
 from wg_netmanager.keys import to_b64
@@ -780,7 +780,9 @@ def test_a_pair_hello_goes_at_once_when_the_static_lists_the_peers_endpoint() ->
     """The lower wg IP's hello goes through the static's tunnel, which reaches
     the peer only once the static's WireGuard has met it: its table then
     shows the peer's endpoint, and a hello goes at once instead of at the
-    next retry of the backoff (on every NAT pair's path at a start)."""
+    next retry of the backoff (on every NAT pair's path at a start). The
+    next follows soon: the peer's WireGuard drops it until the peer has our
+    route too, from its copy of the table, which can come a moment later."""
     host = FakeHost(relayed_ips=[PEER])
     entry = TableEntry(NodeInfo(PEER, "delta", to_b64(b"d" * 32), 50004, 50504), None, None, 0.5)
     host.entries[PEER] = entry  # listed; the static has not seen its handshake yet
@@ -794,9 +796,13 @@ def test_a_pair_hello_goes_at_once_when_the_static_lists_the_peers_endpoint() ->
     pairs.handle_timer(now + 0.02)
     assert host.hellos[-1] == (PEER, now + 0.02)  # at once, before the retry was due
     pairs.handle_timer(now + 0.03)
-    assert len(host.hellos) == 2  # once: then the backoff again
-    pairs.handle_timer(now + 0.02 + 2 * FIRST_PAIR_HELLO_RETRY)
-    assert len(host.hellos) == 3
+    assert len(host.hellos) == 2  # once ...
+    pairs.handle_timer(now + 0.02 + MET_PAIR_HELLO_RETRY)
+    assert host.hellos[-1] == (PEER, now + 0.02 + MET_PAIR_HELLO_RETRY)  # ... then soon again
+    pairs.handle_timer(now + 0.02 + 2 * MET_PAIR_HELLO_RETRY)
+    assert len(host.hellos) == 3  # and the backoff doubles from there
+    pairs.handle_timer(now + 0.02 + 3 * MET_PAIR_HELLO_RETRY)
+    assert len(host.hellos) == 4
 
 
 def test_a_path_gone_direct_on_the_peers_word_waits_for_our_side_of_the_handshake() -> None:

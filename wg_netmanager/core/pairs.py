@@ -91,6 +91,11 @@ MAX_WANTED = 4096  # destinations with demand remembered (bounded, like every ta
 # Once the static's table shows that endpoint (the static's WireGuard has met
 # the peer, so the tunnel reaches it), a hello goes at once, whatever the backoff.
 FIRST_PAIR_HELLO_RETRY = 0.05
+# After that hello, the next follows this soon (then the backoff doubles
+# again): the peer's copy of the table, and so its route and WireGuard
+# AllowedIPs for us, can come a moment after ours, and until then its
+# WireGuard drops our hello (4 of 16 bench starts waited ~95 ms for the retry).
+MET_PAIR_HELLO_RETRY = 0.02
 MAX_PAIR_HELLO_RETRY = 10.0
 MAX_PROBED = 4 * wire.MAX_LOCAL_ENDPOINTS  # addresses probed per pair session (rule 8)
 
@@ -502,8 +507,9 @@ class Pairs:
             if now < self._hello_due(wg_ip, entry, now):
                 continue
             host.say_hello((str(wg_ip), entry.info.admin_port), wg_ip, now)
-            _due, backoff, _met = self._hello_at.get(wg_ip, (now, FIRST_PAIR_HELLO_RETRY, False))
-            met = entry.wg_endpoint is not None
+            _due, backoff, met = self._hello_at.get(wg_ip, (now, FIRST_PAIR_HELLO_RETRY, False))
+            if entry.wg_endpoint is not None and not met:
+                met, backoff = True, MET_PAIR_HELLO_RETRY
             self._hello_at[wg_ip] = (now + backoff, min(backoff * 2, MAX_PAIR_HELLO_RETRY), met)
 
     def deadlines(self) -> list[float]:
