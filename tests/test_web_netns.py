@@ -68,6 +68,9 @@ def mesh(tmp_path: Path) -> Iterator[FaultMesh]:
         for box in mesh.nodes:
             mesh.start(box, options=beta if box == "beta" else ())
         mesh.wait(mesh.all_direct, timeout=60)
+        # The API starts once start-up has settled (at most 3 s after the
+        # interface is up): half a second after the last link went direct.
+        mesh.wait(lambda: all("API and web UI at" in mesh.log(box) for box in mesh.nodes), 10)
         yield mesh
         mesh.stop_all()
 
