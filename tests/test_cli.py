@@ -395,6 +395,7 @@ def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
         load_settings: object = None,
         timeline: object = None,
         admin_socket: socket.socket | None = None,
+        early_device: object = None,
     ) -> int:
         seen.append(settings)
         if admin_socket is not None:  # bound by the command line before the daemon's imports
@@ -403,6 +404,52 @@ def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
 
     monkeypatch.setattr(daemon, "main", main)
     return seen
+
+
+class StubEarly:
+    """What backends.start_early returns, without a process."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.taken = False
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+
+@pytest.mark.parametrize("taken", [True, False])
+def test_a_run_starts_the_interface_before_the_daemons_imports_and_hands_it_over(
+    files: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    fake_daemon: list[Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    taken: bool,
+) -> None:
+    started: list[StubEarly] = []
+
+    def start_early(name: str) -> StubEarly:
+        started.append(StubEarly(name))
+        return started[-1]
+
+    handed: list[object] = []
+
+    def main(settings: Settings, **kw: Any) -> int:
+        handed.append(kw["early_device"])
+        kw["admin_socket"].close()
+        if kw["early_device"] is not None:  # the daemon's create() took it, or never got there
+            kw["early_device"].taken = taken
+        return 0
+
+    monkeypatch.setattr(cli, "start_early", start_early)
+    monkeypatch.setattr(daemon, "main", main)
+    base = ["-c", files["net"], "-p", files["peer"], "--no-tui"]
+    assert run(capsys, *base, "wgq", "10.1.1.16", "bob")[0] == 0
+    [early] = started
+    assert early.name == "wgq" and handed == [early]
+    assert early.abandoned is not taken  # what it made goes, unless the daemon has it
+    run(capsys, *base, "-e", "wgq", "10.1.1.16", "bob")  # someone else's interface
+    assert len(started) == 1 and handed[1] is None
 
 
 def test_run_calls_daemon(

@@ -126,6 +126,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
         load_settings: object = None,
         timeline: object = None,
         admin_socket: socket.socket | None = None,
+        early_device: object = None,
     ) -> int:
         seen.append(settings)
         if admin_socket is not None:  # bound by the command line before the daemon's imports

@@ -399,6 +399,7 @@ def test_a_reload_reads_the_files_again(
         load_settings: Callable[[], Settings] | None = None,
         timeline: object = None,
         admin_socket: socket.socket | None = None,
+        early_device: object = None,
     ) -> int:
         if admin_socket is not None:  # bound by the command line before the daemon's imports
             admin_socket.close()

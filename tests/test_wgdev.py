@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.fakes import FakeRoutes, FakeWgDevice
 from wg_netmanager import uapi
+from wg_netmanager.backends import backend_commands, kernel_may_have_wireguard
 from wg_netmanager.model import Route, WgPeer, WgPeerReading
 from wg_netmanager.proc import CommandError, run, run_batch
 from wg_netmanager.routes import (
@@ -28,7 +29,6 @@ from wg_netmanager.wgdev import (
     WgDevice,
     WgInterface,
     is_valid_key,
-    kernel_may_have_wireguard,
     parse_dump,
     plan_peer_changes,
 )
@@ -650,12 +650,11 @@ def test_the_kernel_backend_is_tried_first_only_where_it_can_be(
 def test_without_a_kernel_module_userspace_goes_first_and_the_kernel_last(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    dev = WgInterface("wg0")
-    monkeypatch.setattr("wg_netmanager.wgdev.kernel_may_have_wireguard", lambda: False)
-    order = [argv[0] for _backend, argv, _env in dev._backend_commands()]
+    monkeypatch.setattr("wg_netmanager.backends.kernel_may_have_wireguard", lambda: False)
+    order = [argv[0] for _backend, argv, _env in backend_commands("wg0")]
     assert order == ["wireguard-go", "boringtun-cli", "boringtun", "ip"]
-    monkeypatch.setattr("wg_netmanager.wgdev.kernel_may_have_wireguard", lambda: True)
-    order = [argv[0] for _backend, argv, _env in dev._backend_commands()]
+    monkeypatch.setattr("wg_netmanager.backends.kernel_may_have_wireguard", lambda: True)
+    order = [argv[0] for _backend, argv, _env in backend_commands("wg0")]
     assert order == ["ip", "wireguard-go", "boringtun-cli", "boringtun"]
 
 

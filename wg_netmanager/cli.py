@@ -39,6 +39,7 @@ from docopt import DocoptExit, docopt
 
 from wg_netmanager import __version__, service
 from wg_netmanager.api_token import FILE_NAME, TokenError, ensure_token, token_path
+from wg_netmanager.backends import start_early
 from wg_netmanager.config import (
     ADMIN_PORT_BASE,
     DEFAULT_API,
@@ -607,16 +608,25 @@ def main(argv: list[str] | None = None) -> int:
         admin_socket = _bind_admin_port(settings.admin_port)
         if admin_socket is not None:
             timeline.mark("admin socket bound")
-        from wg_netmanager import daemon  # logs the configuration's warnings itself
+        # The interface is made while the daemon imports (its first backend's
+        # command: wireguard-go takes 20-40 ms on a busy box); the daemon takes
+        # the command over, or if it never gets that far, what it made goes.
+        early = None if settings.existing_interface else start_early(settings.interface)
+        try:
+            from wg_netmanager import daemon  # logs the configuration's warnings itself
 
-        timeline.mark("daemon imported")
-        # A reload (SIGHUP) reads the same command line with the files as they are then.
-        return daemon.main(
-            settings,
-            load_settings=lambda: build_settings(args),
-            timeline=timeline,
-            admin_socket=admin_socket,
-        )
+            timeline.mark("daemon imported")
+            # A reload (SIGHUP) reads the same command line with the files as they are then.
+            return daemon.main(
+                settings,
+                load_settings=lambda: build_settings(args),
+                timeline=timeline,
+                admin_socket=admin_socket,
+                early_device=early,
+            )
+        finally:
+            if early is not None and not early.taken:
+                early.abandon()
     except ConfigError as exc:
         _error(str(exc))
         return 2

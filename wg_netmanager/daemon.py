@@ -70,6 +70,7 @@ from . import (
     resolved,
     runfiles,
 )
+from .backends import EarlyStart
 from .config import ConfigError, Settings
 from .core import events as ev
 from .core.clients import ClientRefused
@@ -1111,11 +1112,13 @@ async def serve(
     notifier: Notifier | None = None,
     timeline: Timeline | None = None,
     admin_socket: socket.socket | None = None,
+    early_device: EarlyStart | None = None,
 ) -> StartupError | None:
     """Run a daemon on this machine until SIGINT/SIGTERM (or ``q`` in the TUI).
     SIGHUP reloads ``load_settings()`` when headless; with the TUI it means the
     terminal hung up, and stops the daemon. Returns the startup error, if any.
-    ``admin_socket``: the admin port, bound already (see ``SystemHost``)."""
+    ``admin_socket``: the admin port, bound already (see ``SystemHost``);
+    ``early_device``: the interface's first command, started already."""
     host = SystemHost(admin_socket)
     timeline = timeline or Timeline()
     daemon: Daemon | None = None
@@ -1144,7 +1147,9 @@ async def serve(
                 keys, boot_number = crash_kept_key(key_path, settings.wg_ip)
             node = await build_node(settings, keys, host, boot_number=boot_number)
             timeline.mark("node built")
-            device = WgInterface(settings.interface, existing=settings.existing_interface)
+            device = WgInterface(
+                settings.interface, existing=settings.existing_interface, early=early_device
+            )
             restore = control.runtime_path(settings.interface, "restore")
             daemon = Daemon(
                 settings,
@@ -1289,10 +1294,12 @@ def main(
     load_settings: Callable[[], Settings] | None = None,
     timeline: Timeline | None = None,
     admin_socket: socket.socket | None = None,
+    early_device: EarlyStart | None = None,
 ) -> int:
     """The daemon's process: logging, the service manager's notifier, ``serve``;
     ``load_settings`` is what a reload (SIGHUP) reads, ``admin_socket`` the
-    admin port bound by the command line before the daemon's imports."""
+    admin port bound by the command line before the daemon's imports, and
+    ``early_device`` the interface's command it started then."""
     setup_logging(settings)
     if timeline is not None:
         timeline.attach(log)
@@ -1300,7 +1307,9 @@ def main(
         log.warning("%s", warning)
     notifier = Notifier.from_environ()
     try:
-        error = trio.run(serve, settings, load_settings, notifier, timeline, admin_socket)
+        error = trio.run(
+            serve, settings, load_settings, notifier, timeline, admin_socket, early_device
+        )
     except KeyboardInterrupt:  # a second Ctrl-C during cleanup
         return 130
     finally:

@@ -10,7 +10,8 @@ protocol the daemon codes against, also implemented by
 Backends, tried in order: the kernel module (``ip link add X type
 wireguard``), ``wireguard-go X``, ``boringtun-cli X`` / ``boringtun X``; the
 kernel goes last where it has no WireGuard module to load
-(``kernel_may_have_wireguard``).
+(``backends.py``). The first one's command may have been started by the
+command line before the daemon's imports (``backends.EarlyStart``).
 
 The userspace daemons are left to daemonize themselves (their default) rather
 than run in the foreground as a child managed in a trio nursery:
@@ -52,6 +53,7 @@ import trio
 from msgspec.structs import replace
 
 from . import uapi
+from .backends import SOCKET_DIR, Command, EarlyStart, backend_commands
 from .model import WgPeer, WgPeerReading, format_endpoint, parse_endpoint
 from .proc import CommandError, run, run_batch
 from .routes import flush_routes
@@ -61,18 +63,6 @@ log = logging.getLogger("wg_netmanager.wgdev")
 READY_TIMEOUT = 3.0  # seconds to wait for ``wg show X`` after starting a backend
 SOCKET_GONE_TIMEOUT = 1.0  # seconds to wait for a daemon's UAPI socket to go away
 POLL_INTERVAL = 0.02
-SOCKET_DIR = "/var/run/wireguard"  # where wireguard-go and boringtun put X.sock
-
-# Environment variables that would change how a userspace daemon starts (see
-# the module docstring for LOG_LEVEL).
-_DAEMON_ENV_DROP = (
-    "LOG_LEVEL",
-    "WG_PROCESS_FOREGROUND",
-    "WG_TUN_FD",
-    "WG_UAPI_FD",
-    "WG_TUN_NAME_FILE",
-    "WG_LOG_LEVEL",
-)
 
 
 class WgDevice(Protocol):
@@ -112,26 +102,15 @@ class WgDevice(Protocol):
 # pure helpers
 
 
-def kernel_may_have_wireguard(root: str = "/", release: str | None = None) -> bool:
-    """Is ``ip link add X type wireguard`` worth trying first?
-
-    Yes if the module is loaded or built in (``/sys/module/wireguard``), or
-    one the kernel can load is listed for the running kernel. Where neither
-    is (a container, a VM without modules), that try only fails: a process
-    and 6-17 ms on the way to the first handshake when four daemons start on
-    two cores.
-    """
-    if os.path.isdir(os.path.join(root, "sys/module/wireguard")):
-        return True
-    modules = os.path.join(root, "lib/modules", release or os.uname().release)
-    for listing in ("modules.dep", "modules.builtin"):
-        try:
-            with open(os.path.join(modules, listing), "rb") as f:
-                if b"/wireguard.ko" in f.read():
-                    return True
-        except OSError:
-            continue
-    return False
+async def _finish_early(early: EarlyStart) -> None:
+    """Wait for the command the command line started (as ``run`` would)."""
+    log.debug("run (started before the imports): %s", " ".join(early.argv))
+    code, err = await trio.to_thread.run_sync(early.finish)
+    took = (time.monotonic() - early.started) * 1000
+    if code != 0:
+        log.debug("exit %d after %.1f ms: %s", code, took, err.strip())
+        raise CommandError(early.argv, code, err)
+    log.debug("ok after %.1f ms", took)
 
 
 def is_valid_key(key: str) -> bool:
@@ -271,9 +250,12 @@ class WgInterface:
     on ``destroy`` only remove peers, addresses and our routes.
     """
 
-    def __init__(self, name: str, existing: bool = False) -> None:
+    def __init__(self, name: str, existing: bool = False, early: EarlyStart | None = None) -> None:
         self.name = name
         self.existing = existing
+        # The first backend's command, started before the daemon's imports
+        # (no link of that name existed then): the first create() takes it.
+        self._early = early
         self.backend: str | None = None  # set by a successful create()
         self.fresh = False  # the last create() made the link: no routes on it yet
         self._touched = False  # create() got far enough to change something
@@ -316,6 +298,11 @@ class WgInterface:
         """
         self._uapi = None
         self.fresh = False
+        early, self._early = self._early, None
+        if early is not None:  # no link of that name existed when it started
+            rest = [c for c in backend_commands(self.name) if c[1] != early.argv]
+            first: Command = (early.backend, early.argv, None)
+            return await self._create_from([first, *rest], early.take())
         if self.existing:
             backend = await self._take_over()
             self._bare = True
@@ -339,11 +326,19 @@ class WgInterface:
             await self._delete_link()
         elif await self._daemon_lingers():  # the daemon of a link deleted a moment ago
             await self._wait_socket_gone()
+        return await self._create_from(backend_commands(self.name))
+
+    async def _create_from(self, commands: list[Command], early: EarlyStart | None = None) -> str:
+        """Make the link with the first of ``commands`` that works (``early``:
+        the first one's, started already)."""
         self._touched = True
         errors: list[str] = []
-        for backend, argv, env in self._backend_commands():
+        for backend, argv, env in commands:
             try:
-                await run(argv, env=env)
+                if early is not None and argv == early.argv:
+                    await _finish_early(early)
+                else:
+                    await run(argv, env=env)
             except CommandError as exc:
                 log.debug("backend %s unavailable: %s", backend, exc)
                 errors.append(f"{backend}: {exc}")
@@ -367,19 +362,6 @@ class WgInterface:
             1,
             "no WireGuard backend worked:\n" + "\n".join(errors),
         )
-
-    def _backend_commands(self) -> list[tuple[str, list[str], dict[str, str] | None]]:
-        env = {k: v for k, v in os.environ.items() if k not in _DAEMON_ENV_DROP}
-        kernel = ("kernel", ["ip", "link", "add", self.name, "type", "wireguard"], None)
-        userspace: list[tuple[str, list[str], dict[str, str] | None]] = [
-            ("wireguard-go", ["wireguard-go", self.name], env),
-            ("boringtun", ["boringtun-cli", self.name], env),
-            ("boringtun", ["boringtun", self.name], env),
-        ]
-        if kernel_may_have_wireguard():
-            return [kernel, *userspace]
-        # Still tried, last: a module this look missed (modules kept elsewhere).
-        return [*userspace, kernel]
 
     async def _adopt(self, renew_kept: bool) -> str:
         """Keep our crashed run's interface: its WireGuard sessions go on

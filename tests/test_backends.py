@@ -1,0 +1,127 @@
+"""The backends' commands, and the first one started before the daemon's
+imports (``backends.start_early``), with stand-in commands: no root needed.
+Against real WireGuard: tests/test_wgdev_netns.py and every daemon run in
+the namespace tests."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from wg_netmanager import backends
+from wg_netmanager.backends import Command, start_early
+from wg_netmanager.proc import CommandError
+from wg_netmanager.wgdev import WgInterface
+
+NAME = "wgtest0"  # no such link here
+
+
+@pytest.fixture(autouse=True)
+def sigterm_restored() -> Iterator[None]:
+    """start_early sets its own SIGTERM handler (for the daemon's imports)."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+def script(tmp_path: Path, name: str, body: str) -> list[str]:
+    path = tmp_path / name
+    path.write_text(f"import sys, time\n{body}\n")
+    return [sys.executable, str(path)]
+
+
+def test_the_first_command_runs_while_we_go_on_and_create_takes_it_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "made"
+    first: Command = (
+        "first",
+        script(tmp_path, "first.py", f"time.sleep(0.2); open({str(marker)!r}, 'w')"),
+        None,
+    )
+    second: Command = ("second", script(tmp_path, "second.py", "sys.exit(1)"), None)
+    early = start_early(NAME, [first, second])
+    assert early is not None and not marker.exists()  # started, not waited for
+    assert signal.getsignal(signal.SIGTERM) is backends._exit_on_signal
+    monkeypatch.setattr("wg_netmanager.wgdev.backend_commands", lambda _name: [first, second])
+    dev = WgInterface(NAME, early=early)
+
+    async def no_socket_wait() -> None:
+        pass
+
+    monkeypatch.setattr(dev, "_wait_ready", no_socket_wait)
+    assert trio.run(dev.create) == "first"
+    assert early.taken and marker.exists() and dev.fresh
+
+
+def test_an_early_command_that_fails_is_not_run_again_the_next_one_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs"
+    first: Command = (
+        "first",
+        script(tmp_path, "first.py", f"open({str(runs)!r}, 'a').write('x'); sys.exit(3)"),
+        None,
+    )
+    second: Command = ("second", script(tmp_path, "second.py", "pass"), None)
+    early = start_early(NAME, [first, second])
+    assert early is not None
+    monkeypatch.setattr("wg_netmanager.wgdev.backend_commands", lambda _name: [first, second])
+    dev = WgInterface(NAME, early=early)
+
+    async def no_socket_wait() -> None:
+        pass
+
+    monkeypatch.setattr(dev, "_wait_ready", no_socket_wait)
+    assert trio.run(dev.create) == "second"
+    assert runs.read_text() == "x"  # once
+
+
+def test_all_failing_is_one_error_naming_each_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first: Command = (
+        "first",
+        script(tmp_path, "f.py", "print('no tun', file=sys.stderr); sys.exit(1)"),
+        None,
+    )
+    second: Command = ("second", script(tmp_path, "s.py", "sys.exit(1)"), None)
+    early = start_early(NAME, [first, second])
+    assert early is not None
+    monkeypatch.setattr("wg_netmanager.wgdev.backend_commands", lambda _name: [first, second])
+
+    async def delete_nothing() -> None:
+        pass
+
+    dev = WgInterface(NAME, early=early)
+    monkeypatch.setattr(dev, "_delete_link", delete_nothing)
+    with pytest.raises(CommandError, match="no WireGuard backend worked") as caught:
+        trio.run(dev.create)
+    assert "first:" in caught.value.stderr and "no tun" in caught.value.stderr
+    assert "second:" in caught.value.stderr
+
+
+def test_nothing_is_started_early_for_a_link_that_exists_or_a_command_that_cannot_start(
+    tmp_path: Path,
+) -> None:
+    assert start_early("lo", [("x", ["true"], None)]) is None  # create decides about it
+    missing: Command = ("x", [str(tmp_path / "no-such-program")], None)
+    assert start_early(NAME, [missing]) is None  # create tries it, and the rest
+
+
+def test_an_early_start_never_taken_over_is_waited_for_and_its_link_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deleted: list[list[str]] = []
+    monkeypatch.setattr(backends.subprocess, "run", lambda argv, **_kw: deleted.append(argv))
+    early = start_early(NAME, [("x", script(tmp_path, "x.py", "time.sleep(0.1)"), None)])
+    assert early is not None
+    monkeypatch.setattr(backends, "link_exists", lambda name: name == NAME)  # it made the link
+    early.abandon()
+    assert early.process.returncode == 0
+    assert deleted == [["ip", "link", "del", "dev", NAME]]
