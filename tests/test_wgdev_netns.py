@@ -51,6 +51,7 @@ AGENT = r"""
 import base64, json, logging, sys
 from ipaddress import IPv4Address, IPv4Network
 import trio
+from wg_netmanager.backends import start_early
 from wg_netmanager.forwarding import HostForwarding, plan_for
 from wg_netmanager.model import Route, WgPeer
 from wg_netmanager.proc import CommandError, run
@@ -73,8 +74,11 @@ async def handle(req):
     global dev, routes
     op = req["op"]
     if op == "new":
-        dev = WgInterface(req["name"], req.get("existing", False))
+        early = start_early(req["name"]) if req.get("early") else None
+        dev = WgInterface(req["name"], req.get("existing", False), early=early)
         routes = RouteTable()
+    elif op == "abandon_early":  # started, and never taken over (the daemon died first)
+        start_early(req["name"]).abandon()
     elif op == "create":
         return await dev.create(req.get("adopt_key"), renew_kept=req.get("renew_kept", True))
     elif op == "configure":
@@ -442,6 +446,29 @@ def test_a_peer_set_after_one_whose_keepalive_turns_on_still_starts_its_handshak
     while a.call("read_peers")[b_pub]["handshake_age"] is None:
         assert time.monotonic() < deadline, "no handshake within 2 s of the endpoint"
         time.sleep(0.05)
+
+
+def test_an_interface_started_before_the_imports_is_taken_over_or_removed(
+    veth_lab: VethLab,
+) -> None:
+    """The command line starts the first backend's command before the
+    daemon's imports: create() takes it over (one interface, one daemon), and
+    one never taken over (the daemon died while importing) is removed."""
+    a = veth_lab.add_box("a")
+    a.call("new", name="wg0", early=True)
+    assert wait_until(lambda: a.call("exists"), 3.0, interval=0.02)  # made while we "import"
+    assert a.call("create") in ("kernel", "wireguard-go", "boringtun")
+    assert len(live_wireguard_go(veth_lab.ns("a"))) <= 1
+    priv, _ = keypair()
+    a.call("configure", key=priv, port=51820)
+    assert a.call("read_peers") == {}
+    a.call("destroy")
+    assert wait_until(lambda: not live_wireguard_go(veth_lab.ns("a")), 3.0, interval=0.05)
+    a.call("abandon_early", name="wg1")
+    assert a.call("run", argv=["ip", "-o", "link", "show"]).count("wg1") == 0
+    assert wait_until(lambda: not live_wireguard_go(veth_lab.ns("a")), 3.0, interval=0.05), (
+        "wireguard-go left"
+    )
 
 
 def test_existing_interface_and_refusals(veth_lab: VethLab) -> None:

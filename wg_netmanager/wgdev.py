@@ -110,7 +110,7 @@ async def _finish_early(early: EarlyStart) -> None:
     if code != 0:
         log.debug("exit %d after %.1f ms: %s", code, took, err.strip())
         raise CommandError(early.argv, code, err)
-    log.debug("ok after %.1f ms", took)
+    log.debug("ok, %.1f ms after it started", took)
 
 
 def is_valid_key(key: str) -> bool:
