@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from wg_netmanager import backends
-from wg_netmanager.backends import Command, start_early
+from wg_netmanager.backends import Command, EarlyStart, start_early
 from wg_netmanager.proc import CommandError
 from wg_netmanager.wgdev import WgInterface
 
@@ -35,26 +35,35 @@ def script(tmp_path: Path, name: str, body: str) -> list[str]:
     return [sys.executable, str(path)]
 
 
+def early_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_body: str, second_body: str
+) -> tuple[EarlyStart, WgInterface]:
+    """A stand-in first command started early, then a device that takes it
+    over (and would try the second); no UAPI socket to wait for, no link to
+    delete here. Each command is a Python script of that body."""
+    first: Command = ("first", script(tmp_path, "first.py", first_body), None)
+    second: Command = ("second", script(tmp_path, "second.py", second_body), None)
+    early = start_early(NAME, [first, second])
+    assert early is not None
+    monkeypatch.setattr("wg_netmanager.wgdev.backend_commands", lambda _name: [first, second])
+    dev = WgInterface(NAME, early=early)
+
+    async def nothing() -> None:
+        pass
+
+    monkeypatch.setattr(dev, "_wait_ready", nothing)
+    monkeypatch.setattr(dev, "_delete_link", nothing)
+    return early, dev
+
+
 def test_the_first_command_runs_while_we_go_on_and_create_takes_it_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     marker = tmp_path / "made"
-    first: Command = (
-        "first",
-        script(tmp_path, "first.py", f"time.sleep(0.2); open({str(marker)!r}, 'w')"),
-        None,
-    )
-    second: Command = ("second", script(tmp_path, "second.py", "sys.exit(1)"), None)
-    early = start_early(NAME, [first, second])
-    assert early is not None and not marker.exists()  # started, not waited for
+    made = f"time.sleep(0.2); open({str(marker)!r}, 'w')"
+    early, dev = early_device(tmp_path, monkeypatch, made, "sys.exit(1)")
+    assert not marker.exists()  # started, not waited for
     assert signal.getsignal(signal.SIGTERM) is backends._exit_on_signal
-    monkeypatch.setattr("wg_netmanager.wgdev.backend_commands", lambda _name: [first, second])
-    dev = WgInterface(NAME, early=early)
-
-    async def no_socket_wait() -> None:
-        pass
-
-    monkeypatch.setattr(dev, "_wait_ready", no_socket_wait)
     assert trio.run(dev.create) == "first"
     assert early.taken and marker.exists() and dev.fresh
 
@@ -63,21 +72,8 @@ def test_an_early_command_that_fails_is_not_run_again_the_next_one_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = tmp_path / "runs"
-    first: Command = (
-        "first",
-        script(tmp_path, "first.py", f"open({str(runs)!r}, 'a').write('x'); sys.exit(3)"),
-        None,
-    )
-    second: Command = ("second", script(tmp_path, "second.py", "pass"), None)
-    early = start_early(NAME, [first, second])
-    assert early is not None
-    monkeypatch.setattr("wg_netmanager.wgdev.backend_commands", lambda _name: [first, second])
-    dev = WgInterface(NAME, early=early)
-
-    async def no_socket_wait() -> None:
-        pass
-
-    monkeypatch.setattr(dev, "_wait_ready", no_socket_wait)
+    counted = f"open({str(runs)!r}, 'a').write('x'); sys.exit(3)"
+    _early, dev = early_device(tmp_path, monkeypatch, counted, "pass")
     assert trio.run(dev.create) == "second"
     assert runs.read_text() == "x"  # once
 
@@ -85,21 +81,8 @@ def test_an_early_command_that_fails_is_not_run_again_the_next_one_is(
 def test_all_failing_is_one_error_naming_each_backend(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first: Command = (
-        "first",
-        script(tmp_path, "f.py", "print('no tun', file=sys.stderr); sys.exit(1)"),
-        None,
-    )
-    second: Command = ("second", script(tmp_path, "s.py", "sys.exit(1)"), None)
-    early = start_early(NAME, [first, second])
-    assert early is not None
-    monkeypatch.setattr("wg_netmanager.wgdev.backend_commands", lambda _name: [first, second])
-
-    async def delete_nothing() -> None:
-        pass
-
-    dev = WgInterface(NAME, early=early)
-    monkeypatch.setattr(dev, "_delete_link", delete_nothing)
+    no_tun = "print('no tun', file=sys.stderr); sys.exit(1)"
+    _early, dev = early_device(tmp_path, monkeypatch, no_tun, "sys.exit(1)")
     with pytest.raises(CommandError, match="no WireGuard backend worked") as caught:
         trio.run(dev.create)
     assert "first:" in caught.value.stderr and "no tun" in caught.value.stderr
