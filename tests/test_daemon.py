@@ -802,6 +802,40 @@ def test_the_interface_is_set_up_while_the_addresses_are_read_and_no_hello_goes_
     assert seen == [((), False), ((("192.168.5.9", 50502),),)]
 
 
+def test_a_static_lists_a_new_node_before_its_route_is_in(tmp_path: Path) -> None:
+    """The static's reading that shows a new node's peer lists the node in
+    its table, and the node's first peers wait for that table: the static
+    reads back right after setting the peer, not after the route's `ip`
+    process (3-25 ms on a busy machine)."""
+    alice, bob = machines(tmp_path)
+    gate = trio.Event()
+    apply = alice.routes.apply
+
+    async def slow_apply(ifname: str, desired: set[Route], actual: set[Route]) -> None:
+        await gate.wait()  # alice's route to bob: a slow `ip`
+        await apply(ifname, desired, actual)
+
+    alice.routes.apply = slow_apply  # type: ignore[method-assign]
+    seen: list[bool] = []
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon, bob_daemon = await alice.daemon(), await bob.daemon()
+            await nursery.start(alice_daemon.run)
+            await nursery.start(bob_daemon.run)
+            alice_key = alice_daemon.keys.public_b64
+            with trio.move_on_after(5.0):
+                await wait_for(lambda: alice_key in bob.device.peers)
+            seen.append(alice_key in bob.device.peers)  # bob listed: he set alice's peer
+            seen.append(not alice.routes.tables.get("wg0"))  # alice's route still waits
+            gate.set()
+            await wait_for(lambda: bool(alice.routes.tables.get("wg0")))
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert seen == [True, True]
+
+
 def test_routes_are_read_back_on_a_full_pass_and_on_an_interface_we_did_not_make(
     tmp_path: Path,
 ) -> None:

@@ -80,7 +80,7 @@ from .forwarding import Forwarding, ForwardPlan, HostForwarding, plan_for, route
 from .handshakes import HandshakeClock
 from .host import DatagramSocket, Host, SystemHost
 from .keys import KeyPair, from_b64, to_b64
-from .model import Endpoint, Route
+from .model import Endpoint, Route, WgPeerReading
 from .notify import Notifier, to_journal
 from .proc import CommandError
 from .reload import Reload, plan_reload
@@ -546,19 +546,20 @@ class Daemon:
                     await self._restore_interface()
                     continue
             try:
-                actual = await self.device.read_peers()
-                if any(p.handshake_age is not None for p in actual.values()):
-                    self.timeline.mark("first handshake")
-                wall = self.host.wall_clock()
-                corrected = self._handshakes.correct(actual, wall, trio.current_time())
-                node.update_wg(corrected, trio.current_time())
-                await self._flush()
+                actual = await self._read_wireguard()
                 version = node.state_version
                 desired = node.desired_peers()
                 if version != self._applied_version or now >= next_full:
                     await self.device.apply_peers(desired, actual)
                     if desired:
                         self.timeline.mark("first peer set")
+                    if self.settings.is_static and desired.keys() - actual.keys():
+                        # Read back before the routes: the reading that shows
+                        # a new node's peer lists it in our table, which its
+                        # first peers wait for; the route's `ip` (3-25 ms on a
+                        # busy machine) can follow, as nothing is relayed to
+                        # the node before its own handshake with us.
+                        await self._read_wireguard()
                     routes = node.desired_routes()
                     await self._apply_routes(ifname, routes, read=now >= next_full)
                     await self.forwarding.set_routes(
@@ -622,6 +623,17 @@ class Daemon:
             # systemd-resolved forgot the link's DNS settings with the link.
             s = self.settings
             await resolved.point(ifname, s.wg_ip, s.network.dns_domain)
+
+    async def _read_wireguard(self) -> dict[str, WgPeerReading]:
+        """A WireGuard reading, handed to the core (and what it sends, sent)."""
+        actual = await self.device.read_peers()
+        if any(p.handshake_age is not None for p in actual.values()):
+            self.timeline.mark("first handshake")
+        wall = self.host.wall_clock()
+        corrected = self._handshakes.correct(actual, wall, trio.current_time())
+        self.node.update_wg(corrected, trio.current_time())
+        await self._flush()
+        return actual
 
     async def _apply_routes(self, ifname: str, desired: set[Route], *, read: bool) -> None:
         """Our kernel routes as ``desired``. What the kernel has is read on a
