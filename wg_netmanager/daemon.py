@@ -557,8 +557,9 @@ class Daemon:
                         # Read back before the routes: the reading that shows
                         # a new node's peer lists it in our table, which its
                         # first peers wait for; the route's `ip` (3-25 ms on a
-                        # busy machine) can follow, as nothing is relayed to
-                        # the node before its own handshake with us.
+                        # busy machine) can follow: until the node's own
+                        # handshake with us, our WireGuard has no endpoint for
+                        # it, so nothing relayed could reach it anyway.
                         await self._read_wireguard()
                     routes = node.desired_routes()
                     await self._apply_routes(ifname, routes, read=now >= next_full)
