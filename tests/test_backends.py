@@ -5,8 +5,10 @@ the namespace tests."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +110,16 @@ def test_an_early_start_never_taken_over_is_waited_for_and_its_link_deleted(
     early.abandon()
     assert early.process.returncode == 0
     assert deleted == [["ip", "link", "del", "dev", NAME]]
+
+
+def test_a_sigterm_before_the_daemon_handles_signals_is_a_clean_stop(tmp_path: Path) -> None:
+    """Between the early start and the daemon's own signal handling (its
+    imports), a SIGTERM unwinds through the command line, whose ``finally``
+    abandons the early start: exit 0, as the daemon's own SIGTERM is."""
+    early = start_early(NAME, [("x", script(tmp_path, "x.py", "pass"), None)])
+    assert early is not None
+    with pytest.raises(SystemExit) as stopped:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1.0)  # (the handler runs at once; this is never waited out)
+    assert stopped.value.code == 0
+    early.finish()

@@ -129,5 +129,6 @@ def start_early(name: str, commands: list[Command] | None = None) -> EarlyStart 
     return EarlyStart(name, command, process)
 
 
-def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+def _exit_on_signal(_signum: int, _frame: FrameType | None) -> None:
+    # A stop, as the daemon's own SIGTERM is: exit 0 once what we made is gone.
+    raise SystemExit(0)
