@@ -30,7 +30,9 @@ a  all four daemons started together: time until every pair answers in both
    seconds the four boxes' daemons (with their commands and wireguard-go)
    used until every pair answered.
 b  the same, beta started 0.5 s after the others; times from beta's start.
-c  after convergence charlie's daemon is SIGKILLed and restarted at once
+c  after convergence (every pair pings, and the dynamic daemons have loaded
+   their web and DNS stacks, deferred until start-up settled) charlie's
+   daemon is SIGKILLed and restarted at once
    (it keeps its key, one boot number on, and the crashed run's interface,
    which has that key): time from the new start until charlie and every
    other node answer each other again without interruption, and since when
@@ -106,6 +108,7 @@ PROBING = Probing(interval=0.02, gap=0.1, flush=0.1)
 PROBE_MAX = 120.0  # a prober's own time limit (s); they are stopped much earlier
 POLL = 0.05  # direct-path polling interval
 CONVERGE_TIMEOUT = 20.0
+SETTLED_WAIT = 5.0  # c: at most this long for the daemons' deferred imports
 RECOVER_TIMEOUT = 15.0
 BETA_DELAY = 0.5  # scenario b
 USE_TIME = 5.0  # scenario d: user traffic for this long after convergence; then
@@ -796,6 +799,15 @@ def scenario_c(run: Run) -> dict[str, Any]:
     if t_all is None:
         raise BenchError(f"not all pairs reachable within {CONVERGE_TIMEOUT:g} s")
     time.sleep(0.5)  # settle (routes, keepalives)
+    # Converged: the dynamic nodes have also settled and loaded their web and
+    # DNS stacks (about a second of CPU for the three, half a second after
+    # their last change), which would otherwise share the two cores with the
+    # restart and starve every box's prober for a moment.
+    deadline = time.monotonic() + SETTLED_WAIT
+    while time.monotonic() < deadline:
+        if all("API and web UI at" in run.mesh.log(box) for box in DYNAMIC):
+            break
+        time.sleep(0.05)
     poller = run.poller
     assert poller is not None
     had_direct = poller.all_direct is not None
