@@ -507,9 +507,10 @@ class Pairs:
             if now < self._hello_due(wg_ip, entry, now):
                 continue
             host.say_hello((str(wg_ip), entry.info.admin_port), wg_ip, now)
-            _due, backoff, met = self._hello_at.get(wg_ip, (now, FIRST_PAIR_HELLO_RETRY, False))
-            if entry.wg_endpoint is not None and not met:
-                met, backoff = True, MET_PAIR_HELLO_RETRY
+            _due, backoff, was_met = self._hello_at.get(wg_ip, (now, FIRST_PAIR_HELLO_RETRY, False))
+            met = entry.wg_endpoint is not None
+            if met and not was_met:
+                backoff = MET_PAIR_HELLO_RETRY
             self._hello_at[wg_ip] = (now + backoff, min(backoff * 2, MAX_PAIR_HELLO_RETRY), met)
 
     def deadlines(self) -> list[float]:
