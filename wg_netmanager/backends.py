@@ -85,9 +85,13 @@ class EarlyStart:
     command made goes, so nothing is left half set up.
     """
 
-    def __init__(self, name: str, command: Command, process: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, name: str, commands: list[Command], process: subprocess.Popen[bytes]
+    ) -> None:
         self.name = name
-        self.backend, self.argv, _env = command
+        # The backends in the order chosen, the first one started already.
+        self.commands = commands
+        self.backend, self.argv, _env = commands[0]
         self.process = process
         self.started = time.monotonic()
         self.taken = False
@@ -115,8 +119,8 @@ def start_early(name: str, commands: list[Command] | None = None) -> EarlyStart 
     command cannot be started (``create`` tries the next ones)."""
     if link_exists(name) or os.path.exists(os.path.join(SOCKET_DIR, f"{name}.sock")):
         return None  # (a socket without its link: a daemon still going)
-    command = (commands or backend_commands(name))[0]
-    _backend, argv, env = command
+    commands = commands or backend_commands(name)
+    _backend, argv, env = commands[0]
     try:
         process = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -126,7 +130,7 @@ def start_early(name: str, commands: list[Command] | None = None) -> EarlyStart 
     # A SIGTERM while the daemon imports (before it handles signals) ends
     # the command line's way, through ``abandon``, not silently.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    return EarlyStart(name, command, process)
+    return EarlyStart(name, commands, process)
 
 
 def _exit_on_signal(_signum: int, _frame: FrameType | None) -> None:

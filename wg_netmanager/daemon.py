@@ -579,7 +579,7 @@ class Daemon:
                     if not node.settling(trio.current_time()):
                         self.timeline.mark("settled")
                         self._settled.set()
-                    elif (quiet := node.quiet_from + node.timers.settle_quiet - now) > 0:
+                    elif (quiet := node.quiet_until - now) > 0:
                         delay = min(delay, quiet)  # look again when it may have settled
             except CommandError as exc:
                 log.warning("%s (retrying)", exc)

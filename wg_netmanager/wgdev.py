@@ -43,7 +43,6 @@ import binascii
 import contextlib
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -53,7 +52,7 @@ import trio
 from msgspec.structs import replace
 
 from . import uapi
-from .backends import SOCKET_DIR, Command, EarlyStart, backend_commands
+from .backends import SOCKET_DIR, Command, EarlyStart, backend_commands, link_exists
 from .model import WgPeer, WgPeerReading, format_endpoint, parse_endpoint
 from .proc import CommandError, run, run_batch
 from .routes import flush_routes
@@ -276,11 +275,7 @@ class WgInterface:
         """Does the link exist (in our network namespace)? Asked of the kernel
         directly: no process."""
         await trio.lowlevel.checkpoint()
-        try:
-            socket.if_nametoindex(self.name)
-        except OSError:
-            return False
-        return True
+        return link_exists(self.name)
 
     async def create(self, adopt_key: str | None = None, *, renew_kept: bool = True) -> str:
         """Create the interface (or take over an existing one).
@@ -300,9 +295,7 @@ class WgInterface:
         self.fresh = False
         early, self._early = self._early, None
         if early is not None:  # no link of that name existed when it started
-            rest = [c for c in backend_commands(self.name) if c[1] != early.argv]
-            first: Command = (early.backend, early.argv, None)
-            return await self._create_from([first, *rest], early.take())
+            return await self._create_from(early.commands, early.take())
         if self.existing:
             backend = await self._take_over()
             self._bare = True

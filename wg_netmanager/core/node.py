@@ -359,11 +359,17 @@ class Node:
         ``settle_quiet`` (a static whose nodes are arriving: each is the
         static's work at once, and the start of another node's links). The
         daemon holds back what can wait until then."""
-        if now < self.quiet_from + self.timers.settle_quiet:
+        if now < self.quiet_until:
             return True
         if self.static_lost_since(now) is not None or self._wants_fast_wg_poll(now):
             return True
         return not self.is_static and self.pairs.settling()
+
+    @property
+    def quiet_until(self) -> float:
+        """When our WireGuard peers and routes will have been unchanged for
+        ``settle_quiet`` (if nothing changes meanwhile)."""
+        return self.quiet_from + self.timers.settle_quiet
 
     def static_lost_since(self, now: float) -> float | None:
         """Since when no static peer answers (None: one does, or there are none)."""
