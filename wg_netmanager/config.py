@@ -193,7 +193,7 @@ def warn_if_world_readable(path: str) -> str | None:
 _SafeBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_SafeBase):  # type: ignore[valid-type,misc]
+class _Loader(_SafeBase):
     """SafeLoader that rejects duplicate keys (plain PyYAML silently keeps the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
