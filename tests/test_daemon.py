@@ -47,6 +47,7 @@ from wg_netmanager import host as host_module
 from wg_netmanager import nameserver as nameserver_module
 from wg_netmanager import resolved as resolved_module
 from wg_netmanager.config import Settings
+from wg_netmanager.forwarding import ForwardPlan
 from wg_netmanager.model import Endpoint, Route
 from wg_netmanager.proc import CommandError
 
@@ -800,6 +801,41 @@ def test_the_interface_is_set_up_while_the_addresses_are_read_and_no_hello_goes_
 
     trio.run(scenario, clock=mock_clock())
     assert seen == [((), False), ((("192.168.5.9", 50502),),)]
+
+
+def test_a_static_sets_its_first_peers_while_its_forwarding_is_set_up(tmp_path: Path) -> None:
+    """A static's forwarding (its nftables table: tens of ms of `nft` on a
+    busy box) does not hold up the peers every node waits for: they are set
+    once the interface exists; only the forwarding's own routes wait."""
+    alice, bob = machines(tmp_path)
+    gate = trio.Event()
+    prepare = alice.forwarding.prepare
+
+    async def slow_prepare(plan: ForwardPlan) -> None:
+        await gate.wait()  # alice's `nft -f -`
+        await prepare(plan)
+
+    alice.forwarding.prepare = slow_prepare  # type: ignore[method-assign]
+    seen: list[object] = []
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            alice_daemon, bob_daemon = await alice.daemon(), await bob.daemon()
+            nursery.start_soon(alice_daemon.run)
+            await nursery.start(bob_daemon.run)
+            alice_key, bob_key = alice_daemon.keys.public_b64, bob_daemon.keys.public_b64
+            with trio.move_on_after(5.0):
+                await wait_for(lambda: alice_key in bob.device.peers)
+            # bob set alice's peer (she listed him): her forwarding still waits
+            seen.append((bob_key in alice.device.peers, alice_key in bob.device.peers))
+            seen.append((alice.forwarding.plan, alice.forwarding.call_names().count("set_routes")))
+            gate.set()
+            await wait_for(lambda: "set_routes" in alice.forwarding.call_names())
+            seen.append(alice.forwarding.plan is not None)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=mock_clock())
+    assert seen == [(True, True), (None, 0), True]
 
 
 def test_a_static_lists_a_new_node_before_its_route_is_in(tmp_path: Path) -> None:

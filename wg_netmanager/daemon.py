@@ -219,6 +219,10 @@ class Daemon:
         self._kick = trio.Event()
         self._wg_wake = trio.Event()
         self._link_deleted = False  # the link watch saw our interface go
+        # Start-up: the interface exists (peers and routes may be set), and all
+        # of it is set up (a static's forwarding too: its routes wait for that).
+        self._device_made = trio.Event()
+        self._brought_up = trio.Event()
         self._wg_read_at = -math.inf  # when the WireGuard reader looks next
         self._resolve_wake = trio.Event()
         self._address_wake = trio.Event()
@@ -248,20 +252,22 @@ class Daemon:
         interface is up. The admin channel needs no WireGuard device: the socket
         is bound, and the interface is set up while the local addresses are
         read and the hellos travel (the core sends nothing into the tunnel
-        before the reconciler, started once the interface is up, has applied
-        its routes)."""
+        before the reconciler has applied its routes). The reconciler starts
+        as soon as the interface exists: a static's forwarding (tens of ms of
+        `nft` on a busy box) is set up meanwhile, and only the forwarding's
+        own routes wait for it; its first peers are what every node waits for."""
         try:
             sock = await self._open_socket()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive, sock)
                 nursery.start_soon(self._say_hello, nursery)
+                nursery.start_soon(self._wireguard)
                 try:
                     await self._set_up_device()
                 except StartupError as exc:
                     self.startup_error = exc
                     nursery.cancel_scope.cancel()
                     return
-                nursery.start_soon(self._wireguard)
                 nursery.start_soon(self._resolve)
                 nursery.start_soon(self._local_addresses)
                 nursery.start_soon(self._watch_links)
@@ -310,8 +316,12 @@ class Daemon:
                 async with _first_command_error(), trio.open_nursery() as nursery:
                     nursery.start_soon(self.forwarding.prepare, plan)
                     await self._make_device(plan)
+                    self._device_made.set()
                 await self.forwarding.apply(plan)  # the interface's own settings
                 self.timeline.mark("device up")
+                if not self._brought_up.is_set():
+                    self._brought_up.set()
+                    self._wg_wake.set()  # the forwarding's routes, if they wait
                 return
             except CommandError as exc:
                 if pause is None or exc.returncode == 127:  # out of attempts, or no such binary
@@ -536,6 +546,8 @@ class Daemon:
         timers = node.timers
         ifname = self.settings.interface
         next_full = 0.0
+        forwarding_behind = False  # its routes wait for start-up's forwarding
+        await self._device_made.wait()
         while True:
             now = trio.current_time()
             if self._link_deleted:
@@ -549,7 +561,11 @@ class Daemon:
                 actual = await self._read_wireguard()
                 version = node.state_version
                 desired = node.desired_peers()
-                if version != self._applied_version or now >= next_full:
+                if (
+                    version != self._applied_version
+                    or now >= next_full
+                    or (forwarding_behind and self._brought_up.is_set())
+                ):
                     await self.device.apply_peers(desired, actual)
                     if desired:
                         self.timeline.mark("first peer set")
@@ -563,9 +579,11 @@ class Daemon:
                         await self._read_wireguard()
                     routes = node.desired_routes()
                     await self._apply_routes(ifname, routes, read=now >= next_full)
-                    await self.forwarding.set_routes(
-                        node.desired_subnet_routes(), node.desired_relay_routes()
-                    )
+                    forwarding_behind = not self._brought_up.is_set()
+                    if not forwarding_behind:
+                        await self.forwarding.set_routes(
+                            node.desired_subnet_routes(), node.desired_relay_routes()
+                        )
                     self._applied_version = version
                     node.wg_applied(version, trio.current_time())
                     await self._flush()
@@ -585,7 +603,8 @@ class Daemon:
                 log.warning("%s (retrying)", exc)
                 delay = RETRY_AFTER_FAILURE
                 self._applied_version = -1
-                if await self._interface_gone():
+                # While start-up still sets the interface up, it is start-up's to retry.
+                if self._brought_up.is_set() and await self._interface_gone():
                     await self._restore_interface()
                     continue
             self._wg_read_at = trio.current_time() + delay
