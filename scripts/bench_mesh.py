@@ -1,12 +1,12 @@
 """Benchmark the real daemon in the working-example testbed (ns/working_example.sh),
 side by side with Nebula.
 
-    sudo .venv/bin/python -m scripts.bench_mesh [--runs N] [--scenario a,n,b,c,d,q]
+    sudo .venv/bin/python -m scripts.bench_mesh [--runs N] [--scenario a,n,b,c,d,q,j,k]
                                       [--install regular|checkout] [--python PATH] [--against DIR]
                                       [--keep-logs DIR] [--json FILE] [--symmetric]
 
 Run from the repository root (``-m``: it imports the test-support library ``tests``).
-Scenarios n and q need Nebula (``scripts/install.sh --nebula``: the Debian package).
+Scenarios n, q and k need Nebula (``scripts/install.sh --nebula``: the Debian package).
 
 The daemons are what users run: ``--install regular`` (the default) builds a
 wheel of this checkout and installs it into a virtualenv of its own
@@ -30,6 +30,14 @@ a  all four daemons started together: time until every pair answers in both
    seconds the four boxes' daemons (with their commands and wireguard-go)
    used until every pair answered.
 b  the same, beta started 0.5 s after the others; times from beta's start.
+j  one node joins: beta, charlie and delta start together; once they reach
+   each other and have settled (ours: their deferred web and DNS stacks
+   loaded), alpha starts alone: time from its start until it and every
+   other node answer each other, until alpha<->charlie are direct through
+   both NATs, and alpha's CPU seconds until it reaches everyone. This is
+   the start-up a user sees where each node has its own CPU (a, all four
+   starting on the same two cores, measures the sum of their start-ups).
+k  Nebula, as j (alternating with j).
 c  after convergence (every pair pings, and the dynamic daemons have loaded
    their web and DNS stacks, deferred until start-up settled) charlie's
    daemon is SIGKILLed and restarted at once
@@ -126,8 +134,11 @@ SCENARIOS = {
     f"{QUIET_AFTER:g} s after the last traffic, over {QUIET_WINDOW:g} s",
     "q": "Nebula, quiet after use (as d)",
     "o": "another checkout (--against), all four started together (as a)",
+    "j": "alpha joins the mesh the three others formed (times from alpha's start)",
+    "k": "Nebula, alpha joins (as j)",
 }
-NEBULA = {"n": "a", "q": "d"}  # Nebula's scenarios, and ours they mirror
+NEBULA = {"n": "a", "q": "d", "k": "j"}  # Nebula's scenarios, and ours they mirror
+JOINER = "alpha"  # j, k: the node that starts last, alone
 
 
 class BenchError(Exception):
@@ -866,6 +877,71 @@ def scenario_c(run: Run) -> dict[str, Any]:
     return m
 
 
+def scenario_j(run: Run) -> dict[str, Any]:
+    """j (ours) and k (Nebula): JOINER starts once the three others have met."""
+    run.start_probers()
+    run.start_poller()
+    others = [box for box in NODES if box != JOINER]
+    for box in others:
+        run.spawn_daemon(box)
+
+    def met(probes: dict[str, dict[str, Any]], boxes: list[str]) -> float | None:
+        times = [first_reply(probes, a, b) for a in boxes for b in boxes if a != b]
+        return None if None in times else max(t for t in times if t is not None)
+
+    deadline = time.monotonic() + CONVERGE_TIMEOUT
+    while met(run.probes(), others) is None:
+        run.check_daemons()
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"{', '.join(others)} did not reach each other in {CONVERGE_TIMEOUT:g} s"
+            )
+        time.sleep(0.1)
+    if not run.nebula:  # settled: their deferred imports done (as in c)
+        settled = [box for box in DYNAMIC if box != JOINER]
+        deadline = time.monotonic() + SETTLED_WAIT
+        while time.monotonic() < deadline:
+            if all("API and web UI at" in run.mesh.log(box) for box in settled):
+                break
+            time.sleep(0.05)
+    time.sleep(1.0)  # the machine quiet again but for keepalives
+    t0 = run.spawn_daemon(JOINER)
+    everyone = list(NODES)
+    deadline = t0 + CONVERGE_TIMEOUT
+    while (t_all := met(run.probes(), everyone)) is None:
+        run.check_daemons()
+        if time.monotonic() > deadline:
+            raise BenchError(f"{JOINER} did not reach everyone in {CONVERGE_TIMEOUT:g} s")
+        time.sleep(0.02)
+    cpu = run.cpu_seconds()[JOINER]  # (read within 20 ms of t_all)
+    poller = run.poller
+    assert poller is not None
+    mine = [f"{a}-{b}" for a, b in PAIRS if JOINER in (a, b)]
+    if not run.nebula:
+        wait_until(lambda: all(p in poller.pair_direct for p in mine), run.args.direct_wait, POLL)
+    poller.stop()
+    probes = run.stop_probers()
+    m: dict[str, Any] = {f"{JOINER} reaches every node": rel(t_all, t0)}
+    for other in others:
+        there, back = first_reply(probes, JOINER, other), first_reply(probes, other, JOINER)
+        both = None if there is None or back is None else max(there, back)
+        pair = "-".join(sorted((JOINER, other), key=list(NODES).index))
+        m[f"{pair}"] = rel(both, t0)
+        # Nebula has no relays: a pair that answers is direct
+        m[f"direct {pair}"] = m[pair] if run.nebula else rel(poller.pair_direct.get(pair), t0)
+    directs = [m[f"direct {p}"] for p in mine]
+    m[f"{JOINER} direct to all three"] = None if None in directs else max(directs)
+    m[f"wg0 up {JOINER}"] = rel(poller.wg_up.get(JOINER), t0)
+    m[f"CPU s until {JOINER} reaches every node ({JOINER})"] = round(cpu, 3)
+    if not run.nebula:
+        path = run.dir / f"{JOINER}-0.log"
+        marks = startup_marks(path.read_text(errors="replace")) if path.exists() else {}
+        for step, (t, step_cpu) in sorted(marks.items(), key=lambda kv: kv[1][0]):
+            m[f"startup: {step}"] = t
+            m[f"startup cpu: {step}"] = step_cpu
+    return m
+
+
 def scenario_d(run: Run) -> dict[str, Any]:
     run.start_probers()
     t0 = start_all(run)
@@ -945,6 +1021,8 @@ RUNNERS = {
     "c": scenario_c,
     "d": scenario_d,
     "q": scenario_d,
+    "j": scenario_j,
+    "k": scenario_j,
 }
 
 
@@ -1011,6 +1089,13 @@ COMPARED = [
     ("  LAN direct after every pair pings", "a", "LAN direct after every pair pings"),
     ("  NAT direct after every pair pings", "a", "NAT direct after every pair pings"),
     ("restarted node reaches everyone again", "c", "charlie reaches all again"),
+    ("a node joins: it and every node ping", "j", f"{JOINER} reaches every node"),
+    ("a node joins: direct through both NATs", "j", "direct alpha-charlie"),
+    (
+        "a node joins: its CPU s until it pings all",
+        "j",
+        f"CPU s until {JOINER} reaches every node ({JOINER})",
+    ),
     ("quiet after use: max dynamic node [B/s]", "d", "max dynamic node eth0 bytes/s"),
 ]
 
@@ -1064,6 +1149,15 @@ def print_comparison(summaries: dict[str, dict[str, Any]]) -> None:
             medians = [u["median"] for u in ups if u and u.get("median") is not None]
             if medians:
                 print(f"    {'wg0 up (last box), ' + name:<40} {max(medians):>9.2f}")
+    joined = summaries.get("j", {})
+    steps = [k.removeprefix("startup: ") for k in joined if k.startswith("startup: ")]
+    if steps:
+        print(
+            f"\n  start-up of the joining node ({JOINER}, j): s from its start; its CPU s by then"
+        )
+        for step in steps:
+            wall, cpu = joined[f"startup: {step}"], joined.get(f"startup cpu: {step}")
+            print(f"    {step:<40} {fmt_range(wall):>20} {fmt_range(cpu):>20}")
 
 
 # --- main -----------------------------------------------------------------------
@@ -1106,7 +1200,9 @@ def preflight(args: argparse.Namespace) -> None:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
-    ap.add_argument("--scenario", default="a,n,b,c,d,q", help="comma-separated, of a n b c d q (o)")
+    ap.add_argument(
+        "--scenario", default="a,n,b,c,d,q", help="comma-separated, of a n b c d q j k (o)"
+    )
     ap.add_argument(
         "--install",
         choices=("regular", "checkout"),
@@ -1145,7 +1241,9 @@ def parse_args() -> argparse.Namespace:
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
     bad = [s for s in scenarios if s not in SCENARIOS]
     if bad or not scenarios:
-        ap.error(f"unknown scenario(s): {', '.join(bad) or '(none)'}; choose from a,n,b,c,d,q,o")
+        ap.error(
+            f"unknown scenario(s): {', '.join(bad) or '(none)'}; choose from a,n,b,c,d,q,j,k,o"
+        )
     if not 1 <= args.runs <= 50:
         ap.error("--runs must be within 1..50")
     if not 0 <= args.direct_wait <= 60:
@@ -1178,6 +1276,8 @@ HEADLINES = {
     "c": "charlie reaches all again",
     "d": "max dynamic node eth0 bytes/s",
     "q": "max dynamic node eth0 bytes/s",
+    "j": f"{JOINER} reaches every node",
+    "k": f"{JOINER} reaches every node",
 }
 
 

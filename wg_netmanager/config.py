@@ -247,10 +247,16 @@ def _parse_yaml(path: str, text: str) -> Any:
         return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        lines = text.splitlines()
+        if mark is None:
+            where = "somewhere"
+        elif mark.line >= len(lines):  # libyaml puts the stream's end on a line of its own
+            where = f"line {max(len(lines), 1)}, end of file"
+        else:
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
         problem = exc.problem or exc.context or "invalid YAML"
         fix = "fix the file there"
-        if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
+        if mark is not None and _char_at(lines, mark.line, mark.column) == "\t":
             # e.g. a block copied from a web page, indented with tabs (libyaml's
             # message does not name the character)
             problem = problem.replace("found character that", "found a tab that")
@@ -273,8 +279,7 @@ def _parse_yaml(path: str, text: str) -> Any:
         raise ConfigError(f"{path}: invalid YAML value: {reason}; quote it or fix it") from None
 
 
-def _char_at(text: str, line: int, column: int) -> str:
-    lines = text.splitlines()
+def _char_at(lines: list[str], line: int, column: int) -> str:
     return lines[line][column : column + 1] if 0 <= line < len(lines) else ""
 
 
