@@ -216,9 +216,12 @@ def python_version(venv: Path) -> str:
     return run.stdout.strip().replace("\n", " ")
 
 
-def nebula_config(box: str, pki: Path) -> str:
+def nebula_config(box: str, pki: Path, punch_delay: float | None = None) -> str:
     """Nebula's config for ``box``: beta the lighthouse, the wg IP and port ours
-    uses, tun device wg0, NAT punching on, every packet allowed."""
+    uses, tun device wg0, NAT punching on, every packet allowed;
+    ``punch_delay``: punchy.delay in s (None: Nebula's default, 1 s: the
+    punch a node sends back when the lighthouse tells it of a newcomer)."""
+    delay = "" if punch_delay is None else f"\n  delay: {punch_delay:g}s"
     octet = int(NODES[box].rsplit(".", 1)[1])
     lighthouse = box == "beta"
     hosts = "[]" if lighthouse else f'["{NODES["beta"]}"]'
@@ -238,7 +241,7 @@ listen:
   port: {WG_PORT_BASE + octet}
 punchy:
   punch: true
-  respond: true
+  respond: true{delay}
 tun:
   dev: wg0
   mtu: 1300
@@ -261,7 +264,9 @@ class NebulaMesh(FaultMesh):
     """Nebula in the boxes instead of wg_netmanager: certificates and configs
     made in ``tmp`` (``nebula-cert``), the same probers."""
 
-    def __init__(self, tb: Testbed, tmp: Path, *, probing: Probing) -> None:
+    def __init__(
+        self, tb: Testbed, tmp: Path, *, probing: Probing, punch_delay: float | None = None
+    ) -> None:
         super().__init__(tb, tmp, dict(NODES), NETWORK_YAML, verbose=False, probing=probing)
         pki = tmp / "nebula"
         pki.mkdir(mode=0o700)
@@ -277,7 +282,7 @@ class NebulaMesh(FaultMesh):
                 *("-name", box, "-ip", f"{ip}/24"),
                 *("-out-crt", f"{pki}/{box}.crt", "-out-key", f"{pki}/{box}.key"),
             )
-            (pki / f"{box}.yml").write_text(nebula_config(box, pki))
+            (pki / f"{box}.yml").write_text(nebula_config(box, pki, punch_delay))
         self.pki = pki
 
     def start(
@@ -498,7 +503,9 @@ class Run:
         self.tb = Testbed(script_path("working_example"), unique_prefix("bm"))
         self.mesh: FaultMesh
         if self.nebula:
-            self.mesh = NebulaMesh(self.tb, self.dir, probing=PROBING)
+            self.mesh = NebulaMesh(
+                self.tb, self.dir, probing=PROBING, punch_delay=args.nebula_punch_delay
+            )
         else:
             # -vv: the start-up timeline is read from the logs
             self.mesh = FaultMesh(
@@ -1231,6 +1238,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--symmetric", action="store_true", help="alpha's firewall: symmetric NAT")
     ap.add_argument(
+        "--nebula-punch-delay",
+        type=float,
+        default=None,
+        metavar="S",
+        help="Nebula's punchy.delay (default: Nebula's own, 1 s); 0 is Nebula at its fastest",
+    )
+    ap.add_argument(
         "--direct-wait",
         type=float,
         default=3.0,
@@ -1346,6 +1360,9 @@ def main() -> int:
     total = time.monotonic() - began
     print(f"\ntotal {total:.1f} s; times in s from the (re)start of the measured daemon(s)")
     print(f"load average before {load0:.2f}, after {loadavg():.2f} ({os.cpu_count()} CPUs)")
+    if set(NEBULA) & set(args.scenarios):
+        delay = args.nebula_punch_delay
+        print(f"Nebula's punchy.delay: {'its default (1 s)' if delay is None else f'{delay:g} s'}")
     ran = " ".join(program) if program else "python -m wg_netmanager (this checkout)"
     print(f"wg_netmanager: {ran}")
     interpreter = venv_base(BENCH_VENV) if program else sys.executable
@@ -1356,6 +1373,7 @@ def main() -> int:
             "meta": {
                 "runs": args.runs,
                 "symmetric": args.symmetric,
+                "nebula_punch_delay": args.nebula_punch_delay,
                 "install": args.install,
                 "interpreter": interpreter,
                 "probe_interval": PROBING.interval,
