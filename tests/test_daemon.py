@@ -17,6 +17,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -945,3 +946,29 @@ def test_a_stop_does_not_wait_for_the_web_stacks_import(
         assert trio.run(scenario) < 2.0
     finally:
         release.set()
+
+
+def test_a_signal_before_the_daemon_listens_is_acted_on_once_it_does() -> None:
+    """A SIGTERM between the start of trio's run and ``serve``'s signal
+    receiver (a quick restart caught one) waits for the receiver: raised from
+    a handler inside trio's run loop, it broke the loop (TrioInternalError,
+    exit 1); by default it would kill the daemon with its interface left."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+
+    async def listen() -> list[int]:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+            daemon_module.release_held_signals()
+            got = []
+            with trio.move_on_after(1.0):
+                async for signum in signals:
+                    got.append(signum)
+            return got
+
+    try:
+        daemon_module.hold_signals()
+        os.kill(os.getpid(), signal.SIGHUP)  # during start-up: held, nothing happens
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert trio.run(listen) == [signal.SIGHUP, signal.SIGTERM]
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

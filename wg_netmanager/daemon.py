@@ -51,6 +51,7 @@ import math
 import signal
 import socket
 import sys
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
@@ -1164,6 +1165,7 @@ async def serve(
             daemon.request_reload()
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        release_held_signals()
         async with trio.open_nursery() as nursery:
             hangup = None if settings.tui else on_hangup  # TUI: the terminal hung up
             nursery.start_soon(_on_signals, signals, nursery.cancel_scope, hangup)
@@ -1258,6 +1260,32 @@ def _demand_sensor(settings: Settings) -> DemandSensor | None:
     return DemandSensor(settings.interface, settings.admin_port)
 
 
+_HELD = (signal.SIGTERM, signal.SIGHUP)
+_held_signals: list[int] = []
+
+
+def _hold_signal(signum: int, _frame: object) -> None:
+    _held_signals.append(signum)
+
+
+def hold_signals() -> None:
+    """Until ``serve`` listens for them, a SIGTERM or SIGHUP waits for it
+    (``release_held_signals``). Raised from a handler while trio's run loop
+    starts, it would break the loop (TrioInternalError); left to its default
+    action, it would kill us with an interface made and not deleted."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in _HELD:
+            signal.signal(signum, _hold_signal)
+
+
+def release_held_signals() -> None:
+    """Raise again what ``hold_signals`` held: trio's signal receiver, in
+    place now, gets it."""
+    held, _held_signals[:] = list(_held_signals), []
+    for signum in held:
+        signal.raise_signal(signum)
+
+
 async def _on_signals(
     signals: AsyncIterator[int], scope: trio.CancelScope, on_hangup: Callable[[], None] | None
 ) -> None:
@@ -1338,6 +1366,7 @@ def main(
     for warning in settings.network.warnings:  # e.g. a subnet read with its host bits cleared
         log.warning("%s", warning)
     notifier = Notifier.from_environ()
+    hold_signals()
     try:
         error = trio.run(
             serve, settings, load_settings, notifier, timeline, admin_socket, early_device
