@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import os
 import socket
 import subprocess
@@ -617,3 +618,41 @@ def test_the_daemons_own_command_line_is_parsed_against_its_usage_line_alone(
     assert texts == [cli.RUN_USAGE]
     cli.parse_argv(["status", "--json"])
     assert texts[1:] == [cli.USAGE]
+
+
+def test_the_collector_is_off_during_the_start_up_imports_and_on_after() -> None:
+    """The entry point (console script, ``python -m``) turns the garbage
+    collector off for the imports; once the daemon is imported, what they
+    made is frozen out of later passes and it is on again."""
+    code = """
+import gc
+import wg_netmanager.__main__
+off = not gc.isenabled()
+from wg_netmanager import cli, daemon
+cli.imports_done()
+print(off, gc.isenabled(), gc.get_freeze_count() > 1000)
+"""
+    assert in_a_fresh_interpreter(code) == "True True True"
+
+
+def test_imports_done_leaves_a_running_collector_alone() -> None:
+    """Called as a function (the collector on), the command line changes
+    nothing about it: no objects frozen."""
+    frozen = gc.get_freeze_count()
+    cli.imports_done()
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+def test_the_deferred_imports_are_frozen_too_where_start_up_froze_its_own() -> None:
+    code = """
+import gc, trio
+from wg_netmanager.daemon import import_in_thread
+before = gc.get_freeze_count()
+trio.run(import_in_thread, "xml.dom.minidom")  # nothing frozen yet: left alone
+left = gc.get_freeze_count() == before
+gc.freeze()
+frozen = gc.get_freeze_count()
+trio.run(import_in_thread, "fractions")
+print(left, gc.get_freeze_count() > frozen)
+"""
+    assert in_a_fresh_interpreter(code) == "True True"

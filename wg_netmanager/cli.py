@@ -28,6 +28,7 @@ when another one is given. Every configuration problem is reported as one
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import socket
@@ -563,6 +564,16 @@ def _logfile_form(argv: list[str]) -> str | None:
     return None
 
 
+def imports_done() -> None:
+    """The start-up imports are done: what they made is frozen out of the
+    garbage collector's passes, and the collector, off during the imports
+    (``__main__``), is on again. Where it was on (the command line called as
+    a function), nothing changes."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
     timeline = Timeline()
     timeline.mark("command line module imported")
@@ -616,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
             from wg_netmanager import daemon  # logs the configuration's warnings itself
 
             timeline.mark("daemon imported")
+            imports_done()
             # A reload (SIGHUP) reads the same command line with the files as they are then.
             return daemon.main(
                 settings,

@@ -45,6 +45,7 @@ signal.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import logging
 import math
@@ -186,6 +187,8 @@ async def import_in_thread(module: str) -> None:
     waits for an import."""
     if module not in sys.modules:
         await trio.to_thread.run_sync(importlib.import_module, module, abandon_on_cancel=True)
+        if gc.get_freeze_count():  # start-up froze its imports (cli.imports_done): these too
+            gc.freeze()
 
 
 class Daemon:
