@@ -645,14 +645,20 @@ def test_imports_done_leaves_a_running_collector_alone() -> None:
 
 def test_the_deferred_imports_are_frozen_too_where_start_up_froze_its_own() -> None:
     code = """
-import gc, trio
+import gc, trio, weakref
 from wg_netmanager.daemon import import_in_thread
 before = gc.get_freeze_count()
 trio.run(import_in_thread, "xml.dom.minidom")  # nothing frozen yet: left alone
 left = gc.get_freeze_count() == before
-gc.freeze()
-frozen = gc.get_freeze_count()
+class Cycle:
+    pass
+garbage = Cycle()
+garbage.me = garbage
+gone = weakref.ref(garbage)
+del garbage
+gc.freeze()  # as start-up does, with the imports' cycles
 trio.run(import_in_thread, "fractions")
-print(left, gc.get_freeze_count() > frozen)
+# the cycle collected, and everything (the new module too) frozen again
+print(left, gone() is None, len(gc.get_objects()) < 1000 < gc.get_freeze_count())
 """
-    assert in_a_fresh_interpreter(code) == "True True"
+    assert in_a_fresh_interpreter(code) == "True True True"
