@@ -62,7 +62,7 @@ o  with ``--against DIR``: a, with another checkout of wg_netmanager (a git
    worktree of an older commit, say) installed the same way, alternating
    with a: before and after a change, under the same load.
 
-"Direct" is read every 50 ms from each box's WireGuard UAPI socket (the
+"Direct" is read every 50 ms (j: 20 ms) from each box's WireGuard UAPI socket (the
 testbed keeps it on the host at $TB_STATE_ROOT/PREFIX/BOX/wireguard/wg0.sock)
 and its routing table (/proc/PID/net/route of a process in the box): A-B is
 direct when A has B's current public key as a peer with B/32 allowed and no
@@ -115,6 +115,9 @@ NETWORK_YAML = network_yaml()
 PROBING = Probing(interval=0.02, gap=0.1, flush=0.1)
 PROBE_MAX = 120.0  # a prober's own time limit (s); they are stopped much earlier
 POLL = 0.05  # direct-path polling interval
+# j: as often as the probers ping (Nebula's "direct" is its first reply):
+# the machine is idle but for the joining node, and the figure is small.
+POLL_JOIN = 0.02
 CONVERGE_TIMEOUT = 20.0
 SETTLED_WAIT = 5.0  # c: at most this long for the daemons' deferred imports
 RECOVER_TIMEOUT = 15.0
@@ -375,11 +378,12 @@ def gateway_routes(pid: int, ifname: str = "wg0") -> dict[str, str] | None:
 
 
 class DirectPoller(threading.Thread):
-    """Polls every box's WireGuard state and routes every POLL seconds and
+    """Polls every box's WireGuard state and routes every ``interval`` s and
     records the first time each condition held."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, interval: float = POLL) -> None:
         super().__init__(daemon=True)
+        self.interval = interval
         self.run_ = run
         self.stop_ = threading.Event()
         self.wg_up: dict[str, float] = {}
@@ -404,7 +408,7 @@ class DirectPoller(threading.Thread):
             except Exception:  # never let a parsing surprise kill the measurement
                 self.errors += 1
             self.polls += 1
-            self.stop_.wait(max(0.0, POLL - (time.monotonic() - t)))
+            self.stop_.wait(max(0.0, self.interval - (time.monotonic() - t)))
 
     def poll(self, t: float) -> None:
         if self.run_.nebula:  # no UAPI: its tun device's appearance is all there is to see
@@ -639,8 +643,8 @@ class Run:
             if p.poll() is not None:
                 raise BenchError(f"daemon {box} exited with {p.returncode}")
 
-    def start_poller(self) -> None:
-        self.poller = DirectPoller(self)
+    def start_poller(self, interval: float = POLL) -> None:
+        self.poller = DirectPoller(self, interval)
         self.poller.start()
 
     def log_tails(self, lines: int = 15) -> str:
@@ -887,7 +891,7 @@ def scenario_c(run: Run) -> dict[str, Any]:
 def scenario_j(run: Run) -> dict[str, Any]:
     """j (ours) and k (Nebula): JOINER starts once the three others have met."""
     run.start_probers()
-    run.start_poller()
+    run.start_poller(POLL_JOIN)
     others = [box for box in NODES if box != JOINER]
     for box in others:
         run.spawn_daemon(box)
@@ -1378,6 +1382,7 @@ def main() -> int:
                 "interpreter": interpreter,
                 "probe_interval": PROBING.interval,
                 "poll_interval": POLL,
+                "poll_interval_join": POLL_JOIN,
                 "total_seconds": round(total, 1),
                 "git": git_state(),
                 "loadavg_before": load0,
