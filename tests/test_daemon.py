@@ -965,10 +965,12 @@ def test_a_signal_before_the_daemon_listens_is_acted_on_once_it_does() -> None:
             return got
 
     try:
-        daemon_module.hold_signals()
+        previous = daemon_module.hold_signals()
         os.kill(os.getpid(), signal.SIGHUP)  # during start-up: held, nothing happens
         os.kill(os.getpid(), signal.SIGTERM)
         assert trio.run(listen) == [signal.SIGHUP, signal.SIGTERM]
+        daemon_module.restore_signals(previous)  # as main() does after its run
+        assert {s: signal.getsignal(s) for s in before} == before
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)

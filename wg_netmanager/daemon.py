@@ -1276,14 +1276,20 @@ def _hold_signal(signum: int, _frame: object) -> None:
     _held_signals.append(signum)
 
 
-def hold_signals() -> None:
+def hold_signals() -> dict[int, Any]:
     """Until ``serve`` listens for them, a SIGTERM or SIGHUP waits for it
     (``release_held_signals``). Raised from a handler while trio's run loop
     starts, it would break the loop (TrioInternalError); left to its default
-    action, it would kill us with an interface made and not deleted."""
-    if threading.current_thread() is threading.main_thread():
-        for signum in _HELD:
-            signal.signal(signum, _hold_signal)
+    action, it would kill us with an interface made and not deleted.
+    Returns the handlers before, for ``restore_signals``."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, _hold_signal) for signum in _HELD}
+
+
+def restore_signals(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def release_held_signals() -> None:
@@ -1374,7 +1380,7 @@ def main(
     for warning in settings.network.warnings:  # e.g. a subnet read with its host bits cleared
         log.warning("%s", warning)
     notifier = Notifier.from_environ()
-    hold_signals()
+    handlers = hold_signals()
     try:
         error = trio.run(
             serve, settings, load_settings, notifier, timeline, admin_socket, early_device
@@ -1382,6 +1388,7 @@ def main(
     except KeyboardInterrupt:  # a second Ctrl-C during cleanup
         return 130
     finally:
+        restore_signals(handlers)
         notifier.close()
         if settings.tui:  # stderr again (e.g. a startup error the TUI never showed)
             log_capture.release_logging()
