@@ -89,7 +89,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -655,16 +655,30 @@ class Run:
         return "\n".join(parts)
 
     # waiting
-    def wait_all_reachable(self, timeout: float = CONVERGE_TIMEOUT) -> float | None:
-        """Monotonic time by which every direction had a first reply."""
+    def wait_all_reachable(
+        self,
+        timeout: float = CONVERGE_TIMEOUT,
+        boxes: Collection[str] = NODES,
+        interval: float = 0.1,
+    ) -> float | None:
+        """Monotonic time by which every direction between ``boxes`` had a first reply."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_daemons()
-            t = all_reachable(self.probes())
+            t = all_reachable(self.probes(), boxes)
             if t is not None:
                 return t
-            time.sleep(0.1)
+            time.sleep(interval)
         return None
+
+    def wait_settled(self, boxes: Sequence[str]) -> None:
+        """Until (at most SETTLED_WAIT s) ``boxes``' daemons have settled and
+        loaded their deferred web and DNS stacks."""
+        wait_until(
+            lambda: all("API and web UI at" in self.mesh.log(box) for box in boxes),
+            SETTLED_WAIT,
+            0.05,
+        )
 
 
 def says_ready(out: Path) -> bool:
@@ -683,8 +697,10 @@ def first_reply(probes: dict[str, dict[str, Any]], a: str, b: str) -> float | No
     return float(t) if t is not None else None
 
 
-def all_reachable(probes: dict[str, dict[str, Any]]) -> float | None:
-    times = [first_reply(probes, a, b) for a, b in DIRECTED]
+def all_reachable(
+    probes: dict[str, dict[str, Any]], boxes: Collection[str] = NODES
+) -> float | None:
+    times = [first_reply(probes, a, b) for a in boxes for b in boxes if a != b]
     if any(t is None for t in times):
         return None
     return max(t for t in times if t is not None)
@@ -759,11 +775,11 @@ def startup_marks(log_text: str) -> dict[str, tuple[float, float]]:
     }
 
 
-def timeline_split(run: Run) -> dict[str, Any]:
-    """Per start-up step, when the slowest of the four daemons got there (s
+def timeline_split(run: Run, boxes: Collection[str] = NODES) -> dict[str, Any]:
+    """Per start-up step, when the slowest of ``boxes``' daemons got there (s
     since its start), and the most CPU one had used by then."""
     marks = {}
-    for box in NODES:
+    for box in boxes:
         path = run.dir / f"{box}-0.log"
         marks[box] = startup_marks(path.read_text(errors="replace")) if path.exists() else {}
     steps: dict[str, tuple[float, float]] = {}
@@ -825,11 +841,7 @@ def scenario_c(run: Run) -> dict[str, Any]:
     # DNS stacks (about a second of CPU for the three, half a second after
     # their last change), which would otherwise share the two cores with the
     # restart and starve every box's prober for a moment.
-    deadline = time.monotonic() + SETTLED_WAIT
-    while time.monotonic() < deadline:
-        if all("API and web UI at" in run.mesh.log(box) for box in DYNAMIC):
-            break
-        time.sleep(0.05)
+    run.wait_settled(DYNAMIC)
     poller = run.poller
     assert poller is not None
     had_direct = poller.all_direct is not None
@@ -896,34 +908,15 @@ def scenario_j(run: Run) -> dict[str, Any]:
     for box in others:
         run.spawn_daemon(box)
 
-    def met(probes: dict[str, dict[str, Any]], boxes: list[str]) -> float | None:
-        times = [first_reply(probes, a, b) for a in boxes for b in boxes if a != b]
-        return None if None in times else max(t for t in times if t is not None)
-
-    deadline = time.monotonic() + CONVERGE_TIMEOUT
-    while met(run.probes(), others) is None:
-        run.check_daemons()
-        if time.monotonic() > deadline:
-            raise BenchError(
-                f"{', '.join(others)} did not reach each other in {CONVERGE_TIMEOUT:g} s"
-            )
-        time.sleep(0.1)
+    if run.wait_all_reachable(boxes=others) is None:
+        raise BenchError(f"{', '.join(others)} did not reach each other in {CONVERGE_TIMEOUT:g} s")
     if not run.nebula:  # settled: their deferred imports done (as in c)
-        settled = [box for box in DYNAMIC if box != JOINER]
-        deadline = time.monotonic() + SETTLED_WAIT
-        while time.monotonic() < deadline:
-            if all("API and web UI at" in run.mesh.log(box) for box in settled):
-                break
-            time.sleep(0.05)
+        run.wait_settled([box for box in DYNAMIC if box != JOINER])
     time.sleep(1.0)  # the machine quiet again but for keepalives
     t0 = run.spawn_daemon(JOINER)
-    everyone = list(NODES)
-    deadline = t0 + CONVERGE_TIMEOUT
-    while (t_all := met(run.probes(), everyone)) is None:
-        run.check_daemons()
-        if time.monotonic() > deadline:
-            raise BenchError(f"{JOINER} did not reach everyone in {CONVERGE_TIMEOUT:g} s")
-        time.sleep(0.02)
+    t_all = run.wait_all_reachable(interval=0.02)
+    if t_all is None:
+        raise BenchError(f"{JOINER} did not reach everyone in {CONVERGE_TIMEOUT:g} s")
     cpu = run.cpu_seconds()[JOINER]  # (read within 20 ms of t_all)
     poller = run.poller
     assert poller is not None
@@ -945,11 +938,7 @@ def scenario_j(run: Run) -> dict[str, Any]:
     m[f"wg0 up {JOINER}"] = rel(poller.wg_up.get(JOINER), t0)
     m[f"CPU s until {JOINER} reaches every node ({JOINER})"] = round(cpu, 3)
     if not run.nebula:
-        path = run.dir / f"{JOINER}-0.log"
-        marks = startup_marks(path.read_text(errors="replace")) if path.exists() else {}
-        for step, (t, step_cpu) in sorted(marks.items(), key=lambda kv: kv[1][0]):
-            m[f"startup: {step}"] = t
-            m[f"startup cpu: {step}"] = step_cpu
+        m.update(timeline_split(run, [JOINER]))
     return m
 
 
